@@ -1,0 +1,73 @@
+//! The admin HTTP endpoint: `/healthz` for probes, `/metrics` for Prometheus.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// What the admin endpoint reports on.
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub listeners: Vec<(String, std::net::SocketAddr)>,
+    pub routes: usize,
+}
+
+/// Serves the admin endpoint until `shutdown` is cancelled.
+pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "admin endpoint failed");
+    }
+}
+
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<Arc<AdminState>>,
+) -> impl IntoResponse {
+    let listeners: Vec<String> = state
+        .listeners
+        .iter()
+        .map(|(name, addr)| format!("{{\"name\":\"{}\",\"addr\":\"{addr}\"}}", json_escape(name)))
+        .collect();
+    let body = format!(
+        "{{\"status\":\"ok\",\"version\":\"{}\",\"routes\":{},\"listeners\":[{}]}}",
+        env!("CARGO_PKG_VERSION"),
+        state.routes,
+        listeners.join(",")
+    );
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}
+
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<AdminState>>,
+) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+fn json_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| match c {
+            '"' => vec!['\\', '"'],
+            '\\' => vec!['\\', '\\'],
+            c if c.is_control() => vec![' '],
+            c => vec![c],
+        })
+        .collect()
+}

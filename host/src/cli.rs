@@ -1,0 +1,351 @@
+//! The command line: `serve`, `check`, `sim-iis`, `send`, `bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::config;
+use crate::sim::{self, SimOptions, SimState};
+use crate::tools::{self, BenchOptions};
+
+/// izhub: an immunization interface engine (HL7 v2 over MLLP, sandboxed WebAssembly plugins).
+#[derive(Debug, Parser)]
+#[command(name = "izhub", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing syntax, e.g. `info` or `izhub=debug`); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the engine: listeners, routes, plugins and the admin endpoint.
+    Serve {
+        /// Configuration file.
+        #[arg(long, short, default_value = "izhub.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and report every error at once, without starting anything.
+    Check {
+        /// Configuration file.
+        #[arg(long, short, default_value = "izhub.toml")]
+        config: PathBuf,
+    },
+    /// Run a simulated state IIS that answers VXU and QBP^Q11 over MLLP.
+    SimIis {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:2601")]
+        listen: String,
+        /// The IIS's name in its answers (MSH-3/MSH-4).
+        #[arg(long, default_value = "SIMIIS")]
+        name: String,
+        /// Wait this many milliseconds before each answer.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Answer every message AR, as an IIS that refuses submissions.
+        #[arg(long)]
+        refuse: bool,
+        /// Drop the connection instead of answering every Nth message (0: never).
+        #[arg(long, default_value_t = 0)]
+        drop_every: u64,
+    },
+    /// Send HL7 files over MLLP and print each answer.
+    Send {
+        /// Message files (one message each; LF or CR line ends).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Address to send to, host:port.
+        #[arg(long)]
+        to: String,
+        /// Seconds to wait for each answer.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Print only one line per answer.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Load-test an MLLP endpoint: msgs/s and latency percentiles, with every ACK checked.
+    Bench {
+        /// Address to test, host:port.
+        #[arg(long)]
+        to: String,
+        /// A second address measured in the same run as the baseline (e.g. the IIS simulator).
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Concurrent connections; a comma-separated list runs each in turn.
+        #[arg(long, default_value = "8", value_delimiter = ',')]
+        connections: Vec<usize>,
+        /// Messages per run.
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        /// The message to send; its MSH-10 is made unique per message.
+        #[arg(long)]
+        file: PathBuf,
+        /// Warm-up messages sent before each measured run.
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// Seconds to wait for each answer.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+}
+
+/// Entry point for the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(errs) => {
+                    eprint!("{errs}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            crate::serve::run(&cfg, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => match config::load(&config) {
+            Ok(cfg) => {
+                // Compile every plugin too: a component that does not fit the
+                // contract is a configuration error the operator must see now.
+                let metrics = Arc::new(crate::metrics::Metrics::new());
+                match crate::pipeline::Pipeline::build(&cfg, metrics) {
+                    Ok(_) => {
+                        println!(
+                            "{}: OK ({} listeners, {} destinations, {} routes, {} plugins)",
+                            config.display(),
+                            cfg.listeners.len(),
+                            cfg.destinations.len(),
+                            cfg.routes.len(),
+                            cfg.routes.iter().map(|r| r.plugins.len()).sum::<usize>()
+                        );
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(e) => {
+                        eprintln!("{}: {e:#}", config.display());
+                        Ok(ExitCode::from(2))
+                    }
+                }
+            }
+            Err(errs) => {
+                eprint!("{errs}");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::SimIis {
+            listen,
+            name,
+            delay_ms,
+            refuse,
+            drop_every,
+        } => {
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, name = %name, "simulated IIS listening for MLLP");
+            let opts = SimOptions {
+                name,
+                delay: Duration::from_millis(delay_ms),
+                refuse,
+                drop_every,
+                ..SimOptions::default()
+            };
+            let token = CancellationToken::new();
+            let server = tokio::spawn(sim::run(
+                listener,
+                opts,
+                Arc::new(SimState::default()),
+                token.clone(),
+            ));
+            shutdown_signal().await;
+            token.cancel();
+            let _ = server.await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Send {
+            files,
+            to,
+            timeout,
+            quiet,
+        } => {
+            let failed =
+                tools::send_files(&files, &to, Duration::from_secs(timeout), quiet).await?;
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Bench {
+            to,
+            baseline,
+            connections,
+            messages,
+            file,
+            warmup,
+            timeout,
+        } => {
+            let raw = tools::read_message_file(&file)?;
+            let message = String::from_utf8(raw)
+                .map_err(|_| anyhow::anyhow!("{}: not UTF-8", file.display()))?;
+            bench(
+                to,
+                baseline,
+                connections,
+                messages,
+                message,
+                warmup,
+                Duration::from_secs(timeout),
+            )
+            .await
+        }
+    }
+}
+
+async fn bench(
+    to: String,
+    baseline: Option<String>,
+    connections: Vec<usize>,
+    messages: usize,
+    message: String,
+    warmup: usize,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    let mut targets = Vec::new();
+    if let Some(b) = baseline {
+        targets.push(("baseline", b));
+    }
+    targets.push(("target", to));
+    println!(
+        "{:<9} {:<22} {:>5} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}  answers",
+        "", "address", "conns", "messages", "msgs/s", "p50 ms", "p99 ms", "max ms", "errors"
+    );
+    let mut bad = false;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    for &conns in &connections {
+        let mut rates = Vec::new();
+        for (role, addr) in &targets {
+            let mut opts = BenchOptions {
+                to: addr.clone(),
+                connections: conns,
+                messages: warmup,
+                message: message.clone(),
+                timeout,
+                run_id: format!("W{stamp}{role}{conns}"),
+            };
+            if warmup > 0 {
+                tools::run_bench(&opts).await?;
+            }
+            opts.messages = messages;
+            opts.run_id = format!("B{stamp}{role}{conns}");
+            let r = tools::run_bench(&opts).await?;
+            let codes: Vec<String> = r.codes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!(
+                "{:<9} {:<22} {:>5} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}  {}{}",
+                role,
+                addr,
+                conns,
+                r.answered,
+                r.rate(),
+                r.p50.as_secs_f64() * 1e3,
+                r.p99.as_secs_f64() * 1e3,
+                r.max.as_secs_f64() * 1e3,
+                r.errors,
+                codes.join(" "),
+                if r.mismatched > 0 {
+                    format!(" MSA-2 MISMATCHES={}", r.mismatched)
+                } else {
+                    String::new()
+                }
+            );
+            bad |= r.errors > 0 || r.mismatched > 0;
+            rates.push(r.rate());
+        }
+        if let [base, target] = rates.as_slice() {
+            println!(
+                "ratio     target/baseline at {conns} connections: {:.2}",
+                target / base.max(1e-9)
+            );
+        }
+    }
+    Ok(if bad {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

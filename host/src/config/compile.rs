@@ -1,0 +1,635 @@
+//! Turns a [`FileConfig`] into a checked [`Config`], reporting every problem
+//! at once with the file, line and key.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::file::{FileConfig, PluginFile};
+use crate::mllp::DEFAULT_MAX_FRAME;
+
+/// A checked configuration, ready to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    pub admin: Option<SocketAddr>,
+    pub listeners: Vec<ListenerSpec>,
+    pub destinations: Vec<DestinationSpec>,
+    pub tables: BTreeMap<String, HashMap<String, String>>,
+    pub routes: Vec<RouteSpec>,
+}
+
+/// One MLLP listener.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub allowed_senders: BTreeSet<String>,
+    pub max_frame: usize,
+    pub lenient_framing: bool,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+}
+
+/// One IIS reached over MLLP.
+#[derive(Debug, Clone)]
+pub struct DestinationSpec {
+    pub name: String,
+    pub addr: String,
+    pub connect_timeout: Duration,
+    pub answer_timeout: Duration,
+    pub connections: usize,
+    pub max_frame: usize,
+}
+
+/// How a route answers the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// The sender gets the IIS's own answer, with plugin warnings merged in.
+    Relay,
+}
+
+/// One route: which messages it takes, the plugins they go through, where they go.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: String,
+    /// Listener names; empty matches all.
+    pub listeners: BTreeSet<String>,
+    /// (code, trigger) pairs; a `None` trigger matches any.
+    pub message_types: Vec<(String, Option<String>)>,
+    pub senders: BTreeSet<String>,
+    pub receivers: BTreeSet<String>,
+    pub destinations: Vec<String>,
+    pub ack_mode: AckMode,
+    pub plugins: Vec<PluginSpec>,
+}
+
+/// A capability a plugin is granted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Grant {
+    Log,
+    Config,
+    Lookup(String),
+}
+
+/// One plugin in a route.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub name: String,
+    pub wasm: PathBuf,
+    pub time_limit: Duration,
+    pub memory_limit: usize,
+    pub max_output: usize,
+    pub grants: BTreeSet<Grant>,
+    pub config: BTreeMap<String, String>,
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column, when known.
+    pub line: Option<(usize, usize)>,
+    /// Dotted key, e.g. `routes[0].plugins[1].wasm`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.line {
+            write!(f, ":{line}:{col}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "{n} error{} in the configuration:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and checks a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_str(&text, path),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }])),
+    }
+}
+
+/// Collects errors with their positions in one source text.
+struct Errors<'a> {
+    file: &'a Path,
+    source: &'a str,
+    list: Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn line_col(&self, span: Option<Range<usize>>) -> Option<(usize, usize)> {
+        let start = span?.start.min(self.source.len());
+        let before = self.source.get(..start)?;
+        let line = before.matches('\n').count() + 1;
+        let col = before
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
+        Some((line, col))
+    }
+
+    fn push(&mut self, span: Option<Range<usize>>, key: impl Into<String>, msg: impl Into<String>) {
+        let line = self.line_col(span);
+        self.list.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            key: key.into(),
+            message: msg.into(),
+        });
+    }
+}
+
+/// Checks configuration text; `path` names it in errors and anchors relative paths.
+pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let mut errs = Errors {
+        file: path,
+        source,
+        list: Vec::new(),
+    };
+    let file: FileConfig = match toml::from_str(source) {
+        Ok(f) => f,
+        Err(e) => {
+            errs.push(e.span(), "", e.message().to_string());
+            return Err(ConfigErrors(errs.list));
+        }
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut bound: Vec<(SocketAddr, String)> = Vec::new();
+
+    let admin = file.admin.as_ref().and_then(|a| {
+        let addr = parse_addr(&mut errs, &a.listen, "admin.listen")?;
+        check_port(&mut errs, &mut bound, addr, a.listen.span(), "admin.listen");
+        Some(addr)
+    });
+
+    let mut listeners = Vec::new();
+    for (name, l) in &file.listeners {
+        let key = format!("listeners.{name}.listen");
+        let Some(addr) = parse_addr(&mut errs, &l.get_ref().listen, &key) else {
+            continue;
+        };
+        check_port(&mut errs, &mut bound, addr, l.get_ref().listen.span(), &key);
+        let l = l.get_ref();
+        let max_frame = l.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME);
+        if max_frame < 64 {
+            errs.push(
+                Some(l.listen.span()),
+                format!("listeners.{name}.max_frame_bytes"),
+                "must be at least 64",
+            );
+        }
+        listeners.push(ListenerSpec {
+            name: name.clone(),
+            addr,
+            allowed_senders: l.allowed_senders.iter().cloned().collect(),
+            max_frame,
+            lenient_framing: l.lenient_framing,
+            max_connections: l.max_connections.unwrap_or(1024).max(1),
+            idle_timeout: Duration::from_secs(l.idle_timeout_secs.unwrap_or(600).max(1)),
+        });
+    }
+
+    let mut destinations = Vec::new();
+    for (name, d) in &file.destinations {
+        let d = d.get_ref();
+        let addr = d.mllp.get_ref().trim();
+        let port_ok = addr.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok {
+            errs.push(
+                Some(d.mllp.span()),
+                format!("destinations.{name}.mllp"),
+                format!("'{addr}' is not a host:port address"),
+            );
+        }
+        destinations.push(DestinationSpec {
+            name: name.clone(),
+            addr: addr.to_string(),
+            connect_timeout: Duration::from_millis(d.connect_timeout_ms.unwrap_or(3000).max(1)),
+            answer_timeout: Duration::from_millis(d.answer_timeout_ms.unwrap_or(30_000).max(1)),
+            connections: d.connections.unwrap_or(4).clamp(1, 256),
+            max_frame: d.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME).max(64),
+        });
+    }
+
+    let tables: BTreeMap<String, HashMap<String, String>> = file
+        .tables
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
+            )
+        })
+        .collect();
+
+    let listener_names: BTreeSet<&str> = file.listeners.keys().map(String::as_str).collect();
+    let dest_names: BTreeSet<&str> = file.destinations.keys().map(String::as_str).collect();
+    let mut route_names = BTreeSet::new();
+    let mut routes = Vec::new();
+    for (i, r) in file.routes.iter().enumerate() {
+        let span = r.span();
+        let r = r.get_ref();
+        let prefix = format!("routes[{i}]");
+        if !route_names.insert(r.name.clone()) {
+            errs.push(
+                Some(span.clone()),
+                format!("{prefix}.name"),
+                format!("route name '{}' is used twice", r.name),
+            );
+        }
+        for l in &r.listeners {
+            if !listener_names.contains(l.get_ref().as_str()) {
+                errs.push(
+                    Some(l.span()),
+                    format!("{prefix}.listeners"),
+                    format!(
+                        "unknown listener '{}' (defined: {})",
+                        l.get_ref(),
+                        list(&listener_names)
+                    ),
+                );
+            }
+        }
+        for d in &r.destinations {
+            if !dest_names.contains(d.get_ref().as_str()) {
+                errs.push(
+                    Some(d.span()),
+                    format!("{prefix}.destinations"),
+                    format!(
+                        "unknown destination '{}' (defined: {})",
+                        d.get_ref(),
+                        list(&dest_names)
+                    ),
+                );
+            }
+        }
+        let ack_mode = match r
+            .ack_mode
+            .as_ref()
+            .map(|m| (m.get_ref().as_str(), m.span()))
+        {
+            None | Some(("relay", _)) => AckMode::Relay,
+            Some((other, span)) => {
+                errs.push(
+                    Some(span),
+                    format!("{prefix}.ack_mode"),
+                    format!("unknown ACK mode '{other}' (supported: relay)"),
+                );
+                AckMode::Relay
+            }
+        };
+        let mut message_types = Vec::new();
+        for t in &r.message_types {
+            let mut parts = t.split('^');
+            let code = parts.next().unwrap_or("").trim().to_string();
+            let trigger = parts
+                .next()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty() && s != "*");
+            if code.is_empty() {
+                errs.push(
+                    Some(span.clone()),
+                    format!("{prefix}.message_types"),
+                    format!("'{t}' is not a message type like VXU^V04"),
+                );
+            }
+            message_types.push((code, trigger));
+        }
+        let mut plugins = Vec::new();
+        let mut plugin_names = BTreeSet::new();
+        for (j, p) in r.plugins.iter().enumerate() {
+            let pkey = format!("{prefix}.plugins[{j}]");
+            if let Some(spec) = compile_plugin(&mut errs, &base, p.get_ref(), &pkey, &tables) {
+                if !plugin_names.insert(spec.name.clone()) {
+                    errs.push(
+                        Some(p.span()),
+                        format!("{pkey}.name"),
+                        format!(
+                            "plugin name '{}' is used twice in this route; give one a `name`",
+                            spec.name
+                        ),
+                    );
+                }
+                plugins.push(spec);
+            }
+        }
+        routes.push(RouteSpec {
+            name: r.name.clone(),
+            listeners: r.listeners.iter().map(|l| l.get_ref().clone()).collect(),
+            message_types,
+            senders: r.senders.iter().cloned().collect(),
+            receivers: r.receivers.iter().cloned().collect(),
+            destinations: r.destinations.iter().map(|d| d.get_ref().clone()).collect(),
+            ack_mode,
+            plugins,
+        });
+    }
+    if errs.list.is_empty() {
+        Ok(Config {
+            path: path.to_path_buf(),
+            admin,
+            listeners,
+            destinations,
+            tables,
+            routes,
+        })
+    } else {
+        Err(ConfigErrors(errs.list))
+    }
+}
+
+fn list(names: &BTreeSet<&str>) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.iter().copied().collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn parse_addr(
+    errs: &mut Errors<'_>,
+    value: &toml::Spanned<String>,
+    key: &str,
+) -> Option<SocketAddr> {
+    match value.get_ref().trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(
+                Some(value.span()),
+                key,
+                format!(
+                    "'{}' is not an IP:port address (e.g. 127.0.0.1:2575)",
+                    value.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn check_port(
+    errs: &mut Errors<'_>,
+    bound: &mut Vec<(SocketAddr, String)>,
+    addr: SocketAddr,
+    span: Range<usize>,
+    key: &str,
+) {
+    if addr.port() != 0 {
+        let clash = bound.iter().find(|(b, _)| {
+            b.port() == addr.port()
+                && (b.ip() == addr.ip() || b.ip().is_unspecified() || addr.ip().is_unspecified())
+        });
+        if let Some((_, other)) = clash {
+            errs.push(
+                Some(span),
+                key,
+                format!("port {} is already used by {other}", addr.port()),
+            );
+        }
+    }
+    bound.push((addr, key.to_string()));
+}
+
+fn compile_plugin(
+    errs: &mut Errors<'_>,
+    base: &Path,
+    p: &PluginFile,
+    key: &str,
+    tables: &BTreeMap<String, HashMap<String, String>>,
+) -> Option<PluginSpec> {
+    let wasm = base.join(p.wasm.get_ref());
+    if !wasm.is_file() {
+        errs.push(
+            Some(p.wasm.span()),
+            format!("{key}.wasm"),
+            format!("plugin file not found: {}", wasm.display()),
+        );
+    }
+    let name = p.name.clone().unwrap_or_else(|| {
+        wasm.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let mut grants = BTreeSet::new();
+    match &p.grants {
+        None => {
+            grants.insert(Grant::Log);
+            grants.insert(Grant::Config);
+        }
+        Some(list) => {
+            for g in list {
+                match g.get_ref().as_str() {
+                    "log" => {
+                        grants.insert(Grant::Log);
+                    }
+                    "config" => {
+                        grants.insert(Grant::Config);
+                    }
+                    other => match other.strip_prefix("lookup:") {
+                        Some(t) if tables.contains_key(t) => {
+                            grants.insert(Grant::Lookup(t.to_string()));
+                        }
+                        Some(t) => errs.push(
+                            Some(g.span()),
+                            format!("{key}.grants"),
+                            format!("no table named '{t}' (define it under [tables.{t}])"),
+                        ),
+                        None => errs.push(
+                            Some(g.span()),
+                            format!("{key}.grants"),
+                            format!("unknown grant '{other}' (known: log, config, lookup:TABLE)"),
+                        ),
+                    },
+                }
+            }
+        }
+    }
+    let time_ms = p.time_limit_ms.unwrap_or(200);
+    let mem_mib = p.memory_limit_mib.unwrap_or(32);
+    if time_ms == 0 || time_ms > 60_000 {
+        errs.push(
+            Some(p.wasm.span()),
+            format!("{key}.time_limit_ms"),
+            "must be between 1 and 60000",
+        );
+    }
+    if mem_mib == 0 || mem_mib > 4096 {
+        errs.push(
+            Some(p.wasm.span()),
+            format!("{key}.memory_limit_mib"),
+            "must be between 1 and 4096",
+        );
+    }
+    let mut config = BTreeMap::new();
+    flatten("", &p.config, &mut config);
+    Some(PluginSpec {
+        name,
+        wasm,
+        time_limit: Duration::from_millis(time_ms),
+        memory_limit: (mem_mib as usize) << 20,
+        max_output: p.max_output_bytes.unwrap_or(4 << 20),
+        grants,
+        config,
+    })
+}
+
+/// Flattens nested tables into dotted keys; scalars become their text.
+fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            toml::Value::String(s) => {
+                out.insert(key, s.clone());
+            }
+            toml::Value::Array(items) => {
+                let parts: Vec<String> = items.iter().map(scalar_text).collect();
+                out.insert(key, parts.join(","));
+            }
+            other => {
+                out.insert(key, scalar_text(other));
+            }
+        }
+    }
+}
+
+fn scalar_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Array(items) => items.iter().map(scalar_text).collect::<Vec<_>>().join(","),
+        toml::Value::Table(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_error_with_lines() {
+        let src = r#"
+[listeners.a]
+listen = "127.0.0.1:2575"
+
+[listeners.b]
+listen = "127.0.0.1:2575"
+
+[listeners.c]
+listen = "not-an-address"
+
+[destinations.wa]
+mllp = "localhost"
+
+[[routes]]
+name = "r"
+destinations = ["nowhere"]
+
+[[routes.plugins]]
+wasm = "missing.wasm"
+grants = ["lookup:nope", "fly"]
+"#;
+        let errs = load_str(src, Path::new("/tmp/izhub-test.toml"))
+            .unwrap_err()
+            .0;
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let joined = text.join("\n");
+        assert_eq!(errs.len(), 7, "{joined}");
+        assert!(joined.contains("unknown grant 'fly'"), "{joined}");
+        assert!(joined.contains("izhub-test.toml:6:10: listeners.b.listen: port 2575 is already used by listeners.a.listen"), "{joined}");
+        assert!(
+            joined.contains(":9:10: listeners.c.listen: 'not-an-address' is not an IP:port"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(":12:8: destinations.wa.mllp: 'localhost' is not a host:port"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(
+                ":16:17: routes[0].destinations: unknown destination 'nowhere' (defined: wa)"
+            ),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(":19:8: routes[0].plugins[0].wasm: plugin file not found"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(":20:11: routes[0].plugins[0].grants: no table named 'nope'"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_line() {
+        let src = "[listeners.a]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n";
+        let errs = load_str(src, Path::new("x.toml")).unwrap_err().0;
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line.map(|l| l.0), Some(3));
+        assert!(
+            errs[0].message.contains("unknown field `listen_port`"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn flattens_plugin_config() {
+        let t: toml::Table =
+            toml::from_str("a = 1\n[states]\nWA = \"wa-iis\"\nlist = [\"x\", \"y\"]\n").unwrap();
+        let mut out = BTreeMap::new();
+        flatten("", &t, &mut out);
+        assert_eq!(out.get("a").map(String::as_str), Some("1"));
+        assert_eq!(out.get("states.WA").map(String::as_str), Some("wa-iis"));
+        assert_eq!(out.get("states.list").map(String::as_str), Some("x,y"));
+    }
+}

@@ -1,0 +1,119 @@
+//! The configuration file as written. Every table rejects unknown keys.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole `izhub.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Admin HTTP endpoint (`/healthz`, `/metrics`).
+    pub admin: Option<AdminFile>,
+    /// MLLP listeners by name.
+    #[serde(default)]
+    pub listeners: BTreeMap<String, Spanned<ListenerFile>>,
+    /// IIS destinations by name.
+    #[serde(default)]
+    pub destinations: BTreeMap<String, Spanned<DestinationFile>>,
+    /// Lookup tables plugins may be granted, by name: key → value.
+    #[serde(default)]
+    pub tables: BTreeMap<String, BTreeMap<String, String>>,
+    /// Routes, tried in order; the first that matches a message takes it.
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteFile>>,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Address for the admin HTTP endpoint, e.g. `127.0.0.1:9480`.
+    pub listen: Spanned<String>,
+}
+
+/// `[listeners.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    /// Address to bind, e.g. `0.0.0.0:2575`.
+    pub listen: Spanned<String>,
+    /// Sending facilities (MSH-4.1) allowed on this listener; empty allows any.
+    #[serde(default)]
+    pub allowed_senders: Vec<String>,
+    /// Largest frame accepted, in bytes (default 1 MiB).
+    pub max_frame_bytes: Option<usize>,
+    /// Accept `<FS>` without the trailing `<CR>`.
+    #[serde(default)]
+    pub lenient_framing: bool,
+    /// Most connections open at once (default 1024).
+    pub max_connections: Option<usize>,
+    /// Close a connection idle this long, in seconds (default 600).
+    pub idle_timeout_secs: Option<u64>,
+}
+
+/// `[destinations.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationFile {
+    /// MLLP address of the IIS, `host:port`.
+    pub mllp: Spanned<String>,
+    /// Connect timeout in milliseconds (default 3000).
+    pub connect_timeout_ms: Option<u64>,
+    /// How long to wait for the IIS's answer, in milliseconds (default 30000).
+    pub answer_timeout_ms: Option<u64>,
+    /// Persistent connections kept open to the IIS (default 4).
+    pub connections: Option<usize>,
+    /// Largest answer accepted, in bytes (default 1 MiB).
+    pub max_frame_bytes: Option<usize>,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Name used in logs, metrics and plugin envelopes.
+    pub name: String,
+    /// Listeners this route takes messages from; empty means all.
+    #[serde(default)]
+    pub listeners: Vec<Spanned<String>>,
+    /// Message types, `VXU^V04`, `QBP^Q11` or just `VXU`; empty means all.
+    #[serde(default)]
+    pub message_types: Vec<String>,
+    /// Sending facilities (MSH-4.1); empty means any.
+    #[serde(default)]
+    pub senders: Vec<String>,
+    /// Receiving facilities (MSH-6.1); empty means any.
+    #[serde(default)]
+    pub receivers: Vec<String>,
+    /// Where messages go unless a plugin routes them elsewhere.
+    #[serde(default)]
+    pub destinations: Vec<Spanned<String>>,
+    /// How the sender is answered: `relay` (the IIS's own answer).
+    pub ack_mode: Option<Spanned<String>>,
+    /// Plugins run in order.
+    #[serde(default)]
+    pub plugins: Vec<Spanned<PluginFile>>,
+}
+
+/// `[[routes.plugins]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginFile {
+    /// Name used in errors and metrics (default: the file name without `.wasm`).
+    pub name: Option<String>,
+    /// Path of the component, relative to the config file.
+    pub wasm: Spanned<String>,
+    /// Time limit for one call, in milliseconds (default 200).
+    pub time_limit_ms: Option<u64>,
+    /// Memory limit for one instance, in MiB (default 32).
+    pub memory_limit_mib: Option<u64>,
+    /// Largest HL7 text the plugin may return, in bytes (default 4 MiB).
+    pub max_output_bytes: Option<usize>,
+    /// What the plugin may use: `log`, `config`, `lookup:TABLE` (default log, config).
+    pub grants: Option<Vec<Spanned<String>>>,
+    /// The plugin's own settings, read with `config(key)`.
+    #[serde(default)]
+    pub config: toml::Table,
+}

@@ -1,0 +1,10 @@
+//! `izhub.toml`: what the file may say ([`file`]) and the one step that turns
+//! it into a checked [`Config`], collecting every error with its line.
+
+mod compile;
+mod file;
+
+pub use compile::{
+    AckMode, Config, ConfigError, ConfigErrors, DestinationSpec, Grant, ListenerSpec, PluginSpec,
+    RouteSpec, load, load_str,
+};

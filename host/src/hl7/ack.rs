@@ -1,0 +1,312 @@
+//! Writing ACKs the engine itself sends, in HL7 2.5.1 and the CDC IG's shape,
+//! and merging plugin issues into an IIS's answer.
+
+use super::msh::Msh;
+use super::text::escape;
+
+/// How serious an issue is (HL7 table 0516, ERR-4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    /// The ERR-4 code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Severity::Error => "E",
+            Severity::Warning => "W",
+            Severity::Info => "I",
+        }
+    }
+}
+
+/// One finding to report in an ERR segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub severity: Severity,
+    /// HL7 table 0357 code.
+    pub code: String,
+    /// CDC table 0533 code, or empty.
+    pub app_code: String,
+    /// `PID-7`, `RXA[2]-5.1`, or empty.
+    pub location: String,
+    pub text: String,
+}
+
+impl Issue {
+    /// An error-severity issue with a 0357 code and no location.
+    pub fn error(code: &str, text: impl Into<String>) -> Self {
+        Issue {
+            severity: Severity::Error,
+            code: code.to_string(),
+            app_code: String::new(),
+            location: String::new(),
+            text: text.into(),
+        }
+    }
+
+    /// Sets the location (`PID-7`).
+    pub fn at(mut self, location: &str) -> Self {
+        self.location = location.to_string();
+        self
+    }
+}
+
+/// MSA-1 acknowledgment code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckCode {
+    /// Application accept.
+    AA,
+    /// Application error: the message had errors and was not (fully) processed.
+    AE,
+    /// Application reject: the message could not be processed at all.
+    AR,
+}
+
+impl AckCode {
+    /// The MSA-1 text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckCode::AA => "AA",
+            AckCode::AE => "AE",
+            AckCode::AR => "AR",
+        }
+    }
+}
+
+/// Text for an HL7 table 0357 code.
+fn code_0357_text(code: &str) -> &'static str {
+    match code {
+        "0" => "Message accepted",
+        "100" => "Segment sequence error",
+        "101" => "Required field missing",
+        "102" => "Data type error",
+        "103" => "Table value not found",
+        "104" => "Value too long",
+        "200" => "Unsupported message type",
+        "201" => "Unsupported event code",
+        "202" => "Unsupported processing id",
+        "203" => "Unsupported version id",
+        "204" => "Unknown key identifier",
+        "205" => "Duplicate key identifier",
+        "206" => "Application record locked",
+        "207" => "Application internal error",
+        _ => "",
+    }
+}
+
+/// Text for a CDC table 0533 code.
+fn code_0533_text(code: &str) -> &'static str {
+    match code {
+        "1" => "Illogical Date error",
+        "2" => "Invalid Date",
+        "3" => "Illogical Value error",
+        "4" => "Invalid value",
+        "5" => "Table value not found",
+        "6" => "Required observation missing",
+        "7" => "Required data missing",
+        "8" => "Data was ignored",
+        _ => "",
+    }
+}
+
+/// Turns `PID-7`, `RXA[2]-5.1` or `PID.3.4.1` into ERR-2 (ERL):
+/// `SEG^occurrence^field^repetition^component^subcomponent`.
+pub(crate) fn location_to_erl(location: &str) -> String {
+    let loc = location.trim();
+    if loc.is_empty() {
+        return String::new();
+    }
+    let (seg_part, rest) = match loc.find(['-', '.']) {
+        Some(i) => (&loc[..i], &loc[i + 1..]),
+        None => (loc, ""),
+    };
+    let (seg, occurrence) = match seg_part.split_once('[') {
+        Some((s, occ)) => (s, occ.trim_end_matches(']')),
+        None => (seg_part, "1"),
+    };
+    let valid_seg = seg.len() == 3 && seg.chars().all(|c| c.is_ascii_alphanumeric());
+    let numbers: Vec<&str> = if rest.is_empty() {
+        Vec::new()
+    } else {
+        rest.split('.').collect()
+    };
+    let numeric = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    if !valid_seg
+        || !numeric(occurrence)
+        || numbers.len() > 3
+        || !numbers.iter().all(|n| numeric(n))
+    {
+        // Not something we can structure: keep it readable in ERR-2.1.
+        return escape(loc);
+    }
+    match numbers.as_slice() {
+        [] => seg.to_string(),
+        [f] => format!("{seg}^{occurrence}^{f}"),
+        [f, c] => format!("{seg}^{occurrence}^{f}^1^{c}"),
+        [f, c, s] => format!("{seg}^{occurrence}^{f}^1^{c}^{s}"),
+        _ => escape(loc),
+    }
+}
+
+/// One ERR segment for an issue (ERR-2, 3, 4, 5 and 8).
+pub fn err_segment(issue: &Issue) -> String {
+    let code = escape(&issue.code);
+    let err3 = if code.is_empty() {
+        String::new()
+    } else {
+        format!("{code}^{}^HL70357", code_0357_text(&issue.code))
+    };
+    let app = escape(&issue.app_code);
+    let err5 = if app.is_empty() {
+        String::new()
+    } else {
+        format!("{app}^{}^HL70533", code_0533_text(&issue.app_code))
+    };
+    format!(
+        "ERR||{}|{}|{}|{}|||{}",
+        location_to_erl(&issue.location),
+        err3,
+        issue.severity.code(),
+        err5,
+        escape(&issue.text)
+    )
+}
+
+/// Builds an ACK to `original` with the given code and issues. `control_id`
+/// becomes the ACK's own MSH-10; MSA-2 echoes the original MSH-10.
+pub fn build_ack(original: &Msh, code: AckCode, issues: &[Issue], control_id: &str) -> String {
+    let trigger = original.trigger();
+    let trigger = if trigger.is_empty() { "V04" } else { trigger };
+    let processing = original.field(11);
+    let processing = if processing.is_empty() {
+        "P"
+    } else {
+        processing
+    };
+    let mut out = String::with_capacity(256 + issues.len() * 128);
+    out.push_str(&format!(
+        "MSH|^~\\&|{}|{}|{}|{}|{}||ACK^{}^ACK|{}|{}|2.5.1|||NE|NE|||||Z23^CDCPHINVS\r",
+        reencode(original, original.receiving_application()),
+        reencode(original, original.receiving_facility()),
+        reencode(original, original.sending_application()),
+        reencode(original, original.sending_facility()),
+        super::text::hl7_timestamp(),
+        escape(trigger),
+        escape(control_id),
+        reencode(original, processing),
+    ));
+    out.push_str(&format!(
+        "MSA|{}|{}\r",
+        code.as_str(),
+        escape(original.control_id())
+    ));
+    for issue in issues {
+        out.push_str(&err_segment(issue));
+        out.push('\r');
+    }
+    out
+}
+
+/// Copies a field of the original into our ACK, which always uses `|^~\&`:
+/// when the original used other delimiters, escape ours inside the value and
+/// map its component separator to ours.
+fn reencode(original: &Msh, value: &str) -> String {
+    let enc = original.field(2);
+    if original.field_separator() == '|' && enc.starts_with("^~\\&") {
+        // Same delimiters: the value is already valid in our ACK.
+        return value.to_string();
+    }
+    let comp = enc.chars().next().unwrap_or('^');
+    value.split(comp).map(escape).collect::<Vec<_>>().join("^")
+}
+
+/// Adds plugin issues to an IIS answer: ERR segments go after the first MSA
+/// (and after any ERR segments already following it). Returns the answer
+/// unchanged when there is nothing to add or no MSA to anchor on.
+pub fn merge_issues_into_answer(answer: &str, issues: &[Issue]) -> String {
+    if issues.is_empty() {
+        return answer.to_string();
+    }
+    let segments: Vec<&str> = answer.split('\r').collect();
+    let Some(msa) = segments.iter().position(|s| s.starts_with("MSA")) else {
+        return answer.to_string();
+    };
+    let mut insert_at = msa + 1;
+    while segments
+        .get(insert_at)
+        .is_some_and(|s| s.starts_with("ERR"))
+    {
+        insert_at += 1;
+    }
+    let mut out: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
+    for (i, issue) in issues.iter().enumerate() {
+        out.insert(insert_at + i, err_segment(issue));
+    }
+    out.join("\r")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erl_locations() {
+        assert_eq!(location_to_erl("PID-7"), "PID^1^7");
+        assert_eq!(location_to_erl("RXA[2]-5.1"), "RXA^2^5^1^1");
+        assert_eq!(location_to_erl("PID.3.4.1"), "PID^1^3^1^4^1");
+        assert_eq!(location_to_erl("PID"), "PID");
+        assert_eq!(location_to_erl(""), "");
+        assert_eq!(location_to_erl("the birth date"), "the birth date");
+        assert_eq!(location_to_erl("PID-x|y"), "PID-x\\F\\y");
+    }
+
+    #[test]
+    fn ack_has_cdc_shape() {
+        let msh = Msh::read("MSH|^~\\&|EHR|CLINIC|IIS|WAIIS|20240101||VXU^V04^VXU|MSG1|P|2.5.1\r")
+            .unwrap();
+        let issue = Issue {
+            severity: Severity::Error,
+            code: "101".into(),
+            app_code: "6".into(),
+            location: "PID-7".into(),
+            text: "Birth date is required".into(),
+        };
+        let ack = build_ack(&msh, AckCode::AE, &[issue], "ACK1");
+        let segs: Vec<&str> = ack.split('\r').collect();
+        assert!(segs[0].starts_with("MSH|^~\\&|IIS|WAIIS|EHR|CLINIC|"));
+        assert!(segs[0].contains("||ACK^V04^ACK|ACK1|P|2.5.1|||NE|NE|||||Z23^CDCPHINVS"));
+        assert_eq!(segs[1], "MSA|AE|MSG1");
+        assert_eq!(
+            segs[2],
+            "ERR||PID^1^7|101^Required field missing^HL70357|E|6^Required observation missing^HL70533|||Birth date is required"
+        );
+    }
+
+    #[test]
+    fn foreign_delimiters_are_escaped() {
+        let msh = Msh::read("MSH#@~\\&#EHR#CL|NIC@X#IIS#WA#2024##VXU@V04#M1#P#2.5.1\r").unwrap();
+        let ack = build_ack(&msh, AckCode::AA, &[], "A");
+        assert!(ack.contains("|IIS|WA|EHR|CL\\F\\NIC^X|"), "{ack}");
+        assert!(ack.contains("MSA|AA|M1"));
+    }
+
+    #[test]
+    fn merge_after_existing_errs() {
+        let answer = "MSH|^~\\&|X\rMSA|AA|1\rERR||PID^1^5||W\rQAK|1|OK\r";
+        let w = Issue {
+            severity: Severity::Warning,
+            ..Issue::error("103", "local code")
+        };
+        let merged = merge_issues_into_answer(answer, &[w]);
+        let segs: Vec<&str> = merged.split('\r').collect();
+        assert_eq!(
+            segs[3],
+            "ERR|||103^Table value not found^HL70357|W||||local code"
+        );
+        assert_eq!(segs[4], "QAK|1|OK");
+    }
+}

@@ -1,0 +1,162 @@
+//! A tolerant reader for the MSH segment: enough to route and to answer a
+//! message even when the rest of it is broken.
+
+/// Why a message's header could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MshError {
+    #[error("the message does not start with an MSH segment")]
+    NoMsh,
+    #[error("MSH-1/MSH-2 (field separator and encoding characters) are missing or malformed")]
+    BadEncodingCharacters,
+}
+
+/// The header fields of one message.
+#[derive(Debug, Clone)]
+pub struct Msh {
+    field_sep: char,
+    component_sep: char,
+    /// Pieces of the MSH segment split on the field separator; piece k is MSH-(k+1).
+    pieces: Vec<String>,
+}
+
+/// Turns LF and CRLF segment separators into CR, as HL7 requires; many senders
+/// and files use newlines.
+pub fn normalize_segments(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\n') {
+        std::borrow::Cow::Owned(text.replace("\r\n", "\r").replace('\n', "\r"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+impl Msh {
+    /// Reads the MSH segment at the start of `message`.
+    pub fn read(message: &str) -> Result<Self, MshError> {
+        let rest = message.trim_start_matches(['\r', '\n', ' ']);
+        let rest = rest.strip_prefix("MSH").ok_or(MshError::NoMsh)?;
+        let mut chars = rest.chars();
+        let field_sep = chars.next().ok_or(MshError::BadEncodingCharacters)?;
+        let component_sep = chars.next().ok_or(MshError::BadEncodingCharacters)?;
+        if field_sep.is_alphanumeric()
+            || field_sep.is_whitespace()
+            || component_sep == field_sep
+            || component_sep.is_alphanumeric()
+            || component_sep.is_whitespace()
+        {
+            return Err(MshError::BadEncodingCharacters);
+        }
+        let segment = rest.split(['\r', '\n']).next().unwrap_or("");
+        let mut pieces = vec!["MSH".to_string()];
+        // `segment` starts with the field separator, so the first split piece is empty.
+        pieces.extend(segment.split(field_sep).skip(1).map(str::to_string));
+        Ok(Msh {
+            field_sep,
+            component_sep,
+            pieces,
+        })
+    }
+
+    /// MSH-n as raw text (`""` when absent). MSH-1 is the field separator.
+    pub fn field(&self, n: usize) -> &str {
+        match n {
+            0 => "",
+            1 => "",
+            n => self.pieces.get(n - 1).map(String::as_str).unwrap_or(""),
+        }
+    }
+
+    /// Component `c` (1-based) of MSH-n.
+    pub fn component(&self, n: usize, c: usize) -> &str {
+        if c == 0 {
+            return "";
+        }
+        self.field(n)
+            .split(self.component_sep)
+            .nth(c - 1)
+            .unwrap_or("")
+    }
+
+    /// The field separator (MSH-1).
+    pub fn field_separator(&self) -> char {
+        self.field_sep
+    }
+
+    /// MSH-3 sending application (whole field).
+    pub fn sending_application(&self) -> &str {
+        self.field(3)
+    }
+    /// MSH-4 sending facility (whole field).
+    pub fn sending_facility(&self) -> &str {
+        self.field(4)
+    }
+    /// MSH-5 receiving application (whole field).
+    pub fn receiving_application(&self) -> &str {
+        self.field(5)
+    }
+    /// MSH-6 receiving facility (whole field).
+    pub fn receiving_facility(&self) -> &str {
+        self.field(6)
+    }
+    /// MSH-9.1 message code, e.g. `VXU`.
+    pub fn message_code(&self) -> &str {
+        self.component(9, 1)
+    }
+    /// MSH-9.2 trigger event, e.g. `V04`.
+    pub fn trigger(&self) -> &str {
+        self.component(9, 2)
+    }
+    /// MSH-10 message control id.
+    pub fn control_id(&self) -> &str {
+        self.field(10)
+    }
+    /// MSH-11.1 processing id (P, T, D).
+    pub fn processing_id(&self) -> &str {
+        self.component(11, 1)
+    }
+    /// MSH-12.1 version id.
+    pub fn version(&self) -> &str {
+        self.component(12, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VXU: &str =
+        "MSH|^~\\&|EHR|CLINIC^1.2.3^ISO|IIS|WA|20240101||VXU^V04^VXU|ABC123|P|2.5.1|||ER|AL\rPID|1";
+
+    #[test]
+    fn reads_fields_and_components() {
+        let msh = Msh::read(VXU).unwrap();
+        assert_eq!(msh.field(2), "^~\\&");
+        assert_eq!(msh.sending_application(), "EHR");
+        assert_eq!(msh.component(4, 1), "CLINIC");
+        assert_eq!(msh.component(4, 2), "1.2.3");
+        assert_eq!(msh.message_code(), "VXU");
+        assert_eq!(msh.trigger(), "V04");
+        assert_eq!(msh.control_id(), "ABC123");
+        assert_eq!(msh.version(), "2.5.1");
+        assert_eq!(msh.field(40), "");
+        assert_eq!(msh.component(9, 0), "");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(Msh::read("PID|1").unwrap_err(), MshError::NoMsh);
+        assert_eq!(Msh::read("").unwrap_err(), MshError::NoMsh);
+        assert_eq!(
+            Msh::read("MSH").unwrap_err(),
+            MshError::BadEncodingCharacters
+        );
+        assert_eq!(
+            Msh::read("MSHAB").unwrap_err(),
+            MshError::BadEncodingCharacters
+        );
+    }
+
+    #[test]
+    fn normalizes_newlines() {
+        assert_eq!(normalize_segments("A\r\nB\nC\r"), "A\rB\rC\r");
+    }
+}

@@ -1,0 +1,153 @@
+//! MLLP listeners: accept connections (bounded), read frames, hand each to the
+//! pipeline and write its answer back, in order, on the same connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ListenerSpec;
+use crate::hl7::{self, AckCode, Issue, Msh};
+use crate::metrics::l;
+use crate::mllp::{MllpCodec, MllpFrame};
+use crate::pipeline::{Answer, Pipeline};
+
+/// Accepts connections until `shutdown` is cancelled; connection tasks are
+/// spawned on `tracker` so the caller can wait for in-flight messages.
+pub async fn run(
+    listener: TcpListener,
+    spec: Arc<ListenerSpec>,
+    pipeline: Arc<Pipeline>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(spec.max_connections));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(ok) => {
+                backoff = Duration::from_millis(5);
+                ok
+            }
+            Err(e) => {
+                // Usually out of file descriptors: wait and try again.
+                tracing::error!(listener = %spec.name, error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (spec, pipeline, shutdown) = (spec.clone(), pipeline.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            tracing::debug!(listener = %spec.name, %peer, "connection opened");
+            let gauge = pipeline
+                .metrics()
+                .connections
+                .get_or_create(&vec![l("listener", &spec.name)])
+                .clone();
+            gauge.inc();
+            serve_connection(stream, &spec, &pipeline, shutdown).await;
+            gauge.dec();
+            tracing::debug!(listener = %spec.name, %peer, "connection closed");
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    spec: &ListenerSpec,
+    pipeline: &Pipeline,
+    shutdown: CancellationToken,
+) {
+    let mut framed = Framed::new(stream, MllpCodec::new(spec.max_frame, spec.lenient_framing));
+    let metrics = pipeline.metrics().clone();
+    let labels = vec![l("listener", &spec.name)];
+    let mut junk_seen = 0;
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            n = tokio::time::timeout(spec.idle_timeout, framed.next()) => n,
+        };
+        let junk = framed.codec().skipped_bytes();
+        if junk > junk_seen {
+            metrics
+                .junk_bytes
+                .get_or_create(&labels)
+                .inc_by(junk - junk_seen);
+            tracing::debug!(listener = %spec.name, bytes = junk - junk_seen, "skipped bytes outside MLLP frames");
+            junk_seen = junk;
+        }
+        let frame = match next {
+            Err(_) => {
+                tracing::debug!(listener = %spec.name, "idle timeout, closing connection");
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(Err(e))) => {
+                tracing::debug!(listener = %spec.name, error = %e, "read failed");
+                return;
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        // The message is handled to the end even if shutdown starts meanwhile:
+        // every accepted frame gets its answer.
+        let answer = match frame {
+            MllpFrame::Message(bytes) => pipeline.handle(spec, &bytes).await,
+            MllpFrame::Oversized { head, len } => {
+                metrics.oversized_frames.get_or_create(&labels).inc();
+                oversized_answer(&head, len, spec.max_frame)
+            }
+        };
+        match answer {
+            Answer::Reply(bytes) => {
+                if let Err(e) = framed.send(bytes).await {
+                    tracing::debug!(listener = %spec.name, error = %e, "could not send the answer");
+                    return;
+                }
+            }
+            Answer::Close(why) => {
+                metrics.unanswerable.get_or_create(&labels).inc();
+                tracing::warn!(listener = %spec.name, reason = %why, "closing connection: frame cannot be answered");
+                return;
+            }
+        }
+    }
+}
+
+/// An oversized frame is answered AR when its MSH can be read from its head.
+fn oversized_answer(head: &[u8], len: usize, limit: usize) -> Answer {
+    let lossy = String::from_utf8_lossy(head);
+    let text = hl7::normalize_segments(&lossy);
+    // The head may end mid-segment; only the MSH line is needed.
+    match Msh::read(&text) {
+        Ok(msh) if text.contains('\r') => {
+            let issue = Issue::error(
+                "207",
+                format!("the message is {len} bytes; this interface accepts at most {limit} bytes"),
+            );
+            let ack = hl7::build_ack(&msh, AckCode::AR, &[issue], &hl7::new_control_id("IZH"));
+            Answer::Reply(bytes::Bytes::from(ack.into_bytes()))
+        }
+        Ok(_) | Err(_) => Answer::Close(format!(
+            "frame of {len} bytes exceeds the {limit}-byte limit and its MSH cannot be read"
+        )),
+    }
+}

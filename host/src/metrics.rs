@@ -1,0 +1,137 @@
+//! Prometheus metrics: what operators watch. Labels never carry PHI, only
+//! names from the configuration and codes.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 10 µs .. ~5 s
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 20))
+}
+
+/// Every metric the engine exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Frames received, by listener.
+    pub messages_in: Family<Labels, Counter>,
+    /// Answers sent to senders, by route and MSA-1 code.
+    pub answers_out: Family<Labels, Counter>,
+    /// Plugin call latency in seconds, by plugin.
+    pub plugin_seconds: HistogramFamily,
+    /// Plugin verdicts, by plugin and verdict (continue, reject, route_to).
+    pub plugin_verdicts: Family<Labels, Counter>,
+    /// Plugin failures, by plugin and kind (trap, time_limit, ...).
+    pub plugin_errors: Family<Labels, Counter>,
+    /// Deliveries to destinations, by destination and result.
+    pub deliveries: Family<Labels, Counter>,
+    /// Time from frame in to answer out, by route.
+    pub message_seconds: HistogramFamily,
+    /// Bytes skipped outside MLLP frames, by listener.
+    pub junk_bytes: Family<Labels, Counter>,
+    /// Frames over the size limit, by listener.
+    pub oversized_frames: Family<Labels, Counter>,
+    /// Connections closed because nothing in the frame could be answered.
+    pub unanswerable: Family<Labels, Counter>,
+    /// Open connections, by listener.
+    pub connections: Family<Labels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("izhub");
+        let m = Metrics {
+            messages_in: Family::default(),
+            answers_out: Family::default(),
+            plugin_seconds: Family::new_with_constructor(latency_histogram),
+            plugin_verdicts: Family::default(),
+            plugin_errors: Family::default(),
+            deliveries: Family::default(),
+            message_seconds: Family::new_with_constructor(latency_histogram),
+            junk_bytes: Family::default(),
+            oversized_frames: Family::default(),
+            unanswerable: Family::default(),
+            connections: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "messages_in",
+            "Frames received by listener",
+            m.messages_in.clone(),
+        );
+        registry.register(
+            "answers_out",
+            "Answers sent by route and MSA-1 code",
+            m.answers_out.clone(),
+        );
+        registry.register(
+            "plugin_call_seconds",
+            "Plugin call latency",
+            m.plugin_seconds.clone(),
+        );
+        registry.register(
+            "plugin_verdicts",
+            "Plugin verdicts",
+            m.plugin_verdicts.clone(),
+        );
+        registry.register(
+            "plugin_errors",
+            "Plugin failures by kind",
+            m.plugin_errors.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Deliveries by destination and result",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "message_seconds",
+            "Time from frame in to answer out",
+            m.message_seconds.clone(),
+        );
+        registry.register(
+            "mllp_junk_bytes",
+            "Bytes skipped outside MLLP frames",
+            m.junk_bytes.clone(),
+        );
+        registry.register(
+            "mllp_oversized_frames",
+            "Frames over the size limit",
+            m.oversized_frames.clone(),
+        );
+        registry.register(
+            "unanswerable_frames",
+            "Frames closed without an answer",
+            m.unanswerable.clone(),
+        );
+        registry.register("connections", "Open connections", m.connections.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// One label.
+pub fn l(key: &'static str, value: &str) -> (&'static str, String) {
+    (key, value.to_string())
+}

@@ -1,0 +1,8 @@
+//! MLLP: the framing HL7 v2 uses over TCP (`<VT> message <FS><CR>`), and a
+//! small client for sending a message and reading its answer.
+
+mod client;
+mod codec;
+
+pub use client::{MllpClient, MllpClientError};
+pub use codec::{DEFAULT_MAX_FRAME, MllpCodec, MllpFrame};

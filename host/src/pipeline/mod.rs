@@ -1,0 +1,391 @@
+//! The pipeline: from one received frame to the answer for its sender.
+//! Decode the character set, read MSH, pick the route, run its plugins in
+//! order, deliver, and build or relay the answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::{Config, ListenerSpec, RouteSpec};
+use crate::delivery::Destination;
+use crate::hl7::{self, AckCode, Charset, CharsetError, Issue, Msh, Severity};
+use crate::metrics::{Metrics, l};
+use crate::plugin::{Envelope, LoadedPlugin, Runtime, Verdict};
+
+/// A route with its plugins loaded.
+struct Route {
+    spec: RouteSpec,
+    plugins: Vec<LoadedPlugin>,
+}
+
+/// Everything needed to process messages; built once from a [`Config`].
+pub struct Pipeline {
+    routes: Vec<Route>,
+    runtime: Arc<Runtime>,
+    destinations: HashMap<String, Arc<Destination>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The answer to one frame: bytes to frame and send back, or nothing (close).
+#[derive(Debug)]
+pub enum Answer {
+    /// Send these bytes (an ACK or RSP) back to the sender.
+    Reply(Bytes),
+    /// Nothing in the frame could be answered: close the connection.
+    Close(String),
+}
+
+impl Pipeline {
+    /// Compiles every plugin and starts every destination. Must run inside a
+    /// tokio runtime.
+    pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let max_memory = config
+            .routes
+            .iter()
+            .flat_map(|r| r.plugins.iter().map(|p| p.memory_limit))
+            .max()
+            .unwrap_or(32 << 20);
+        let runtime = Arc::new(Runtime::new(max_memory)?);
+        let tables = Arc::new(config.tables.clone());
+        let mut compiled = BTreeMap::new();
+        let mut routes = Vec::new();
+        for r in &config.routes {
+            let mut plugins = Vec::new();
+            for p in &r.plugins {
+                if !compiled.contains_key(&p.wasm) {
+                    let component = runtime.compile(&p.wasm).map_err(|e| {
+                        anyhow::anyhow!(
+                            "plugin '{}' ({}): cannot compile: {e}",
+                            p.name,
+                            p.wasm.display()
+                        )
+                    })?;
+                    compiled.insert(p.wasm.clone(), component);
+                }
+                let component = compiled
+                    .get(&p.wasm)
+                    .ok_or_else(|| anyhow::anyhow!("compiled plugin missing"))?;
+                plugins.push(runtime.load(p, component, &tables)?);
+            }
+            routes.push(Route {
+                spec: r.clone(),
+                plugins,
+            });
+        }
+        let destinations = config
+            .destinations
+            .iter()
+            .map(|d| (d.name.clone(), Destination::start(d.clone())))
+            .collect();
+        Ok(Pipeline {
+            routes,
+            runtime,
+            destinations,
+            metrics,
+        })
+    }
+
+    /// The metrics this pipeline records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Processes one frame received on `listener` and returns the answer.
+    pub async fn handle(&self, listener: &ListenerSpec, raw: &[u8]) -> Answer {
+        let started = Instant::now();
+        self.metrics
+            .messages_in
+            .get_or_create(&vec![l("listener", &listener.name)])
+            .inc();
+        let (route, answer) = self.process(listener, raw).await;
+        let route_name = route.unwrap_or("none");
+        let code = match &answer {
+            Answer::Reply(bytes) => hl7::read_msa(&String::from_utf8_lossy(bytes))
+                .map(|(c, _)| c)
+                .unwrap_or_default(),
+            Answer::Close(_) => "closed".to_string(),
+        };
+        self.metrics
+            .answers_out
+            .get_or_create(&vec![l("route", route_name), l("code", &code)])
+            .inc();
+        self.metrics
+            .message_seconds
+            .get_or_create(&vec![l("route", route_name)])
+            .observe(started.elapsed().as_secs_f64());
+        answer
+    }
+
+    async fn process<'s>(
+        &'s self,
+        listener: &ListenerSpec,
+        raw: &[u8],
+    ) -> (Option<&'s str>, Answer) {
+        let (text, charset) = match hl7::decode(raw) {
+            Ok(ok) => ok,
+            Err(e) => return (None, self.reject_undecodable(raw, e)),
+        };
+        let text = hl7::normalize_segments(&text).into_owned();
+        let msh = match Msh::read(&text) {
+            Ok(m) => m,
+            Err(e) => return (None, Answer::Close(format!("cannot answer: {e}"))),
+        };
+        let sender = msh.component(4, 1).to_string();
+        if !listener.allowed_senders.is_empty() && !listener.allowed_senders.contains(&sender) {
+            tracing::warn!(listener = %listener.name, sender = %sender, "sender not allowed on this listener");
+            let issue = Issue::error(
+                "207",
+                format!("sending facility '{sender}' is not allowed to send to this interface"),
+            )
+            .at("MSH-4");
+            return (None, ack(&msh, AckCode::AR, &[issue], charset));
+        }
+        let Some(route) = self
+            .routes
+            .iter()
+            .find(|r| matches(&r.spec, &listener.name, &msh))
+        else {
+            let mtype = format!("{}^{}", msh.message_code(), msh.trigger());
+            let issue = Issue::error(
+                "200",
+                format!("no route accepts message type {mtype} from sending facility '{sender}' on this interface"),
+            )
+            .at("MSH-9");
+            return (None, ack(&msh, AckCode::AR, &[issue], charset));
+        };
+        let answer = self.run_route(route, listener, text, msh, charset).await;
+        (Some(route.spec.name.as_str()), answer)
+    }
+
+    /// A message whose bytes do not fit its character set: answer AR when its
+    /// MSH can still be read.
+    fn reject_undecodable(&self, raw: &[u8], err: CharsetError) -> Answer {
+        let lossy = String::from_utf8_lossy(raw);
+        let text = hl7::normalize_segments(&lossy);
+        match Msh::read(&text) {
+            Ok(msh) => {
+                let issue = Issue::error("102", err.to_string()).at("MSH-18");
+                ack(&msh, AckCode::AR, &[issue], Charset::Utf8)
+            }
+            Err(e) => Answer::Close(format!("cannot answer: {e}; also {err}")),
+        }
+    }
+
+    async fn run_route(
+        &self,
+        route: &Route,
+        listener: &ListenerSpec,
+        mut text: String,
+        mut msh: Msh,
+        charset: Charset,
+    ) -> Answer {
+        let id = hl7::new_control_id("m");
+        let received_at = hl7::rfc3339_now();
+        let mut attributes: Vec<(String, String)> = Vec::new();
+        let mut issues: Vec<Issue> = Vec::new();
+        let mut route_to: Option<Vec<String>> = None;
+        let original = msh.clone();
+        for plugin in &route.plugins {
+            let env = Envelope {
+                id: &id,
+                route: &route.spec.name,
+                source: &listener.name,
+                received_at: &received_at,
+                hl7: &text,
+                attributes: &attributes,
+            };
+            let started = Instant::now();
+            let result = self.runtime.call(plugin, &env).await;
+            let labels = vec![l("plugin", plugin.name())];
+            self.metrics
+                .plugin_seconds
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(route = %route.spec.name, message_id = %id, error = %e, "plugin failed");
+                    self.metrics
+                        .plugin_errors
+                        .get_or_create(&vec![l("plugin", plugin.name()), l("kind", e.kind())])
+                        .inc();
+                    issues.push(Issue::error("207", e.to_string()));
+                    return ack(&original, AckCode::AE, &issues, charset);
+                }
+            };
+            merge_attributes(&mut attributes, outcome.attributes);
+            issues.extend(outcome.issues);
+            let verdict = match &outcome.verdict {
+                Verdict::Continue(_) => "continue",
+                Verdict::Reject(_) => "reject",
+                Verdict::RouteTo(_) => "route_to",
+            };
+            self.metrics
+                .plugin_verdicts
+                .get_or_create(&vec![l("plugin", plugin.name()), l("verdict", verdict)])
+                .inc();
+            match outcome.verdict {
+                Verdict::Continue(None) => {}
+                Verdict::Continue(Some(new_text)) => {
+                    let new_text = hl7::normalize_segments(&new_text).into_owned();
+                    match Msh::read(&new_text) {
+                        Ok(m) => {
+                            msh = m;
+                            text = new_text;
+                        }
+                        Err(e) => {
+                            issues.push(Issue::error(
+                                "207",
+                                format!(
+                                    "plugin '{}' returned a message whose MSH cannot be read: {e}",
+                                    plugin.name()
+                                ),
+                            ));
+                            return ack(&original, AckCode::AE, &issues, charset);
+                        }
+                    }
+                }
+                Verdict::Reject(found) => {
+                    issues.extend(found);
+                    let code = if issues
+                        .iter()
+                        .any(|i| matches!(i.code.as_str(), "200" | "201" | "202" | "203"))
+                    {
+                        AckCode::AR
+                    } else {
+                        AckCode::AE
+                    };
+                    if !issues.iter().any(|i| i.severity == Severity::Error) {
+                        issues.push(Issue::error(
+                            "207",
+                            format!("rejected by plugin '{}'", plugin.name()),
+                        ));
+                    }
+                    return ack(&original, code, &issues, charset);
+                }
+                Verdict::RouteTo(dests) => {
+                    if let Some(unknown) =
+                        dests.iter().find(|d| !self.destinations.contains_key(*d))
+                    {
+                        issues.push(Issue::error(
+                            "207",
+                            format!(
+                                "plugin '{}' routed the message to unknown destination '{unknown}'",
+                                plugin.name()
+                            ),
+                        ));
+                        return ack(&original, AckCode::AE, &issues, charset);
+                    }
+                    route_to = Some(dests);
+                }
+            }
+        }
+        let targets = route_to.unwrap_or_else(|| route.spec.destinations.clone());
+        let Some(first) = targets.first() else {
+            issues.push(Issue::error(
+                "207",
+                format!(
+                    "route '{}' found no destination for this message",
+                    route.spec.name
+                ),
+            ));
+            return ack(&original, AckCode::AE, &issues, charset);
+        };
+        let payload = Bytes::from(hl7::encode(&text, charset));
+        // Extra destinations get a copy; the sender is answered with the first one's answer.
+        for extra in targets.iter().skip(1) {
+            if let Some(dest) = self.destinations.get(extra).cloned() {
+                let (payload, metrics) = (payload.clone(), self.metrics.clone());
+                tokio::spawn(async move {
+                    let result = dest.deliver(payload).await;
+                    record_delivery(&metrics, dest.name(), &result);
+                });
+            }
+        }
+        let Some(dest) = self.destinations.get(first) else {
+            issues.push(Issue::error(
+                "207",
+                format!("unknown destination '{first}'"),
+            ));
+            return ack(&original, AckCode::AE, &issues, charset);
+        };
+        let result = dest.deliver(payload).await;
+        record_delivery(&self.metrics, dest.name(), &result);
+        match result {
+            Ok(answer) => relay(answer, &msh, &issues),
+            Err(e) => {
+                tracing::warn!(route = %route.spec.name, message_id = %id, error = %e, "delivery failed");
+                issues.push(Issue::error("207", e.to_string()));
+                ack(&original, AckCode::AE, &issues, charset)
+            }
+        }
+    }
+}
+
+fn record_delivery(
+    metrics: &Metrics,
+    dest: &str,
+    result: &Result<Bytes, crate::delivery::DeliveryError>,
+) {
+    let outcome = match result {
+        Ok(_) => "answered",
+        Err(e) => e.kind(),
+    };
+    metrics
+        .deliveries
+        .get_or_create(&vec![l("destination", dest), l("result", outcome)])
+        .inc();
+}
+
+/// The IIS's answer goes back as it came, unless plugin issues must be merged in.
+fn relay(answer: Bytes, sent: &Msh, issues: &[Issue]) -> Answer {
+    let extra: Vec<Issue> = issues
+        .iter()
+        .filter(|i| i.severity != Severity::Error)
+        .cloned()
+        .collect();
+    if let Some((_, acked)) = hl7::read_msa(&String::from_utf8_lossy(&answer)) {
+        if acked != sent.control_id() {
+            tracing::warn!(expected = %sent.control_id(), got = %acked, "IIS answer's MSA-2 does not match the message sent");
+        }
+    }
+    if extra.is_empty() {
+        return Answer::Reply(answer);
+    }
+    match hl7::decode(&answer) {
+        Ok((text, charset)) => {
+            let merged = hl7::merge_issues_into_answer(&text, &extra);
+            Answer::Reply(Bytes::from(hl7::encode(&merged, charset)))
+        }
+        Err(_) => Answer::Reply(answer),
+    }
+}
+
+fn ack(msh: &Msh, code: AckCode, issues: &[Issue], charset: Charset) -> Answer {
+    let text = hl7::build_ack(msh, code, issues, &hl7::new_control_id("IZH"));
+    Answer::Reply(Bytes::from(hl7::encode(&text, charset)))
+}
+
+fn merge_attributes(into: &mut Vec<(String, String)>, new: Vec<(String, String)>) {
+    for (k, v) in new {
+        match into.iter_mut().find(|(ek, _)| *ek == k) {
+            Some(slot) => slot.1 = v,
+            None => into.push((k, v)),
+        }
+    }
+}
+
+fn matches(route: &RouteSpec, listener: &str, msh: &Msh) -> bool {
+    (route.listeners.is_empty() || route.listeners.contains(listener))
+        && (route.message_types.is_empty()
+            || route.message_types.iter().any(|(code, trigger)| {
+                code.eq_ignore_ascii_case(msh.message_code())
+                    && trigger
+                        .as_ref()
+                        .is_none_or(|t| t.eq_ignore_ascii_case(msh.trigger()))
+            }))
+        && (route.senders.is_empty() || route.senders.contains(msh.component(4, 1)))
+        && (route.receivers.is_empty() || route.receivers.contains(msh.component(6, 1)))
+}

@@ -1,0 +1,445 @@
+//! The plugin runtime: the one module that owns wasmtime. Components are
+//! compiled once and pre-linked; every call gets a fresh store and instance
+//! from the pooling allocator, an epoch deadline and a memory cap, and WASI
+//! with nothing in it (no files, environment, network or inherited stdio).
+
+mod host;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, UpdateDeadline,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::config::{Grant, PluginSpec};
+use crate::hl7::{Issue, Severity};
+
+/// Generated bindings for the `izhub:plugin` world.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        exports: { default: async },
+    });
+}
+
+use bindings::izhub::plugin::types as wit;
+use bindings::{Plugin, PluginPre};
+
+/// How often the epoch advances; a runaway plugin is stopped within one tick
+/// of its deadline, and a long call yields to other tasks at every tick.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Plugin instances alive at once; calls beyond this wait for a slot.
+const MAX_INSTANCES: u32 = 128;
+
+/// What a plugin decided about a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on, with replaced HL7 text when given.
+    Continue(Option<String>),
+    /// Stop and answer the sender with these issues.
+    Reject(Vec<Issue>),
+    /// Deliver to these destinations instead of the route's defaults.
+    RouteTo(Vec<String>),
+}
+
+/// A plugin's answer for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub issues: Vec<Issue>,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// The input to one call.
+#[derive(Debug, Clone)]
+pub struct Envelope<'a> {
+    pub id: &'a str,
+    pub route: &'a str,
+    pub source: &'a str,
+    pub received_at: &'a str,
+    pub hl7: &'a str,
+    pub attributes: &'a [(String, String)],
+}
+
+/// Why a call failed. Each names the plugin and what it broke.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin '{plugin}' exceeded its time limit of {limit:?}")]
+    TimeLimit { plugin: String, limit: Duration },
+    #[error("plugin '{plugin}' exceeded its memory limit of {limit_mib} MiB")]
+    MemoryLimit { plugin: String, limit_mib: usize },
+    #[error("plugin '{plugin}' crashed: {detail}")]
+    Trap { plugin: String, detail: String },
+    #[error("plugin '{plugin}' failed: {message}")]
+    Returned { plugin: String, message: String },
+    #[error("plugin '{plugin}' returned {size} bytes of output; the limit is {limit}")]
+    OutputTooLarge {
+        plugin: String,
+        size: usize,
+        limit: usize,
+    },
+    #[error("plugin '{plugin}' could not be started: {detail}")]
+    Instantiate { plugin: String, detail: String },
+}
+
+impl PluginError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::TimeLimit { .. } => "time_limit",
+            PluginError::MemoryLimit { .. } => "memory_limit",
+            PluginError::Trap { .. } => "trap",
+            PluginError::Returned { .. } => "error",
+            PluginError::OutputTooLarge { .. } => "output_limit",
+            PluginError::Instantiate { .. } => "instantiate",
+        }
+    }
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin '{plugin}' ({path}): {detail}")]
+pub struct LoadError {
+    pub plugin: String,
+    pub path: PathBuf,
+    pub detail: String,
+}
+
+/// Marker error raised from the epoch callback when a call runs out of time.
+#[derive(Debug)]
+struct OutOfTime;
+impl std::fmt::Display for OutOfTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("time limit exceeded")
+    }
+}
+impl std::error::Error for OutOfTime {}
+
+/// What a plugin may reach through `host`, fixed when the route is loaded.
+#[derive(Debug)]
+pub(crate) struct Grants {
+    pub(crate) plugin: String,
+    pub(crate) log: bool,
+    pub(crate) config: Option<BTreeMap<String, String>>,
+    pub(crate) tables: BTreeSet<String>,
+    pub(crate) all_tables: Arc<BTreeMap<String, HashMap<String, String>>>,
+}
+
+/// Per-call store data.
+pub(crate) struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    pub(crate) grants: Arc<Grants>,
+    pub(crate) log_lines: u32,
+    deadline: Instant,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The wasmtime engine, linker and epoch ticker shared by all plugins.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    slots: Arc<Semaphore>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One loaded plugin, ready to be instantiated per message.
+pub struct LoadedPlugin {
+    name: String,
+    pre: PluginPre<CallState>,
+    grants: Arc<Grants>,
+    time_limit: Duration,
+    memory_limit: usize,
+    max_output: usize,
+}
+
+impl LoadedPlugin {
+    /// The plugin's name in this route.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Runtime {
+    /// Builds the engine; `max_memory` is the largest memory any plugin may use.
+    pub fn new(max_memory: usize) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_INSTANCES)
+            .total_core_instances(MAX_INSTANCES * 8)
+            .total_memories(MAX_INSTANCES * 2)
+            .total_tables(MAX_INSTANCES * 4)
+            .total_stacks(MAX_INSTANCES)
+            .max_memory_size(max_memory.max(1 << 20));
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .max_wasm_stack(1 << 20);
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (weak, stop) = (engine.weak(), stop_ticker.clone());
+        std::thread::Builder::new()
+            .name("izhub-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            linker,
+            slots: Arc::new(Semaphore::new(MAX_INSTANCES as usize)),
+            stop_ticker,
+        })
+    }
+
+    /// Compiles a component file.
+    pub fn compile(&self, path: &Path) -> Result<Component, String> {
+        Component::from_file(&self.engine, path).map_err(|e| format!("{e:#}"))
+    }
+
+    /// Links a compiled component for one plugin spec.
+    pub fn load(
+        &self,
+        spec: &PluginSpec,
+        component: &Component,
+        tables: &Arc<BTreeMap<String, HashMap<String, String>>>,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let err = |detail: String| LoadError {
+            plugin: spec.name.clone(),
+            path: spec.wasm.clone(),
+            detail,
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| err(format!("{e:#}")))?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| {
+            err(format!(
+                "it does not export the izhub:plugin world's `process` function: {e:#}"
+            ))
+        })?;
+        let grants = Grants {
+            plugin: spec.name.clone(),
+            log: spec.grants.contains(&Grant::Log),
+            config: spec
+                .grants
+                .contains(&Grant::Config)
+                .then(|| spec.config.clone()),
+            tables: spec
+                .grants
+                .iter()
+                .filter_map(|g| match g {
+                    Grant::Lookup(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect(),
+            all_tables: tables.clone(),
+        };
+        Ok(LoadedPlugin {
+            name: spec.name.clone(),
+            pre,
+            grants: Arc::new(grants),
+            time_limit: spec.time_limit,
+            memory_limit: spec.memory_limit,
+            max_output: spec.max_output,
+        })
+    }
+
+    /// Runs one plugin on one message in a fresh instance.
+    pub async fn call(
+        &self,
+        plugin: &LoadedPlugin,
+        env: &Envelope<'_>,
+    ) -> Result<Outcome, PluginError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| PluginError::Instantiate {
+                plugin: plugin.name.clone(),
+                detail: "the engine is shutting down".into(),
+            })?;
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let state = CallState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(plugin.memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
+            grants: plugin.grants.clone(),
+            log_lines: 0,
+            deadline: Instant::now() + plugin.time_limit,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(wasmtime::Error::new(OutOfTime))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let input = wit::Envelope {
+            id: env.id.to_string(),
+            route: env.route.to_string(),
+            source: env.source.to_string(),
+            received_at: env.received_at.to_string(),
+            hl7: env.hl7.to_string(),
+            attributes: env.attributes.to_vec(),
+        };
+        let fail = |e: wasmtime::Error| classify(plugin, e);
+        let instance =
+            plugin
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| match classify(plugin, e) {
+                    PluginError::Trap { plugin, detail } => {
+                        PluginError::Instantiate { plugin, detail }
+                    }
+                    other => other,
+                })?;
+        let result = instance
+            .call_process(&mut store, &input)
+            .await
+            .map_err(fail)?;
+        let outcome = result.map_err(|message| PluginError::Returned {
+            plugin: plugin.name.clone(),
+            message: truncate(message, 500),
+        })?;
+        convert(plugin, outcome)
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+fn classify(plugin: &LoadedPlugin, e: wasmtime::Error) -> PluginError {
+    let name = plugin.name.clone();
+    if e.downcast_ref::<OutOfTime>().is_some() {
+        return PluginError::TimeLimit {
+            plugin: name,
+            limit: plugin.time_limit,
+        };
+    }
+    let text = format!("{e:#}");
+    if text.contains("forcing trap when growing memory") || text.contains("memory minimum size") {
+        return PluginError::MemoryLimit {
+            plugin: name,
+            limit_mib: plugin.memory_limit >> 20,
+        };
+    }
+    let detail = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => text.lines().next().unwrap_or("").to_string(),
+    };
+    PluginError::Trap {
+        plugin: name,
+        detail: truncate(detail, 300),
+    }
+}
+
+fn convert_issue(i: wit::Issue) -> Issue {
+    Issue {
+        severity: match i.severity {
+            wit::Severity::Error => Severity::Error,
+            wit::Severity::Warning => Severity::Warning,
+            wit::Severity::Info => Severity::Info,
+        },
+        code: truncate(i.code, 16),
+        app_code: truncate(i.app_code, 16),
+        location: truncate(i.location, 64),
+        text: truncate(i.text, 500),
+    }
+}
+
+/// Most issues and attributes one call may return.
+const MAX_ITEMS: usize = 1000;
+
+fn convert(plugin: &LoadedPlugin, o: wit::Outcome) -> Result<Outcome, PluginError> {
+    let too_large = |size: usize| PluginError::OutputTooLarge {
+        plugin: plugin.name.clone(),
+        size,
+        limit: plugin.max_output,
+    };
+    let mut size = o
+        .issues
+        .iter()
+        .map(|i| i.text.len() + i.location.len())
+        .sum::<usize>()
+        + o.attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    let verdict = match o.verdict {
+        wit::Verdict::Continue(text) => {
+            size += text.as_ref().map_or(0, String::len);
+            Verdict::Continue(text)
+        }
+        wit::Verdict::Reject(issues) => {
+            if issues.len() > MAX_ITEMS {
+                return Err(too_large(issues.len()));
+            }
+            Verdict::Reject(issues.into_iter().map(convert_issue).collect())
+        }
+        wit::Verdict::RouteTo(dests) => Verdict::RouteTo(dests),
+    };
+    if size > plugin.max_output || o.issues.len() > MAX_ITEMS || o.attributes.len() > MAX_ITEMS {
+        return Err(too_large(size));
+    }
+    Ok(Outcome {
+        verdict,
+        issues: o.issues.into_iter().map(convert_issue).collect(),
+        attributes: o.attributes,
+    })
+}

@@ -1,0 +1,353 @@
+//! `izhub sim-iis`: a simulated state IIS for the demo and the tests. It
+//! answers VXU with an IIS-style ACK, remembers each patient's immunizations
+//! in memory, answers QBP^Q11 Z34 with RSP^K11 Z32/Z33, and can be told to be
+//! slow, to refuse, or to drop connections.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use hl7_parser::Message;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use crate::hl7::{self, AckCode, Issue, Msh};
+use crate::mllp::{MllpCodec, MllpFrame};
+
+/// How the simulator behaves.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// The IIS's name in its answers (MSH-4 of answers), e.g. `WAIIS`.
+    pub name: String,
+    /// Wait this long before answering each message.
+    pub delay: Duration,
+    /// Answer every message AR ("not accepting submissions").
+    pub refuse: bool,
+    /// Close the connection instead of answering every Nth message (0: never).
+    pub drop_every: u64,
+    /// Largest frame accepted.
+    pub max_frame: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            name: "SIMIIS".into(),
+            delay: Duration::ZERO,
+            refuse: false,
+            drop_every: 0,
+            max_frame: crate::mllp::DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Patient {
+    id: String,
+    name: String,
+    dob: String,
+    sex: String,
+    /// Vaccination segments (ORC, RXA, RXR, OBX) as received.
+    history: Vec<String>,
+}
+
+/// What the simulator has seen, shared with tests.
+#[derive(Debug, Default)]
+pub struct SimState {
+    patients: Mutex<HashMap<String, Patient>>,
+    by_control_id: Mutex<HashMap<String, u64>>,
+    received: AtomicU64,
+}
+
+impl SimState {
+    /// Messages received in all.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// How many times a message with this MSH-10 arrived.
+    pub fn count(&self, control_id: &str) -> u64 {
+        self.by_control_id
+            .lock()
+            .map(|m| m.get(control_id).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Immunizations (RXA segments) on file for a patient id.
+    pub fn immunizations(&self, patient_id: &str) -> Vec<String> {
+        self.patients
+            .lock()
+            .map(|p| {
+                p.get(patient_id)
+                    .map(|p| {
+                        p.history
+                            .iter()
+                            .filter(|s| s.starts_with("RXA"))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Serves the simulator on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    opts: SimOptions,
+    state: Arc<SimState>,
+    shutdown: CancellationToken,
+) {
+    let opts = Arc::new(opts);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(connection(
+                    stream,
+                    opts.clone(),
+                    state.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sim-iis: accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    opts: Arc<SimOptions>,
+    state: Arc<SimState>,
+    shutdown: CancellationToken,
+) {
+    let mut framed = Framed::new(stream, MllpCodec::new(opts.max_frame, true));
+    loop {
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            f = framed.next() => f,
+        };
+        let bytes = match frame {
+            Some(Ok(MllpFrame::Message(b))) => b,
+            Some(Ok(MllpFrame::Oversized { .. })) | Some(Err(_)) | None => return,
+        };
+        let n = state.received.fetch_add(1, Ordering::Relaxed) + 1;
+        let text = hl7::normalize_segments(&String::from_utf8_lossy(&bytes)).into_owned();
+        if let Ok(msh) = Msh::read(&text) {
+            if let Ok(mut ids) = state.by_control_id.lock() {
+                *ids.entry(msh.control_id().to_string()).or_default() += 1;
+            }
+        }
+        if !opts.delay.is_zero() {
+            tokio::time::sleep(opts.delay).await;
+        }
+        if opts.drop_every > 0 && n % opts.drop_every == 0 {
+            return;
+        }
+        let Some(answer) = answer(&text, &opts, &state) else {
+            return;
+        };
+        if framed.send(Bytes::from(answer)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The simulator's answer to one message, or None when MSH is unreadable.
+pub fn answer(text: &str, opts: &SimOptions, state: &SimState) -> Option<String> {
+    let msh = Msh::read(text).ok()?;
+    let ack = |code, issues: &[Issue]| Some(iis_ack(&msh, code, issues, &opts.name));
+    if opts.refuse {
+        return ack(
+            AckCode::AR,
+            &[Issue::error(
+                "207",
+                "The IIS is not accepting submissions at this time",
+            )],
+        );
+    }
+    let trimmed = text.trim_end_matches(['\r', '\n']);
+    let msg = match Message::parse(trimmed) {
+        Ok(m) => m,
+        Err(e) => {
+            return ack(
+                AckCode::AR,
+                &[Issue::error(
+                    "102",
+                    format!("message could not be parsed: {e}"),
+                )],
+            );
+        }
+    };
+    match (msh.message_code(), msh.trigger()) {
+        ("VXU", "V04") => Some(vxu(&msh, &msg, opts, state)),
+        ("QBP", "Q11") => Some(qbp(&msh, &msg, opts, state)),
+        (code, trigger) => ack(
+            AckCode::AR,
+            &[Issue::error(
+                "200",
+                format!("message type {code}^{trigger} is not supported"),
+            )
+            .at("MSH-9")],
+        ),
+    }
+}
+
+fn field<'a>(msg: &'a Message<'_>, seg: &str, n: usize) -> &'a str {
+    msg.segment(seg)
+        .and_then(|s| s.field(n))
+        .map(|f| f.raw_value())
+        .unwrap_or("")
+}
+
+fn component<'a>(value: &'a str, c: usize) -> &'a str {
+    value
+        .split('~')
+        .next()
+        .unwrap_or("")
+        .split('^')
+        .nth(c.saturating_sub(1))
+        .unwrap_or("")
+}
+
+fn iis_ack(msh: &Msh, code: AckCode, issues: &[Issue], name: &str) -> String {
+    let ack = hl7::build_ack(msh, code, issues, &hl7::new_control_id(name));
+    // Answer as the IIS: MSH-3 and MSH-4 carry the simulator's name.
+    let (header, rest) = ack.split_once('\r').unwrap_or((ack.as_str(), ""));
+    let mut fields: Vec<&str> = header.split('|').collect();
+    for i in [2, 3] {
+        if let Some(f) = fields.get_mut(i) {
+            *f = name;
+        }
+    }
+    format!("{}\r{rest}", fields.join("|"))
+}
+
+fn vxu(msh: &Msh, msg: &Message<'_>, opts: &SimOptions, state: &SimState) -> String {
+    let mut issues = Vec::new();
+    if msg.segment("PID").is_none() {
+        issues.push(Issue::error("100", "PID segment is required").at("PID"));
+    } else if field(msg, "PID", 7).is_empty() {
+        let mut i = Issue::error("101", "Patient birth date is required");
+        i.location = "PID-7".into();
+        i.app_code = "7".into();
+        issues.push(i);
+    }
+    let rxas: Vec<_> = msg.segments().filter(|s| s.name == "RXA").collect();
+    if rxas.is_empty() {
+        issues.push(Issue::error("100", "RXA segment is required").at("RXA"));
+    }
+    for (i, rxa) in rxas.iter().enumerate() {
+        if rxa.field(5).is_none_or(|f| f.is_empty()) {
+            let mut issue = Issue::error("101", "Vaccine code (RXA-5) is required");
+            issue.location = format!("RXA[{}]-5", i + 1);
+            issue.app_code = "7".into();
+            issues.push(issue);
+        }
+    }
+    if !issues.is_empty() {
+        return iis_ack(msh, AckCode::AE, &issues, &opts.name);
+    }
+    let pid3 = field(msg, "PID", 3);
+    let patient = Patient {
+        id: component(pid3, 1).to_string(),
+        name: field(msg, "PID", 5)
+            .split('~')
+            .next()
+            .unwrap_or("")
+            .to_string(),
+        dob: field(msg, "PID", 7).to_string(),
+        sex: field(msg, "PID", 8).to_string(),
+        history: Vec::new(),
+    };
+    let vaccination: Vec<String> = msg
+        .segments()
+        .filter(|s| matches!(s.name, "ORC" | "RXA" | "RXR" | "OBX"))
+        .skip_while(|s| s.name == "OBX")
+        .map(|s| s.raw_value().to_string())
+        .collect();
+    if let Ok(mut patients) = state.patients.lock() {
+        let entry = patients
+            .entry(patient.id.clone())
+            .or_insert_with(|| patient.clone());
+        entry.name = patient.name;
+        entry.dob = patient.dob;
+        entry.sex = patient.sex;
+        entry.history.extend(vaccination);
+    }
+    iis_ack(msh, AckCode::AA, &[], &opts.name)
+}
+
+fn qbp(msh: &Msh, msg: &Message<'_>, opts: &SimOptions, state: &SimState) -> String {
+    let qpd = msg.segment("QPD").map(|s| s.raw_value()).unwrap_or("QPD");
+    let tag = field(msg, "QPD", 2);
+    let ids = field(msg, "QPD", 3);
+    let name = field(msg, "QPD", 4);
+    let dob = field(msg, "QPD", 6);
+    let found = state.patients.lock().ok().and_then(|patients| {
+        ids.split('~')
+            .map(|cx| component(cx, 1))
+            .filter(|id| !id.is_empty())
+            .find_map(|id| patients.get(id).cloned())
+            .or_else(|| {
+                let (family, given) = (component(name, 1), component(name, 2));
+                patients
+                    .values()
+                    .find(|p| {
+                        !family.is_empty()
+                            && component(&p.name, 1).eq_ignore_ascii_case(family)
+                            && component(&p.name, 2).eq_ignore_ascii_case(given)
+                            && p.dob.get(..8) == dob.get(..8)
+                    })
+                    .cloned()
+            })
+    });
+    let (profile, status) = if found.is_some() {
+        ("Z32", "OK")
+    } else {
+        ("Z33", "NF")
+    };
+    let mut out = format!(
+        "MSH|^~\\&|{name}|{name}|{}|{}|{}||RSP^K11^RSP_K11|{}|{}|2.5.1|||NE|NE|||||{profile}^CDCPHINVS\r",
+        msh.sending_application(),
+        msh.sending_facility(),
+        hl7::hl7_timestamp(),
+        hl7::new_control_id(&opts.name),
+        if msh.field(11).is_empty() {
+            "P"
+        } else {
+            msh.field(11)
+        },
+        name = opts.name,
+    );
+    out.push_str(&format!("MSA|AA|{}\r", hl7::escape(msh.control_id())));
+    out.push_str(&format!(
+        "QAK|{tag}|{status}|Z34^Request Immunization History^CDCPHINVS\r"
+    ));
+    out.push_str(qpd);
+    out.push('\r');
+    if let Some(p) = found {
+        out.push_str(&format!(
+            "PID|1||{}^^^{}^SR||{}||{}|{}\r",
+            p.id, opts.name, p.name, p.dob, p.sex
+        ));
+        for seg in &p.history {
+            out.push_str(seg);
+            out.push('\r');
+        }
+    }
+    out
+}

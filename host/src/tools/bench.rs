@@ -1,0 +1,129 @@
+//! `izhub bench`: N connections each send their share of M messages one after
+//! another (as an EHR does), every answer checked for MSA-2 = MSH-10.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::hl7;
+use crate::mllp::{DEFAULT_MAX_FRAME, MllpClient};
+
+/// One load run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub to: String,
+    pub connections: usize,
+    pub messages: usize,
+    /// The message to send; its MSH-10 is replaced per message.
+    pub message: String,
+    pub timeout: Duration,
+    /// Prefix for generated control ids, so runs don't collide.
+    pub run_id: String,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    pub sent: usize,
+    pub answered: usize,
+    /// Answers whose MSA-2 did not match the MSH-10 sent.
+    pub mismatched: usize,
+    /// Answers by MSA-1 code.
+    pub codes: std::collections::BTreeMap<String, usize>,
+    pub errors: usize,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl BenchResult {
+    /// Answered messages per second.
+    pub fn rate(&self) -> f64 {
+        self.answered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs one load test.
+pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchResult> {
+    let (prefix, suffix) = super::split_at_control_id(&opts.message)
+        .ok_or_else(|| anyhow::anyhow!("the bench message has no MSH-10 to rewrite"))?;
+    let (prefix, suffix) = (Arc::new(prefix.to_string()), Arc::new(suffix.to_string()));
+    let conns = opts.connections.max(1);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let share = opts.messages / conns + usize::from(c < opts.messages % conns);
+        let (prefix, suffix, opts) = (prefix.clone(), suffix.clone(), opts.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(share);
+            let (mut mismatched, mut errors) = (0usize, 0usize);
+            let mut codes = std::collections::BTreeMap::<String, usize>::new();
+            let mut client = None;
+            for i in 0..share {
+                let id = format!("{}-{c}-{i}", opts.run_id);
+                let msg = format!("{prefix}{id}{suffix}");
+                if client.is_none() {
+                    match MllpClient::connect(&opts.to, opts.timeout, DEFAULT_MAX_FRAME).await {
+                        Ok(cl) => client = Some(cl),
+                        Err(_) => {
+                            errors += 1;
+                            continue;
+                        }
+                    }
+                }
+                let Some(cl) = client.as_mut() else { continue };
+                let t = Instant::now();
+                match cl.exchange(msg.as_bytes(), opts.timeout).await {
+                    Ok(answer) => {
+                        lat.push(t.elapsed());
+                        let (code, acked) =
+                            hl7::read_msa(&String::from_utf8_lossy(&answer)).unwrap_or_default();
+                        if acked != id {
+                            mismatched += 1;
+                        }
+                        *codes.entry(code).or_default() += 1;
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        client = None;
+                    }
+                }
+            }
+            (lat, mismatched, errors, codes)
+        }));
+    }
+    let mut all = Vec::with_capacity(opts.messages);
+    let (mut mismatched, mut errors) = (0, 0);
+    let mut codes = std::collections::BTreeMap::new();
+    for t in tasks {
+        let (lat, m, e, c) = t.await?;
+        all.extend(lat);
+        mismatched += m;
+        errors += e;
+        for (k, v) in c {
+            *codes.entry(k).or_default() += v;
+        }
+    }
+    let elapsed = started.elapsed();
+    all.sort_unstable();
+    let pct = |p: f64| -> Duration {
+        if all.is_empty() {
+            return Duration::ZERO;
+        }
+        let idx = ((all.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(all.len() - 1);
+        all.get(idx).copied().unwrap_or_default()
+    };
+    Ok(BenchResult {
+        sent: opts.messages,
+        answered: all.len(),
+        mismatched,
+        codes,
+        errors,
+        elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: all.last().copied().unwrap_or_default(),
+    })
+}
