@@ -60,7 +60,7 @@ struct Patient {
 #[derive(Debug, Default)]
 pub struct SimState {
     patients: Mutex<HashMap<String, Patient>>,
-    by_control_id: Mutex<HashMap<String, u64>>,
+    by_control_id: Mutex<HashMap<String, (u64, String)>>,
     received: AtomicU64,
 }
 
@@ -74,8 +74,26 @@ impl SimState {
     pub fn count(&self, control_id: &str) -> u64 {
         self.by_control_id
             .lock()
-            .map(|m| m.get(control_id).copied().unwrap_or(0))
+            .map(|m| m.get(control_id).map_or(0, |e| e.0))
             .unwrap_or(0)
+    }
+
+    /// The MSH segment of the last message received with this MSH-10.
+    pub fn header(&self, control_id: &str) -> Option<String> {
+        self.by_control_id
+            .lock()
+            .ok()?
+            .get(control_id)
+            .map(|e| e.1.clone())
+    }
+
+    /// The name (PID-5) on file for a patient id.
+    pub fn patient_name(&self, patient_id: &str) -> Option<String> {
+        self.patients
+            .lock()
+            .ok()?
+            .get(patient_id)
+            .map(|p| p.name.clone())
     }
 
     /// Immunizations (RXA segments) on file for a patient id.
@@ -145,10 +163,19 @@ async fn connection(
             Some(Ok(MllpFrame::Oversized { .. })) | Some(Err(_)) | None => return,
         };
         let n = state.received.fetch_add(1, Ordering::Relaxed) + 1;
-        let text = hl7::normalize_segments(&String::from_utf8_lossy(&bytes)).into_owned();
+        let (text, charset) = hl7::decode(&bytes).unwrap_or_else(|_| {
+            (
+                String::from_utf8_lossy(&bytes).into_owned(),
+                hl7::Charset::Utf8,
+            )
+        });
+        let text = hl7::normalize_segments(&text).into_owned();
         if let Ok(msh) = Msh::read(&text) {
             if let Ok(mut ids) = state.by_control_id.lock() {
-                *ids.entry(msh.control_id().to_string()).or_default() += 1;
+                let header = text.split('\r').next().unwrap_or("").to_string();
+                let entry = ids.entry(msh.control_id().to_string()).or_default();
+                entry.0 += 1;
+                entry.1 = header;
             }
         }
         if !opts.delay.is_zero() {
@@ -160,7 +187,11 @@ async fn connection(
         let Some(answer) = answer(&text, &opts, &state) else {
             return;
         };
-        if framed.send(Bytes::from(answer)).await.is_err() {
+        if framed
+            .send(Bytes::from(hl7::encode(&answer, charset)))
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# izhub developer entry point.
+#
+#   ./dev.sh demo    build everything, start two simulated IIS and the engine,
+#                    send sample messages and show the answers
+#   ./dev.sh test    build everything and run every check and test (what CI runs)
+#   ./dev.sh bench   benchmark the demo route against the IIS simulator
+#   ./dev.sh build   build the engine and the plugins only
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+
+# Reuse one target directory outside the clone, so a fresh clone on a machine
+# that built izhub before does not start cold. A fresh machine simply fills it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/izhub/target}"
+PLUGINS=(route-by-jurisdiction stamp-hie require-core-fields test-misbehave)
+BIN="$CARGO_TARGET_DIR/release/izhub"
+
+log() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+setup() {
+    if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+        log "installing the wasm32-wasip2 target"
+        rustup target add wasm32-wasip2
+    fi
+}
+
+build_plugins() {
+    log "building plugins (wasm32-wasip2)"
+    local args=()
+    for p in "${PLUGINS[@]}"; do args+=(-p "$p"); done
+    cargo build --profile plugin --target wasm32-wasip2 "${args[@]}"
+    mkdir -p build/plugins
+    for p in "${PLUGINS[@]}"; do
+        cp "$CARGO_TARGET_DIR/wasm32-wasip2/plugin/${p//-/_}.wasm" build/plugins/
+    done
+}
+
+build_host() {
+    log "building the engine (release)"
+    cargo build --release -p izhub
+}
+
+wait_port() {
+    local port=$1
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing is listening on port $port" >&2
+    return 1
+}
+
+PIDS=()
+stop_all() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+
+demo() {
+    setup
+    build_plugins
+    build_host
+    trap stop_all EXIT INT TERM
+    log "starting two simulated state IIS and the engine"
+    "$BIN" sim-iis --listen 127.0.0.1:2601 --name MIIIS & PIDS+=($!)
+    "$BIN" sim-iis --listen 127.0.0.1:2602 --name PAIIS & PIDS+=($!)
+    wait_port 2601 && wait_port 2602
+    "$BIN" check --config samples/demo/izhub.toml
+    "$BIN" serve --config samples/demo/izhub.toml & PIDS+=($!)
+    wait_port 2575
+
+    log "a Michigan patient: routed to the Michigan IIS (MIIIS), its ACK comes back"
+    "$BIN" send --to 127.0.0.1:2575 samples/messages/vxu/vxu-valid-testgood-01.hl7
+    log "a Pennsylvania patient: routed to the Pennsylvania IIS (PAIIS)"
+    "$BIN" send --to 127.0.0.1:2575 samples/messages/vxu/vxu-adult-z22-new-covid-vaccine.hl7
+    log "the same patient's immunization history, queried with QBP^Q11 (RSP^K11 Z32)"
+    "$BIN" send --to 127.0.0.1:2575 samples/demo/qbp-history-pa-patient.hl7
+    log "no birth date: rejected by the engine with AE and an ERR on PID-7; no IIS sees it"
+    "$BIN" send --to 127.0.0.1:2575 samples/messages/rejected/vxu-missing-birth-date-testerror-36.hl7 || true
+    log "a Wisconsin patient: no IIS is configured for WI, so the engine says so"
+    "$BIN" send --to 127.0.0.1:2575 samples/messages/vxu/vxu-v04-z22-01.hl7 || true
+    log "every sample VXU (one line each)"
+    "$BIN" send --quiet --to 127.0.0.1:2575 samples/messages/vxu/*.hl7 || true
+
+    if [ -t 0 ] && [ -z "${CI:-}" ]; then
+        log "running: MLLP on 127.0.0.1:2575, metrics on http://127.0.0.1:9480/metrics. Ctrl-C stops."
+        wait
+    fi
+}
+
+run_tests() {
+    setup
+    if ! command -v mllp_send >/dev/null 2>&1; then
+        log "installing the third-party MLLP client (PyPI hl7) for the interop test"
+        python3 -m pip install --quiet hl7==0.4.5
+    fi
+    build_plugins
+    log "cargo fmt --check"
+    cargo fmt --all -- --check
+    log "cargo clippy -D warnings"
+    cargo clippy --workspace --all-targets --release -- -D warnings
+    log "cargo test"
+    cargo test --workspace --release
+}
+
+bench() {
+    setup
+    build_plugins
+    build_host
+    trap stop_all EXIT INT TERM
+    "$BIN" sim-iis --listen 127.0.0.1:2601 --name MIIIS --log warn & PIDS+=($!)
+    "$BIN" sim-iis --listen 127.0.0.1:2602 --name PAIIS --log warn & PIDS+=($!)
+    wait_port 2601 && wait_port 2602
+    "$BIN" serve --config samples/demo/izhub.toml --log warn & PIDS+=($!)
+    wait_port 2575
+    log "engine (stamp-hie, require-core-fields, route-by-jurisdiction) vs the IIS simulator alone"
+    "$BIN" bench --to 127.0.0.1:2575 --baseline 127.0.0.1:2601 \
+        --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" \
+        --file samples/messages/vxu/vxu-valid-testgood-01.hl7
+}
+
+case "${1:-}" in
+    demo) demo ;;
+    test) run_tests ;;
+    bench) bench ;;
+    build) setup; build_plugins; build_host ;;
+    *) sed -n '2,9p' "$0"; exit 2 ;;
+esac

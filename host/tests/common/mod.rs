@@ -1,0 +1,271 @@
+//! Test harness: real simulators and a real engine on loopback, with the real
+//! plugins built for wasm32-wasip2 (by `./dev.sh test` into `build/plugins`).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use izhub::config;
+use izhub::mllp::MllpClient;
+use izhub::serve::{self, Running};
+use izhub::sim::{self, SimOptions, SimState};
+use tokio_util::sync::CancellationToken;
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where the built plugin components are.
+pub fn plugin_dir() -> PathBuf {
+    let dir = std::env::var_os("IZHUB_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("build/plugins"));
+    assert!(
+        dir.join("route_by_jurisdiction.wasm").is_file(),
+        "plugins not built in {}: run ./dev.sh test (it builds them first)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn plugin(name: &str) -> String {
+    plugin_dir()
+        .join(format!("{name}.wasm"))
+        .display()
+        .to_string()
+}
+
+/// A sample message file, with CR segment separators.
+pub fn sample(rel: &str) -> Vec<u8> {
+    izhub::tools::read_message_file(&root().join("samples").join(rel)).expect("sample file")
+}
+
+pub fn sample_text(rel: &str) -> String {
+    String::from_utf8(sample(rel)).expect("UTF-8 sample")
+}
+
+/// A running simulator.
+pub struct Sim {
+    pub addr: SocketAddr,
+    pub state: Arc<SimState>,
+    token: CancellationToken,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+pub async fn start_sim(opts: SimOptions) -> Sim {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = Arc::new(SimState::default());
+    let token = CancellationToken::new();
+    tokio::spawn(sim::run(listener, opts, state.clone(), token.clone()));
+    Sim { addr, state, token }
+}
+
+pub fn sim_named(name: &str) -> SimOptions {
+    SimOptions {
+        name: name.to_string(),
+        ..SimOptions::default()
+    }
+}
+
+/// A port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A running engine and the simulators behind it.
+pub struct Harness {
+    pub engine: Option<Running>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub sims: BTreeMap<String, Sim>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub fn sim(&self, state: &str) -> &Arc<SimState> {
+        &self.sims[state].state
+    }
+
+    pub async fn client(&self) -> MllpClient {
+        MllpClient::connect(&self.addr.to_string(), TIMEOUT, 1 << 20)
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(e) = self.engine.take() {
+            e.stop().await;
+        }
+    }
+}
+
+/// States with a simulated IIS in the standard harness.
+pub const STATES: [&str; 4] = ["MI", "PA", "WI", "MA"];
+
+/// Starts simulators for [`STATES`] plus a slow one, and an engine with the
+/// demo route (stamp-hie, require-core-fields, route-by-jurisdiction), a QBP
+/// route, and routes that misbehave on purpose, selected by MSH-4.
+pub async fn harness(extra_config: &str) -> Harness {
+    let mut sims = BTreeMap::new();
+    for st in STATES {
+        sims.insert(
+            st.to_string(),
+            start_sim(sim_named(&format!("{st}IIS"))).await,
+        );
+    }
+    sims.insert(
+        "SLOW".into(),
+        start_sim(SimOptions {
+            delay: Duration::from_secs(3),
+            ..sim_named("SLOWIIS")
+        })
+        .await,
+    );
+    let mut cfg = String::from(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[listeners.ehr]
+listen = "127.0.0.1:0"
+max_frame_bytes = 65536
+"#,
+    );
+    for (name, sim) in &sims {
+        cfg += &format!(
+            "\n[destinations.{}-iis]\nmllp = \"{}\"\nanswer_timeout_ms = 1000\nconnect_timeout_ms = 1000\n",
+            name.to_lowercase(),
+            sim.addr
+        );
+    }
+    cfg += &format!(
+        "\n[destinations.down-iis]\nmllp = \"127.0.0.1:{}\"\nconnect_timeout_ms = 500\n",
+        closed_port()
+    );
+    for (sender, mode, dest) in [
+        ("TRAP", "trap", "mi-iis"),
+        ("LOOP", "loop", "mi-iis"),
+        ("MEMORY", "memory", "mi-iis"),
+        ("ERROR", "error", "mi-iis"),
+        ("SLOW", "ok", "slow-iis"),
+        ("DOWN", "ok", "down-iis"),
+    ] {
+        cfg += &format!(
+            r#"
+[[routes]]
+name = "{mode}-{sender}"
+senders = ["{sender}"]
+destinations = ["{dest}"]
+
+[[routes.plugins]]
+wasm = "{wasm}"
+time_limit_ms = 200
+memory_limit_mib = 16
+[routes.plugins.config]
+mode = "{mode}"
+"#,
+            sender = sender,
+            mode = mode,
+            dest = dest,
+            wasm = plugin("test_misbehave"),
+        );
+    }
+    let states: String = STATES
+        .iter()
+        .map(|s| format!("{s} = \"{}-iis\"\n", s.to_lowercase()))
+        .collect();
+    cfg += &format!(
+        r#"
+[[routes]]
+name = "vxu"
+message_types = ["VXU^V04"]
+
+[[routes.plugins]]
+wasm = "{stamp}"
+[routes.plugins.config]
+organization = "Test HIE^^^^^^^^^HIE01"
+
+[[routes.plugins]]
+wasm = "{require}"
+
+[[routes.plugins]]
+wasm = "{route}"
+[routes.plugins.config.states]
+{states}
+[[routes]]
+name = "qbp"
+message_types = ["QBP^Q11"]
+
+[[routes.plugins]]
+wasm = "{route}"
+[routes.plugins.config.states]
+{states}
+{extra_config}
+"#,
+        stamp = plugin("stamp_hie"),
+        require = plugin("require_core_fields"),
+        route = plugin("route_by_jurisdiction"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("izhub.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{cfg}"));
+    let engine = serve::start(&config).await.unwrap();
+    let addr = engine.listeners["ehr"];
+    let admin = engine.admin.unwrap();
+    Harness {
+        engine: Some(engine),
+        addr,
+        admin,
+        sims,
+        _dir: dir,
+    }
+}
+
+/// Splits an answer into segments.
+pub fn segments(answer: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(answer)
+        .split(['\r', '\n'])
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// MSA-1 and MSA-2 of an answer.
+pub fn msa(answer: &[u8]) -> (String, String) {
+    izhub::hl7::read_msa(&String::from_utf8_lossy(answer)).expect("answer has an MSA segment")
+}
+
+/// Sets MSH-n of a message.
+pub fn with_msh(message: &str, n: usize, value: &str) -> String {
+    izhub_plugin::set_msh_field(message, n, value).expect("message has MSH")
+}
+
+/// A plain HTTP GET on loopback; returns the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
