@@ -117,13 +117,13 @@ impl Decoder for MllpCodec {
                         .get(scanned..)
                         .and_then(|w| w.iter().position(|&b| b == VT))
                         .map(|p| p + scanned);
-                    if let Some(vt) = restart {
-                        if end.is_none_or(|(fs, _)| vt < fs) {
-                            self.skipped += vt as u64;
-                            buf.advance(vt + 1);
-                            self.state = State::InFrame { scanned: 0 };
-                            continue;
-                        }
+                    if let Some(vt) = restart
+                        && end.is_none_or(|(fs, _)| vt < fs)
+                    {
+                        self.skipped += vt as u64;
+                        buf.advance(vt + 1);
+                        self.state = State::InFrame { scanned: 0 };
+                        continue;
                     }
                     match end {
                         Some((fs, marker)) if fs <= self.max_frame => {

@@ -346,10 +346,10 @@ fn relay(answer: Bytes, sent: &Msh, issues: &[Issue]) -> Answer {
         .filter(|i| i.severity != Severity::Error)
         .cloned()
         .collect();
-    if let Some((_, acked)) = hl7::read_msa(&String::from_utf8_lossy(&answer)) {
-        if acked != sent.control_id() {
-            tracing::warn!(expected = %sent.control_id(), got = %acked, "IIS answer's MSA-2 does not match the message sent");
-        }
+    if let Some((_, acked)) = hl7::read_msa(&String::from_utf8_lossy(&answer))
+        && acked != sent.control_id()
+    {
+        tracing::warn!(expected = %sent.control_id(), got = %acked, "IIS answer's MSA-2 does not match the message sent");
     }
     if extra.is_empty() {
         return Answer::Reply(answer);

@@ -170,18 +170,16 @@ async fn connection(
             )
         });
         let text = hl7::normalize_segments(&text).into_owned();
-        if let Ok(msh) = Msh::read(&text) {
-            if let Ok(mut ids) = state.by_control_id.lock() {
-                let header = text.split('\r').next().unwrap_or("").to_string();
-                let entry = ids.entry(msh.control_id().to_string()).or_default();
-                entry.0 += 1;
-                entry.1 = header;
-            }
+        if let (Ok(msh), Ok(mut ids)) = (Msh::read(&text), state.by_control_id.lock()) {
+            let header = text.split('\r').next().unwrap_or("").to_string();
+            let entry = ids.entry(msh.control_id().to_string()).or_default();
+            entry.0 += 1;
+            entry.1 = header;
         }
         if !opts.delay.is_zero() {
             tokio::time::sleep(opts.delay).await;
         }
-        if opts.drop_every > 0 && n % opts.drop_every == 0 {
+        if opts.drop_every > 0 && n.is_multiple_of(opts.drop_every) {
             return;
         }
         let Some(answer) = answer(&text, &opts, &state) else {
@@ -244,7 +242,7 @@ fn field<'a>(msg: &'a Message<'_>, seg: &str, n: usize) -> &'a str {
         .unwrap_or("")
 }
 
-fn component<'a>(value: &'a str, c: usize) -> &'a str {
+fn component(value: &str, c: usize) -> &str {
     value
         .split('~')
         .next()

@@ -5,9 +5,13 @@
 
 use izhub_plugin as hl7;
 
-wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+/// Generated bindings for the `izhub:plugin` world.
+#[allow(clippy::all)]
+mod bindings {
+    wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+}
 
-use izhub::plugin::types::{Issue, Severity, Verdict};
+use bindings::izhub::plugin::types::{Issue, Severity, Verdict};
 
 /// One missing field: (location, what it is).
 pub type Missing = (String, &'static str);
@@ -51,8 +55,8 @@ pub fn missing_fields(text: &str) -> Result<Vec<Missing>, String> {
 
 struct Plugin;
 
-impl Guest for Plugin {
-    fn process(msg: Envelope) -> Result<Outcome, String> {
+impl bindings::Guest for Plugin {
+    fn process(msg: bindings::Envelope) -> Result<bindings::Outcome, String> {
         let missing = missing_fields(&msg.hl7)?;
         let verdict = if missing.is_empty() {
             Verdict::Continue(None)
@@ -74,7 +78,7 @@ impl Guest for Plugin {
                     .collect(),
             )
         };
-        Ok(Outcome {
+        Ok(bindings::Outcome {
             verdict,
             issues: Vec::new(),
             attributes: Vec::new(),
@@ -82,7 +86,7 @@ impl Guest for Plugin {
     }
 }
 
-export!(Plugin);
+bindings::export!(Plugin with_types_in bindings);
 
 #[cfg(test)]
 mod tests {

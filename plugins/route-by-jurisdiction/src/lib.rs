@@ -12,10 +12,14 @@
 
 use izhub_plugin as hl7;
 
-wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+/// Generated bindings for the `izhub:plugin` world.
+#[allow(clippy::all)]
+mod bindings {
+    wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+}
 
-use izhub::plugin::host;
-use izhub::plugin::types::{Issue, Severity, Verdict};
+use bindings::izhub::plugin::host;
+use bindings::izhub::plugin::types::{Issue, Severity, Verdict};
 
 /// Where a message should go.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,8 +73,8 @@ fn issue(code: &str, location: String, text: String) -> Issue {
 
 struct Plugin;
 
-impl Guest for Plugin {
-    fn process(msg: Envelope) -> Result<Outcome, String> {
+impl bindings::Guest for Plugin {
+    fn process(msg: bindings::Envelope) -> Result<bindings::Outcome, String> {
         let decision = decide(&msg.hl7, |state| {
             if state == "default" {
                 host::config("default")
@@ -104,7 +108,7 @@ impl Guest for Plugin {
                 Vec::new(),
             ),
         };
-        Ok(Outcome {
+        Ok(bindings::Outcome {
             verdict,
             issues: Vec::new(),
             attributes,
@@ -112,7 +116,7 @@ impl Guest for Plugin {
     }
 }
 
-export!(Plugin);
+bindings::export!(Plugin with_types_in bindings);
 
 #[cfg(test)]
 mod tests {

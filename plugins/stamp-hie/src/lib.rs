@@ -5,10 +5,14 @@
 
 use izhub_plugin as hl7;
 
-wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+/// Generated bindings for the `izhub:plugin` world.
+#[allow(clippy::all)]
+mod bindings {
+    wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+}
 
-use izhub::plugin::host;
-use izhub::plugin::types::Verdict;
+use bindings::izhub::plugin::host;
+use bindings::izhub::plugin::types::Verdict;
 
 /// The stamped message (None when nothing changed) and the original sender.
 pub fn stamp(text: &str, organization: &str) -> Result<(Option<String>, String), String> {
@@ -24,11 +28,11 @@ pub fn stamp(text: &str, organization: &str) -> Result<(Option<String>, String),
 
 struct Plugin;
 
-impl Guest for Plugin {
-    fn process(msg: Envelope) -> Result<Outcome, String> {
+impl bindings::Guest for Plugin {
+    fn process(msg: bindings::Envelope) -> Result<bindings::Outcome, String> {
         let organization = host::config("organization").unwrap_or_default();
         let (text, sender) = stamp(&msg.hl7, &organization)?;
-        Ok(Outcome {
+        Ok(bindings::Outcome {
             verdict: Verdict::Continue(text),
             issues: Vec::new(),
             attributes: vec![("original-sender".to_string(), sender)],
@@ -36,7 +40,7 @@ impl Guest for Plugin {
     }
 }
 
-export!(Plugin);
+bindings::export!(Plugin with_types_in bindings);
 
 #[cfg(test)]
 mod tests {

@@ -2,15 +2,19 @@
 //! The config key `mode` says how: `trap` (panics), `loop` (never returns),
 //! `memory` (allocates without end), `error` (returns an error), `ok`.
 
-wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+/// Generated bindings for the `izhub:plugin` world.
+#[allow(clippy::all)]
+mod bindings {
+    wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+}
 
-use izhub::plugin::host;
-use izhub::plugin::types::Verdict;
+use bindings::izhub::plugin::host;
+use bindings::izhub::plugin::types::Verdict;
 
 struct Plugin;
 
-impl Guest for Plugin {
-    fn process(_msg: Envelope) -> Result<Outcome, String> {
+impl bindings::Guest for Plugin {
+    fn process(_msg: bindings::Envelope) -> Result<bindings::Outcome, String> {
         match host::config("mode").as_deref().unwrap_or("ok") {
             "trap" => panic!("misbehaving on purpose"),
             "loop" => {
@@ -27,7 +31,7 @@ impl Guest for Plugin {
                 }
             }
             "error" => Err("refusing on purpose".to_string()),
-            _ => Ok(Outcome {
+            _ => Ok(bindings::Outcome {
                 verdict: Verdict::Continue(None),
                 issues: Vec::new(),
                 attributes: Vec::new(),
@@ -36,4 +40,4 @@ impl Guest for Plugin {
     }
 }
 
-export!(Plugin);
+bindings::export!(Plugin with_types_in bindings);
