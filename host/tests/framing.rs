@@ -198,3 +198,36 @@ async fn lenient_listener_accepts_fs_without_cr() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     engine.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_headers_and_segments_get_ar_saying_why() {
+    let h = harness("").await;
+    let mut client = h.client().await;
+    for (msg, expect) in [
+        (
+            with_msh(&vxu("X"), 10, ""),
+            "ERR||MSH^1^10|101^Required field missing^HL70357|E||||MSH-10 (message control id) is empty",
+        ),
+        (
+            with_msh(&vxu("NO-TYPE"), 9, ""),
+            "ERR||MSH^1^9|101^Required field missing^HL70357|E||||MSH-9 (message type",
+        ),
+        (
+            format!(
+                "{}\r@@@ not a segment\rOBX|1",
+                vxu("BAD-SEG").trim_end_matches('\r')
+            ),
+            "ERR|||102^Data type error^HL70357|E||||segment 7 ('@@@ not a se",
+        ),
+    ] {
+        let answer = client.exchange(msg.as_bytes(), TIMEOUT).await.unwrap();
+        let segs = segments(&answer);
+        assert_eq!(msa(&answer).0, "AR", "{segs:?}");
+        assert!(
+            segs.iter().any(|s| s.starts_with(expect)),
+            "expected {expect}\n{segs:?}"
+        );
+    }
+    assert_eq!(h.sim("MI").received(), 0);
+    h.stop().await;
+}

@@ -19,14 +19,44 @@ pub struct Msh {
     pieces: Vec<String>,
 }
 
-/// Turns LF and CRLF segment separators into CR, as HL7 requires; many senders
-/// and files use newlines.
+/// Turns LF and CRLF segment separators into CR, as HL7 requires (many
+/// senders and files use newlines), and drops empty segments.
 pub fn normalize_segments(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains('\n') {
-        std::borrow::Cow::Owned(text.replace("\r\n", "\r").replace('\n', "\r"))
-    } else {
-        std::borrow::Cow::Borrowed(text)
+    if !text.contains('\n') && !text.contains("\r\r") && !text.starts_with('\r') {
+        return std::borrow::Cow::Borrowed(text);
     }
+    let mut out = String::with_capacity(text.len() + 1);
+    for segment in text.split(['\r', '\n']).filter(|s| !s.is_empty()) {
+        out.push_str(segment);
+        out.push('\r');
+    }
+    if !text.ends_with(['\r', '\n']) {
+        out.pop();
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Checks that the whole message is well-formed HL7 v2 (with `hl7-parser`).
+/// The error names the segment where parsing stopped.
+pub fn check_structure(text: &str) -> Result<(), String> {
+    let body = text.trim_end_matches('\r');
+    let parsed_len = match hl7_parser::Message::parse(body) {
+        Ok(m) => m.raw_value().len(),
+        Err(e) => return Err(format!("the message is not well-formed HL7 v2: {e}")),
+    };
+    if parsed_len >= body.len() {
+        return Ok(());
+    }
+    let rest = body
+        .get(parsed_len..)
+        .unwrap_or("")
+        .trim_start_matches('\r');
+    let segment_no = body.get(..parsed_len).unwrap_or("").matches('\r').count() + 2;
+    let head: String = rest.chars().take(12).collect();
+    Err(format!(
+        "segment {segment_no} ('{head}…') is not a well-formed HL7 segment: it must start with a \
+         three-character segment name followed by the field separator"
+    ))
 }
 
 impl Msh {
@@ -158,5 +188,15 @@ mod tests {
     #[test]
     fn normalizes_newlines() {
         assert_eq!(normalize_segments("A\r\nB\nC\r"), "A\rB\rC\r");
+        assert_eq!(normalize_segments("A\r\rB"), "A\rB");
+        assert_eq!(normalize_segments("A\rB\r"), "A\rB\r");
+    }
+
+    #[test]
+    fn structure_check_names_the_bad_segment() {
+        assert_eq!(check_structure(VXU), Ok(()));
+        let bad = format!("{VXU}\r!!|oops\rRXA|1");
+        let err = check_structure(&bad).unwrap_err();
+        assert!(err.starts_with("segment 3 ('!!|oops"), "{err}");
     }
 }

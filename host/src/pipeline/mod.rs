@@ -132,6 +132,13 @@ impl Pipeline {
             Ok(m) => m,
             Err(e) => return (None, Answer::Close(format!("cannot answer: {e}"))),
         };
+        if let Some(issue) = header_problem(&msh).or_else(|| {
+            hl7::check_structure(&text)
+                .err()
+                .map(|why| Issue::error("102", why))
+        }) {
+            return (None, ack(&msh, AckCode::AR, &[issue], charset));
+        }
         let sender = msh.component(4, 1).to_string();
         if !listener.allowed_senders.is_empty() && !listener.allowed_senders.contains(&sender) {
             tracing::warn!(listener = %listener.name, sender = %sender, "sender not allowed on this listener");
@@ -366,6 +373,25 @@ fn relay(answer: Bytes, sent: &Msh, issues: &[Issue]) -> Answer {
 fn ack(msh: &Msh, code: AckCode, issues: &[Issue], charset: Charset) -> Answer {
     let text = hl7::build_ack(msh, code, issues, &hl7::new_control_id("IZH"));
     Answer::Reply(Bytes::from(hl7::encode(&text, charset)))
+}
+
+/// The MSH fields the engine itself needs to route and answer a message.
+fn header_problem(msh: &Msh) -> Option<Issue> {
+    if msh.message_code().is_empty() {
+        return Some(
+            Issue::error("101", "MSH-9 (message type, e.g. VXU^V04^VXU_V04) is empty").at("MSH-9"),
+        );
+    }
+    if msh.control_id().is_empty() {
+        return Some(
+            Issue::error(
+                "101",
+                "MSH-10 (message control id) is empty; each message needs a unique id so its answer can be matched",
+            )
+            .at("MSH-10"),
+        );
+    }
+    None
 }
 
 fn merge_attributes(into: &mut Vec<(String, String)>, new: Vec<(String, String)>) {
