@@ -80,7 +80,7 @@ demo() {
     "$BIN" send --to 127.0.0.1:2575 samples/messages/rejected/vxu-missing-birth-date-testerror-36.hl7 || true
     log "a Wisconsin patient: no IIS is configured for WI, so the engine says so"
     "$BIN" send --to 127.0.0.1:2575 samples/messages/vxu/vxu-v04-z22-01.hl7 || true
-    log "every sample VXU (one line each)"
+    log "every sample VXU, one line each (WI and MA have no IIS in this demo: AE)"
     "$BIN" send --quiet --to 127.0.0.1:2575 samples/messages/vxu/*.hl7 || true
 
     if [ -t 0 ] && [ -z "${CI:-}" ]; then
