@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
+use crate::plugin::{Runtime, RuntimeOptions};
 use crate::sim::{self, SimOptions, SimState};
 use crate::tools::{self, BenchOptions};
 
@@ -26,6 +27,38 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where compiled plugins are cached between runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheArgs {
+    /// Directory for compiled plugins [default: $IZHUB_CACHE_DIR, else ~/.cache/izhub/components].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every plugin at start instead of using the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl CacheArgs {
+    /// The runtime options these arguments ask for.
+    pub fn runtime_options(&self) -> RuntimeOptions {
+        let dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir
+                .clone()
+                .or_else(|| std::env::var_os("IZHUB_CACHE_DIR").map(PathBuf::from))
+                .or_else(|| {
+                    std::env::var_os("HOME")
+                        .map(|h| PathBuf::from(h).join(".cache/izhub/components"))
+                })
+        };
+        RuntimeOptions {
+            cache_dir: dir,
+            unlimited: false,
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
@@ -40,12 +73,22 @@ pub enum Command {
         /// Configuration file.
         #[arg(long, short, default_value = "izhub.toml")]
         config: PathBuf,
+        /// Do not watch the configuration and plugin files for changes.
+        #[arg(long)]
+        no_reload: bool,
+        /// How often to look for changed files, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        reload_poll_ms: u64,
+        #[command(flatten)]
+        cache: CacheArgs,
     },
     /// Check a configuration file and report every error at once, without starting anything.
     Check {
         /// Configuration file.
         #[arg(long, short, default_value = "izhub.toml")]
         config: PathBuf,
+        #[command(flatten)]
+        cache: CacheArgs,
     },
     /// Run a simulated state IIS that answers VXU and QBP^Q11 over MLLP.
     SimIis {
@@ -165,7 +208,12 @@ async fn shutdown_signal() {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { config } => {
+        Command::Serve {
+            config,
+            no_reload,
+            reload_poll_ms,
+            cache,
+        } => {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
                 Err(errs) => {
@@ -173,23 +221,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            crate::serve::run(&cfg, shutdown_signal()).await?;
+            let opts = crate::serve::ServeOptions {
+                runtime: cache.runtime_options(),
+                watch: (!no_reload).then(|| Duration::from_millis(reload_poll_ms.max(50))),
+            };
+            crate::serve::run(&cfg, opts, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => match config::load(&config) {
+        Command::Check { config, cache } => match config::load(&config) {
             Ok(cfg) => {
                 // Compile every plugin too: a component that does not fit the
                 // contract is a configuration error the operator must see now.
+                let started = std::time::Instant::now();
                 let metrics = Arc::new(crate::metrics::Metrics::new());
-                match crate::pipeline::Pipeline::build(&cfg, metrics) {
+                let runtime = Arc::new(Runtime::new(cache.runtime_options())?);
+                match crate::pipeline::Pipeline::build(&cfg, runtime.clone(), metrics, None) {
                     Ok(_) => {
+                        let (compiled, from_disk, _) = runtime.cache().counts();
                         println!(
-                            "{}: OK ({} listeners, {} destinations, {} routes, {} plugins)",
+                            "{}: OK ({} listeners, {} destinations, {} routes, {} plugins; {compiled} compiled, {from_disk} from cache, {} ms)",
                             config.display(),
                             cfg.listeners.len(),
                             cfg.destinations.len(),
                             cfg.routes.len(),
-                            cfg.routes.iter().map(|r| r.plugins.len()).sum::<usize>()
+                            cfg.routes.iter().map(|r| r.plugins.len()).sum::<usize>(),
+                            started.elapsed().as_millis()
                         );
                         Ok(ExitCode::SUCCESS)
                     }

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub unanswerable: Family<Labels, Counter>,
     /// Open connections, by listener.
     pub connections: Family<Labels, Gauge>,
+    /// Configuration reloads, by result (applied, refused).
+    pub reloads: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -65,6 +67,7 @@ impl Metrics {
             oversized_frames: Family::default(),
             unanswerable: Family::default(),
             connections: Family::default(),
+            reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -118,6 +121,11 @@ impl Metrics {
             m.unanswerable.clone(),
         );
         registry.register("connections", "Open connections", m.connections.clone());
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            m.reloads.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -1,25 +1,37 @@
 //! `izhub serve`: wires listeners, the pipeline and the admin endpoint
-//! together from a checked configuration, and shuts them down gracefully.
+//! together from a checked configuration, reloads routes, destinations and
+//! plugins when their files change, and shuts down gracefully.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::admin::{self, AdminState, ReloadStatus};
+use crate::config::{self, Config};
 use crate::listener;
-use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::metrics::{Metrics, l};
+use crate::pipeline::{Pipeline, PipelineSlot};
+use crate::plugin::{Runtime, RuntimeOptions};
 
 /// How long shutdown waits for in-flight messages.
 const DRAIN: Duration = Duration::from_secs(30);
+
+/// How the engine runs besides its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Plugin runtime options (compiled-component cache).
+    pub runtime: RuntimeOptions,
+    /// Poll the configuration and plugin files this often and reload on change.
+    pub watch: Option<Duration>,
+}
 
 /// A running engine: its bound addresses and a handle to stop it.
 pub struct Running {
@@ -27,6 +39,8 @@ pub struct Running {
     pub listeners: BTreeMap<String, SocketAddr>,
     /// Bound admin address, if configured.
     pub admin: Option<SocketAddr>,
+    /// Time from start to serving (plugins compiled or loaded from cache).
+    pub startup: Duration,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -45,10 +59,18 @@ impl Running {
     }
 }
 
-/// Binds every listener and starts serving.
+/// Binds every listener and starts serving, with default options.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    start_with(config, ServeOptions::default()).await
+}
+
+/// Binds every listener and starts serving.
+pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<Running> {
+    let started = Instant::now();
     let metrics = Arc::new(Metrics::new());
-    let pipeline = Arc::new(Pipeline::build(config, metrics.clone())?);
+    let runtime = Arc::new(Runtime::new(opts.runtime.clone())?);
+    let pipeline = Pipeline::build(config, runtime.clone(), metrics.clone(), None)?;
+    let slot = Arc::new(PipelineSlot::new(pipeline));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut bound = BTreeMap::new();
@@ -57,19 +79,21 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         let socket = TcpListener::bind(spec.addr)
             .await
             .with_context(|| format!("listener '{}': cannot bind {}", spec.name, spec.addr))?;
-        bound.insert(spec.name.clone(), socket.local_addr()?);
-        sockets.push((socket, Arc::new(spec.clone())));
+        let local = socket.local_addr()?;
+        bound.insert(spec.name.clone(), local);
+        sockets.push((socket, Arc::new(spec.clone()), local));
     }
-    for (socket, spec) in sockets {
-        tracing::info!(listener = %spec.name, addr = %bound.get(&spec.name).map(|a| a.to_string()).unwrap_or_default(), "listening for MLLP");
+    for (socket, spec, local) in sockets {
+        tracing::info!(listener = %spec.name, addr = %local, "listening for MLLP");
         tracker.spawn(listener::run(
             socket,
             spec,
-            pipeline.clone(),
+            slot.clone(),
             shutdown.clone(),
             tracker.clone(),
         ));
     }
+    let status = Arc::new(Mutex::new(ReloadStatus::default()));
     let admin_addr = match config.admin {
         Some(addr) => {
             let socket = TcpListener::bind(addr)
@@ -77,9 +101,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 .with_context(|| format!("admin: cannot bind {addr}"))?;
             let local = socket.local_addr()?;
             let state = Arc::new(AdminState {
-                metrics,
+                metrics: metrics.clone(),
                 listeners: bound.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                routes: config.routes.len(),
+                slot: slot.clone(),
+                reload: status.clone(),
             });
             tracing::info!(addr = %local, "admin endpoint on /healthz and /metrics");
             tracker.spawn(admin::run(socket, state, shutdown.clone()));
@@ -87,19 +112,143 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    if let Some(every) = opts.watch {
+        let watcher = Watcher {
+            config: config.clone(),
+            runtime,
+            slot: slot.clone(),
+            status,
+            metrics,
+            every,
+        };
+        tracker.spawn(watcher.run(shutdown.clone()));
+    }
+    let (compiled, from_disk, _) = slot.current().runtime().cache().counts();
+    let startup = started.elapsed();
+    tracing::info!(
+        ms = startup.as_millis() as u64,
+        plugins = config.routes.iter().map(|r| r.plugins.len()).sum::<usize>(),
+        compiled,
+        from_disk,
+        "engine started"
+    );
     Ok(Running {
         listeners: bound,
         admin: admin_addr,
+        startup,
         shutdown,
         tracker,
     })
 }
 
 /// Runs until `signal` completes, then shuts down gracefully.
-pub async fn run(config: &Config, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let running = start(config).await?;
+pub async fn run(
+    config: &Config,
+    opts: ServeOptions,
+    signal: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let running = start_with(config, opts).await?;
     signal.await;
     tracing::info!("shutting down: no new connections; finishing in-flight messages");
     running.stop().await;
     Ok(())
+}
+
+type Fingerprint = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
+
+/// Watches the configuration file and every plugin file it names.
+struct Watcher {
+    config: Config,
+    runtime: Arc<Runtime>,
+    slot: Arc<PipelineSlot>,
+    status: Arc<Mutex<ReloadStatus>>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+}
+
+fn fingerprint(config: &Config) -> Fingerprint {
+    let mut paths = vec![config.path.clone()];
+    paths.extend(
+        config
+            .routes
+            .iter()
+            .flat_map(|r| r.plugins.iter().map(|p| p.wasm.clone())),
+    );
+    paths
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(&p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (p, meta)
+        })
+        .collect()
+}
+
+impl Watcher {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut last = fingerprint(&self.config);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.every) => {}
+            }
+            if fingerprint(&self.config) == last {
+                continue;
+            }
+            self.reload().await;
+            // Watch the files of whatever configuration is now in force.
+            last = fingerprint(&self.config);
+        }
+    }
+
+    async fn reload(&mut self) {
+        let path = self.config.path.clone();
+        let attempt = async {
+            let new = config::load(&path).map_err(|e| e.to_string().trim_end().to_string())?;
+            if new.listeners != self.config.listeners || new.admin != self.config.admin {
+                tracing::warn!(
+                    "listener and admin changes take effect at the next restart; applying the rest"
+                );
+            }
+            let (runtime, metrics, slot) = (
+                self.runtime.clone(),
+                self.metrics.clone(),
+                self.slot.clone(),
+            );
+            let cfg = new.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                let previous = slot.current();
+                Pipeline::build(&cfg, runtime, metrics, Some(&previous))
+            })
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))?
+            .map_err(|e| format!("{e:#}"))?;
+            Ok::<_, String>((new, built))
+        };
+        let result = attempt.await;
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.last_attempt = Some(crate::hl7::rfc3339_now());
+        match result {
+            Ok((new, pipeline)) => {
+                self.slot.replace(pipeline);
+                self.config = new;
+                status.generation += 1;
+                status.last_error = None;
+                self.metrics
+                    .reloads
+                    .get_or_create(&vec![l("result", "applied")])
+                    .inc();
+                tracing::info!(generation = status.generation, "configuration reloaded");
+            }
+            Err(e) => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&vec![l("result", "refused")])
+                    .inc();
+                tracing::error!(error = %e, "configuration change refused; the previous configuration stays in force");
+                status.last_error = Some(e);
+            }
+        }
+    }
 }

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn state_of(message: &str) -> String {
-    let msg = izhub_plugin::parse(message).unwrap();
-    izhub_plugin::repetitions(&msg, "PID", 1, 11)
-        .into_iter()
-        .map(|a| a.split('^').nth(3).unwrap_or("").to_string())
+    let msg = izhub_plugin::Message::parse(message).unwrap();
+    let reps = msg.repetitions("PID-11").len();
+    (1..=reps)
+        .map(|n| msg.get(&format!("PID-11[{n}].4")).to_string())
         .find(|s| !s.is_empty())
         .unwrap_or_default()
 }

@@ -9,13 +9,28 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Mutex;
+
 use crate::metrics::Metrics;
+use crate::pipeline::PipelineSlot;
 
 /// What the admin endpoint reports on.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub listeners: Vec<(String, std::net::SocketAddr)>,
-    pub routes: usize,
+    pub slot: Arc<PipelineSlot>,
+    pub reload: Arc<Mutex<ReloadStatus>>,
+}
+
+/// The outcome of configuration reloads so far.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// Reloads applied since start.
+    pub generation: u64,
+    /// When the files last changed and a reload was tried (RFC 3339).
+    pub last_attempt: Option<String>,
+    /// Why the last reload was refused, if it was.
+    pub last_error: Option<String>,
 }
 
 /// Serves the admin endpoint until `shutdown` is cancelled.
@@ -40,11 +55,24 @@ async fn healthz(
         .iter()
         .map(|(name, addr)| format!("{{\"name\":\"{}\",\"addr\":\"{addr}\"}}", json_escape(name)))
         .collect();
+    let reload = state.reload.lock().map(|r| r.clone()).unwrap_or_default();
+    let opt = |v: &Option<String>| {
+        v.as_ref()
+            .map_or("null".to_string(), |s| format!("\"{}\"", json_escape(s)))
+    };
     let body = format!(
-        "{{\"status\":\"ok\",\"version\":\"{}\",\"routes\":{},\"listeners\":[{}]}}",
+        "{{\"status\":\"{}\",\"version\":\"{}\",\"routes\":{},\"listeners\":[{}],\"reload\":{{\"generation\":{},\"last_attempt\":{},\"last_error\":{}}}}}",
+        if reload.last_error.is_some() {
+            "degraded"
+        } else {
+            "ok"
+        },
         env!("CARGO_PKG_VERSION"),
-        state.routes,
-        listeners.join(",")
+        state.slot.current().route_count(),
+        listeners.join(","),
+        reload.generation,
+        opt(&reload.last_attempt),
+        opt(&reload.last_error),
     );
     ([(header::CONTENT_TYPE, "application/json")], body)
 }

@@ -24,7 +24,7 @@ pub struct Config {
 }
 
 /// One MLLP listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSpec {
     pub name: String,
     pub addr: SocketAddr,
@@ -36,7 +36,7 @@ pub struct ListenerSpec {
 }
 
 /// One IIS reached over MLLP.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestinationSpec {
     pub name: String,
     pub addr: String,
@@ -84,6 +84,7 @@ pub struct PluginSpec {
     pub time_limit: Duration,
     pub memory_limit: usize,
     pub max_output: usize,
+    pub max_input: usize,
     pub grants: BTreeSet<Grant>,
     pub config: BTreeMap<String, String>,
 }
@@ -509,6 +510,7 @@ fn compile_plugin(
         time_limit: Duration::from_millis(time_ms),
         memory_limit: (mem_mib as usize) << 20,
         max_output: p.max_output_bytes.unwrap_or(4 << 20),
+        max_input: p.max_input_bytes.unwrap_or(2 << 20),
         grants,
         config,
     })

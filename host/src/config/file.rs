@@ -111,6 +111,8 @@ pub struct PluginFile {
     pub memory_limit_mib: Option<u64>,
     /// Largest HL7 text the plugin may return, in bytes (default 4 MiB).
     pub max_output_bytes: Option<usize>,
+    /// Largest message handed to the plugin, in bytes (default 2 MiB).
+    pub max_input_bytes: Option<usize>,
     /// What the plugin may use: `log`, `config`, `lookup:TABLE` (default log, config).
     pub grants: Option<Vec<Spanned<String>>>,
     /// The plugin's own settings, read with `config(key)`.

@@ -64,6 +64,11 @@ impl Destination {
         Arc::new(Destination { spec, tx })
     }
 
+    /// The settings it was started with.
+    pub fn spec(&self) -> &DestinationSpec {
+        &self.spec
+    }
+
     /// The destination's name.
     pub fn name(&self) -> &str {
         &self.spec.name

@@ -15,14 +15,14 @@ use crate::config::ListenerSpec;
 use crate::hl7::{self, AckCode, Issue, Msh};
 use crate::metrics::l;
 use crate::mllp::{MllpCodec, MllpFrame};
-use crate::pipeline::{Answer, Pipeline};
+use crate::pipeline::{Answer, PipelineSlot};
 
 /// Accepts connections until `shutdown` is cancelled; connection tasks are
 /// spawned on `tracker` so the caller can wait for in-flight messages.
 pub async fn run(
     listener: TcpListener,
     spec: Arc<ListenerSpec>,
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<PipelineSlot>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -74,7 +74,7 @@ pub async fn run(
 async fn serve_connection(
     stream: TcpStream,
     spec: &ListenerSpec,
-    pipeline: &Pipeline,
+    pipeline: &PipelineSlot,
     shutdown: CancellationToken,
 ) {
     let mut framed = Framed::new(stream, MllpCodec::new(spec.max_frame, spec.lenient_framing));
@@ -110,7 +110,7 @@ async fn serve_connection(
         // The message is handled to the end even if shutdown starts meanwhile:
         // every accepted frame gets its answer.
         let answer = match frame {
-            MllpFrame::Message(bytes) => pipeline.handle(spec, &bytes).await,
+            MllpFrame::Message(bytes) => pipeline.current().handle(spec, &bytes).await,
             MllpFrame::Oversized { head, len } => {
                 metrics.oversized_frames.get_or_create(&labels).inc();
                 oversized_answer(&head, len, spec.max_frame)

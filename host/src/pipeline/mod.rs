@@ -2,7 +2,7 @@
 //! Decode the character set, read MSH, pick the route, run its plugins in
 //! order, deliver, and build or relay the answer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +28,46 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
 }
 
+/// The pipeline in force, swapped whole when the configuration is reloaded:
+/// a message in flight keeps the pipeline it started with.
+pub struct PipelineSlot {
+    current: std::sync::RwLock<Arc<Pipeline>>,
+    metrics: Arc<Metrics>,
+}
+
+impl PipelineSlot {
+    /// A slot holding `pipeline`.
+    pub fn new(pipeline: Pipeline) -> Self {
+        let metrics = pipeline.metrics.clone();
+        PipelineSlot {
+            current: std::sync::RwLock::new(Arc::new(pipeline)),
+            metrics,
+        }
+    }
+
+    /// The pipeline new messages go through.
+    pub fn current(&self) -> Arc<Pipeline> {
+        match self.current.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts a new pipeline in force.
+    pub fn replace(&self, pipeline: Pipeline) {
+        let new = Arc::new(pipeline);
+        match self.current.write() {
+            Ok(mut p) => *p = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+
+    /// The metrics every pipeline in this slot records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
 /// The answer to one frame: bytes to frame and send back, or nothing (close).
 #[derive(Debug)]
 pub enum Answer {
@@ -38,46 +78,50 @@ pub enum Answer {
 }
 
 impl Pipeline {
-    /// Compiles every plugin and starts every destination. Must run inside a
-    /// tokio runtime.
-    pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let max_memory = config
-            .routes
-            .iter()
-            .flat_map(|r| r.plugins.iter().map(|p| p.memory_limit))
-            .max()
-            .unwrap_or(32 << 20);
-        let runtime = Arc::new(Runtime::new(max_memory)?);
+    /// Compiles (or takes from the cache) every plugin and starts every
+    /// destination; destinations whose settings did not change are taken over
+    /// from `previous` with their open connections. Must run inside a tokio
+    /// runtime.
+    pub fn build(
+        config: &Config,
+        runtime: Arc<Runtime>,
+        metrics: Arc<Metrics>,
+        previous: Option<&Pipeline>,
+    ) -> anyhow::Result<Self> {
         let tables = Arc::new(config.tables.clone());
-        let mut compiled = BTreeMap::new();
+        runtime.cache().begin_build();
         let mut routes = Vec::new();
         for r in &config.routes {
             let mut plugins = Vec::new();
             for p in &r.plugins {
-                if !compiled.contains_key(&p.wasm) {
-                    let component = runtime.compile(&p.wasm).map_err(|e| {
-                        anyhow::anyhow!(
-                            "plugin '{}' ({}): cannot compile: {e}",
-                            p.name,
-                            p.wasm.display()
-                        )
-                    })?;
-                    compiled.insert(p.wasm.clone(), component);
-                }
-                let component = compiled
-                    .get(&p.wasm)
-                    .ok_or_else(|| anyhow::anyhow!("compiled plugin missing"))?;
-                plugins.push(runtime.load(p, component, &tables)?);
+                let component = runtime.compile(&p.wasm).map_err(|e| {
+                    anyhow::anyhow!(
+                        "plugin '{}' ({}): cannot compile: {e}",
+                        p.name,
+                        p.wasm.display()
+                    )
+                })?;
+                plugins.push(runtime.load(p, &component, &tables)?);
             }
             routes.push(Route {
                 spec: r.clone(),
                 plugins,
             });
         }
+        runtime.cache().end_build();
         let destinations = config
             .destinations
             .iter()
-            .map(|d| (d.name.clone(), Destination::start(d.clone())))
+            .map(|d| {
+                let reused = previous
+                    .and_then(|p| p.destinations.get(&d.name))
+                    .filter(|old| old.spec() == d)
+                    .cloned();
+                (
+                    d.name.clone(),
+                    reused.unwrap_or_else(|| Destination::start(d.clone())),
+                )
+            })
             .collect();
         Ok(Pipeline {
             routes,
@@ -85,6 +129,16 @@ impl Pipeline {
             destinations,
             metrics,
         })
+    }
+
+    /// How many routes are configured.
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// The plugin runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 
     /// The metrics this pipeline records into.

@@ -3,6 +3,7 @@
 //! from the pooling allocator, an epoch deadline and a memory cap, and WASI
 //! with nothing in it (no files, environment, network or inherited stdio).
 
+mod cache;
 mod host;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -14,10 +15,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, UpdateDeadline,
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+pub use cache::ComponentCache;
 
 use crate::config::{Grant, PluginSpec};
 use crate::hl7::{Issue, Severity};
@@ -39,6 +42,14 @@ use bindings::{Plugin, PluginPre};
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Plugin instances alive at once; calls beyond this wait for a slot.
 const MAX_INSTANCES: u32 = 128;
+/// Resources (streams, handles) one call may hold in the host's table.
+const MAX_RESOURCES: usize = 256;
+/// Most issues and attributes one call may return.
+const MAX_ITEMS: usize = 1000;
+
+/// Interfaces every plugin may import. Anything else (files, sockets, clocks,
+/// HTTP) is refused when the plugin is loaded: the sandbox gives none of it.
+const ALWAYS_ALLOWED: [&str; 4] = ["izhub:plugin/", "wasi:io/", "wasi:cli/", "wasi:random/"];
 
 /// What a plugin decided about a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,12 +88,20 @@ pub enum PluginError {
     TimeLimit { plugin: String, limit: Duration },
     #[error("plugin '{plugin}' exceeded its memory limit of {limit_mib} MiB")]
     MemoryLimit { plugin: String, limit_mib: usize },
+    #[error("plugin '{plugin}' exhausted its stack (runaway recursion)")]
+    StackOverflow { plugin: String },
     #[error("plugin '{plugin}' crashed: {detail}")]
     Trap { plugin: String, detail: String },
     #[error("plugin '{plugin}' failed: {message}")]
     Returned { plugin: String, message: String },
-    #[error("plugin '{plugin}' returned {size} bytes of output; the limit is {limit}")]
+    #[error("plugin '{plugin}' returned {size} bytes of output; its limit is {limit} bytes")]
     OutputTooLarge {
+        plugin: String,
+        size: usize,
+        limit: usize,
+    },
+    #[error("the message is {size} bytes; plugin '{plugin}' accepts at most {limit} bytes")]
+    InputTooLarge {
         plugin: String,
         size: usize,
         limit: usize,
@@ -97,9 +116,11 @@ impl PluginError {
         match self {
             PluginError::TimeLimit { .. } => "time_limit",
             PluginError::MemoryLimit { .. } => "memory_limit",
+            PluginError::StackOverflow { .. } => "stack_overflow",
             PluginError::Trap { .. } => "trap",
             PluginError::Returned { .. } => "error",
             PluginError::OutputTooLarge { .. } => "output_limit",
+            PluginError::InputTooLarge { .. } => "input_limit",
             PluginError::Instantiate { .. } => "instantiate",
         }
     }
@@ -124,6 +145,16 @@ impl std::fmt::Display for OutOfTime {
 }
 impl std::error::Error for OutOfTime {}
 
+/// Marker error raised by the limiter when a memory would outgrow its cap.
+#[derive(Debug)]
+struct OutOfMemory;
+impl std::fmt::Display for OutOfMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("memory limit exceeded")
+    }
+}
+impl std::error::Error for OutOfMemory {}
+
 /// What a plugin may reach through `host`, fixed when the route is loaded.
 #[derive(Debug)]
 pub(crate) struct Grants {
@@ -134,11 +165,42 @@ pub(crate) struct Grants {
     pub(crate) all_tables: Arc<BTreeMap<String, HashMap<String, String>>>,
 }
 
+/// Caps one instance's memory and tables, and remembers the peak.
+struct Limiter {
+    memory: Option<usize>,
+    peak: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if self.memory.is_some_and(|cap| desired > cap) {
+            // An error (not `false`) traps the guest at once, with a cause we can name.
+            return Err(wasmtime::Error::new(OutOfMemory));
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(self.memory.is_none() || desired <= 1 << 20)
+    }
+}
+
 /// Per-call store data.
 pub(crate) struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limiter: Limiter,
     pub(crate) grants: Arc<Grants>,
     pub(crate) log_lines: u32,
     deadline: Instant,
@@ -153,12 +215,25 @@ impl WasiView for CallState {
     }
 }
 
-/// The wasmtime engine, linker and epoch ticker shared by all plugins.
+/// How the runtime is built.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Where compiled components are kept between runs (none: compile every start).
+    pub cache_dir: Option<PathBuf>,
+    /// Turn the time, memory, input and output limits off (for measuring
+    /// their cost only; never in production).
+    pub unlimited: bool,
+}
+
+/// The wasmtime engine, linker and epoch ticker shared by all plugins, for
+/// the life of the process (across configuration reloads).
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     slots: Arc<Semaphore>,
     stop_ticker: Arc<AtomicBool>,
+    cache: ComponentCache,
+    unlimited: bool,
 }
 
 impl Drop for Runtime {
@@ -175,6 +250,7 @@ pub struct LoadedPlugin {
     time_limit: Duration,
     memory_limit: usize,
     max_output: usize,
+    max_input: usize,
 }
 
 impl LoadedPlugin {
@@ -184,28 +260,38 @@ impl LoadedPlugin {
     }
 }
 
+/// Measurements of one call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallStats {
+    /// Wall time of instantiation and the call.
+    pub elapsed: Duration,
+    /// Largest linear memory the instance reached, in bytes.
+    pub peak_memory: usize,
+}
+
+fn err_text(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}")
+}
+
 impl Runtime {
-    /// Builds the engine; `max_memory` is the largest memory any plugin may use.
-    pub fn new(max_memory: usize) -> anyhow::Result<Self> {
+    /// Builds the engine and starts the epoch ticker.
+    pub fn new(opts: RuntimeOptions) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(MAX_INSTANCES)
             .total_core_instances(MAX_INSTANCES * 8)
             .total_memories(MAX_INSTANCES * 2)
             .total_tables(MAX_INSTANCES * 4)
-            .total_stacks(MAX_INSTANCES)
-            .max_memory_size(max_memory.max(1 << 20));
+            .total_stacks(MAX_INSTANCES);
         let mut config = wasmtime::Config::new();
         config
             .wasm_component_model(true)
-            .epoch_interruption(true)
+            .epoch_interruption(!opts.unlimited)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .max_wasm_stack(1 << 20);
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            .max_wasm_stack(512 << 10);
+        let engine = Engine::new(&config).map_err(err_text)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err_text)?;
+        Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s).map_err(err_text)?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (weak, stop) = (engine.weak(), stop_ticker.clone());
@@ -220,20 +306,29 @@ impl Runtime {
                     }
                 }
             })?;
+        let cache = ComponentCache::new(&engine, opts.cache_dir);
         Ok(Runtime {
             engine,
             linker,
             slots: Arc::new(Semaphore::new(MAX_INSTANCES as usize)),
             stop_ticker,
+            cache,
+            unlimited: opts.unlimited,
         })
     }
 
-    /// Compiles a component file.
+    /// Compiles a component file, or takes it from the cache.
     pub fn compile(&self, path: &Path) -> Result<Component, String> {
-        Component::from_file(&self.engine, path).map_err(|e| format!("{e:#}"))
+        self.cache.get_or_compile(&self.engine, path)
     }
 
-    /// Links a compiled component for one plugin spec.
+    /// The compiled-component cache.
+    pub fn cache(&self) -> &ComponentCache {
+        &self.cache
+    }
+
+    /// Links a compiled component for one plugin spec, refusing imports the
+    /// sandbox does not offer.
     pub fn load(
         &self,
         spec: &PluginSpec,
@@ -245,6 +340,19 @@ impl Runtime {
             path: spec.wasm.clone(),
             detail,
         };
+        let refused: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .filter(|name| !ALWAYS_ALLOWED.iter().any(|p| name.starts_with(p)))
+            .collect();
+        if !refused.is_empty() {
+            return Err(err(format!(
+                "imports {}, which plugins are not granted: the sandbox offers no files, network, \
+                 clocks or HTTP (use the envelope's received-at for the time)",
+                refused.join(", ")
+            )));
+        }
         let instance_pre = self
             .linker
             .instantiate_pre(component)
@@ -278,6 +386,7 @@ impl Runtime {
             time_limit: spec.time_limit,
             memory_limit: spec.memory_limit,
             max_output: spec.max_output,
+            max_input: spec.max_input,
         })
     }
 
@@ -287,39 +396,65 @@ impl Runtime {
         plugin: &LoadedPlugin,
         env: &Envelope<'_>,
     ) -> Result<Outcome, PluginError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| PluginError::Instantiate {
+        self.call_with_stats(plugin, env).await.0
+    }
+
+    /// [`Runtime::call`], also returning time and peak memory.
+    pub async fn call_with_stats(
+        &self,
+        plugin: &LoadedPlugin,
+        env: &Envelope<'_>,
+    ) -> (Result<Outcome, PluginError>, CallStats) {
+        let started = Instant::now();
+        let mut stats = CallStats::default();
+        if !self.unlimited && env.hl7.len() > plugin.max_input {
+            let e = PluginError::InputTooLarge {
                 plugin: plugin.name.clone(),
-                detail: "the engine is shutting down".into(),
-            })?;
+                size: env.hl7.len(),
+                limit: plugin.max_input,
+            };
+            return (Err(e), stats);
+        }
+        let Ok(_slot) = self.slots.acquire().await else {
+            let detail = "the engine is shutting down".to_string();
+            return (
+                Err(PluginError::Instantiate {
+                    plugin: plugin.name.clone(),
+                    detail,
+                }),
+                stats,
+            );
+        };
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         let state = CallState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(plugin.memory_limit)
-                .trap_on_grow_failure(true)
-                .build(),
+            table,
+            limiter: Limiter {
+                memory: (!self.unlimited).then_some(plugin.memory_limit),
+                peak: 0,
+            },
             grants: plugin.grants.clone(),
             log_lines: 0,
-            deadline: Instant::now() + plugin.time_limit,
+            deadline: started + plugin.time_limit,
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Err(wasmtime::Error::new(OutOfTime))
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        store.limiter(|s| &mut s.limiter);
+        if !self.unlimited {
+            store.set_hostcall_fuel(plugin.max_output.max(64 << 10));
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(|ctx| {
+                if Instant::now() >= ctx.data().deadline {
+                    Err(wasmtime::Error::new(OutOfTime))
+                } else {
+                    Ok(UpdateDeadline::Yield(1))
+                }
+            });
+        }
         let input = wit::Envelope {
             id: env.id.to_string(),
             route: env.route.to_string(),
@@ -328,9 +463,8 @@ impl Runtime {
             hl7: env.hl7.to_string(),
             attributes: env.attributes.to_vec(),
         };
-        let fail = |e: wasmtime::Error| classify(plugin, e);
-        let instance =
-            plugin
+        let result = async {
+            let instance = plugin
                 .pre
                 .instantiate_async(&mut store)
                 .await
@@ -340,15 +474,20 @@ impl Runtime {
                     }
                     other => other,
                 })?;
-        let result = instance
-            .call_process(&mut store, &input)
-            .await
-            .map_err(fail)?;
-        let outcome = result.map_err(|message| PluginError::Returned {
-            plugin: plugin.name.clone(),
-            message: truncate(message, 500),
-        })?;
-        convert(plugin, outcome)
+            let result = instance
+                .call_process(&mut store, &input)
+                .await
+                .map_err(|e| classify(plugin, e))?;
+            let outcome = result.map_err(|message| PluginError::Returned {
+                plugin: plugin.name.clone(),
+                message: truncate(message, 500),
+            })?;
+            convert(plugin, outcome, self.unlimited)
+        }
+        .await;
+        stats.peak_memory = store.data().limiter.peak;
+        stats.elapsed = started.elapsed();
+        (result, stats)
     }
 }
 
@@ -372,20 +511,25 @@ fn classify(plugin: &LoadedPlugin, e: wasmtime::Error) -> PluginError {
             limit: plugin.time_limit,
         };
     }
-    let text = format!("{e:#}");
-    if text.contains("forcing trap when growing memory") || text.contains("memory minimum size") {
+    if e.downcast_ref::<OutOfMemory>().is_some() {
         return PluginError::MemoryLimit {
             plugin: name,
             limit_mib: plugin.memory_limit >> 20,
         };
     }
-    let detail = match e.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => trap.to_string(),
-        None => text.lines().next().unwrap_or("").to_string(),
-    };
-    PluginError::Trap {
-        plugin: name,
-        detail: truncate(detail, 300),
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::StackOverflow) => PluginError::StackOverflow { plugin: name },
+        Some(trap) => PluginError::Trap {
+            plugin: name,
+            detail: trap.to_string(),
+        },
+        None => {
+            let text = format!("{e:#}");
+            PluginError::Trap {
+                plugin: name,
+                detail: truncate(text.lines().next().unwrap_or("").to_string(), 300),
+            }
+        }
     }
 }
 
@@ -403,40 +547,44 @@ fn convert_issue(i: wit::Issue) -> Issue {
     }
 }
 
-/// Most issues and attributes one call may return.
-const MAX_ITEMS: usize = 1000;
-
-fn convert(plugin: &LoadedPlugin, o: wit::Outcome) -> Result<Outcome, PluginError> {
-    let too_large = |size: usize| PluginError::OutputTooLarge {
-        plugin: plugin.name.clone(),
-        size,
-        limit: plugin.max_output,
-    };
-    let mut size = o
-        .issues
-        .iter()
-        .map(|i| i.text.len() + i.location.len())
-        .sum::<usize>()
+fn convert(
+    plugin: &LoadedPlugin,
+    o: wit::Outcome,
+    unlimited: bool,
+) -> Result<Outcome, PluginError> {
+    let issue_size =
+        |i: &wit::Issue| i.text.len() + i.location.len() + i.code.len() + i.app_code.len();
+    let mut size = o.issues.iter().map(issue_size).sum::<usize>()
         + o.attributes
             .iter()
             .map(|(k, v)| k.len() + v.len())
             .sum::<usize>();
-    let verdict = match o.verdict {
-        wit::Verdict::Continue(text) => {
-            size += text.as_ref().map_or(0, String::len);
-            Verdict::Continue(text)
-        }
+    let mut items = o.issues.len() + o.attributes.len();
+    match &o.verdict {
+        wit::Verdict::Continue(text) => size += text.as_ref().map_or(0, String::len),
         wit::Verdict::Reject(issues) => {
-            if issues.len() > MAX_ITEMS {
-                return Err(too_large(issues.len()));
-            }
+            size += issues.iter().map(issue_size).sum::<usize>();
+            items += issues.len();
+        }
+        wit::Verdict::RouteTo(dests) => {
+            size += dests.iter().map(String::len).sum::<usize>();
+            items += dests.len();
+        }
+    }
+    if !unlimited && (size > plugin.max_output || items > MAX_ITEMS) {
+        return Err(PluginError::OutputTooLarge {
+            plugin: plugin.name.clone(),
+            size,
+            limit: plugin.max_output,
+        });
+    }
+    let verdict = match o.verdict {
+        wit::Verdict::Continue(text) => Verdict::Continue(text),
+        wit::Verdict::Reject(issues) => {
             Verdict::Reject(issues.into_iter().map(convert_issue).collect())
         }
         wit::Verdict::RouteTo(dests) => Verdict::RouteTo(dests),
     };
-    if size > plugin.max_output || o.issues.len() > MAX_ITEMS || o.attributes.len() > MAX_ITEMS {
-        return Err(too_large(size));
-    }
     Ok(Outcome {
         verdict,
         issues: o.issues.into_iter().map(convert_issue).collect(),

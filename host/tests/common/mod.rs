@@ -252,7 +252,10 @@ pub fn msa(answer: &[u8]) -> (String, String) {
 
 /// Sets MSH-n of a message.
 pub fn with_msh(message: &str, n: usize, value: &str) -> String {
-    izhub_plugin::set_msh_field(message, n, value).expect("message has MSH")
+    let mut msg = izhub_plugin::Message::parse(message).expect("a parsable message");
+    msg.set(&format!("MSH-{n}"), value)
+        .expect("MSH field can be set");
+    msg.to_string()
 }
 
 /// A plain HTTP GET on loopback; returns the body.

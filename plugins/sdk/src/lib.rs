@@ -1,129 +1,348 @@
-//! Helpers for izhub plugins: read HL7 v2 fields by segment, occurrence,
-//! field and component, and edit MSH without disturbing the rest of the text.
-//! Everything here is plain Rust, so plugin logic built on it is unit-tested
-//! natively.
+//! The izhub plugin SDK.
+//!
+//! A plugin is a type implementing [`Plugin`], exported with [`plugin!`]:
+//!
+//! ```ignore
+//! use izhub_plugin::{Context, Issue, Message, Plugin, Verdict};
+//!
+//! struct RequireBirthDate;
+//!
+//! impl Plugin for RequireBirthDate {
+//!     fn process(msg: &mut Message, ctx: &mut Context) -> Result<Verdict, String> {
+//!         if msg.get("PID-7").is_empty() {
+//!             return Ok(Verdict::reject(Issue::error("101").at("PID-7").text("Birth date is required")));
+//!         }
+//!         Ok(Verdict::Continue)
+//!     }
+//! }
+//!
+//! izhub_plugin::plugin!(RequireBirthDate);
+//! ```
+//!
+//! Changes made with [`Message::set`] are sent back to the engine; untouched
+//! segments stay byte for byte as they came. The same code runs natively in
+//! unit tests through [`testing`], with a fake host for config and lookups.
 
-pub use hl7_parser::Message;
+mod message;
+pub mod testing;
 
-/// Parses a message as the engine hands it over (CR separators; a trailing
-/// separator and LF line ends are tolerated).
-pub fn parse(text: &str) -> Result<Message<'_>, String> {
-    Message::parse_with_lenient_newlines(text.trim_end_matches(['\r', '\n']), true)
-        .map_err(|e| format!("the message could not be parsed as HL7 v2: {e}"))
+pub use message::{Delimiters, Message, Path, Segment};
+
+/// Generated bindings for the `izhub:plugin` world (used by [`plugin!`]).
+#[doc(hidden)]
+#[allow(clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_plugin",
+        default_bindings_module: "izhub_plugin::bindings",
+    });
 }
 
-/// The raw value of `SEG[occurrence]-field.component` (1-based; component 0
-/// means the whole first repetition of the field). Empty when absent.
-pub fn value<'a>(
-    msg: &'a Message<'_>,
-    seg: &str,
-    occurrence: usize,
-    field: usize,
-    component: usize,
-) -> &'a str {
-    let Some(segment) = msg
-        .segments()
-        .filter(|s| s.name == seg)
-        .nth(occurrence.saturating_sub(1))
-    else {
-        return "";
+/// How serious an issue is: ERR-4 E, W or I.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+    Info,
+}
+
+/// One finding, answered to the sender as an ERR segment. Build it with
+/// [`Issue::error`], [`Issue::warning`] or [`Issue::info`] and the setters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub severity: Severity,
+    /// HL7 table 0357 code (ERR-3).
+    pub code: String,
+    /// CDC table 0533 code (ERR-5), or empty.
+    pub app_code: String,
+    /// `PID-7`, `RXA[2]-5.1`, or empty.
+    pub location: String,
+    /// A sentence a clinic's staff can act on (ERR-8).
+    pub text: String,
+}
+
+impl Issue {
+    fn new(severity: Severity, code: &str) -> Issue {
+        Issue {
+            severity,
+            code: code.to_string(),
+            app_code: String::new(),
+            location: String::new(),
+            text: String::new(),
+        }
+    }
+    /// An error with an HL7 0357 code (101 required field missing, 102 data
+    /// type error, 103 table value not found, 207 application error...).
+    pub fn error(code: &str) -> Issue {
+        Issue::new(Severity::Error, code)
+    }
+    /// A warning: the message goes on, the sender is told.
+    pub fn warning(code: &str) -> Issue {
+        Issue::new(Severity::Warning, code)
+    }
+    /// A note for the sender.
+    pub fn info(code: &str) -> Issue {
+        Issue::new(Severity::Info, code)
+    }
+    /// Where: `PID-7`, `RXA[2]-5`.
+    pub fn at(mut self, location: impl Into<String>) -> Issue {
+        self.location = location.into();
+        self
+    }
+    /// The CDC 0533 code: 1 illogical date, 2 invalid date, 3 illogical value,
+    /// 4 invalid value, 5 table value not found, 6 required observation
+    /// missing, 7 required data missing, 8 data was ignored.
+    pub fn app_code(mut self, code: &str) -> Issue {
+        self.app_code = code.to_string();
+        self
+    }
+    /// The sentence for a person.
+    pub fn text(mut self, text: impl Into<String>) -> Issue {
+        self.text = text.into();
+        self
+    }
+}
+
+/// What happens to the message next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on to the next plugin (with the message as changed, if it was).
+    Continue,
+    /// Stop and answer the sender with these issues; nothing is delivered.
+    Reject(Vec<Issue>),
+    /// Deliver to these destinations instead of the route's defaults.
+    RouteTo(Vec<String>),
+}
+
+impl Verdict {
+    /// Rejects with one issue.
+    pub fn reject(issue: Issue) -> Verdict {
+        Verdict::Reject(vec![issue])
+    }
+    /// Routes to one destination.
+    pub fn route_to(destination: impl Into<String>) -> Verdict {
+        Verdict::RouteTo(vec![destination.into()])
+    }
+}
+
+/// Log levels for [`Context::log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Why a lookup gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupError {
+    /// The plugin's configuration does not grant this table.
+    AccessDenied,
+    /// No table of that name is loaded.
+    NoSuchTable,
+}
+
+/// What the engine offers a plugin; [`testing::TestHost`] offers the same natively.
+pub trait Host {
+    fn log(&self, level: LogLevel, message: &str);
+    fn config(&self, key: &str) -> Option<String>;
+    fn lookup(&self, table: &str, key: &str) -> Result<Option<String>, LookupError>;
+}
+
+/// Everything about the message besides its text, and the way to talk to the host.
+pub struct Context<'a> {
+    /// Engine-assigned message id.
+    pub id: String,
+    /// Route name.
+    pub route: String,
+    /// Listener name.
+    pub source: String,
+    /// When the engine received the message (RFC 3339).
+    pub received_at: String,
+    attributes: Vec<(String, String)>,
+    new_attributes: Vec<(String, String)>,
+    issues: Vec<Issue>,
+    host: &'a dyn Host,
+}
+
+impl Context<'_> {
+    /// A value from the plugin's configuration (`states.WA` for nested tables).
+    pub fn config(&self, key: &str) -> Option<String> {
+        self.host.config(key)
+    }
+    /// Looks a key up in a table the plugin was granted.
+    pub fn lookup(&self, table: &str, key: &str) -> Result<Option<String>, LookupError> {
+        self.host.lookup(table, key)
+    }
+    /// Writes a log line; keep PHI out of anything above debug.
+    pub fn log(&self, level: LogLevel, message: &str) {
+        self.host.log(level, message)
+    }
+    /// An attribute set by an earlier plugin (or by this one).
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.new_attributes
+            .iter()
+            .chain(self.attributes.iter())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+    /// Sets an attribute for later plugins and the journal.
+    pub fn set_attribute(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        let key = key.into();
+        self.new_attributes.retain(|(k, _)| *k != key);
+        self.new_attributes.push((key, value.into()));
+    }
+    /// Adds a warning or note to the answer; the message goes on.
+    pub fn report(&mut self, issue: Issue) {
+        self.issues.push(issue);
+    }
+}
+
+/// A plugin: one function from a message to a verdict.
+pub trait Plugin {
+    /// Processes one message. An `Err` fails the message (AE, ERR 207) with its text.
+    fn process(msg: &mut Message, ctx: &mut Context) -> Result<Verdict, String>;
+}
+
+/// The input the engine passes, without the host.
+#[derive(Debug, Clone, Default)]
+pub struct Input {
+    pub id: String,
+    pub route: String,
+    pub source: String,
+    pub received_at: String,
+    pub hl7: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// What a plugin call produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// The changed message, when it was changed.
+    pub hl7: Option<String>,
+    pub issues: Vec<Issue>,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Runs a plugin on one input with a host: what the engine does, natively.
+pub fn run<P: Plugin>(input: Input, host: &dyn Host) -> Result<Outcome, String> {
+    let mut msg = Message::parse(&input.hl7)?;
+    let mut ctx = Context {
+        id: input.id,
+        route: input.route,
+        source: input.source,
+        received_at: input.received_at,
+        attributes: input.attributes,
+        new_attributes: Vec::new(),
+        issues: Vec::new(),
+        host,
     };
-    let Some(repeat) = segment.field(field).and_then(|f| f.repeat(1)) else {
-        return "";
-    };
-    if component == 0 {
-        return repeat.raw_value();
+    let verdict = P::process(&mut msg, &mut ctx)?;
+    let hl7 = msg.is_modified().then(|| msg.to_string());
+    if hl7.is_some() && matches!(verdict, Verdict::RouteTo(_)) {
+        return Err(
+            "a plugin cannot both change the message and route it; split it into two plugins"
+                .into(),
+        );
     }
-    repeat
-        .component(component)
-        .map(|c| c.raw_value())
-        .unwrap_or("")
+    Ok(Outcome {
+        verdict,
+        hl7,
+        issues: ctx.issues,
+        attributes: ctx.new_attributes,
+    })
 }
 
-/// How many segments of a kind the message has.
-pub fn count(msg: &Message<'_>, seg: &str) -> usize {
-    msg.segments().filter(|s| s.name == seg).count()
-}
-
-/// Every repetition of `SEG[occurrence]-field` as raw text.
-pub fn repetitions<'a>(
-    msg: &'a Message<'_>,
-    seg: &str,
-    occurrence: usize,
-    field: usize,
-) -> Vec<&'a str> {
-    msg.segments()
-        .filter(|s| s.name == seg)
-        .nth(occurrence.saturating_sub(1))
-        .and_then(|s| s.field(field))
-        .map(|f| f.repeats().map(|r| r.raw_value()).collect())
-        .unwrap_or_default()
-}
-
-/// A location string for an issue: `PID-7`, or `RXA[2]-5` past the first occurrence.
-pub fn location(seg: &str, occurrence: usize, field: usize) -> String {
-    if occurrence <= 1 {
-        format!("{seg}-{field}")
-    } else {
-        format!("{seg}[{occurrence}]-{field}")
-    }
-}
-
-/// Sets MSH-n (n ≥ 3) to `value`, adding empty fields as needed; every other
-/// byte of the message stays as it was.
-pub fn set_msh_field(text: &str, n: usize, value: &str) -> Option<String> {
-    let sep = text.strip_prefix("MSH")?.chars().next()?;
-    if n < 3 {
-        return None;
-    }
-    let end = text.find(['\r', '\n']).unwrap_or(text.len());
-    let (header, rest) = text.split_at(end);
-    let mut pieces: Vec<&str> = header.split(sep).collect();
-    // pieces[0] is "MSH", pieces[k] is MSH-(k+1).
-    while pieces.len() < n {
-        pieces.push("");
-    }
-    *pieces.get_mut(n - 1)? = value;
-    Some(format!("{}{rest}", pieces.join(&sep.to_string())))
-}
-
-#[cfg(test)]
-mod tests {
+/// Glue between the generated bindings and [`run`]; used by [`plugin!`].
+#[doc(hidden)]
+pub mod glue {
+    use super::bindings::izhub::plugin::{host, types};
     use super::*;
 
-    const VXU: &str = "MSH|^~\\&|EHR|CLINIC|IIS|WA|20240101||VXU^V04^VXU|1|P|2.5.1\rPID|1||123^^^A^MR~456^^^B^SS||DOE^JANE||20200101|F|||1 Main^^Olympia^WA^98501\rRXA|0|1|20240101||08^HepB^CVX\rRXA|0|1|20240101||\r";
+    struct WasmHost;
 
-    #[test]
-    fn reads_values() {
-        let msg = parse(VXU).unwrap();
-        assert_eq!(value(&msg, "PID", 1, 3, 1), "123");
-        assert_eq!(value(&msg, "PID", 1, 11, 4), "WA");
-        assert_eq!(value(&msg, "PID", 1, 7, 0), "20200101");
-        assert_eq!(value(&msg, "RXA", 2, 5, 0), "");
-        assert_eq!(value(&msg, "RXA", 3, 5, 0), "");
-        assert_eq!(value(&msg, "MSH", 1, 4, 0), "CLINIC");
-        assert_eq!(count(&msg, "RXA"), 2);
-        assert_eq!(
-            repetitions(&msg, "PID", 1, 3),
-            vec!["123^^^A^MR", "456^^^B^SS"]
-        );
-        assert_eq!(location("RXA", 2, 5), "RXA[2]-5");
-        assert_eq!(location("PID", 1, 7), "PID-7");
+    impl Host for WasmHost {
+        fn log(&self, level: LogLevel, message: &str) {
+            let level = match level {
+                LogLevel::Trace => host::LogLevel::Trace,
+                LogLevel::Debug => host::LogLevel::Debug,
+                LogLevel::Info => host::LogLevel::Info,
+                LogLevel::Warn => host::LogLevel::Warn,
+                LogLevel::Error => host::LogLevel::Error,
+            };
+            host::log(level, message)
+        }
+        fn config(&self, key: &str) -> Option<String> {
+            host::config(key)
+        }
+        fn lookup(&self, table: &str, key: &str) -> Result<Option<String>, LookupError> {
+            host::lookup(table, key).map_err(|e| match e {
+                host::LookupError::AccessDenied => LookupError::AccessDenied,
+                host::LookupError::NoSuchTable => LookupError::NoSuchTable,
+            })
+        }
     }
 
-    #[test]
-    fn sets_msh_fields() {
-        let out = set_msh_field(VXU, 22, "HIE^^^^^^^^^1234").unwrap();
-        let header = out.split('\r').next().unwrap();
-        assert_eq!(
-            header,
-            "MSH|^~\\&|EHR|CLINIC|IIS|WA|20240101||VXU^V04^VXU|1|P|2.5.1||||||||||HIE^^^^^^^^^1234"
-        );
-        assert!(out.ends_with(&VXU[VXU.find('\r').unwrap()..]));
-        assert_eq!(
-            set_msh_field(&out, 4, "X").unwrap().split('|').nth(3),
-            Some("X")
-        );
-        assert_eq!(set_msh_field("PID|1", 4, "X"), None);
+    fn issue(i: Issue) -> types::Issue {
+        types::Issue {
+            severity: match i.severity {
+                Severity::Error => types::Severity::Error,
+                Severity::Warning => types::Severity::Warning,
+                Severity::Info => types::Severity::Info,
+            },
+            code: i.code,
+            app_code: i.app_code,
+            location: i.location,
+            text: i.text,
+        }
     }
+
+    /// Runs plugin `P` for one call from the engine.
+    pub fn process<P: Plugin>(env: types::Envelope) -> Result<types::Outcome, String> {
+        let input = Input {
+            id: env.id,
+            route: env.route,
+            source: env.source,
+            received_at: env.received_at,
+            hl7: env.hl7,
+            attributes: env.attributes,
+        };
+        let out = run::<P>(input, &WasmHost)?;
+        let verdict = match out.verdict {
+            Verdict::Continue => types::Verdict::Continue(out.hl7),
+            Verdict::Reject(issues) => {
+                types::Verdict::Reject(issues.into_iter().map(issue).collect())
+            }
+            Verdict::RouteTo(dests) => types::Verdict::RouteTo(dests),
+        };
+        Ok(types::Outcome {
+            verdict,
+            issues: out.issues.into_iter().map(issue).collect(),
+            attributes: out.attributes,
+        })
+    }
+}
+
+/// Exports a [`Plugin`] type as the component's `process` function.
+#[macro_export]
+macro_rules! plugin {
+    ($plugin:ty) => {
+        struct IzhubPluginExport;
+
+        impl $crate::bindings::Guest for IzhubPluginExport {
+            fn process(
+                msg: $crate::bindings::Envelope,
+            ) -> ::core::result::Result<$crate::bindings::Outcome, ::std::string::String> {
+                $crate::glue::process::<$plugin>(msg)
+            }
+        }
+
+        $crate::bindings::export_plugin!(IzhubPluginExport with_types_in $crate::bindings);
+    };
 }

@@ -3,66 +3,57 @@
 //! organization from the config key `organization`; the original sending
 //! facility (MSH-4) is recorded in the attribute `original-sender`.
 
-use izhub_plugin as hl7;
+use izhub_plugin::{Context, Message, Plugin, Verdict};
 
-/// Generated bindings for the `izhub:plugin` world.
-#[allow(clippy::all)]
-mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
-}
+/// The plugin.
+pub struct StampHie;
 
-use bindings::izhub::plugin::host;
-use bindings::izhub::plugin::types::Verdict;
-
-/// The stamped message (None when nothing changed) and the original sender.
-pub fn stamp(text: &str, organization: &str) -> Result<(Option<String>, String), String> {
-    let msg = hl7::parse(text)?;
-    let sender = hl7::value(&msg, "MSH", 1, 4, 0).to_string();
-    if organization.is_empty() || !hl7::value(&msg, "MSH", 1, 22, 0).is_empty() {
-        return Ok((None, sender));
-    }
-    let stamped =
-        hl7::set_msh_field(text, 22, organization).ok_or("the message has no MSH segment")?;
-    Ok((Some(stamped), sender))
-}
-
-struct Plugin;
-
-impl bindings::Guest for Plugin {
-    fn process(msg: bindings::Envelope) -> Result<bindings::Outcome, String> {
-        let organization = host::config("organization").unwrap_or_default();
-        let (text, sender) = stamp(&msg.hl7, &organization)?;
-        Ok(bindings::Outcome {
-            verdict: Verdict::Continue(text),
-            issues: Vec::new(),
-            attributes: vec![("original-sender".to_string(), sender)],
-        })
+impl Plugin for StampHie {
+    fn process(msg: &mut Message, ctx: &mut Context) -> Result<Verdict, String> {
+        ctx.set_attribute("original-sender", msg.get("MSH-4"));
+        let organization = ctx.config("organization").unwrap_or_default();
+        if !organization.is_empty() && msg.get("MSH-22").is_empty() {
+            msg.set("MSH-22", &organization)?;
+        }
+        Ok(Verdict::Continue)
     }
 }
 
-bindings::export!(Plugin with_types_in bindings);
+izhub_plugin::plugin!(StampHie);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use izhub_plugin::testing::TestHost;
 
     #[test]
     fn fills_empty_msh22_and_keeps_the_rest() {
         let vxu = "MSH|^~\\&|EHR|CLINIC^1.2^ISO|IIS|WA|2024||VXU^V04^VXU|1|P|2.5.1\rPID|1\r";
-        let (text, sender) = stamp(vxu, "Demo HIE^^^^^^^^^HIE01").unwrap();
-        let text = text.unwrap();
-        assert_eq!(sender, "CLINIC^1.2^ISO");
-        assert!(text.starts_with("MSH|^~\\&|EHR|CLINIC^1.2^ISO|IIS|WA|2024||VXU^V04^VXU|1|P|2.5.1||||||||||Demo HIE^^^^^^^^^HIE01\r"));
-        assert!(text.ends_with("\rPID|1\r"));
+        let out = TestHost::new()
+            .config("organization", "Demo HIE^^^^^^^^^HIE01")
+            .run::<StampHie>(vxu)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Continue);
+        assert_eq!(
+            out.hl7.as_deref(),
+            Some(
+                "MSH|^~\\&|EHR|CLINIC^1.2^ISO|IIS|WA|2024||VXU^V04^VXU|1|P|2.5.1||||||||||Demo HIE^^^^^^^^^HIE01\rPID|1\r"
+            )
+        );
+        assert_eq!(
+            out.attributes,
+            vec![("original-sender".to_string(), "CLINIC^1.2^ISO".to_string())]
+        );
     }
 
     #[test]
     fn leaves_a_filled_msh22_alone() {
         let vxu =
             "MSH|^~\\&|EHR|CLINIC|IIS|WA|2024||VXU^V04^VXU|1|P|2.5.1||||||||||Other Org\rPID|1\r";
-        assert_eq!(
-            stamp(vxu, "Demo HIE").unwrap(),
-            (None, "CLINIC".to_string())
-        );
+        let out = TestHost::new()
+            .config("organization", "Demo HIE")
+            .run::<StampHie>(vxu)
+            .unwrap();
+        assert_eq!(out.hl7, None);
     }
 }

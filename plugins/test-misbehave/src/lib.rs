@@ -1,21 +1,25 @@
 //! `test-misbehave`: a plugin that breaks on purpose, for the engine's tests.
 //! The config key `mode` says how: `trap` (panics), `loop` (never returns),
-//! `memory` (allocates without end), `error` (returns an error), `ok`.
+//! `memory` (allocates without end), `recurse` (recurses without end),
+//! `big-output` (returns a 10 MiB message), `error` (returns an error),
+//! `lookup` (looks up the table named by `table`, reporting the result), `ok`.
 
-/// Generated bindings for the `izhub:plugin` world.
-#[allow(clippy::all)]
-mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+use izhub_plugin::{Context, Issue, LookupError, Message, Plugin, Verdict};
+
+/// The plugin.
+pub struct Misbehave;
+
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64, pad: [u64; 16]) -> u64 {
+    let mut local = pad;
+    local[(depth % 16) as usize] = depth;
+    std::hint::black_box(&mut local);
+    recurse(depth + 1, local) + local[0]
 }
 
-use bindings::izhub::plugin::host;
-use bindings::izhub::plugin::types::Verdict;
-
-struct Plugin;
-
-impl bindings::Guest for Plugin {
-    fn process(_msg: bindings::Envelope) -> Result<bindings::Outcome, String> {
-        match host::config("mode").as_deref().unwrap_or("ok") {
+impl Plugin for Misbehave {
+    fn process(msg: &mut Message, ctx: &mut Context) -> Result<Verdict, String> {
+        match ctx.config("mode").as_deref().unwrap_or("ok") {
             "trap" => panic!("misbehaving on purpose"),
             "loop" => {
                 let mut n: u64 = 0;
@@ -30,14 +34,26 @@ impl bindings::Guest for Plugin {
                     std::hint::black_box(&hoard);
                 }
             }
+            "recurse" => Err(format!("unreachable {}", recurse(0, [0; 16]))),
+            "big-output" => {
+                let filler = "x".repeat(10 << 20);
+                msg.set("MSH-22", &filler)?;
+                Ok(Verdict::Continue)
+            }
             "error" => Err("refusing on purpose".to_string()),
-            _ => Ok(bindings::Outcome {
-                verdict: Verdict::Continue(None),
-                issues: Vec::new(),
-                attributes: Vec::new(),
-            }),
+            "lookup" => {
+                let table = ctx.config("table").unwrap_or_default();
+                let text = match ctx.lookup(&table, "key") {
+                    Ok(v) => format!("lookup ok: {v:?}"),
+                    Err(LookupError::AccessDenied) => "lookup access-denied".to_string(),
+                    Err(LookupError::NoSuchTable) => "lookup no-such-table".to_string(),
+                };
+                ctx.report(Issue::info("0").text(text));
+                Ok(Verdict::Continue)
+            }
+            _ => Ok(Verdict::Continue),
         }
     }
 }
 
-bindings::export!(Plugin with_types_in bindings);
+izhub_plugin::plugin!(Misbehave);
