@@ -179,68 +179,6 @@ async fn a_query_after_a_submission_returns_the_history() {
     h.stop().await;
 }
 
-async fn expect_plugin_failure(h: &Harness, sender: &str, needle: &str) {
-    let base = sample_text("messages/vxu/vxu-valid-testgood-01.hl7");
-    let msg = with_msh(&with_msh(&base, 4, sender), 10, &format!("BAD-{sender}"));
-    let mut client = h.client().await;
-    let started = Instant::now();
-    let answer = client.exchange(msg.as_bytes(), TIMEOUT).await.unwrap();
-    let segs = segments(&answer);
-    assert_eq!(
-        msa(&answer),
-        ("AE".to_string(), format!("BAD-{sender}")),
-        "{segs:?}"
-    );
-    let err = segs.iter().find(|s| s.starts_with("ERR|")).expect("ERR");
-    assert!(
-        err.contains("|207^Application internal error^HL70357|E|"),
-        "{err}"
-    );
-    assert!(
-        err.contains("plugin 'test_misbehave'") && err.contains(needle),
-        "{sender}: {err}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{sender}: answered after {:?}",
-        started.elapsed()
-    );
-    // The same connection serves the next message normally.
-    let good = with_msh(&base, 10, &format!("AFTER-{sender}"));
-    let t = Instant::now();
-    let answer = client.exchange(good.as_bytes(), TIMEOUT).await.unwrap();
-    assert_eq!(msa(&answer), ("AA".to_string(), format!("AFTER-{sender}")));
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "next message took {:?}",
-        t.elapsed()
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn misbehaving_plugins_fail_only_their_message() {
-    let h = harness("").await;
-    expect_plugin_failure(&h, "TRAP", "crashed").await;
-    expect_plugin_failure(&h, "LOOP", "exceeded its time limit of 200ms").await;
-    expect_plugin_failure(&h, "MEMORY", "exceeded its memory limit of 16 MiB").await;
-    expect_plugin_failure(&h, "ERROR", "refusing on purpose").await;
-    assert_eq!(
-        h.sim("MI").received(),
-        4,
-        "only the four good messages reach the IIS"
-    );
-    let metrics = http_get(h.admin, "/metrics").await;
-    for kind in ["trap", "time_limit", "memory_limit", "error"] {
-        assert!(
-            metrics.contains(&format!(
-                "izhub_plugin_errors_total{{plugin=\"test_misbehave\",kind=\"{kind}\"}} 1"
-            )),
-            "{kind} missing from metrics:\n{metrics}"
-        );
-    }
-    h.stop().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iis_that_is_down_or_silent_gives_ae_207() {
     let h = harness("").await;

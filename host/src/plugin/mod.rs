@@ -94,12 +94,8 @@ pub enum PluginError {
     Trap { plugin: String, detail: String },
     #[error("plugin '{plugin}' failed: {message}")]
     Returned { plugin: String, message: String },
-    #[error("plugin '{plugin}' returned {size} bytes of output; its limit is {limit} bytes")]
-    OutputTooLarge {
-        plugin: String,
-        size: usize,
-        limit: usize,
-    },
+    #[error("plugin '{plugin}' returned more output than its limit of {limit} bytes")]
+    OutputTooLarge { plugin: String, limit: usize },
     #[error("the message is {size} bytes; plugin '{plugin}' accepts at most {limit} bytes")]
     InputTooLarge {
         plugin: String,
@@ -445,7 +441,9 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         if !self.unlimited {
-            store.set_hostcall_fuel(plugin.max_output.max(64 << 10));
+            // Slightly above the output cap, so an answer just over it is
+            // reported by the size check with the same error.
+            store.set_hostcall_fuel(plugin.max_output.saturating_add(64 << 10));
             store.set_epoch_deadline(1);
             store.epoch_deadline_callback(|ctx| {
                 if Instant::now() >= ctx.data().deadline {
@@ -517,19 +515,24 @@ fn classify(plugin: &LoadedPlugin, e: wasmtime::Error) -> PluginError {
             limit_mib: plugin.memory_limit >> 20,
         };
     }
+    let text = format!("{e:#}");
+    if text.contains("fuel allocated for hostcalls has been exhausted") {
+        // The hostcall fuel caps what a guest can hand the host in one go.
+        return PluginError::OutputTooLarge {
+            plugin: name,
+            limit: plugin.max_output,
+        };
+    }
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::StackOverflow) => PluginError::StackOverflow { plugin: name },
         Some(trap) => PluginError::Trap {
             plugin: name,
             detail: trap.to_string(),
         },
-        None => {
-            let text = format!("{e:#}");
-            PluginError::Trap {
-                plugin: name,
-                detail: truncate(text.lines().next().unwrap_or("").to_string(), 300),
-            }
-        }
+        None => PluginError::Trap {
+            plugin: name,
+            detail: truncate(text.lines().next().unwrap_or("").to_string(), 300),
+        },
     }
 }
 
@@ -574,7 +577,6 @@ fn convert(
     if !unlimited && (size > plugin.max_output || items > MAX_ITEMS) {
         return Err(PluginError::OutputTooLarge {
             plugin: plugin.name.clone(),
-            size,
             limit: plugin.max_output,
         });
     }

@@ -160,6 +160,8 @@ max_frame_bytes = 65536
         ("TRAP", "trap", "mi-iis"),
         ("LOOP", "loop", "mi-iis"),
         ("MEMORY", "memory", "mi-iis"),
+        ("RECURSE", "recurse", "mi-iis"),
+        ("BIGOUT", "big-output", "mi-iis"),
         ("ERROR", "error", "mi-iis"),
         ("SLOW", "ok", "slow-iis"),
         ("DOWN", "ok", "down-iis"),
@@ -175,6 +177,7 @@ destinations = ["{dest}"]
 wasm = "{wasm}"
 time_limit_ms = 200
 memory_limit_mib = 16
+max_output_bytes = 1048576
 [routes.plugins.config]
 mode = "{mode}"
 "#,
@@ -188,6 +191,7 @@ mode = "{mode}"
         .iter()
         .map(|s| format!("{s} = \"{}-iis\"\n", s.to_lowercase()))
         .collect();
+    cfg += extra_config;
     cfg += &format!(
         r#"
 [[routes]]
@@ -214,7 +218,6 @@ message_types = ["QBP^Q11"]
 wasm = "{route}"
 [routes.plugins.config.states]
 {states}
-{extra_config}
 "#,
         stamp = plugin("stamp_hie"),
         require = plugin("require_core_fields"),
