@@ -123,6 +123,9 @@ pub enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Plugin author tools: new, build, test, bench.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Load-test an MLLP endpoint: msgs/s and latency percentiles, with every ACK checked.
     Bench {
         /// Address to test, host:port.
@@ -147,6 +150,124 @@ pub enum Command {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+}
+
+/// `izhub plugin …`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Create a new plugin crate (with a passing test) in a new directory.
+    New {
+        /// Crate name, e.g. `check-lot-numbers`.
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path of the izhub-plugin SDK crate.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a plugin crate for wasm32-wasip2 and print the component's path.
+    Build {
+        /// The plugin crate's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a plugin on message files with production limits: verdict, issues,
+    /// changes, time and peak memory; optionally against golden files.
+    Test {
+        /// The plugin component (.wasm).
+        wasm: PathBuf,
+        /// Message files.
+        #[arg(long = "message", short, required = true, num_args = 1..)]
+        messages: Vec<PathBuf>,
+        /// A config value for the plugin, `key=value` (repeatable).
+        #[arg(long = "config", short, value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+        /// A lookup table, `name=FILE` with `key=value` lines (repeatable; granted).
+        #[arg(long = "table", value_parser = parse_table)]
+        tables: Vec<(String, PathBuf)>,
+        /// Compare each result with DIR/<message name>.expected; exit 1 on a difference.
+        #[arg(long)]
+        expect: Option<PathBuf>,
+        /// With --expect: write the golden files instead of comparing.
+        #[arg(long, requires = "expect")]
+        bless: bool,
+    },
+    /// Measure a plugin's per-call cost (fresh instance per call), limits on vs off.
+    Bench {
+        /// The plugin component (.wasm).
+        wasm: PathBuf,
+        /// The message to process.
+        #[arg(long, short)]
+        message: PathBuf,
+        /// Calls per measurement.
+        #[arg(long, default_value_t = 5000)]
+        iterations: usize,
+        /// A config value for the plugin, `key=value` (repeatable).
+        #[arg(long = "config", short, value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+    },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| format!("'{s}' is not key=value"))
+}
+
+fn parse_table(s: &str) -> Result<(String, PathBuf), String> {
+    parse_key_value(s).map(|(k, v)| (k, PathBuf::from(v)))
+}
+
+async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
+    use crate::tools::plugin_dev::{self, TestSetup};
+    match cmd {
+        PluginCommand::New { name, dir, sdk } => {
+            let sdk = sdk.unwrap_or_else(plugin_dev::default_sdk_path);
+            let created = plugin_dev::new_plugin(&name, &dir, &sdk)?;
+            println!("created {}", created.display());
+            println!(
+                "next: cd {} && cargo test && izhub plugin build",
+                created.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Build { dir } => {
+            let wasm = plugin_dev::build_plugin(&dir)?;
+            println!("{}", wasm.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Test {
+            wasm,
+            messages,
+            config,
+            tables,
+            expect,
+            bless,
+        } => {
+            let setup = TestSetup { config, tables };
+            let mismatches =
+                plugin_dev::test_plugin(&wasm, &messages, &setup, expect.as_deref(), bless).await?;
+            Ok(if mismatches == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        PluginCommand::Bench {
+            wasm,
+            message,
+            iterations,
+            config,
+        } => {
+            let setup = TestSetup {
+                config,
+                tables: Vec::new(),
+            };
+            plugin_dev::bench_plugin(&wasm, &message, &setup, iterations.max(1)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// Entry point for the binary.
@@ -290,6 +411,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let _ = server.await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin(cmd) => plugin_command(cmd).await,
         Command::Send {
             files,
             to,

@@ -60,7 +60,11 @@ async fn reloads_under_load_lose_no_ack_and_drop_no_connection() {
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     // MSH-22 empty, so the stamp plugin fills it with the configured organization.
-    let base = with_msh(&sample_text("messages/vxu/vxu-valid-testgood-01.hl7"), 22, "");
+    let base = with_msh(
+        &sample_text("messages/vxu/vxu-valid-testgood-01.hl7"),
+        22,
+        "",
+    );
     let mut senders = Vec::new();
     for c in 0..4 {
         let (stop, answered, base, addr) =

@@ -150,18 +150,15 @@ pub struct Message {
 
 impl Message {
     /// Parses a message (CR segment separators; LF and CRLF are accepted too).
-    /// The structure is checked with `hl7-parser`.
+    /// The MSH segment and the delimiters are read with `hl7-parser`; every
+    /// other segment must start with a three-character name and the field
+    /// separator. Fields are split only when asked for.
     pub fn parse(text: &str) -> Result<Message, String> {
         let body = text.trim_end_matches(['\r', '\n']);
-        let parsed = hl7_parser::Message::parse_with_lenient_newlines(body, true)
-            .map_err(|e| format!("the message could not be parsed as HL7 v2: {e}"))?;
-        if parsed.raw_value().len() < body.len() {
-            let segment_no = parsed.segments().count() + 1;
-            return Err(format!(
-                "segment {segment_no} of the message is not a well-formed HL7 segment"
-            ));
-        }
-        let seps = &parsed.separators;
+        let mut lines = body.split(['\r', '\n']).filter(|s| !s.is_empty());
+        let msh = lines.next().unwrap_or("");
+        let (seps, _) = hl7_parser::parser::parse_msh(msh)
+            .map_err(|e| format!("the MSH segment could not be parsed: {e}"))?;
         let delimiters = Delimiters {
             field: seps.field,
             component: seps.component,
@@ -169,11 +166,20 @@ impl Message {
             escape: seps.escape,
             subcomponent: seps.subcomponent,
         };
-        let segments = body
-            .split(['\r', '\n'])
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
+        let mut segments = vec![msh.to_string()];
+        for (i, seg) in lines.enumerate() {
+            let name_ok = seg
+                .get(..3)
+                .is_some_and(|n| n.chars().all(|c| c.is_ascii_alphanumeric()));
+            let next = seg.get(3..).and_then(|r| r.chars().next());
+            if !name_ok || !(next.is_none() || next == Some(delimiters.field)) {
+                return Err(format!(
+                    "segment {} of the message is not a well-formed HL7 segment",
+                    i + 2
+                ));
+            }
+            segments.push(seg.to_string());
+        }
         Ok(Message {
             segments,
             delimiters,

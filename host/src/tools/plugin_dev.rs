@@ -1,0 +1,419 @@
+//! Tools for plugin authors: `izhub plugin new`, `build`, `test` and `bench`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::config::{Grant, PluginSpec};
+use crate::hl7::Severity;
+use crate::plugin::{
+    CallStats, Envelope, LoadedPlugin, Outcome, PluginError, Runtime, RuntimeOptions, Verdict,
+};
+
+/// Where the SDK lives when izhub was built from its source tree.
+pub fn default_sdk_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk")
+}
+
+fn struct_name(crate_name: &str) -> String {
+    crate_name
+        .split(['-', '_'])
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut c = p.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Creates a new plugin crate with a passing test.
+pub fn new_plugin(name: &str, parent: &Path, sdk: &Path) -> anyhow::Result<PathBuf> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        bail!("'{name}' is not a crate name: use lower-case letters, digits, '-' and '_'");
+    }
+    let dir = parent.join(name);
+    if dir.exists() {
+        bail!("{} already exists", dir.display());
+    }
+    let sdk = std::fs::canonicalize(sdk)
+        .with_context(|| format!("the SDK is not at {} (use --sdk)", sdk.display()))?;
+    let ty = struct_name(name);
+    std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+izhub-plugin = {{ path = "{sdk}" }}
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+panic = "abort"
+strip = true
+
+# A plugin is its own workspace.
+[workspace]
+"#,
+            sdk = sdk.display()
+        ),
+    )?;
+    std::fs::write(dir.join(".gitignore"), "/target\n")?;
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        format!(
+            r#"//! `{name}`: an izhub plugin. It warns when a vaccination (RXA) has no
+//! lot number (RXA-15), and rejects a message without a birth date (PID-7).
+
+use izhub_plugin::{{Context, Issue, Message, Plugin, Verdict}};
+
+/// The plugin.
+pub struct {ty};
+
+impl Plugin for {ty} {{
+    fn process(msg: &mut Message, ctx: &mut Context) -> Result<Verdict, String> {{
+        if msg.get("PID-7").is_empty() {{
+            return Ok(Verdict::reject(
+                Issue::error("101").at("PID-7").app_code("7").text("The patient's birth date (PID-7) is required."),
+            ));
+        }}
+        for n in 1..=msg.count("RXA") {{
+            let at = format!("RXA[{{n}}]-15");
+            if msg.get(&at).is_empty() && msg.get(&format!("RXA[{{n}}]-20")) != "NA" {{
+                ctx.report(Issue::warning("101").at(at).text("No lot number was given for this vaccination."));
+            }}
+        }}
+        Ok(Verdict::Continue)
+    }}
+}}
+
+izhub_plugin::plugin!({ty});
+
+#[cfg(test)]
+mod tests {{
+    use super::*;
+    use izhub_plugin::testing::TestHost;
+
+    const VXU: &str = "MSH|^~\\&|EHR|CLINIC|IIS|STATE|20240101||VXU^V04^VXU_V04|1|P|2.5.1\rPID|1||123^^^EHR^MR||DOE^JANE||20200101|F\rRXA|0|1|20240101||08^HepB^CVX|0.5|mL\r";
+
+    #[test]
+    fn warns_about_a_missing_lot_number() {{
+        let out = TestHost::new().run::<{ty}>(VXU).unwrap();
+        assert_eq!(out.verdict, Verdict::Continue);
+        assert_eq!(out.issues.len(), 1);
+        assert_eq!(out.issues[0].location, "RXA[1]-15");
+    }}
+
+    #[test]
+    fn rejects_a_missing_birth_date() {{
+        let out = TestHost::new().run::<{ty}>(&VXU.replace("F\r", "\r").replace("|20200101|", "||")).unwrap();
+        assert!(matches!(out.verdict, Verdict::Reject(_)));
+    }}
+}}
+"#
+        ),
+    )?;
+    Ok(dir)
+}
+
+/// Builds a plugin crate for wasm32-wasip2 and returns the component's path.
+pub fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("no plugin crate at {}", dir.display()))?;
+    let name = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("name")
+                .and_then(|r| r.trim().strip_prefix('='))
+        })
+        .map(|v| v.trim().trim_matches('"').replace('-', "_"))
+        .ok_or_else(|| anyhow::anyhow!("{}: no package name", manifest.display()))?;
+    let status = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("target"));
+    let wasm = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    if !wasm.is_file() {
+        bail!("the build did not produce {}", wasm.display());
+    }
+    Ok(wasm)
+}
+
+/// Settings for `izhub plugin test` and `bench`.
+#[derive(Debug, Clone, Default)]
+pub struct TestSetup {
+    pub config: Vec<(String, String)>,
+    pub tables: Vec<(String, PathBuf)>,
+}
+
+/// Loads one plugin with production limits, outside any route.
+pub fn load_for_test(
+    runtime: &Runtime,
+    wasm: &Path,
+    setup: &TestSetup,
+) -> anyhow::Result<LoadedPlugin> {
+    let mut grants: BTreeSet<Grant> = [Grant::Log, Grant::Config].into_iter().collect();
+    let mut tables = BTreeMap::new();
+    for (name, path) in &setup.tables {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("table {name}: cannot read {}", path.display()))?;
+        let table: HashMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.split_once(['=', ',', '\t']))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        tables.insert(name.clone(), table);
+        grants.insert(Grant::Lookup(name.clone()));
+    }
+    let spec = PluginSpec {
+        name: wasm
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        wasm: wasm.to_path_buf(),
+        time_limit: Duration::from_millis(200),
+        memory_limit: 32 << 20,
+        max_output: 4 << 20,
+        max_input: 2 << 20,
+        grants,
+        config: setup.config.iter().cloned().collect(),
+    };
+    let component = runtime
+        .compile(wasm)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", wasm.display()))?;
+    Ok(runtime.load(&spec, &component, &Arc::new(tables))?)
+}
+
+fn envelope<'a>(hl7: &'a str, attributes: &'a [(String, String)]) -> Envelope<'a> {
+    Envelope {
+        id: "test-1",
+        route: "test",
+        source: "test",
+        received_at: "2026-01-01T00:00:00.000Z",
+        hl7,
+        attributes,
+    }
+}
+
+/// A stable rendering of one result, for golden files.
+pub fn render(input: &str, result: &Result<Outcome, PluginError>) -> String {
+    let mut out = String::new();
+    match result {
+        Err(e) => {
+            let _ = writeln!(out, "error: {e}");
+        }
+        Ok(o) => {
+            let verdict = match &o.verdict {
+                Verdict::Continue(None) => "continue".to_string(),
+                Verdict::Continue(Some(_)) => "continue (message changed)".to_string(),
+                Verdict::Reject(_) => "reject".to_string(),
+                Verdict::RouteTo(d) => format!("route-to {}", d.join(", ")),
+            };
+            let _ = writeln!(out, "verdict: {verdict}");
+            let issues: Vec<_> = match &o.verdict {
+                Verdict::Reject(found) => found.iter().chain(o.issues.iter()).collect(),
+                _ => o.issues.iter().collect(),
+            };
+            for i in issues {
+                let sev = match i.severity {
+                    Severity::Error => "E",
+                    Severity::Warning => "W",
+                    Severity::Info => "I",
+                };
+                let _ = writeln!(
+                    out,
+                    "issue: {sev} {} {} {} {}",
+                    i.code, i.location, i.app_code, i.text
+                );
+            }
+            for (k, v) in &o.attributes {
+                let _ = writeln!(out, "attribute: {k}={v}");
+            }
+            if let Verdict::Continue(Some(text)) = &o.verdict {
+                let before: Vec<&str> = input.split('\r').filter(|s| !s.is_empty()).collect();
+                let after: Vec<&str> = text.split('\r').filter(|s| !s.is_empty()).collect();
+                for i in 0..before.len().max(after.len()) {
+                    match (before.get(i), after.get(i)) {
+                        (Some(b), Some(a)) if a == b => {}
+                        (b, a) => {
+                            if let Some(b) = b {
+                                let _ = writeln!(out, "- {b}");
+                            }
+                            if let Some(a) = a {
+                                let _ = writeln!(out, "+ {a}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs a plugin on message files and prints what it did; with `expect`,
+/// compares each result with `DIR/<file stem>.expected` (or writes it when
+/// `bless`). Returns the number of mismatches.
+pub async fn test_plugin(
+    wasm: &Path,
+    messages: &[PathBuf],
+    setup: &TestSetup,
+    expect: Option<&Path>,
+    bless: bool,
+) -> anyhow::Result<usize> {
+    let runtime = Runtime::new(RuntimeOptions::default())?;
+    let plugin = load_for_test(&runtime, wasm, setup)?;
+    let mut mismatches = 0;
+    for file in messages {
+        let raw = super::read_message_file(file)?;
+        let (text, _) =
+            crate::hl7::decode(&raw).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let (result, stats): (_, CallStats) = runtime
+            .call_with_stats(&plugin, &envelope(&text, &[]))
+            .await;
+        let rendered = render(&text, &result);
+        println!("== {}", file.display());
+        print!("{rendered}");
+        println!(
+            "time: {:.3} ms, peak memory: {:.1} MiB",
+            stats.elapsed.as_secs_f64() * 1e3,
+            stats.peak_memory as f64 / (1 << 20) as f64
+        );
+        if let Some(dir) = expect {
+            let stem = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let golden = dir.join(format!("{stem}.expected"));
+            if bless {
+                std::fs::create_dir_all(dir)?;
+                std::fs::write(&golden, &rendered)?;
+                println!("wrote {}", golden.display());
+            } else {
+                match std::fs::read_to_string(&golden) {
+                    Ok(want) if want == rendered => println!("matches {}", golden.display()),
+                    Ok(want) => {
+                        mismatches += 1;
+                        println!("MISMATCH with {}:", golden.display());
+                        for line in want.lines().filter(|l| !rendered.lines().any(|r| r == *l)) {
+                            println!("  expected: {line}");
+                        }
+                        for line in rendered.lines().filter(|l| !want.lines().any(|w| w == *l)) {
+                            println!("  got:      {line}");
+                        }
+                    }
+                    Err(_) => {
+                        mismatches += 1;
+                        println!(
+                            "MISSING {} (run with --bless to write it)",
+                            golden.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(mismatches)
+}
+
+/// Per-call cost of a plugin, fresh instance each call, with and without the
+/// sandbox limits, measured in one run.
+pub async fn bench_plugin(
+    wasm: &Path,
+    message: &Path,
+    setup: &TestSetup,
+    iterations: usize,
+) -> anyhow::Result<()> {
+    let raw = super::read_message_file(message)?;
+    let (text, _) =
+        crate::hl7::decode(&raw).map_err(|e| anyhow::anyhow!("{}: {e}", message.display()))?;
+    println!(
+        "plugin {} on {} ({} bytes), {iterations} calls each",
+        wasm.display(),
+        message.display(),
+        text.len()
+    );
+    let mut means = Vec::new();
+    for (label, unlimited) in [
+        ("limits on", false),
+        ("limits off", true),
+        ("limits on", false),
+    ] {
+        let runtime = Runtime::new(RuntimeOptions {
+            cache_dir: None,
+            unlimited,
+        })?;
+        let plugin = load_for_test(&runtime, wasm, setup)?;
+        let env = envelope(&text, &[]);
+        for _ in 0..iterations.min(200) {
+            let _ = runtime.call(&plugin, &env).await;
+        }
+        let mut times = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let (result, stats) = runtime.call_with_stats(&plugin, &env).await;
+            if let Err(e) = result {
+                bail!("{e}");
+            }
+            times.push(stats.elapsed);
+        }
+        times.sort_unstable();
+        let mean = times.iter().sum::<Duration>() / times.len().max(1) as u32;
+        let pct = |p: f64| {
+            times
+                .get(((times.len() as f64 * p) as usize).min(times.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        println!(
+            "{label:<11} mean {:>8.1} µs   p50 {:>8.1} µs   p99 {:>8.1} µs",
+            mean.as_secs_f64() * 1e6,
+            pct(0.5).as_secs_f64() * 1e6,
+            pct(0.99).as_secs_f64() * 1e6
+        );
+        means.push((label, mean));
+    }
+    if let [(_, on1), (_, off), (_, on2)] = means.as_slice() {
+        let on = (*on1 + *on2) / 2;
+        println!(
+            "cost of the limits: {:.2}x (on/off, mean of both 'on' runs)",
+            on.as_secs_f64() / off.as_secs_f64().max(1e-12)
+        );
+    }
+    Ok(())
+}
