@@ -41,6 +41,19 @@ build_host() {
     cargo build --release -p izhub
 }
 
+# Plugins in other languages: Python (componentize-py) and JavaScript
+# (componentize-js), each built into a component like the Rust ones.
+build_guest_plugins() {
+    log "building the Python and JavaScript sample plugins"
+    if ! command -v componentize-py >/dev/null 2>&1; then
+        python3 -m pip install --quiet componentize-py==0.25.1
+    fi
+    mkdir -p build/plugins
+    (cd plugins/python-stamp && componentize-py -d ../../wit -w plugin componentize app -o ../../build/plugins/python_stamp.wasm)
+    (cd plugins/js-stamp && { [ -d node_modules/@bytecodealliance/componentize-js ] || npm install --no-audit --no-fund --silent; } \
+        && node build.mjs ../../build/plugins/js_stamp.wasm)
+}
+
 wait_port() {
     local port=$1
     for _ in $(seq 1 100); do
@@ -96,6 +109,7 @@ run_tests() {
         python3 -m pip install --quiet hl7==0.4.5
     fi
     build_plugins
+    build_guest_plugins
     log "cargo fmt --check"
     cargo fmt --all -- --check
     log "cargo clippy -D warnings"
@@ -124,6 +138,6 @@ case "${1:-}" in
     demo) demo ;;
     test) run_tests ;;
     bench) bench ;;
-    build) setup; build_plugins; build_host ;;
+    build) setup; build_plugins; build_guest_plugins; build_host ;;
     *) sed -n '2,9p' "$0"; exit 2 ;;
 esac

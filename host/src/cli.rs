@@ -186,6 +186,9 @@ pub enum PluginCommand {
         /// A lookup table, `name=FILE` with `key=value` lines (repeatable; granted).
         #[arg(long = "table", value_parser = parse_table)]
         tables: Vec<(String, PathBuf)>,
+        /// An extra grant, e.g. `link:wasi:filesystem` (repeatable).
+        #[arg(long = "grant")]
+        grants: Vec<String>,
         /// Compare each result with DIR/<message name>.expected; exit 1 on a difference.
         #[arg(long)]
         expect: Option<PathBuf>,
@@ -203,6 +206,9 @@ pub enum PluginCommand {
         /// Calls per measurement.
         #[arg(long, default_value_t = 5000)]
         iterations: usize,
+        /// An extra grant, e.g. `link:wasi:filesystem` (repeatable).
+        #[arg(long = "grant")]
+        grants: Vec<String>,
         /// A config value for the plugin, `key=value` (repeatable).
         #[arg(long = "config", short, value_parser = parse_key_value)]
         config: Vec<(String, String)>,
@@ -242,10 +248,15 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             messages,
             config,
             tables,
+            grants,
             expect,
             bless,
         } => {
-            let setup = TestSetup { config, tables };
+            let setup = TestSetup {
+                config,
+                tables,
+                grants,
+            };
             let mismatches =
                 plugin_dev::test_plugin(&wasm, &messages, &setup, expect.as_deref(), bless).await?;
             Ok(if mismatches == 0 {
@@ -259,10 +270,12 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             message,
             iterations,
             config,
+            grants,
         } => {
             let setup = TestSetup {
                 config,
                 tables: Vec::new(),
+                grants,
             };
             plugin_dev::bench_plugin(&wasm, &message, &setup, iterations.max(1)).await?;
             Ok(ExitCode::SUCCESS)

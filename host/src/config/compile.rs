@@ -74,6 +74,11 @@ pub enum Grant {
     Log,
     Config,
     Lookup(String),
+    /// Lets a component that imports this WASI interface family load
+    /// (`filesystem`, `sockets`, `clocks`): language runtimes such as Python
+    /// and JavaScript import them. They still give no access: nothing is
+    /// preopened and every network address is refused.
+    Link(String),
 }
 
 /// One plugin in a route.
@@ -460,28 +465,11 @@ fn compile_plugin(
         }
         Some(list) => {
             for g in list {
-                match g.get_ref().as_str() {
-                    "log" => {
-                        grants.insert(Grant::Log);
+                match parse_grant(g.get_ref(), |t| tables.contains_key(t)) {
+                    Ok(grant) => {
+                        grants.insert(grant);
                     }
-                    "config" => {
-                        grants.insert(Grant::Config);
-                    }
-                    other => match other.strip_prefix("lookup:") {
-                        Some(t) if tables.contains_key(t) => {
-                            grants.insert(Grant::Lookup(t.to_string()));
-                        }
-                        Some(t) => errs.push(
-                            Some(g.span()),
-                            format!("{key}.grants"),
-                            format!("no table named '{t}' (define it under [tables.{t}])"),
-                        ),
-                        None => errs.push(
-                            Some(g.span()),
-                            format!("{key}.grants"),
-                            format!("unknown grant '{other}' (known: log, config, lookup:TABLE)"),
-                        ),
-                    },
+                    Err(why) => errs.push(Some(g.span()), format!("{key}.grants"), why),
                 }
             }
         }
@@ -514,6 +502,35 @@ fn compile_plugin(
         grants,
         config,
     })
+}
+
+/// Reads one grant: `log`, `config`, `lookup:TABLE` (the table must exist),
+/// or `link:wasi:filesystem|sockets|clocks`.
+pub fn parse_grant(text: &str, table_exists: impl Fn(&str) -> bool) -> Result<Grant, String> {
+    match text {
+        "log" => Ok(Grant::Log),
+        "config" => Ok(Grant::Config),
+        other => {
+            if let Some(family) = other.strip_prefix("link:wasi:") {
+                return if ["filesystem", "sockets", "clocks"].contains(&family) {
+                    Ok(Grant::Link(family.to_string()))
+                } else {
+                    Err(format!(
+                        "'{other}' cannot be linked (linkable: link:wasi:filesystem, link:wasi:sockets, link:wasi:clocks)"
+                    ))
+                };
+            }
+            match other.strip_prefix("lookup:") {
+                Some(t) if table_exists(t) => Ok(Grant::Lookup(t.to_string())),
+                Some(t) => Err(format!(
+                    "no table named '{t}' (define it under [tables.{t}])"
+                )),
+                None => Err(format!(
+                    "unknown grant '{other}' (known: log, config, lookup:TABLE, link:wasi:filesystem, link:wasi:sockets, link:wasi:clocks)"
+                )),
+            }
+        }
+    }
 }
 
 /// Flattens nested tables into dotted keys; scalars become their text.

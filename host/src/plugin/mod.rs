@@ -342,16 +342,29 @@ impl Runtime {
             path: spec.wasm.clone(),
             detail,
         };
+        let linked: Vec<String> = spec
+            .grants
+            .iter()
+            .filter_map(|g| match g {
+                Grant::Link(family) => Some(format!("wasi:{family}/")),
+                _ => None,
+            })
+            .collect();
         let refused: Vec<String> = component
             .component_type()
             .imports(&self.engine)
             .map(|(name, _)| name.to_string())
-            .filter(|name| !ALWAYS_ALLOWED.iter().any(|p| name.starts_with(p)))
+            .filter(|name| {
+                !ALWAYS_ALLOWED.iter().any(|p| name.starts_with(p))
+                    && !linked.iter().any(|p| name.starts_with(p.as_str()))
+            })
             .collect();
         if !refused.is_empty() {
             return Err(err(format!(
                 "imports {}, which plugins are not granted: the sandbox offers no files, network, \
-                 clocks or HTTP (use the envelope's received-at for the time)",
+                 clocks or HTTP (use the envelope's received-at for the time; a language runtime \
+                 that merely links these can be granted link:wasi:filesystem, link:wasi:sockets, \
+                 link:wasi:clocks, which still give no access)",
                 refused.join(", ")
             )));
         }

@@ -180,6 +180,8 @@ pub fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
 pub struct TestSetup {
     pub config: Vec<(String, String)>,
     pub tables: Vec<(String, PathBuf)>,
+    /// Extra grants, e.g. `link:wasi:filesystem` for a Python plugin.
+    pub grants: Vec<String>,
 }
 
 /// Loads one plugin with production limits, outside any route.
@@ -189,6 +191,12 @@ pub fn load_for_test(
     setup: &TestSetup,
 ) -> anyhow::Result<LoadedPlugin> {
     let mut grants: BTreeSet<Grant> = [Grant::Log, Grant::Config].into_iter().collect();
+    for g in &setup.grants {
+        grants.insert(
+            crate::config::parse_grant(g, |_| false)
+                .map_err(|e| anyhow::anyhow!("--grant {g}: {e}"))?,
+        );
+    }
     let mut tables = BTreeMap::new();
     for (name, path) in &setup.tables {
         let text = std::fs::read_to_string(path)
