@@ -79,10 +79,10 @@ impl ComponentCache {
             None => {
                 let c = Component::new(engine, &bytes).map_err(|e| format!("{e:#}"))?;
                 self.compiled.fetch_add(1, Ordering::Relaxed);
-                if let Some(file) = &file {
-                    if let Err(e) = write_atomically(file, &c) {
-                        tracing::warn!(path = %file.display(), error = %e, "could not cache the compiled plugin");
-                    }
+                if let Some(file) = &file
+                    && let Err(e) = write_atomically(file, &c)
+                {
+                    tracing::warn!(path = %file.display(), error = %e, "could not cache the compiled plugin");
                 }
                 c
             }

@@ -305,11 +305,11 @@ impl Message {
             value,
         );
         let rebuilt = fields.join(&d.field.to_string());
-        if let Some(slot) = self.segments.get_mut(index) {
-            if *slot != rebuilt {
-                *slot = rebuilt;
-                self.modified = true;
-            }
+        if let Some(slot) = self.segments.get_mut(index)
+            && *slot != rebuilt
+        {
+            *slot = rebuilt;
+            self.modified = true;
         }
         Ok(())
     }
