@@ -50,7 +50,7 @@ build_guest_plugins() {
     fi
     mkdir -p build/plugins
     (cd plugins/python-stamp && componentize-py -d ../../wit -w plugin componentize app -o ../../build/plugins/python_stamp.wasm)
-    (cd plugins/js-stamp && { [ -d node_modules/@bytecodealliance/componentize-js ] || npm install --no-audit --no-fund --silent; } \
+    (cd plugins/js-stamp && { [ -d node_modules/@bytecodealliance/componentize-js ] || npm ci --no-audit --no-fund --silent; } \
         && node build.mjs ../../build/plugins/js_stamp.wasm)
 }
 
