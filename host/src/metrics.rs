@@ -43,6 +43,8 @@ pub struct Metrics {
     pub connections: Family<Labels, Gauge>,
     /// Configuration reloads, by result (applied, refused).
     pub reloads: Family<Labels, Counter>,
+    /// IIS answers by destination, sending facility and class (accepted, …).
+    pub iis_answers: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -68,6 +70,7 @@ impl Metrics {
             unanswerable: Family::default(),
             connections: Family::default(),
             reloads: Family::default(),
+            iis_answers: Family::default(),
             registry: Registry::default(),
         };
         registry.register(

@@ -3,11 +3,13 @@
 //! parsing; the engine only reads what routing and answering require.
 
 mod ack;
+mod answer;
 mod charset;
 mod msh;
 mod text;
 
 pub use ack::{AckCode, Issue, Severity, build_ack, err_segment, merge_issues_into_answer};
+pub use answer::{AnswerClass, classify_answer};
 pub use charset::{Charset, CharsetError, decode, encode};
 pub use msh::{Msh, MshError, check_structure, normalize_segments};
 pub use text::{escape, hl7_timestamp, new_control_id, rfc3339_now};

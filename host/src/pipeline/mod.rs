@@ -375,7 +375,19 @@ impl Pipeline {
         let result = dest.deliver(payload).await;
         record_delivery(&self.metrics, dest.name(), &result);
         match result {
-            Ok(answer) => relay(answer, &msh, &issues),
+            Ok(answer) => {
+                let class = hl7::classify_answer(&String::from_utf8_lossy(&answer));
+                tracing::debug!(route = %route.spec.name, message_id = %id, class = class.as_str(), "IIS answered");
+                self.metrics
+                    .iis_answers
+                    .get_or_create(&vec![
+                        l("destination", dest.name()),
+                        l("sender", original.component(4, 1)),
+                        l("class", class.as_str()),
+                    ])
+                    .inc();
+                relay(answer, &msh, &issues)
+            }
             Err(e) => {
                 tracing::warn!(route = %route.spec.name, message_id = %id, error = %e, "delivery failed");
                 issues.push(Issue::error("207", e.to_string()));
