@@ -13,7 +13,7 @@ ROOT=$(pwd)
 # Reuse one target directory outside the clone, so a fresh clone on a machine
 # that built izhub before does not start cold. A fresh machine simply fills it.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/izhub/target}"
-PLUGINS=(validate-iz route-by-jurisdiction stamp-hie require-core-fields test-misbehave test-forbidden-net test-forbidden-fs)
+PLUGINS=(validate-iz ndc-to-cvx race-ethnicity route-by-jurisdiction stamp-hie require-core-fields test-misbehave test-forbidden-net test-forbidden-fs)
 BIN="$CARGO_TARGET_DIR/release/izhub"
 
 log() { printf '\n\033[1m== %s\033[0m\n' "$*"; }

@@ -123,6 +123,9 @@ pub enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Code sets (CVX, MVX, NDC, HL7 tables): status and update.
+    #[command(subcommand)]
+    Codes(CodesCommand),
     /// Plugin author tools: new, build, test, bench.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -149,6 +152,27 @@ pub enum Command {
         /// Seconds to wait for each answer.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+    },
+}
+
+/// `izhub codes …`
+#[derive(Debug, Subcommand)]
+pub enum CodesCommand {
+    /// Show each code set's source, date and number of codes.
+    Status {
+        /// Code-set directory (with cdc/ and aira/).
+        #[arg(long, default_value = "samples/codesets")]
+        dir: PathBuf,
+    },
+    /// Install newer CDC/AIRA files (checked before anything is replaced); a
+    /// running engine picks them up like any configuration change.
+    Update {
+        /// Where the new files are (flat, or with cdc/ and aira/).
+        #[arg(long)]
+        from: PathBuf,
+        /// Code-set directory to update.
+        #[arg(long, default_value = "samples/codesets")]
+        dir: PathBuf,
     },
 }
 
@@ -425,6 +449,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin(cmd) => plugin_command(cmd).await,
+        Command::Codes(CodesCommand::Status { dir }) => {
+            tools::codes::status(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Codes(CodesCommand::Update { from, dir }) => {
+            let n = tools::codes::update(&from, &dir)?;
+            println!("installed {n} files into {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Send {
             files,
             to,

@@ -168,6 +168,16 @@ struct Watcher {
 
 fn fingerprint(config: &Config) -> Fingerprint {
     let mut paths = vec![config.path.clone()];
+    if let Some(dir) = &config.codesets_dir {
+        for sub in ["cdc", "aira"] {
+            if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+                let mut files: Vec<PathBuf> =
+                    entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                files.sort();
+                paths.extend(files);
+            }
+        }
+    }
     paths.extend(
         config
             .routes

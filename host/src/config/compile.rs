@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::file::{FileConfig, PluginFile};
@@ -19,7 +20,10 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     pub listeners: Vec<ListenerSpec>,
     pub destinations: Vec<DestinationSpec>,
-    pub tables: BTreeMap<String, HashMap<String, String>>,
+    /// Lookup tables: those under `[tables]` and the loaded code sets.
+    pub tables: Arc<BTreeMap<String, HashMap<String, String>>>,
+    /// Where the code sets were loaded from, if configured.
+    pub codesets_dir: Option<PathBuf>,
     pub routes: Vec<RouteSpec>,
 }
 
@@ -258,7 +262,7 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
         });
     }
 
-    let tables: BTreeMap<String, HashMap<String, String>> = file
+    let mut tables: BTreeMap<String, HashMap<String, String>> = file
         .tables
         .iter()
         .map(|(k, v)| {
@@ -268,6 +272,28 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
             )
         })
         .collect();
+    let mut codesets_dir = None;
+    if let Some(cs) = &file.codesets {
+        let dir = base.join(cs.dir.get_ref());
+        match izhub_codesets::load_dir(&dir) {
+            Ok(sets) => {
+                for (name, table) in sets.tables {
+                    if tables.contains_key(&name) {
+                        errs.push(
+                            Some(cs.dir.span()),
+                            "codesets.dir",
+                            format!(
+                                "code set '{name}' has the same name as a table under [tables]"
+                            ),
+                        );
+                    }
+                    tables.insert(name, table.entries);
+                }
+                codesets_dir = Some(dir);
+            }
+            Err(e) => errs.push(Some(cs.dir.span()), "codesets.dir", e),
+        }
+    }
 
     let listener_names: BTreeSet<&str> = file.listeners.keys().map(String::as_str).collect();
     let dest_names: BTreeSet<&str> = file.destinations.keys().map(String::as_str).collect();
@@ -377,7 +403,8 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
             admin,
             listeners,
             destinations,
-            tables,
+            tables: Arc::new(tables),
+            codesets_dir,
             routes,
         })
     } else {

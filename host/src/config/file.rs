@@ -17,6 +17,8 @@ pub struct FileConfig {
     /// IIS destinations by name.
     #[serde(default)]
     pub destinations: BTreeMap<String, Spanned<DestinationFile>>,
+    /// Immunization code sets (CVX, MVX, NDC, HL7 and CDCREC tables).
+    pub codesets: Option<CodeSetsFile>,
     /// Lookup tables plugins may be granted, by name: key → value.
     #[serde(default)]
     pub tables: BTreeMap<String, BTreeMap<String, String>>,
@@ -31,6 +33,14 @@ pub struct FileConfig {
 pub struct AdminFile {
     /// Address for the admin HTTP endpoint, e.g. `127.0.0.1:9480`.
     pub listen: Spanned<String>,
+}
+
+/// `[codesets]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeSetsFile {
+    /// Directory with `cdc/` and `aira/` code-set files, relative to this file.
+    pub dir: Spanned<String>,
 }
 
 /// `[listeners.NAME]`

@@ -88,7 +88,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         previous: Option<&Pipeline>,
     ) -> anyhow::Result<Self> {
-        let tables = Arc::new(config.tables.clone());
+        let tables = config.tables.clone();
         runtime.cache().begin_build();
         let mut routes = Vec::new();
         for r in &config.routes {

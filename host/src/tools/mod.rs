@@ -2,6 +2,7 @@
 //! (a load generator that checks every answer's MSA-2).
 
 mod bench;
+pub mod codes;
 pub mod plugin_dev;
 mod send;
 

@@ -14,6 +14,9 @@ pub struct Path {
     pub repetition: usize,
     pub component: usize,
     pub subcomponent: usize,
+    /// Whether the repetition was written (`PID-3[1]`): setting `PID-3`
+    /// replaces the whole field with all its repetitions.
+    pub repetition_given: bool,
 }
 
 fn bracketed(s: &str) -> Result<(&str, usize), String> {
@@ -47,7 +50,9 @@ impl Path {
             return Err(bad("the segment name must be three letters or digits"));
         }
         let mut parts = rest.split('.');
-        let (field, repetition) = bracketed(parts.next().unwrap_or("")).map_err(|e| bad(&e))?;
+        let field_part = parts.next().unwrap_or("");
+        let repetition_given = field_part.contains('[');
+        let (field, repetition) = bracketed(field_part).map_err(|e| bad(&e))?;
         let number = |s: Option<&str>| -> Result<usize, String> {
             match s {
                 None => Ok(0),
@@ -71,6 +76,7 @@ impl Path {
             repetition,
             component,
             subcomponent,
+            repetition_given,
         })
     }
 }
@@ -276,7 +282,8 @@ impl Message {
     }
 
     /// Sets the raw value at `path`, adding empty fields, repetitions and
-    /// components as needed. The value is written as given: use
+    /// components as needed. `PID-10` replaces the whole field (all
+    /// repetitions); `PID-10[2]` or `PID-10.1` address one repetition. The value is written as given: use
     /// [`Message::escape`] for free text. Only the segment touched changes.
     pub fn set(&mut self, path: &str, value: &str) -> Result<(), String> {
         let p = Path::parse(path)?;
@@ -295,15 +302,17 @@ impl Message {
             fields.resize(fi + 1, String::new());
         }
         let field = fields.get_mut(fi).ok_or("field index")?;
-        *field = replace_nested(
-            field,
-            &[
+        let whole_field = !p.repetition_given && p.component == 0;
+        *field = if whole_field {
+            value.to_string()
+        } else {
+            let levels = [
                 (d.repetition, p.repetition),
                 (d.component, p.component),
                 (d.subcomponent, p.subcomponent),
-            ],
-            value,
-        );
+            ];
+            replace_nested(field, &levels, value)
+        };
         let rebuilt = fields.join(&d.field.to_string());
         if let Some(slot) = self.segments.get_mut(index)
             && *slot != rebuilt
