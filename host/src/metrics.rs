@@ -45,6 +45,8 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     /// IIS answers by destination, sending facility and class (accepted, …).
     pub iis_answers: Family<Labels, Counter>,
+    /// Data completeness reported by plugins (race, ethnicity…), by sender.
+    pub completeness: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -71,6 +73,7 @@ impl Metrics {
             connections: Family::default(),
             reloads: Family::default(),
             iis_answers: Family::default(),
+            completeness: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -128,6 +131,16 @@ impl Metrics {
             "config_reloads",
             "Configuration reloads by result",
             m.reloads.clone(),
+        );
+        registry.register(
+            "iis_answers",
+            "IIS answers by destination, sender and class",
+            m.iis_answers.clone(),
+        );
+        registry.register(
+            "completeness",
+            "Data completeness by sender, field and status",
+            m.completeness.clone(),
         );
         Metrics { registry, ..m }
     }

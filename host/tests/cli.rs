@@ -56,7 +56,7 @@ fn check_accepts_the_demo_config_and_compiles_its_plugins() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("OK (1 listeners, 2 destinations, 2 routes, 4 plugins;"),
+        stdout.contains("OK (1 listeners, 2 destinations, 2 routes, 5 plugins;"),
         "{stdout}"
     );
 }

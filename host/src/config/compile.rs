@@ -273,6 +273,7 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
         })
         .collect();
     let mut codesets_dir = None;
+    let mut codeset_names = BTreeSet::new();
     if let Some(cs) = &file.codesets {
         let dir = base.join(cs.dir.get_ref());
         match izhub_codesets::load_dir(&dir) {
@@ -287,6 +288,7 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
                             ),
                         );
                     }
+                    codeset_names.insert(name.clone());
                     tables.insert(name, table.entries);
                 }
                 codesets_dir = Some(dir);
@@ -372,7 +374,14 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
         let mut plugin_names = BTreeSet::new();
         for (j, p) in r.plugins.iter().enumerate() {
             let pkey = format!("{prefix}.plugins[{j}]");
-            if let Some(spec) = compile_plugin(&mut errs, &base, p.get_ref(), &pkey, &tables) {
+            if let Some(spec) = compile_plugin(
+                &mut errs,
+                &base,
+                p.get_ref(),
+                &pkey,
+                &tables,
+                &codeset_names,
+            ) {
                 if !plugin_names.insert(spec.name.clone()) {
                     errs.push(
                         Some(p.span()),
@@ -470,6 +479,7 @@ fn compile_plugin(
     p: &PluginFile,
     key: &str,
     tables: &BTreeMap<String, HashMap<String, String>>,
+    codeset_names: &BTreeSet<String>,
 ) -> Option<PluginSpec> {
     let wasm = base.join(p.wasm.get_ref());
     if !wasm.is_file() {
@@ -492,6 +502,17 @@ fn compile_plugin(
         }
         Some(list) => {
             for g in list {
+                if g.get_ref() == "codesets" {
+                    if codeset_names.is_empty() {
+                        errs.push(
+                            Some(g.span()),
+                            format!("{key}.grants"),
+                            "'codesets' needs a [codesets] dir",
+                        );
+                    }
+                    grants.extend(codeset_names.iter().map(|t| Grant::Lookup(t.clone())));
+                    continue;
+                }
                 match parse_grant(g.get_ref(), |t| tables.contains_key(t)) {
                     Ok(grant) => {
                         grants.insert(grant);
@@ -553,7 +574,7 @@ pub fn parse_grant(text: &str, table_exists: impl Fn(&str) -> bool) -> Result<Gr
                     "no table named '{t}' (define it under [tables.{t}])"
                 )),
                 None => Err(format!(
-                    "unknown grant '{other}' (known: log, config, lookup:TABLE, link:wasi:filesystem, link:wasi:sockets, link:wasi:clocks)"
+                    "unknown grant '{other}' (known: log, config, lookup:TABLE, codesets, link:wasi:filesystem, link:wasi:sockets, link:wasi:clocks)"
                 )),
             }
         }

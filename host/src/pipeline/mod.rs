@@ -343,6 +343,7 @@ impl Pipeline {
                 }
             }
         }
+        count_completeness(&self.metrics, original.component(4, 1), &attributes);
         let targets = route_to.unwrap_or_else(|| route.spec.destinations.clone());
         let Some(first) = targets.first() else {
             issues.push(Issue::error(
@@ -439,6 +440,34 @@ fn relay(answer: Bytes, sent: &Msh, issues: &[Issue]) -> Answer {
 fn ack(msh: &Msh, code: AckCode, issues: &[Issue], charset: Charset) -> Answer {
     let text = hl7::build_ack(msh, code, issues, &hl7::new_control_id("IZH"));
     Answer::Reply(Bytes::from(hl7::encode(&text, charset)))
+}
+
+/// Values a plugin may report for `completeness.<field>` attributes; anything
+/// else is ignored, so a plugin cannot flood the metrics or put data in them.
+const COMPLETENESS: [&str; 6] = [
+    "present", "mapped", "enriched", "missing", "unknown", "invalid",
+];
+
+/// Counts `completeness.race`-style attributes per sending facility.
+fn count_completeness(metrics: &Metrics, sender: &str, attributes: &[(String, String)]) {
+    for (key, value) in attributes {
+        let Some(field) = key.strip_prefix("completeness.") else {
+            continue;
+        };
+        if field.len() <= 32
+            && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && COMPLETENESS.contains(&value.as_str())
+        {
+            metrics
+                .completeness
+                .get_or_create(&vec![
+                    l("sender", sender),
+                    l("field", field),
+                    l("status", value),
+                ])
+                .inc();
+        }
+    }
 }
 
 /// The MSH fields the engine itself needs to route and answer a message.

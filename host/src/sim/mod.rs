@@ -60,6 +60,7 @@ struct Patient {
 #[derive(Debug, Default)]
 pub struct SimState {
     patients: Mutex<HashMap<String, Patient>>,
+    /// Per MSH-10: how many times it arrived, and the last copy.
     by_control_id: Mutex<HashMap<String, (u64, String)>>,
     received: AtomicU64,
 }
@@ -80,6 +81,12 @@ impl SimState {
 
     /// The MSH segment of the last message received with this MSH-10.
     pub fn header(&self, control_id: &str) -> Option<String> {
+        self.message(control_id)
+            .map(|m| m.split('\r').next().unwrap_or("").to_string())
+    }
+
+    /// The last message received with this MSH-10, as the IIS decoded it.
+    pub fn message(&self, control_id: &str) -> Option<String> {
         self.by_control_id
             .lock()
             .ok()?
@@ -171,10 +178,9 @@ async fn connection(
         });
         let text = hl7::normalize_segments(&text).into_owned();
         if let (Ok(msh), Ok(mut ids)) = (Msh::read(&text), state.by_control_id.lock()) {
-            let header = text.split('\r').next().unwrap_or("").to_string();
             let entry = ids.entry(msh.control_id().to_string()).or_default();
             entry.0 += 1;
-            entry.1 = header;
+            entry.1 = text.clone();
         }
         if !opts.delay.is_zero() {
             tokio::time::sleep(opts.delay).await;

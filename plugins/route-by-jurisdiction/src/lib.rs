@@ -8,32 +8,52 @@
 //! OR = "or-iis"
 //! ```
 //!
-//! A `default` key routes patients from other states; without it they are rejected.
+//! When the address has no state, the sending facility decides: the lookup
+//! table named by `facility_table` maps MSH-4.1 (then MSH-22.10 and MSH-22.1,
+//! the responsible organization) to a state. A `default` key routes patients
+//! from states with no IIS configured; without it they are rejected.
 
 use izhub_plugin::{Context, Issue, Message, Plugin, Verdict};
 
 /// The plugin.
 pub struct RouteByJurisdiction;
 
+/// The patient's state from the address (PID-11.4, or QPD-8.4 on a query).
+fn address_state(msg: &Message) -> (Option<String>, String) {
+    let field = if msg.get("MSH-9.1") == "QBP" {
+        "QPD-8"
+    } else {
+        "PID-11"
+    };
+    let repetitions = msg.repetitions(field).len();
+    let state = (1..=repetitions)
+        .map(|n| {
+            msg.get(&format!("{field}[{n}].4"))
+                .trim()
+                .to_ascii_uppercase()
+        })
+        .find(|s| !s.is_empty());
+    (state, format!("{field}.4"))
+}
+
+/// The state of the sending facility or responsible organization, from the
+/// facility table.
+fn facility_state(msg: &Message, ctx: &Context) -> Option<String> {
+    let table = ctx.config("facility_table")?;
+    ["MSH-4.1", "MSH-22.10", "MSH-22.1"]
+        .iter()
+        .map(|p| msg.get(p).trim())
+        .filter(|k| !k.is_empty())
+        .find_map(|key| ctx.lookup(&table, key).ok().flatten())
+        .map(|s| s.trim().to_ascii_uppercase())
+}
+
 impl Plugin for RouteByJurisdiction {
     fn process(msg: &mut Message, ctx: &mut Context) -> Result<Verdict, String> {
-        let field = if msg.get("MSH-9.1") == "QBP" {
-            "QPD-8"
-        } else {
-            "PID-11"
-        };
-        let location = format!("{field}.4");
-        let repetitions = msg.repetitions(field).len();
-        let state = (1..=repetitions)
-            .map(|n| {
-                msg.get(&format!("{field}[{n}].4"))
-                    .trim()
-                    .to_ascii_uppercase()
-            })
-            .find(|s| !s.is_empty());
-        let Some(state) = state else {
+        let (from_address, location) = address_state(msg);
+        let Some(state) = from_address.or_else(|| facility_state(msg, ctx)) else {
             return Ok(Verdict::reject(Issue::error("101").at(&location).app_code("7").text(format!(
-                "The patient's address has no state ({location}), so the receiving IIS cannot be chosen."
+                "The patient's address has no state ({location}) and the sending facility is not known, so the receiving IIS cannot be chosen."
             ))));
         };
         match ctx
@@ -108,6 +128,25 @@ mod tests {
             ("101", "PID-11.4")
         );
         let with_default = host().config("default", "central");
+        // No state in the address: the facility table decides.
+        let by_facility = host()
+            .config("facility_table", "facilities")
+            .table("facilities", &[("B", "wa")]);
+        assert_eq!(
+            by_facility
+                .run::<RouteByJurisdiction>(none)
+                .unwrap()
+                .verdict,
+            Verdict::route_to("wa-iis")
+        );
+        let by_org = host()
+            .config("facility_table", "facilities")
+            .table("facilities", &[("ORG9", "OR")]);
+        let org = none.replacen("|2.5.1\r", "|2.5.1||||||||||HIE^^^^^^^^^ORG9\r", 1);
+        assert_eq!(
+            by_org.run::<RouteByJurisdiction>(&org).unwrap().verdict,
+            Verdict::route_to("or-iis")
+        );
         assert_eq!(
             with_default.run::<RouteByJurisdiction>(tx).unwrap().verdict,
             Verdict::route_to("central")
