@@ -6,7 +6,7 @@
 //! | `cvx` | CVX code (`08`) | status (Active, Inactive, Non-US, Never Active, Pending), short description, last updated | `cdc/cvx.xml` |
 //! | `mvx` | MVX code (`PMC`) | status (Active, Inactive), manufacturer name | `cdc/mvx.xml` |
 //! | `ndc` | NDC, hyphenated (`49281-0425-50`) or 11 digits | CVX, MVX, status, first use (YYYYMMDD), last use, product | `cdc/NDC_Unit_sale.txt`, `cdc/NDC_Unit_use.txt` (CVX, dates), `aira/Vaccination_NDC_Code_Unit-of-*.xml` (MVX, status) |
-//! | `hl7-NNNN`, `cdcrec-race`, `cdcrec-ethnicity`, `nip001`, `nip002`, `funding-source`, `obx-loinc`, `vis-doc` | the code | status (Valid, Deprecated, Invalid, Unrecognized), label | `aira/*.xml` |
+//! | `hl7-NNNN` (0005 and 0189 are the CDCREC sets), `cdcrec-race`, `cdcrec-ethnicity`, `nip001`, `nip002`, `funding-source`, `obx-loinc`, `vis-doc` | the code | status (Valid, Deprecated, Invalid, Unrecognized), label | `aira/*.xml` |
 //!
 //! A set that fails to load is an error naming its file and why: callers keep
 //! the code sets they had.
