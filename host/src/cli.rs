@@ -393,7 +393,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let started = std::time::Instant::now();
                 let metrics = Arc::new(crate::metrics::Metrics::new());
                 let runtime = Arc::new(Runtime::new(cache.runtime_options())?);
-                match crate::pipeline::Pipeline::build(&cfg, runtime.clone(), metrics, None) {
+                // A journal in memory: checking must not create files.
+                let journal = match &cfg.journal {
+                    Some(_) => Some(crate::store::Journal::open(std::path::Path::new(
+                        ":memory:",
+                    ))?),
+                    None => None,
+                };
+                let services = crate::pipeline::Services {
+                    runtime: runtime.clone(),
+                    metrics,
+                    journal,
+                    shutdown: CancellationToken::new(),
+                };
+                match crate::pipeline::Pipeline::build(&cfg, &services, None) {
                     Ok(_) => {
                         let (compiled, from_disk, _) = runtime.cache().counts();
                         println!(

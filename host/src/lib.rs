@@ -18,4 +18,5 @@ pub mod pipeline;
 pub mod plugin;
 pub mod serve;
 pub mod sim;
+pub mod store;
 pub mod tools;

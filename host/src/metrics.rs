@@ -47,6 +47,12 @@ pub struct Metrics {
     pub iis_answers: Family<Labels, Counter>,
     /// Data completeness reported by plugins (race, ethnicity…), by sender.
     pub completeness: Family<Labels, Counter>,
+    /// 1 while a destination's circuit breaker is open.
+    pub breaker_open: Family<Labels, Gauge>,
+    /// Circuit breaker openings and closings, by destination and state.
+    pub breaker_transitions: Family<Labels, Counter>,
+    /// Messages journaled in commit mode, by route.
+    pub journaled: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -74,6 +80,9 @@ impl Metrics {
             reloads: Family::default(),
             iis_answers: Family::default(),
             completeness: Family::default(),
+            breaker_open: Family::default(),
+            breaker_transitions: Family::default(),
+            journaled: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -141,6 +150,21 @@ impl Metrics {
             "completeness",
             "Data completeness by sender, field and status",
             m.completeness.clone(),
+        );
+        registry.register(
+            "breaker_open",
+            "1 while the circuit breaker is open",
+            m.breaker_open.clone(),
+        );
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker openings and closings",
+            m.breaker_transitions.clone(),
+        );
+        registry.register(
+            "journaled",
+            "Messages journaled in commit mode",
+            m.journaled.clone(),
         );
         Metrics { registry, ..m }
     }

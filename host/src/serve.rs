@@ -18,8 +18,9 @@ use crate::admin::{self, AdminState, ReloadStatus};
 use crate::config::{self, Config};
 use crate::listener;
 use crate::metrics::{Metrics, l};
-use crate::pipeline::{Pipeline, PipelineSlot};
+use crate::pipeline::{Pipeline, PipelineSlot, Services};
 use crate::plugin::{Runtime, RuntimeOptions};
+use crate::store::Journal;
 
 /// How long shutdown waits for in-flight messages.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -69,10 +70,46 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
     let started = Instant::now();
     let metrics = Arc::new(Metrics::new());
     let runtime = Arc::new(Runtime::new(opts.runtime.clone())?);
-    let pipeline = Pipeline::build(config, runtime.clone(), metrics.clone(), None)?;
-    let slot = Arc::new(PipelineSlot::new(pipeline));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let journal = match &config.journal {
+        Some(path) => {
+            let journal = Journal::open(path)?;
+            tracing::info!(path = %path.display(), "journal open; undelivered messages resume");
+            let (j, every, retention, stop) = (
+                journal.clone(),
+                Duration::from_secs(3600),
+                config.retention,
+                shutdown.clone(),
+            );
+            tracker.spawn(async move {
+                loop {
+                    match j.prune(retention) {
+                        Ok(n) if n > 0 => tracing::info!(
+                            deleted = n,
+                            "journal retention: pruned finished messages"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "journal retention failed"),
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                }
+            });
+            Some(journal)
+        }
+        None => None,
+    };
+    let services = Services {
+        runtime: runtime.clone(),
+        metrics: metrics.clone(),
+        journal,
+        shutdown: shutdown.clone(),
+    };
+    let pipeline = Pipeline::build(config, &services, None)?;
+    let slot = Arc::new(PipelineSlot::new(pipeline));
     let mut bound = BTreeMap::new();
     let mut sockets = Vec::new();
     for spec in &config.listeners {
@@ -115,10 +152,9 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
     if let Some(every) = opts.watch {
         let watcher = Watcher {
             config: config.clone(),
-            runtime,
+            services,
             slot: slot.clone(),
             status,
-            metrics,
             every,
         };
         tracker.spawn(watcher.run(shutdown.clone()));
@@ -159,10 +195,9 @@ type Fingerprint = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
 /// Watches the configuration file and every plugin file it names.
 struct Watcher {
     config: Config,
-    runtime: Arc<Runtime>,
+    services: Services,
     slot: Arc<PipelineSlot>,
     status: Arc<Mutex<ReloadStatus>>,
-    metrics: Arc<Metrics>,
     every: Duration,
 }
 
@@ -221,15 +256,11 @@ impl Watcher {
                     "listener and admin changes take effect at the next restart; applying the rest"
                 );
             }
-            let (runtime, metrics, slot) = (
-                self.runtime.clone(),
-                self.metrics.clone(),
-                self.slot.clone(),
-            );
+            let (services, slot) = (self.services.clone(), self.slot.clone());
             let cfg = new.clone();
             let built = tokio::task::spawn_blocking(move || {
                 let previous = slot.current();
-                Pipeline::build(&cfg, runtime, metrics, Some(&previous))
+                Pipeline::build(&cfg, &services, Some(&previous))
             })
             .await
             .map_err(|e| format!("reload task failed: {e}"))?
@@ -245,14 +276,16 @@ impl Watcher {
                 self.config = new;
                 status.generation += 1;
                 status.last_error = None;
-                self.metrics
+                self.services
+                    .metrics
                     .reloads
                     .get_or_create(&vec![l("result", "applied")])
                     .inc();
                 tracing::info!(generation = status.generation, "configuration reloaded");
             }
             Err(e) => {
-                self.metrics
+                self.services
+                    .metrics
                     .reloads
                     .get_or_create(&vec![l("result", "refused")])
                     .inc();

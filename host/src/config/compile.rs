@@ -24,6 +24,10 @@ pub struct Config {
     pub tables: Arc<BTreeMap<String, HashMap<String, String>>>,
     /// Where the code sets were loaded from, if configured.
     pub codesets_dir: Option<PathBuf>,
+    /// The journal file, when any route uses `commit` mode.
+    pub journal: Option<PathBuf>,
+    /// How long finished messages stay in the journal.
+    pub retention: Duration,
     pub routes: Vec<RouteSpec>,
 }
 
@@ -48,6 +52,11 @@ pub struct DestinationSpec {
     pub answer_timeout: Duration,
     pub connections: usize,
     pub max_frame: usize,
+    pub max_attempts: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
 }
 
 /// How a route answers the sender.
@@ -55,6 +64,9 @@ pub struct DestinationSpec {
 pub enum AckMode {
     /// The sender gets the IIS's own answer, with plugin warnings merged in.
     Relay,
+    /// The sender gets AA once the message is durably journaled; delivery
+    /// follows from the queue, with retries.
+    Commit,
 }
 
 /// One route: which messages it takes, the plugins they go through, where they go.
@@ -259,6 +271,11 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
             answer_timeout: Duration::from_millis(d.answer_timeout_ms.unwrap_or(30_000).max(1)),
             connections: d.connections.unwrap_or(4).clamp(1, 256),
             max_frame: d.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME).max(64),
+            max_attempts: d.max_attempts.unwrap_or(10).max(1),
+            retry_initial: Duration::from_millis(d.retry_initial_ms.unwrap_or(500).max(1)),
+            retry_max: Duration::from_millis(d.retry_max_ms.unwrap_or(60_000).max(1)),
+            breaker_failures: d.breaker_failures.unwrap_or(5).max(1),
+            breaker_open: Duration::from_millis(d.breaker_open_ms.unwrap_or(5000).max(1)),
         });
     }
 
@@ -344,11 +361,12 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
             .map(|m| (m.get_ref().as_str(), m.span()))
         {
             None | Some(("relay", _)) => AckMode::Relay,
+            Some(("commit", _)) => AckMode::Commit,
             Some((other, span)) => {
                 errs.push(
                     Some(span),
                     format!("{prefix}.ack_mode"),
-                    format!("unknown ACK mode '{other}' (supported: relay)"),
+                    format!("unknown ACK mode '{other}' (supported: relay, commit)"),
                 );
                 AckMode::Relay
             }
@@ -414,6 +432,25 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
             destinations,
             tables: Arc::new(tables),
             codesets_dir,
+            journal: routes
+                .iter()
+                .any(|r| r.ack_mode == AckMode::Commit)
+                .then(|| {
+                    base.join(
+                        file.store
+                            .as_ref()
+                            .and_then(|s| s.path.clone())
+                            .unwrap_or_else(|| "data/izhub.db".into()),
+                    )
+                }),
+            retention: Duration::from_secs(
+                file.store
+                    .as_ref()
+                    .and_then(|s| s.retention_days)
+                    .unwrap_or(30)
+                    .max(1)
+                    * 86_400,
+            ),
             routes,
         })
     } else {

@@ -17,6 +17,8 @@ pub struct FileConfig {
     /// IIS destinations by name.
     #[serde(default)]
     pub destinations: BTreeMap<String, Spanned<DestinationFile>>,
+    /// The journal used by routes in `commit` ACK mode.
+    pub store: Option<StoreFile>,
     /// Immunization code sets (CVX, MVX, NDC, HL7 and CDCREC tables).
     pub codesets: Option<CodeSetsFile>,
     /// Lookup tables plugins may be granted, by name: key → value.
@@ -77,6 +79,26 @@ pub struct DestinationFile {
     pub connections: Option<usize>,
     /// Largest answer accepted, in bytes (default 1 MiB).
     pub max_frame_bytes: Option<usize>,
+    /// Commit mode: attempts before a message is dead-lettered (default 10).
+    pub max_attempts: Option<u32>,
+    /// Commit mode: first retry delay in milliseconds, doubled each time (default 500).
+    pub retry_initial_ms: Option<u64>,
+    /// Commit mode: longest retry delay in milliseconds (default 60000).
+    pub retry_max_ms: Option<u64>,
+    /// Consecutive failures that open the circuit breaker (default 5).
+    pub breaker_failures: Option<u32>,
+    /// How long the breaker stays open before a trial, in milliseconds (default 5000).
+    pub breaker_open_ms: Option<u64>,
+}
+
+/// `[store]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    /// SQLite journal file, relative to this file (default `data/izhub.db`).
+    pub path: Option<String>,
+    /// Finished messages are deleted after this many days (default 30).
+    pub retention_days: Option<u64>,
 }
 
 /// `[[routes]]`
@@ -100,7 +122,8 @@ pub struct RouteFile {
     /// Where messages go unless a plugin routes them elsewhere.
     #[serde(default)]
     pub destinations: Vec<Spanned<String>>,
-    /// How the sender is answered: `relay` (the IIS's own answer).
+    /// How the sender is answered: `relay` (the IIS's own answer) or `commit`
+    /// (AA once the message is durably journaled; delivered from the queue).
     pub ack_mode: Option<Spanned<String>>,
     /// Plugins run in order.
     #[serde(default)]

@@ -11,6 +11,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use crate::config::DestinationSpec;
 use crate::mllp::{MllpClient, MllpClientError};
 
+pub mod queue;
+
 /// Messages waiting for a connection, per destination.
 const QUEUE: usize = 1024;
 
@@ -51,6 +53,7 @@ struct Job {
 pub struct Destination {
     spec: DestinationSpec,
     tx: mpsc::Sender<Job>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Destination {
@@ -61,7 +64,16 @@ impl Destination {
         for _ in 0..spec.connections {
             tokio::spawn(worker(spec.clone(), rx.clone()));
         }
-        Arc::new(Destination { spec, tx })
+        Arc::new(Destination {
+            spec,
+            tx,
+            wake: Arc::new(tokio::sync::Notify::new()),
+        })
+    }
+
+    /// Wakes this destination's delivery queue (a message was journaled).
+    pub fn wake(&self) -> &Arc<tokio::sync::Notify> {
+        &self.wake
     }
 
     /// The settings it was started with.

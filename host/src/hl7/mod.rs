@@ -11,7 +11,7 @@ mod text;
 pub use ack::{AckCode, Issue, Severity, build_ack, err_segment, merge_issues_into_answer};
 pub use answer::{AnswerClass, classify_answer};
 pub use charset::{Charset, CharsetError, decode, encode};
-pub use msh::{Msh, MshError, check_structure, normalize_segments};
+pub use msh::{Msh, MshError, check_structure, first_value, normalize_segments};
 pub use text::{escape, hl7_timestamp, new_control_id, rfc3339_now};
 
 /// Reads the MSA segment of an answer: (MSA-1 code, MSA-2 control id).

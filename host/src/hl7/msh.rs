@@ -36,6 +36,17 @@ pub fn normalize_segments(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The first component of the first repetition of `SEG-n` in the first such
+/// segment (standard delimiters), e.g. PID-3.1; empty when absent.
+pub fn first_value<'a>(text: &'a str, seg: &str, n: usize) -> &'a str {
+    text.split('\r')
+        .find(|s| s.strip_prefix(seg).is_some_and(|r| r.starts_with('|')))
+        .and_then(|s| s.split('|').nth(n))
+        .and_then(|f| f.split('~').next())
+        .and_then(|r| r.split('^').next())
+        .unwrap_or("")
+}
+
 /// Checks that the whole message is well-formed HL7 v2 (with `hl7-parser`).
 /// The error names the segment where parsing stopped.
 pub fn check_structure(text: &str) -> Result<(), String> {

@@ -8,11 +8,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::config::{Config, ListenerSpec, RouteSpec};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AckMode, Config, ListenerSpec, RouteSpec};
 use crate::delivery::Destination;
 use crate::hl7::{self, AckCode, Charset, CharsetError, Issue, Msh, Severity};
 use crate::metrics::{Metrics, l};
 use crate::plugin::{Envelope, LoadedPlugin, Runtime, Verdict};
+use crate::store::{Journal, NewDelivery};
 
 /// A route with its plugins loaded.
 struct Route {
@@ -26,6 +29,18 @@ pub struct Pipeline {
     runtime: Arc<Runtime>,
     destinations: HashMap<String, Arc<Destination>>,
     metrics: Arc<Metrics>,
+    journal: Option<Journal>,
+}
+
+/// What every pipeline shares, for the life of the process.
+#[derive(Clone)]
+pub struct Services {
+    pub runtime: Arc<Runtime>,
+    pub metrics: Arc<Metrics>,
+    /// The journal, when a route uses `commit` mode (opened at start).
+    pub journal: Option<Journal>,
+    /// Stops background work (delivery queues) at shutdown.
+    pub shutdown: CancellationToken,
 }
 
 /// The pipeline in force, swapped whole when the configuration is reloaded:
@@ -84,10 +99,16 @@ impl Pipeline {
     /// runtime.
     pub fn build(
         config: &Config,
-        runtime: Arc<Runtime>,
-        metrics: Arc<Metrics>,
+        services: &Services,
         previous: Option<&Pipeline>,
     ) -> anyhow::Result<Self> {
+        let (runtime, metrics) = (services.runtime.clone(), services.metrics.clone());
+        if config.routes.iter().any(|r| r.ack_mode == AckMode::Commit) && services.journal.is_none()
+        {
+            anyhow::bail!(
+                "a route uses ack_mode = \"commit\", but the journal is opened only at start: restart the engine"
+            );
+        }
         let tables = config.tables.clone();
         runtime.cache().begin_build();
         let mut routes = Vec::new();
@@ -117,10 +138,20 @@ impl Pipeline {
                     .and_then(|p| p.destinations.get(&d.name))
                     .filter(|old| old.spec() == d)
                     .cloned();
-                (
-                    d.name.clone(),
-                    reused.unwrap_or_else(|| Destination::start(d.clone())),
-                )
+                let dest = reused.unwrap_or_else(|| {
+                    let dest = Destination::start(d.clone());
+                    if let Some(journal) = &services.journal {
+                        tokio::spawn(crate::delivery::queue::run(
+                            Arc::downgrade(&dest),
+                            journal.clone(),
+                            dest.wake().clone(),
+                            metrics.clone(),
+                            services.shutdown.clone(),
+                        ));
+                    }
+                    dest
+                });
+                (d.name.clone(), dest)
             })
             .collect();
         Ok(Pipeline {
@@ -128,6 +159,7 @@ impl Pipeline {
             runtime,
             destinations,
             metrics,
+            journal: services.journal.clone(),
         })
     }
 
@@ -216,7 +248,9 @@ impl Pipeline {
             .at("MSH-9");
             return (None, ack(&msh, AckCode::AR, &[issue], charset));
         };
-        let answer = self.run_route(route, listener, text, msh, charset).await;
+        let answer = self
+            .run_route(route, listener, raw, text, msh, charset)
+            .await;
         (Some(route.spec.name.as_str()), answer)
     }
 
@@ -238,6 +272,7 @@ impl Pipeline {
         &self,
         route: &Route,
         listener: &ListenerSpec,
+        raw: &[u8],
         mut text: String,
         mut msh: Msh,
         charset: Charset,
@@ -356,6 +391,13 @@ impl Pipeline {
             return ack(&original, AckCode::AE, &issues, charset);
         };
         let payload = Bytes::from(hl7::encode(&text, charset));
+        if route.spec.ack_mode == AckMode::Commit {
+            return self
+                .commit(
+                    route, listener, raw, &original, &text, payload, &targets, issues, charset,
+                )
+                .await;
+        }
         // Extra destinations get a copy; the sender is answered with the first one's answer.
         for extra in targets.iter().skip(1) {
             if let Some(dest) = self.destinations.get(extra).cloned() {
@@ -393,6 +435,69 @@ impl Pipeline {
                 tracing::warn!(route = %route.spec.name, message_id = %id, error = %e, "delivery failed");
                 issues.push(Issue::error("207", e.to_string()));
                 ack(&original, AckCode::AE, &issues, charset)
+            }
+        }
+    }
+}
+
+impl Pipeline {
+    /// Commit mode: journal the message durably for each destination, then AA.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        &self,
+        route: &Route,
+        listener: &ListenerSpec,
+        raw: &[u8],
+        original: &Msh,
+        text: &str,
+        payload: Bytes,
+        targets: &[String],
+        mut issues: Vec<Issue>,
+        charset: Charset,
+    ) -> Answer {
+        let Some(journal) = &self.journal else {
+            issues.push(Issue::error(
+                "207",
+                "the journal is not available; send the message again later",
+            ));
+            return ack(original, AckCode::AE, &issues, charset);
+        };
+        let sender = original.component(4, 1).to_string();
+        let order_key = format!("{sender}|{}", hl7::first_value(text, "PID", 3));
+        let batch: Vec<NewDelivery> = targets
+            .iter()
+            .map(|d| NewDelivery {
+                listener: listener.name.clone(),
+                route: route.spec.name.clone(),
+                sender: sender.clone(),
+                control_id: original.control_id().to_string(),
+                message_type: format!("{}^{}", original.message_code(), original.trigger()),
+                order_key: order_key.clone(),
+                destination: d.clone(),
+                raw: raw.to_vec(),
+                payload: payload.to_vec(),
+            })
+            .collect();
+        match journal.insert(batch).await {
+            Ok(_) => {
+                for d in targets {
+                    if let Some(dest) = self.destinations.get(d) {
+                        dest.wake().notify_one();
+                    }
+                }
+                self.metrics
+                    .journaled
+                    .get_or_create(&vec![l("route", &route.spec.name)])
+                    .inc();
+                ack(original, AckCode::AA, &issues, charset)
+            }
+            Err(e) => {
+                tracing::error!(route = %route.spec.name, error = %e, "could not journal a message; it was not acknowledged");
+                issues.push(Issue::error(
+                    "207",
+                    "the message could not be stored; send it again",
+                ));
+                ack(original, AckCode::AE, &issues, charset)
             }
         }
     }

@@ -62,6 +62,8 @@ pub struct SimState {
     patients: Mutex<HashMap<String, Patient>>,
     /// Per MSH-10: how many times it arrived, and the last copy.
     by_control_id: Mutex<HashMap<String, (u64, String)>>,
+    /// MSH-10 of every message, in the order they arrived.
+    arrivals: Mutex<Vec<String>>,
     received: AtomicU64,
 }
 
@@ -92,6 +94,11 @@ impl SimState {
             .ok()?
             .get(control_id)
             .map(|e| e.1.clone())
+    }
+
+    /// MSH-10 of every message received, in arrival order.
+    pub fn arrivals(&self) -> Vec<String> {
+        self.arrivals.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
     /// The name (PID-5) on file for a patient id.
@@ -178,6 +185,9 @@ async fn connection(
         });
         let text = hl7::normalize_segments(&text).into_owned();
         if let (Ok(msh), Ok(mut ids)) = (Msh::read(&text), state.by_control_id.lock()) {
+            if let Ok(mut a) = state.arrivals.lock() {
+                a.push(msh.control_id().to_string());
+            }
             let entry = ids.entry(msh.control_id().to_string()).or_default();
             entry.0 += 1;
             entry.1 = text.clone();

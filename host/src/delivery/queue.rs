@@ -1,0 +1,284 @@
+//! Store-and-forward: deliveries journaled in `commit` mode go to their IIS
+//! from here. Per destination: oldest first, per sending facility and patient
+//! in order, bounded concurrency, retries with exponential backoff and jitter,
+//! a circuit breaker, and a dead letter after a permanent reject (AR) or too
+//! many attempts. A delivery is marked done only when the IIS answered.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::Destination;
+use crate::hl7;
+use crate::metrics::{Metrics, l};
+use crate::store::{Journal, Pending, Status, now_ms};
+
+/// Messages read from the journal per round.
+const BATCH: usize = 512;
+
+/// Backoff before attempt `attempts + 1`: doubling from `initial`, capped,
+/// with up to 25% jitter so retries from many messages spread out.
+fn backoff(spec: &crate::config::DestinationSpec, attempts: u32, seed: i64) -> i64 {
+    let base = spec.retry_initial.as_millis() as i64;
+    let cap = spec.retry_max.as_millis() as i64;
+    let exp = base
+        .saturating_mul(1i64 << attempts.saturating_sub(1).min(20))
+        .min(cap);
+    let jitter = (seed.wrapping_mul(2_654_435_761) & 0xffff) * (exp / 4).max(1) / 0xffff;
+    exp + jitter
+}
+
+/// The outcome of one delivery attempt.
+enum Attempt {
+    Delivered,
+    Failed,
+}
+
+/// Runs one destination's queue until `shutdown`, or until the destination
+/// is dropped (replaced by a configuration reload).
+pub async fn run(
+    weak: Weak<Destination>,
+    journal: Journal,
+    wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let Some(spec) = weak.upgrade().map(|d| d.spec().clone()) else {
+        return;
+    };
+    let name = spec.name.clone();
+    let breaker_gauge = metrics
+        .breaker_open
+        .get_or_create(&vec![l("destination", &name)])
+        .clone();
+    let mut consecutive_failures = 0u32;
+    let mut open_until: Option<i64> = None;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if let Some(until) = open_until {
+            let wait = until - now_ms();
+            if wait > 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+                }
+            }
+        }
+        let rows = match journal.pending(&name, 0, BATCH) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(destination = %name, error = %e, "cannot read the delivery queue");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        // Per order key, only the oldest queued message may go, and only when due.
+        let now = now_ms();
+        let mut blocked = HashSet::new();
+        let mut lanes: Vec<VecDeque<Pending>> = Vec::new();
+        let mut lane_of: HashMap<String, usize> = HashMap::new();
+        let mut next_due: Option<i64> = None;
+        for row in rows {
+            if blocked.contains(&row.order_key) {
+                continue;
+            }
+            if row.next_attempt_at > now {
+                next_due =
+                    Some(next_due.map_or(row.next_attempt_at, |d: i64| d.min(row.next_attempt_at)));
+                blocked.insert(row.order_key.clone());
+                continue;
+            }
+            let lane = *lane_of.entry(row.order_key.clone()).or_insert_with(|| {
+                lanes.push(VecDeque::new());
+                lanes.len() - 1
+            });
+            if let Some(l) = lanes.get_mut(lane) {
+                l.push_back(row);
+            }
+        }
+        if lanes.is_empty() {
+            let wait = next_due.map_or(1000, |d| (d - now).clamp(1, 1000)) as u64;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            }
+            continue;
+        }
+        // While half-open after the breaker tripped, one message tries the way.
+        let half_open = open_until.is_some();
+        if half_open {
+            lanes.truncate(1);
+            if let Some(l) = lanes.first_mut() {
+                l.truncate(1);
+            }
+        }
+        let Some(dest) = weak.upgrade() else { return };
+        let lanes = Arc::new(std::sync::Mutex::new(lanes));
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..spec.connections.max(1) {
+            let (lanes, dest, journal, metrics, spec) = (
+                lanes.clone(),
+                dest.clone(),
+                journal.clone(),
+                metrics.clone(),
+                spec.clone(),
+            );
+            workers.spawn(async move {
+                let (mut ok, mut failed) = (0u32, 0u32);
+                loop {
+                    let lane = lanes.lock().ok().and_then(|mut l| l.pop());
+                    let Some(mut lane) = lane else { break };
+                    while let Some(row) = lane.pop_front() {
+                        match attempt(&dest, &journal, &metrics, &spec, row).await {
+                            Attempt::Delivered => ok += 1,
+                            Attempt::Failed => {
+                                // The rest of this lane waits for the failed one.
+                                failed += 1;
+                                break;
+                            }
+                        }
+                    }
+                }
+                (ok, failed)
+            });
+        }
+        drop(dest);
+        let (mut ok, mut failed) = (0, 0);
+        while let Some(r) = workers.join_next().await {
+            if let Ok((o, f)) = r {
+                ok += o;
+                failed += f;
+            }
+        }
+        // Make sure every outcome of this round is committed before re-reading.
+        if let Err(e) = journal.sync().await {
+            tracing::error!(destination = %name, error = %e, "journal sync failed");
+        }
+        if ok > 0 {
+            consecutive_failures = 0;
+            if open_until.take().is_some() {
+                breaker_gauge.set(0);
+                tracing::info!(destination = %name, "circuit breaker closed: the IIS answers again");
+                metrics
+                    .breaker_transitions
+                    .get_or_create(&vec![l("destination", &name), l("state", "closed")])
+                    .inc();
+            }
+        } else if failed > 0 {
+            consecutive_failures += failed;
+            if consecutive_failures >= spec.breaker_failures {
+                if open_until.is_none() {
+                    tracing::warn!(destination = %name, failures = consecutive_failures, "circuit breaker open: pausing deliveries");
+                    metrics
+                        .breaker_transitions
+                        .get_or_create(&vec![l("destination", &name), l("state", "open")])
+                        .inc();
+                }
+                breaker_gauge.set(1);
+                open_until = Some(now_ms() + spec.breaker_open.as_millis() as i64);
+            }
+        }
+    }
+}
+
+async fn attempt(
+    dest: &Destination,
+    journal: &Journal,
+    metrics: &Metrics,
+    spec: &crate::config::DestinationSpec,
+    row: Pending,
+) -> Attempt {
+    let attempts = row.attempts + 1;
+    let result = dest.deliver(bytes::Bytes::from(row.payload)).await;
+    let dest_label = l("destination", &spec.name);
+    match result {
+        Ok(answer) => {
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            let class = hl7::classify_answer(&text);
+            let permanent =
+                hl7::read_msa(&text).is_some_and(|(code, _)| code == "AR" || code == "CR");
+            let status = if permanent {
+                Status::Dead
+            } else {
+                Status::Delivered
+            };
+            let outcome = if permanent { "dead" } else { "answered" };
+            metrics
+                .deliveries
+                .get_or_create(&vec![dest_label, l("result", outcome)])
+                .inc();
+            let error = permanent.then(|| "the IIS rejected the message (AR)".to_string());
+            if let Err(e) = journal.update(
+                row.id,
+                status,
+                attempts,
+                0,
+                error,
+                Some((answer.to_vec(), class.as_str().into())),
+            ) {
+                tracing::error!(error = %e, "cannot record a delivery");
+            }
+            Attempt::Delivered
+        }
+        Err(e) => {
+            metrics
+                .deliveries
+                .get_or_create(&vec![dest_label, l("result", e.kind())])
+                .inc();
+            let dead = attempts >= spec.max_attempts;
+            let (status, next) = if dead {
+                (Status::Dead, 0)
+            } else {
+                (Status::Queued, now_ms() + backoff(spec, attempts, row.id))
+            };
+            if dead {
+                tracing::error!(destination = %spec.name, message_id = row.id, attempts, "giving up on a message; it is dead-lettered");
+            }
+            if let Err(e) =
+                journal.update(row.id, status, attempts, next, Some(e.to_string()), None)
+            {
+                tracing::error!(error = %e, "cannot record a delivery");
+            }
+            Attempt::Failed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let spec = crate::config::DestinationSpec {
+            name: "x".into(),
+            addr: "h:1".into(),
+            connect_timeout: Duration::from_secs(1),
+            answer_timeout: Duration::from_secs(1),
+            connections: 1,
+            max_frame: 1024,
+            max_attempts: 10,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_millis(1000),
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(1),
+        };
+        let b1 = backoff(&spec, 1, 7);
+        let b2 = backoff(&spec, 2, 7);
+        let b9 = backoff(&spec, 9, 7);
+        assert!((100..=125).contains(&b1), "{b1}");
+        assert!((200..=250).contains(&b2), "{b2}");
+        assert!((1000..=1250).contains(&b9), "{b9}");
+        assert_ne!(
+            backoff(&spec, 3, 1),
+            backoff(&spec, 3, 2),
+            "jitter differs per message"
+        );
+    }
+}

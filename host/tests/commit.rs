@@ -1,0 +1,261 @@
+//! `commit` ACK mode: AA only once the message is journaled, delivery from
+//! the queue with retries, a circuit breaker through an IIS outage, order per
+//! patient, and nothing acknowledged lost when the engine is killed.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use izhub::serve;
+
+fn commit_config(dir: &std::path::Path, iis: &str, extra_dest: &str) -> std::path::PathBuf {
+    let path = dir.join("izhub.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n[listeners.ehr]\nlisten = \"127.0.0.1:0\"\n\n[store]\npath = \"data/journal.db\"\n\n[destinations.mi]\nmllp = \"{iis}\"\nconnect_timeout_ms = 200\nanswer_timeout_ms = 2000\nretry_initial_ms = 50\nretry_max_ms = 400\nbreaker_failures = 3\nbreaker_open_ms = 300\n{extra_dest}\n[[routes]]\nname = \"vxu\"\nack_mode = \"commit\"\ndestinations = [\"mi\"]\n\n[[routes.plugins]]\nwasm = \"{}\"\n",
+            plugin("require_core_fields")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn vxu(id: &str, patient: &str) -> String {
+    let base = sample_text("messages/vxu/vxu-valid-testgood-01.hl7");
+    let mut m = izhub_plugin::Message::parse(&with_msh(&base, 10, id)).unwrap();
+    m.set("PID-3.1", patient).unwrap();
+    m.to_string()
+}
+
+async fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aa_after_journal_then_delivery_from_the_queue() {
+    let sim = start_sim(sim_named("MIIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = commit_config(dir.path(), &sim.addr.to_string(), "");
+    let engine = serve::start(&izhub::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let mut client =
+        izhub::mllp::MllpClient::connect(&engine.listeners["ehr"].to_string(), TIMEOUT, 1 << 20)
+            .await
+            .unwrap();
+    let answer = client
+        .exchange(vxu("C-1", "P1").as_bytes(), TIMEOUT)
+        .await
+        .unwrap();
+    let segs = segments(&answer);
+    // The engine's own AA: it names the engine's ACK, not the IIS's.
+    assert_eq!(msa(&answer), ("AA".into(), "C-1".into()), "{segs:?}");
+    assert!(segs[0].contains("|ACK^V04^ACK|IZH"), "{segs:?}");
+    wait_until("delivery", 10, || sim.state.count("C-1") == 1).await;
+    // A rejected message is never journaled.
+    let bad = vxu("C-2", "P2").replace("|20150826|", "||");
+    assert_eq!(
+        msa(&client.exchange(bad.as_bytes(), TIMEOUT).await.unwrap()).0,
+        "AE"
+    );
+    engine.stop().await;
+    let journal = izhub::store::Journal::open(&dir.path().join("data/journal.db")).unwrap();
+    assert_eq!(
+        journal.status_of("C-1").unwrap().as_deref(),
+        Some("delivered")
+    );
+    assert_eq!(journal.status_of("C-2").unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iis_outage_is_ridden_out_in_order_with_the_breaker() {
+    // The IIS is down when the messages arrive.
+    let port = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = commit_config(dir.path(), &format!("127.0.0.1:{port}"), "");
+    let engine = serve::start(&izhub::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let admin = engine.admin.unwrap();
+    let addr = engine.listeners["ehr"].to_string();
+    let mut sent: HashMap<String, Vec<String>> = HashMap::new();
+    let mut client = izhub::mllp::MllpClient::connect(&addr, TIMEOUT, 1 << 20)
+        .await
+        .unwrap();
+    for i in 0..60 {
+        let patient = format!("P{}", i % 5);
+        let id = format!("O-{i}");
+        let answer = client
+            .exchange(vxu(&id, &patient).as_bytes(), TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(msa(&answer).0, "AA", "acknowledged while the IIS is down");
+        sent.entry(patient).or_default().push(id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = http_get(admin, "/metrics").await;
+        if m.contains("izhub_breaker_open{destination=\"mi\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "breaker never opened:\n{m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The IIS comes back on its address.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let state = Arc::new(izhub::sim::SimState::default());
+    let token = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(izhub::sim::run(
+        listener,
+        sim_named("MIIIS"),
+        state.clone(),
+        token.clone(),
+    ));
+    wait_until("every message delivered", 20, || {
+        sent.values().flatten().all(|id| state.count(id) >= 1)
+    })
+    .await;
+    // In order per patient.
+    let arrivals = state.arrivals();
+    for ids in sent.values() {
+        let order: Vec<&String> = arrivals.iter().filter(|a| ids.contains(a)).collect();
+        let mut deduped: Vec<&String> = Vec::new();
+        for id in order {
+            if deduped.last() != Some(&id) {
+                deduped.push(id);
+            }
+        }
+        assert_eq!(
+            deduped,
+            ids.iter().collect::<Vec<_>>(),
+            "order kept per patient"
+        );
+    }
+    let m = http_get(admin, "/metrics").await;
+    assert!(
+        m.contains("izhub_breaker_transitions_total{destination=\"mi\",state=\"open\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("izhub_breaker_transitions_total{destination=\"mi\",state=\"closed\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("izhub_breaker_open{destination=\"mi\"} 0"),
+        "{m}"
+    );
+    token.cancel();
+    engine.stop().await;
+}
+
+/// Kills `izhub serve` with SIGKILL under load, several times: every message
+/// that got AA reaches the IIS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_across_kill_9() {
+    let sim = start_sim(sim_named("MIIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let path = commit_config(dir.path(), &sim.addr.to_string(), "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen(
+            "[listeners.ehr]\nlisten = \"127.0.0.1:0\"",
+            &format!("[listeners.ehr]\nlisten = \"127.0.0.1:{port}\""),
+            1,
+        )
+        .replace("[admin]\nlisten = \"127.0.0.1:0\"\n", "");
+    std::fs::write(&path, text).unwrap();
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_izhub"))
+            .args(["serve", "--no-reload", "--log", "warn", "--config"])
+            .arg(&path)
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start();
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for c in 0..4 {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            let addr = format!("127.0.0.1:{port}");
+            let mut n = 0;
+            let mut client = None;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if client.is_none() {
+                    client = izhub::mllp::MllpClient::connect(
+                        &addr,
+                        Duration::from_millis(200),
+                        1 << 20,
+                    )
+                    .await
+                    .ok();
+                    if client.is_none() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                }
+                let id = format!("K{c}-{n}");
+                let Some(cl) = client.as_mut() else { continue };
+                match cl
+                    .exchange(
+                        vxu(&id, &format!("P{c}")).as_bytes(),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                {
+                    Ok(a) if msa(&a) == ("AA".to_string(), id.clone()) => {
+                        acked.lock().unwrap().insert(id);
+                        n += 1;
+                    }
+                    // No AA: like an EHR, send the same message again.
+                    _ => client = None,
+                }
+            }
+        }));
+    }
+    let kills = 3;
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        child = start();
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked: Vec<String> = acked.lock().unwrap().iter().cloned().collect();
+    assert!(
+        acked.len() > 100,
+        "only {} messages acknowledged",
+        acked.len()
+    );
+    wait_until("every acknowledged message at the IIS", 30, || {
+        acked.iter().all(|id| sim.state.count(id) >= 1)
+    })
+    .await;
+    let duplicates = acked.iter().filter(|id| sim.state.count(id) > 1).count();
+    println!(
+        "crash test: {} acknowledged, {} kills, 0 lost, {duplicates} delivered twice",
+        acked.len(),
+        kills
+    );
+    // At most the messages in flight at each kill: 4 senders + 4 delivery connections.
+    assert!(duplicates <= kills * 8, "{duplicates} duplicates");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
