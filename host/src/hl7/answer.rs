@@ -119,7 +119,7 @@ pub fn classify_answer(answer: &str) -> AnswerClass {
     };
     let errored = worst(&["AE", "CE"]);
     let errors: Vec<&Err2> = errs.iter().filter(|e| is_error(e, errored)).collect();
-    if errored && (errors.len() > 0 || errs.is_empty()) {
+    if errored && (!errors.is_empty() || errs.is_empty()) {
         let partial = !errors.is_empty()
             && errors
                 .iter()
