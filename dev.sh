@@ -76,25 +76,23 @@ demo() {
     build_host
     trap stop_all EXIT INT TERM
     log "starting two simulated state IIS and the engine"
-    "$BIN" sim-iis --listen 127.0.0.1:2601 --name MIIIS & PIDS+=($!)
+    "$BIN" sim-iis --listen 127.0.0.1:2601 --name MAIIS & PIDS+=($!)
     "$BIN" sim-iis --listen 127.0.0.1:2602 --name PAIIS & PIDS+=($!)
     wait_port 2601 && wait_port 2602
     "$BIN" check --config samples/demo/izhub.toml
     "$BIN" serve --config samples/demo/izhub.toml & PIDS+=($!)
     wait_port 2575
 
-    log "a Michigan patient: routed to the Michigan IIS (MIIIS), its ACK comes back"
-    "$BIN" send --to 127.0.0.1:2575 samples/messages/vxu/vxu-valid-testgood-01.hl7
-    log "a Pennsylvania patient: routed to the Pennsylvania IIS (PAIIS)"
+    log "a Massachusetts patient (the NIST IZ_1_1.1 message): checked, routed to MAIIS, its ACK comes back"
+    "$BIN" send --to 127.0.0.1:2575 samples/messages/vxu/vxu-nist-iz-1.1-admin-child-max.hl7
+    log "a Pennsylvania patient: routed to PAIIS; the IG's warnings come back merged into the IIS's AA"
     "$BIN" send --to 127.0.0.1:2575 samples/messages/vxu/vxu-adult-z22-new-covid-vaccine.hl7
     log "the same patient's immunization history, queried with QBP^Q11 (RSP^K11 Z32)"
     "$BIN" send --to 127.0.0.1:2575 samples/demo/qbp-history-pa-patient.hl7
-    log "no birth date: rejected by the engine with AE and an ERR on PID-7; no IIS sees it"
+    log "a bad message: the engine answers AE itself, one ERR per problem, and no IIS sees it"
     "$BIN" send --to 127.0.0.1:2575 samples/messages/rejected/vxu-missing-birth-date-testerror-36.hl7 || true
     log "a Wisconsin patient: no IIS is configured for WI, so the engine says so"
     "$BIN" send --to 127.0.0.1:2575 samples/messages/vxu/vxu-v04-z22-01.hl7 || true
-    log "every sample VXU, one line each (WI and MA have no IIS in this demo: AE)"
-    "$BIN" send --quiet --to 127.0.0.1:2575 samples/messages/vxu/*.hl7 || true
 
     if [ -t 0 ] && [ -z "${CI:-}" ]; then
         log "running: MLLP on 127.0.0.1:2575, metrics on http://127.0.0.1:9480/metrics. Ctrl-C stops."
@@ -123,15 +121,15 @@ bench() {
     build_plugins
     build_host
     trap stop_all EXIT INT TERM
-    "$BIN" sim-iis --listen 127.0.0.1:2601 --name MIIIS --log warn & PIDS+=($!)
+    "$BIN" sim-iis --listen 127.0.0.1:2601 --name MAIIS --log warn & PIDS+=($!)
     "$BIN" sim-iis --listen 127.0.0.1:2602 --name PAIIS --log warn & PIDS+=($!)
     wait_port 2601 && wait_port 2602
     "$BIN" serve --config samples/demo/izhub.toml --log warn & PIDS+=($!)
     wait_port 2575
-    log "engine (stamp-hie, require-core-fields, route-by-jurisdiction) vs the IIS simulator alone"
+    log "engine (validate-iz, ndc-to-cvx, race-ethnicity, route-by-jurisdiction) vs the IIS simulator alone"
     "$BIN" bench --to 127.0.0.1:2575 --baseline 127.0.0.1:2601 \
         --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" \
-        --file samples/messages/vxu/vxu-valid-testgood-01.hl7
+        --file "${BENCH_FILE:-samples/bench/vxu-nist-3kb.hl7}"
 }
 
 case "${1:-}" in
