@@ -213,6 +213,9 @@ pub enum PluginCommand {
         /// An extra grant, e.g. `link:wasi:filesystem` (repeatable).
         #[arg(long = "grant")]
         grants: Vec<String>,
+        /// Load and grant the code sets in this directory (e.g. samples/codesets).
+        #[arg(long)]
+        codesets: Option<PathBuf>,
         /// Compare each result with DIR/<message name>.expected; exit 1 on a difference.
         #[arg(long)]
         expect: Option<PathBuf>,
@@ -233,6 +236,9 @@ pub enum PluginCommand {
         /// An extra grant, e.g. `link:wasi:filesystem` (repeatable).
         #[arg(long = "grant")]
         grants: Vec<String>,
+        /// Load and grant the code sets in this directory (e.g. samples/codesets).
+        #[arg(long)]
+        codesets: Option<PathBuf>,
         /// A config value for the plugin, `key=value` (repeatable).
         #[arg(long = "config", short, value_parser = parse_key_value)]
         config: Vec<(String, String)>,
@@ -273,6 +279,7 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             config,
             tables,
             grants,
+            codesets,
             expect,
             bless,
         } => {
@@ -280,6 +287,7 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
                 config,
                 tables,
                 grants,
+                codesets,
             };
             let mismatches =
                 plugin_dev::test_plugin(&wasm, &messages, &setup, expect.as_deref(), bless).await?;
@@ -295,11 +303,13 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             iterations,
             config,
             grants,
+            codesets,
         } => {
             let setup = TestSetup {
                 config,
                 tables: Vec::new(),
                 grants,
+                codesets,
             };
             plugin_dev::bench_plugin(&wasm, &message, &setup, iterations.max(1)).await?;
             Ok(ExitCode::SUCCESS)

@@ -182,6 +182,8 @@ pub struct TestSetup {
     pub tables: Vec<(String, PathBuf)>,
     /// Extra grants, e.g. `link:wasi:filesystem` for a Python plugin.
     pub grants: Vec<String>,
+    /// A code-set directory whose tables are loaded and granted.
+    pub codesets: Option<PathBuf>,
 }
 
 /// Loads one plugin with production limits, outside any route.
@@ -198,6 +200,13 @@ pub fn load_for_test(
         );
     }
     let mut tables = BTreeMap::new();
+    if let Some(dir) = &setup.codesets {
+        let sets = izhub_codesets::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (name, table) in sets.tables {
+            grants.insert(Grant::Lookup(name.clone()));
+            tables.insert(name, table.entries);
+        }
+    }
     for (name, path) in &setup.tables {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("table {name}: cannot read {}", path.display()))?;
