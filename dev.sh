@@ -125,11 +125,16 @@ bench() {
     "$BIN" sim-iis --listen 127.0.0.1:2602 --name PAIIS --log warn & PIDS+=($!)
     wait_port 2601 && wait_port 2602
     "$BIN" serve --config samples/demo/izhub.toml --log warn & PIDS+=($!)
-    wait_port 2575
-    log "engine (validate-iz, ndc-to-cvx, race-ethnicity, route-by-jurisdiction) vs the IIS simulator alone"
+    rm -f build/bench-journal.db*
+    "$BIN" serve --config samples/bench/izhub-commit.toml --log warn & PIDS+=($!)
+    wait_port 2575 && wait_port 2576
+    local file="${BENCH_FILE:-samples/bench/vxu-nist-3kb.hl7}"
+    log "relay mode: engine (validate-iz, ndc-to-cvx, race-ethnicity, route-by-jurisdiction) vs the IIS simulator alone"
     "$BIN" bench --to 127.0.0.1:2575 --baseline 127.0.0.1:2601 \
-        --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" \
-        --file "${BENCH_FILE:-samples/bench/vxu-nist-3kb.hl7}"
+        --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
+    log "commit mode (AA once journaled), same plugins, vs the IIS simulator alone"
+    "$BIN" bench --to 127.0.0.1:2576 --baseline 127.0.0.1:2601 \
+        --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
 }
 
 case "${1:-}" in

@@ -107,6 +107,12 @@ pub enum Command {
         /// Drop the connection instead of answering every Nth message (0: never).
         #[arg(long, default_value_t = 0)]
         drop_every: u64,
+        /// Also answer CDC WSDL SOAP (submitSingleMessage, connectivityTest) on this address.
+        #[arg(long)]
+        soap: Option<String>,
+        /// A SOAP user the simulator accepts, `user:password` (repeatable; none: any).
+        #[arg(long = "soap-user")]
+        soap_users: Vec<String>,
     },
     /// Send HL7 files over MLLP and print each answer.
     Send {
@@ -447,6 +453,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             delay_ms,
             refuse,
             drop_every,
+            soap,
+            soap_users,
         } => {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
@@ -460,12 +468,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ..SimOptions::default()
             };
             let token = CancellationToken::new();
-            let server = tokio::spawn(sim::run(
-                listener,
-                opts,
-                Arc::new(SimState::default()),
-                token.clone(),
-            ));
+            let state = Arc::new(SimState::default());
+            if let Some(addr) = soap {
+                let users = soap_users
+                    .iter()
+                    .map(|u| {
+                        u.split_once(':')
+                            .map(|(a, b)| (a.to_string(), b.to_string()))
+                            .ok_or_else(|| {
+                                anyhow::anyhow!("--soap-user '{u}' is not user:password")
+                            })
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                let soap_listener = tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+                tracing::info!(addr = %soap_listener.local_addr()?, "simulated IIS answering CDC WSDL SOAP");
+                tokio::spawn(sim::run_soap(
+                    soap_listener,
+                    opts.clone(),
+                    users,
+                    state.clone(),
+                    token.clone(),
+                ));
+            }
+            let server = tokio::spawn(sim::run(listener, opts, state, token.clone()));
             shutdown_signal().await;
             token.cancel();
             let _ = server.await;

@@ -18,5 +18,6 @@ pub mod pipeline;
 pub mod plugin;
 pub mod serve;
 pub mod sim;
+pub mod soap;
 pub mod store;
 pub mod tools;

@@ -121,14 +121,28 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         sockets.push((socket, Arc::new(spec.clone()), local));
     }
     for (socket, spec, local) in sockets {
-        tracing::info!(listener = %spec.name, addr = %local, "listening for MLLP");
-        tracker.spawn(listener::run(
-            socket,
-            spec,
-            slot.clone(),
-            shutdown.clone(),
-            tracker.clone(),
-        ));
+        match spec.soap.clone() {
+            Some(soap) => {
+                tracing::info!(listener = %spec.name, addr = %local, path = %soap.path, "listening for CDC WSDL SOAP");
+                tracker.spawn(soap_listener(
+                    socket,
+                    spec,
+                    soap,
+                    slot.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            None => {
+                tracing::info!(listener = %spec.name, addr = %local, "listening for MLLP");
+                tracker.spawn(listener::run(
+                    socket,
+                    spec,
+                    slot.clone(),
+                    shutdown.clone(),
+                    tracker.clone(),
+                ));
+            }
+        }
     }
     let status = Arc::new(Mutex::new(ReloadStatus::default()));
     let admin_addr = match config.admin {
@@ -175,6 +189,41 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         shutdown,
         tracker,
     })
+}
+
+/// A CDC WSDL SOAP listener: each `submitSingleMessage` goes through the
+/// pipeline like an MLLP frame, and its answer is the SOAP return value.
+async fn soap_listener(
+    socket: TcpListener,
+    spec: Arc<crate::config::ListenerSpec>,
+    soap: crate::config::SoapListener,
+    slot: Arc<PipelineSlot>,
+    shutdown: CancellationToken,
+) {
+    use crate::pipeline::Answer;
+    use crate::soap::Fault;
+    let max_frame = spec.max_frame;
+    let handler: crate::soap::server::Handler = Arc::new(move |_facility, hl7| {
+        let (slot, spec) = (slot.clone(), spec.clone());
+        Box::pin(async move {
+            if hl7.len() > max_frame {
+                return Err(Fault::MessageTooLarge {
+                    size: hl7.len(),
+                    max: max_frame,
+                });
+            }
+            match slot.current().handle(&spec, hl7.as_bytes()).await {
+                Answer::Reply(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+                Answer::Close(why) => Err(Fault::Unknown(why)),
+            }
+        })
+    });
+    let endpoint = crate::soap::server::Endpoint {
+        users: soap.users,
+        max_body: max_frame * 2 + (16 << 10),
+        handler,
+    };
+    crate::soap::server::run(socket, soap.path, endpoint, shutdown).await;
 }
 
 /// Runs until `signal` completes, then shuts down gracefully.

@@ -41,13 +41,26 @@ pub struct ListenerSpec {
     pub lenient_framing: bool,
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    /// Set for a SOAP listener: its URL path and allowed users.
+    pub soap: Option<SoapListener>,
+}
+
+/// A listener speaking the CDC WSDL SOAP transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoapListener {
+    pub path: String,
+    /// Username → password; empty allows any.
+    pub users: BTreeMap<String, String>,
 }
 
 /// One IIS reached over MLLP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestinationSpec {
     pub name: String,
+    /// MLLP `host:port` (empty for SOAP).
     pub addr: String,
+    /// The SOAP endpoint and credentials, for a SOAP destination.
+    pub soap: Option<crate::soap::client::SoapTarget>,
     pub connect_timeout: Duration,
     pub answer_timeout: Duration,
     pub connections: usize,
@@ -247,26 +260,94 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
             lenient_framing: l.lenient_framing,
             max_connections: l.max_connections.unwrap_or(1024).max(1),
             idle_timeout: Duration::from_secs(l.idle_timeout_secs.unwrap_or(600).max(1)),
+            soap: match l
+                .protocol
+                .as_ref()
+                .map(|p| (p.get_ref().as_str(), p.span()))
+            {
+                None | Some(("mllp", _)) => None,
+                Some(("soap", _)) => Some(SoapListener {
+                    path: l.soap_path.clone().unwrap_or_else(|| "/".into()),
+                    users: l.soap_users.clone(),
+                }),
+                Some((other, span)) => {
+                    errs.push(
+                        Some(span),
+                        format!("listeners.{name}.protocol"),
+                        format!("unknown protocol '{other}' (mllp, soap)"),
+                    );
+                    None
+                }
+            },
         });
     }
 
     let mut destinations = Vec::new();
     for (name, d) in &file.destinations {
+        let span = d.span();
         let d = d.get_ref();
-        let addr = d.mllp.get_ref().trim();
-        let port_ok = addr.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !port_ok {
-            errs.push(
-                Some(d.mllp.span()),
-                format!("destinations.{name}.mllp"),
-                format!("'{addr}' is not a host:port address"),
-            );
+        let host_port_ok = |addr: &str| {
+            addr.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            })
+        };
+        let mut addr = String::new();
+        let mut soap = None;
+        match (&d.mllp, &d.soap) {
+            (Some(m), None) => {
+                addr = m.get_ref().trim().to_string();
+                if !host_port_ok(&addr) {
+                    errs.push(
+                        Some(m.span()),
+                        format!("destinations.{name}.mllp"),
+                        format!("'{addr}' is not a host:port address"),
+                    );
+                }
+            }
+            (None, Some(url)) => {
+                let u = url.get_ref().trim();
+                let authority = u
+                    .strip_prefix("http://")
+                    .map(|r| r.split('/').next().unwrap_or(""));
+                if !authority.is_some_and(host_port_ok) {
+                    errs.push(
+                        Some(url.span()),
+                        format!("destinations.{name}.soap"),
+                        format!("'{u}' is not an http://host:port/path URL"),
+                    );
+                }
+                let password = match (&d.password, &d.password_env) {
+                    (_, Some(var)) => match std::env::var(var.get_ref()) {
+                        Ok(p) => p,
+                        Err(_) => {
+                            errs.push(
+                                Some(var.span()),
+                                format!("destinations.{name}.password_env"),
+                                format!("environment variable {} is not set", var.get_ref()),
+                            );
+                            String::new()
+                        }
+                    },
+                    (Some(p), None) => p.clone(),
+                    (None, None) => String::new(),
+                };
+                soap = Some(crate::soap::client::SoapTarget {
+                    url: u.to_string(),
+                    username: d.username.clone().unwrap_or_default(),
+                    password,
+                    facility_id: d.facility_id.clone().unwrap_or_default(),
+                });
+            }
+            _ => errs.push(
+                Some(span),
+                format!("destinations.{name}"),
+                "give exactly one of mllp = \"host:port\" or soap = \"http://host:port/path\"",
+            ),
         }
         destinations.push(DestinationSpec {
             name: name.clone(),
-            addr: addr.to_string(),
+            addr,
+            soap,
             connect_timeout: Duration::from_millis(d.connect_timeout_ms.unwrap_or(3000).max(1)),
             answer_timeout: Duration::from_millis(d.answer_timeout_ms.unwrap_or(30_000).max(1)),
             connections: d.connections.unwrap_or(4).clamp(1, 256),

@@ -63,6 +63,13 @@ pub struct ListenerFile {
     pub max_connections: Option<usize>,
     /// Close a connection idle this long, in seconds (default 600).
     pub idle_timeout_secs: Option<u64>,
+    /// `mllp` (default) or `soap` (the CDC WSDL over HTTP).
+    pub protocol: Option<Spanned<String>>,
+    /// SOAP: the URL path of the endpoint (default `/`).
+    pub soap_path: Option<String>,
+    /// SOAP: usernames and passwords allowed to submit; empty allows any.
+    #[serde(default)]
+    pub soap_users: BTreeMap<String, String>,
 }
 
 /// `[destinations.NAME]`
@@ -70,7 +77,17 @@ pub struct ListenerFile {
 #[serde(deny_unknown_fields)]
 pub struct DestinationFile {
     /// MLLP address of the IIS, `host:port`.
-    pub mllp: Spanned<String>,
+    pub mllp: Option<Spanned<String>>,
+    /// CDC WSDL SOAP endpoint of the IIS, `http://host:port/path` (instead of `mllp`).
+    pub soap: Option<Spanned<String>>,
+    /// SOAP: the username the HIE submits as.
+    pub username: Option<String>,
+    /// SOAP: the password (prefer `password_env`; never logged).
+    pub password: Option<String>,
+    /// SOAP: the environment variable holding the password.
+    pub password_env: Option<Spanned<String>>,
+    /// SOAP: the facility id sent with each message.
+    pub facility_id: Option<String>,
     /// Connect timeout in milliseconds (default 3000).
     pub connect_timeout_ms: Option<u64>,
     /// How long to wait for the IIS's answer, in milliseconds (default 30000).

@@ -6,5 +6,5 @@ mod file;
 
 pub use compile::{
     AckMode, Config, ConfigError, ConfigErrors, DestinationSpec, Grant, ListenerSpec, PluginSpec,
-    RouteSpec, load, load_str, parse_grant,
+    RouteSpec, SoapListener, load, load_str, parse_grant,
 };

@@ -29,6 +29,12 @@ pub enum DeliveryError {
     Failed { dest: String, detail: String },
     #[error("IIS '{dest}' has too many messages waiting")]
     Busy { dest: String },
+    #[error("IIS '{dest}' refused the message: {detail}")]
+    Refused {
+        dest: String,
+        detail: String,
+        permanent: bool,
+    },
 }
 
 impl DeliveryError {
@@ -40,7 +46,22 @@ impl DeliveryError {
             DeliveryError::Closed { .. } => "closed",
             DeliveryError::Failed { .. } => "failed",
             DeliveryError::Busy { .. } => "busy",
+            DeliveryError::Refused {
+                permanent: true, ..
+            } => "refused",
+            DeliveryError::Refused { .. } => "fault",
         }
+    }
+
+    /// True when sending the same message again cannot succeed.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            DeliveryError::Refused {
+                permanent: true,
+                ..
+            }
+        )
     }
 }
 
@@ -54,6 +75,8 @@ pub struct Destination {
     spec: DestinationSpec,
     tx: mpsc::Sender<Job>,
     wake: Arc<tokio::sync::Notify>,
+    /// SOAP: bounds concurrent requests to `connections`.
+    soap_slots: tokio::sync::Semaphore,
 }
 
 impl Destination {
@@ -61,13 +84,17 @@ impl Destination {
     pub fn start(spec: DestinationSpec) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..spec.connections {
-            tokio::spawn(worker(spec.clone(), rx.clone()));
+        if spec.soap.is_none() {
+            for _ in 0..spec.connections {
+                tokio::spawn(worker(spec.clone(), rx.clone()));
+            }
         }
+        let soap_slots = tokio::sync::Semaphore::new(spec.connections);
         Arc::new(Destination {
             spec,
             tx,
             wake: Arc::new(tokio::sync::Notify::new()),
+            soap_slots,
         })
     }
 
@@ -88,6 +115,9 @@ impl Destination {
 
     /// Sends one message and waits for the IIS's answer.
     pub async fn deliver(&self, message: Bytes) -> Result<Bytes, DeliveryError> {
+        if let Some(target) = &self.spec.soap {
+            return self.deliver_soap(target, &message).await;
+        }
         let (reply, rx) = oneshot::channel();
         let dest = self.spec.name.clone();
         let wait = self.spec.connect_timeout + self.spec.answer_timeout;
@@ -107,6 +137,41 @@ impl Destination {
                 detail: "worker stopped".into(),
             })
         })
+    }
+}
+
+impl Destination {
+    async fn deliver_soap(
+        &self,
+        target: &crate::soap::client::SoapTarget,
+        message: &[u8],
+    ) -> Result<Bytes, DeliveryError> {
+        let dest = self.spec.name.clone();
+        let _slot = self
+            .soap_slots
+            .acquire()
+            .await
+            .map_err(|_| DeliveryError::Busy { dest: dest.clone() })?;
+        // SOAP carries text: the XML is UTF-8 whatever MSH-18 says.
+        let text = match crate::hl7::decode(message) {
+            Ok((t, _)) => t,
+            Err(_) => String::from_utf8_lossy(message).into_owned(),
+        };
+        let timeout = self.spec.connect_timeout + self.spec.answer_timeout;
+        match crate::soap::client::submit(target, &text, timeout).await {
+            Ok(answer) => Ok(Bytes::from(answer.into_bytes())),
+            Err(crate::soap::client::SoapError::Timeout(after)) => {
+                Err(DeliveryError::NoAnswer { dest, after })
+            }
+            Err(crate::soap::client::SoapError::Connect { detail, .. }) => {
+                Err(DeliveryError::Unreachable { dest, detail })
+            }
+            Err(e) => Err(DeliveryError::Refused {
+                dest,
+                permanent: !e.is_transient(),
+                detail: e.to_string(),
+            }),
+        }
     }
 }
 

@@ -231,7 +231,7 @@ async fn attempt(
                 .deliveries
                 .get_or_create(&vec![dest_label, l("result", e.kind())])
                 .inc();
-            let dead = attempts >= spec.max_attempts;
+            let dead = attempts >= spec.max_attempts || e.is_permanent();
             let (status, next) = if dead {
                 (Status::Dead, 0)
             } else {
@@ -259,6 +259,7 @@ mod tests {
         let spec = crate::config::DestinationSpec {
             name: "x".into(),
             addr: "h:1".into(),
+            soap: None,
             connect_timeout: Duration::from_secs(1),
             answer_timeout: Duration::from_secs(1),
             connections: 1,

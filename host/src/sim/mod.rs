@@ -176,22 +176,13 @@ async fn connection(
             Some(Ok(MllpFrame::Message(b))) => b,
             Some(Ok(MllpFrame::Oversized { .. })) | Some(Err(_)) | None => return,
         };
-        let n = state.received.fetch_add(1, Ordering::Relaxed) + 1;
         let (text, charset) = hl7::decode(&bytes).unwrap_or_else(|_| {
             (
                 String::from_utf8_lossy(&bytes).into_owned(),
                 hl7::Charset::Utf8,
             )
         });
-        let text = hl7::normalize_segments(&text).into_owned();
-        if let (Ok(msh), Ok(mut ids)) = (Msh::read(&text), state.by_control_id.lock()) {
-            if let Ok(mut a) = state.arrivals.lock() {
-                a.push(msh.control_id().to_string());
-            }
-            let entry = ids.entry(msh.control_id().to_string()).or_default();
-            entry.0 += 1;
-            entry.1 = text.clone();
-        }
+        let (n, text) = record(&state, &text);
         if !opts.delay.is_zero() {
             tokio::time::sleep(opts.delay).await;
         }
@@ -209,6 +200,58 @@ async fn connection(
             return;
         }
     }
+}
+
+/// Counts a received message and remembers it by MSH-10; returns its
+/// sequence number and its normalized text.
+fn record(state: &SimState, text: &str) -> (u64, String) {
+    let n = state.received.fetch_add(1, Ordering::Relaxed) + 1;
+    let text = hl7::normalize_segments(text).into_owned();
+    if let (Ok(msh), Ok(mut ids)) = (Msh::read(&text), state.by_control_id.lock()) {
+        if let Ok(mut a) = state.arrivals.lock() {
+            a.push(msh.control_id().to_string());
+        }
+        let entry = ids.entry(msh.control_id().to_string()).or_default();
+        entry.0 += 1;
+        entry.1 = text.clone();
+    }
+    (n, text)
+}
+
+/// Serves the simulator's CDC WSDL SOAP endpoint (at `/`) until `shutdown`,
+/// sharing `state` with its MLLP side. `users` empty accepts any credentials.
+pub async fn run_soap(
+    listener: TcpListener,
+    opts: SimOptions,
+    users: std::collections::BTreeMap<String, String>,
+    state: Arc<SimState>,
+    shutdown: CancellationToken,
+) {
+    use crate::soap::Fault;
+    let opts = Arc::new(opts);
+    let max_body = opts.max_frame.saturating_mul(2);
+    let handler: crate::soap::server::Handler = Arc::new(move |_facility, hl7| {
+        let (opts, state) = (opts.clone(), state.clone());
+        Box::pin(async move {
+            let (n, text) = record(&state, &hl7);
+            if !opts.delay.is_zero() {
+                tokio::time::sleep(opts.delay).await;
+            }
+            if opts.drop_every > 0 && n.is_multiple_of(opts.drop_every) {
+                return Err(Fault::Unknown(
+                    "the IIS failed to process the message".into(),
+                ));
+            }
+            answer(&text, &opts, &state)
+                .ok_or_else(|| Fault::Unknown("the message has no readable MSH".into()))
+        })
+    });
+    let endpoint = crate::soap::server::Endpoint {
+        users,
+        max_body,
+        handler,
+    };
+    crate::soap::server::run(listener, "/".into(), endpoint, shutdown).await;
 }
 
 /// The simulator's answer to one message, or None when MSH is unreadable.
