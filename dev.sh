@@ -100,6 +100,20 @@ demo() {
     fi
 }
 
+# Dependency advisories (RustSec). Offline with a local copy of the advisory
+# database in IZHUB_ADVISORY_DB; otherwise cargo audit fetches it.
+audit() {
+    log "cargo audit (dependency advisories)"
+    if ! command -v cargo-audit >/dev/null 2>&1; then
+        cargo install cargo-audit --locked --quiet
+    fi
+    if [ -n "${IZHUB_ADVISORY_DB:-}" ] && [ -d "$IZHUB_ADVISORY_DB" ]; then
+        cargo audit --db "$IZHUB_ADVISORY_DB" --no-fetch
+    else
+        cargo audit
+    fi
+}
+
 run_tests() {
     setup
     if ! command -v mllp_send >/dev/null 2>&1; then
@@ -112,6 +126,7 @@ run_tests() {
     cargo fmt --all -- --check
     log "cargo clippy -D warnings"
     cargo clippy --workspace --all-targets --release -- -D warnings
+    audit
     log "cargo test"
     cargo test --workspace --release
 }
