@@ -109,8 +109,16 @@ audit() {
     fi
     if [ -n "${IZHUB_ADVISORY_DB:-}" ] && [ -d "$IZHUB_ADVISORY_DB" ]; then
         cargo audit --db "$IZHUB_ADVISORY_DB" --no-fetch
+    elif ! out=$(cargo audit 2>&1); then
+        echo "$out"
+        if grep -q "couldn't fetch advisory database" <<<"$out"; then
+            echo "WARNING: advisory check skipped: the RustSec database cannot be fetched here;" \
+                 "set IZHUB_ADVISORY_DB to a local copy to run it offline" >&2
+        else
+            return 1
+        fi
     else
-        cargo audit
+        echo "$out"
     fi
 }
 
