@@ -129,6 +129,28 @@ pub enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run journaled messages through their route again (commit mode): by id,
+    /// sender, status or time. The running engine delivers the result.
+    Reprocess {
+        /// Configuration file.
+        #[arg(long, short, default_value = "izhub.toml")]
+        config: PathBuf,
+        /// Journal ids (repeatable).
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+        /// Only messages from this sending facility (MSH-4.1).
+        #[arg(long)]
+        sender: Option<String>,
+        /// Only messages in this state: queued, delivered or dead.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only messages received in the last N minutes.
+        #[arg(long)]
+        since_minutes: Option<i64>,
+        /// List what would be reprocessed, do nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Code sets (CVX, MVX, NDC, HL7 tables): status and update.
     #[command(subcommand)]
     Codes(CodesCommand),
@@ -323,6 +345,89 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn reprocess(
+    config: PathBuf,
+    ids: Vec<i64>,
+    sender: Option<String>,
+    status: Option<String>,
+    since_minutes: Option<i64>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let cfg = match config::load(&config) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprint!("{errs}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let Some(path) = &cfg.journal else {
+        anyhow::bail!("no route uses ack_mode = \"commit\", so nothing is journaled");
+    };
+    if let Some(s) = &status
+        && !["queued", "delivered", "dead"].contains(&s.as_str())
+    {
+        anyhow::bail!("--status must be queued, delivered or dead");
+    }
+    let journal = crate::store::Journal::open(path)?;
+    let filter = crate::store::Filter {
+        ids,
+        sender,
+        status,
+        since_ms: since_minutes.map(|m| crate::store::now_ms() - m * 60_000),
+    };
+    let rows = journal.select(&filter)?;
+    if dry_run || rows.is_empty() {
+        for (id, listener, _, control_id) in &rows {
+            println!("{id}\t{listener}\t{control_id}");
+        }
+        println!(
+            "{} message(s) {}",
+            rows.len(),
+            if dry_run {
+                "would be reprocessed"
+            } else {
+                "match"
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = Arc::new(Runtime::new(RuntimeOptions::default())?);
+    let services = crate::pipeline::Services {
+        runtime,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        journal: Some(journal),
+        shutdown: CancellationToken::new(),
+        // The running engine delivers what this journals.
+        deliver: false,
+    };
+    let pipeline = crate::pipeline::Pipeline::build(&cfg, &services, None)?;
+    let mut failed = 0;
+    for (id, listener, raw, control_id) in rows {
+        let Some(spec) = cfg.listeners.iter().find(|l| l.name == listener) else {
+            println!("{id}\t{control_id}\tskipped: listener '{listener}' is no longer configured");
+            failed += 1;
+            continue;
+        };
+        let code = match pipeline.handle(spec, &raw).await {
+            crate::pipeline::Answer::Reply(bytes) => {
+                crate::hl7::read_msa(&String::from_utf8_lossy(&bytes))
+                    .map(|(c, _)| c)
+                    .unwrap_or_default()
+            }
+            crate::pipeline::Answer::Close(why) => format!("closed: {why}"),
+        };
+        if code != "AA" {
+            failed += 1;
+        }
+        println!("{id}\t{control_id}\t{code}");
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -421,6 +526,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     metrics,
                     journal,
                     shutdown: CancellationToken::new(),
+                    deliver: false,
                 };
                 match crate::pipeline::Pipeline::build(&cfg, &services, None) {
                     Ok(_) => {
@@ -499,6 +605,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin(cmd) => plugin_command(cmd).await,
+        Command::Reprocess {
+            config,
+            ids,
+            sender,
+            status,
+            since_minutes,
+            dry_run,
+        } => reprocess(config, ids, sender, status, since_minutes, dry_run).await,
         Command::Codes(CodesCommand::Status { dir }) => {
             tools::codes::status(&dir)?;
             Ok(ExitCode::SUCCESS)

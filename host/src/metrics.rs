@@ -53,6 +53,8 @@ pub struct Metrics {
     pub breaker_transitions: Family<Labels, Counter>,
     /// Messages journaled in commit mode, by route.
     pub journaled: Family<Labels, Counter>,
+    /// Connections closed at once because their address had too many open.
+    pub refused_connections: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -83,6 +85,7 @@ impl Metrics {
             breaker_open: Family::default(),
             breaker_transitions: Family::default(),
             journaled: Family::default(),
+            refused_connections: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -165,6 +168,11 @@ impl Metrics {
             "journaled",
             "Messages journaled in commit mode",
             m.journaled.clone(),
+        );
+        registry.register(
+            "refused_connections",
+            "Connections refused by the per-address limit",
+            m.refused_connections.clone(),
         );
         Metrics { registry, ..m }
     }

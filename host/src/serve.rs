@@ -107,6 +107,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         metrics: metrics.clone(),
         journal,
         shutdown: shutdown.clone(),
+        deliver: true,
     };
     let pipeline = Pipeline::build(config, &services, None)?;
     let slot = Arc::new(PipelineSlot::new(pipeline));

@@ -259,3 +259,122 @@ async fn nothing_acknowledged_is_lost_across_kill_9() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_can_be_reprocessed_while_the_engine_runs() {
+    let port = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = commit_config(dir.path(), &format!("127.0.0.1:{port}"), "");
+    // One attempt only: the message is dead-lettered at once.
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "retry_initial_ms = 50",
+        "retry_initial_ms = 50\nmax_attempts = 1",
+    );
+    std::fs::write(&path, text).unwrap();
+    let engine = serve::start(&izhub::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let mut client =
+        izhub::mllp::MllpClient::connect(&engine.listeners["ehr"].to_string(), TIMEOUT, 1 << 20)
+            .await
+            .unwrap();
+    assert_eq!(
+        msa(&client
+            .exchange(vxu("R-1", "P1").as_bytes(), TIMEOUT)
+            .await
+            .unwrap())
+        .0,
+        "AA"
+    );
+    let journal = izhub::store::Journal::open(&dir.path().join("data/journal.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while journal.status_of("R-1").unwrap().as_deref() != Some("dead") {
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The IIS is back; an operator reprocesses the dead letters.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let state = Arc::new(izhub::sim::SimState::default());
+    let token = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(izhub::sim::run(
+        listener,
+        sim_named("MIIIS"),
+        state.clone(),
+        token.clone(),
+    ));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_izhub"))
+        .args(["reprocess", "--status", "dead", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("R-1\tAA"), "{stdout}");
+    // The running engine delivers what was journaled again.
+    wait_until("redelivery", 10, || state.count("R-1") == 1).await;
+    token.cancel();
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_capped() {
+    let sim = start_sim(sim_named("MIIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("izhub.toml");
+    std::fs::write(
+        &path,
+        format!("[listeners.ehr]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_peer = 2\n\n[destinations.mi]\nmllp = \"{}\"\n\n[[routes]]\nname = \"r\"\ndestinations = [\"mi\"]\n", sim.addr),
+    )
+    .unwrap();
+    let engine = serve::start(&izhub::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let addr = engine.listeners["ehr"].to_string();
+    let mut a = izhub::mllp::MllpClient::connect(&addr, TIMEOUT, 1 << 20)
+        .await
+        .unwrap();
+    let mut b = izhub::mllp::MllpClient::connect(&addr, TIMEOUT, 1 << 20)
+        .await
+        .unwrap();
+    for c in [&mut a, &mut b] {
+        assert_eq!(
+            msa(&c
+                .exchange(vxu("PEER-1", "P1").as_bytes(), TIMEOUT)
+                .await
+                .unwrap())
+            .0,
+            "AA"
+        );
+    }
+    // A third from the same address is closed without a word.
+    let mut c = izhub::mllp::MllpClient::connect(&addr, TIMEOUT, 1 << 20)
+        .await
+        .unwrap();
+    assert!(
+        c.exchange(vxu("PEER-3", "P1").as_bytes(), Duration::from_secs(2))
+            .await
+            .is_err()
+    );
+    // Once one closes, a new one is served.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut d = izhub::mllp::MllpClient::connect(&addr, TIMEOUT, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        msa(&d
+            .exchange(vxu("PEER-4", "P1").as_bytes(), TIMEOUT)
+            .await
+            .unwrap())
+        .0,
+        "AA"
+    );
+    engine.stop().await;
+}

@@ -40,6 +40,7 @@ pub struct ListenerSpec {
     pub max_frame: usize,
     pub lenient_framing: bool,
     pub max_connections: usize,
+    pub max_per_peer: usize,
     pub idle_timeout: Duration,
     /// Set for a SOAP listener: its URL path and allowed users.
     pub soap: Option<SoapListener>,
@@ -259,6 +260,7 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
             max_frame,
             lenient_framing: l.lenient_framing,
             max_connections: l.max_connections.unwrap_or(1024).max(1),
+            max_per_peer: l.max_connections_per_peer.unwrap_or(64).max(1),
             idle_timeout: Duration::from_secs(l.idle_timeout_secs.unwrap_or(600).max(1)),
             soap: match l
                 .protocol

@@ -61,6 +61,8 @@ pub struct ListenerFile {
     pub lenient_framing: bool,
     /// Most connections open at once (default 1024).
     pub max_connections: Option<usize>,
+    /// Most connections open at once from one IP address (default 64).
+    pub max_connections_per_peer: Option<usize>,
     /// Close a connection idle this long, in seconds (default 600).
     pub idle_timeout_secs: Option<u64>,
     /// `mllp` (default) or `soap` (the CDC WSDL over HTTP).

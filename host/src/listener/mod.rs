@@ -1,6 +1,8 @@
 //! MLLP listeners: accept connections (bounded), read frames, hand each to the
 //! pipeline and write its answer back, in order, on the same connection.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ pub async fn run(
     tracker: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(spec.max_connections));
+    let per_peer: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
@@ -54,6 +57,15 @@ pub async fn run(
             }
         };
         let _ = stream.set_nodelay(true);
+        let Some(peer_slot) = PeerSlot::take(&per_peer, peer.ip(), spec.max_per_peer) else {
+            tracing::warn!(listener = %spec.name, peer = %peer.ip(), limit = spec.max_per_peer, "too many connections from one address; closing the new one");
+            pipeline
+                .metrics()
+                .refused_connections
+                .get_or_create(&vec![l("listener", &spec.name)])
+                .inc();
+            continue;
+        };
         let (spec, pipeline, shutdown) = (spec.clone(), pipeline.clone(), shutdown.clone());
         tracker.spawn(async move {
             tracing::debug!(listener = %spec.name, %peer, "connection opened");
@@ -67,7 +79,46 @@ pub async fn run(
             gauge.dec();
             tracing::debug!(listener = %spec.name, %peer, "connection closed");
             drop(permit);
+            drop(peer_slot);
         });
+    }
+}
+
+/// One connection's place in the per-address count; freed on drop.
+struct PeerSlot {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        limit: usize,
+    ) -> Option<PeerSlot> {
+        let mut map = counts.lock().ok()?;
+        let n = map.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.counts.lock()
+            && let Some(n) = map.get_mut(&self.ip)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Services {
     pub journal: Option<Journal>,
     /// Stops background work (delivery queues) at shutdown.
     pub shutdown: CancellationToken,
+    /// Run the delivery queues (false for tools that only journal).
+    pub deliver: bool,
 }
 
 /// The pipeline in force, swapped whole when the configuration is reloaded:
@@ -140,7 +142,7 @@ impl Pipeline {
                     .cloned();
                 let dest = reused.unwrap_or_else(|| {
                     let dest = Destination::start(d.clone());
-                    if let Some(journal) = &services.journal {
+                    if let Some(journal) = services.journal.as_ref().filter(|_| services.deliver) {
                         tokio::spawn(crate::delivery::queue::run(
                             Arc::downgrade(&dest),
                             journal.clone(),

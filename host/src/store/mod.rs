@@ -77,6 +77,17 @@ pub struct Pending {
     pub next_attempt_at: i64,
 }
 
+/// Which journaled messages to select (all given conditions must hold).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub ids: Vec<i64>,
+    pub sender: Option<String>,
+    /// `queued`, `delivered` or `dead`.
+    pub status: Option<String>,
+    /// Received at or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
+}
+
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -413,6 +424,55 @@ impl Journal {
         )
         .optional()
         .map_err(|e| JournalError::Read(e.to_string()))
+    }
+
+    /// Journaled messages matching a filter, oldest first: (id, listener,
+    /// raw input, MSH-10). One row per message even when it went to several
+    /// destinations.
+    pub fn select(
+        &self,
+        filter: &Filter,
+    ) -> Result<Vec<(i64, String, Vec<u8>, String)>, JournalError> {
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| JournalError::Read("reader lock poisoned".into()))?;
+        let mut sql =
+            String::from("SELECT MIN(id), listener, raw, control_id FROM deliveries WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if !filter.ids.is_empty() {
+            let marks = vec!["?"; filter.ids.len()].join(",");
+            sql.push_str(&format!(" AND id IN ({marks})"));
+            args.extend(
+                filter
+                    .ids
+                    .iter()
+                    .map(|i| rusqlite::types::Value::Integer(*i)),
+            );
+        }
+        if let Some(s) = &filter.sender {
+            sql.push_str(" AND sender = ?");
+            args.push(rusqlite::types::Value::Text(s.clone()));
+        }
+        if let Some(s) = &filter.status {
+            sql.push_str(" AND status = ?");
+            args.push(rusqlite::types::Value::Text(s.clone()));
+        }
+        if let Some(t) = filter.since_ms {
+            sql.push_str(" AND received_at >= ?");
+            args.push(rusqlite::types::Value::Integer(t));
+        }
+        sql.push_str(" GROUP BY received_at, control_id, listener ORDER BY MIN(id) LIMIT 100000");
+        let mut stmt = conn
+            .prepare(&sql)
+            .map_err(|e| JournalError::Read(e.to_string()))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .map_err(|e| JournalError::Read(e.to_string()))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| JournalError::Read(e.to_string()))
     }
 
     /// Deletes finished deliveries older than `max_age` (retention).
