@@ -377,7 +377,13 @@ async fn reprocess(
     };
     let rows = journal.select(&filter)?;
     if dry_run || rows.is_empty() {
-        for (id, listener, _, control_id) in &rows {
+        for crate::store::Journaled {
+            id,
+            listener,
+            control_id,
+            ..
+        } in &rows
+        {
             println!("{id}\t{listener}\t{control_id}");
         }
         println!(
@@ -402,7 +408,13 @@ async fn reprocess(
     };
     let pipeline = crate::pipeline::Pipeline::build(&cfg, &services, None)?;
     let mut failed = 0;
-    for (id, listener, raw, control_id) in rows {
+    for crate::store::Journaled {
+        id,
+        listener,
+        raw,
+        control_id,
+    } in rows
+    {
         let Some(spec) = cfg.listeners.iter().find(|l| l.name == listener) else {
             println!("{id}\t{control_id}\tskipped: listener '{listener}' is no longer configured");
             failed += 1;

@@ -77,6 +77,15 @@ pub struct Pending {
     pub next_attempt_at: i64,
 }
 
+/// A journaled message as received, for reprocessing.
+#[derive(Debug, Clone)]
+pub struct Journaled {
+    pub id: i64,
+    pub listener: String,
+    pub raw: Vec<u8>,
+    pub control_id: String,
+}
+
 /// Which journaled messages to select (all given conditions must hold).
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -429,10 +438,7 @@ impl Journal {
     /// Journaled messages matching a filter, oldest first: (id, listener,
     /// raw input, MSH-10). One row per message even when it went to several
     /// destinations.
-    pub fn select(
-        &self,
-        filter: &Filter,
-    ) -> Result<Vec<(i64, String, Vec<u8>, String)>, JournalError> {
+    pub fn select(&self, filter: &Filter) -> Result<Vec<Journaled>, JournalError> {
         let conn = self
             .reader
             .lock()
@@ -468,7 +474,12 @@ impl Journal {
             .map_err(|e| JournalError::Read(e.to_string()))?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(args), |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok(Journaled {
+                    id: r.get(0)?,
+                    listener: r.get(1)?,
+                    raw: r.get(2)?,
+                    control_id: r.get(3)?,
+                })
             })
             .map_err(|e| JournalError::Read(e.to_string()))?;
         rows.collect::<Result<Vec<_>, _>>()
