@@ -8,7 +8,7 @@ use std::fmt;
 /// Occurrence and repetition default to 1; component and subcomponent to the whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
-    pub segment: String,
+    pub segment: SegmentName,
     pub occurrence: usize,
     pub field: usize,
     pub repetition: usize,
@@ -33,6 +33,39 @@ fn bracketed(s: &str) -> Result<(&str, usize), String> {
     }
 }
 
+/// A three-character segment name (`PID`), stored without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentName([u8; 3]);
+
+impl SegmentName {
+    /// The name, when `s` is three ASCII letters or digits.
+    pub fn new(s: &str) -> Option<SegmentName> {
+        match s.as_bytes() {
+            [a, b, c] if [a, b, c].iter().all(|x| x.is_ascii_alphanumeric()) => {
+                Some(SegmentName([*a, *b, *c]))
+            }
+            _ => None,
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl PartialEq<&str> for SegmentName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Display for SegmentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Path {
     /// Parses `PID-7`, `PID.7`, `RXA[2]-5.1`, `PID-3[2].4.1`.
     pub fn parse(text: &str) -> Result<Path, String> {
@@ -46,9 +79,9 @@ impl Path {
             text.get(split + 1..).unwrap_or(""),
         );
         let (segment, occurrence) = bracketed(seg_part).map_err(|e| bad(&e))?;
-        if segment.len() != 3 || !segment.chars().all(|c| c.is_ascii_alphanumeric()) {
+        let Some(segment) = SegmentName::new(segment) else {
             return Err(bad("the segment name must be three letters or digits"));
-        }
+        };
         let mut parts = rest.split('.');
         let field_part = parts.next().unwrap_or("");
         let repetition_given = field_part.contains('[');
@@ -70,7 +103,7 @@ impl Path {
             return Err(bad("too many parts"));
         }
         Ok(Path {
-            segment: segment.to_string(),
+            segment,
             occurrence,
             field,
             repetition,
@@ -83,7 +116,7 @@ impl Path {
 
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.segment)?;
+        f.write_str(self.segment.as_str())?;
         if self.occurrence > 1 {
             write!(f, "[{}]", self.occurrence)?;
         }
@@ -149,6 +182,8 @@ fn field_of(segment: &str, n: usize, d: Delimiters) -> &str {
 #[derive(Debug, Clone)]
 pub struct Message {
     segments: Vec<String>,
+    /// Positions of each segment name, in order (names never change).
+    index: std::collections::BTreeMap<SegmentName, Vec<usize>>,
     delimiters: Delimiters,
     trailing_separator: bool,
     modified: bool,
@@ -186,8 +221,15 @@ impl Message {
             }
             segments.push(seg.to_string());
         }
+        let mut index: std::collections::BTreeMap<SegmentName, Vec<usize>> = Default::default();
+        for (i, seg) in segments.iter().enumerate() {
+            if let Some(name) = seg.get(..3).and_then(SegmentName::new) {
+                index.entry(name).or_default().push(i);
+            }
+        }
         Ok(Message {
             segments,
+            index,
             delimiters,
             trailing_separator: text.ends_with(['\r', '\n']),
             modified: false,
@@ -219,16 +261,16 @@ impl Message {
 
     /// How many segments are named `name`.
     pub fn count(&self, name: &str) -> usize {
-        self.segments_named(name).count()
+        SegmentName::new(name)
+            .and_then(|n| self.index.get(&n))
+            .map_or(0, Vec::len)
     }
 
     fn find(&self, path: &Path) -> Option<usize> {
-        self.segments
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.get(..3) == Some(path.segment.as_str()))
-            .nth(path.occurrence - 1)
-            .map(|(i, _)| i)
+        self.index
+            .get(&path.segment)?
+            .get(path.occurrence.checked_sub(1)?)
+            .copied()
     }
 
     /// The raw value at `path` (e.g. `PID-5.1`); empty when absent or when the
