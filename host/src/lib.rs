@@ -20,4 +20,5 @@ pub mod serve;
 pub mod sim;
 pub mod soap;
 pub mod store;
+pub mod tls;
 pub mod tools;

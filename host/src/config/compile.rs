@@ -44,6 +44,8 @@ pub struct ListenerSpec {
     pub idle_timeout: Duration,
     /// Set for a SOAP listener: its URL path and allowed users.
     pub soap: Option<SoapListener>,
+    /// MLLP over TLS.
+    pub tls: Option<crate::tls::ListenerTls>,
 }
 
 /// A listener speaking the CDC WSDL SOAP transport.
@@ -62,6 +64,8 @@ pub struct DestinationSpec {
     pub addr: String,
     /// The SOAP endpoint and credentials, for a SOAP destination.
     pub soap: Option<crate::soap::client::SoapTarget>,
+    /// MLLP over TLS.
+    pub tls: Option<crate::tls::DestinationTls>,
     pub connect_timeout: Duration,
     pub answer_timeout: Duration,
     pub connections: usize,
@@ -245,6 +249,22 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
         };
         check_port(&mut errs, &mut bound, addr, l.get_ref().listen.span(), &key);
         let l = l.get_ref();
+        let tls = l.tls.as_ref().and_then(|t| {
+            let span = t.span();
+            let t = t.get_ref();
+            let ca = t.client_ca.as_ref().map(|c| base.join(c));
+            match crate::tls::ListenerTls::load(
+                &base.join(&t.cert),
+                &base.join(&t.key),
+                ca.as_deref(),
+            ) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    errs.push(Some(span), format!("listeners.{name}.tls"), e);
+                    None
+                }
+            }
+        });
         let max_frame = l.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME);
         if max_frame < 64 {
             errs.push(
@@ -262,6 +282,7 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
             max_connections: l.max_connections.unwrap_or(1024).max(1),
             max_per_peer: l.max_connections_per_peer.unwrap_or(64).max(1),
             idle_timeout: Duration::from_secs(l.idle_timeout_secs.unwrap_or(600).max(1)),
+            tls,
             soap: match l
                 .protocol
                 .as_ref()
@@ -346,10 +367,41 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
                 "give exactly one of mllp = \"host:port\" or soap = \"http://host:port/path\"",
             ),
         }
+        let tls = d.tls.as_ref().and_then(|t| {
+            let span = t.span();
+            let t = t.get_ref();
+            let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
+            let name_for_cert = t.server_name.clone().unwrap_or_else(|| host.to_string());
+            let client = match (&t.cert, &t.key) {
+                (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
+                (None, None) => None,
+                _ => {
+                    errs.push(
+                        Some(span.clone()),
+                        format!("destinations.{name}.tls"),
+                        "give both cert and key, or neither",
+                    );
+                    None
+                }
+            };
+            let loaded = crate::tls::DestinationTls::load(
+                &base.join(&t.ca),
+                &name_for_cert,
+                client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            );
+            match loaded {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    errs.push(Some(span), format!("destinations.{name}.tls"), e);
+                    None
+                }
+            }
+        });
         destinations.push(DestinationSpec {
             name: name.clone(),
             addr,
             soap,
+            tls,
             connect_timeout: Duration::from_millis(d.connect_timeout_ms.unwrap_or(3000).max(1)),
             answer_timeout: Duration::from_millis(d.answer_timeout_ms.unwrap_or(30_000).max(1)),
             connections: d.connections.unwrap_or(4).clamp(1, 256),

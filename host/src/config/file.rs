@@ -65,6 +65,9 @@ pub struct ListenerFile {
     pub max_connections_per_peer: Option<usize>,
     /// Close a connection idle this long, in seconds (default 600).
     pub idle_timeout_secs: Option<u64>,
+    /// MLLP over TLS: this listener's certificate and key, and with
+    /// `client_ca` mutual TLS (the client certificate's CN must be MSH-4.1).
+    pub tls: Option<Spanned<ListenerTlsFile>>,
     /// `mllp` (default) or `soap` (the CDC WSDL over HTTP).
     pub protocol: Option<Spanned<String>>,
     /// SOAP: the URL path of the endpoint (default `/`).
@@ -90,6 +93,8 @@ pub struct DestinationFile {
     pub password_env: Option<Spanned<String>>,
     /// SOAP: the facility id sent with each message.
     pub facility_id: Option<String>,
+    /// MLLP over TLS to the IIS.
+    pub tls: Option<Spanned<DestinationTlsFile>>,
     /// Connect timeout in milliseconds (default 3000).
     pub connect_timeout_ms: Option<u64>,
     /// How long to wait for the IIS's answer, in milliseconds (default 30000).
@@ -108,6 +113,32 @@ pub struct DestinationFile {
     pub breaker_failures: Option<u32>,
     /// How long the breaker stays open before a trial, in milliseconds (default 5000).
     pub breaker_open_ms: Option<u64>,
+}
+
+/// `[listeners.NAME.tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    /// PEM certificate chain, relative to this file.
+    pub cert: String,
+    /// PEM private key (keep its permissions tight).
+    pub key: String,
+    /// PEM CA that client certificates must chain to; requires them.
+    pub client_ca: Option<String>,
+}
+
+/// `[destinations.NAME.tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationTlsFile {
+    /// PEM CA the IIS's certificate must chain to.
+    pub ca: String,
+    /// The name the IIS's certificate must carry (default: the host of `mllp`).
+    pub server_name: Option<String>,
+    /// Client certificate for mutual TLS (with `key`).
+    pub cert: Option<String>,
+    /// Client private key.
+    pub key: Option<String>,
 }
 
 /// `[store]`

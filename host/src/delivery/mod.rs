@@ -207,12 +207,24 @@ async fn exchange(
         let client = match conn {
             Some(c) => c,
             None => {
-                let c = MllpClient::connect(&spec.addr, spec.connect_timeout, spec.max_frame)
-                    .await
-                    .map_err(|e| DeliveryError::Unreachable {
-                        dest: dest(),
-                        detail: e.to_string(),
-                    })?;
+                let c = match &spec.tls {
+                    Some(tls) => {
+                        MllpClient::connect_tls(
+                            &spec.addr,
+                            spec.connect_timeout,
+                            spec.max_frame,
+                            tls,
+                        )
+                        .await
+                    }
+                    None => {
+                        MllpClient::connect(&spec.addr, spec.connect_timeout, spec.max_frame).await
+                    }
+                };
+                let c = c.map_err(|e| DeliveryError::Unreachable {
+                    dest: dest(),
+                    detail: e.to_string(),
+                })?;
                 conn.insert(c)
             }
         };

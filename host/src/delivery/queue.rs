@@ -260,6 +260,7 @@ mod tests {
             name: "x".into(),
             addr: "h:1".into(),
             soap: None,
+            tls: None,
             connect_timeout: Duration::from_secs(1),
             answer_timeout: Duration::from_secs(1),
             connections: 1,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +75,28 @@ pub async fn run(
                 .get_or_create(&vec![l("listener", &spec.name)])
                 .clone();
             gauge.inc();
-            serve_connection(stream, &spec, &pipeline, shutdown).await;
+            match &spec.tls {
+                None => serve_connection(stream, &spec, &pipeline, shutdown, None).await,
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+                    match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            // With mutual TLS the client certificate names the sender.
+                            let identity = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(|c| crate::tls::subject_cn(c));
+                            serve_connection(stream, &spec, &pipeline, shutdown, identity).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(listener = %spec.name, %peer, error = %e, "TLS handshake refused");
+                        }
+                        Err(_) => tracing::warn!(listener = %spec.name, %peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             gauge.dec();
             tracing::debug!(listener = %spec.name, %peer, "connection closed");
             drop(permit);
@@ -83,6 +104,9 @@ pub async fn run(
         });
     }
 }
+
+/// How long a client has to complete the TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// One connection's place in the per-address count; freed on drop.
 struct PeerSlot {
@@ -122,11 +146,12 @@ impl Drop for PeerSlot {
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
     spec: &ListenerSpec,
     pipeline: &PipelineSlot,
     shutdown: CancellationToken,
+    identity: Option<String>,
 ) {
     let mut framed = Framed::new(stream, MllpCodec::new(spec.max_frame, spec.lenient_framing));
     let metrics = pipeline.metrics().clone();
@@ -161,7 +186,12 @@ async fn serve_connection(
         // The message is handled to the end even if shutdown starts meanwhile:
         // every accepted frame gets its answer.
         let answer = match frame {
-            MllpFrame::Message(bytes) => pipeline.current().handle(spec, &bytes).await,
+            MllpFrame::Message(bytes) => {
+                pipeline
+                    .current()
+                    .handle_from(spec, &bytes, identity.as_deref())
+                    .await
+            }
             MllpFrame::Oversized { head, len } => {
                 metrics.oversized_frames.get_or_create(&labels).inc();
                 oversized_answer(&head, len, spec.max_frame)

@@ -41,9 +41,13 @@ impl MllpClientError {
     }
 }
 
+/// A byte stream MLLP can run over: plain TCP or TLS.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// An open MLLP connection.
 pub struct MllpClient {
-    framed: Framed<TcpStream, MllpCodec>,
+    framed: Framed<Box<dyn Io>, MllpCodec>,
 }
 
 impl MllpClient {
@@ -70,8 +74,45 @@ impl MllpClient {
         };
         let _ = stream.set_nodelay(true);
         Ok(MllpClient {
-            framed: Framed::new(stream, MllpCodec::new(max_frame, true)),
+            framed: Framed::new(Box::new(stream), MllpCodec::new(max_frame, true)),
         })
+    }
+
+    /// Connects over TLS, verifying the peer with `tls`.
+    pub async fn connect_tls(
+        addr: &str,
+        timeout: Duration,
+        max_frame: usize,
+        tls: &crate::tls::DestinationTls,
+    ) -> Result<Self, MllpClientError> {
+        let attempt = async {
+            let stream =
+                TcpStream::connect(addr)
+                    .await
+                    .map_err(|source| MllpClientError::Connect {
+                        addr: addr.into(),
+                        source,
+                    })?;
+            let _ = stream.set_nodelay(true);
+            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+            connector
+                .connect(tls.server_name.clone(), stream)
+                .await
+                .map_err(|source| MllpClientError::Connect {
+                    addr: addr.into(),
+                    source,
+                })
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(stream)) => Ok(MllpClient {
+                framed: Framed::new(Box::new(stream), MllpCodec::new(max_frame, true)),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(MllpClientError::ConnectTimeout {
+                addr: addr.into(),
+                after: timeout,
+            }),
+        }
     }
 
     /// Sends one message and waits up to `timeout` for the next frame.

@@ -182,12 +182,23 @@ impl Pipeline {
 
     /// Processes one frame received on `listener` and returns the answer.
     pub async fn handle(&self, listener: &ListenerSpec, raw: &[u8]) -> Answer {
+        self.handle_from(listener, raw, None).await
+    }
+
+    /// [`Pipeline::handle`] for a sender proven by a client certificate:
+    /// MSH-4.1 must be the certificate's CN.
+    pub async fn handle_from(
+        &self,
+        listener: &ListenerSpec,
+        raw: &[u8],
+        identity: Option<&str>,
+    ) -> Answer {
         let started = Instant::now();
         self.metrics
             .messages_in
             .get_or_create(&vec![l("listener", &listener.name)])
             .inc();
-        let (route, answer) = self.process(listener, raw).await;
+        let (route, answer) = self.process(listener, raw, identity).await;
         let route_name = route.unwrap_or("none");
         let code = match &answer {
             Answer::Reply(bytes) => hl7::read_msa(&String::from_utf8_lossy(bytes))
@@ -210,6 +221,7 @@ impl Pipeline {
         &'s self,
         listener: &ListenerSpec,
         raw: &[u8],
+        identity: Option<&str>,
     ) -> (Option<&'s str>, Answer) {
         let (text, charset) = match hl7::decode(raw) {
             Ok(ok) => ok,
@@ -228,6 +240,19 @@ impl Pipeline {
             return (None, ack(&msh, AckCode::AR, &[issue], charset));
         }
         let sender = msh.component(4, 1).to_string();
+        if let Some(cn) = identity
+            && cn != sender
+        {
+            tracing::warn!(listener = %listener.name, sender = %sender, certificate = %cn, "sender does not match its client certificate");
+            let issue = Issue::error(
+                "207",
+                format!(
+                    "sending facility '{sender}' does not match the client certificate ('{cn}')"
+                ),
+            )
+            .at("MSH-4");
+            return (None, ack(&msh, AckCode::AR, &[issue], charset));
+        }
         if !listener.allowed_senders.is_empty() && !listener.allowed_senders.contains(&sender) {
             tracing::warn!(listener = %listener.name, sender = %sender, "sender not allowed on this listener");
             let issue = Issue::error(

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use hl7_parser::Message;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,8 @@ pub struct SimOptions {
     pub drop_every: u64,
     /// Largest frame accepted.
     pub max_frame: usize,
+    /// Serve MLLP over TLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for SimOptions {
@@ -42,6 +44,7 @@ impl Default for SimOptions {
             refuse: false,
             drop_every: 0,
             max_frame: crate::mllp::DEFAULT_MAX_FRAME,
+            tls: None,
         }
     }
 }
@@ -145,12 +148,19 @@ pub async fn run(
         match accepted {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(connection(
-                    stream,
-                    opts.clone(),
-                    state.clone(),
-                    shutdown.clone(),
-                ));
+                let (opts, state, shutdown) = (opts.clone(), state.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    match opts.tls.clone() {
+                        None => connection(stream, opts, state, shutdown).await,
+                        Some(config) => {
+                            if let Ok(stream) =
+                                tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+                            {
+                                connection(stream, opts, state, shutdown).await;
+                            }
+                        }
+                    }
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "sim-iis: accept failed");
@@ -160,8 +170,8 @@ pub async fn run(
     }
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
     opts: Arc<SimOptions>,
     state: Arc<SimState>,
     shutdown: CancellationToken,

@@ -1,0 +1,197 @@
+//! TLS for MLLP (rustls): listeners with optional client certificates
+//! (mutual TLS, the certificate's subject bound to the sender), and
+//! destinations that verify the IIS against a configured CA.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{}: no PEM certificate in the file",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("{}: no usable private key: {e}", path.display()))
+}
+
+fn roots(path: &Path) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    for c in certs(path)? {
+        store
+            .add(c)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(store)
+}
+
+/// A listener's TLS settings: its certificate, and with `client_ca` a
+/// requirement that clients present a certificate from that CA.
+pub fn server_config(
+    cert: &Path,
+    key_path: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, String> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                    .build()
+                    .map_err(|e| format!("{}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder
+        .with_single_cert(certs(cert)?, key(key_path)?)
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    Ok(Arc::new(config))
+}
+
+/// A destination's TLS settings: the CA the IIS's certificate must chain
+/// to, and optionally a client certificate for mutual TLS.
+pub fn client_config(
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, String> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots(ca)?);
+    let config = match client {
+        Some((cert, key_path)) => builder
+            .with_client_auth_cert(certs(cert)?, key(key_path)?)
+            .map_err(|e| format!("{}: {e}", cert.display()))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The server name a destination's certificate must carry.
+pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(name.to_string())
+        .map_err(|e| format!("'{name}' is not a server name: {e}"))
+}
+
+/// The subject common name (CN) of a DER certificate.
+///
+/// The subject follows the issuer in the certificate, so the last CN
+/// attribute (OID 2.5.4.3) before the public key is the subject's. Only
+/// short-form lengths are read, which every CN fits (at most 64 characters).
+pub fn subject_cn(der: &[u8]) -> Option<String> {
+    const CN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
+    let mut found = None;
+    let mut i = 0;
+    while let Some(pos) = der.get(i..)?.windows(5).position(|w| w == CN_OID) {
+        let start = i + pos + 5;
+        let tag = *der.get(start)?;
+        let len = *der.get(start + 1)? as usize;
+        if matches!(tag, 0x0c | 0x13 | 0x16) && len < 0x80 {
+            if let Some(bytes) = der.get(start + 2..start + 2 + len) {
+                found = std::str::from_utf8(bytes).ok().map(str::to_string);
+            }
+        }
+        i = start;
+    }
+    found
+}
+
+/// A listener's TLS, as configured (compared by its files).
+#[derive(Clone)]
+pub struct ListenerTls {
+    pub config: Arc<ServerConfig>,
+    /// Whether clients must present a certificate (mutual TLS).
+    pub mutual: bool,
+    files: Vec<std::path::PathBuf>,
+}
+
+impl ListenerTls {
+    /// Loads a listener's certificate, key and optional client CA.
+    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ListenerTls, String> {
+        let mut files = vec![cert.to_path_buf(), key.to_path_buf()];
+        files.extend(client_ca.map(Path::to_path_buf));
+        Ok(ListenerTls {
+            config: server_config(cert, key, client_ca)?,
+            mutual: client_ca.is_some(),
+            files,
+        })
+    }
+}
+
+impl PartialEq for ListenerTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.files == other.files
+    }
+}
+impl Eq for ListenerTls {}
+impl std::fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ListenerTls({:?}, mutual: {})", self.files, self.mutual)
+    }
+}
+
+/// A destination's TLS, as configured (compared by its files and name).
+#[derive(Clone)]
+pub struct DestinationTls {
+    pub config: Arc<ClientConfig>,
+    pub server_name: ServerName<'static>,
+    files: Vec<std::path::PathBuf>,
+}
+
+impl DestinationTls {
+    /// Loads a destination's CA, the name its certificate must carry, and an
+    /// optional client certificate.
+    pub fn load(
+        ca: &Path,
+        name: &str,
+        client: Option<(&Path, &Path)>,
+    ) -> Result<DestinationTls, String> {
+        let mut files = vec![ca.to_path_buf()];
+        if let Some((c, k)) = client {
+            files.push(c.to_path_buf());
+            files.push(k.to_path_buf());
+        }
+        Ok(DestinationTls {
+            config: client_config(ca, client)?,
+            server_name: server_name(name)?,
+            files,
+        })
+    }
+}
+
+impl PartialEq for DestinationTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.files == other.files && self.server_name == other.server_name
+    }
+}
+impl Eq for DestinationTls {}
+impl std::fmt::Debug for DestinationTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DestinationTls({:?}, {:?})",
+            self.files, self.server_name
+        )
+    }
+}

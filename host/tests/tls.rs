@@ -1,0 +1,173 @@
+//! MLLP over TLS: a listener with mutual TLS whose client certificates name
+//! the sender, and a destination that verifies the IIS; certificates are
+//! generated for the test.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+/// A CA that issues server and client certificates into `dir`.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        Ca {
+            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    fn write(&self, dir: &Path, file: &str) {
+        std::fs::write(dir.join(file), self.issuer.pem()).unwrap();
+    }
+
+    /// Writes `NAME.pem` and `NAME.key`: a certificate with CN `cn` for `sans`.
+    fn issue(&self, dir: &Path, name: &str, cn: &str, sans: &[&str]) {
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_in_and_tls_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("izhub test CA");
+    ca.write(d, "ca.pem");
+    ca.issue(d, "engine", "engine", &["localhost"]);
+    ca.issue(d, "iis", "iis", &["iis.test"]);
+    ca.issue(d, "clinic", "CLINIC-A", &[]);
+    let stranger = Ca::new("someone else");
+    stranger.issue(d, "stranger", "CLINIC-A", &[]);
+
+    // The IIS speaks MLLP over TLS.
+    let iis_tls = izhub::tls::server_config(&d.join("iis.pem"), &d.join("iis.key"), None).unwrap();
+    let sim = start_sim(izhub::sim::SimOptions {
+        tls: Some(iis_tls),
+        ..sim_named("MAIIS")
+    })
+    .await;
+
+    let path = d.join("izhub.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[listeners.ehr]
+listen = "127.0.0.1:0"
+[listeners.ehr.tls]
+cert = "engine.pem"
+key = "engine.key"
+client_ca = "ca.pem"
+
+[destinations.ma]
+mllp = "{}"
+[destinations.ma.tls]
+ca = "ca.pem"
+server_name = "iis.test"
+
+[[routes]]
+name = "r"
+destinations = ["ma"]
+"#,
+            sim.addr
+        ),
+    )
+    .unwrap();
+    let engine = izhub::serve::start(&izhub::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let addr = engine.listeners["ehr"].to_string();
+    let client_tls = |cert: Option<&str>| {
+        let client = cert.map(|n| (d.join(format!("{n}.pem")), d.join(format!("{n}.key"))));
+        izhub::tls::DestinationTls::load(
+            &d.join("ca.pem"),
+            "localhost",
+            client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        )
+        .unwrap()
+    };
+    let nist = |id: &str, sender: &str| {
+        with_msh(
+            &with_msh(
+                &sample_text("messages/vxu/vxu-nist-iz-1.1-admin-child-max.hl7"),
+                10,
+                id,
+            ),
+            4,
+            sender,
+        )
+    };
+
+    // The clinic's certificate: accepted, delivered to the IIS over TLS.
+    let mut c =
+        izhub::mllp::MllpClient::connect_tls(&addr, TIMEOUT, 1 << 20, &client_tls(Some("clinic")))
+            .await
+            .unwrap();
+    let answer = c
+        .exchange(nist("TLS-1", "CLINIC-A").as_bytes(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(
+        msa(&answer),
+        ("AA".into(), "TLS-1".into()),
+        "{:?}",
+        segments(&answer)
+    );
+    assert_eq!(sim.state.count("TLS-1"), 1);
+    // The same certificate cannot speak for another facility.
+    let answer = c
+        .exchange(nist("TLS-2", "OTHER-CLINIC").as_bytes(), TIMEOUT)
+        .await
+        .unwrap();
+    let segs = segments(&answer);
+    assert_eq!(msa(&answer).0, "AR", "{segs:?}");
+    assert!(
+        segs.iter()
+            .any(|s| s.contains("does not match the client certificate ('CLINIC-A')")),
+        "{segs:?}"
+    );
+    assert_eq!(sim.state.count("TLS-2"), 0);
+
+    // No client certificate, or one from another CA: refused.
+    for cert in [None, Some("stranger")] {
+        let refused =
+            match izhub::mllp::MllpClient::connect_tls(&addr, TIMEOUT, 1 << 20, &client_tls(cert))
+                .await
+            {
+                Err(_) => true,
+                // TLS 1.3 may finish the client side before the server refuses.
+                Ok(mut c) => c
+                    .exchange(nist("TLS-X", "CLINIC-A").as_bytes(), TIMEOUT)
+                    .await
+                    .is_err(),
+            };
+        assert!(refused, "client certificate {cert:?} must be refused");
+    }
+    // Plain TCP to a TLS listener gets nothing.
+    let mut plain = izhub::mllp::MllpClient::connect(&addr, TIMEOUT, 1 << 20)
+        .await
+        .unwrap();
+    assert!(
+        plain
+            .exchange(
+                nist("TLS-P", "CLINIC-A").as_bytes(),
+                std::time::Duration::from_secs(2)
+            )
+            .await
+            .is_err()
+    );
+    assert_eq!(sim.state.count("TLS-X") + sim.state.count("TLS-P"), 0);
+    engine.stop().await;
+}
