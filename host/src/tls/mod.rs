@@ -107,10 +107,11 @@ pub fn subject_cn(der: &[u8]) -> Option<String> {
         let start = i + pos + 5;
         let tag = *der.get(start)?;
         let len = *der.get(start + 1)? as usize;
-        if matches!(tag, 0x0c | 0x13 | 0x16) && len < 0x80 {
-            if let Some(bytes) = der.get(start + 2..start + 2 + len) {
-                found = std::str::from_utf8(bytes).ok().map(str::to_string);
-            }
+        if matches!(tag, 0x0c | 0x13 | 0x16)
+            && len < 0x80
+            && let Some(bytes) = der.get(start + 2..start + 2 + len)
+        {
+            found = std::str::from_utf8(bytes).ok().map(str::to_string);
         }
         i = start;
     }
