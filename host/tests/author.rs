@@ -113,10 +113,7 @@ async fn a_new_plugin_goes_from_nothing_to_a_route() {
     let engine = izhub::serve::start(&izhub::config::load(&path).unwrap())
         .await
         .unwrap();
-    let mut client =
-        izhub::mllp::MllpClient::connect(&engine.listeners["ehr"].to_string(), TIMEOUT, 1 << 20)
-            .await
-            .unwrap();
+    let mut client = connect(&engine, "ehr").await;
     let answer = client
         .exchange(&sample("messages/vxu/vxu-valid-testgood-01.hl7"), TIMEOUT)
         .await

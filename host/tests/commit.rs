@@ -47,10 +47,7 @@ async fn aa_after_journal_then_delivery_from_the_queue() {
     let engine = serve::start(&izhub::config::load(&path).unwrap())
         .await
         .unwrap();
-    let mut client =
-        izhub::mllp::MllpClient::connect(&engine.listeners["ehr"].to_string(), TIMEOUT, 1 << 20)
-            .await
-            .unwrap();
+    let mut client = connect(&engine, "ehr").await;
     let answer = client
         .exchange(vxu("C-1", "P1").as_bytes(), TIMEOUT)
         .await
@@ -274,10 +271,7 @@ async fn dead_letters_can_be_reprocessed_while_the_engine_runs() {
     let engine = serve::start(&izhub::config::load(&path).unwrap())
         .await
         .unwrap();
-    let mut client =
-        izhub::mllp::MllpClient::connect(&engine.listeners["ehr"].to_string(), TIMEOUT, 1 << 20)
-            .await
-            .unwrap();
+    let mut client = connect(&engine, "ehr").await;
     assert_eq!(
         msa(&client
             .exchange(vxu("R-1", "P1").as_bytes(), TIMEOUT)
@@ -326,16 +320,8 @@ async fn dead_letters_can_be_reprocessed_while_the_engine_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_address_are_capped() {
     let sim = start_sim(sim_named("MIIIS")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("izhub.toml");
-    std::fs::write(
-        &path,
-        format!("[listeners.ehr]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_peer = 2\n\n[destinations.mi]\nmllp = \"{}\"\n\n[[routes]]\nname = \"r\"\ndestinations = [\"mi\"]\n", sim.addr),
-    )
-    .unwrap();
-    let engine = serve::start(&izhub::config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let (engine, _dir) =
+        engine_from(&simple_config(sim.addr, "max_connections_per_peer = 2")).await;
     let addr = engine.listeners["ehr"].to_string();
     let mut a = izhub::mllp::MllpClient::connect(&addr, TIMEOUT, 1 << 20)
         .await

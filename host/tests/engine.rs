@@ -276,26 +276,13 @@ async fn stamp_hie_fills_msh22_before_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn senders_outside_the_allow_list_get_ar() {
-    let h = harness("").await;
-    h.stop().await;
     let sim = start_sim(sim_named("MIIIS")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("izhub.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[listeners.ehr]\nlisten = \"127.0.0.1:0\"\nallowed_senders = [\"GOOD-CLINIC\"]\n\n[destinations.mi]\nmllp = \"{}\"\n\n[[routes]]\nname = \"all\"\ndestinations = [\"mi\"]\n",
-            sim.addr
-        ),
-    )
-    .unwrap();
-    let engine = izhub::serve::start(&izhub::config::load(&path).unwrap())
-        .await
-        .unwrap();
-    let addr = engine.listeners["ehr"].to_string();
-    let mut client = izhub::mllp::MllpClient::connect(&addr, TIMEOUT, 1 << 20)
-        .await
-        .unwrap();
+    let (engine, _dir) = engine_from(&simple_config(
+        sim.addr,
+        "allowed_senders = [\"GOOD-CLINIC\"]",
+    ))
+    .await;
+    let mut client = connect(&engine, "ehr").await;
     let base = sample_text("messages/vxu/vxu-valid-testgood-01.hl7");
     let answer = client
         .exchange(with_msh(&base, 4, "STRANGER").as_bytes(), TIMEOUT)

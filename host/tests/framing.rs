@@ -175,19 +175,8 @@ async fn iso_8859_1_messages_are_decoded_and_delivered_in_their_charset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lenient_listener_accepts_fs_without_cr() {
-    let h = harness("").await;
-    h.stop().await;
     let sim = start_sim(sim_named("MIIIS")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("izhub.toml");
-    std::fs::write(
-        &path,
-        format!("[listeners.ehr]\nlisten = \"127.0.0.1:0\"\nlenient_framing = true\n\n[destinations.mi]\nmllp = \"{}\"\n\n[[routes]]\nname = \"all\"\ndestinations = [\"mi\"]\n", sim.addr),
-    )
-    .unwrap();
-    let engine = izhub::serve::start(&izhub::config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let (engine, _dir) = engine_from(&simple_config(sim.addr, "lenient_framing = true")).await;
     let mut s = TcpStream::connect(engine.listeners["ehr"]).await.unwrap();
     let mut bytes = vec![VT];
     bytes.extend(vxu("LENIENT-1").as_bytes());

@@ -44,10 +44,7 @@ async fn python_and_javascript_plugins_run_in_a_route() {
         watch: None,
     };
     let engine = serve::start_with(&config, opts).await.unwrap();
-    let mut client =
-        izhub::mllp::MllpClient::connect(&engine.listeners["ehr"].to_string(), TIMEOUT, 1 << 20)
-            .await
-            .unwrap();
+    let mut client = connect(&engine, "ehr").await;
     let base = with_msh(
         &sample_text("messages/vxu/vxu-valid-testgood-01.hl7"),
         22,

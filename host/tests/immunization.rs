@@ -81,10 +81,7 @@ async fn ndc_and_local_race_codes_arrive_at_the_iis_as_cvx_and_cdcrec() {
         .await
         .unwrap();
     let admin = engine.admin.unwrap();
-    let mut client =
-        izhub::mllp::MllpClient::connect(&engine.listeners["ehr"].to_string(), TIMEOUT, 1 << 20)
-            .await
-            .unwrap();
+    let mut client = connect(&engine, "ehr").await;
     let answer = client
         .exchange(clinic_vxu("NDC-1", "00069-0344-01").as_bytes(), TIMEOUT)
         .await
@@ -161,10 +158,7 @@ async fn code_sets_updated_while_running_take_effect_and_bad_ones_are_refused() 
         .await
         .unwrap();
     let admin = engine.admin.unwrap();
-    let mut client =
-        izhub::mllp::MllpClient::connect(&engine.listeners["ehr"].to_string(), TIMEOUT, 1 << 20)
-            .await
-            .unwrap();
+    let mut client = connect(&engine, "ehr").await;
     // A new season's NDC, not yet in the crosswalk.
     let answer = client
         .exchange(clinic_vxu("SEASON-1", "12345-6789-01").as_bytes(), TIMEOUT)

@@ -226,13 +226,7 @@ async fn lookups_follow_grants() {
         let engine = izhub::serve::start(&izhub::config::load(&path).unwrap())
             .await
             .unwrap();
-        let mut client = izhub::mllp::MllpClient::connect(
-            &engine.listeners["ehr"].to_string(),
-            TIMEOUT,
-            1 << 20,
-        )
-        .await
-        .unwrap();
+        let mut client = connect(&engine, "ehr").await;
         let answer = client
             .exchange(&sample("messages/vxu/vxu-valid-testgood-01.hl7"), TIMEOUT)
             .await

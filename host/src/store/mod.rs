@@ -332,6 +332,13 @@ impl Journal {
         })
     }
 
+    /// The read connection (readers never block the writer: WAL).
+    fn reader(&self) -> Result<std::sync::MutexGuard<'_, Connection>, JournalError> {
+        self.reader
+            .lock()
+            .map_err(|_| JournalError::Read("reader lock poisoned".into()))
+    }
+
     /// Writes deliveries durably (fsync) and returns their ids. Concurrent
     /// calls share one commit.
     pub async fn insert(&self, batch: Vec<NewDelivery>) -> Result<Vec<i64>, JournalError> {
@@ -380,10 +387,7 @@ impl Journal {
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<Pending>, JournalError> {
-        let conn = self
-            .reader
-            .lock()
-            .map_err(|_| JournalError::Read("reader lock poisoned".into()))?;
+        let conn = self.reader()?;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT id, order_key, control_id, payload, attempts, next_attempt_at FROM deliveries
@@ -408,10 +412,7 @@ impl Journal {
 
     /// Counts deliveries by status (for metrics and tests).
     pub fn count(&self, status: Status) -> Result<i64, JournalError> {
-        let conn = self
-            .reader
-            .lock()
-            .map_err(|_| JournalError::Read("reader lock poisoned".into()))?;
+        let conn = self.reader()?;
         conn.query_row(
             "SELECT COUNT(*) FROM deliveries WHERE status = ?1",
             params![status.as_str()],
@@ -422,10 +423,7 @@ impl Journal {
 
     /// The status of the newest delivery with this control id.
     pub fn status_of(&self, control_id: &str) -> Result<Option<String>, JournalError> {
-        let conn = self
-            .reader
-            .lock()
-            .map_err(|_| JournalError::Read("reader lock poisoned".into()))?;
+        let conn = self.reader()?;
         conn.query_row(
             "SELECT status FROM deliveries WHERE control_id = ?1 ORDER BY id DESC LIMIT 1",
             params![control_id],
@@ -439,10 +437,7 @@ impl Journal {
     /// raw input, MSH-10). One row per message even when it went to several
     /// destinations.
     pub fn select(&self, filter: &Filter) -> Result<Vec<Journaled>, JournalError> {
-        let conn = self
-            .reader
-            .lock()
-            .map_err(|_| JournalError::Read("reader lock poisoned".into()))?;
+        let conn = self.reader()?;
         let mut sql =
             String::from("SELECT MIN(id), listener, raw, control_id FROM deliveries WHERE 1 = 1");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
@@ -489,10 +484,7 @@ impl Journal {
     /// Deletes finished deliveries older than `max_age` (retention).
     pub fn prune(&self, max_age: Duration) -> Result<usize, JournalError> {
         let cutoff = now_ms() - max_age.as_millis() as i64;
-        let conn = self
-            .reader
-            .lock()
-            .map_err(|_| JournalError::Read("reader lock poisoned".into()))?;
+        let conn = self.reader()?;
         conn.execute(
             "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND updated_at < ?1",
             params![cutoff],

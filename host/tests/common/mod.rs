@@ -275,3 +275,27 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default()
 }
+
+/// An MLLP client connected to a listener of a running engine.
+pub async fn connect(engine: &Running, listener: &str) -> MllpClient {
+    MllpClient::connect(&engine.listeners[listener].to_string(), TIMEOUT, 1 << 20)
+        .await
+        .unwrap()
+}
+
+/// Writes `config` to a fresh directory and starts an engine on it.
+pub async fn engine_from(config: &str) -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("izhub.toml");
+    std::fs::write(&path, config).unwrap();
+    let cfg = izhub::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{config}"));
+    (serve::start(&cfg).await.unwrap(), dir)
+}
+
+/// A one-listener (`ehr`), one-destination (`mi`) configuration with no
+/// plugins; `listener_extra` adds lines to the listener.
+pub fn simple_config(iis: std::net::SocketAddr, listener_extra: &str) -> String {
+    format!(
+        "[listeners.ehr]\nlisten = \"127.0.0.1:0\"\n{listener_extra}\n\n[destinations.mi]\nmllp = \"{iis}\"\n\n[[routes]]\nname = \"all\"\ndestinations = [\"mi\"]\n"
+    )
+}
