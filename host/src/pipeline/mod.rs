@@ -309,6 +309,8 @@ impl Pipeline {
         let mut attributes: Vec<(String, String)> = Vec::new();
         let mut issues: Vec<Issue> = Vec::new();
         let mut route_to: Option<Vec<String>> = None;
+        // What each plugin did, kept with the message in the journal.
+        let mut stages = String::new();
         let original = msh.clone();
         for plugin in &route.plugins {
             let env = Envelope {
@@ -349,6 +351,19 @@ impl Pipeline {
                 .plugin_verdicts
                 .get_or_create(&vec![l("plugin", plugin.name()), l("verdict", verdict)])
                 .inc();
+            if route.spec.ack_mode == AckMode::Commit {
+                let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if *t != text);
+                stages.push_str(&format!(
+                    "{}\t{verdict}\tissues={}\t{}\n",
+                    plugin.name(),
+                    issues.len(),
+                    if changed { "changed" } else { "unchanged" }
+                ));
+                if let (true, Verdict::Continue(Some(t))) = (changed, &outcome.verdict) {
+                    stages.push_str(t);
+                    stages.push('\n');
+                }
+            }
             match outcome.verdict {
                 Verdict::Continue(None) => {}
                 Verdict::Continue(Some(new_text)) => {
@@ -421,7 +436,8 @@ impl Pipeline {
         if route.spec.ack_mode == AckMode::Commit {
             return self
                 .commit(
-                    route, listener, raw, &original, &text, payload, &targets, issues, charset,
+                    route, listener, raw, &original, &text, payload, &targets, issues, stages,
+                    charset,
                 )
                 .await;
         }
@@ -480,6 +496,7 @@ impl Pipeline {
         payload: Bytes,
         targets: &[String],
         mut issues: Vec<Issue>,
+        stages: String,
         charset: Charset,
     ) -> Answer {
         let Some(journal) = &self.journal else {
@@ -503,6 +520,7 @@ impl Pipeline {
                 destination: d.clone(),
                 raw: raw.to_vec(),
                 payload: payload.to_vec(),
+                stages: stages.clone(),
             })
             .collect();
         match journal.insert(batch).await {

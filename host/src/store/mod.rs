@@ -16,7 +16,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 /// Schema migrations, applied in order; the journal records which ran.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at INTEGER NOT NULL,
@@ -39,7 +40,11 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_queue ON deliveries(destination, status, id);
 CREATE INDEX deliveries_received ON deliveries(received_at);
-"#];
+"#,
+    r#"
+ALTER TABLE deliveries ADD COLUMN stages TEXT NOT NULL DEFAULT '';
+"#,
+];
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -64,6 +69,9 @@ pub struct NewDelivery {
     pub raw: Vec<u8>,
     /// The message as it goes to the IIS (after plugins, encoded).
     pub payload: Vec<u8>,
+    /// What each plugin did: `plugin<TAB>verdict<TAB>issues=N<TAB>changed`,
+    /// followed by the message it produced when it changed it.
+    pub stages: String,
 }
 
 /// A journaled message waiting for delivery.
@@ -243,7 +251,8 @@ fn apply(conn: &mut Connection, ops: &[Op]) -> Result<Vec<i64>, String> {
         let mut insert = tx
             .prepare_cached(
                 "INSERT INTO deliveries (received_at, listener, route, sender, control_id, message_type, order_key,
-                 destination, raw, payload, status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?1)",
+                 destination, raw, payload, stages, status, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'queued', ?1)",
             )
             .map_err(|e| e.to_string())?;
         let mut update = tx
@@ -267,7 +276,8 @@ fn apply(conn: &mut Connection, ops: &[Op]) -> Result<Vec<i64>, String> {
                                 d.order_key,
                                 d.destination,
                                 d.raw,
-                                d.payload
+                                d.payload,
+                                d.stages
                             ])
                             .map_err(|e| e.to_string())?;
                         ids.push(tx.last_insert_rowid());
@@ -421,6 +431,18 @@ impl Journal {
         .map_err(|e| JournalError::Read(e.to_string()))
     }
 
+    /// What each plugin did with the newest message with this control id.
+    pub fn stages_of(&self, control_id: &str) -> Result<Option<String>, JournalError> {
+        let conn = self.reader()?;
+        conn.query_row(
+            "SELECT stages FROM deliveries WHERE control_id = ?1 ORDER BY id DESC LIMIT 1",
+            params![control_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| JournalError::Read(e.to_string()))
+    }
+
     /// The status of the newest delivery with this control id.
     pub fn status_of(&self, control_id: &str) -> Result<Option<String>, JournalError> {
         let conn = self.reader()?;
@@ -508,6 +530,7 @@ mod tests {
             destination: "mi".into(),
             raw: b"MSH|raw".to_vec(),
             payload: b"MSH|payload".to_vec(),
+            stages: String::new(),
         }
     }
 
