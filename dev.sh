@@ -6,6 +6,7 @@
 #   ./dev.sh test    build everything and run every check and test (what CI runs)
 #   ./dev.sh bench   benchmark the demo route against the IIS simulator
 #   ./dev.sh build   build the engine and the plugins only
+#   ./dev.sh fuzz [SECONDS]  run every fuzz target (default 600 s each, two at a time)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -160,10 +161,29 @@ bench() {
         --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
 }
 
+# libFuzzer targets in host/fuzz (cargo fuzz). They need unstable compiler
+# flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+fuzz() {
+    local seconds="${1:-600}"
+    command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+    local targets=(mllp_codec hl7_message iis_answer soap_envelope)
+    (cd host && for t in "${targets[@]}"; do mkdir -p "fuzz/corpus/$t"; done)
+    cp samples/messages/vxu/*.hl7 host/fuzz/corpus/hl7_message/
+    cp samples/corpus/*/*.hl7 host/fuzz/corpus/iis_answer/
+    run_one() {
+        (cd host && CARGO_TARGET_DIR="$CARGO_TARGET_DIR-fuzz" RUSTC_BOOTSTRAP=1 cargo fuzz run "$1" --sanitizer none --release -- \
+            -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1)
+    }
+    for ((i = 0; i < ${#targets[@]}; i += 2)); do
+        run_one "${targets[$i]}" & run_one "${targets[$((i + 1))]}" & wait
+    done
+}
+
 case "${1:-}" in
     demo) demo ;;
     test) run_tests ;;
     bench) bench ;;
     build) setup; build_plugins; build_guest_plugins; build_host ;;
-    *) sed -n '2,9p' "$0"; exit 2 ;;
+    fuzz) fuzz "${2:-600}" ;;
+    *) sed -n '2,10p' "$0"; exit 2 ;;
 esac
