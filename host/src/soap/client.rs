@@ -37,13 +37,25 @@ impl SoapError {
 }
 
 /// Where and as whom to submit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SoapTarget {
     /// `http://host:port/path`.
     pub url: String,
     pub username: String,
     pub password: String,
     pub facility_id: String,
+}
+
+impl std::fmt::Debug for SoapTarget {
+    /// Never shows the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoapTarget")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("facility_id", &self.facility_id)
+            .finish()
+    }
 }
 
 impl SoapTarget {
