@@ -46,7 +46,9 @@ fn target(addr: &str, path: &str, user: &str, password: &str) -> SoapTarget {
         url: format!("http://{addr}{path}"),
         username: user.into(),
         password: password.into(),
+        password_inline: false,
         facility_id: "CLINIC-A".into(),
+        tls: None,
     }
 }
 
@@ -82,6 +84,15 @@ destinations = ["ma-soap"]
         ),
     )
     .unwrap();
+    // It holds passwords: readable by its owner only, or it is refused.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = izhub::config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("holds passwords but other users can read it (mode 644)"),
+        "{err}"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let engine = izhub::serve::start(&izhub::config::load(&path).unwrap())
         .await
         .unwrap();

@@ -175,15 +175,44 @@ impl std::error::Error for ConfigErrors {}
 
 /// Reads and checks a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&text, path),
-        Err(e) => Err(ConfigErrors(vec![ConfigError {
+    let error = |message: String| {
+        Err(ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
             line: None,
             key: String::new(),
-            message: format!("cannot read the file: {e}"),
-        }])),
+            message,
+        }]))
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => return error(format!("cannot read the file: {e}")),
+    };
+    let config = load_str(&text, path)?;
+    // A file that holds passwords must be readable by its owner only.
+    let holds_secrets = config
+        .destinations
+        .iter()
+        .any(|d| d.soap.as_ref().is_some_and(|s| s.password_inline))
+        || config
+            .listeners
+            .iter()
+            .any(|l| l.soap.as_ref().is_some_and(|s| !s.users.is_empty()));
+    #[cfg(unix)]
+    if holds_secrets {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return error(format!(
+                    "the file holds passwords but other users can read it (mode {mode:o}): chmod 600 it, or take \
+                     destination passwords from the environment with password_env"
+                ));
+            }
+        }
     }
+    #[cfg(not(unix))]
+    let _ = holds_secrets;
+    Ok(config)
 }
 
 /// Collects errors with their positions in one source text.
@@ -331,6 +360,7 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
                 let u = url.get_ref().trim();
                 let authority = u
                     .strip_prefix("http://")
+                    .or_else(|| u.strip_prefix("https://"))
                     .map(|r| r.split('/').next().unwrap_or(""));
                 if !authority.is_some_and(host_port_ok) {
                     errs.push(
@@ -358,7 +388,9 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
                     url: u.to_string(),
                     username: d.username.clone().unwrap_or_default(),
                     password,
+                    password_inline: d.password.is_some() && d.password_env.is_none(),
                     facility_id: d.facility_id.clone().unwrap_or_default(),
+                    tls: None,
                 });
             }
             _ => errs.push(
@@ -370,7 +402,12 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
         let tls = d.tls.as_ref().and_then(|t| {
             let span = t.span();
             let t = t.get_ref();
-            let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
+            let authority = soap
+                .as_ref()
+                .and_then(|s| s.url.split("://").nth(1))
+                .and_then(|r| r.split('/').next())
+                .unwrap_or(&addr);
+            let host = authority.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
             let name_for_cert = t.server_name.clone().unwrap_or_else(|| host.to_string());
             let client = match (&t.cert, &t.key) {
                 (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
@@ -397,6 +434,9 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
                 }
             }
         });
+        if let Some(target) = soap.as_mut() {
+            target.tls = tls.clone();
+        }
         destinations.push(DestinationSpec {
             name: name.clone(),
             addr,

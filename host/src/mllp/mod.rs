@@ -4,5 +4,5 @@
 mod client;
 mod codec;
 
-pub use client::{MllpClient, MllpClientError};
+pub use client::{Io, MllpClient, MllpClientError};
 pub use codec::{DEFAULT_MAX_FRAME, MllpCodec, MllpFrame};

@@ -43,7 +43,11 @@ pub struct SoapTarget {
     pub url: String,
     pub username: String,
     pub password: String,
+    /// Whether the password was written in the configuration file.
+    pub password_inline: bool,
     pub facility_id: String,
+    /// For an `https://` URL: the CA and name the IIS's certificate must match.
+    pub tls: Option<crate::tls::DestinationTls>,
 }
 
 impl std::fmt::Debug for SoapTarget {
@@ -63,7 +67,10 @@ impl SoapTarget {
         let rest = self
             .url
             .strip_prefix("http://")
-            .ok_or_else(|| SoapError::Http(format!("'{}' is not an http:// URL", self.url)))?;
+            .or_else(|| self.url.strip_prefix("https://"))
+            .ok_or_else(|| {
+                SoapError::Http(format!("'{}' is not an http:// or https:// URL", self.url))
+            })?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (rest.get(..i).unwrap_or(""), rest.get(i..).unwrap_or("/")),
             None => (rest, "/"),
@@ -85,6 +92,27 @@ async fn post(target: &SoapTarget, body: String, timeout: Duration) -> Result<St
                 detail: e.to_string(),
             })?;
         let _ = stream.set_nodelay(true);
+        let stream: Box<dyn crate::mllp::Io> =
+            match (&target.tls, target.url.starts_with("https://")) {
+                (Some(tls), true) => {
+                    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                    let tls_stream = connector
+                        .connect(tls.server_name.clone(), stream)
+                        .await
+                        .map_err(|e| SoapError::Connect {
+                            addr: authority.clone(),
+                            detail: format!("TLS: {e}"),
+                        })?;
+                    Box::new(tls_stream)
+                }
+                (None, true) => {
+                    return Err(SoapError::Http(format!(
+                        "'{}' is https:// but no [tls] ca is configured",
+                        target.url
+                    )));
+                }
+                (_, false) => Box::new(stream),
+            };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| SoapError::Http(e.to_string()))?;
