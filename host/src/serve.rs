@@ -204,6 +204,7 @@ async fn soap_listener(
     use crate::pipeline::Answer;
     use crate::soap::Fault;
     let max_frame = spec.max_frame;
+    let tls = spec.tls.as_ref().map(|t| t.config.clone());
     let handler: crate::soap::server::Handler = Arc::new(move |_facility, hl7| {
         let (slot, spec) = (slot.clone(), spec.clone());
         Box::pin(async move {
@@ -224,7 +225,7 @@ async fn soap_listener(
         max_body: max_frame * 2 + (16 << 10),
         handler,
     };
-    crate::soap::server::run(socket, soap.path, endpoint, shutdown).await;
+    crate::soap::server::run(socket, soap.path, endpoint, tls, shutdown).await;
 }
 
 /// Runs until `signal` completes, then shuts down gracefully.

@@ -171,3 +171,80 @@ destinations = ["ma"]
     assert_eq!(sim.state.count("TLS-X") + sim.state.count("TLS-P"), 0);
     engine.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soap_over_https_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("izhub test CA");
+    ca.write(d, "ca.pem");
+    ca.issue(d, "engine", "engine", &["localhost"]);
+    ca.issue(d, "iis", "iis", &["iis.test"]);
+    // The IIS answers SOAP over HTTPS.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let iis_addr = listener.local_addr().unwrap();
+    let state = std::sync::Arc::new(izhub::sim::SimState::default());
+    let token = tokio_util::sync::CancellationToken::new();
+    let iis_tls = izhub::tls::server_config(&d.join("iis.pem"), &d.join("iis.key"), None).unwrap();
+    let opts = izhub::sim::SimOptions {
+        tls: Some(iis_tls),
+        ..sim_named("MAIIS")
+    };
+    tokio::spawn(izhub::sim::run_soap(
+        listener,
+        opts,
+        Default::default(),
+        state.clone(),
+        token.clone(),
+    ));
+
+    let path = d.join("izhub.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[listeners.soap]\nlisten = \"127.0.0.1:0\"\nprotocol = \"soap\"\n[listeners.soap.tls]\ncert = \"engine.pem\"\nkey = \"engine.key\"\n\n[destinations.ma]\nsoap = \"https://{iis_addr}/\"\nusername = \"izhub\"\npassword_env = \"IZHUB_TEST_SOAP_PASSWORD\"\n[destinations.ma.tls]\nca = \"ca.pem\"\nserver_name = \"iis.test\"\n\n[[routes]]\nname = \"r\"\ndestinations = [\"ma\"]\n"
+        ),
+    )
+    .unwrap();
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe { std::env::set_var("IZHUB_TEST_SOAP_PASSWORD", "secret") };
+    let engine = izhub::serve::start(&izhub::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let tls = izhub::tls::DestinationTls::load(&d.join("ca.pem"), "localhost", None).unwrap();
+    let target = izhub::soap::client::SoapTarget {
+        url: format!("https://{}/", engine.listeners["soap"]),
+        username: "clinic".into(),
+        password: "any".into(),
+        password_inline: false,
+        facility_id: "CLINIC-A".into(),
+        tls: Some(tls),
+    };
+    let msg = with_msh(
+        &sample_text("messages/vxu/vxu-nist-iz-1.1-admin-child-max.hl7"),
+        10,
+        "HTTPS-1",
+    );
+    let answer = izhub::soap::client::submit(&target, &msg, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(
+        msa(answer.as_bytes()),
+        ("AA".into(), "HTTPS-1".into()),
+        "{answer}"
+    );
+    assert_eq!(state.count("HTTPS-1"), 1, "delivered to the IIS over HTTPS");
+    // Plain HTTP to the HTTPS endpoint gets no SOAP answer.
+    let plain = izhub::soap::client::SoapTarget {
+        url: target.url.replace("https://", "http://"),
+        tls: None,
+        ..target
+    };
+    assert!(
+        izhub::soap::client::submit(&plain, &msg, std::time::Duration::from_secs(3))
+            .await
+            .is_err()
+    );
+    token.cancel();
+    engine.stop().await;
+}

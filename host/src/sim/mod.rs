@@ -238,6 +238,7 @@ pub async fn run_soap(
     shutdown: CancellationToken,
 ) {
     use crate::soap::Fault;
+    let tls = opts.tls.clone();
     let opts = Arc::new(opts);
     let max_body = opts.max_frame.saturating_mul(2);
     let handler: crate::soap::server::Handler = Arc::new(move |_facility, hl7| {
@@ -261,7 +262,7 @@ pub async fn run_soap(
         max_body,
         handler,
     };
-    crate::soap::server::run(listener, "/".into(), endpoint, shutdown).await;
+    crate::soap::server::run(listener, "/".into(), endpoint, tls, shutdown).await;
 }
 
 /// The simulator's answer to one message, or None when MSH is unreadable.

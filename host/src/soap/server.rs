@@ -85,11 +85,12 @@ async fn handle(State(ep): State<Arc<Endpoint>>, body: Bytes) -> Response {
     }
 }
 
-/// Serves the endpoint on `path` until `shutdown`.
+/// Serves the endpoint on `path` until `shutdown`; over HTTPS when `tls` is given.
 pub async fn run(
     listener: TcpListener,
     path: String,
     endpoint: Endpoint,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) {
     // Let oversized bodies reach the handler (up to a hard cap) so they get a
@@ -99,10 +100,43 @@ pub async fn run(
         .route(&path, post(handle))
         .layer(DefaultBodyLimit::max(cap))
         .with_state(Arc::new(endpoint));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "SOAP endpoint failed");
+    let Some(tls) = tls else {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "SOAP endpoint failed");
+        }
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SOAP endpoint: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream))
+                    .await;
+            let Ok(Ok(stream)) = handshake else {
+                tracing::warn!(%peer, "SOAP endpoint: TLS handshake failed");
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "SOAP connection ended");
+            }
+        });
     }
 }
