@@ -76,6 +76,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         Some(path) => {
             let journal = Journal::open(path)?;
             tracing::info!(path = %path.display(), "journal open; undelivered messages resume");
+            let max_finished = config.max_finished;
             let (j, every, retention, stop) = (
                 journal.clone(),
                 Duration::from_secs(3600),
@@ -84,7 +85,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
             );
             tracker.spawn(async move {
                 loop {
-                    match j.prune(retention) {
+                    match j.prune(retention, max_finished) {
                         Ok(n) if n > 0 => tracing::info!(
                             deleted = n,
                             "journal retention: pruned finished messages"

@@ -28,6 +28,8 @@ pub struct Config {
     pub journal: Option<PathBuf>,
     /// How long finished messages stay in the journal.
     pub retention: Duration,
+    /// How many finished messages the journal keeps at most.
+    pub max_finished: Option<u64>,
     pub routes: Vec<RouteSpec>,
 }
 
@@ -618,6 +620,7 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
                             .unwrap_or_else(|| "data/izhub.db".into()),
                     )
                 }),
+            max_finished: file.store.as_ref().and_then(|s| s.max_finished),
             retention: Duration::from_secs(
                 file.store
                     .as_ref()

@@ -149,6 +149,8 @@ pub struct StoreFile {
     pub path: Option<String>,
     /// Finished messages are deleted after this many days (default 30).
     pub retention_days: Option<u64>,
+    /// At most this many finished messages are kept (oldest deleted first).
+    pub max_finished: Option<u64>,
 }
 
 /// `[[routes]]`

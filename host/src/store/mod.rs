@@ -504,14 +504,31 @@ impl Journal {
     }
 
     /// Deletes finished deliveries older than `max_age` (retention).
-    pub fn prune(&self, max_age: Duration) -> Result<usize, JournalError> {
+    pub fn prune(
+        &self,
+        max_age: Duration,
+        max_finished: Option<u64>,
+    ) -> Result<usize, JournalError> {
         let cutoff = now_ms() - max_age.as_millis() as i64;
         let conn = self.reader()?;
-        conn.execute(
-            "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND updated_at < ?1",
-            params![cutoff],
-        )
-        .map_err(|e| JournalError::Write(e.to_string()))
+        let mut deleted = conn
+            .execute(
+                "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND updated_at < ?1",
+                params![cutoff],
+            )
+            .map_err(|e| JournalError::Write(e.to_string()))?;
+        // Size: keep at most `max_finished` finished messages, newest first.
+        // Queued messages are never pruned.
+        if let Some(keep) = max_finished {
+            deleted += conn
+                .execute(
+                    "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND id NOT IN
+                     (SELECT id FROM deliveries WHERE status IN ('delivered', 'dead') ORDER BY id DESC LIMIT ?1)",
+                    params![keep as i64],
+                )
+                .map_err(|e| JournalError::Write(e.to_string()))?;
+        }
+        Ok(deleted)
     }
 }
 
@@ -569,5 +586,15 @@ mod tests {
         let j = Journal::open(&path).unwrap();
         assert_eq!(j.count(Status::Queued).unwrap(), 50);
         assert_eq!(j.status_of("M0").unwrap().as_deref(), Some("delivered"));
+        // Retention by size keeps queued messages whatever the limit.
+        j.update(pending[1].id, Status::Dead, 1, 0, None, None)
+            .unwrap();
+        j.sync().await.unwrap();
+        assert_eq!(j.prune(Duration::from_secs(3600), Some(1)).unwrap(), 1);
+        assert_eq!(
+            j.count(Status::Delivered).unwrap() + j.count(Status::Dead).unwrap(),
+            1
+        );
+        assert_eq!(j.count(Status::Queued).unwrap(), 49);
     }
 }
