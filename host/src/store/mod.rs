@@ -431,28 +431,29 @@ impl Journal {
         .map_err(|e| JournalError::Read(e.to_string()))
     }
 
+    /// One column of the newest delivery with this control id.
+    fn newest(
+        &self,
+        control_id: &str,
+        column: &'static str,
+    ) -> Result<Option<String>, JournalError> {
+        let conn = self.reader()?;
+        let sql = format!(
+            "SELECT {column} FROM deliveries WHERE control_id = ?1 ORDER BY id DESC LIMIT 1"
+        );
+        conn.query_row(&sql, params![control_id], |r| r.get(0))
+            .optional()
+            .map_err(|e| JournalError::Read(e.to_string()))
+    }
+
     /// What each plugin did with the newest message with this control id.
     pub fn stages_of(&self, control_id: &str) -> Result<Option<String>, JournalError> {
-        let conn = self.reader()?;
-        conn.query_row(
-            "SELECT stages FROM deliveries WHERE control_id = ?1 ORDER BY id DESC LIMIT 1",
-            params![control_id],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| JournalError::Read(e.to_string()))
+        self.newest(control_id, "stages")
     }
 
     /// The status of the newest delivery with this control id.
     pub fn status_of(&self, control_id: &str) -> Result<Option<String>, JournalError> {
-        let conn = self.reader()?;
-        conn.query_row(
-            "SELECT status FROM deliveries WHERE control_id = ?1 ORDER BY id DESC LIMIT 1",
-            params![control_id],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| JournalError::Read(e.to_string()))
+        self.newest(control_id, "status")
     }
 
     /// Journaled messages matching a filter, oldest first: (id, listener,
