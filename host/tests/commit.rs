@@ -107,17 +107,8 @@ async fn an_iis_outage_is_ridden_out_in_order_with_the_breaker() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The IIS comes back on its address.
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let state = Arc::new(izhub::sim::SimState::default());
-    let token = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(izhub::sim::run(
-        listener,
-        sim_named("MIIIS"),
-        state.clone(),
-        token.clone(),
-    ));
+    let iis = start_sim_at(port, sim_named("MIIIS")).await;
+    let state = iis.state.clone();
     wait_until("every message delivered", 20, || {
         sent.values().flatten().all(|id| state.count(id) >= 1)
     })
@@ -151,7 +142,6 @@ async fn an_iis_outage_is_ridden_out_in_order_with_the_breaker() {
         m.contains("izhub_breaker_open{destination=\"mi\"} 0"),
         "{m}"
     );
-    token.cancel();
     engine.stop().await;
 }
 
@@ -287,17 +277,8 @@ async fn dead_letters_can_be_reprocessed_while_the_engine_runs() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The IIS is back; an operator reprocesses the dead letters.
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let state = Arc::new(izhub::sim::SimState::default());
-    let token = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(izhub::sim::run(
-        listener,
-        sim_named("MIIIS"),
-        state.clone(),
-        token.clone(),
-    ));
+    let iis = start_sim_at(port, sim_named("MIIIS")).await;
+    let state = iis.state.clone();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_izhub"))
         .args(["reprocess", "--status", "dead", "--config"])
         .arg(&path)
@@ -313,7 +294,6 @@ async fn dead_letters_can_be_reprocessed_while_the_engine_runs() {
     assert!(stdout.contains("R-1\tAA"), "{stdout}");
     // The running engine delivers what was journaled again.
     wait_until("redelivery", 10, || state.count("R-1") == 1).await;
-    token.cancel();
     engine.stop().await;
 }
 

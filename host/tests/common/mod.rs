@@ -65,7 +65,14 @@ impl Drop for Sim {
 }
 
 pub async fn start_sim(opts: SimOptions) -> Sim {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_sim_at(0, opts).await
+}
+
+/// A simulator on a given loopback port (0: any), e.g. an IIS coming back.
+pub async fn start_sim_at(port: u16, opts: SimOptions) -> Sim {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     let state = Arc::new(SimState::default());
     let token = CancellationToken::new();
