@@ -368,14 +368,14 @@ async fn reprocess(
     {
         anyhow::bail!("--status must be queued, delivered or dead");
     }
-    let journal = crate::store::Journal::open(path)?;
+    let journal = crate::store::open(path)?;
     let filter = crate::store::Filter {
         ids,
         sender,
         status,
         since_ms: since_minutes.map(|m| crate::store::now_ms() - m * 60_000),
     };
-    let rows = journal.select(&filter)?;
+    let rows = journal.select(&filter).await?;
     if dry_run || rows.is_empty() {
         for crate::store::Journaled {
             id,
@@ -528,9 +528,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let runtime = Arc::new(Runtime::new(cache.runtime_options())?);
                 // A journal in memory: checking must not create files.
                 let journal = match &cfg.journal {
-                    Some(_) => Some(crate::store::Journal::open(std::path::Path::new(
-                        ":memory:",
-                    ))?),
+                    Some(_) => Some(crate::store::open(std::path::Path::new(":memory:"))?),
                     None => None,
                 };
                 let services = crate::pipeline::Services {

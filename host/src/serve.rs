@@ -20,7 +20,6 @@ use crate::listener;
 use crate::metrics::{Metrics, l};
 use crate::pipeline::{Pipeline, PipelineSlot, Services};
 use crate::plugin::{Runtime, RuntimeOptions};
-use crate::store::Journal;
 
 /// How long shutdown waits for in-flight messages.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -74,7 +73,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
     let tracker = TaskTracker::new();
     let journal = match &config.journal {
         Some(path) => {
-            let journal = Journal::open(path)?;
+            let journal = crate::store::open(path)?;
             tracing::info!(path = %path.display(), "journal open; undelivered messages resume");
             let max_finished = config.max_finished;
             let (j, every, retention, stop) = (
@@ -85,7 +84,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
             );
             tracker.spawn(async move {
                 loop {
-                    match j.prune(retention, max_finished) {
+                    match j.prune(retention, max_finished).await {
                         Ok(n) if n > 0 => tracing::info!(
                             deleted = n,
                             "journal retention: pruned finished messages"

@@ -28,6 +28,7 @@ async fn a_new_plugin_goes_from_nothing_to_a_route() {
     let dir = tempfile::tempdir().unwrap();
     // 1. Create it.
     let out = run(izhub()
+        .current_dir(root())
         .args(["plugin", "new", "check-lots", "--dir"])
         .arg(dir.path()));
     assert!(out.contains("created"), "{out}");

@@ -64,12 +64,18 @@ async fn aa_after_journal_then_delivery_from_the_queue() {
         "AE"
     );
     engine.stop().await;
-    let journal = izhub::store::Journal::open(&dir.path().join("data/journal.db")).unwrap();
+    let journal = izhub::store::open(&dir.path().join("data/journal.db")).unwrap();
     assert_eq!(
-        journal.status_of("C-1").unwrap().as_deref(),
+        journal.status_of("C-1").await.unwrap().as_deref(),
         Some("delivered")
     );
-    assert_eq!(journal.status_of("C-2").unwrap(), None);
+    assert_eq!(journal.status_of("C-2").await.unwrap(), None);
+    // What the plugin did is kept with the message.
+    let stages = journal.stages_of("C-1").await.unwrap().unwrap_or_default();
+    assert!(
+        stages.starts_with("require_core_fields\t") && stages.contains("\tunchanged"),
+        "{stages:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,9 +276,9 @@ async fn dead_letters_can_be_reprocessed_while_the_engine_runs() {
         .0,
         "AA"
     );
-    let journal = izhub::store::Journal::open(&dir.path().join("data/journal.db")).unwrap();
+    let journal = izhub::store::open(&dir.path().join("data/journal.db")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while journal.status_of("R-1").unwrap().as_deref() != Some("dead") {
+    while journal.status_of("R-1").await.unwrap().as_deref() != Some("dead") {
         assert!(Instant::now() < deadline, "never dead-lettered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -414,9 +414,14 @@ pub fn load_dir(dir: &Path) -> Result<CodeSets, String> {
     Ok(sets)
 }
 
-/// The default code-set directory of a source checkout.
+/// `samples/codesets` of a source checkout, for tests of crates two levels
+/// below the root (`host/codesets`, `plugins/NAME`). The manifest directory is
+/// read at run time, so a build reused from another checkout still finds it.
 pub fn default_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/codesets")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../../samples/codesets")
 }
 
 /// Splits a table value into its `|`-separated fields.

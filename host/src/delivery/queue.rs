@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::Destination;
 use crate::hl7;
 use crate::metrics::{Metrics, l};
-use crate::store::{Journal, Pending, Status, now_ms};
+use crate::store::{Attempted, Journal, Pending, Status, now_ms};
 
 /// Messages read from the journal per round.
 const BATCH: usize = 512;
@@ -69,7 +69,7 @@ pub async fn run(
                 }
             }
         }
-        let rows = match journal.pending(&name, 0, BATCH) {
+        let rows = match journal.claim(&name, BATCH).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(destination = %name, error = %e, "cannot read the delivery queue");
@@ -157,7 +157,7 @@ pub async fn run(
             }
         }
         // Make sure every outcome of this round is committed before re-reading.
-        if let Err(e) = journal.sync().await {
+        if let Err(e) = journal.flush().await {
             tracing::error!(destination = %name, error = %e, "journal sync failed");
         }
         if ok > 0 {
@@ -214,14 +214,14 @@ async fn attempt(
                 .get_or_create(&vec![dest_label, l("result", outcome)])
                 .inc();
             let error = permanent.then(|| "the IIS rejected the message (AR)".to_string());
-            if let Err(e) = journal.update(
-                row.id,
+            let outcome = Attempted {
                 status,
                 attempts,
-                0,
+                next_attempt_at: 0,
                 error,
-                Some((answer.to_vec(), class.as_str().into())),
-            ) {
+                answer: Some((answer.to_vec(), class.as_str().into())),
+            };
+            if let Err(e) = journal.record(row.id, outcome).await {
                 tracing::error!(error = %e, "cannot record a delivery");
             }
             Attempt::Delivered
@@ -240,9 +240,14 @@ async fn attempt(
             if dead {
                 tracing::error!(destination = %spec.name, message_id = row.id, attempts, "giving up on a message; it is dead-lettered");
             }
-            if let Err(e) =
-                journal.update(row.id, status, attempts, next, Some(e.to_string()), None)
-            {
+            let outcome = Attempted {
+                status,
+                attempts,
+                next_attempt_at: next,
+                error: Some(e.to_string()),
+                answer: None,
+            };
+            if let Err(e) = journal.record(row.id, outcome).await {
                 tracing::error!(error = %e, "cannot record a delivery");
             }
             Attempt::Failed

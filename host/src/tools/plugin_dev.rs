@@ -14,9 +14,15 @@ use crate::plugin::{
     CallStats, Envelope, LoadedPlugin, Outcome, PluginError, Runtime, RuntimeOptions, Verdict,
 };
 
-/// Where the SDK lives when izhub was built from its source tree.
+/// Where the SDK lives: `plugins/sdk` of the source tree izhub was built
+/// from, or else of the current directory (a source checkout).
 pub fn default_sdk_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk")
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk");
+    let here = Path::new("plugins/sdk");
+    if !built.join("Cargo.toml").is_file() && here.join("Cargo.toml").is_file() {
+        return here.to_path_buf();
+    }
+    built
 }
 
 fn struct_name(crate_name: &str) -> String {

@@ -1,0 +1,532 @@
+//! The SQLite store, the default: one file (WAL, `synchronous=FULL`), created
+//! and migrated on open. One writer thread owns the write connection and
+//! commits concurrent requests together (group commit: one fsync for many
+//! messages); readers use their own connection, so they never block it.
+
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::{
+    Attempted, Filter, Journaled, NewDelivery, Pending, Status, Store, StoreError, StoreFuture,
+    now_ms,
+};
+
+/// Schema migrations, applied in order; the journal records which ran.
+const MIGRATIONS: [&str; 2] = [
+    r#"
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at INTEGER NOT NULL,
+    listener TEXT NOT NULL,
+    route TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    control_id TEXT NOT NULL,
+    message_type TEXT NOT NULL,
+    order_key TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    payload BLOB NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    answer BLOB,
+    answer_class TEXT,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX deliveries_queue ON deliveries(destination, status, id);
+CREATE INDEX deliveries_received ON deliveries(received_at);
+"#,
+    r#"
+ALTER TABLE deliveries ADD COLUMN stages TEXT NOT NULL DEFAULT '';
+"#,
+];
+
+enum Op {
+    Insert(
+        Vec<NewDelivery>,
+        oneshot::Sender<Result<Vec<i64>, StoreError>>,
+    ),
+    /// Answers once everything sent before it is committed.
+    Sync(oneshot::Sender<()>),
+    Update {
+        id: i64,
+        outcome: Attempted,
+    },
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    tx: std_mpsc::Sender<Op>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let err = |e: rusqlite::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
+        .map_err(err)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let err = |e: rusqlite::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(err)?;
+    let current: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i as i64 + 1;
+        if version > current {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(sql).map_err(err)?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                params![version],
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Most requests committed in one transaction.
+const GROUP: usize = 512;
+
+fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < GROUP {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let result = apply(&mut conn, &ops);
+        let mut ids = result
+            .as_ref()
+            .ok()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter();
+        for op in ops {
+            match op {
+                Op::Insert(batch, reply) => {
+                    let answer = match &result {
+                        Ok(_) => Ok(ids.by_ref().take(batch.len()).collect()),
+                        Err(e) => Err(StoreError::Write(e.clone())),
+                    };
+                    let _ = reply.send(answer);
+                }
+                Op::Sync(reply) => {
+                    let _ = reply.send(());
+                }
+                Op::Update { .. } => {}
+            }
+        }
+        if let Err(e) = result {
+            tracing::error!(error = %e, "journal write failed; messages in that batch were not acknowledged");
+        }
+    }
+}
+
+/// Applies a group of operations in one transaction; returns inserted ids in order.
+fn apply(conn: &mut Connection, ops: &[Op]) -> Result<Vec<i64>, String> {
+    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    let mut ids = Vec::new();
+    {
+        let now = now_ms();
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO deliveries (received_at, listener, route, sender, control_id, message_type, order_key,
+                 destination, raw, payload, stages, status, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'queued', ?1)",
+            )
+            .map_err(|e| e.to_string())?;
+        let mut update = tx
+            .prepare_cached(
+                "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_error = ?5,
+                 answer = COALESCE(?6, answer), answer_class = COALESCE(?7, answer_class), updated_at = ?8 WHERE id = ?1",
+            )
+            .map_err(|e| e.to_string())?;
+        for op in ops {
+            match op {
+                Op::Insert(batch, _) => {
+                    for d in batch {
+                        insert
+                            .execute(params![
+                                now,
+                                d.listener,
+                                d.route,
+                                d.sender,
+                                d.control_id,
+                                d.message_type,
+                                d.order_key,
+                                d.destination,
+                                d.raw,
+                                d.payload,
+                                d.stages
+                            ])
+                            .map_err(|e| e.to_string())?;
+                        ids.push(tx.last_insert_rowid());
+                    }
+                }
+                Op::Sync(_) => {}
+                Op::Update {
+                    id,
+                    outcome:
+                        Attempted {
+                            status,
+                            attempts,
+                            next_attempt_at,
+                            error,
+                            answer,
+                        },
+                } => {
+                    let (answer, class) = match answer {
+                        Some((a, c)) => (Some(a.as_slice()), Some(c.as_str())),
+                        None => (None, None),
+                    };
+                    update
+                        .execute(params![
+                            id,
+                            status.as_str(),
+                            attempts,
+                            next_attempt_at,
+                            error,
+                            answer,
+                            class,
+                            now
+                        ])
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(ids)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the journal at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
+        }
+        let mut conn = open(path)?;
+        migrate(&mut conn, path)?;
+        let reader = open(path)?;
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::Builder::new()
+            .name("izhub-journal".into())
+            .spawn(move || writer(conn, rx))
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
+        Ok(SqliteStore {
+            tx,
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// The read connection (readers never block the writer: WAL).
+    fn reader(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.reader
+            .lock()
+            .map_err(|_| StoreError::Read("reader lock poisoned".into()))
+    }
+
+    async fn insert_rows(&self, batch: Vec<NewDelivery>) -> Result<Vec<i64>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Op::Insert(batch, reply))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Op::Sync(reply))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// One engine owns an SQLite file, so every queued row is its to claim.
+    fn pending(&self, destination: &str, limit: usize) -> Result<Vec<Pending>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, order_key, control_id, payload, attempts, next_attempt_at FROM deliveries
+                 WHERE destination = ?1 AND status = 'queued' ORDER BY id LIMIT ?2",
+            )
+            .map_err(|e| StoreError::Read(e.to_string()))?;
+        let rows = stmt
+            .query_map(params![destination, limit as i64], |r| {
+                Ok(Pending {
+                    id: r.get(0)?,
+                    order_key: r.get(1)?,
+                    control_id: r.get(2)?,
+                    payload: r.get(3)?,
+                    attempts: r.get::<_, i64>(4)? as u32,
+                    next_attempt_at: r.get(5)?,
+                })
+            })
+            .map_err(|e| StoreError::Read(e.to_string()))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Read(e.to_string()))
+    }
+
+    fn count_rows(&self, status: Status) -> Result<i64, StoreError> {
+        let conn = self.reader()?;
+        conn.query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE status = ?1",
+            params![status.as_str()],
+            |r| r.get(0),
+        )
+        .map_err(|e| StoreError::Read(e.to_string()))
+    }
+
+    /// One column of the newest delivery with this control id.
+    fn newest(&self, control_id: &str, column: &'static str) -> Result<Option<String>, StoreError> {
+        let conn = self.reader()?;
+        let sql = format!(
+            "SELECT {column} FROM deliveries WHERE control_id = ?1 ORDER BY id DESC LIMIT 1"
+        );
+        conn.query_row(&sql, params![control_id], |r| r.get(0))
+            .optional()
+            .map_err(|e| StoreError::Read(e.to_string()))
+    }
+
+    fn select_rows(&self, filter: &Filter) -> Result<Vec<Journaled>, StoreError> {
+        let conn = self.reader()?;
+        let mut sql =
+            String::from("SELECT MIN(id), listener, raw, control_id FROM deliveries WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if !filter.ids.is_empty() {
+            let marks = vec!["?"; filter.ids.len()].join(",");
+            sql.push_str(&format!(" AND id IN ({marks})"));
+            args.extend(
+                filter
+                    .ids
+                    .iter()
+                    .map(|i| rusqlite::types::Value::Integer(*i)),
+            );
+        }
+        if let Some(s) = &filter.sender {
+            sql.push_str(" AND sender = ?");
+            args.push(rusqlite::types::Value::Text(s.clone()));
+        }
+        if let Some(s) = &filter.status {
+            sql.push_str(" AND status = ?");
+            args.push(rusqlite::types::Value::Text(s.clone()));
+        }
+        if let Some(t) = filter.since_ms {
+            sql.push_str(" AND received_at >= ?");
+            args.push(rusqlite::types::Value::Integer(t));
+        }
+        sql.push_str(" GROUP BY received_at, control_id, listener ORDER BY MIN(id) LIMIT 100000");
+        let mut stmt = conn
+            .prepare(&sql)
+            .map_err(|e| StoreError::Read(e.to_string()))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(Journaled {
+                    id: r.get(0)?,
+                    listener: r.get(1)?,
+                    raw: r.get(2)?,
+                    control_id: r.get(3)?,
+                })
+            })
+            .map_err(|e| StoreError::Read(e.to_string()))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Read(e.to_string()))
+    }
+
+    fn prune_rows(
+        &self,
+        max_age: Duration,
+        max_finished: Option<u64>,
+    ) -> Result<usize, StoreError> {
+        let cutoff = now_ms() - max_age.as_millis() as i64;
+        let conn = self.reader()?;
+        let mut deleted = conn
+            .execute(
+                "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND updated_at < ?1",
+                params![cutoff],
+            )
+            .map_err(|e| StoreError::Write(e.to_string()))?;
+        // Size: keep at most `max_finished` finished messages, newest first.
+        // Queued messages are never pruned.
+        if let Some(keep) = max_finished {
+            deleted += conn
+                .execute(
+                    "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND id NOT IN
+                     (SELECT id FROM deliveries WHERE status IN ('delivered', 'dead') ORDER BY id DESC LIMIT ?1)",
+                    params![keep as i64],
+                )
+                .map_err(|e| StoreError::Write(e.to_string()))?;
+        }
+        Ok(deleted)
+    }
+}
+
+impl Store for SqliteStore {
+    fn insert(&self, batch: Vec<NewDelivery>) -> StoreFuture<'_, Vec<i64>> {
+        Box::pin(self.insert_rows(batch))
+    }
+
+    fn claim<'a>(&'a self, destination: &'a str, limit: usize) -> StoreFuture<'a, Vec<Pending>> {
+        Box::pin(async move { self.pending(destination, limit) })
+    }
+
+    fn record(&self, id: i64, outcome: Attempted) -> StoreFuture<'_, ()> {
+        // Queued behind earlier writes; `flush` waits for the commit.
+        let sent = self
+            .tx
+            .send(Op::Update { id, outcome })
+            .map_err(|_| StoreError::Closed);
+        Box::pin(async move { sent })
+    }
+
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.sync())
+    }
+
+    fn count(&self, status: Status) -> StoreFuture<'_, i64> {
+        Box::pin(async move { self.count_rows(status) })
+    }
+
+    fn status_of<'a>(&'a self, control_id: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move { self.newest(control_id, "status") })
+    }
+
+    fn stages_of<'a>(&'a self, control_id: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move { self.newest(control_id, "stages") })
+    }
+
+    fn select<'a>(&'a self, filter: &'a Filter) -> StoreFuture<'a, Vec<Journaled>> {
+        Box::pin(async move { self.select_rows(filter) })
+    }
+
+    fn prune(&self, max_age: Duration, max_finished: Option<u64>) -> StoreFuture<'_, usize> {
+        Box::pin(async move { self.prune_rows(max_age, max_finished) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(id: &str) -> NewDelivery {
+        NewDelivery {
+            listener: "ehr".into(),
+            route: "vxu".into(),
+            sender: "CLINIC".into(),
+            control_id: id.into(),
+            message_type: "VXU^V04".into(),
+            order_key: "CLINIC|P1".into(),
+            destination: "mi".into(),
+            raw: b"MSH|raw".to_vec(),
+            payload: b"MSH|payload".to_vec(),
+            stages: String::new(),
+        }
+    }
+
+    fn attempted(status: Status, answer: Option<(Vec<u8>, String)>) -> Attempted {
+        Attempted {
+            status,
+            attempts: 1,
+            next_attempt_at: 0,
+            error: None,
+            answer,
+        }
+    }
+
+    #[tokio::test]
+    async fn insert_claim_record_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/journal.db");
+        let j = crate::store::open(&path).unwrap();
+        let mut handles = Vec::new();
+        for i in 0..50 {
+            let j = j.clone();
+            handles.push(tokio::spawn(async move {
+                j.insert(vec![delivery(&format!("M{i}"))]).await
+            }));
+        }
+        for h in handles {
+            assert_eq!(h.await.unwrap().unwrap().len(), 1);
+        }
+        let pending = j.claim("mi", 100).await.unwrap();
+        assert_eq!(pending.len(), 50);
+        assert!(pending.windows(2).all(|w| w[0].id < w[1].id));
+        assert!(j.claim("pa", 100).await.unwrap().is_empty());
+        let answer = Some((b"MSA|AA".to_vec(), "accepted".to_string()));
+        j.record(pending[0].id, attempted(Status::Delivered, answer))
+            .await
+            .unwrap();
+        // Records go through the writer; flush waits for their commit.
+        j.flush().await.unwrap();
+        assert_eq!(j.count(Status::Delivered).await.unwrap(), 1);
+        assert_eq!(j.claim("mi", 100).await.unwrap().len(), 49);
+        drop(j);
+        // Reopening migrates nothing twice and keeps everything.
+        let j = crate::store::open(&path).unwrap();
+        assert_eq!(j.count(Status::Queued).await.unwrap(), 49);
+        assert_eq!(
+            j.status_of("M0").await.unwrap().as_deref(),
+            Some("delivered")
+        );
+        assert_eq!(j.status_of("nope").await.unwrap(), None);
+        // Retention by size keeps queued messages whatever the limit.
+        j.record(pending[1].id, attempted(Status::Dead, None))
+            .await
+            .unwrap();
+        j.flush().await.unwrap();
+        assert_eq!(
+            j.prune(Duration::from_secs(3600), Some(1)).await.unwrap(),
+            1
+        );
+        let finished =
+            j.count(Status::Delivered).await.unwrap() + j.count(Status::Dead).await.unwrap();
+        assert_eq!(finished, 1);
+        assert_eq!(j.count(Status::Queued).await.unwrap(), 48);
+        // Selecting for reprocessing: by status and by id.
+        let dead = Filter {
+            status: Some("dead".into()),
+            ..Filter::default()
+        };
+        assert!(j.select(&dead).await.unwrap().len() <= 1);
+        let one = Filter {
+            ids: vec![pending[2].id],
+            ..Filter::default()
+        };
+        let rows = j.select(&one).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].control_id, pending[2].control_id);
+        assert_eq!(rows[0].raw, b"MSH|raw");
+    }
+}
