@@ -47,27 +47,31 @@ pub fn first_value<'a>(text: &'a str, seg: &str, n: usize) -> &'a str {
         .unwrap_or("")
 }
 
-/// Checks that the whole message is well-formed HL7 v2 (with `hl7-parser`).
-/// The error names the segment where parsing stopped.
+/// Checks that the whole message is well-formed HL7 v2: an MSH segment
+/// `hl7-parser` accepts, then segments that each start with a
+/// three-character name and the field separator. The error names the first
+/// segment that does not. (One pass over the segment starts: the fields are
+/// read later, by whoever needs them.)
 pub fn check_structure(text: &str) -> Result<(), String> {
     let body = text.trim_end_matches('\r');
-    let parsed_len = match hl7_parser::Message::parse(body) {
-        Ok(m) => m.raw_value().len(),
-        Err(e) => return Err(format!("the message is not well-formed HL7 v2: {e}")),
-    };
-    if parsed_len >= body.len() {
-        return Ok(());
+    let mut segments = body.split('\r');
+    let msh = segments.next().unwrap_or("");
+    let (separators, _) = hl7_parser::parser::parse_msh(msh)
+        .map_err(|e| format!("the message is not well-formed HL7 v2: {e}"))?;
+    for (i, segment) in segments.enumerate() {
+        let mut chars = segment.chars();
+        let named = chars.by_ref().take(3).filter(|c| c.is_alphanumeric()).count() == 3;
+        if named && chars.next() == Some(separators.field) {
+            continue;
+        }
+        let head: String = segment.chars().take(12).collect();
+        return Err(format!(
+            "segment {} ('{head}…') is not a well-formed HL7 segment: it must start with a \
+             three-character segment name followed by the field separator",
+            i + 2
+        ));
     }
-    let rest = body
-        .get(parsed_len..)
-        .unwrap_or("")
-        .trim_start_matches('\r');
-    let segment_no = body.get(..parsed_len).unwrap_or("").matches('\r').count() + 2;
-    let head: String = rest.chars().take(12).collect();
-    Err(format!(
-        "segment {segment_no} ('{head}…') is not a well-formed HL7 segment: it must start with a \
-         three-character segment name followed by the field separator"
-    ))
+    Ok(())
 }
 
 impl Msh {
@@ -209,5 +213,13 @@ mod tests {
         let bad = format!("{VXU}\r!!|oops\rRXA|1");
         let err = check_structure(&bad).unwrap_err();
         assert!(err.starts_with("segment 3 ('!!|oops"), "{err}");
+        // A name without the field separator, an empty segment, a short one.
+        for (bad, n) in [("PID", 2), ("PID|1\r\rRXA|1", 3), ("PID|1\rZ|", 3)] {
+            let text = format!("MSH|^~\\&|A|B\r{bad}");
+            let err = check_structure(&text).unwrap_err();
+            assert!(err.starts_with(&format!("segment {n} ")), "{text:?}: {err}");
+        }
+        assert!(check_structure("MSH|^~\\&|A|B\rZX1|a|b\r").is_ok());
+        assert!(check_structure("PID|1").is_err());
     }
 }
