@@ -8,7 +8,6 @@
 //! (`Path::new(name, 2, 9).comp(1)` with [`Message::get_path`]).
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// A field address: `SEG[occurrence]-field[repetition].component.subcomponent`.
@@ -282,26 +281,29 @@ impl<'a> Segment<'a> {
 
 /// Appends the byte offset of every `sep` in `text` to `out`.
 fn push_separators(text: &str, sep: char, out: &mut Vec<usize>) {
-    if sep.is_ascii()
-        && let Ok(byte) = u8::try_from(sep)
-    {
-        out.extend(
-            text.bytes()
-                .enumerate()
-                .filter(|&(_, b)| b == byte)
-                .map(|(i, _)| i),
-        );
+    if let Some(byte) = ascii_byte(sep) {
+        out.extend(memchr::memchr_iter(byte, text.as_bytes()));
     } else {
         out.extend(text.match_indices(sep).map(|(i, _)| i));
     }
 }
 
+/// `text` split at every CR and every LF, as `text.split(['\r', '\n'])`.
+fn split_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    memchr::memchr2_iter(b'\r', b'\n', text.as_bytes())
+        .chain(std::iter::once(text.len()))
+        .map(move |end| {
+            let line = text.get(start..end).unwrap_or("");
+            start = end + 1;
+            line
+        })
+}
+
 /// Part `n` (0-based) of `text` split at `sep`, as `text.split(sep).nth(n)`
 /// gives it; byte search when the separator is ASCII.
 fn nth_part(text: &str, sep: char, n: usize) -> Option<&str> {
-    if sep.is_ascii()
-        && let Ok(byte) = u8::try_from(sep)
-    {
+    if let Some(byte) = ascii_byte(sep) {
         let bytes = text.as_bytes();
         let next = |from: usize| {
             bytes
@@ -320,14 +322,103 @@ fn nth_part(text: &str, sep: char, n: usize) -> Option<&str> {
     }
 }
 
+/// The byte of an ASCII delimiter.
+fn ascii_byte(c: char) -> Option<u8> {
+    u8::try_from(c).ok().filter(u8::is_ascii)
+}
+
+/// The offset of the first byte at or after `from` for which `stop` holds,
+/// or the length of `bytes`.
+fn end_at(bytes: &[u8], from: usize, stop: impl Fn(u8) -> bool) -> usize {
+    bytes
+        .get(from..)
+        .and_then(|rest| rest.iter().position(|&b| stop(b)))
+        .map_or(bytes.len(), |i| from + i)
+}
+
+/// Repetition `rep` (0-based) of a field, then its component `comp` and
+/// that component's subcomponent `sub` when given (0-based, `None` for the
+/// whole): what splitting at each level in turn gives, found in one pass
+/// when the delimiters are ASCII. `None` when the field has no such part.
+fn locate(
+    field: &str,
+    d: Delimiters,
+    rep: usize,
+    comp: Option<usize>,
+    sub: Option<usize>,
+) -> Option<&str> {
+    let (Some(r), Some(c), Some(s)) = (
+        ascii_byte(d.repetition),
+        ascii_byte(d.component),
+        ascii_byte(d.subcomponent),
+    ) else {
+        let mut part = nth_part(field, d.repetition, rep)?;
+        if let Some(comp) = comp {
+            part = nth_part(part, d.component, comp)?;
+            if let Some(sub) = sub {
+                part = nth_part(part, d.subcomponent, sub)?;
+            }
+        }
+        return Some(part);
+    };
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    let mut left = rep;
+    while left > 0 {
+        if *bytes.get(i)? == r {
+            left -= 1;
+        }
+        i += 1;
+    }
+    let Some(comp) = comp else {
+        return field.get(i..end_at(bytes, i, |b| b == r));
+    };
+    let mut left = comp;
+    while left > 0 {
+        let b = *bytes.get(i)?;
+        if b == r {
+            return None;
+        }
+        if b == c {
+            left -= 1;
+        }
+        i += 1;
+    }
+    let Some(sub) = sub else {
+        return field.get(i..end_at(bytes, i, |b| b == r || b == c));
+    };
+    let mut left = sub;
+    while left > 0 {
+        let b = *bytes.get(i)?;
+        if b == r || b == c {
+            return None;
+        }
+        if b == s {
+            left -= 1;
+        }
+        i += 1;
+    }
+    field.get(i..end_at(bytes, i, |b| b == r || b == c || b == s))
+}
+
 /// Where one segment is: its bytes in [`Message`]'s text and its field
 /// separators in [`Message`]'s separator list.
 #[derive(Debug, Clone, Copy)]
 struct Line {
+    name: Option<SegmentName>,
     start: usize,
     end: usize,
     separators_start: usize,
     separators_end: usize,
+}
+
+/// The segments with one name: `count` positions from `start` in
+/// [`Message`]'s position list.
+#[derive(Debug, Clone, Copy)]
+struct Named {
+    name: SegmentName,
+    start: usize,
+    count: usize,
 }
 
 /// An HL7 v2 message that plugins read and change.
@@ -340,8 +431,12 @@ pub struct Message {
     /// For every segment in turn, the byte offsets (from the segment's
     /// start) of its field separators.
     separators: Vec<usize>,
-    /// Positions of each segment name, in order (names never change).
-    index: BTreeMap<SegmentName, Vec<usize>>,
+    /// Each segment name, in order of first appearance, with where its
+    /// segments' positions are in `by_name` (names never change). Messages
+    /// have a dozen names or so, so a list is searched faster than a map.
+    index: Vec<Named>,
+    /// The positions of the segments, grouped by name, in order within each.
+    by_name: Vec<usize>,
     delimiters: Delimiters,
     trailing_separator: bool,
     modified: bool,
@@ -355,9 +450,16 @@ impl Message {
     /// here; repetitions and components are split only when asked for.
     pub fn parse(text: &str) -> Result<Message, String> {
         let body = text.trim_end_matches(['\r', '\n']);
-        let mut lines = body.split(['\r', '\n']).filter(|s| !s.is_empty());
+        let mut lines = split_lines(body).filter(|s| !s.is_empty());
         let msh = lines.next().unwrap_or("");
-        let (seps, _) = hl7_parser::parser::parse_msh(msh)
+        // The delimiters are the five characters after `MSH`, and whether
+        // `hl7-parser` accepts an MSH segment depends on those eight bytes
+        // only (the fields after them always parse). So only they are
+        // parsed; the whole segment is parsed again only to report an error
+        // about it.
+        let head = msh.get(..8).unwrap_or(msh);
+        let (seps, _) = hl7_parser::parser::parse_msh(head)
+            .or_else(|_| hl7_parser::parser::parse_msh(msh))
             .map_err(|e| format!("the MSH segment could not be parsed: {e}"))?;
         let delimiters = Delimiters {
             field: seps.field,
@@ -368,9 +470,10 @@ impl Message {
         };
         let mut message = Message {
             text: String::with_capacity(body.len()),
-            lines: Vec::new(),
+            lines: Vec::with_capacity(body.len() / 64 + 1),
             separators: Vec::with_capacity(body.len() / 8),
-            index: BTreeMap::new(),
+            index: Vec::new(),
+            by_name: Vec::new(),
             delimiters,
             trailing_separator: text.ends_with(['\r', '\n']),
             modified: false,
@@ -389,13 +492,13 @@ impl Message {
             }
             message.push_segment(seg);
         }
+        message.build_index();
         Ok(message)
     }
 
-    /// Adds a segment at the end while parsing: text, field separators and index.
+    /// Adds a segment at the end while parsing: its text and field separators.
     fn push_segment(&mut self, seg: &str) {
-        let position = self.lines.len();
-        if position > 0 {
+        if !self.lines.is_empty() {
             self.text.push('\r');
         }
         let start = self.text.len();
@@ -403,14 +506,58 @@ impl Message {
         let separators_start = self.separators.len();
         push_separators(seg, self.delimiters.field, &mut self.separators);
         self.lines.push(Line {
+            name: seg.get(..3).and_then(SegmentName::new),
             start,
             end: self.text.len(),
             separators_start,
             separators_end: self.separators.len(),
         });
-        if let Some(name) = seg.get(..3).and_then(SegmentName::new) {
-            self.index.entry(name).or_default().push(position);
+    }
+
+    /// Groups the segments' positions by name, once all are parsed.
+    fn build_index(&mut self) {
+        let mut index: Vec<Named> = Vec::new();
+        for name in self.lines.iter().filter_map(|l| l.name) {
+            match index.iter_mut().find(|n| n.name == name) {
+                Some(n) => n.count += 1,
+                None => index.push(Named {
+                    name,
+                    start: 0,
+                    count: 1,
+                }),
+            }
         }
+        let mut start = 0;
+        for n in &mut index {
+            n.start = start;
+            start += n.count;
+            n.count = 0;
+        }
+        let mut by_name = vec![0; start];
+        for (position, name) in self
+            .lines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| Some((i, l.name?)))
+        {
+            if let Some(n) = index.iter_mut().find(|n| n.name == name) {
+                if let Some(slot) = by_name.get_mut(n.start + n.count) {
+                    *slot = position;
+                }
+                n.count += 1;
+            }
+        }
+        self.index = index;
+        self.by_name = by_name;
+    }
+
+    /// The positions of the segments named `name`, in order.
+    fn positions(&self, name: SegmentName) -> &[usize] {
+        self.index
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| self.by_name.get(n.start..n.start + n.count))
+            .unwrap_or(&[])
     }
 
     /// The segment at `position` (0-based, among all segments).
@@ -442,17 +589,14 @@ impl Message {
 
     /// The segments named `name`, in order.
     pub fn segments_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Segment<'a>> + 'a {
-        let positions = SegmentName::new(name)
-            .and_then(|n| self.index.get(&n))
-            .map_or(&[][..], Vec::as_slice);
+        let positions = SegmentName::new(name).map_or(&[][..], |n| self.positions(n));
         positions.iter().filter_map(|&i| self.segment_at(i))
     }
 
     /// The `occurrence`-th (1-based) segment named `name`.
     pub fn segment(&self, name: SegmentName, occurrence: usize) -> Option<Segment<'_>> {
         let position = self
-            .index
-            .get(&name)?
+            .positions(name)
             .get(occurrence.checked_sub(1)?)
             .copied()?;
         self.segment_at(position)
@@ -460,15 +604,12 @@ impl Message {
 
     /// How many segments are named `name`.
     pub fn count(&self, name: &str) -> usize {
-        SegmentName::new(name)
-            .and_then(|n| self.index.get(&n))
-            .map_or(0, Vec::len)
+        SegmentName::new(name).map_or(0, |n| self.positions(n).len())
     }
 
     /// The position (among all segments) of the segment a path addresses.
     fn find(&self, path: &Path) -> Option<usize> {
-        self.index
-            .get(&path.segment)?
+        self.positions(path.segment)
             .get(path.occurrence.checked_sub(1)?)
             .copied()
     }
@@ -490,23 +631,12 @@ impl Message {
         if p.segment == "MSH" && p.field <= 2 {
             return field;
         }
-        let Some(rep) = p
-            .repetition
-            .checked_sub(1)
-            .and_then(|r| nth_part(field, d.repetition, r))
-        else {
+        let Some(rep) = p.repetition.checked_sub(1) else {
             return "";
         };
-        let Some(component) = p.component.checked_sub(1) else {
-            return rep;
-        };
-        let Some(comp) = nth_part(rep, d.component, component) else {
-            return "";
-        };
-        let Some(subcomponent) = p.subcomponent.checked_sub(1) else {
-            return comp;
-        };
-        nth_part(comp, d.subcomponent, subcomponent).unwrap_or("")
+        let comp = p.component.checked_sub(1);
+        let sub = comp.and(p.subcomponent.checked_sub(1));
+        locate(field, d, rep, comp, sub).unwrap_or("")
     }
 
     /// Every repetition of a field (the path's repetition is ignored).
@@ -895,6 +1025,45 @@ mod tests {
             m.to_string(),
             "MSH|^~\\&|EHR||IIS|WA|20240101||VXU^V04^VXU|1|P|2.5.1\rPID|1||A^^^X^MR~B^^^Y^PI~C||DOE^JANE||20200101|F|||1 Main^^Olympia^WA^98501\rRXA|0|1|20240101||08^Hepatitis B^CVX\rRXA|0|1|20240101||^^CVX||||00\r"
         );
+    }
+
+    #[test]
+    fn reads_delimiters_as_hl7_parser_does() {
+        for msh in [
+            "MSH|^~\\&|A|B|C",
+            "MSH#*@\\%#A",
+            "MSH|^~\\&",
+            "MSH|^~\\&|",
+            "MSH|^~",
+            "MSH|^~\\",
+            "MSH|^~é&|A",
+            "MSX|^~\\&|A",
+            "MSH",
+            "",
+        ] {
+            let ours = Message::parse(msh).map(|m| m.delimiters());
+            let theirs = hl7_parser::parser::parse_msh(msh)
+                .map(|(s, _)| Delimiters {
+                    field: s.field,
+                    component: s.component,
+                    repetition: s.repetition,
+                    escape: s.escape,
+                    subcomponent: s.subcomponent,
+                })
+                .map_err(|e| format!("the MSH segment could not be parsed: {e}"));
+            assert_eq!(ours, theirs, "{msh:?}");
+        }
+    }
+
+    #[test]
+    fn accepts_lf_and_crlf_between_segments() {
+        let m = Message::parse("MSH|^~\\&|A\r\nPID|1\n\nRXA|0\r\r\nRXA|1\n").unwrap();
+        assert_eq!(
+            m.segments().map(|s| s.raw()).collect::<Vec<_>>(),
+            ["MSH|^~\\&|A", "PID|1", "RXA|0", "RXA|1"]
+        );
+        assert_eq!(m.get("RXA[2]-1"), "1");
+        assert_eq!(m.to_string(), "MSH|^~\\&|A\rPID|1\rRXA|0\rRXA|1\r");
     }
 
     #[test]
