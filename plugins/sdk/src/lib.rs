@@ -26,7 +26,7 @@
 mod message;
 pub mod testing;
 
-pub use message::{Delimiters, Message, Path, Segment};
+pub use message::{Delimiters, Message, Path, Segment, SegmentName};
 
 /// Generated bindings for the `izhub:plugin` world (used by [`plugin!`]).
 #[doc(hidden)]

@@ -1,7 +1,13 @@
 //! Typed access to an HL7 v2 message: read and write fields by path
 //! (`PID-7`, `RXA[2]-5.1`, `PID-3[2].4`), iterate segments, and write the
 //! message back with every untouched segment byte for byte as it came.
+//!
+//! Parsing records where every field of every segment starts, so reading a
+//! field by number does not rescan its segment. Paths can be written as text
+//! (`msg.get("RXA[2]-9.1")`) or built without allocating
+//! (`Path::new(name, 2, 9).comp(1)` with [`Message::get_path`]).
 
+use std::cmp::Ordering;
 use std::fmt;
 
 /// A field address: `SEG[occurrence]-field[repetition].component.subcomponent`.
@@ -34,14 +40,22 @@ fn bracketed(s: &str) -> Result<(&str, usize), String> {
 }
 
 /// A three-character segment name (`PID`), stored without allocating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Names order as their text does (`MSH` < `PID`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SegmentName([u8; 3]);
 
 impl SegmentName {
     /// The name, when `s` is three ASCII letters or digits.
-    pub fn new(s: &str) -> Option<SegmentName> {
+    ///
+    /// This is a `const fn`, so plugins can keep names in constants.
+    pub const fn new(s: &str) -> Option<SegmentName> {
         match s.as_bytes() {
-            [a, b, c] if [a, b, c].iter().all(|x| x.is_ascii_alphanumeric()) => {
+            [a, b, c]
+                if a.is_ascii_alphanumeric()
+                    && b.is_ascii_alphanumeric()
+                    && c.is_ascii_alphanumeric() =>
+            {
                 Some(SegmentName([*a, *b, *c]))
             }
             _ => None,
@@ -52,11 +66,43 @@ impl SegmentName {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("")
     }
+
+    /// The name's three bytes.
+    pub const fn as_bytes(&self) -> &[u8; 3] {
+        &self.0
+    }
+
+    /// The three bytes as one number that orders like the text.
+    const fn key(&self) -> u32 {
+        let [a, b, c] = self.0;
+        u32::from_be_bytes([a, b, c, 0])
+    }
+}
+
+impl Ord for SegmentName {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl PartialOrd for SegmentName {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq<str> for SegmentName {
+    fn eq(&self, other: &str) -> bool {
+        match other.as_bytes() {
+            [a, b, c] => self.0 == [*a, *b, *c],
+            _ => false,
+        }
+    }
 }
 
 impl PartialEq<&str> for SegmentName {
     fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
+        *self == **other
     }
 }
 
@@ -67,6 +113,43 @@ impl fmt::Display for SegmentName {
 }
 
 impl Path {
+    /// Field `field` of the `occurrence`-th (1-based) segment named
+    /// `segment`: its first repetition, whole. Refine it with
+    /// [`Path::rep`], [`Path::comp`] and [`Path::sub`]; nothing is allocated.
+    ///
+    /// `Path::new(rxa, 2, 5).comp(1)` is the path `RXA[2]-5.1`.
+    pub const fn new(segment: SegmentName, occurrence: usize, field: usize) -> Path {
+        Path {
+            segment,
+            occurrence,
+            field,
+            repetition: 1,
+            component: 0,
+            subcomponent: 0,
+            repetition_given: false,
+        }
+    }
+
+    /// The same path at repetition `n` (1-based), as if written `[n]`:
+    /// [`Message::set_path`] then replaces that repetition only.
+    pub const fn rep(mut self, n: usize) -> Path {
+        self.repetition = n;
+        self.repetition_given = true;
+        self
+    }
+
+    /// The same path at component `n` (1-based; 0 is the whole repetition).
+    pub const fn comp(mut self, n: usize) -> Path {
+        self.component = n;
+        self
+    }
+
+    /// The same path at subcomponent `n` (1-based; 0 is the whole component).
+    pub const fn sub(mut self, n: usize) -> Path {
+        self.subcomponent = n;
+        self
+    }
+
     /// Parses `PID-7`, `PID.7`, `RXA[2]-5.1`, `PID-3[2].4.1`.
     pub fn parse(text: &str) -> Result<Path, String> {
         let bad =
@@ -148,6 +231,8 @@ pub struct Delimiters {
 #[derive(Debug, Clone, Copy)]
 pub struct Segment<'a> {
     text: &'a str,
+    /// Byte offsets in `text` of every field separator, in order.
+    separators: &'a [usize],
     delimiters: Delimiters,
 }
 
@@ -163,27 +248,195 @@ impl<'a> Segment<'a> {
     }
 
     /// Field `n` as raw text (all repetitions); empty when absent.
+    ///
+    /// In an MSH segment field 1 is the field separator itself and field 2
+    /// the encoding characters, as HL7 numbers them.
     pub fn field(&self, n: usize) -> &'a str {
-        field_of(self.text, n, self.delimiters)
+        let is_msh = self.text.starts_with("MSH");
+        match (is_msh, n) {
+            (_, 0) => "",
+            (true, 1) => self
+                .text
+                .get(3..3 + self.delimiters.field.len_utf8())
+                .unwrap_or(""),
+            (true, n) => self.piece(n - 1),
+            (false, n) => self.piece(n),
+        }
+    }
+
+    /// The `i`-th (0-based) text between field separators, the name being
+    /// piece 0; empty when the segment has fewer pieces.
+    fn piece(&self, i: usize) -> &'a str {
+        let start = match i.checked_sub(1) {
+            None => 0,
+            Some(before) => match self.separators.get(before) {
+                Some(at) => at + self.delimiters.field.len_utf8(),
+                None => return "",
+            },
+        };
+        let end = self.separators.get(i).copied().unwrap_or(self.text.len());
+        self.text.get(start..end).unwrap_or("")
     }
 }
 
-fn field_of(segment: &str, n: usize, d: Delimiters) -> &str {
-    let is_msh = segment.starts_with("MSH");
-    match (is_msh, n) {
-        (_, 0) => "",
-        (true, 1) => segment.get(3..3 + d.field.len_utf8()).unwrap_or(""),
-        (true, n) => segment.split(d.field).nth(n - 1).unwrap_or(""),
-        (false, n) => segment.split(d.field).nth(n).unwrap_or(""),
+/// Appends the byte offset of every `sep` in `text` to `out`.
+fn push_separators(text: &str, sep: char, out: &mut Vec<usize>) {
+    if let Some(byte) = ascii_byte(sep) {
+        out.extend(memchr::memchr_iter(byte, text.as_bytes()));
+    } else {
+        out.extend(text.match_indices(sep).map(|(i, _)| i));
     }
+}
+
+/// `text` split at every CR and every LF, as `text.split(['\r', '\n'])`.
+fn split_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    memchr::memchr2_iter(b'\r', b'\n', text.as_bytes())
+        .chain(std::iter::once(text.len()))
+        .map(move |end| {
+            let line = text.get(start..end).unwrap_or("");
+            start = end + 1;
+            line
+        })
+}
+
+/// Part `n` (0-based) of `text` split at `sep`, as `text.split(sep).nth(n)`
+/// gives it; byte search when the separator is ASCII.
+fn nth_part(text: &str, sep: char, n: usize) -> Option<&str> {
+    if let Some(byte) = ascii_byte(sep) {
+        let bytes = text.as_bytes();
+        let next = |from: usize| {
+            bytes
+                .get(from..)
+                .and_then(|rest| rest.iter().position(|&b| b == byte))
+                .map(|i| from + i)
+        };
+        let mut start = 0;
+        for _ in 0..n {
+            start = next(start)? + 1;
+        }
+        let end = next(start).unwrap_or(bytes.len());
+        text.get(start..end)
+    } else {
+        text.split(sep).nth(n)
+    }
+}
+
+/// The byte of an ASCII delimiter.
+fn ascii_byte(c: char) -> Option<u8> {
+    u8::try_from(c).ok().filter(u8::is_ascii)
+}
+
+/// The offset of the first byte at or after `from` for which `stop` holds,
+/// or the length of `bytes`.
+fn end_at(bytes: &[u8], from: usize, stop: impl Fn(u8) -> bool) -> usize {
+    bytes
+        .get(from..)
+        .and_then(|rest| rest.iter().position(|&b| stop(b)))
+        .map_or(bytes.len(), |i| from + i)
+}
+
+/// Repetition `rep` (0-based) of a field, then its component `comp` and
+/// that component's subcomponent `sub` when given (0-based, `None` for the
+/// whole): what splitting at each level in turn gives, found in one pass
+/// when the delimiters are ASCII. `None` when the field has no such part.
+fn locate(
+    field: &str,
+    d: Delimiters,
+    rep: usize,
+    comp: Option<usize>,
+    sub: Option<usize>,
+) -> Option<&str> {
+    let (Some(r), Some(c), Some(s)) = (
+        ascii_byte(d.repetition),
+        ascii_byte(d.component),
+        ascii_byte(d.subcomponent),
+    ) else {
+        let mut part = nth_part(field, d.repetition, rep)?;
+        if let Some(comp) = comp {
+            part = nth_part(part, d.component, comp)?;
+            if let Some(sub) = sub {
+                part = nth_part(part, d.subcomponent, sub)?;
+            }
+        }
+        return Some(part);
+    };
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    let mut left = rep;
+    while left > 0 {
+        if *bytes.get(i)? == r {
+            left -= 1;
+        }
+        i += 1;
+    }
+    let Some(comp) = comp else {
+        return field.get(i..end_at(bytes, i, |b| b == r));
+    };
+    let mut left = comp;
+    while left > 0 {
+        let b = *bytes.get(i)?;
+        if b == r {
+            return None;
+        }
+        if b == c {
+            left -= 1;
+        }
+        i += 1;
+    }
+    let Some(sub) = sub else {
+        return field.get(i..end_at(bytes, i, |b| b == r || b == c));
+    };
+    let mut left = sub;
+    while left > 0 {
+        let b = *bytes.get(i)?;
+        if b == r || b == c {
+            return None;
+        }
+        if b == s {
+            left -= 1;
+        }
+        i += 1;
+    }
+    field.get(i..end_at(bytes, i, |b| b == r || b == c || b == s))
+}
+
+/// Where one segment is: its bytes in [`Message`]'s text and its field
+/// separators in [`Message`]'s separator list.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    name: Option<SegmentName>,
+    start: usize,
+    end: usize,
+    separators_start: usize,
+    separators_end: usize,
+}
+
+/// The segments with one name: `count` positions from `start` in
+/// [`Message`]'s position list.
+#[derive(Debug, Clone, Copy)]
+struct Named {
+    name: SegmentName,
+    start: usize,
+    count: usize,
 }
 
 /// An HL7 v2 message that plugins read and change.
 #[derive(Debug, Clone)]
 pub struct Message {
-    segments: Vec<String>,
-    /// Positions of each segment name, in order (names never change).
-    index: std::collections::BTreeMap<SegmentName, Vec<usize>>,
+    /// Every segment, in order, separated by CR.
+    text: String,
+    /// Where each segment is.
+    lines: Vec<Line>,
+    /// For every segment in turn, the byte offsets (from the segment's
+    /// start) of its field separators.
+    separators: Vec<usize>,
+    /// Each segment name, in order of first appearance, with where its
+    /// segments' positions are in `by_name` (names never change). Messages
+    /// have a dozen names or so, so a list is searched faster than a map.
+    index: Vec<Named>,
+    /// The positions of the segments, grouped by name, in order within each.
+    by_name: Vec<usize>,
     delimiters: Delimiters,
     trailing_separator: bool,
     modified: bool,
@@ -193,12 +446,20 @@ impl Message {
     /// Parses a message (CR segment separators; LF and CRLF are accepted too).
     /// The MSH segment and the delimiters are read with `hl7-parser`; every
     /// other segment must start with a three-character name and the field
-    /// separator. Fields are split only when asked for.
+    /// separator. The field separators of every segment are located once,
+    /// here; repetitions and components are split only when asked for.
     pub fn parse(text: &str) -> Result<Message, String> {
         let body = text.trim_end_matches(['\r', '\n']);
-        let mut lines = body.split(['\r', '\n']).filter(|s| !s.is_empty());
+        let mut lines = split_lines(body).filter(|s| !s.is_empty());
         let msh = lines.next().unwrap_or("");
-        let (seps, _) = hl7_parser::parser::parse_msh(msh)
+        // The delimiters are the five characters after `MSH`, and whether
+        // `hl7-parser` accepts an MSH segment depends on those eight bytes
+        // only (the fields after them always parse). So only they are
+        // parsed; the whole segment is parsed again only to report an error
+        // about it.
+        let head = msh.get(..8).unwrap_or(msh);
+        let (seps, _) = hl7_parser::parser::parse_msh(head)
+            .or_else(|_| hl7_parser::parser::parse_msh(msh))
             .map_err(|e| format!("the MSH segment could not be parsed: {e}"))?;
         let delimiters = Delimiters {
             field: seps.field,
@@ -207,7 +468,17 @@ impl Message {
             escape: seps.escape,
             subcomponent: seps.subcomponent,
         };
-        let mut segments = vec![msh.to_string()];
+        let mut message = Message {
+            text: String::with_capacity(body.len()),
+            lines: Vec::with_capacity(body.len() / 64 + 1),
+            separators: Vec::with_capacity(body.len() / 8),
+            index: Vec::new(),
+            by_name: Vec::new(),
+            delimiters,
+            trailing_separator: text.ends_with(['\r', '\n']),
+            modified: false,
+        };
+        message.push_segment(msh);
         for (i, seg) in lines.enumerate() {
             let name_ok = seg
                 .get(..3)
@@ -219,20 +490,85 @@ impl Message {
                     i + 2
                 ));
             }
-            segments.push(seg.to_string());
+            message.push_segment(seg);
         }
-        let mut index: std::collections::BTreeMap<SegmentName, Vec<usize>> = Default::default();
-        for (i, seg) in segments.iter().enumerate() {
-            if let Some(name) = seg.get(..3).and_then(SegmentName::new) {
-                index.entry(name).or_default().push(i);
+        message.build_index();
+        Ok(message)
+    }
+
+    /// Adds a segment at the end while parsing: its text and field separators.
+    fn push_segment(&mut self, seg: &str) {
+        if !self.lines.is_empty() {
+            self.text.push('\r');
+        }
+        let start = self.text.len();
+        self.text.push_str(seg);
+        let separators_start = self.separators.len();
+        push_separators(seg, self.delimiters.field, &mut self.separators);
+        self.lines.push(Line {
+            name: seg.get(..3).and_then(SegmentName::new),
+            start,
+            end: self.text.len(),
+            separators_start,
+            separators_end: self.separators.len(),
+        });
+    }
+
+    /// Groups the segments' positions by name, once all are parsed.
+    fn build_index(&mut self) {
+        let mut index: Vec<Named> = Vec::new();
+        for name in self.lines.iter().filter_map(|l| l.name) {
+            match index.iter_mut().find(|n| n.name == name) {
+                Some(n) => n.count += 1,
+                None => index.push(Named {
+                    name,
+                    start: 0,
+                    count: 1,
+                }),
             }
         }
-        Ok(Message {
-            segments,
-            index,
-            delimiters,
-            trailing_separator: text.ends_with(['\r', '\n']),
-            modified: false,
+        let mut start = 0;
+        for n in &mut index {
+            n.start = start;
+            start += n.count;
+            n.count = 0;
+        }
+        let mut by_name = vec![0; start];
+        for (position, name) in self
+            .lines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| Some((i, l.name?)))
+        {
+            if let Some(n) = index.iter_mut().find(|n| n.name == name) {
+                if let Some(slot) = by_name.get_mut(n.start + n.count) {
+                    *slot = position;
+                }
+                n.count += 1;
+            }
+        }
+        self.index = index;
+        self.by_name = by_name;
+    }
+
+    /// The positions of the segments named `name`, in order.
+    fn positions(&self, name: SegmentName) -> &[usize] {
+        self.index
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| self.by_name.get(n.start..n.start + n.count))
+            .unwrap_or(&[])
+    }
+
+    /// The segment at `position` (0-based, among all segments).
+    fn segment_at(&self, position: usize) -> Option<Segment<'_>> {
+        let line = self.lines.get(position)?;
+        Some(Segment {
+            text: self.text.get(line.start..line.end)?,
+            separators: self
+                .separators
+                .get(line.separators_start..line.separators_end)?,
+            delimiters: self.delimiters,
         })
     }
 
@@ -248,27 +584,32 @@ impl Message {
 
     /// Every segment in order.
     pub fn segments(&self) -> impl Iterator<Item = Segment<'_>> {
-        self.segments.iter().map(|s| Segment {
-            text: s,
-            delimiters: self.delimiters,
-        })
+        (0..self.lines.len()).filter_map(|i| self.segment_at(i))
     }
 
     /// The segments named `name`, in order.
     pub fn segments_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Segment<'a>> + 'a {
-        self.segments().filter(move |s| s.name() == name)
+        let positions = SegmentName::new(name).map_or(&[][..], |n| self.positions(n));
+        positions.iter().filter_map(|&i| self.segment_at(i))
+    }
+
+    /// The `occurrence`-th (1-based) segment named `name`.
+    pub fn segment(&self, name: SegmentName, occurrence: usize) -> Option<Segment<'_>> {
+        let position = self
+            .positions(name)
+            .get(occurrence.checked_sub(1)?)
+            .copied()?;
+        self.segment_at(position)
     }
 
     /// How many segments are named `name`.
     pub fn count(&self, name: &str) -> usize {
-        SegmentName::new(name)
-            .and_then(|n| self.index.get(&n))
-            .map_or(0, Vec::len)
+        SegmentName::new(name).map_or(0, |n| self.positions(n).len())
     }
 
+    /// The position (among all segments) of the segment a path addresses.
     fn find(&self, path: &Path) -> Option<usize> {
-        self.index
-            .get(&path.segment)?
+        self.positions(path.segment)
             .get(path.occurrence.checked_sub(1)?)
             .copied()
     }
@@ -280,42 +621,38 @@ impl Message {
         self.get_path(&p)
     }
 
-    /// [`Message::get`] with an already parsed path.
+    /// [`Message::get`] with an already parsed or built path; no allocation.
     pub fn get_path(&self, p: &Path) -> &str {
         let d = self.delimiters;
-        let Some(seg) = self.find(p).and_then(|i| self.segments.get(i)) else {
+        let Some(seg) = self.segment(p.segment, p.occurrence) else {
             return "";
         };
-        let field = field_of(seg, p.field, d);
+        let field = seg.field(p.field);
         if p.segment == "MSH" && p.field <= 2 {
             return field;
         }
-        let Some(rep) = field.split(d.repetition).nth(p.repetition - 1) else {
+        let Some(rep) = p.repetition.checked_sub(1) else {
             return "";
         };
-        if p.component == 0 {
-            return rep;
-        }
-        let Some(comp) = rep.split(d.component).nth(p.component - 1) else {
-            return "";
-        };
-        if p.subcomponent == 0 {
-            return comp;
-        }
-        comp.split(d.subcomponent)
-            .nth(p.subcomponent - 1)
-            .unwrap_or("")
+        let comp = p.component.checked_sub(1);
+        let sub = comp.and(p.subcomponent.checked_sub(1));
+        locate(field, d, rep, comp, sub).unwrap_or("")
     }
 
     /// Every repetition of a field (the path's repetition is ignored).
     pub fn repetitions(&self, path: &str) -> Vec<&str> {
-        let Ok(p) = Path::parse(path) else {
+        match Path::parse(path) {
+            Ok(p) => self.repetitions_path(&p),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// [`Message::repetitions`] with an already parsed or built path.
+    pub fn repetitions_path(&self, p: &Path) -> Vec<&str> {
+        let Some(seg) = self.segment(p.segment, p.occurrence) else {
             return Vec::new();
         };
-        let Some(seg) = self.find(&p).and_then(|i| self.segments.get(i)) else {
-            return Vec::new();
-        };
-        let field = field_of(seg, p.field, self.delimiters);
+        let field = seg.field(p.field);
         if field.is_empty() {
             Vec::new()
         } else {
@@ -329,14 +666,24 @@ impl Message {
     /// [`Message::escape`] for free text. Only the segment touched changes.
     pub fn set(&mut self, path: &str, value: &str) -> Result<(), String> {
         let p = Path::parse(path)?;
+        self.set_path(&p, value)
+    }
+
+    /// [`Message::set`] with an already parsed or built path. A path built
+    /// with [`Path::new`] replaces the whole field unless
+    /// [`Path::rep`] or [`Path::comp`] narrows it.
+    pub fn set_path(&mut self, p: &Path, value: &str) -> Result<(), String> {
         let d = self.delimiters;
         if p.segment == "MSH" && p.field <= 2 {
             return Err("MSH-1 and MSH-2 (the delimiters) cannot be changed".to_string());
         }
-        let index = self
-            .find(&p)
+        if p.field == 0 {
+            return Err(format!("'{p}': field numbers start at 1"));
+        }
+        let position = self
+            .find(p)
             .ok_or_else(|| format!("the message has no {} segment", p.segment))?;
-        let seg = self.segments.get(index).ok_or("segment vanished")?;
+        let seg = self.segment_at(position).ok_or("segment vanished")?.raw();
         let offset = usize::from(p.segment == "MSH");
         let mut fields: Vec<String> = seg.split(d.field).map(str::to_string).collect();
         let fi = p.field - offset;
@@ -356,11 +703,40 @@ impl Message {
             replace_nested(field, &levels, value)
         };
         let rebuilt = fields.join(&d.field.to_string());
-        if let Some(slot) = self.segments.get_mut(index)
-            && *slot != rebuilt
-        {
-            *slot = rebuilt;
+        if rebuilt != seg {
+            self.replace_segment(position, &rebuilt)?;
             self.modified = true;
+        }
+        Ok(())
+    }
+
+    /// Replaces the text of the segment at `position` and locates its field
+    /// separators again; the segments after it only move.
+    fn replace_segment(&mut self, position: usize, new: &str) -> Result<(), String> {
+        let line = *self.lines.get(position).ok_or("segment vanished")?;
+        let text_range = line.start..line.end;
+        let separators_range = line.separators_start..line.separators_end;
+        if self.text.get(text_range.clone()).is_none()
+            || self.separators.get(separators_range.clone()).is_none()
+        {
+            return Err("segment vanished".to_string());
+        }
+        let mut found = Vec::new();
+        push_separators(new, self.delimiters.field, &mut found);
+        let (old_len, new_len) = (line.end - line.start, new.len());
+        let (old_count, new_count) = (line.separators_end - line.separators_start, found.len());
+        self.text.replace_range(text_range, new);
+        self.separators.splice(separators_range, found);
+        for (i, l) in self.lines.iter_mut().enumerate().skip(position) {
+            if i == position {
+                l.end = l.start + new_len;
+                l.separators_end = l.separators_start + new_count;
+            } else {
+                l.start = l.start - old_len + new_len;
+                l.end = l.end - old_len + new_len;
+                l.separators_start = l.separators_start - old_count + new_count;
+                l.separators_end = l.separators_end - old_count + new_count;
+            }
         }
         Ok(())
     }
@@ -425,12 +801,7 @@ fn replace_nested(current: &str, levels: &[(char, usize)], value: &str) -> Strin
 impl fmt::Display for Message {
     /// The message with CR separators; untouched segments as they came.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, s) in self.segments.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\r")?;
-            }
-            f.write_str(s)?;
-        }
+        f.write_str(&self.text)?;
         if self.trailing_separator {
             f.write_str("\r")?;
         }
@@ -512,6 +883,187 @@ mod tests {
         assert_eq!(segs[3], "RXA|0|1|20240101||08^^CVX");
         assert!(m.set("MSH-2", "x").is_err());
         assert!(m.set("OBX-5", "x").is_err());
+    }
+
+    /// `Message::get` as a plain split of the segment text, to compare with.
+    fn get_by_splitting(text: &str, p: &Path) -> String {
+        let m = Message::parse(text).unwrap();
+        let d = m.delimiters();
+        let Some(seg) = m
+            .segments()
+            .filter(|s| s.name() == p.segment.as_str())
+            .nth(p.occurrence - 1)
+        else {
+            return String::new();
+        };
+        let raw = seg.raw();
+        let is_msh = raw.starts_with("MSH");
+        let field = match (is_msh, p.field) {
+            (true, 1) => raw.get(3..3 + d.field.len_utf8()).unwrap_or(""),
+            (true, n) => raw.split(d.field).nth(n - 1).unwrap_or(""),
+            (false, n) => raw.split(d.field).nth(n).unwrap_or(""),
+        };
+        if is_msh && p.field <= 2 {
+            return field.to_string();
+        }
+        let Some(rep) = field.split(d.repetition).nth(p.repetition - 1) else {
+            return String::new();
+        };
+        if p.component == 0 {
+            return rep.to_string();
+        }
+        let Some(comp) = rep.split(d.component).nth(p.component - 1) else {
+            return String::new();
+        };
+        if p.subcomponent == 0 {
+            return comp.to_string();
+        }
+        comp.split(d.subcomponent)
+            .nth(p.subcomponent - 1)
+            .unwrap_or("")
+            .to_string()
+    }
+
+    #[test]
+    fn indexed_reads_match_splitting() {
+        let other_delimiters = "MSH#*@\\%#A#B\rPID#1##1***X%Y*MR@2###\rPID\rOBX##x*y#\r";
+        let odd = "MSH|^~\\&|A||||||||||||||||||||Z\rNK1|||||^^^^\rNK1|1|a^b&c&d~e^f|\r";
+        for text in [VXU, other_delimiters, odd] {
+            let m = Message::parse(text).unwrap();
+            for name in ["MSH", "PID", "RXA", "NK1", "OBX", "ZZZ"] {
+                let seg = SegmentName::new(name).unwrap();
+                for occ in 1..=3 {
+                    for field in 1..=24 {
+                        for rep in 1..=3 {
+                            for comp in 0..=6 {
+                                for sub in 0..=3 {
+                                    let p = Path::new(seg, occ, field).rep(rep).comp(comp).sub(sub);
+                                    assert_eq!(
+                                        m.get_path(&p),
+                                        get_by_splitting(text, &p),
+                                        "{p} in {text:?}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn built_paths_match_parsed_paths() {
+        let rxa = SegmentName::new("RXA").unwrap();
+        let pid = SegmentName::new("PID").unwrap();
+        assert_eq!(
+            Path::new(rxa, 2, 5).comp(1),
+            Path::parse("RXA[2]-5.1").unwrap()
+        );
+        assert_eq!(
+            Path::new(pid, 1, 3).rep(2).comp(4).sub(2),
+            Path::parse("PID-3[2].4.2").unwrap()
+        );
+        assert_eq!(Path::new(pid, 1, 7), Path::parse("PID-7").unwrap());
+        assert_eq!(
+            Path::new(pid, 1, 3).rep(1),
+            Path::parse("PID-3[1]").unwrap()
+        );
+        let m = Message::parse(VXU).unwrap();
+        assert_eq!(m.get_path(&Path::new(pid, 1, 3).rep(2).comp(1)), "456");
+        assert_eq!(m.get_path(&Path::new(rxa, 1, 5).comp(2)), "HepB");
+        assert_eq!(m.get_path(&Path::new(rxa, 0, 5)), "");
+        assert_eq!(m.get_path(&Path::new(rxa, 1, 0)), "");
+        assert_eq!(m.get_path(&Path::new(rxa, 1, 5).rep(0)), "");
+        assert_eq!(
+            m.repetitions_path(&Path::new(pid, 1, 3)),
+            vec!["123^^^A^MR", "456^^^B^SS"]
+        );
+        assert_eq!(m.segment(rxa, 2).map(|s| s.field(3)), Some("20240101"));
+        assert!(m.segment(rxa, 3).is_none());
+    }
+
+    #[test]
+    fn segment_names_compare_as_bytes() {
+        let pid = SegmentName::new("PID").unwrap();
+        assert!(pid == "PID");
+        assert!(pid != "PI");
+        assert!(pid != "PIDX");
+        assert!(pid != "pid");
+        assert!(SegmentName::new("MSH").unwrap() < pid);
+        assert!(SegmentName::new("PI").is_none());
+        assert!(SegmentName::new("P-D").is_none());
+        const RXA: Option<SegmentName> = SegmentName::new("RXA");
+        assert_eq!(RXA.map(|n| n.to_string()).as_deref(), Some("RXA"));
+    }
+
+    #[test]
+    fn reads_after_sets_see_the_new_fields() {
+        let mut m = Message::parse(VXU).unwrap();
+        m.set("PID-3", "A^^^X^MR~B^^^Y^PI~C").unwrap();
+        m.set("MSH-4", "").unwrap();
+        m.set("RXA-5.2", "Hepatitis B").unwrap();
+        m.set("RXA[2]-9.1", "00").unwrap();
+        assert_eq!(m.get("PID-3[3]"), "C");
+        assert_eq!(m.get("PID-3[2].5"), "PI");
+        assert_eq!(m.get("PID-5.2"), "JANE");
+        assert_eq!(m.get("PID-11.4"), "WA");
+        assert_eq!(m.get("MSH-4"), "");
+        assert_eq!(m.get("MSH-5"), "IIS");
+        assert_eq!(m.get("RXA-5"), "08^Hepatitis B^CVX");
+        assert_eq!(m.get("RXA[2]-9"), "00");
+        assert_eq!(m.get("RXA[2]-3"), "20240101");
+        let rxa = SegmentName::new("RXA").unwrap();
+        m.set_path(&Path::new(rxa, 2, 5).comp(3), "CVX").unwrap();
+        assert_eq!(m.get("RXA[2]-5"), "^^CVX");
+        assert!(m.set_path(&Path::new(rxa, 1, 0), "x").is_err());
+        let again = Message::parse(&m.to_string()).unwrap();
+        for p in ["PID-3[2].5", "RXA-5.2", "RXA[2]-9", "MSH-5", "RXA[2]-5.3"] {
+            assert_eq!(again.get(p), m.get(p), "{p}");
+        }
+        assert_eq!(
+            m.to_string(),
+            "MSH|^~\\&|EHR||IIS|WA|20240101||VXU^V04^VXU|1|P|2.5.1\rPID|1||A^^^X^MR~B^^^Y^PI~C||DOE^JANE||20200101|F|||1 Main^^Olympia^WA^98501\rRXA|0|1|20240101||08^Hepatitis B^CVX\rRXA|0|1|20240101||^^CVX||||00\r"
+        );
+    }
+
+    #[test]
+    fn reads_delimiters_as_hl7_parser_does() {
+        for msh in [
+            "MSH|^~\\&|A|B|C",
+            "MSH#*@\\%#A",
+            "MSH|^~\\&",
+            "MSH|^~\\&|",
+            "MSH|^~",
+            "MSH|^~\\",
+            "MSH|^~é&|A",
+            "MSX|^~\\&|A",
+            "MSH",
+            "",
+        ] {
+            let ours = Message::parse(msh).map(|m| m.delimiters());
+            let theirs = hl7_parser::parser::parse_msh(msh)
+                .map(|(s, _)| Delimiters {
+                    field: s.field,
+                    component: s.component,
+                    repetition: s.repetition,
+                    escape: s.escape,
+                    subcomponent: s.subcomponent,
+                })
+                .map_err(|e| format!("the MSH segment could not be parsed: {e}"));
+            assert_eq!(ours, theirs, "{msh:?}");
+        }
+    }
+
+    #[test]
+    fn accepts_lf_and_crlf_between_segments() {
+        let m = Message::parse("MSH|^~\\&|A\r\nPID|1\n\nRXA|0\r\r\nRXA|1\n").unwrap();
+        assert_eq!(
+            m.segments().map(|s| s.raw()).collect::<Vec<_>>(),
+            ["MSH|^~\\&|A", "PID|1", "RXA|0", "RXA|1"]
+        );
+        assert_eq!(m.get("RXA[2]-1"), "1");
+        assert_eq!(m.to_string(), "MSH|^~\\&|A\rPID|1\rRXA|0\rRXA|1\r");
     }
 
     #[test]

@@ -76,13 +76,23 @@ impl Profile {
 
 /// The level a detection has under a profile and the configuration.
 pub fn level_of(id: &str, profile: Profile, ctx: &Context) -> Level {
+    level_of_detection(id, detections::find(id), profile, ctx)
+}
+
+/// [`level_of`] with the detection already looked up.
+fn level_of_detection(
+    id: &str,
+    det: Option<&detections::Detection>,
+    profile: Profile,
+    ctx: &Context,
+) -> Level {
     if let Some(level) = ctx
         .config(&format!("severity.{id}"))
         .and_then(|v| Level::parse(&v))
     {
         return level;
     }
-    match (detections::find(id), profile) {
+    match (det, profile) {
         (Some(d), Profile::Cdc) => d.cdc,
         (Some(d), Profile::Cvrs) => d.cvrs,
         (None, _) => Level::Ignore,
@@ -90,23 +100,17 @@ pub fn level_of(id: &str, profile: Profile, ctx: &Context) -> Level {
 }
 
 /// Turns a finding into the issue sent back, or `None` when it is ignored.
-fn issue_for(finding: &checks::Finding, level: Level) -> Option<Issue> {
-    let det = detections::find(finding.id)?;
+fn issue_for(finding: checks::Finding, det: &detections::Detection, level: Level) -> Option<Issue> {
     let issue = match level {
         Level::Error => Issue::error(det.hl7_code),
         Level::Warning => Issue::warning(det.hl7_code),
         Level::Ignore => return None,
     };
-    let text = match &finding.detail {
+    let text = match finding.detail {
         Some(value) => format!("{} Value sent: '{value}'. [{}]", det.text, det.id),
         None => format!("{} [{}]", det.text, det.id),
     };
-    Some(
-        issue
-            .at(finding.location.clone())
-            .app_code(det.app_code)
-            .text(text),
-    )
+    Some(issue.at(finding.location).app_code(det.app_code).text(text))
 }
 
 impl Plugin for ValidateIz {
@@ -119,9 +123,10 @@ impl Plugin for ValidateIz {
             checks::run(msg, &lookup, today)
         };
         let mut issues = Vec::new();
-        for f in &findings {
-            let level = level_of(f.id, profile, ctx);
-            if let Some(issue) = issue_for(f, level) {
+        for f in findings {
+            let det = detections::find(f.id);
+            let level = level_of_detection(f.id, det, profile, ctx);
+            if let Some(issue) = det.and_then(|det| issue_for(f, det, level)) {
                 issues.push(issue);
             }
         }

@@ -11,38 +11,36 @@ const SEROLOGY: &str = "75505-8";
 
 /// Runs the CVRS checks.
 pub fn check(c: &mut Checker, groups: &[Group]) {
-    let extract = c.get("MSH-8").to_ascii_uppercase();
+    let extract = c.at("MSH", 1, 8, 0).to_ascii_uppercase();
     if extract.is_empty() {
         c.flag("cvrs-extract-type-missing", "MSH-8");
     } else if !["I", "D", "P"].contains(&extract.as_str()) {
         c.flag_code("cvrs-extract-type-invalid", "MSH-8", &extract);
     }
-    if extract == "D" && c.reps("PID-3").len() > 1 {
+    if extract == "D" && c.rep_count("PID", 1, 3) > 1 {
         c.flag("cvrs-pprl-id-not-allowed", "PID-3[2]");
     }
     if extract == "D" || extract == "P" {
         for comp in 1..=3 {
-            let path = format!("PID-5.{comp}");
-            if c.get(&path) != REDACTED {
-                c.flag("cvrs-name-not-redacted", path);
+            if c.at("PID", 1, 5, comp) != REDACTED {
+                c.flag("cvrs-name-not-redacted", format!("PID-5.{comp}"));
             }
         }
         for comp in 1..=3 {
-            let path = format!("PID-11.{comp}");
-            if c.get(&path) != REDACTED {
-                c.flag("cvrs-address-not-redacted", path);
+            if c.at("PID", 1, 11, comp) != REDACTED {
+                c.flag("cvrs-address-not-redacted", format!("PID-11.{comp}"));
             }
         }
     }
-    for path in ["PID-7", "RXA-3"] {
-        if c.get(path).len() > 8 {
+    for (path, segment, field) in [("PID-7", "PID", 7), ("RXA-3", "RXA", 3)] {
+        if c.at(segment, 1, field, 0).len() > 8 {
             c.flag("cvrs-date-precision", path);
         }
     }
     let mut risk_group = false;
     let mut serology = false;
     for k in 1..=c.count("OBX") {
-        match c.get(&format!("OBX[{k}]-3.1")) {
+        match c.at("OBX", k, 3, 1) {
             RISK_GROUP => risk_group = true,
             SEROLOGY => serology = true,
             _ => {}
@@ -56,14 +54,10 @@ pub fn check(c: &mut Checker, groups: &[Group]) {
     }
     for g in groups {
         let d = rxa::dose(c, g.rxa);
-        if d.refused || !d.given || c.get(&format!("RXA[{}]-5", g.rxa)).is_empty() {
+        if d.refused || !d.given || c.at("RXA", g.rxa, 5, 0).is_empty() {
             continue;
         }
-        let has = |c: &Checker, code: &str| {
-            g.obx
-                .iter()
-                .any(|k| c.get(&format!("OBX[{k}]-3.1")) == code)
-        };
+        let has = |c: &Checker, code: &str| g.obx.iter().any(|&k| c.at("OBX", k, 3, 1) == code);
         if !has(c, loinc::DOSE_NUMBER) {
             c.flag("cvrs-dose-number-missing", format!("RXA[{}]", g.rxa));
         }

@@ -7,7 +7,9 @@ mod obx;
 mod pid;
 mod rxa;
 
-use izhub_plugin::{LookupError, Message};
+use std::fmt;
+
+use izhub_plugin::{LookupError, Message, Path, SegmentName};
 
 use crate::dates::{self, Date, DateValue};
 
@@ -32,22 +34,20 @@ pub enum Code {
     NoTable,
     /// The table has no such code.
     Unknown,
-    /// The code's value fields (`STATUS|label|…`).
-    Known(Vec<String>),
+    /// The code's value as the table holds it: `|`-separated fields
+    /// (`STATUS|label|…`), read with [`Code::status`] and [`Code::field`].
+    Known(String),
 }
 
 impl Code {
     /// The first value field (the status), or "" when not known.
     pub fn status(&self) -> &str {
-        match self {
-            Code::Known(v) => v.first().map(String::as_str).unwrap_or(""),
-            _ => "",
-        }
+        self.field(0)
     }
     /// Value field `i` (0-based), or "".
     pub fn field(&self, i: usize) -> &str {
         match self {
-            Code::Known(v) => v.get(i).map(String::as_str).unwrap_or(""),
+            Code::Known(v) => v.split('|').nth(i).unwrap_or(""),
             _ => "",
         }
     }
@@ -92,9 +92,66 @@ impl<'a> Checker<'a> {
         self.msg.get(path).trim()
     }
 
+    /// The raw value at a path ("" when absent), trimmed; nothing is parsed
+    /// or allocated.
+    pub fn value(&self, path: &Path) -> &'a str {
+        self.msg.get_path(path).trim()
+    }
+
+    /// The trimmed value of `segment[occurrence]-field[repetition].component.subcomponent`
+    /// ("" when absent), where a component or subcomponent of 0 means the
+    /// whole. Locations are numbered from 1, as in a path.
+    pub fn value_at(
+        &self,
+        segment: &str,
+        occurrence: usize,
+        field: usize,
+        repetition: usize,
+        component: usize,
+        subcomponent: usize,
+    ) -> &'a str {
+        match SegmentName::new(segment) {
+            Some(name) => self.value(
+                &Path::new(name, occurrence, field)
+                    .rep(repetition)
+                    .comp(component)
+                    .sub(subcomponent),
+            ),
+            None => "",
+        }
+    }
+
+    /// The trimmed value of component `component` (0: all of it) of the
+    /// first repetition of `segment[occurrence]-field`; `at("RXA", 2, 5, 1)`
+    /// reads what `get("RXA[2]-5.1")` does.
+    pub fn at(&self, segment: &str, occurrence: usize, field: usize, component: usize) -> &'a str {
+        self.value_at(segment, occurrence, field, 1, component, 0)
+    }
+
     /// Every repetition of a field.
     pub fn reps(&self, path: &str) -> Vec<&'a str> {
         self.msg.repetitions(path)
+    }
+
+    /// The repetitions of `segment[occurrence]-field`, as [`Checker::reps`]
+    /// gives them (none when the field is empty).
+    pub fn reps_of(
+        &self,
+        segment: &str,
+        occurrence: usize,
+        field: usize,
+    ) -> impl Iterator<Item = &'a str> + use<'a> {
+        let msg: &'a Message = self.msg;
+        let raw = SegmentName::new(segment)
+            .and_then(|name| msg.segment(name, occurrence))
+            .map_or("", |s| s.field(field));
+        raw.split(msg.delimiters().repetition)
+            .filter(move |_| !raw.is_empty())
+    }
+
+    /// How many repetitions `segment[occurrence]-field` has (0 when empty).
+    pub fn rep_count(&self, segment: &str, occurrence: usize, field: usize) -> usize {
+        self.reps_of(segment, occurrence, field).count()
     }
 
     /// How many segments have this name.
@@ -126,7 +183,7 @@ impl<'a> Checker<'a> {
         match (self.lookup)(table, key) {
             Err(_) => Code::NoTable,
             Ok(None) => Code::Unknown,
-            Ok(Some(v)) => Code::Known(v.split('|').map(str::to_string).collect()),
+            Ok(Some(v)) => Code::Known(v),
         }
     }
 
@@ -134,11 +191,13 @@ impl<'a> Checker<'a> {
     /// fire `unrecognized`, codes marked Deprecated fire `deprecated` (or
     /// `unrecognized` when none is given), codes marked Invalid fire
     /// `unrecognized`. Empty values and missing tables are skipped.
+    ///
+    /// The location is written out only when a detection fires.
     pub fn table_value(
         &mut self,
         table: &str,
         value: &str,
-        location: &str,
+        location: impl fmt::Display,
         unrecognized: &'static str,
         deprecated: Option<&'static str>,
     ) {
@@ -146,15 +205,16 @@ impl<'a> Checker<'a> {
             return;
         }
         let code = self.code(table, value);
-        match code {
-            Code::NoTable => {}
-            Code::Unknown => self.flag_code(unrecognized, location, value),
+        let id = match code {
+            Code::NoTable => return,
+            Code::Unknown => unrecognized,
             Code::Known(_) => match code.status() {
-                "Deprecated" => self.flag_code(deprecated.unwrap_or(unrecognized), location, value),
-                "Invalid" | "Unrecognized" => self.flag_code(unrecognized, location, value),
-                _ => {}
+                "Deprecated" => deprecated.unwrap_or(unrecognized),
+                "Invalid" | "Unrecognized" => unrecognized,
+                _ => return,
             },
-        }
+        };
+        self.flag_code(id, location.to_string(), value);
     }
 
     /// Checks a field that must hold a full date. Returns the date when valid.
@@ -164,15 +224,28 @@ impl<'a> Checker<'a> {
         missing: Option<&'static str>,
         invalid: &'static str,
     ) -> Option<Date> {
-        match dates::full_date(self.get(path)) {
+        self.date(self.get(path), path, missing, invalid)
+    }
+
+    /// Checks a value read from `location` that must hold a full date.
+    /// Returns the date when valid; the location is written out only when
+    /// a detection fires.
+    pub fn date(
+        &mut self,
+        value: &str,
+        location: impl fmt::Display,
+        missing: Option<&'static str>,
+        invalid: &'static str,
+    ) -> Option<Date> {
+        match dates::full_date(value) {
             DateValue::Empty => {
                 if let Some(id) = missing {
-                    self.flag(id, path);
+                    self.flag(id, location.to_string());
                 }
                 None
             }
             DateValue::Invalid => {
-                self.flag(invalid, path);
+                self.flag(invalid, location.to_string());
                 None
             }
             DateValue::Valid(d) => Some(d),

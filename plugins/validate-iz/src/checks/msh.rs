@@ -21,41 +21,44 @@ pub fn check(c: &mut Checker) -> Kind {
     let kind = message_type(c);
     processing_and_version(c);
     profile(c, kind);
-    if c.get("MSH-3").is_empty() {
+    if c.at("MSH", 1, 3, 0).is_empty() {
         c.flag("message-sending-application-missing", "MSH-3");
     }
-    if c.get("MSH-4").is_empty() {
+    if c.at("MSH", 1, 4, 0).is_empty() {
         c.flag("message-sending-facility-missing", "MSH-4");
     }
-    if c.get("MSH-6").is_empty() {
+    if c.at("MSH", 1, 6, 0).is_empty() {
         c.flag("message-receiving-facility-missing", "MSH-6");
     }
     message_date(c);
-    if c.get("MSH-10").is_empty() {
+    if c.at("MSH", 1, 10, 0).is_empty() {
         c.flag("message-control-id-missing", "MSH-10");
     }
     for (n, id) in [
         (15, "message-accept-ack-type-invalid"),
         (16, "message-app-ack-type-invalid"),
     ] {
-        let path = format!("MSH-{n}");
-        let v = c.get(&path);
+        let v = c.at("MSH", 1, n, 0);
         if !v.is_empty() && !ACK_TYPES.contains(&v) {
-            c.flag_code(id, path, v);
+            c.flag_code(id, format!("MSH-{n}"), v);
         }
     }
-    if kind == Kind::Vxu && c.get("MSH-22").is_empty() {
+    if kind == Kind::Vxu && c.at("MSH", 1, 22, 0).is_empty() {
         c.flag("message-responsible-org-missing", "MSH-22");
     }
     kind
 }
 
 fn message_type(c: &mut Checker) -> Kind {
-    if c.get("MSH-9").is_empty() {
+    if c.at("MSH", 1, 9, 0).is_empty() {
         c.flag("message-type-missing", "MSH-9");
         return Kind::Other;
     }
-    let (ty, trigger, structure) = (c.get("MSH-9.1"), c.get("MSH-9.2"), c.get("MSH-9.3"));
+    let (ty, trigger, structure) = (
+        c.at("MSH", 1, 9, 1),
+        c.at("MSH", 1, 9, 2),
+        c.at("MSH", 1, 9, 3),
+    );
     let (kind, want_trigger, want_structure) = match ty {
         "VXU" => (Kind::Vxu, "V04", "VXU_V04"),
         "QBP" => (Kind::Qbp, "Q11", "QBP_Q11"),
@@ -76,13 +79,13 @@ fn message_type(c: &mut Checker) -> Kind {
 }
 
 fn processing_and_version(c: &mut Checker) {
-    let processing = c.get("MSH-11.1");
+    let processing = c.at("MSH", 1, 11, 1);
     if processing.is_empty() {
         c.flag("message-processing-id-missing", "MSH-11");
     } else if !["P", "T", "D"].contains(&processing) {
         c.flag_code("message-processing-id-invalid", "MSH-11", processing);
     }
-    let version = c.get("MSH-12.1");
+    let version = c.at("MSH", 1, 12, 1);
     if version.is_empty() {
         c.flag("message-version-missing", "MSH-12");
     } else if version != "2.5.1" {
@@ -91,29 +94,27 @@ fn processing_and_version(c: &mut Checker) {
 }
 
 fn profile(c: &mut Checker, kind: Kind) {
-    let profiles: Vec<&str> = c
-        .reps("MSH-21")
-        .into_iter()
+    let mut profiles = c
+        .reps_of("MSH", 1, 21)
         .map(|r| r.split('^').next().unwrap_or("").trim())
         .filter(|p| !p.is_empty())
-        .collect();
-    if profiles.is_empty() {
+        .peekable();
+    let Some(&first) = profiles.peek() else {
         c.flag("message-profile-missing", "MSH-21");
         return;
-    }
+    };
     let allowed: &[&str] = match kind {
         Kind::Vxu => &["Z22"],
         Kind::Qbp => &["Z34", "Z44"],
         Kind::Other => return,
     };
-    if !profiles.iter().any(|p| allowed.contains(p)) {
-        let first = profiles.first().copied().unwrap_or("");
+    if !profiles.any(|p| allowed.contains(&p)) {
         c.flag_code("message-profile-invalid", "MSH-21", first);
     }
 }
 
 fn message_date(c: &mut Checker) {
-    let raw = c.get("MSH-7");
+    let raw = c.at("MSH", 1, 7, 0);
     if raw.is_empty() {
         c.flag("message-date-missing", "MSH-7");
         return;

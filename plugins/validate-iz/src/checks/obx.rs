@@ -33,14 +33,14 @@ const DATE_TYPES: [&str; 3] = ["TS", "DT", "DTM"];
 const CODED_TYPES: [&str; 3] = ["CE", "CWE", "CNE"];
 
 /// Checks the OBX segments of one vaccination group.
-pub fn check(c: &mut Checker, g: &Group) {
+pub fn check<'a>(c: &mut Checker<'a>, g: &Group) {
     let d = rxa::dose(c, g.rxa);
     let mut vfc_seen = false;
-    let mut vis: BTreeMap<String, Vis> = BTreeMap::new();
+    let mut vis: BTreeMap<&'a str, Vis> = BTreeMap::new();
     for &k in &g.obx {
         let id = generic(c, k);
-        let value = c.get(&format!("OBX[{k}]-5.1"));
-        let value_at = format!("OBX[{k}]-5");
+        let value = c.at("OBX", k, 5, 1);
+        let value_at = || format!("OBX[{k}]-5");
         match id {
             loinc::VFC => {
                 vfc_seen = true;
@@ -50,7 +50,7 @@ pub fn check(c: &mut Checker, g: &Group) {
                 c.table_value(
                     "funding-source",
                     value,
-                    &value_at,
+                    format_args!("OBX[{k}]-5"),
                     "funding-source-unrecognized",
                     None,
                 );
@@ -60,7 +60,7 @@ pub fn check(c: &mut Checker, g: &Group) {
                     c.table_value(
                         "vis-doc",
                         value,
-                        &value_at,
+                        format_args!("OBX[{k}]-5"),
                         "vis-document-unrecognized",
                         None,
                     );
@@ -69,9 +69,9 @@ pub fn check(c: &mut Checker, g: &Group) {
                     && !value.is_empty()
                     && let Code::Unknown = c.code("cvx", value)
                 {
-                    c.flag_code("vis-vaccine-type-unrecognized", value_at.as_str(), value);
+                    c.flag_code("vis-vaccine-type-unrecognized", value_at(), value);
                 }
-                let sub = c.get(&format!("OBX[{k}]-4")).to_string();
+                let sub = c.at("OBX", k, 4, 0);
                 let entry = vis.entry(sub).or_default();
                 match id {
                     loinc::VIS_DOC => entry.doc.push(k),
@@ -80,8 +80,8 @@ pub fn check(c: &mut Checker, g: &Group) {
                     _ => entry.presented.push(k),
                 }
             }
-            loinc::DOSE_NUMBER if d.refused => c.flag("refusal-with-dose-number", value_at),
-            loinc::SERIES_STATUS if d.refused => c.flag("refusal-with-series-status", value_at),
+            loinc::DOSE_NUMBER if d.refused => c.flag("refusal-with-dose-number", value_at()),
+            loinc::SERIES_STATUS if d.refused => c.flag("refusal-with-series-status", value_at()),
             _ => {}
         }
     }
@@ -100,21 +100,20 @@ pub fn check_patient_level(c: &mut Checker, occurrences: &[usize]) {
 
 /// The checks every OBX gets; returns its identifier (OBX-3.1).
 fn generic<'a>(c: &mut Checker<'a>, k: usize) -> &'a str {
-    let id = c.get(&format!("OBX[{k}]-3.1"));
+    let id = c.at("OBX", k, 3, 1);
     if id.is_empty() {
         c.flag("observation-identifier-missing", format!("OBX[{k}]-3"));
     } else {
-        let at = format!("OBX[{k}]-3");
         c.table_value(
             "obx-loinc",
             id,
-            &at,
+            format_args!("OBX[{k}]-3"),
             "observation-identifier-unrecognized",
             None,
         );
     }
-    let ty = c.get(&format!("OBX[{k}]-2"));
-    let value = c.get(&format!("OBX[{k}]-5"));
+    let ty = c.at("OBX", k, 2, 0);
+    let value = c.at("OBX", k, 5, 0);
     if value.trim_matches('^').is_empty() {
         c.flag("observation-value-missing", format!("OBX[{k}]-5"));
     }
@@ -150,52 +149,48 @@ fn generic<'a>(c: &mut Checker<'a>, k: usize) -> &'a str {
             c.flag_code("observation-value-type-wrong", format!("OBX[{k}]-2"), ty);
         }
     }
-    if c.get(&format!("OBX[{k}]-11")).is_empty() {
+    if c.at("OBX", k, 11, 0).is_empty() {
         c.flag("observation-result-status-missing", format!("OBX[{k}]-11"));
     }
-    if c.get(&format!("OBX[{k}]-4")).is_empty() {
+    if c.at("OBX", k, 4, 0).is_empty() {
         c.flag("observation-sub-id-missing", format!("OBX[{k}]-4"));
     }
     id
 }
 
 fn vfc(c: &mut Checker, k: usize, value: &str, historical: bool) {
-    let at = format!("OBX[{k}]-5");
+    let at = || format!("OBX[{k}]-5");
     if historical {
-        c.flag("vfc-eligibility-on-historical", at.as_str());
+        c.flag("vfc-eligibility-on-historical", at());
     }
     if !value.is_empty() {
         if ["V06", "V08"].contains(&value) {
-            c.flag_code("vfc-eligibility-deprecated", at.as_str(), value);
+            c.flag_code("vfc-eligibility-deprecated", at(), value);
         } else {
             let code = c.code("hl7-0064", value);
             match (&code, code.status()) {
-                (Code::Unknown, _) => {
-                    c.flag_code("vfc-eligibility-unrecognized", at.as_str(), value)
-                }
-                (Code::Known(_), "Invalid") => {
-                    c.flag_code("vfc-eligibility-invalid", at.as_str(), value)
-                }
+                (Code::Unknown, _) => c.flag_code("vfc-eligibility-unrecognized", at(), value),
+                (Code::Known(_), "Invalid") => c.flag_code("vfc-eligibility-invalid", at(), value),
                 (Code::Known(_), "Deprecated") => {
-                    c.flag_code("vfc-eligibility-deprecated", at.as_str(), value)
+                    c.flag_code("vfc-eligibility-deprecated", at(), value)
                 }
                 _ => {}
             }
         }
     }
-    let date_at = format!("OBX[{k}]-14");
-    let date = c.get(&date_at);
+    let date_at = || format!("OBX[{k}]-14");
+    let date = c.at("OBX", k, 14, 0);
     if date.is_empty() {
-        c.flag("vfc-observation-date-missing", date_at);
+        c.flag("vfc-observation-date-missing", date_at());
     } else if dates::parse_dtm(date).and_then(|d| d.date).is_none() {
-        c.flag("vfc-observation-date-invalid", date_at);
+        c.flag("vfc-observation-date-invalid", date_at());
     }
-    let method_at = format!("OBX[{k}]-17");
-    let method = c.get(&format!("{method_at}.1"));
+    let method_at = || format!("OBX[{k}]-17");
+    let method = c.at("OBX", k, 17, 1);
     if method.is_empty() {
-        c.flag("vfc-observation-method-missing", method_at);
+        c.flag("vfc-observation-method-missing", method_at());
     } else if !["VXC40", "VXC41"].contains(&method) {
-        c.flag_code("vfc-observation-method-invalid", method_at, method);
+        c.flag_code("vfc-observation-method-invalid", method_at(), method);
     }
 }
 
@@ -208,7 +203,7 @@ struct Vis {
     presented: Vec<usize>,
 }
 
-fn vis_pairs(c: &mut Checker, g: &Group, vis: &BTreeMap<String, Vis>, administered: bool) {
+fn vis_pairs(c: &mut Checker, g: &Group, vis: &BTreeMap<&str, Vis>, administered: bool) {
     let mut any_vis = false;
     for v in vis.values() {
         let subjects: Vec<usize> = v.doc.iter().chain(v.vaccine.iter()).copied().collect();
@@ -229,9 +224,8 @@ fn vis_pairs(c: &mut Checker, g: &Group, vis: &BTreeMap<String, Vis>, administer
                 c.flag("vis-published-date-missing", format!("OBX[{k}]-3"));
             }
         }
-        let date_of = |c: &Checker, k: usize| {
-            dates::parse_dtm(c.get(&format!("OBX[{k}]-5"))).and_then(|d| d.date)
-        };
+        let date_of =
+            |c: &Checker, k: usize| dates::parse_dtm(c.at("OBX", k, 5, 0)).and_then(|d| d.date);
         let published = v.published.first().and_then(|&k| date_of(c, k));
         for &k in &v.presented {
             if let (Some(p), Some(given)) = (published, date_of(c, k))

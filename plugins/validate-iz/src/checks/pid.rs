@@ -1,5 +1,7 @@
 //! Patient (PID, PD1) and next-of-kin (NK1) checks.
 
+use std::fmt;
+
 use super::Checker;
 use crate::dates::{self, Date};
 use crate::geo;
@@ -7,6 +9,28 @@ use crate::geo;
 const PLACEHOLDER_NAMES: [&str; 8] = [
     "BABY", "BOY", "GIRL", "INFANT", "NEWBORN", "NB", "BABYBOY", "BABYGIRL",
 ];
+
+/// The location of part of one repetition of a field: `PID-3.5` for the
+/// first repetition, `PID-3[2].5` for a later one; formatted only when a
+/// detection fires.
+struct RepLoc {
+    /// The field, e.g. `PID-3`.
+    field: &'static str,
+    /// The repetition, from 1.
+    rep: usize,
+    /// What follows the repetition, e.g. `.5`, or nothing.
+    part: &'static str,
+}
+
+impl fmt::Display for RepLoc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.rep == 1 {
+            write!(f, "{}{}", self.field, self.part)
+        } else {
+            write!(f, "{}[{}]{}", self.field, self.rep, self.part)
+        }
+    }
+}
 
 /// Checks the patient and next-of-kin segments.
 pub fn check(c: &mut Checker) {
@@ -18,14 +42,14 @@ pub fn check(c: &mut Checker) {
         1 => {}
         _ => c.flag("patient-segment-repeated", "PID[2]"),
     }
-    let set_id = c.get("PID-1");
+    let set_id = c.at("PID", 1, 1, 0);
     if !set_id.is_empty() && set_id != "1" {
         c.flag("patient-set-id-invalid", "PID-1");
     }
     identifiers(c);
     names(c);
     let birth = birth_date(c);
-    let sex = c.get("PID-8");
+    let sex = c.at("PID", 1, 8, 0);
     if sex.is_empty() {
         c.flag("patient-sex-missing", "PID-8");
     } else {
@@ -40,36 +64,34 @@ pub fn check(c: &mut Checker) {
 }
 
 fn identifiers(c: &mut Checker) {
-    let count = c.reps("PID-3").len();
+    let count = c.rep_count("PID", 1, 3);
     let mut any_id = false;
     let mut any_mr = false;
     for r in 1..=count {
-        let at = |part: &str| {
-            if r == 1 {
-                format!("PID-3{part}")
-            } else {
-                format!("PID-3[{r}]{part}")
-            }
+        let at = |part: &'static str| RepLoc {
+            field: "PID-3",
+            rep: r,
+            part,
         };
-        if c.get(&at(".1")).is_empty() {
+        if c.value_at("PID", 1, 3, r, 1, 0).is_empty() {
             continue;
         }
         any_id = true;
-        let ty = c.get(&at(".5"));
+        let ty = c.value_at("PID", 1, 3, r, 5, 0);
         if ty.is_empty() {
-            c.flag("patient-id-type-missing", at(".5"));
+            c.flag("patient-id-type-missing", at(".5").to_string());
         } else {
             any_mr |= ty == "MR";
             c.table_value(
                 "hl7-0203",
                 ty,
-                &at(".5"),
+                at(".5"),
                 "patient-id-type-unrecognized",
                 None,
             );
         }
-        if c.get(&at(".4")).is_empty() {
-            c.flag("patient-id-authority-missing", at(".4"));
+        if c.value_at("PID", 1, 3, r, 4, 0).is_empty() {
+            c.flag("patient-id-authority-missing", at(".4").to_string());
         }
     }
     if !any_id {
@@ -80,13 +102,13 @@ fn identifiers(c: &mut Checker) {
 }
 
 fn names(c: &mut Checker) {
-    let count = c.reps("PID-5").len();
-    if count == 0 || c.get("PID-5").trim_matches('^').is_empty() {
+    let count = c.rep_count("PID", 1, 5);
+    if count == 0 || c.at("PID", 1, 5, 0).trim_matches('^').is_empty() {
         c.flag("patient-name-missing", "PID-5");
         return;
     }
-    let family = c.get("PID-5.1.1");
-    let given = c.get("PID-5.2");
+    let family = c.value_at("PID", 1, 5, 1, 1, 1);
+    let given = c.at("PID", 1, 5, 2);
     if family.is_empty() {
         c.flag("patient-name-family-missing", "PID-5.1");
     }
@@ -94,7 +116,7 @@ fn names(c: &mut Checker) {
         c.flag("patient-name-given-missing", "PID-5.2");
     }
     let has_digits = |s: &str| s.chars().any(|ch| ch.is_ascii_digit());
-    if has_digits(family) || has_digits(given) || has_digits(c.get("PID-5.3")) {
+    if has_digits(family) || has_digits(given) || has_digits(c.at("PID", 1, 5, 3)) {
         c.flag("patient-name-has-digits", "PID-5");
     }
     let upper = given.to_ascii_uppercase().replace([' ', '-'], "");
@@ -104,21 +126,21 @@ fn names(c: &mut Checker) {
     let mut any_legal = false;
     let mut any_type = false;
     for r in 1..=count {
-        let at = if r == 1 {
-            "PID-5.7".to_string()
-        } else {
-            format!("PID-5[{r}].7")
+        let at = RepLoc {
+            field: "PID-5",
+            rep: r,
+            part: ".7",
         };
-        let ty = c.get(&at);
+        let ty = c.value_at("PID", 1, 5, r, 7, 0);
         if ty.is_empty() {
             if r == 1 {
-                c.flag("patient-name-type-missing", at);
+                c.flag("patient-name-type-missing", at.to_string());
             }
             continue;
         }
         any_type = true;
         any_legal |= ty == "L";
-        c.table_value("hl7-0200", ty, &at, "patient-name-type-unrecognized", None);
+        c.table_value("hl7-0200", ty, at, "patient-name-type-unrecognized", None);
     }
     if any_type && !any_legal {
         c.flag("patient-name-legal-missing", "PID-5.7");
@@ -126,7 +148,8 @@ fn names(c: &mut Checker) {
 }
 
 fn birth_date(c: &mut Checker) -> Option<Date> {
-    let birth = c.date_field(
+    let birth = c.date(
+        c.at("PID", 1, 7, 0),
         "PID-7",
         Some("patient-birth-date-missing"),
         "patient-birth-date-invalid",
@@ -141,7 +164,7 @@ fn birth_date(c: &mut Checker) -> Option<Date> {
     if oldest.is_some_and(|o| birth < o) {
         c.flag("patient-birth-date-too-old", "PID-7");
     }
-    if let Some(sent) = dates::parse_dtm(c.get("MSH-7")).and_then(|d| d.date)
+    if let Some(sent) = dates::parse_dtm(c.at("MSH", 1, 7, 0)).and_then(|d| d.date)
         && birth > sent
     {
         c.flag("patient-birth-date-after-message", "PID-7");
@@ -150,9 +173,10 @@ fn birth_date(c: &mut Checker) -> Option<Date> {
 }
 
 fn race_and_ethnicity(c: &mut Checker) {
-    for (field, table, missing, unrecognized, deprecated) in [
+    for (field, name, table, missing, unrecognized, deprecated) in [
         (
             10,
+            "PID-10",
             "cdcrec-race",
             "patient-race-missing",
             "patient-race-unrecognized",
@@ -160,21 +184,17 @@ fn race_and_ethnicity(c: &mut Checker) {
         ),
         (
             22,
+            "PID-22",
             "cdcrec-ethnicity",
             "patient-ethnicity-missing",
             "patient-ethnicity-unrecognized",
             "patient-ethnicity-deprecated",
         ),
     ] {
-        let count = c.reps(&format!("PID-{field}")).len();
+        let count = c.rep_count("PID", 1, field);
         let mut any = false;
         for r in 1..=count {
-            let at = if r == 1 {
-                format!("PID-{field}")
-            } else {
-                format!("PID-{field}[{r}]")
-            };
-            let code = c.get(&format!("{at}.1"));
+            let code = c.value_at("PID", 1, field, r, 1, 0);
             if code.is_empty() {
                 continue;
             }
@@ -183,17 +203,29 @@ fn race_and_ethnicity(c: &mut Checker) {
             if ["UNK", "ASKU", "NASK", "PHC1175"].contains(&code) {
                 continue;
             }
-            c.table_value(table, code, &at, unrecognized, Some(deprecated));
+            let at = RepLoc {
+                field: name,
+                rep: r,
+                part: "",
+            };
+            c.table_value(table, code, at, unrecognized, Some(deprecated));
         }
         if !any {
-            c.flag(missing, format!("PID-{field}"));
+            c.flag(missing, name);
         }
     }
 }
 
-/// Checks state, ZIP and county of an address; `base` is the field path and
-/// `(state, zip, county)` the component numbers.
-pub fn place(c: &mut Checker, base: &str, parts: (usize, usize, usize), ids: [&'static str; 6]) {
+/// Checks state, ZIP and county of an address in field `field` of the
+/// `occurrence`-th `segment`; `base` is that field's location as reported
+/// (`PID-11`, `RXA[2]-11`) and `(state, zip, county)` the component numbers.
+pub fn place(
+    c: &mut Checker,
+    (segment, occurrence, field): (&str, usize, usize),
+    base: &dyn fmt::Display,
+    parts: (usize, usize, usize),
+    ids: [&'static str; 6],
+) {
     let [
         state_missing,
         state_invalid,
@@ -203,14 +235,13 @@ pub fn place(c: &mut Checker, base: &str, parts: (usize, usize, usize), ids: [&'
         county_mismatch,
     ] = ids;
     let (s, z, k) = parts;
-    let state = c.get(&format!("{base}.{s}"));
-    let zip = c.get(&format!("{base}.{z}"));
-    let county = c.get(&format!("{base}.{k}"));
-    let country = c.get(&format!("{base}.6"));
-    let us =
-        base.starts_with("RXA") || country.is_empty() || ["USA", "US", "840"].contains(&country);
+    let state = c.at(segment, occurrence, field, s);
+    let zip = c.at(segment, occurrence, field, z);
+    let county = c.at(segment, occurrence, field, k);
+    let country = c.at(segment, occurrence, field, 6);
+    let us = segment == "RXA" || country.is_empty() || ["USA", "US", "840"].contains(&country);
     if state.is_empty() {
-        if !zip.is_empty() || base.starts_with("PID") {
+        if !zip.is_empty() || segment == "PID" {
             c.flag(state_missing, format!("{base}.{s}"));
         }
     } else if us && !geo::is_state(&state.to_ascii_uppercase()) {
@@ -233,22 +264,23 @@ pub fn place(c: &mut Checker, base: &str, parts: (usize, usize, usize), ids: [&'
 }
 
 fn address(c: &mut Checker) {
-    if c.get("PID-11").trim_matches('^').is_empty() {
+    if c.at("PID", 1, 11, 0).trim_matches('^').is_empty() {
         c.flag("patient-address-missing", "PID-11");
         return;
     }
-    if c.get("PID-11.1").is_empty() {
+    if c.at("PID", 1, 11, 1).is_empty() {
         c.flag("patient-address-street-missing", "PID-11.1");
     }
-    if c.get("PID-11.3").is_empty() {
+    if c.at("PID", 1, 11, 3).is_empty() {
         c.flag("patient-address-city-missing", "PID-11.3");
     }
-    if c.get("PID-11.5").is_empty() {
+    if c.at("PID", 1, 11, 5).is_empty() {
         c.flag("patient-address-zip-missing", "PID-11.5");
     }
     place(
         c,
-        "PID-11",
+        ("PID", 1, 11),
+        &"PID-11",
         (4, 5, 9),
         [
             "patient-address-state-missing",
@@ -259,7 +291,7 @@ fn address(c: &mut Checker) {
             "patient-address-county-state-mismatch",
         ],
     );
-    let ty = c.get("PID-11.7");
+    let ty = c.at("PID", 1, 11, 7);
     c.table_value(
         "hl7-0190",
         ty,
@@ -270,7 +302,7 @@ fn address(c: &mut Checker) {
 }
 
 fn multiple_birth(c: &mut Checker) {
-    let indicator = c.get("PID-24");
+    let indicator = c.at("PID", 1, 24, 0);
     if !indicator.is_empty() && !["Y", "N"].contains(&indicator) {
         c.flag_code(
             "patient-multiple-birth-indicator-invalid",
@@ -278,7 +310,7 @@ fn multiple_birth(c: &mut Checker) {
             indicator,
         );
     }
-    let order = c.get("PID-25");
+    let order = c.at("PID", 1, 25, 0);
     if order.is_empty() {
         if indicator == "Y" {
             c.flag("patient-birth-order-missing", "PID-25");
@@ -296,11 +328,11 @@ fn multiple_birth(c: &mut Checker) {
 }
 
 fn death(c: &mut Checker, birth: Option<Date>) {
-    let indicator = c.get("PID-30");
+    let indicator = c.at("PID", 1, 30, 0);
     if !indicator.is_empty() && !["Y", "N"].contains(&indicator) {
         c.flag_code("patient-death-indicator-invalid", "PID-30", indicator);
     }
-    let raw = c.get("PID-29");
+    let raw = c.at("PID", 1, 29, 0);
     if raw.is_empty() {
         if indicator == "Y" {
             c.flag("patient-death-indicator-without-date", "PID-30");
@@ -310,7 +342,7 @@ fn death(c: &mut Checker, birth: Option<Date>) {
     if indicator != "Y" {
         c.flag("patient-death-date-without-indicator", "PID-29");
     }
-    let Some(died) = c.date_field("PID-29", None, "patient-death-date-invalid") else {
+    let Some(died) = c.date(raw, "PID-29", None, "patient-death-date-invalid") else {
         return;
     };
     if birth.is_some_and(|b| died < b) {
@@ -325,7 +357,7 @@ fn pd1(c: &mut Checker) {
     if c.count("PD1") == 0 {
         return;
     }
-    let publicity = c.get("PD1-11.1");
+    let publicity = c.at("PD1", 1, 11, 1);
     c.table_value(
         "hl7-0215",
         publicity,
@@ -333,11 +365,11 @@ fn pd1(c: &mut Checker) {
         "patient-publicity-code-unrecognized",
         None,
     );
-    let protection = c.get("PD1-12");
+    let protection = c.at("PD1", 1, 12, 0);
     if !protection.is_empty() && !["Y", "N"].contains(&protection) {
         c.flag_code("patient-protection-indicator-invalid", "PD1-12", protection);
     }
-    let status = c.get("PD1-16");
+    let status = c.at("PD1", 1, 16, 0);
     c.table_value(
         "hl7-0441",
         status,
@@ -349,22 +381,21 @@ fn pd1(c: &mut Checker) {
 
 fn next_of_kin(c: &mut Checker) {
     for n in 1..=c.count("NK1") {
-        let rel = c.get(&format!("NK1[{n}]-3.1"));
+        let rel = c.at("NK1", n, 3, 1);
         if rel.is_empty() {
             c.flag("next-of-kin-relationship-missing", format!("NK1[{n}]-3"));
         } else if rel == "SEL" {
             c.flag("next-of-kin-relationship-self", format!("NK1[{n}]-3"));
         } else {
-            let at = format!("NK1[{n}]-3");
             c.table_value(
                 "hl7-0063",
                 rel,
-                &at,
+                format_args!("NK1[{n}]-3"),
                 "next-of-kin-relationship-unrecognized",
                 None,
             );
         }
-        if c.get(&format!("NK1[{n}]-2.1")).is_empty() {
+        if c.at("NK1", n, 2, 1).is_empty() {
             c.flag("next-of-kin-name-missing", format!("NK1[{n}]-2.1"));
         }
     }
