@@ -33,6 +33,8 @@ async fn a_new_plugin_goes_from_nothing_to_a_route() {
         .arg(dir.path()));
     assert!(out.contains("created"), "{out}");
     let crate_dir = dir.path().join("check-lots");
+    let cargo_config = std::fs::read_to_string(crate_dir.join(".cargo/config.toml")).unwrap();
+    assert!(cargo_config.contains("stack-size=65536"), "{cargo_config}");
     // 2. Its own unit tests pass natively.
     let out = run(Command::new("cargo")
         .args(["test", "--quiet", "--manifest-path"])

@@ -60,7 +60,12 @@ pub fn check_structure(text: &str) -> Result<(), String> {
         .map_err(|e| format!("the message is not well-formed HL7 v2: {e}"))?;
     for (i, segment) in segments.enumerate() {
         let mut chars = segment.chars();
-        let named = chars.by_ref().take(3).filter(|c| c.is_alphanumeric()).count() == 3;
+        let named = chars
+            .by_ref()
+            .take(3)
+            .filter(|c| c.is_alphanumeric())
+            .count()
+            == 3;
         if named && chars.next() == Some(separators.field) {
             continue;
         }

@@ -544,6 +544,14 @@ fn classify(plugin: &LoadedPlugin, e: wasmtime::Error) -> PluginError {
     }
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::StackOverflow) => PluginError::StackOverflow { plugin: name },
+        // Compiled languages keep large locals on a stack in linear memory
+        // that starts at address 0: overflowing it reads below 0.
+        Some(wasmtime::Trap::MemoryOutOfBounds) => PluginError::Trap {
+            plugin: name,
+            detail: "wasm trap: out of bounds memory access (a bug, or a stack overflow: \
+                     the plugin's linear-memory stack is set by its linker)"
+                .to_string(),
+        },
         Some(trap) => PluginError::Trap {
             plugin: name,
             detail: trap.to_string(),

@@ -38,6 +38,16 @@ fn struct_name(crate_name: &str) -> String {
         .collect()
 }
 
+/// The new crate's `.cargo/config.toml`: a small wasm stack, because the
+/// engine clears a plugin's used memory after every message.
+const PLUGIN_CARGO_CONFIG: &str =
+    "# A 64 KiB stack instead of the default 1 MiB: the engine gives every message
+# a fresh instance and clears what the last one used, stack included. Raise it
+# if your plugin recurses deeply.
+[target.wasm32-wasip2]
+rustflags = [\"-C\", \"link-arg=-zstack-size=65536\"]
+";
+
 /// Creates a new plugin crate with a passing test.
 pub fn new_plugin(name: &str, parent: &Path, sdk: &Path) -> anyhow::Result<PathBuf> {
     if name.is_empty()
@@ -84,6 +94,8 @@ strip = true
         ),
     )?;
     std::fs::write(dir.join(".gitignore"), "/target\n")?;
+    std::fs::create_dir_all(dir.join(".cargo"))?;
+    std::fs::write(dir.join(".cargo/config.toml"), PLUGIN_CARGO_CONFIG)?;
     std::fs::write(
         dir.join("src/lib.rs"),
         format!(
@@ -143,6 +155,8 @@ mod tests {{
 
 /// Builds a plugin crate for wasm32-wasip2 and returns the component's path.
 pub fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = &std::fs::canonicalize(dir)
+        .with_context(|| format!("no plugin crate at {}", dir.display()))?;
     let manifest = dir.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest)
         .with_context(|| format!("no plugin crate at {}", dir.display()))?;
@@ -164,6 +178,8 @@ pub fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
             "--manifest-path",
         ])
         .arg(&manifest)
+        // Cargo reads `.cargo/config.toml` from where it runs: the crate's own.
+        .current_dir(dir)
         .status()
         .context("cannot run cargo")?;
     if !status.success() {

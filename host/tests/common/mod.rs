@@ -172,6 +172,7 @@ max_frame_bytes = 65536
         ("LOOP", "loop", "mi-iis"),
         ("MEMORY", "memory", "mi-iis"),
         ("RECURSE", "recurse", "mi-iis"),
+        ("DEEPFRAMES", "recurse-big", "mi-iis"),
         ("BIGOUT", "big-output", "mi-iis"),
         ("ERROR", "error", "mi-iis"),
         ("SLOW", "ok", "slow-iis"),

@@ -1,6 +1,7 @@
 //! `test-misbehave`: a plugin that breaks on purpose, for the engine's tests.
 //! The config key `mode` says how: `trap` (panics), `loop` (never returns),
-//! `memory` (allocates without end), `recurse` (recurses without end),
+//! `memory` (allocates without end), `recurse` (recurses without end), `recurse-big` (recurses with
+//! large frames),
 //! `big-output` (returns a 3 MiB message), `error` (returns an error),
 //! `lookup` (looks up the table named by `table`, reporting the result), `ok`.
 
@@ -11,9 +12,29 @@ pub struct Misbehave;
 
 /// Recursion that keeps its frames on the wasm stack (no address-taken
 /// locals), so it exhausts the engine's stack limit.
+/// Counts calls so the recursion below has work after each call (no tail
+/// call to turn into a loop) without keeping anything in linear memory.
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Recurses without end, every frame in wasm locals: it exhausts the
+/// engine's call stack.
 #[allow(unconditional_recursion)]
 fn recurse(depth: u64) -> u64 {
-    std::hint::black_box(depth).wrapping_mul(3) ^ recurse(std::hint::black_box(depth + 1))
+    use std::sync::atomic::Ordering::Relaxed;
+    let r = recurse(depth.wrapping_add(1));
+    CALLS.fetch_add(r, Relaxed);
+    depth ^ r
+}
+
+/// Recurses with a 4 KiB buffer per call: it overflows the plugin's own
+/// stack in linear memory first.
+#[allow(unconditional_recursion)]
+fn recurse_big(depth: u64) -> u64 {
+    let mut buf = [0u8; 4096];
+    buf[(depth % 4096) as usize] = 1;
+    std::hint::black_box(&mut buf);
+    let next: fn(u64) -> u64 = std::hint::black_box(recurse_big);
+    u64::from(buf[0]) ^ next(depth.wrapping_add(1))
 }
 
 impl Plugin for Misbehave {
@@ -34,6 +55,7 @@ impl Plugin for Misbehave {
                 }
             }
             "recurse" => Err(format!("unreachable {}", recurse(0))),
+            "recurse-big" => Err(format!("unreachable {}", recurse_big(0))),
             "big-output" => {
                 let filler = "x".repeat(3 << 20);
                 msg.set("MSH-22", &filler)?;
