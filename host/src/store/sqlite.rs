@@ -111,15 +111,39 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 /// Most requests committed in one transaction.
 const GROUP: usize = 512;
 
+/// How long a commit may wait for more messages when several arrive at
+/// once: fewer, larger commits (one fsync each) under load.
+const GATHER: Duration = Duration::from_micros(400);
+
+/// Messages in the previous commit from which the next one waits for
+/// company; a lone sender is never kept waiting.
+const BUSY: usize = 3;
+
 fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>) {
+    let mut last_inserts = 0;
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
+        let gather_until = std::time::Instant::now() + GATHER;
+        let mut inserts = usize::from(matches!(ops.first(), Some(Op::Insert(..))));
         while ops.len() < GROUP {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
+            let op = match rx.try_recv() {
+                Ok(op) => op,
+                Err(std_mpsc::TryRecvError::Disconnected) => break,
+                Err(std_mpsc::TryRecvError::Empty) => {
+                    let left = gather_until.saturating_duration_since(std::time::Instant::now());
+                    if last_inserts < BUSY || inserts == 0 || left.is_zero() {
+                        break;
+                    }
+                    match rx.recv_timeout(left) {
+                        Ok(op) => op,
+                        Err(_) => break,
+                    }
+                }
+            };
+            inserts += usize::from(matches!(op, Op::Insert(..)));
+            ops.push(op);
         }
+        last_inserts = inserts;
         let result = apply(&mut conn, &ops);
         let mut ids = result
             .as_ref()
