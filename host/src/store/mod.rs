@@ -139,7 +139,9 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 ///   caller, so they are sent in order. A claim ends with [`Store::record`]
 ///   (or lapses, for a backend shared by nodes, when the node dies).
 /// - [`Store::record`] may buffer; [`Store::flush`] returns once everything
-///   recorded before it is durable.
+///   recorded before it is committed: visible to `claim` and `select`, and
+///   kept if the engine process dies. (A record lost to a power cut only
+///   means a message is delivered twice: delivery is at least once.)
 pub trait Store: Send + Sync + 'static {
     /// Stores deliveries durably and returns their ids, in order.
     fn insert(&self, batch: Vec<NewDelivery>) -> StoreFuture<'_, Vec<i64>>;
@@ -148,7 +150,7 @@ pub trait Store: Send + Sync + 'static {
     fn claim<'a>(&'a self, destination: &'a str, limit: usize) -> StoreFuture<'a, Vec<Pending>>;
     /// Records an attempt's outcome for delivery `id` and ends its claim.
     fn record(&self, id: i64, outcome: Attempted) -> StoreFuture<'_, ()>;
-    /// Waits until everything recorded before this call is durable.
+    /// Waits until everything recorded before this call is committed.
     fn flush(&self) -> StoreFuture<'_, ()>;
     /// Counts deliveries by status.
     fn count(&self, status: Status) -> StoreFuture<'_, i64>;

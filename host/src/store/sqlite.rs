@@ -174,13 +174,13 @@ fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>) {
 
 /// Applies a group of operations in one transaction; returns inserted ids in order.
 ///
-/// A group that only records delivery outcomes is committed without fsync
-/// (`synchronous=NORMAL`: it survives a killed process, and the WAL frames are
-/// made durable by the next full commit). Losing one to a power cut only
-/// means a message is delivered again. Groups with new messages or a flush
-/// request are fsynced before anyone is answered.
+/// Only groups with new messages are fsynced (`synchronous=FULL`) before
+/// anyone is answered: their AA depends on it. Groups of delivery outcomes
+/// and flushes commit with `synchronous=NORMAL`: that survives a killed
+/// process, and the next full commit makes the WAL frames durable; losing one
+/// to a power cut only means a message is delivered again.
 fn apply(conn: &mut Connection, ops: &[Op]) -> Result<Vec<i64>, String> {
-    let must_sync = ops.iter().any(|op| !matches!(op, Op::Update { .. }));
+    let must_sync = ops.iter().any(|op| matches!(op, Op::Insert(..)));
     let level = if must_sync { "FULL" } else { "NORMAL" };
     conn.pragma_update(None, "synchronous", level)
         .map_err(|e| e.to_string())?;
