@@ -1078,4 +1078,67 @@ mod tests {
         let err = Message::parse("MSH|^~\\&|A\rPID|1\r!!bad").unwrap_err();
         assert!(err.contains("segment 3"), "{err}");
     }
+
+    mod any_input {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Message-like text: an MSH segment and up to six more, their
+        /// fields full of delimiters and multi-byte characters, separated by
+        /// CR, LF or CRLF.
+        fn messageish() -> impl Strategy<Value = String> {
+            let piece =
+                prop::sample::select(vec!["|", "^", "~", "&", "\\", "a", "12", "é", "€", ""]);
+            let fields = prop::collection::vec(piece.clone(), 0..16).prop_map(|p| p.concat());
+            let name = prop::sample::select(vec!["PID", "RXA", "OBX", "RXA", "ZX1"]);
+            let end = prop::sample::select(vec!["\r", "\n", "\r\n"]);
+            let segment = (end, name, fields).prop_map(|(e, n, f)| format!("{e}{n}|{f}"));
+            let header = prop::collection::vec(piece, 0..12).prop_map(|p| p.concat());
+            (header, prop::collection::vec(segment, 0..7))
+                .prop_map(|(h, segs)| format!("MSH|^~\\&|{h}{}", segs.concat()))
+        }
+
+        fn any_path() -> impl Strategy<Value = Path> {
+            let name = prop::sample::select(vec!["MSH", "PID", "RXA", "OBX"]);
+            (name, 1usize..4, 1usize..14, 1usize..4, 0usize..4, 0usize..3).prop_map(
+                |(n, occ, field, rep, comp, sub)| {
+                    let seg = SegmentName::new(n).unwrap_or(SegmentName([b'Z'; 3]));
+                    Path::new(seg, occ, field).rep(rep).comp(comp).sub(sub)
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+            /// Whatever arrives: parsing, reading and writing never panic,
+            /// reads agree with plain splitting, and a write reads back.
+            #[test]
+            fn reads_and_writes_hold_on_any_text(
+                text in messageish(),
+                paths in prop::collection::vec(any_path(), 1..8),
+                value in "[a-z0-9]{0,6}",
+            ) {
+                let parsed = Message::parse(&text);
+                prop_assert!(parsed.is_ok(), "{:?}: {:?}", text, parsed.err());
+                let Ok(mut m) = parsed else { return Ok(()) };
+                let normalized = m.to_string();
+                for p in &paths {
+                    let expected = get_by_splitting(&normalized, p);
+                    prop_assert_eq!(m.get_path(p), expected.as_str());
+                }
+                for p in &paths {
+                    let _ = m.repetitions_path(p);
+                    let path = p.to_string();
+                    if m.set(&path, &value).is_ok() && p.occurrence >= 1 && p.field >= 1 {
+                        let whole = p.component == 0 && p.subcomponent == 0;
+                        if !whole || p.repetition <= 1 {
+                            prop_assert_eq!(m.get(&path), value.as_str(), "{} in {:?}", path, m.to_string());
+                        }
+                    }
+                }
+                let again = Message::parse(&m.to_string());
+                prop_assert!(again.is_ok());
+            }
+        }
+    }
 }
