@@ -180,6 +180,15 @@ pub enum Command {
         /// Seconds to wait for each answer.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Spread the messages over this many patients (PID-3.1 gets a suffix), as real
+        /// traffic is; 1 sends the file's patient every time.
+        #[arg(long, default_value_t = 1)]
+        patients: usize,
+        /// The target engine's admin address (host:port): after each run, wait until its IIS
+        /// answered every acknowledged message (commit mode delivers after the AA) and report
+        /// that end-to-end rate too.
+        #[arg(long)]
+        delivered_from: Option<String>,
     },
 }
 
@@ -654,33 +663,70 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             file,
             warmup,
             timeout,
+            patients,
+            delivered_from,
         } => {
             let raw = tools::read_message_file(&file)?;
             let message = String::from_utf8(raw)
                 .map_err(|_| anyhow::anyhow!("{}: not UTF-8", file.display()))?;
-            bench(
-                to,
-                baseline,
+            let load = Load {
                 connections,
                 messages,
                 message,
                 warmup,
-                Duration::from_secs(timeout),
-            )
-            .await
+                timeout: Duration::from_secs(timeout),
+                patients,
+            };
+            bench(to, baseline, load, delivered_from).await
         }
+    }
+}
+
+/// What `izhub bench` sends.
+struct Load {
+    connections: Vec<usize>,
+    messages: usize,
+    message: String,
+    warmup: usize,
+    timeout: Duration,
+    patients: usize,
+}
+
+/// Waits until the engine at `admin` has had `expected` more deliveries
+/// answered than `before`; gives up when nothing moves for 30 s.
+async fn wait_delivered(admin: &str, before: u64, expected: u64) -> anyhow::Result<u64> {
+    let mut last = (before, std::time::Instant::now());
+    loop {
+        let now = tools::answered_deliveries(admin).await?;
+        if now >= before + expected {
+            return Ok(now - before);
+        }
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(30) {
+            anyhow::bail!(
+                "{admin}: deliveries stalled at {} of {expected}",
+                now - before
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 async fn bench(
     to: String,
     baseline: Option<String>,
-    connections: Vec<usize>,
-    messages: usize,
-    message: String,
-    warmup: usize,
-    timeout: Duration,
+    load: Load,
+    delivered_from: Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    let Load {
+        connections,
+        messages,
+        message,
+        warmup,
+        timeout,
+        patients,
+    } = load;
     let mut targets = Vec::new();
     if let Some(b) = baseline {
         targets.push(("baseline", b));
@@ -705,12 +751,21 @@ async fn bench(
                 message: message.clone(),
                 timeout,
                 run_id: format!("W{stamp}{role}{conns}"),
+                patients,
             };
+            let drain = delivered_from.as_deref().filter(|_| *role == "target");
+            let before = match drain {
+                Some(admin) => tools::answered_deliveries(admin).await?,
+                None => 0,
+            };
+            let mut warmed = 0;
             if warmup > 0 {
-                tools::run_bench(&opts).await?;
+                let w = tools::run_bench(&opts).await?;
+                warmed = w.codes.get("AA").copied().unwrap_or(0);
             }
             opts.messages = messages;
             opts.run_id = format!("B{stamp}{role}{conns}");
+            let started = std::time::Instant::now();
             let r = tools::run_bench(&opts).await?;
             let codes: Vec<String> = r.codes.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!(
@@ -733,6 +788,16 @@ async fn bench(
             );
             bad |= r.errors > 0 || r.mismatched > 0;
             rates.push(r.rate());
+            if let Some(admin) = drain {
+                let acked = r.codes.get("AA").copied().unwrap_or(0);
+                let n = wait_delivered(admin, before, (warmed + acked) as u64).await?;
+                let secs = started.elapsed().as_secs_f64();
+                println!(
+                    "delivered {conns} connections: the IIS answered {} of the run's messages {secs:.2} s after it began: {:.0} msgs/s end to end",
+                    n.saturating_sub(warmed as u64),
+                    acked as f64 / secs.max(1e-9)
+                );
+            }
         }
         if let [base, target] = rates.as_slice() {
             println!(

@@ -350,3 +350,48 @@ async fn connections_per_address_are_capped() {
     );
     engine.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_spreads_patients_and_waits_for_commit_mode_deliveries() {
+    let sim = start_sim(sim_named("MIIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = commit_config(dir.path(), &sim.addr.to_string(), "");
+    let engine = serve::start(&izhub::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let file = dir.path().join("vxu.hl7");
+    std::fs::write(&file, vxu("B-0", "PAT")).unwrap();
+    let admin = engine.admin.expect("admin address").to_string();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_izhub"))
+        .args([
+            "bench",
+            "--connections",
+            "4",
+            "--messages",
+            "200",
+            "--warmup",
+            "10",
+        ])
+        .args(["--patients", "7", "--delivered-from", &admin, "--to"])
+        .arg(engine.listeners["ehr"].to_string())
+        .arg("--file")
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("AA=200"), "{text}");
+    assert!(
+        text.contains("the IIS answered 200 of the run's messages"),
+        "{text}"
+    );
+    // Everything was delivered before the bench reported, over 7 patients.
+    assert_eq!(sim.state.received(), 210);
+    assert_eq!(sim.state.patients(), 7);
+    engine.stop().await;
+}

@@ -76,6 +76,11 @@ impl SimState {
         self.received.load(Ordering::Relaxed)
     }
 
+    /// How many distinct patients (PID-3.1) the simulator has records for.
+    pub fn patients(&self) -> usize {
+        self.patients.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
     /// How many times a message with this MSH-10 arrived.
     pub fn count(&self, control_id: &str) -> u64 {
         self.by_control_id

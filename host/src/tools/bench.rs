@@ -18,6 +18,9 @@ pub struct BenchOptions {
     pub timeout: Duration,
     /// Prefix for generated control ids, so runs don't collide.
     pub run_id: String,
+    /// Spread the messages over this many patients (PID-3.1 gets a suffix);
+    /// 0 or 1 sends the file's patient every time.
+    pub patients: usize,
 }
 
 /// What one run measured.
@@ -43,17 +46,36 @@ impl BenchResult {
     }
 }
 
+/// The message after its MSH-10: as is, or around a patient id to vary.
+enum Rest {
+    Fixed(String),
+    Patients(String, String),
+}
+
 /// Runs one load test.
 pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchResult> {
-    let (prefix, suffix) = super::split_at_control_id(&opts.message)
-        .ok_or_else(|| anyhow::anyhow!("the bench message has no MSH-10 to rewrite"))?;
-    let (prefix, suffix) = (Arc::new(prefix.to_string()), Arc::new(suffix.to_string()));
+    let no_control_id = || anyhow::anyhow!("the bench message has no MSH-10 to rewrite");
+    let (prefix, rest) = if opts.patients > 1 {
+        // MSH-10 comes before PID-3: split there first, then at MSH-10.
+        let (before, id, after) = super::split_at_patient_id(&opts.message)
+            .ok_or_else(|| anyhow::anyhow!("the bench message has no PID-3.1 to vary"))?;
+        let (prefix, middle) = super::split_at_control_id(before).ok_or_else(no_control_id)?;
+        (
+            prefix,
+            Rest::Patients(format!("{middle}{id}-"), after.to_string()),
+        )
+    } else {
+        let (prefix, suffix) =
+            super::split_at_control_id(&opts.message).ok_or_else(no_control_id)?;
+        (prefix, Rest::Fixed(suffix.to_string()))
+    };
+    let (prefix, rest) = (Arc::new(prefix.to_string()), Arc::new(rest));
     let conns = opts.connections.max(1);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..conns {
         let share = opts.messages / conns + usize::from(c < opts.messages % conns);
-        let (prefix, suffix, opts) = (prefix.clone(), suffix.clone(), opts.clone());
+        let (prefix, rest, opts) = (prefix.clone(), rest.clone(), opts.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(share);
             let (mut mismatched, mut errors) = (0usize, 0usize);
@@ -61,7 +83,13 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchResult> {
             let mut client = None;
             for i in 0..share {
                 let id = format!("{}-{c}-{i}", opts.run_id);
-                let msg = format!("{prefix}{id}{suffix}");
+                let msg = match rest.as_ref() {
+                    Rest::Fixed(suffix) => format!("{prefix}{id}{suffix}"),
+                    Rest::Patients(before, after) => {
+                        let patient = (c + i * conns) % opts.patients;
+                        format!("{prefix}{id}{before}{patient}{after}")
+                    }
+                };
                 if client.is_none() {
                     match MllpClient::connect(&opts.to, opts.timeout, DEFAULT_MAX_FRAME).await {
                         Ok(cl) => client = Some(cl),
@@ -126,4 +154,34 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchResult> {
         p99: pct(0.99),
         max: all.last().copied().unwrap_or_default(),
     })
+}
+
+/// The number of deliveries an engine's IIS answered so far: the sum of
+/// `izhub_deliveries_total{…result="answered"}` on its admin `/metrics`.
+pub async fn answered_deliveries(admin: &str) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(admin),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("{admin}: no answer within 5 s"))??;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut body = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        stream.take(16 << 20).read_to_end(&mut body),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("{admin}: /metrics did not finish within 5 s"))??;
+    let text = String::from_utf8_lossy(&body);
+    if !text.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("{admin}/metrics: {}", text.lines().next().unwrap_or(""));
+    }
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("izhub_deliveries_total{") && l.contains("result=\"answered\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
 }

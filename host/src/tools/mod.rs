@@ -6,7 +6,7 @@ pub mod codes;
 pub mod plugin_dev;
 mod send;
 
-pub use bench::{BenchOptions, BenchResult, run_bench};
+pub use bench::{BenchOptions, BenchResult, answered_deliveries, run_bench};
 pub use send::{read_message_file, send_files};
 
 /// Replaces MSH-10 in a message, keeping everything else byte for byte.
@@ -34,9 +34,49 @@ pub fn split_at_control_id(message: &str) -> Option<(&str, &str)> {
     Some((message.get(..start)?, message.get(end..)?))
 }
 
+/// Splits text around the first patient identifier (PID-3.1): (text before,
+/// the identifier, text after). None when there is no PID-3.1 to vary.
+pub fn split_at_patient_id(text: &str) -> Option<(&str, &str, &str)> {
+    let sep = text.strip_prefix("MSH")?.chars().next()?;
+    let component = text.get(3 + sep.len_utf8()..)?.chars().next()?;
+    let pid = text
+        .match_indices(['\r', '\n'])
+        .map(|(i, _)| i + 1)
+        .find(|&i| text.get(i..).is_some_and(|r| r.starts_with("PID")))?;
+    let line_end = text
+        .get(pid..)?
+        .find(['\r', '\n'])
+        .map_or(text.len(), |e| pid + e);
+    let segment = text.get(pid..line_end)?;
+    // PID-3 starts after the third field separator.
+    let start = pid
+        + segment
+            .match_indices(sep)
+            .nth(2)
+            .map(|(i, _)| i + sep.len_utf8())?;
+    let end = text
+        .get(start..line_end)?
+        .find([sep, component, '~'])
+        .map_or(line_end, |e| start + e);
+    let id = text.get(start..end)?;
+    (!id.is_empty()).then_some((text.get(..start)?, id, text.get(end..)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_patient_id() {
+        let m = "MSH|^~\\&|A|B\rPID|1||123^^^MR~9^^^SS||DOE\rRXA|0";
+        assert_eq!(
+            split_at_patient_id(m),
+            Some(("MSH|^~\\&|A|B\rPID|1||", "123", "^^^MR~9^^^SS||DOE\rRXA|0"))
+        );
+        assert_eq!(split_at_patient_id("MSH|^~\\&|A\rPID|1||^^^MR"), None);
+        assert_eq!(split_at_patient_id("MSH|^~\\&|A\rPID|1"), None);
+        assert_eq!(split_at_patient_id("MSH|^~\\&|A\rXPID|1||7"), None);
+    }
 
     #[test]
     fn rewrites_control_id() {
