@@ -412,6 +412,7 @@ async fn reprocess(
         metrics: Arc::new(crate::metrics::Metrics::new()),
         journal: Some(journal),
         shutdown: CancellationToken::new(),
+        tasks: tokio_util::task::TaskTracker::new(),
         // The running engine delivers what this journals.
         deliver: false,
     };
@@ -545,6 +546,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     metrics,
                     journal,
                     shutdown: CancellationToken::new(),
+                    tasks: tokio_util::task::TaskTracker::new(),
                     deliver: false,
                 };
                 match crate::pipeline::Pipeline::build(&cfg, &services, None) {

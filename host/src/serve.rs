@@ -43,10 +43,12 @@ pub struct Running {
     pub startup: Duration,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    journal: Option<crate::store::Journal>,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight messages finish (up to 30 s), and returns.
+    /// Stops accepting, lets in-flight messages and deliveries finish (up to
+    /// 30 s), commits what they recorded in the journal, and returns.
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.tracker.close();
@@ -55,6 +57,11 @@ impl Running {
             .is_err()
         {
             tracing::error!("shutdown: some connections did not finish in time");
+        }
+        if let Some(journal) = &self.journal
+            && let Err(e) = journal.flush().await
+        {
+            tracing::error!(error = %e, "shutdown: the journal could not commit the last deliveries");
         }
     }
 }
@@ -103,6 +110,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         None => None,
     };
     let services = Services {
+        tasks: tracker.clone(),
         runtime: runtime.clone(),
         metrics: metrics.clone(),
         journal,
@@ -110,6 +118,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         deliver: true,
     };
     let pipeline = Pipeline::build(config, &services, None)?;
+    let journal = services.journal.clone();
     let slot = Arc::new(PipelineSlot::new(pipeline));
     let mut bound = BTreeMap::new();
     let mut sockets = Vec::new();
@@ -189,6 +198,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         startup,
         shutdown,
         tracker,
+        journal,
     })
 }
 

@@ -78,41 +78,26 @@ async fn send_prints_answers_and_bench_checks_acks() {
     let h = harness("").await;
     let addr = h.addr.to_string();
     let file = root().join("samples/messages/vxu/vxu-nist-iz-1.1-admin-child-max.hl7");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_izhub"))
-        .args(["send", "--to", &addr])
-        .arg(&file)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let path = file.display().to_string();
+    let stdout = izhub_ok(["send", "--to", &addr, &path]).await;
     assert!(stdout.contains(": AA (MSA-2 matches)"), "{stdout}");
     assert!(stdout.contains("MSA|AA|"), "{stdout}");
     assert_eq!(h.sim("MA").received(), 1);
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_izhub"))
-        .args([
-            "bench",
-            "--to",
-            &addr,
-            "--connections",
-            "1,4",
-            "--messages",
-            "200",
-            "--warmup",
-            "0",
-            "--file",
-        ])
-        .arg(&file)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = izhub_ok([
+        "bench",
+        "--to",
+        &addr,
+        "--connections",
+        "1,4",
+        "--messages",
+        "200",
+        "--warmup",
+        "0",
+        "--file",
+        &path,
+    ])
+    .await;
     assert_eq!(stdout.matches("AA=200").count(), 2, "{stdout}");
     assert_eq!(h.sim("MA").received(), 401);
     h.stop().await;

@@ -31,6 +31,18 @@ fn vxu(id: &str, patient: &str) -> String {
     m.to_string()
 }
 
+/// A simulated IIS and an engine in commit mode delivering to it, with its
+/// directory (config and journal).
+async fn commit_engine() -> (Sim, tempfile::TempDir, izhub::serve::Running) {
+    let sim = start_sim(sim_named("MIIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = commit_config(dir.path(), &sim.addr.to_string(), "");
+    let engine = serve::start(&izhub::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    (sim, dir, engine)
+}
+
 async fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !done() {
@@ -41,12 +53,7 @@ async fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aa_after_journal_then_delivery_from_the_queue() {
-    let sim = start_sim(sim_named("MIIIS")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = commit_config(dir.path(), &sim.addr.to_string(), "");
-    let engine = serve::start(&izhub::config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let (sim, dir, engine) = commit_engine().await;
     let mut client = connect(&engine, "ehr").await;
     let answer = client
         .exchange(vxu("C-1", "P1").as_bytes(), TIMEOUT)
@@ -285,18 +292,8 @@ async fn dead_letters_can_be_reprocessed_while_the_engine_runs() {
     // The IIS is back; an operator reprocesses the dead letters.
     let iis = start_sim_at(port, sim_named("MIIIS")).await;
     let state = iis.state.clone();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_izhub"))
-        .args(["reprocess", "--status", "dead", "--config"])
-        .arg(&path)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let config_arg = path.display().to_string();
+    let stdout = izhub_ok(["reprocess", "--status", "dead", "--config", &config_arg]).await;
     assert!(stdout.contains("R-1\tAA"), "{stdout}");
     // The running engine delivers what was journaled again.
     wait_until("redelivery", 10, || state.count("R-1") == 1).await;
@@ -353,38 +350,32 @@ async fn connections_per_address_are_capped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_spreads_patients_and_waits_for_commit_mode_deliveries() {
-    let sim = start_sim(sim_named("MIIIS")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = commit_config(dir.path(), &sim.addr.to_string(), "");
-    let engine = serve::start(&izhub::config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let (sim, dir, engine) = commit_engine().await;
     let file = dir.path().join("vxu.hl7");
     std::fs::write(&file, vxu("B-0", "PAT")).unwrap();
     let admin = engine.admin.expect("admin address").to_string();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_izhub"))
-        .args([
-            "bench",
-            "--connections",
-            "4",
-            "--messages",
-            "200",
-            "--warmup",
-            "10",
-        ])
-        .args(["--patients", "7", "--delivered-from", &admin, "--to"])
-        .arg(engine.listeners["ehr"].to_string())
-        .arg("--file")
-        .arg(&file)
-        .output()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (to, file) = (
+        engine.listeners["ehr"].to_string(),
+        file.display().to_string(),
     );
+    let text = izhub_ok([
+        "bench",
+        "--connections",
+        "4",
+        "--messages",
+        "200",
+        "--warmup",
+        "10",
+        "--patients",
+        "7",
+        "--delivered-from",
+        &admin,
+        "--to",
+        &to,
+        "--file",
+        &file,
+    ])
+    .await;
     assert!(text.contains("AA=200"), "{text}");
     assert!(
         text.contains("the IIS answered 200 of the run's messages"),

@@ -41,6 +41,8 @@ pub struct Services {
     pub journal: Option<Journal>,
     /// Stops background work (delivery queues) at shutdown.
     pub shutdown: CancellationToken,
+    /// Where background work runs, so shutdown can wait for it.
+    pub tasks: tokio_util::task::TaskTracker,
     /// Run the delivery queues (false for tools that only journal).
     pub deliver: bool,
 }
@@ -143,7 +145,7 @@ impl Pipeline {
                 let dest = reused.unwrap_or_else(|| {
                     let dest = Destination::start(d.clone());
                     if let Some(journal) = services.journal.as_ref().filter(|_| services.deliver) {
-                        tokio::spawn(crate::delivery::queue::run(
+                        services.tasks.spawn(crate::delivery::queue::run(
                             Arc::downgrade(&dest),
                             journal.clone(),
                             dest.wake().clone(),

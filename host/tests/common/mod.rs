@@ -17,6 +17,27 @@ use tokio_util::sync::CancellationToken;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Runs the `izhub` binary with these arguments, asserts that it succeeded
+/// and returns what it printed on standard output.
+pub async fn izhub_ok<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_izhub"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The workspace root. Read at run time: a build reused from a checkout at
 /// another path must not point the tests there.
 pub fn root() -> PathBuf {
