@@ -17,7 +17,7 @@ use super::{
 };
 
 /// Schema migrations, applied in order; the journal records which ran.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -44,6 +44,23 @@ CREATE INDEX deliveries_received ON deliveries(received_at);
 "#,
     r#"
 ALTER TABLE deliveries ADD COLUMN stages TEXT NOT NULL DEFAULT '';
+"#,
+    // The message texts move to their own table: written once, while the
+    // small delivery rows are updated at every attempt.
+    r#"
+CREATE TABLE bodies (
+    id INTEGER PRIMARY KEY,
+    raw BLOB NOT NULL,
+    payload BLOB NOT NULL,
+    stages TEXT NOT NULL DEFAULT ''
+);
+INSERT INTO bodies (id, raw, payload, stages) SELECT id, raw, payload, stages FROM deliveries;
+ALTER TABLE deliveries DROP COLUMN raw;
+ALTER TABLE deliveries DROP COLUMN payload;
+ALTER TABLE deliveries DROP COLUMN stages;
+CREATE TRIGGER deliveries_pruned AFTER DELETE ON deliveries BEGIN
+    DELETE FROM bodies WHERE id = old.id;
+END;
 "#,
 ];
 
@@ -191,9 +208,12 @@ fn apply(conn: &mut Connection, ops: &[Op]) -> Result<Vec<i64>, String> {
         let mut insert = tx
             .prepare_cached(
                 "INSERT INTO deliveries (received_at, listener, route, sender, control_id, message_type, order_key,
-                 destination, raw, payload, stages, status, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'queued', ?1)",
+                 destination, status, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?1)",
             )
+            .map_err(|e| e.to_string())?;
+        let mut body = tx
+            .prepare_cached("INSERT INTO bodies (id, raw, payload, stages) VALUES (?1, ?2, ?3, ?4)")
             .map_err(|e| e.to_string())?;
         let mut update = tx
             .prepare_cached(
@@ -205,8 +225,6 @@ fn apply(conn: &mut Connection, ops: &[Op]) -> Result<Vec<i64>, String> {
             match op {
                 Op::Insert(batch, _) => {
                     for d in batch {
-                        // Most messages go out as they came: keep one copy.
-                        let payload: &[u8] = if d.payload == d.raw { &[] } else { &d.payload };
                         insert
                             .execute(params![
                                 now,
@@ -217,12 +235,14 @@ fn apply(conn: &mut Connection, ops: &[Op]) -> Result<Vec<i64>, String> {
                                 d.message_type,
                                 d.order_key,
                                 d.destination,
-                                d.raw,
-                                payload,
-                                d.stages
                             ])
                             .map_err(|e| e.to_string())?;
-                        ids.push(tx.last_insert_rowid());
+                        let id = tx.last_insert_rowid();
+                        // Most messages go out as they came: keep one copy.
+                        let payload: &[u8] = if d.payload == d.raw { &[] } else { &d.payload };
+                        body.execute(params![id, d.raw, payload, d.stages])
+                            .map_err(|e| e.to_string())?;
+                        ids.push(id);
                     }
                 }
                 Op::Sync(_) => {}
@@ -315,9 +335,10 @@ impl SqliteStore {
         let conn = self.reader()?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT id, order_key, control_id, CASE WHEN length(payload) = 0 THEN raw ELSE payload END,
-                 attempts, next_attempt_at FROM deliveries
-                 WHERE destination = ?1 AND status = 'queued' ORDER BY id LIMIT ?2",
+                "SELECT d.id, d.order_key, d.control_id,
+                 CASE WHEN length(b.payload) = 0 THEN b.raw ELSE b.payload END,
+                 d.attempts, d.next_attempt_at FROM deliveries d JOIN bodies b ON b.id = d.id
+                 WHERE d.destination = ?1 AND d.status = 'queued' ORDER BY d.id LIMIT ?2",
             )
             .map_err(|e| StoreError::Read(e.to_string()))?;
         let rows = stmt
@@ -350,7 +371,8 @@ impl SqliteStore {
     fn newest(&self, control_id: &str, column: &'static str) -> Result<Option<String>, StoreError> {
         let conn = self.reader()?;
         let sql = format!(
-            "SELECT {column} FROM deliveries WHERE control_id = ?1 ORDER BY id DESC LIMIT 1"
+            "SELECT {column} FROM deliveries d JOIN bodies b ON b.id = d.id
+             WHERE d.control_id = ?1 ORDER BY d.id DESC LIMIT 1"
         );
         conn.query_row(&sql, params![control_id], |r| r.get(0))
             .optional()
@@ -359,12 +381,13 @@ impl SqliteStore {
 
     fn select_rows(&self, filter: &Filter) -> Result<Vec<Journaled>, StoreError> {
         let conn = self.reader()?;
-        let mut sql =
-            String::from("SELECT MIN(id), listener, raw, control_id FROM deliveries WHERE 1 = 1");
+        let mut sql = String::from(
+            "SELECT MIN(d.id), d.listener, b.raw, d.control_id FROM deliveries d JOIN bodies b ON b.id = d.id WHERE 1 = 1",
+        );
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if !filter.ids.is_empty() {
             let marks = vec!["?"; filter.ids.len()].join(",");
-            sql.push_str(&format!(" AND id IN ({marks})"));
+            sql.push_str(&format!(" AND d.id IN ({marks})"));
             args.extend(
                 filter
                     .ids
@@ -373,18 +396,20 @@ impl SqliteStore {
             );
         }
         if let Some(s) = &filter.sender {
-            sql.push_str(" AND sender = ?");
+            sql.push_str(" AND d.sender = ?");
             args.push(rusqlite::types::Value::Text(s.clone()));
         }
         if let Some(s) = &filter.status {
-            sql.push_str(" AND status = ?");
+            sql.push_str(" AND d.status = ?");
             args.push(rusqlite::types::Value::Text(s.clone()));
         }
         if let Some(t) = filter.since_ms {
-            sql.push_str(" AND received_at >= ?");
+            sql.push_str(" AND d.received_at >= ?");
             args.push(rusqlite::types::Value::Integer(t));
         }
-        sql.push_str(" GROUP BY received_at, control_id, listener ORDER BY MIN(id) LIMIT 100000");
+        sql.push_str(
+            " GROUP BY d.received_at, d.control_id, d.listener ORDER BY MIN(d.id) LIMIT 100000",
+        );
         let mut stmt = conn
             .prepare(&sql)
             .map_err(|e| StoreError::Read(e.to_string()))?;
@@ -457,11 +482,11 @@ impl Store for SqliteStore {
     }
 
     fn status_of<'a>(&'a self, control_id: &'a str) -> StoreFuture<'a, Option<String>> {
-        Box::pin(async move { self.newest(control_id, "status") })
+        Box::pin(async move { self.newest(control_id, "d.status") })
     }
 
     fn stages_of<'a>(&'a self, control_id: &'a str) -> StoreFuture<'a, Option<String>> {
-        Box::pin(async move { self.newest(control_id, "stages") })
+        Box::pin(async move { self.newest(control_id, "b.stages") })
     }
 
     fn select<'a>(&'a self, filter: &'a Filter) -> StoreFuture<'a, Vec<Journaled>> {
@@ -576,5 +601,59 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].control_id, pending[2].control_id);
         assert_eq!(rows[0].raw, b"MSH|raw");
+    }
+
+    /// A journal written by an engine before the message texts had their own
+    /// table is migrated on open, keeping every row, and pruning still
+    /// removes a message's text with its delivery.
+    #[tokio::test]
+    async fn a_version_2_journal_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version VALUES (1), (2);",
+            )
+            .unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.execute(
+                "INSERT INTO deliveries (received_at, listener, route, sender, control_id, message_type,
+                 order_key, destination, raw, payload, stages, status, updated_at)
+                 VALUES (1, 'ehr', 'vxu', 'CLINIC', 'OLD-1', 'VXU^V04', 'CLINIC|P1', 'mi',
+                 X'4D53487C726177', X'4D53487C6F7574', 'validate_iz', 'queued', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let j = crate::store::open(&path).unwrap();
+        let pending = j.claim("mi", 10).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].payload, b"MSH|out");
+        assert_eq!(
+            j.stages_of("OLD-1").await.unwrap().as_deref(),
+            Some("validate_iz")
+        );
+        let rows = j.select(&Filter::default()).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].raw, b"MSH|raw");
+        j.record(pending[0].id, attempted(Status::Delivered, None))
+            .await
+            .unwrap();
+        j.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(j.prune(Duration::ZERO, None).await.unwrap(), 1);
+        drop(j);
+        let conn = Connection::open(&path).unwrap();
+        let left: i64 = conn
+            .query_row("SELECT COUNT(*) FROM bodies", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
+        let version: i64 = conn
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
     }
 }
