@@ -700,7 +700,7 @@ async fn wait_delivered(admin: &str, before: u64, expected: u64) -> anyhow::Resu
     let mut last = (before, std::time::Instant::now());
     loop {
         let now = tools::answered_deliveries(admin).await?;
-        if now >= before + expected {
+        if now >= before.saturating_add(expected) {
             return Ok(now - before);
         }
         if now != last.0 {
@@ -708,7 +708,7 @@ async fn wait_delivered(admin: &str, before: u64, expected: u64) -> anyhow::Resu
         } else if last.1.elapsed() > Duration::from_secs(30) {
             anyhow::bail!(
                 "{admin}: deliveries stalled at {} of {expected}",
-                now - before
+                now.saturating_sub(before)
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

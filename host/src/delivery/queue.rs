@@ -158,7 +158,7 @@ pub async fn run(
         }
         // Make sure every outcome of this round is committed before re-reading.
         if let Err(e) = journal.flush().await {
-            tracing::error!(destination = %name, error = %e, "journal sync failed");
+            tracing::error!(destination = %name, error = %e, "journal flush failed");
         }
         if ok > 0 {
             consecutive_failures = 0;
