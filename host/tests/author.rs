@@ -113,9 +113,7 @@ async fn a_new_plugin_goes_from_nothing_to_a_route() {
         ),
     )
     .unwrap();
-    let engine = izhub::serve::start(&izhub::config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let engine = start_engine(&path).await;
     let mut client = connect(&engine, "ehr").await;
     let answer = client
         .exchange(&sample("messages/vxu/vxu-valid-testgood-01.hl7"), TIMEOUT)

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use izhub::serve;
 
 fn commit_config(dir: &std::path::Path, iis: &str, extra_dest: &str) -> std::path::PathBuf {
     let path = dir.join("izhub.toml");
@@ -37,9 +36,7 @@ async fn commit_engine() -> (Sim, tempfile::TempDir, izhub::serve::Running) {
     let sim = start_sim(sim_named("MIIIS")).await;
     let dir = tempfile::tempdir().unwrap();
     let path = commit_config(dir.path(), &sim.addr.to_string(), "");
-    let engine = serve::start(&izhub::config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let engine = start_engine(&path).await;
     (sim, dir, engine)
 }
 
@@ -91,9 +88,7 @@ async fn an_iis_outage_is_ridden_out_in_order_with_the_breaker() {
     let port = closed_port();
     let dir = tempfile::tempdir().unwrap();
     let path = commit_config(dir.path(), &format!("127.0.0.1:{port}"), "");
-    let engine = serve::start(&izhub::config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let engine = start_engine(&path).await;
     let admin = engine.admin.unwrap();
     let addr = engine.listeners["ehr"].to_string();
     let mut sent: HashMap<String, Vec<String>> = HashMap::new();
@@ -271,9 +266,7 @@ async fn dead_letters_can_be_reprocessed_while_the_engine_runs() {
         "retry_initial_ms = 50\nmax_attempts = 1",
     );
     std::fs::write(&path, text).unwrap();
-    let engine = serve::start(&izhub::config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let engine = start_engine(&path).await;
     let mut client = connect(&engine, "ehr").await;
     assert_eq!(
         msa(&client

@@ -77,9 +77,7 @@ async fn ndc_and_local_race_codes_arrive_at_the_iis_as_cvx_and_cdcrec() {
         config(&root().join("samples/codesets"), &sim.addr.to_string()),
     )
     .unwrap();
-    let engine = serve::start(&izhub::config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let engine = start_engine(&path).await;
     let admin = engine.admin.unwrap();
     let mut client = connect(&engine, "ehr").await;
     let answer = client

@@ -229,9 +229,7 @@ async fn lookups_follow_grants() {
             &format!("mllp = \"{}\"", sim.addr),
         );
         std::fs::write(&path, text).unwrap();
-        let engine = izhub::serve::start(&izhub::config::load(&path).unwrap())
-            .await
-            .unwrap();
+        let engine = start_engine(&path).await;
         let mut client = connect(&engine, "ehr").await;
         let answer = client
             .exchange(&sample("messages/vxu/vxu-valid-testgood-01.hl7"), TIMEOUT)

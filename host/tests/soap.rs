@@ -93,9 +93,7 @@ destinations = ["ma-soap"]
         "{err}"
     );
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let engine = izhub::serve::start(&izhub::config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let engine = start_engine(&path).await;
     (engine, dir)
 }
 

@@ -24,6 +24,16 @@ impl Ca {
         }
     }
 
+    /// A CA in `dir/ca.pem` that has issued `engine` (for localhost) and
+    /// `iis` (for iis.test) certificates there.
+    fn with_engine_and_iis(dir: &Path) -> Ca {
+        let ca = Ca::new("izhub test CA");
+        ca.write(dir, "ca.pem");
+        ca.issue(dir, "engine", "engine", &["localhost"]);
+        ca.issue(dir, "iis", "iis", &["iis.test"]);
+        ca
+    }
+
     fn write(&self, dir: &Path, file: &str) {
         std::fs::write(dir.join(file), self.issuer.pem()).unwrap();
     }
@@ -44,10 +54,7 @@ impl Ca {
 async fn mutual_tls_in_and_tls_out() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = Ca::new("izhub test CA");
-    ca.write(d, "ca.pem");
-    ca.issue(d, "engine", "engine", &["localhost"]);
-    ca.issue(d, "iis", "iis", &["iis.test"]);
+    let ca = Ca::with_engine_and_iis(d);
     ca.issue(d, "clinic", "CLINIC-A", &[]);
     let stranger = Ca::new("someone else");
     stranger.issue(d, "stranger", "CLINIC-A", &[]);
@@ -85,9 +92,7 @@ destinations = ["ma"]
         ),
     )
     .unwrap();
-    let engine = izhub::serve::start(&izhub::config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let engine = start_engine(&path).await;
     let addr = engine.listeners["ehr"].to_string();
     let client_tls = |cert: Option<&str>| {
         let client = cert.map(|n| (d.join(format!("{n}.pem")), d.join(format!("{n}.key"))));
@@ -176,10 +181,7 @@ destinations = ["ma"]
 async fn soap_over_https_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = Ca::new("izhub test CA");
-    ca.write(d, "ca.pem");
-    ca.issue(d, "engine", "engine", &["localhost"]);
-    ca.issue(d, "iis", "iis", &["iis.test"]);
+    Ca::with_engine_and_iis(d);
     // The IIS answers SOAP over HTTPS.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let iis_addr = listener.local_addr().unwrap();
@@ -208,9 +210,7 @@ async fn soap_over_https_both_ways() {
     .unwrap();
     // SAFETY: set before any thread of this test reads the environment.
     unsafe { std::env::set_var("IZHUB_TEST_SOAP_PASSWORD", "secret") };
-    let engine = izhub::serve::start(&izhub::config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let engine = start_engine(&path).await;
     let tls = izhub::tls::DestinationTls::load(&d.join("ca.pem"), "localhost", None).unwrap();
     let target = izhub::soap::client::SoapTarget {
         url: format!("https://{}/", engine.listeners["soap"]),

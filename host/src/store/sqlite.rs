@@ -138,6 +138,8 @@ const BUSY: usize = 3;
 
 fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>) {
     let mut last_inserts = 0;
+    // `open` sets synchronous=FULL; `apply` switches only when needed.
+    let mut full_sync = true;
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         let gather_until = std::time::Instant::now() + GATHER;
@@ -161,7 +163,7 @@ fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>) {
             ops.push(op);
         }
         last_inserts = inserts;
-        let result = apply(&mut conn, &ops);
+        let result = apply(&mut conn, &ops, &mut full_sync);
         let mut ids = result
             .as_ref()
             .ok()
@@ -196,11 +198,14 @@ fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>) {
 /// and flushes commit with `synchronous=NORMAL`: that survives a killed
 /// process, and the next full commit makes the WAL frames durable; losing one
 /// to a power cut only means a message is delivered again.
-fn apply(conn: &mut Connection, ops: &[Op]) -> Result<Vec<i64>, String> {
+fn apply(conn: &mut Connection, ops: &[Op], full_sync: &mut bool) -> Result<Vec<i64>, String> {
     let must_sync = ops.iter().any(|op| matches!(op, Op::Insert(..)));
-    let level = if must_sync { "FULL" } else { "NORMAL" };
-    conn.pragma_update(None, "synchronous", level)
-        .map_err(|e| e.to_string())?;
+    if must_sync != *full_sync {
+        let level = if must_sync { "FULL" } else { "NORMAL" };
+        conn.pragma_update(None, "synchronous", level)
+            .map_err(|e| e.to_string())?;
+        *full_sync = must_sync;
+    }
     let tx = conn.transaction().map_err(|e| e.to_string())?;
     let mut ids = Vec::new();
     {

@@ -159,26 +159,7 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchResult> {
 /// The number of deliveries an engine's IIS answered so far: the sum of
 /// `izhub_deliveries_total{…result="answered"}` on its admin `/metrics`.
 pub async fn answered_deliveries(admin: &str) -> anyhow::Result<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect(admin),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("{admin}: no answer within 5 s"))??;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut body = Vec::new();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        stream.take(16 << 20).read_to_end(&mut body),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("{admin}: /metrics did not finish within 5 s"))??;
-    let text = String::from_utf8_lossy(&body);
-    if !text.starts_with("HTTP/1.1 200") {
-        anyhow::bail!("{admin}/metrics: {}", text.lines().next().unwrap_or(""));
-    }
+    let text = super::http_get(admin, "/metrics").await?;
     Ok(text
         .lines()
         .filter(|l| l.starts_with("izhub_deliveries_total{") && l.contains("result=\"answered\""))

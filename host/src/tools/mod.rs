@@ -9,6 +9,31 @@ mod send;
 pub use bench::{BenchOptions, BenchResult, answered_deliveries, run_bench};
 pub use send::{read_message_file, send_files};
 
+/// `GET path` over plain HTTP/1.1 (the engine's admin endpoint): the body of
+/// a 200 answer, read within 5 s and at most 16 MiB.
+pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limit = Duration::from_secs(5);
+    let mut stream = tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}: no answer within 5 s"))??;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(limit, stream.take(16 << 20).read_to_end(&mut answer))
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}{path} did not finish within 5 s"))??;
+    let text = String::from_utf8_lossy(&answer);
+    if !text.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("{addr}{path}: {}", text.lines().next().unwrap_or(""));
+    }
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default())
+}
+
 /// Replaces MSH-10 in a message, keeping everything else byte for byte.
 /// Returns None when the message has no readable MSH-10.
 pub fn with_control_id(message: &str, control_id: &str) -> Option<String> {

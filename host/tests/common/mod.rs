@@ -296,17 +296,9 @@ pub fn with_msh(message: &str, n: usize, value: &str) -> String {
 
 /// A plain HTTP GET on loopback; returns the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+    izhub::tools::http_get(&addr.to_string(), path)
         .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// An MLLP client connected to a listener of a running engine.
@@ -321,8 +313,16 @@ pub async fn engine_from(config: &str) -> (Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("izhub.toml");
     std::fs::write(&path, config).unwrap();
-    let cfg = izhub::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{config}"));
-    (serve::start(&cfg).await.unwrap(), dir)
+    (start_engine(&path).await, dir)
+}
+
+/// Starts an engine on the configuration file at `path`.
+pub async fn start_engine(path: &std::path::Path) -> Running {
+    let cfg = izhub::config::load(path).unwrap_or_else(|e| {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        panic!("{e}\n{text}")
+    });
+    serve::start(&cfg).await.unwrap()
 }
 
 /// A one-listener (`ehr`), one-destination (`mi`) configuration with no
