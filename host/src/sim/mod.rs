@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use hl7_parser::Message;
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -283,19 +282,16 @@ pub fn answer(text: &str, opts: &SimOptions, state: &SimState) -> Option<String>
             )],
         );
     }
-    let trimmed = text.trim_end_matches(['\r', '\n']);
-    let msg = match Message::parse(trimmed) {
-        Ok(m) => m,
-        Err(e) => {
-            return ack(
-                AckCode::AR,
-                &[Issue::error(
-                    "102",
-                    format!("message could not be parsed: {e}"),
-                )],
-            );
-        }
-    };
+    if let Err(e) = hl7::check_structure(text) {
+        return ack(
+            AckCode::AR,
+            &[Issue::error(
+                "102",
+                format!("message could not be parsed: {e}"),
+            )],
+        );
+    }
+    let msg = Segments::new(text, msh.field_separator());
     match (msh.message_code(), msh.trigger()) {
         ("VXU", "V04") => Some(vxu(&msh, &msg, opts, state)),
         ("QBP", "Q11") => Some(qbp(&msh, &msg, opts, state)),
@@ -310,11 +306,42 @@ pub fn answer(text: &str, opts: &SimOptions, state: &SimState) -> Option<String>
     }
 }
 
-fn field<'a>(msg: &'a Message<'_>, seg: &str, n: usize) -> &'a str {
-    msg.segment(seg)
-        .and_then(|s| s.field(n))
-        .map(|f| f.raw_value())
-        .unwrap_or("")
+/// The segments of a well-formed message, read with its field separator: the
+/// simulator needs a handful of fields, so it splits only what it reads.
+struct Segments<'a> {
+    list: Vec<&'a str>,
+    separator: char,
+}
+
+impl<'a> Segments<'a> {
+    fn new(text: &'a str, separator: char) -> Self {
+        Segments {
+            list: text.split(['\r', '\n']).filter(|s| !s.is_empty()).collect(),
+            separator,
+        }
+    }
+
+    /// The segments named `name`, in order.
+    fn named(&self, name: &'a str) -> impl Iterator<Item = &'a str> + '_ {
+        self.list.iter().copied().filter(move |s| {
+            s.strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(self.separator))
+        })
+    }
+
+    /// The first segment named `name`.
+    fn segment(&self, name: &'a str) -> Option<&'a str> {
+        self.named(name).next()
+    }
+
+    /// Field `n` of a (non-MSH) segment; empty when absent.
+    fn field_of(&self, segment: &'a str, n: usize) -> &'a str {
+        segment.split(self.separator).nth(n).unwrap_or("")
+    }
+}
+
+fn field<'a>(msg: &Segments<'a>, seg: &'a str, n: usize) -> &'a str {
+    msg.segment(seg).map_or("", |s| msg.field_of(s, n))
 }
 
 fn component(value: &str, c: usize) -> &str {
@@ -340,7 +367,7 @@ fn iis_ack(msh: &Msh, code: AckCode, issues: &[Issue], name: &str) -> String {
     format!("{}\r{rest}", fields.join("|"))
 }
 
-fn vxu(msh: &Msh, msg: &Message<'_>, opts: &SimOptions, state: &SimState) -> String {
+fn vxu(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimState) -> String {
     let mut issues = Vec::new();
     if msg.segment("PID").is_none() {
         issues.push(Issue::error("100", "PID segment is required").at("PID"));
@@ -350,12 +377,12 @@ fn vxu(msh: &Msh, msg: &Message<'_>, opts: &SimOptions, state: &SimState) -> Str
         i.app_code = "7".into();
         issues.push(i);
     }
-    let rxas: Vec<_> = msg.segments().filter(|s| s.name == "RXA").collect();
+    let rxas: Vec<_> = msg.named("RXA").collect();
     if rxas.is_empty() {
         issues.push(Issue::error("100", "RXA segment is required").at("RXA"));
     }
     for (i, rxa) in rxas.iter().enumerate() {
-        if rxa.field(5).is_none_or(|f| f.is_empty()) {
+        if msg.field_of(rxa, 5).is_empty() {
             let mut issue = Issue::error("101", "Vaccine code (RXA-5) is required");
             issue.location = format!("RXA[{}]-5", i + 1);
             issue.app_code = "7".into();
@@ -378,10 +405,11 @@ fn vxu(msh: &Msh, msg: &Message<'_>, opts: &SimOptions, state: &SimState) -> Str
         history: Vec::new(),
     };
     let vaccination: Vec<String> = msg
-        .segments()
-        .filter(|s| matches!(s.name, "ORC" | "RXA" | "RXR" | "OBX"))
-        .skip_while(|s| s.name == "OBX")
-        .map(|s| s.raw_value().to_string())
+        .list
+        .iter()
+        .filter(|s| matches!(s.get(..3), Some("ORC" | "RXA" | "RXR" | "OBX")))
+        .skip_while(|s| s.starts_with("OBX"))
+        .map(|s| s.to_string())
         .collect();
     if let Ok(mut patients) = state.patients.lock() {
         let entry = patients
@@ -395,8 +423,8 @@ fn vxu(msh: &Msh, msg: &Message<'_>, opts: &SimOptions, state: &SimState) -> Str
     iis_ack(msh, AckCode::AA, &[], &opts.name)
 }
 
-fn qbp(msh: &Msh, msg: &Message<'_>, opts: &SimOptions, state: &SimState) -> String {
-    let qpd = msg.segment("QPD").map(|s| s.raw_value()).unwrap_or("QPD");
+fn qbp(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimState) -> String {
+    let qpd = msg.segment("QPD").unwrap_or("QPD");
     let tag = field(msg, "QPD", 2);
     let ids = field(msg, "QPD", 3);
     let name = field(msg, "QPD", 4);
