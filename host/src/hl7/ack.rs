@@ -2,7 +2,7 @@
 //! and merging plugin issues into an IIS's answer.
 
 use super::msh::Msh;
-use super::text::escape;
+use super::text::{escape, escape_into};
 
 /// How serious an issue is (HL7 table 0516, ERR-4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -154,26 +154,33 @@ pub(crate) fn location_to_erl(location: &str) -> String {
 
 /// One ERR segment for an issue (ERR-2, 3, 4, 5 and 8).
 pub fn err_segment(issue: &Issue) -> String {
-    let code = escape(&issue.code);
-    let err3 = if code.is_empty() {
-        String::new()
-    } else {
-        format!("{code}^{}^HL70357", code_0357_text(&issue.code))
-    };
-    let app = escape(&issue.app_code);
-    let err5 = if app.is_empty() {
-        String::new()
-    } else {
-        format!("{app}^{}^HL70533", code_0533_text(&issue.app_code))
-    };
-    format!(
-        "ERR||{}|{}|{}|{}|||{}",
-        location_to_erl(&issue.location),
-        err3,
-        issue.severity.code(),
-        err5,
-        escape(&issue.text)
-    )
+    let mut out = String::with_capacity(64 + issue.text.len());
+    push_err_segment(&mut out, issue);
+    out
+}
+
+/// [`err_segment`], appended to `out`.
+fn push_err_segment(out: &mut String, issue: &Issue) {
+    out.push_str("ERR||");
+    out.push_str(&location_to_erl(&issue.location));
+    out.push('|');
+    if !issue.code.is_empty() {
+        escape_into(out, &issue.code);
+        out.push('^');
+        out.push_str(code_0357_text(&issue.code));
+        out.push_str("^HL70357");
+    }
+    out.push('|');
+    out.push_str(issue.severity.code());
+    out.push('|');
+    if !issue.app_code.is_empty() {
+        escape_into(out, &issue.app_code);
+        out.push('^');
+        out.push_str(code_0533_text(&issue.app_code));
+        out.push_str("^HL70533");
+    }
+    out.push_str("|||");
+    escape_into(out, &issue.text);
 }
 
 /// Builds an ACK to `original` with the given code and issues. `control_id`
@@ -187,25 +194,32 @@ pub fn build_ack(original: &Msh, code: AckCode, issues: &[Issue], control_id: &s
     } else {
         processing
     };
-    let mut out = String::with_capacity(256 + issues.len() * 128);
-    out.push_str(&format!(
-        "MSH|^~\\&|{}|{}|{}|{}|{}||ACK^{}^ACK|{}|{}|2.5.1|||NE|NE|||||Z23^CDCPHINVS\r",
-        reencode(original, original.receiving_application()),
-        reencode(original, original.receiving_facility()),
-        reencode(original, original.sending_application()),
-        reencode(original, original.sending_facility()),
-        super::text::hl7_timestamp(),
-        escape(trigger),
-        escape(control_id),
-        reencode(original, processing),
-    ));
-    out.push_str(&format!(
-        "MSA|{}|{}\r",
-        code.as_str(),
-        escape(original.control_id())
-    ));
+    let text_len: usize = issues.iter().map(|i| i.text.len() + 96).sum();
+    let mut out = String::with_capacity(256 + text_len);
+    out.push_str("MSH|^~\\&|");
+    for value in [
+        original.receiving_application(),
+        original.receiving_facility(),
+        original.sending_application(),
+        original.sending_facility(),
+    ] {
+        reencode_into(&mut out, original, value);
+        out.push('|');
+    }
+    out.push_str(&super::text::hl7_timestamp());
+    out.push_str("||ACK^");
+    escape_into(&mut out, trigger);
+    out.push_str("^ACK|");
+    escape_into(&mut out, control_id);
+    out.push('|');
+    reencode_into(&mut out, original, processing);
+    out.push_str("|2.5.1|||NE|NE|||||Z23^CDCPHINVS\rMSA|");
+    out.push_str(code.as_str());
+    out.push('|');
+    escape_into(&mut out, original.control_id());
+    out.push('\r');
     for issue in issues {
-        out.push_str(&err_segment(issue));
+        push_err_segment(&mut out, issue);
         out.push('\r');
     }
     out
@@ -214,14 +228,20 @@ pub fn build_ack(original: &Msh, code: AckCode, issues: &[Issue], control_id: &s
 /// Copies a field of the original into our ACK, which always uses `|^~\&`:
 /// when the original used other delimiters, escape ours inside the value and
 /// map its component separator to ours.
-fn reencode(original: &Msh, value: &str) -> String {
+fn reencode_into(out: &mut String, original: &Msh, value: &str) {
     let enc = original.field(2);
     if original.field_separator() == '|' && enc.starts_with("^~\\&") {
         // Same delimiters: the value is already valid in our ACK.
-        return value.to_string();
+        out.push_str(value);
+        return;
     }
     let comp = enc.chars().next().unwrap_or('^');
-    value.split(comp).map(escape).collect::<Vec<_>>().join("^")
+    for (i, part) in value.split(comp).enumerate() {
+        if i > 0 {
+            out.push('^');
+        }
+        escape_into(out, part);
+    }
 }
 
 /// Adds plugin issues to an IIS answer: ERR segments go after the first MSA

@@ -56,9 +56,22 @@ pub fn check_structure(text: &str) -> Result<(), String> {
     let body = text.trim_end_matches('\r');
     let mut segments = body.split('\r');
     let msh = segments.next().unwrap_or("");
-    let (separators, _) = hl7_parser::parser::parse_msh(msh)
+    // Whether `hl7-parser` accepts an MSH segment depends only on its first
+    // eight bytes (name, delimiters): parse those, and the whole segment
+    // only to word the error.
+    let (separators, _) = msh
+        .get(..8)
+        .and_then(|head| hl7_parser::parser::parse_msh(head).ok())
+        .map_or_else(|| hl7_parser::parser::parse_msh(msh), Ok)
         .map_err(|e| format!("the message is not well-formed HL7 v2: {e}"))?;
+    let field = u8::try_from(separators.field).ok().filter(u8::is_ascii);
     for (i, segment) in segments.enumerate() {
+        if let (Some([a, b, c, d]), Some(sep)) = (segment.as_bytes().get(..4), field)
+            && [a, b, c].iter().all(|x| x.is_ascii_alphanumeric())
+            && *d == sep
+        {
+            continue;
+        }
         let mut chars = segment.chars();
         let named = chars
             .by_ref()
@@ -226,5 +239,9 @@ mod tests {
         }
         assert!(check_structure("MSH|^~\\&|A|B\rZX1|a|b\r").is_ok());
         assert!(check_structure("PID|1").is_err());
+        // Names outside ASCII are read as characters; a bad MSH is named.
+        assert!(check_structure("MSH|^~\\&|A\rZÉ1|a\r").is_ok());
+        assert!(check_structure("MSH|^~\\&|A\rZÉ|a\r").is_err());
+        assert!(check_structure("MSH").unwrap_err().contains("not well-formed"));
     }
 }

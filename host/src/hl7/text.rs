@@ -7,18 +7,28 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// breaks into spaces so the text stays inside its segment.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '|' => out.push_str("\\F\\"),
-            '^' => out.push_str("\\S\\"),
-            '~' => out.push_str("\\R\\"),
-            '&' => out.push_str("\\T\\"),
-            '\\' => out.push_str("\\E\\"),
-            '\r' | '\n' => out.push(' '),
-            c => out.push(c),
-        }
-    }
+    escape_into(&mut out, text);
     out
+}
+
+/// [`escape`], appending to `out`: runs without delimiters are copied whole.
+pub fn escape_into(out: &mut String, text: &str) {
+    let mut rest = text;
+    while let Some(at) = rest.find(['|', '^', '~', '&', '\\', '\r', '\n']) {
+        let (plain, tail) = rest.split_at(at);
+        out.push_str(plain);
+        let mut chars = tail.chars();
+        out.push_str(match chars.next() {
+            Some('|') => "\\F\\",
+            Some('^') => "\\S\\",
+            Some('~') => "\\R\\",
+            Some('&') => "\\T\\",
+            Some('\\') => "\\E\\",
+            _ => " ",
+        });
+        rest = chars.as_str();
+    }
+    out.push_str(rest);
 }
 
 /// Civil date (y, m, d) from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -89,6 +99,9 @@ mod tests {
             escape("a|b^c~d&e\\f\rg"),
             "a\\F\\b\\S\\c\\R\\d\\T\\e\\E\\f g"
         );
+        assert_eq!(escape("|é\r\nñ^"), "\\F\\é  ñ\\S\\");
+        assert_eq!(escape("plain"), "plain");
+        assert_eq!(escape(""), "");
     }
 
     #[test]

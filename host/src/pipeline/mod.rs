@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AckMode, Config, ListenerSpec, RouteSpec};
 use crate::delivery::Destination;
 use crate::hl7::{self, AckCode, Charset, CharsetError, Issue, Msh, Severity};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::metrics::{Metrics, l};
 use crate::plugin::{Envelope, LoadedPlugin, Runtime, Verdict};
 use crate::store::{Journal, NewDelivery};
@@ -21,6 +24,37 @@ use crate::store::{Journal, NewDelivery};
 struct Route {
     spec: RouteSpec,
     plugins: Vec<LoadedPlugin>,
+    /// Each plugin's metric series, in plugin order.
+    series: Vec<PluginSeries>,
+}
+
+/// One plugin's metric series, looked up once when the route is built
+/// rather than by label for every message.
+struct PluginSeries {
+    seconds: Histogram,
+    continued: Counter,
+    rejected: Counter,
+    routed: Counter,
+}
+
+impl PluginSeries {
+    fn new(metrics: &Metrics, plugin: &str) -> Self {
+        let verdict = |v: &str| {
+            metrics
+                .plugin_verdicts
+                .get_or_create(&vec![l("plugin", plugin), l("verdict", v)])
+                .clone()
+        };
+        PluginSeries {
+            seconds: metrics
+                .plugin_seconds
+                .get_or_create(&vec![l("plugin", plugin)])
+                .clone(),
+            continued: verdict("continue"),
+            rejected: verdict("reject"),
+            routed: verdict("route_to"),
+        }
+    }
 }
 
 /// Everything needed to process messages; built once from a [`Config`].
@@ -128,9 +162,14 @@ impl Pipeline {
                 })?;
                 plugins.push(runtime.load(p, &component, &tables)?);
             }
+            let series = plugins
+                .iter()
+                .map(|p| PluginSeries::new(&metrics, p.name()))
+                .collect();
             routes.push(Route {
                 spec: r.clone(),
                 plugins,
+                series,
             });
         }
         runtime.cache().end_build();
@@ -314,7 +353,7 @@ impl Pipeline {
         // What each plugin did, kept with the message in the journal.
         let mut stages = String::new();
         let original = msh.clone();
-        for plugin in &route.plugins {
+        for (plugin, series) in route.plugins.iter().zip(&route.series) {
             let env = Envelope {
                 id: &id,
                 route: &route.spec.name,
@@ -325,11 +364,7 @@ impl Pipeline {
             };
             let started = Instant::now();
             let result = self.runtime.call(plugin, &env).await;
-            let labels = vec![l("plugin", plugin.name())];
-            self.metrics
-                .plugin_seconds
-                .get_or_create(&labels)
-                .observe(started.elapsed().as_secs_f64());
+            series.seconds.observe(started.elapsed().as_secs_f64());
             let outcome = match result {
                 Ok(o) => o,
                 Err(e) => {
@@ -344,15 +379,12 @@ impl Pipeline {
             };
             merge_attributes(&mut attributes, outcome.attributes);
             issues.extend(outcome.issues);
-            let verdict = match &outcome.verdict {
-                Verdict::Continue(_) => "continue",
-                Verdict::Reject(_) => "reject",
-                Verdict::RouteTo(_) => "route_to",
+            let (verdict, counter) = match &outcome.verdict {
+                Verdict::Continue(_) => ("continue", &series.continued),
+                Verdict::Reject(_) => ("reject", &series.rejected),
+                Verdict::RouteTo(_) => ("route_to", &series.routed),
             };
-            self.metrics
-                .plugin_verdicts
-                .get_or_create(&vec![l("plugin", plugin.name()), l("verdict", verdict)])
-                .inc();
+            counter.inc();
             if route.spec.ack_mode == AckMode::Commit {
                 let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if *t != text);
                 stages.push_str(&format!(
