@@ -242,6 +242,10 @@ mod tests {
         // Names outside ASCII are read as characters; a bad MSH is named.
         assert!(check_structure("MSH|^~\\&|A\rZÉ1|a\r").is_ok());
         assert!(check_structure("MSH|^~\\&|A\rZÉ|a\r").is_err());
-        assert!(check_structure("MSH").unwrap_err().contains("not well-formed"));
+        assert!(
+            check_structure("MSH")
+                .unwrap_err()
+                .contains("not well-formed")
+        );
     }
 }
