@@ -164,23 +164,29 @@ fn push_err_segment(out: &mut String, issue: &Issue) {
     out.push_str("ERR||");
     out.push_str(&location_to_erl(&issue.location));
     out.push('|');
-    if !issue.code.is_empty() {
-        escape_into(out, &issue.code);
-        out.push('^');
-        out.push_str(code_0357_text(&issue.code));
-        out.push_str("^HL70357");
-    }
+    push_coded(out, &issue.code, code_0357_text(&issue.code), "HL70357");
     out.push('|');
     out.push_str(issue.severity.code());
     out.push('|');
-    if !issue.app_code.is_empty() {
-        escape_into(out, &issue.app_code);
-        out.push('^');
-        out.push_str(code_0533_text(&issue.app_code));
-        out.push_str("^HL70533");
-    }
+    push_coded(
+        out,
+        &issue.app_code,
+        code_0533_text(&issue.app_code),
+        "HL70533",
+    );
     out.push_str("|||");
     escape_into(out, &issue.text);
+}
+
+/// A coded value as `code^text^table`, or nothing when the code is empty.
+fn push_coded(out: &mut String, code: &str, text: &str, table: &str) {
+    if !code.is_empty() {
+        escape_into(out, code);
+        out.push('^');
+        out.push_str(text);
+        out.push('^');
+        out.push_str(table);
+    }
 }
 
 /// Builds an ACK to `original` with the given code and issues. `control_id`
