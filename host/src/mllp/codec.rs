@@ -71,7 +71,7 @@ impl MllpCodec {
     /// or None when more bytes are needed.
     fn find_end(&self, buf: &[u8], from: usize) -> Option<(usize, usize)> {
         let mut i = from;
-        while let Some(off) = buf.get(i..)?.iter().position(|&b| b == FS) {
+        while let Some(off) = memchr::memchr(FS, buf.get(i..)?) {
             let fs = i + off;
             match buf.get(fs + 1) {
                 Some(&CR) => return Some((fs, 2)),
@@ -95,7 +95,7 @@ impl Decoder for MllpCodec {
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<MllpFrame>, std::io::Error> {
         loop {
             match self.state {
-                State::Seeking => match buf.iter().position(|&b| b == VT) {
+                State::Seeking => match memchr::memchr(VT, buf) {
                     Some(pos) => {
                         self.skipped += count_junk(&buf[..pos]);
                         buf.advance(pos + 1);
@@ -115,7 +115,7 @@ impl Decoder for MllpCodec {
                     let end = self.find_end(window, scanned.saturating_sub(1));
                     let restart = window
                         .get(scanned..)
-                        .and_then(|w| w.iter().position(|&b| b == VT))
+                        .and_then(|w| memchr::memchr(VT, w))
                         .map(|p| p + scanned);
                     if let Some(vt) = restart
                         && end.is_none_or(|(fs, _)| vt < fs)

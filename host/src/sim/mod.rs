@@ -3,7 +3,7 @@
 //! in memory, answers QBP^Q11 Z34 with RSP^K11 Z32/Z33, and can be told to be
 //! slow, to refuse, or to drop connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,12 +58,29 @@ struct Patient {
     history: Vec<String>,
 }
 
+/// Messages whose text the simulator keeps (the most recent ones); it
+/// counts every MSH-10 it sees, but a long run must not keep every text.
+const KEEP_TEXTS: usize = 10_000;
+
+/// Vaccination segments kept per patient; older ones are dropped first.
+const KEEP_HISTORY: usize = 500;
+
+/// The texts of the most recent messages, by MSH-10.
+#[derive(Debug, Default)]
+struct Recent {
+    texts: HashMap<String, String>,
+    /// MSH-10s in the order their texts were kept.
+    order: VecDeque<String>,
+}
+
 /// What the simulator has seen, shared with tests.
 #[derive(Debug, Default)]
 pub struct SimState {
     patients: Mutex<HashMap<String, Patient>>,
-    /// Per MSH-10: how many times it arrived, and the last copy.
-    by_control_id: Mutex<HashMap<String, (u64, String)>>,
+    /// Per MSH-10: how many times it arrived.
+    counts: Mutex<HashMap<String, u64>>,
+    /// The last copy of each of the most recent messages.
+    recent: Mutex<Recent>,
     /// MSH-10 of every message, in the order they arrived.
     arrivals: Mutex<Vec<String>>,
     received: AtomicU64,
@@ -82,9 +99,9 @@ impl SimState {
 
     /// How many times a message with this MSH-10 arrived.
     pub fn count(&self, control_id: &str) -> u64 {
-        self.by_control_id
+        self.counts
             .lock()
-            .map(|m| m.get(control_id).map_or(0, |e| e.0))
+            .map(|m| m.get(control_id).copied().unwrap_or(0))
             .unwrap_or(0)
     }
 
@@ -94,13 +111,10 @@ impl SimState {
             .map(|m| m.split('\r').next().unwrap_or("").to_string())
     }
 
-    /// The last message received with this MSH-10, as the IIS decoded it.
+    /// The last message received with this MSH-10, as the IIS decoded it
+    /// (among the most recent 10,000 messages).
     pub fn message(&self, control_id: &str) -> Option<String> {
-        self.by_control_id
-            .lock()
-            .ok()?
-            .get(control_id)
-            .map(|e| e.1.clone())
+        self.recent.lock().ok()?.texts.get(control_id).cloned()
     }
 
     /// MSH-10 of every message received, in arrival order.
@@ -221,13 +235,25 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 fn record(state: &SimState, text: &str) -> (u64, String) {
     let n = state.received.fetch_add(1, Ordering::Relaxed) + 1;
     let text = hl7::normalize_segments(text).into_owned();
-    if let (Ok(msh), Ok(mut ids)) = (Msh::read(&text), state.by_control_id.lock()) {
+    if let Ok(msh) = Msh::read(&text) {
+        let id = msh.control_id();
         if let Ok(mut a) = state.arrivals.lock() {
-            a.push(msh.control_id().to_string());
+            a.push(id.to_string());
         }
-        let entry = ids.entry(msh.control_id().to_string()).or_default();
-        entry.0 += 1;
-        entry.1 = text.clone();
+        if let Ok(mut counts) = state.counts.lock() {
+            *counts.entry(id.to_string()).or_default() += 1;
+        }
+        if let Ok(mut recent) = state.recent.lock() {
+            let Recent { texts, order } = &mut *recent;
+            if texts.insert(id.to_string(), text.clone()).is_none() {
+                order.push_back(id.to_string());
+            }
+            while order.len() > KEEP_TEXTS {
+                if let Some(old) = order.pop_front() {
+                    texts.remove(&old);
+                }
+            }
+        }
     }
     (n, text)
 }
@@ -419,6 +445,8 @@ fn vxu(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimState) -> St
         entry.dob = patient.dob;
         entry.sex = patient.sex;
         entry.history.extend(vaccination);
+        let extra = entry.history.len().saturating_sub(KEEP_HISTORY);
+        entry.history.drain(..extra);
     }
     iis_ack(msh, AckCode::AA, &[], &opts.name)
 }
@@ -482,4 +510,39 @@ fn qbp(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimState) -> St
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vxu(control_id: &str) -> String {
+        format!(
+            "MSH|^~\\&|EHR|CLINIC|IIS|STATE|20240101||VXU^V04^VXU_V04|{control_id}|P|2.5.1\r\
+             PID|1||P1^^^CLINIC^MR||DOE^JANE||20200101|F\r\
+             ORC|RE||1\rRXA|0|1|20240101|20240101|08^HEPB^CVX|0.5|mL\r"
+        )
+    }
+
+    #[test]
+    fn a_long_run_keeps_recent_texts_and_every_count() {
+        let (state, opts) = (SimState::default(), SimOptions::default());
+        let total = KEEP_TEXTS + 5;
+        for i in 0..total {
+            let (_, text) = record(&state, &vxu(&format!("M{i}")));
+            let ack = answer(&text, &opts, &state).unwrap_or_default();
+            assert!(ack.contains("MSA|AA|"), "{ack}");
+        }
+        assert_eq!(state.received(), total as u64);
+        assert_eq!(state.count("M0"), 1, "counts are kept for every message");
+        assert_eq!(state.message("M0"), None, "the oldest texts are let go");
+        assert!(state.message(&format!("M{}", total - 1)).is_some());
+        let kept = state.immunizations("P1");
+        assert_eq!(
+            kept.len(),
+            KEEP_HISTORY / 2,
+            "ORC and RXA per message, capped"
+        );
+        assert!(kept.iter().all(|s| s.starts_with("RXA")));
+    }
 }
