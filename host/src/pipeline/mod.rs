@@ -7,15 +7,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AckMode, Config, ListenerSpec, RouteSpec};
 use crate::delivery::Destination;
 use crate::hl7::{self, AckCode, Charset, CharsetError, Issue, Msh, Severity};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
-
 use crate::metrics::{Metrics, l};
 use crate::plugin::{Envelope, LoadedPlugin, Runtime, Verdict};
 use crate::store::{Journal, NewDelivery};
