@@ -41,17 +41,12 @@ async fn a_new_plugin_goes_from_nothing_to_a_route() {
         .arg(crate_dir.join("Cargo.toml")));
     assert!(out.contains("2 passed"), "{out}");
     // 3. Build the component.
-    let built = izhub()
-        .args(["plugin", "build"])
-        .arg(&crate_dir)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&built.stdout).to_string();
-    assert!(
-        built.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    let out = izhub_ok([
+        std::ffi::OsStr::new("plugin"),
+        std::ffi::OsStr::new("build"),
+        crate_dir.as_os_str(),
+    ])
+    .await;
     let wasm = std::path::PathBuf::from(out.lines().last().unwrap_or("").trim());
     assert!(
         wasm.is_file() && wasm.extension().is_some_and(|e| e == "wasm"),

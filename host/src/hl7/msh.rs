@@ -64,14 +64,7 @@ pub fn check_structure(text: &str) -> Result<(), String> {
         .and_then(|head| hl7_parser::parser::parse_msh(head).ok())
         .map_or_else(|| hl7_parser::parser::parse_msh(msh), Ok)
         .map_err(|e| format!("the message is not well-formed HL7 v2: {e}"))?;
-    let field = u8::try_from(separators.field).ok().filter(u8::is_ascii);
     for (i, segment) in segments.enumerate() {
-        if let (Some([a, b, c, d]), Some(sep)) = (segment.as_bytes().get(..4), field)
-            && [a, b, c].iter().all(|x| x.is_ascii_alphanumeric())
-            && *d == sep
-        {
-            continue;
-        }
         let mut chars = segment.chars();
         let named = chars
             .by_ref()
