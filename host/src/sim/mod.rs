@@ -54,16 +54,32 @@ struct Patient {
     name: String,
     dob: String,
     sex: String,
-    /// Vaccination segments (ORC, RXA, RXR, OBX) as received.
-    history: Vec<String>,
+    /// The doses on file, oldest first.
+    history: Vec<Dose>,
+}
+
+/// One vaccination on file: its ORC, RXA, RXR and OBX segments as received,
+/// and what identifies it (administration date and vaccine code), as an IIS
+/// deduplicates: a dose sent again replaces the one on file.
+#[derive(Debug, Clone)]
+struct Dose {
+    key: String,
+    segments: Vec<String>,
+}
+
+impl Dose {
+    fn rxa(&self) -> Option<&String> {
+        self.segments.iter().find(|s| s.starts_with("RXA"))
+    }
 }
 
 /// Messages whose text the simulator keeps (the most recent ones); it
 /// counts every MSH-10 it sees, but a long run must not keep every text.
-const KEEP_TEXTS: usize = 10_000;
+const KEEP_TEXTS: usize = 1_000;
 
-/// Vaccination segments kept per patient; older ones are dropped first.
-const KEEP_HISTORY: usize = 500;
+/// Doses kept per patient (a child's full schedule is about 30); older ones
+/// are dropped first.
+const KEEP_HISTORY: usize = 100;
 
 /// The texts of the most recent messages, by MSH-10.
 #[derive(Debug, Default)]
@@ -112,7 +128,7 @@ impl SimState {
     }
 
     /// The last message received with this MSH-10, as the IIS decoded it
-    /// (among the most recent 10,000 messages).
+    /// (among the most recent 1,000 messages).
     pub fn message(&self, control_id: &str) -> Option<String> {
         self.recent.lock().ok()?.texts.get(control_id).cloned()
     }
@@ -131,19 +147,13 @@ impl SimState {
             .map(|p| p.name.clone())
     }
 
-    /// Immunizations (RXA segments) on file for a patient id.
+    /// Immunizations (RXA segments) on file for a patient id, one per dose.
     pub fn immunizations(&self, patient_id: &str) -> Vec<String> {
         self.patients
             .lock()
             .map(|p| {
                 p.get(patient_id)
-                    .map(|p| {
-                        p.history
-                            .iter()
-                            .filter(|s| s.starts_with("RXA"))
-                            .cloned()
-                            .collect()
-                    })
+                    .map(|p| p.history.iter().filter_map(Dose::rxa).cloned().collect())
                     .unwrap_or_default()
             })
             .unwrap_or_default()
@@ -430,13 +440,7 @@ fn vxu(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimState) -> St
         sex: field(msg, "PID", 8).to_string(),
         history: Vec::new(),
     };
-    let vaccination: Vec<String> = msg
-        .list
-        .iter()
-        .filter(|s| matches!(s.get(..3), Some("ORC" | "RXA" | "RXR" | "OBX")))
-        .skip_while(|s| s.starts_with("OBX"))
-        .map(|s| s.to_string())
-        .collect();
+    let doses = doses(msg);
     if let Ok(mut patients) = state.patients.lock() {
         let entry = patients
             .entry(patient.id.clone())
@@ -444,11 +448,49 @@ fn vxu(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimState) -> St
         entry.name = patient.name;
         entry.dob = patient.dob;
         entry.sex = patient.sex;
-        entry.history.extend(vaccination);
+        for dose in doses {
+            match entry.history.iter_mut().find(|d| d.key == dose.key) {
+                Some(on_file) => *on_file = dose,
+                None => entry.history.push(dose),
+            }
+        }
         let extra = entry.history.len().saturating_sub(KEEP_HISTORY);
         entry.history.drain(..extra);
     }
     iis_ack(msh, AckCode::AA, &[], &opts.name)
+}
+
+/// The message's vaccinations: each starts at an ORC (or at an RXA not
+/// preceded by its own ORC) and takes the RXR and OBX segments after it.
+fn doses(msg: &Segments<'_>) -> Vec<Dose> {
+    let mut doses: Vec<Dose> = Vec::new();
+    for seg in msg.list.iter().copied() {
+        let name = seg.get(..3).unwrap_or("");
+        let starts = match name {
+            "ORC" => true,
+            "RXA" => doses.last().is_none_or(|d| d.rxa().is_some()),
+            "RXR" | "OBX" => false,
+            _ => continue,
+        };
+        if starts {
+            doses.push(Dose {
+                key: String::new(),
+                segments: Vec::new(),
+            });
+        }
+        // RXR and OBX segments before the first vaccination are not its.
+        let Some(dose) = doses.last_mut() else {
+            continue;
+        };
+        if name == "RXA" {
+            let date = msg.field_of(seg, 3);
+            let code = component(msg.field_of(seg, 5), 1);
+            dose.key = format!("{}|{code}", date.get(..8).unwrap_or(date));
+        }
+        dose.segments.push(seg.to_string());
+    }
+    doses.retain(|d| d.rxa().is_some());
+    doses
 }
 
 fn qbp(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimState) -> String {
@@ -504,7 +546,7 @@ fn qbp(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimState) -> St
             "PID|1||{}^^^{}^SR||{}||{}|{}\r",
             p.id, opts.name, p.name, p.dob, p.sex
         ));
-        for seg in &p.history {
+        for seg in p.history.iter().flat_map(|d| &d.segments) {
             out.push_str(seg);
             out.push('\r');
         }
@@ -537,12 +579,57 @@ mod tests {
         assert_eq!(state.count("M0"), 1, "counts are kept for every message");
         assert_eq!(state.message("M0"), None, "the oldest texts are let go");
         assert!(state.message(&format!("M{}", total - 1)).is_some());
-        let kept = state.immunizations("P1");
         assert_eq!(
-            kept.len(),
-            KEEP_HISTORY / 2,
-            "ORC and RXA per message, capped"
+            state.immunizations("P1").len(),
+            1,
+            "the same dose sent again replaces the one on file"
         );
-        assert!(kept.iter().all(|s| s.starts_with("RXA")));
+    }
+
+    #[test]
+    fn doses_are_kept_per_date_and_vaccine_and_capped() {
+        let (state, opts) = (SimState::default(), SimOptions::default());
+        let header = "MSH|^~\\&|EHR|CLINIC|IIS|STATE|20240101||VXU^V04^VXU_V04";
+        let pid = "PID|1||P1^^^CLINIC^MR||DOE^JANE||20200101|F\rOBX|1|CE|PATIENT-LEVEL";
+        let first = format!(
+            "{header}|A|P|2.5.1\r{pid}\r\
+             ORC|RE||1\rRXA|0|1|20240101|20240101|08^HEPB^CVX|0.5|mL\rRXR|C28161\r\
+             RXA|0|1|20240301|20240301|20^DTAP^CVX|0.5|mL\rOBX|1|CE|64994-7\r"
+        );
+        let again = format!(
+            "{header}|B|P|2.5.1\r{pid}\r\
+             ORC|RE||1\rRXA|0|1|20240101|20240101|08^HEPB^CVX|0.5|mL|||||LOT2\r"
+        );
+        for text in [&first, &again] {
+            let ack = answer(text, &opts, &state).unwrap_or_default();
+            assert!(ack.contains("MSA|AA|"), "{ack}");
+        }
+        let kept = state.immunizations("P1");
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(
+            kept[0].ends_with("LOT2"),
+            "the resent dose replaced the first: {kept:?}"
+        );
+        assert!(kept[1].contains("|20^DTAP^CVX|"), "{kept:?}");
+        let query = "MSH|^~\\&|EHR|CLINIC|IIS|STATE|20240101||QBP^Q11^QBP_Q11|Q|P|2.5.1\r\
+                     QPD|Z34^Request Immunization History^CDCPHINVS|T1|P1^^^CLINIC^MR\r";
+        let rsp = answer(query, &opts, &state).unwrap_or_default();
+        let segments: Vec<&str> = rsp.split('\r').map(|s| s.get(..3).unwrap_or(s)).collect();
+        assert_eq!(
+            segments.iter().filter(|s| **s == "OBX").count(),
+            1,
+            "the DTaP dose's OBX, not the patient-level one: {rsp}"
+        );
+        assert_eq!(segments.iter().filter(|s| **s == "RXA").count(), 2, "{rsp}");
+        for day in 1..=KEEP_HISTORY + 3 {
+            let text = format!(
+                "{header}|D{day}|P|2.5.1\r{pid}\r\
+                 RXA|0|1|2023{:02}{:02}|x|88^FLU^CVX|0.5|mL\r",
+                day / 28 + 1,
+                day % 28 + 1
+            );
+            answer(&text, &opts, &state);
+        }
+        assert_eq!(state.immunizations("P1").len(), KEEP_HISTORY);
     }
 }
