@@ -4,6 +4,7 @@
 //! messages); readers use their own connection, so they never block it.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -136,7 +137,28 @@ const GATHER: Duration = Duration::from_micros(400);
 /// company; a lone sender is never kept waiting.
 const BUSY: usize = 3;
 
-fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>) {
+/// How often the checkpointer copies committed WAL frames into the database
+/// file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
+
+/// Copies committed WAL frames into the database file from its own
+/// connection, beside the writer: a passive checkpoint never blocks it. The
+/// writer's own automatic checkpoint (every 1000 WAL pages) stays on, but
+/// finds the frames already copied, so it costs the commit that runs it
+/// almost nothing, and it still lets the WAL start over from its beginning
+/// (a passive checkpoint alone never catches up with a busy writer, and the
+/// WAL would grow without end). Measured: p99 to AA at 8 connections 4.3–4.8
+/// → 3.2–3.4 ms. Stops when `stop` is set.
+fn checkpointer(conn: Connection, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "journal checkpoint failed; retrying");
+        }
+    }
+}
+
+fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>, stop_checkpointer: Arc<AtomicBool>) {
     let mut last_inserts = 0;
     // `open` sets synchronous=FULL; `apply` switches only when needed.
     let mut full_sync = true;
@@ -190,6 +212,7 @@ fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>) {
             tracing::error!(error = %e, "journal write failed; messages in that batch were not acknowledged");
         }
     }
+    stop_checkpointer.store(true, Ordering::Relaxed);
 }
 
 /// Applies a group of operations in one transaction; returns inserted ids in order.
@@ -299,14 +322,22 @@ impl SqliteStore {
         let mut conn = open(path)?;
         migrate(&mut conn, path)?;
         let reader = open(path)?;
+        let spawn_err = |e: std::io::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let checkpoints = open(path)?;
+        let stop_checkpoints = stop.clone();
+        std::thread::Builder::new()
+            .name("izhub-checkpoint".into())
+            .spawn(move || checkpointer(checkpoints, stop_checkpoints))
+            .map_err(spawn_err)?;
         let (tx, rx) = std_mpsc::channel();
         std::thread::Builder::new()
             .name("izhub-journal".into())
-            .spawn(move || writer(conn, rx))
-            .map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            })?;
+            .spawn(move || writer(conn, rx, stop))
+            .map_err(spawn_err)?;
         Ok(SqliteStore {
             tx,
             reader: Arc::new(Mutex::new(reader)),
@@ -531,6 +562,44 @@ mod tests {
             error: None,
             answer,
         }
+    }
+
+    /// The WAL is checkpointed beside the writer and still starts over: under
+    /// a steady stream of writes it stays near the automatic checkpoint's
+    /// 1000 pages instead of holding every message written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_bounded_under_steady_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let j = crate::store::open(&path).unwrap();
+        let body = vec![b'x'; 3200];
+        let mut writers = Vec::new();
+        for w in 0..8 {
+            let (j, body) = (j.clone(), body.clone());
+            writers.push(tokio::spawn(async move {
+                for i in 0..600 {
+                    let d = NewDelivery {
+                        raw: body.clone(),
+                        payload: body.clone(),
+                        ..delivery(&format!("W{w}-{i}"))
+                    };
+                    j.insert(vec![d]).await.unwrap();
+                }
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert_eq!(j.count(Status::Queued).await.unwrap(), 4800);
+        let size = |suffix: &str| {
+            std::fs::metadata(dir.path().join(format!("journal.db{suffix}")))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        // 4800 messages of 3.2 KB (one copy each: the payload equals the
+        // input) fill about 20 MB of pages; the WAL keeps a window of them.
+        assert!(size("") > 15 << 20, "database {} bytes", size(""));
+        assert!(size("-wal") < 10 << 20, "WAL {} bytes", size("-wal"));
     }
 
     #[tokio::test]
