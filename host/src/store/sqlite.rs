@@ -344,11 +344,22 @@ impl SqliteStore {
         })
     }
 
-    /// The read connection (readers never block the writer: WAL).
-    fn reader(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
-        self.reader
-            .lock()
-            .map_err(|_| StoreError::Read("reader lock poisoned".into()))
+    /// Runs `f` on the read connection (readers never block the writer:
+    /// WAL) on tokio's blocking pool, so a long query, or a prune waiting for
+    /// the write lock, never holds up an async worker.
+    async fn on_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader
+                .lock()
+                .map_err(|_| StoreError::Read("reader lock poisoned".into()))?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Read(format!("the journal read did not finish: {e}")))?
     }
 
     async fn insert_rows(&self, batch: Vec<NewDelivery>) -> Result<Vec<i64>, StoreError> {
@@ -368,8 +379,11 @@ impl SqliteStore {
     }
 
     /// One engine owns an SQLite file, so every queued row is its to claim.
-    fn pending(&self, destination: &str, limit: usize) -> Result<Vec<Pending>, StoreError> {
-        let conn = self.reader()?;
+    fn pending(
+        conn: &Connection,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT d.id, d.order_key, d.control_id,
@@ -394,8 +408,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Read(e.to_string()))
     }
 
-    fn count_rows(&self, status: Status) -> Result<i64, StoreError> {
-        let conn = self.reader()?;
+    fn count_rows(conn: &Connection, status: Status) -> Result<i64, StoreError> {
         conn.query_row(
             "SELECT COUNT(*) FROM deliveries WHERE status = ?1",
             params![status.as_str()],
@@ -405,8 +418,11 @@ impl SqliteStore {
     }
 
     /// One column of the newest delivery with this control id.
-    fn newest(&self, control_id: &str, column: &'static str) -> Result<Option<String>, StoreError> {
-        let conn = self.reader()?;
+    fn newest(
+        conn: &Connection,
+        control_id: &str,
+        column: &'static str,
+    ) -> Result<Option<String>, StoreError> {
         let sql = format!(
             "SELECT {column} FROM deliveries d JOIN bodies b ON b.id = d.id
              WHERE d.control_id = ?1 ORDER BY d.id DESC LIMIT 1"
@@ -416,8 +432,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Read(e.to_string()))
     }
 
-    fn select_rows(&self, filter: &Filter) -> Result<Vec<Journaled>, StoreError> {
-        let conn = self.reader()?;
+    fn select_rows(conn: &Connection, filter: &Filter) -> Result<Vec<Journaled>, StoreError> {
         let mut sql = String::from(
             "SELECT MIN(d.id), d.listener, b.raw, d.control_id FROM deliveries d JOIN bodies b ON b.id = d.id WHERE 1 = 1",
         );
@@ -465,12 +480,11 @@ impl SqliteStore {
     }
 
     fn prune_rows(
-        &self,
+        conn: &Connection,
         max_age: Duration,
         max_finished: Option<u64>,
     ) -> Result<usize, StoreError> {
         let cutoff = now_ms() - max_age.as_millis() as i64;
-        let conn = self.reader()?;
         let mut deleted = conn
             .execute(
                 "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND updated_at < ?1",
@@ -498,7 +512,8 @@ impl Store for SqliteStore {
     }
 
     fn claim<'a>(&'a self, destination: &'a str, limit: usize) -> StoreFuture<'a, Vec<Pending>> {
-        Box::pin(async move { self.pending(destination, limit) })
+        let destination = destination.to_string();
+        Box::pin(self.on_reader(move |c| Self::pending(c, &destination, limit)))
     }
 
     fn record(&self, id: i64, outcome: Attempted) -> StoreFuture<'_, ()> {
@@ -515,23 +530,26 @@ impl Store for SqliteStore {
     }
 
     fn count(&self, status: Status) -> StoreFuture<'_, i64> {
-        Box::pin(async move { self.count_rows(status) })
+        Box::pin(self.on_reader(move |c| Self::count_rows(c, status)))
     }
 
     fn status_of<'a>(&'a self, control_id: &'a str) -> StoreFuture<'a, Option<String>> {
-        Box::pin(async move { self.newest(control_id, "d.status") })
+        let control_id = control_id.to_string();
+        Box::pin(self.on_reader(move |c| Self::newest(c, &control_id, "d.status")))
     }
 
     fn stages_of<'a>(&'a self, control_id: &'a str) -> StoreFuture<'a, Option<String>> {
-        Box::pin(async move { self.newest(control_id, "b.stages") })
+        let control_id = control_id.to_string();
+        Box::pin(self.on_reader(move |c| Self::newest(c, &control_id, "b.stages")))
     }
 
     fn select<'a>(&'a self, filter: &'a Filter) -> StoreFuture<'a, Vec<Journaled>> {
-        Box::pin(async move { self.select_rows(filter) })
+        let filter = filter.clone();
+        Box::pin(self.on_reader(move |c| Self::select_rows(c, &filter)))
     }
 
     fn prune(&self, max_age: Duration, max_finished: Option<u64>) -> StoreFuture<'_, usize> {
-        Box::pin(async move { self.prune_rows(max_age, max_finished) })
+        Box::pin(self.on_reader(move |c| Self::prune_rows(c, max_age, max_finished)))
     }
 }
 
