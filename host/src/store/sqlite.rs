@@ -169,7 +169,17 @@ fn checkpointer(conn: Connection, stop: Arc<AtomicBool>) {
     }
 }
 
-fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>, stop_checkpointer: Arc<AtomicBool>) {
+/// Sets its flag when dropped. The writer holds it, so the checkpointer
+/// stops when the writer ends, or when its thread could not be started.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>, _checkpointer: StopOnDrop) {
     let mut last_inserts = 0;
     // `open` sets synchronous=FULL; `apply` switches only when needed.
     let mut full_sync = true;
@@ -223,7 +233,6 @@ fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>, stop_checkpointer: A
             tracing::error!(error = %e, "journal write failed; messages in that batch were not acknowledged");
         }
     }
-    stop_checkpointer.store(true, Ordering::Relaxed);
 }
 
 /// Applies a group of operations in one transaction; returns inserted ids in order.
@@ -345,14 +354,11 @@ impl SqliteStore {
             .spawn(move || checkpointer(checkpoints, stop_checkpoints))
             .map_err(spawn_err)?;
         let (tx, rx) = std_mpsc::channel();
-        let stop_on_failure = stop.clone();
+        let guard = StopOnDrop(stop);
         std::thread::Builder::new()
             .name("izhub-journal".into())
-            .spawn(move || writer(conn, rx, stop))
-            .map_err(|e| {
-                stop_on_failure.store(true, Ordering::Relaxed);
-                spawn_err(e)
-            })?;
+            .spawn(move || writer(conn, rx, guard))
+            .map_err(spawn_err)?;
         Ok(SqliteStore {
             tx,
             reader: Arc::new(Mutex::new(reader)),
