@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod hl7;
+pub mod identity;
 pub mod listener;
 pub mod metrics;
 pub mod mllp;

@@ -87,7 +87,8 @@ pub async fn run(
                                 .1
                                 .peer_certificates()
                                 .and_then(|c| c.first())
-                                .and_then(|c| crate::tls::subject_cn(c));
+                                .and_then(|c| crate::tls::subject_cn(c))
+                                .map(|cn| crate::identity::Peer::single(format!("client certificate '{cn}'"), cn));
                             serve_connection(stream, &spec, &pipeline, shutdown, identity).await
                         }
                         Ok(Err(e)) => {
@@ -151,7 +152,7 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
     spec: &ListenerSpec,
     pipeline: &PipelineSlot,
     shutdown: CancellationToken,
-    identity: Option<String>,
+    identity: Option<crate::identity::Peer>,
 ) {
     let mut framed = Framed::new(stream, MllpCodec::new(spec.max_frame, spec.lenient_framing));
     let metrics = pipeline.metrics().clone();
@@ -189,7 +190,7 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
             MllpFrame::Message(bytes) => {
                 pipeline
                     .current()
-                    .handle_from(spec, &bytes, identity.as_deref())
+                    .handle_from(spec, &bytes, identity.as_ref())
                     .await
             }
             MllpFrame::Oversized { head, len } => {

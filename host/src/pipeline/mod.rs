@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AckMode, Config, ListenerSpec, RouteSpec};
 use crate::delivery::Destination;
+use crate::identity::Peer;
 use crate::hl7::{self, AckCode, Charset, CharsetError, Issue, Msh, Severity};
 use crate::metrics::{Metrics, l};
 use crate::plugin::{Envelope, LoadedPlugin, Runtime, Verdict};
@@ -224,13 +225,14 @@ impl Pipeline {
         self.handle_from(listener, raw, None).await
     }
 
-    /// [`Pipeline::handle`] for a sender proven by a client certificate:
-    /// MSH-4.1 must be the certificate's CN.
+    /// [`Pipeline::handle`] for a sender whose identity a transport proved
+    /// (a client certificate, a SOAP user): MSH-4.1 must be one of the
+    /// facilities it may send for.
     pub async fn handle_from(
         &self,
         listener: &ListenerSpec,
         raw: &[u8],
-        identity: Option<&str>,
+        identity: Option<&Peer>,
     ) -> Answer {
         let started = Instant::now();
         self.metrics
@@ -260,7 +262,7 @@ impl Pipeline {
         &'s self,
         listener: &ListenerSpec,
         raw: &[u8],
-        identity: Option<&str>,
+        identity: Option<&Peer>,
     ) -> (Option<&'s str>, Answer) {
         let (text, charset) = match hl7::decode(raw) {
             Ok(ok) => ok,
@@ -279,14 +281,15 @@ impl Pipeline {
             return (None, ack(&msh, AckCode::AR, &[issue], charset));
         }
         let sender = msh.component(4, 1).to_string();
-        if let Some(cn) = identity
-            && cn != sender
+        if let Some(peer) = identity
+            && !peer.may_send_for(&sender)
         {
-            tracing::warn!(listener = %listener.name, sender = %sender, certificate = %cn, "sender does not match its client certificate");
+            tracing::warn!(listener = %listener.name, sender = %sender, peer = %peer.name, "sender is not among the facilities its identity may send for");
             let issue = Issue::error(
                 "207",
                 format!(
-                    "sending facility '{sender}' does not match the client certificate ('{cn}')"
+                    "sending facility '{sender}' is not one the {} may send for",
+                    peer.name
                 ),
             )
             .at("MSH-4");
