@@ -156,6 +156,7 @@ bench() {
     log "relay mode: engine (validate-iz, ndc-to-cvx, race-ethnicity, route-by-jurisdiction) vs the IIS simulator alone"
     local patients="${BENCH_PATIENTS:-1000}"
     "$BIN" bench --to 127.0.0.1:2575 --baseline 127.0.0.1:2601 --patients "$patients" \
+        --cpu-from 127.0.0.1:9480 \
         --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
     log "commit mode (AA once journaled, then delivered from the journal), same plugins, vs the IIS simulator alone"
     "$BIN" bench --to 127.0.0.1:2576 --baseline 127.0.0.1:2601 --patients "$patients" \

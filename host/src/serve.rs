@@ -15,11 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState, ReloadStatus};
-use crate::config::{self, Config};
+use crate::config::{self, AckMode, Config, ListenerSpec};
+use crate::delivery::Workers;
 use crate::listener;
 use crate::metrics::{Metrics, l};
-use crate::pipeline::{Pipeline, PipelineSlot, Services};
+use crate::pipeline::{Pipeline, PipelineSlot};
 use crate::plugin::{Runtime, RuntimeOptions};
+use crate::topology::Deliveries;
 
 /// How long shutdown waits for in-flight messages.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -42,8 +44,16 @@ pub struct Running {
     /// Time from start to serving (plugins compiled or loaded from cache).
     pub startup: Duration,
     shutdown: CancellationToken,
+    /// Listeners, connections, queue consumers, the admin endpoint, the watcher.
     tracker: TaskTracker,
+    /// Destinations' connection workers and relay copies: stopped after
+    /// everything that feeds them.
+    workers: Workers,
     journal: Option<crate::store::Journal>,
+    slot: Arc<PipelineSlot>,
+    /// The destinations' queue consumers are handed new settings through
+    /// this; it lives as long as the engine.
+    deliveries: Arc<Deliveries>,
 }
 
 impl Running {
@@ -52,11 +62,24 @@ impl Running {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(DRAIN, self.tracker.wait())
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
             .await
             .is_err()
         {
             tracing::error!("shutdown: some connections did not finish in time");
+        }
+        // Nothing feeds the destinations any more: let their workers finish
+        // what is queued, then end.
+        drop(self.slot);
+        drop(self.deliveries);
+        self.workers.drain.cancel();
+        self.workers.tracker.close();
+        if tokio::time::timeout_at(deadline, self.workers.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!("shutdown: some deliveries did not finish in time");
         }
         if let Some(journal) = &self.journal
             && let Err(e) = journal.flush().await
@@ -64,11 +87,71 @@ impl Running {
             tracing::error!(error = %e, "shutdown: the journal could not commit the last deliveries");
         }
     }
+
+    /// The pipeline in force (for tests and tools).
+    pub fn pipeline(&self) -> Arc<crate::pipeline::Pipeline> {
+        self.slot.current()
+    }
 }
 
 /// Binds every listener and starts serving, with default options.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     start_with(config, ServeOptions::default()).await
+}
+
+/// One running listener: its settings, bound address, and the token that
+/// stops it (its accept loop and its connections) without touching others.
+struct ListenerHandle {
+    spec: Arc<ListenerSpec>,
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The listeners in force, by name.
+type Listeners = BTreeMap<String, ListenerHandle>;
+
+/// Binds one listener and starts its accept loop on `tracker`.
+async fn start_listener(
+    spec: &ListenerSpec,
+    slot: &Arc<PipelineSlot>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<ListenerHandle> {
+    let socket = TcpListener::bind(spec.addr)
+        .await
+        .with_context(|| format!("listener '{}': cannot bind {}", spec.name, spec.addr))?;
+    let addr = socket.local_addr()?;
+    let spec = Arc::new(spec.clone());
+    let stop = shutdown.child_token();
+    let task = match spec.soap.clone() {
+        Some(soap) => {
+            tracing::info!(listener = %spec.name, %addr, path = %soap.path, "listening for CDC WSDL SOAP");
+            tracker.spawn(soap_listener(
+                socket,
+                spec.clone(),
+                soap,
+                slot.clone(),
+                stop.clone(),
+            ))
+        }
+        None => {
+            tracing::info!(listener = %spec.name, %addr, "listening for MLLP");
+            tracker.spawn(listener::run(
+                socket,
+                spec.clone(),
+                slot.clone(),
+                stop.clone(),
+                tracker.clone(),
+            ))
+        }
+    };
+    Ok(ListenerHandle {
+        spec,
+        addr,
+        stop,
+        task,
+    })
 }
 
 /// Binds every listener and starts serving.
@@ -78,6 +161,10 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
     let runtime = Arc::new(Runtime::new(opts.runtime.clone())?);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let workers = Workers {
+        tracker: TaskTracker::new(),
+        drain: CancellationToken::new(),
+    };
     let journal = match &config.journal {
         Some(path) => {
             let journal = crate::store::open(path)?;
@@ -109,51 +196,27 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         }
         None => None,
     };
-    let services = Services {
-        tasks: tracker.clone(),
-        runtime: runtime.clone(),
-        metrics: metrics.clone(),
-        journal,
-        shutdown: shutdown.clone(),
-        deliver: true,
-    };
-    let pipeline = Pipeline::build(config, &services, None)?;
-    let journal = services.journal.clone();
+    let deliveries = Arc::new(Deliveries::new(
+        journal.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+        workers.clone(),
+        true,
+    ));
+    let destinations = deliveries.start(&config.destinations, None);
+    let pipeline = Pipeline::build(config, &runtime, &metrics, journal.clone(), destinations)?;
     let slot = Arc::new(PipelineSlot::new(pipeline));
-    let mut bound = BTreeMap::new();
-    let mut sockets = Vec::new();
+    deliveries.hand_over(slot.current().destinations());
+    let mut listeners = Listeners::new();
     for spec in &config.listeners {
-        let socket = TcpListener::bind(spec.addr)
-            .await
-            .with_context(|| format!("listener '{}': cannot bind {}", spec.name, spec.addr))?;
-        let local = socket.local_addr()?;
-        bound.insert(spec.name.clone(), local);
-        sockets.push((socket, Arc::new(spec.clone()), local));
+        let handle = start_listener(spec, &slot, &shutdown, &tracker).await?;
+        listeners.insert(spec.name.clone(), handle);
     }
-    for (socket, spec, local) in sockets {
-        match spec.soap.clone() {
-            Some(soap) => {
-                tracing::info!(listener = %spec.name, addr = %local, path = %soap.path, "listening for CDC WSDL SOAP");
-                tracker.spawn(soap_listener(
-                    socket,
-                    spec,
-                    soap,
-                    slot.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            None => {
-                tracing::info!(listener = %spec.name, addr = %local, "listening for MLLP");
-                tracker.spawn(listener::run(
-                    socket,
-                    spec,
-                    slot.clone(),
-                    shutdown.clone(),
-                    tracker.clone(),
-                ));
-            }
-        }
-    }
+    let bound: BTreeMap<String, SocketAddr> = listeners
+        .iter()
+        .map(|(name, h)| (name.clone(), h.addr))
+        .collect();
     let status = Arc::new(Mutex::new(ReloadStatus::default()));
     let admin_addr = match config.admin {
         Some(addr) => {
@@ -176,14 +239,20 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
     if let Some(every) = opts.watch {
         let watcher = Watcher {
             config: config.clone(),
-            services,
+            runtime: runtime.clone(),
+            metrics: metrics.clone(),
+            journal: journal.clone(),
+            deliveries: deliveries.clone(),
+            listeners,
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
             slot: slot.clone(),
             status,
             every,
         };
         tracker.spawn(watcher.run(shutdown.clone()));
     }
-    let (compiled, from_disk, _) = slot.current().runtime().cache().counts();
+    let (compiled, from_disk, _) = runtime.cache().counts();
     let startup = started.elapsed();
     tracing::info!(
         ms = startup.as_millis() as u64,
@@ -198,7 +267,10 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         startup,
         shutdown,
         tracker,
+        workers,
         journal,
+        slot,
+        deliveries,
     })
 }
 
@@ -253,10 +325,17 @@ pub async fn run(
 
 type Fingerprint = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
 
-/// Watches the configuration file and every plugin file it names.
+/// Watches the configuration file and every plugin file it names, and puts
+/// each good change in force: unchanged parts keep running.
 struct Watcher {
     config: Config,
-    services: Services,
+    runtime: Arc<Runtime>,
+    metrics: Arc<Metrics>,
+    journal: Option<crate::store::Journal>,
+    deliveries: Arc<Deliveries>,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
     slot: Arc<PipelineSlot>,
     status: Arc<Mutex<ReloadStatus>>,
     every: Duration,
@@ -312,16 +391,26 @@ impl Watcher {
         let path = self.config.path.clone();
         let attempt = async {
             let new = config::load(&path).map_err(|e| e.to_string().trim_end().to_string())?;
-            if new.listeners != self.config.listeners || new.admin != self.config.admin {
-                tracing::warn!(
-                    "listener and admin changes take effect at the next restart; applying the rest"
+            if new.routes.iter().any(|r| r.ack_mode == AckMode::Commit) && self.journal.is_none() {
+                return Err(
+                    "a route uses ack_mode = \"commit\", but the journal is opened only at start: restart the engine"
+                        .to_string(),
                 );
             }
-            let (services, slot) = (self.services.clone(), self.slot.clone());
-            let cfg = new.clone();
+            if new.admin != self.config.admin {
+                tracing::warn!("admin address changes take effect at the next restart");
+            }
+            let (runtime, metrics, journal) = (
+                self.runtime.clone(),
+                self.metrics.clone(),
+                self.journal.clone(),
+            );
+            let (deliveries, slot, cfg) = (self.deliveries.clone(), self.slot.clone(), new.clone());
             let built = tokio::task::spawn_blocking(move || {
                 let previous = slot.current();
-                Pipeline::build(&cfg, &services, Some(&previous))
+                let destinations =
+                    deliveries.start(&cfg.destinations, Some(previous.destinations()));
+                Pipeline::build(&cfg, &runtime, &metrics, journal, destinations)
             })
             .await
             .map_err(|e| format!("reload task failed: {e}"))?
@@ -329,30 +418,75 @@ impl Watcher {
             Ok::<_, String>((new, built))
         };
         let result = attempt.await;
-        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        status.last_attempt = Some(crate::hl7::rfc3339_now());
-        match result {
+        let outcome = match result {
             Ok((new, pipeline)) => {
                 self.slot.replace(pipeline);
+                self.deliveries
+                    .hand_over(self.slot.current().destinations());
+                let swapped = self.swap_listeners(&new).await;
                 self.config = new;
+                swapped
+            }
+            Err(e) => Err(e),
+        };
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.last_attempt = Some(crate::hl7::rfc3339_now());
+        match outcome {
+            Ok(()) => {
                 status.generation += 1;
                 status.last_error = None;
-                self.services
-                    .metrics
+                self.metrics
                     .reloads
                     .get_or_create(&vec![l("result", "applied")])
                     .inc();
                 tracing::info!(generation = status.generation, "configuration reloaded");
             }
             Err(e) => {
-                self.services
-                    .metrics
+                self.metrics
                     .reloads
                     .get_or_create(&vec![l("result", "refused")])
                     .inc();
                 tracing::error!(error = %e, "configuration change refused; the previous configuration stays in force");
                 status.last_error = Some(e);
             }
+        }
+    }
+
+    /// Stops listeners that were removed or changed and starts the changed
+    /// and new ones; the others keep their sockets and connections.
+    async fn swap_listeners(&mut self, new: &Config) -> Result<(), String> {
+        let wanted: BTreeMap<&str, &ListenerSpec> =
+            new.listeners.iter().map(|l| (l.name.as_str(), l)).collect();
+        let stale: Vec<String> = self
+            .listeners
+            .iter()
+            .filter(|(name, h)| wanted.get(name.as_str()).is_none_or(|w| **w != *h.spec))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &stale {
+            if let Some(old) = self.listeners.remove(name) {
+                old.stop.cancel();
+                // Its socket must be closed before the address is bound again.
+                let _ = old.task.await;
+                tracing::info!(listener = %name, "listener stopped for the new configuration");
+            }
+        }
+        let mut failed = Vec::new();
+        for (name, spec) in wanted {
+            if self.listeners.contains_key(name) {
+                continue;
+            }
+            match start_listener(spec, &self.slot, &self.shutdown, &self.tracker).await {
+                Ok(handle) => {
+                    self.listeners.insert(name.to_string(), handle);
+                }
+                Err(e) => failed.push(format!("{e:#}")),
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
         }
     }
 }

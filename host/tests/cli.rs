@@ -1,4 +1,5 @@
 //! The `izhub` binary itself: `check`, `send`, and a third-party MLLP client.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
 
 mod common;
 

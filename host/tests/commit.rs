@@ -1,6 +1,7 @@
 //! `commit` ACK mode: AA only once the message is journaled, delivery from
 //! the queue with retries, a circuit breaker through an IIS outage, order per
 //! patient, and nothing acknowledged lost when the engine is killed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
 
 mod common;
 
@@ -378,4 +379,109 @@ async fn bench_spreads_patients_and_waits_for_commit_mode_deliveries() {
     assert_eq!(sim.state.received(), 210);
     assert_eq!(sim.state.patients(), 7);
     engine.stop().await;
+}
+
+/// Reloads that change a destination's settings while its queue is being
+/// delivered: each destination keeps exactly one queue consumer, handed the
+/// new settings, so every message reaches the IIS once, in order per patient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_during_delivery_deliver_each_message_once() {
+    let sim = start_sim(sim_named("MIIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |connections: usize| {
+        let tmp = dir.path().join("next.toml");
+        let written = commit_config(
+            dir.path(),
+            &sim.addr.to_string(),
+            &format!("connections = {connections}\n"),
+        );
+        // Write then rename, so the watcher never reads half a file.
+        std::fs::rename(&written, &tmp).unwrap();
+        std::fs::rename(&tmp, &written).unwrap();
+        written
+    };
+    let path = write(4);
+    let config = izhub::config::load(&path).unwrap();
+    let opts = izhub::serve::ServeOptions {
+        watch: Some(Duration::from_millis(20)),
+        ..Default::default()
+    };
+    let engine = izhub::serve::start_with(&config, opts).await.unwrap();
+    let admin = engine.admin.unwrap();
+    let addr = engine.listeners["ehr"].to_string();
+
+    // 3,000 messages for 20 patients from four connections.
+    let mut senders = Vec::new();
+    for c in 0..4 {
+        let addr = addr.clone();
+        senders.push(tokio::spawn(async move {
+            let mut client = izhub::mllp::MllpClient::connect(&addr, TIMEOUT, 1 << 20)
+                .await
+                .unwrap();
+            let mut sent = Vec::new();
+            for i in 0..750 {
+                let patient = format!("P{}", (c * 5) + i % 5);
+                let id = format!("R{c}-{i}");
+                let answer = client
+                    .exchange(vxu(&id, &patient).as_bytes(), TIMEOUT)
+                    .await
+                    .unwrap();
+                assert_eq!(msa(&answer).0, "AA");
+                sent.push((patient, id));
+            }
+            sent
+        }));
+    }
+    // Meanwhile the destination's connections change six times.
+    for (n, connections) in [1, 6, 2, 5, 3, 8].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        write(connections);
+        let generation = format!("\"generation\":{}", n + 1);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let health = http_get(admin, "/healthz").await;
+            if health.contains(&generation) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "reload {} not applied: {health}",
+                n + 1
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let mut by_patient: HashMap<String, Vec<String>> = HashMap::new();
+    for s in senders {
+        for (patient, id) in s.await.unwrap() {
+            by_patient.entry(patient).or_default().push(id);
+        }
+    }
+    let state = sim.state.clone();
+    wait_until("every message delivered", 60, || {
+        by_patient.values().flatten().all(|id| state.count(id) >= 1)
+    })
+    .await;
+    // Let any late duplicate arrive before counting.
+    engine.stop().await;
+    let twice: Vec<&String> = by_patient
+        .values()
+        .flatten()
+        .filter(|id| state.count(id) != 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} of 3000 messages reached the IIS more than once, e.g. {:?}",
+        twice.len(),
+        twice.iter().take(5).collect::<Vec<_>>()
+    );
+    let arrivals = state.arrivals();
+    for ids in by_patient.values() {
+        let order: Vec<&String> = arrivals.iter().filter(|a| ids.contains(a)).collect();
+        assert_eq!(
+            order,
+            ids.iter().collect::<Vec<_>>(),
+            "order kept per patient"
+        );
+    }
 }

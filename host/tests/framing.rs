@@ -1,4 +1,5 @@
 //! MLLP framing and character sets over a real socket.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
 
 mod common;
 

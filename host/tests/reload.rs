@@ -2,6 +2,7 @@
 //! sender; good changes take effect, bad ones are refused and the old
 //! configuration stays; every message gets its ACK on the same connection.
 //! Also the compiled-component cache across restarts.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
 
 mod common;
 

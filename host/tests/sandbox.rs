@@ -2,6 +2,7 @@
 //! with its own error, an AE for its message, a metric, and no harm to the
 //! next message; plugins that import what the sandbox does not offer are
 //! refused at load; lookups follow grants.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
 
 mod common;
 

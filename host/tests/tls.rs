@@ -1,6 +1,7 @@
 //! MLLP over TLS: a listener with mutual TLS whose client certificates name
 //! the sender, and a destination that verifies the IIS; certificates are
 //! generated for the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
 
 mod common;
 
@@ -209,7 +210,10 @@ async fn soap_over_https_both_ways() {
     )
     .unwrap();
     // SAFETY: set before any thread of this test reads the environment.
-    unsafe { std::env::set_var("IZHUB_TEST_SOAP_PASSWORD", "secret") };
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("IZHUB_TEST_SOAP_PASSWORD", "secret")
+    };
     let engine = start_engine(&path).await;
     let tls = izhub::tls::DestinationTls::load(&d.join("ca.pem"), "localhost", None).unwrap();
     let target = izhub::soap::client::SoapTarget {

@@ -18,6 +18,8 @@ pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
     pub admin: Option<SocketAddr>,
+    /// Most sending facilities kept as metric labels.
+    pub max_sender_labels: usize,
     pub listeners: Vec<ListenerSpec>,
     pub destinations: Vec<DestinationSpec>,
     /// Lookup tables: those under `[tables]` and the loaded code sets.
@@ -100,8 +102,30 @@ pub struct RouteSpec {
     pub senders: BTreeSet<String>,
     pub receivers: BTreeSet<String>,
     pub destinations: Vec<String>,
+    /// Destinations the route's plugins may choose with `route-to`.
+    pub route_to: BTreeSet<String>,
     pub ack_mode: AckMode,
     pub plugins: Vec<PluginSpec>,
+}
+
+impl Config {
+    /// The sending facilities (MSH-4.1) that may appear as metric labels:
+    /// those the configuration names (allowed senders, route senders), in
+    /// name order, at most `max_sender_labels` of them.
+    pub fn sender_labels(&self) -> std::collections::HashSet<String> {
+        let named: BTreeSet<&String> = self
+            .listeners
+            .iter()
+            .flat_map(|l| l.allowed_senders.iter())
+            .chain(self.routes.iter().flat_map(|r| r.senders.iter()))
+            .filter(|s| s.as_str() != "other")
+            .collect();
+        named
+            .into_iter()
+            .take(self.max_sender_labels)
+            .cloned()
+            .collect()
+    }
 }
 
 /// A capability a plugin is granted.
@@ -590,8 +614,68 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
                 plugins.push(spec);
             }
         }
+        let route_to = match &r.route_to {
+            Some(granted) => {
+                for d in granted {
+                    if !dest_names.contains(d.get_ref().as_str()) {
+                        errs.push(
+                            Some(d.span()),
+                            format!("{prefix}.route_to"),
+                            format!(
+                                "unknown destination '{}' (defined: {})",
+                                d.get_ref(),
+                                list(&dest_names)
+                            ),
+                        );
+                    }
+                }
+                let granted: BTreeSet<String> =
+                    granted.iter().map(|d| d.get_ref().clone()).collect();
+                // A plugin set up to choose a destination the route does not
+                // grant would fail every such message: say so now.
+                for (j, p) in plugins.iter().enumerate() {
+                    for (key, value) in &p.config {
+                        for d in value.split(',').map(str::trim) {
+                            if dest_names.contains(d) && !granted.contains(d) {
+                                errs.push(
+                                    r.plugins.get(j).map(|p| p.span()),
+                                    format!("{prefix}.plugins[{j}].config.{key}"),
+                                    format!(
+                                        "names destination '{d}', which this route's route_to does not grant (route_to: {})",
+                                        granted.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+                for d in &r.destinations {
+                    if !granted.contains(d.get_ref()) {
+                        errs.push(
+                            Some(d.span()),
+                            format!("{prefix}.destinations"),
+                            format!("'{}' is not in this route's route_to", d.get_ref()),
+                        );
+                    }
+                }
+                granted
+            }
+            None => r
+                .destinations
+                .iter()
+                .map(|d| d.get_ref().clone())
+                .chain(plugins.iter().flat_map(|p| {
+                    p.config
+                        .values()
+                        .flat_map(|v| v.split(',').map(|d| d.trim().to_string()))
+                        .filter(|d| dest_names.contains(d.as_str()))
+                        .collect::<Vec<_>>()
+                }))
+                .collect(),
+        };
         routes.push(RouteSpec {
             name: r.name.clone(),
+            route_to,
             listeners: r.listeners.iter().map(|l| l.get_ref().clone()).collect(),
             message_types,
             senders: r.senders.iter().cloned().collect(),
@@ -605,6 +689,11 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
         Ok(Config {
             path: path.to_path_buf(),
             admin,
+            max_sender_labels: file
+                .admin
+                .as_ref()
+                .and_then(|a| a.max_sender_labels)
+                .unwrap_or(500),
             listeners,
             destinations,
             tables: Arc::new(tables),

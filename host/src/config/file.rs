@@ -35,6 +35,10 @@ pub struct FileConfig {
 pub struct AdminFile {
     /// Address for the admin HTTP endpoint, e.g. `127.0.0.1:9480`.
     pub listen: Spanned<String>,
+    /// Most sending facilities (MSH-4.1) kept as metric labels (default
+    /// 500); only facilities named in the configuration are, the rest count
+    /// as `other`.
+    pub max_sender_labels: Option<usize>,
 }
 
 /// `[codesets]`
@@ -174,6 +178,10 @@ pub struct RouteFile {
     /// Where messages go unless a plugin routes them elsewhere.
     #[serde(default)]
     pub destinations: Vec<Spanned<String>>,
+    /// The destinations this route's plugins may choose with `route-to`
+    /// (default: `destinations` and the destinations its plugins' settings
+    /// name, such as route-by-jurisdiction's state table).
+    pub route_to: Option<Vec<Spanned<String>>>,
     /// How the sender is answered: `relay` (the IIS's own answer) or `commit`
     /// (AA once the message is durably journaled; delivered from the queue).
     pub ack_mode: Option<Spanned<String>>,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::DestinationSpec;
 use crate::mllp::{MllpClient, MllpClientError};
@@ -65,42 +67,94 @@ impl DeliveryError {
     }
 }
 
+/// Where a job's answer goes: back to the caller, or (a copy for an extra
+/// destination in relay mode) only into the metrics.
+enum Reply {
+    Caller(oneshot::Sender<Result<Bytes, DeliveryError>>),
+    Copy(Arc<crate::metrics::Metrics>),
+}
+
 struct Job {
     message: Bytes,
-    reply: oneshot::Sender<Result<Bytes, DeliveryError>>,
+    reply: Reply,
+}
+
+/// Where a destination's background work runs: connection workers are
+/// spawned on `tracker`, and end when the destination is dropped or, once
+/// their queue is empty, when `drain` is cancelled at shutdown.
+#[derive(Clone)]
+pub struct Workers {
+    pub tracker: TaskTracker,
+    pub drain: CancellationToken,
 }
 
 /// One IIS destination with its connection pool.
 pub struct Destination {
     spec: DestinationSpec,
     tx: mpsc::Sender<Job>,
-    wake: Arc<tokio::sync::Notify>,
+    wake: Arc<Notify>,
     /// SOAP: bounds concurrent requests to `connections`.
-    soap_slots: tokio::sync::Semaphore,
+    soap_slots: Arc<tokio::sync::Semaphore>,
+    workers: Workers,
 }
 
 impl Destination {
-    /// Starts the destination's connection workers on the current runtime.
-    pub fn start(spec: DestinationSpec) -> Arc<Self> {
+    /// Starts the destination's connection workers. `wake` is its delivery
+    /// queue's doorbell, shared by every destination of the same name across
+    /// configuration reloads.
+    pub fn start(spec: DestinationSpec, wake: Arc<Notify>, workers: Workers) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         if spec.soap.is_none() {
             for _ in 0..spec.connections {
-                tokio::spawn(worker(spec.clone(), rx.clone()));
+                workers
+                    .tracker
+                    .spawn(worker(spec.clone(), rx.clone(), workers.drain.clone()));
             }
         }
-        let soap_slots = tokio::sync::Semaphore::new(spec.connections);
+        let soap_slots = Arc::new(tokio::sync::Semaphore::new(spec.connections));
         Arc::new(Destination {
             spec,
             tx,
-            wake: Arc::new(tokio::sync::Notify::new()),
+            wake,
             soap_slots,
+            workers,
         })
     }
 
     /// Wakes this destination's delivery queue (a message was journaled).
-    pub fn wake(&self) -> &Arc<tokio::sync::Notify> {
+    pub fn wake(&self) -> &Arc<Notify> {
         &self.wake
+    }
+
+    /// Sends a copy of a message without waiting for the answer (relay mode's
+    /// extra destinations); the outcome is counted in `deliveries`. A copy
+    /// that finds the queue full is dropped and counted as `busy`.
+    pub fn send_copy(self: &Arc<Self>, message: Bytes, metrics: Arc<crate::metrics::Metrics>) {
+        if self.spec.soap.is_some() {
+            let dest = self.clone();
+            self.workers.tracker.spawn(async move {
+                let result = dest.deliver(message).await;
+                record(&metrics, dest.name(), &result);
+            });
+            return;
+        }
+        let job = Job {
+            message,
+            reply: Reply::Copy(metrics),
+        };
+        if let Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) =
+            self.tx.try_send(job)
+            && let Reply::Copy(metrics) = job.reply
+        {
+            record(
+                &metrics,
+                self.name(),
+                &Err(DeliveryError::Busy {
+                    dest: self.spec.name.clone(),
+                }),
+            );
+        }
     }
 
     /// The settings it was started with.
@@ -121,7 +175,11 @@ impl Destination {
         let (reply, rx) = oneshot::channel();
         let dest = self.spec.name.clone();
         let wait = self.spec.connect_timeout + self.spec.answer_timeout;
-        match tokio::time::timeout(wait, self.tx.send(Job { message, reply })).await {
+        let job = Job {
+            message,
+            reply: Reply::Caller(reply),
+        };
+        match tokio::time::timeout(wait, self.tx.send(job)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 return Err(DeliveryError::Failed {
@@ -175,21 +233,57 @@ impl Destination {
     }
 }
 
-async fn worker(spec: DestinationSpec, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+/// Counts one delivery's outcome in `deliveries`.
+pub fn record(
+    metrics: &crate::metrics::Metrics,
+    dest: &str,
+    result: &Result<Bytes, DeliveryError>,
+) {
+    let outcome = match result {
+        Ok(_) => "answered",
+        Err(e) => e.kind(),
+    };
+    metrics
+        .deliveries
+        .get_or_create(&vec![
+            crate::metrics::l("destination", dest),
+            crate::metrics::l("result", outcome),
+        ])
+        .inc();
+}
+
+async fn worker(
+    spec: DestinationSpec,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    drain: CancellationToken,
+) {
     let mut conn: Option<MllpClient> = None;
     loop {
         let job = {
             let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(job) => job,
-                None => return,
+            // Jobs already queued go first, also while draining at shutdown.
+            tokio::select! {
+                biased;
+                job = rx.recv() => match job {
+                    Some(job) => job,
+                    None => return,
+                },
+                _ = drain.cancelled() => return,
             }
         };
-        if job.reply.is_closed() {
-            continue;
+        match job.reply {
+            Reply::Caller(reply) => {
+                if reply.is_closed() {
+                    continue;
+                }
+                let result = exchange(&spec, &mut conn, &job.message).await;
+                let _ = reply.send(result);
+            }
+            Reply::Copy(metrics) => {
+                let result = exchange(&spec, &mut conn, &job.message).await;
+                record(&metrics, &spec.name, &result);
+            }
         }
-        let result = exchange(&spec, &mut conn, &job.message).await;
-        let _ = job.reply.send(result);
     }
 }
 

@@ -5,10 +5,10 @@
 //! many attempts. A delivery is marked done only when the IIS answered.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Destination;
@@ -37,19 +37,20 @@ enum Attempt {
     Failed,
 }
 
-/// Runs one destination's queue until `shutdown`, or until the destination
-/// is dropped (replaced by a configuration reload).
+/// Runs the queue of the destination called `name` until `shutdown`: the one
+/// consumer of that name's deliveries for the life of the engine. A
+/// configuration reload hands it the new [`Destination`] through `current`;
+/// the round in progress finishes on the old one, the next starts on the new
+/// one, so no delivery is ever claimed twice. While `current` holds `None`
+/// (the destination was removed) it waits.
 pub async fn run(
-    weak: Weak<Destination>,
+    name: String,
+    mut current: watch::Receiver<Option<Arc<Destination>>>,
     journal: Journal,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let Some(spec) = weak.upgrade().map(|d| d.spec().clone()) else {
-        return;
-    };
-    let name = spec.name.clone();
     let breaker_gauge = metrics
         .breaker_open
         .get_or_create(&vec![l("destination", &name)])
@@ -60,6 +61,15 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return;
         }
+        let dest = current.borrow_and_update().clone();
+        let Some(dest) = dest else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = current.changed() => if changed.is_err() { return },
+            }
+            continue;
+        };
+        let spec = dest.spec().clone();
         if let Some(until) = open_until {
             let wait = until - now_ms();
             if wait > 0 {
@@ -103,9 +113,11 @@ pub async fn run(
         }
         if lanes.is_empty() {
             let wait = next_due.map_or(1000, |d| (d - now).clamp(1, 1000)) as u64;
+            drop(dest);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = wake.notified() => {}
+                changed = current.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
             }
             continue;
@@ -118,7 +130,6 @@ pub async fn run(
                 l.truncate(1);
             }
         }
-        let Some(dest) = weak.upgrade() else { return };
         let lanes = Arc::new(std::sync::Mutex::new(lanes));
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..spec.connections.max(1) {

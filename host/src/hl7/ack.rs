@@ -2,7 +2,7 @@
 //! and merging plugin issues into an IIS's answer.
 
 use super::msh::Msh;
-use super::text::{escape, escape_into};
+use super::text::{escape, escape_into, has_control};
 
 /// How serious an issue is (HL7 table 0516, ERR-4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -113,43 +113,68 @@ fn code_0533_text(code: &str) -> &'static str {
     }
 }
 
-/// Turns `PID-7`, `RXA[2]-5.1` or `PID.3.4.1` into ERR-2 (ERL):
-/// `SEG^occurrence^field^repetition^component^subcomponent`.
+/// Turns a location (`PID-7`, `RXA[2]-5.1`, `PID-3[2].5`, `PID.3.4.1`) into
+/// ERR-2, an HL7 ERL: `SEG^occurrence^field^repetition^component^subcomponent`.
+/// A location that is not a segment address (free text) is kept, escaped,
+/// in ERR-2.1 so that it still reads.
 pub(crate) fn location_to_erl(location: &str) -> String {
     let loc = location.trim();
     if loc.is_empty() {
         return String::new();
     }
-    let (seg_part, rest) = match loc.find(['-', '.']) {
-        Some(i) => (&loc[..i], &loc[i + 1..]),
+    match parse_location(loc) {
+        Some(erl) => erl,
+        None => escape(loc),
+    }
+}
+
+/// A number in a location: ASCII digits, at most 5 of them, not zero.
+fn location_number(text: &str) -> Option<u32> {
+    if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok().filter(|n| *n > 0)
+}
+
+/// `NAME[n]` or `NAME`: the name and n (default 1).
+fn bracketed(text: &str) -> Option<(&str, u32)> {
+    match text.split_once('[') {
+        Some((name, rest)) => Some((name, location_number(rest.strip_suffix(']')?)?)),
+        None => Some((text, 1)),
+    }
+}
+
+fn parse_location(loc: &str) -> Option<String> {
+    // The segment ends at the first '-' (SDK form) or '.' (dotted form).
+    let split = loc.find(['-', '.']);
+    let (seg_part, rest) = match split {
+        Some(i) => (loc.get(..i)?, loc.get(i + 1..)?),
         None => (loc, ""),
     };
-    let (seg, occurrence) = match seg_part.split_once('[') {
-        Some((s, occ)) => (s, occ.trim_end_matches(']')),
-        None => (seg_part, "1"),
-    };
-    let valid_seg = seg.len() == 3 && seg.chars().all(|c| c.is_ascii_alphanumeric());
-    let numbers: Vec<&str> = if rest.is_empty() {
-        Vec::new()
-    } else {
-        rest.split('.').collect()
-    };
-    let numeric = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
-    if !valid_seg
-        || !numeric(occurrence)
-        || numbers.len() > 3
-        || !numbers.iter().all(|n| numeric(n))
-    {
-        // Not something we can structure: keep it readable in ERR-2.1.
-        return escape(loc);
+    let (seg, occurrence) = bracketed(seg_part)?;
+    if seg.len() != 3 || !seg.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
     }
+    if rest.is_empty() {
+        return Some(if occurrence == 1 {
+            seg.to_string()
+        } else {
+            format!("{seg}^{occurrence}")
+        });
+    }
+    let mut parts = rest.split('.');
+    let (field, repetition) = bracketed(parts.next()?)?;
+    let field = location_number(field)?;
+    let numbers: Vec<u32> = parts.map(location_number).collect::<Option<_>>()?;
+    let mut out = format!("{seg}^{occurrence}^{field}");
     match numbers.as_slice() {
-        [] => seg.to_string(),
-        [f] => format!("{seg}^{occurrence}^{f}"),
-        [f, c] => format!("{seg}^{occurrence}^{f}^1^{c}"),
-        [f, c, s] => format!("{seg}^{occurrence}^{f}^1^{c}^{s}"),
-        _ => escape(loc),
+        [] if repetition == 1 => {}
+        [] => out.push_str(&format!("^{repetition}")),
+        [c] => out.push_str(&format!("^{repetition}^{c}")),
+        [c, s] => out.push_str(&format!("^{repetition}^{c}^{s}")),
+        _ => return None,
     }
+    Some(out)
 }
 
 /// One ERR segment for an issue (ERR-2, 3, 4, 5 and 8).
@@ -236,7 +261,7 @@ pub fn build_ack(original: &Msh, code: AckCode, issues: &[Issue], control_id: &s
 /// map its component separator to ours.
 fn reencode_into(out: &mut String, original: &Msh, value: &str) {
     let enc = original.field(2);
-    if original.field_separator() == '|' && enc.starts_with("^~\\&") {
+    if original.field_separator() == '|' && enc.starts_with("^~\\&") && !has_control(value) {
         // Same delimiters: the value is already valid in our ACK.
         out.push_str(value);
         return;
@@ -284,7 +309,14 @@ mod tests {
         assert_eq!(location_to_erl("PID-7"), "PID^1^7");
         assert_eq!(location_to_erl("RXA[2]-5.1"), "RXA^2^5^1^1");
         assert_eq!(location_to_erl("PID.3.4.1"), "PID^1^3^1^4^1");
+        assert_eq!(location_to_erl("PID-3[2].5"), "PID^1^3^2^5");
+        assert_eq!(location_to_erl("PID-3[2]"), "PID^1^3^2");
+        assert_eq!(location_to_erl("RXA[2]-9[3].1.2"), "RXA^2^9^3^1^2");
+        assert_eq!(location_to_erl("OBX[4]"), "OBX^4");
         assert_eq!(location_to_erl("PID"), "PID");
+        assert_eq!(location_to_erl("PID-3[0]"), "PID-3[0]");
+        assert_eq!(location_to_erl("PID-3[x]"), "PID-3[x]");
+        assert_eq!(location_to_erl("PID-3.1.2.3"), "PID-3.1.2.3");
         assert_eq!(location_to_erl(""), "");
         assert_eq!(location_to_erl("the birth date"), "the birth date");
         assert_eq!(location_to_erl("PID-x|y"), "PID-x\\F\\y");

@@ -14,6 +14,49 @@ pub use charset::{Charset, CharsetError, decode, encode};
 pub use msh::{Msh, MshError, check_structure, first_value, normalize_segments};
 pub use text::{escape, hl7_timestamp, new_control_id, rfc3339_now};
 
+/// Sets MSA-2 of the first MSA segment of an answer to `control_id`
+/// (escaped), keeping everything else as it was. Returns the answer
+/// unchanged when it has no MSA segment.
+pub fn set_msa_control_id(answer: &str, control_id: &str) -> String {
+    let field_sep = answer
+        .strip_prefix("MSH")
+        .and_then(|r| r.chars().next())
+        .unwrap_or('|');
+    let mut out = String::with_capacity(answer.len() + control_id.len());
+    let mut done = false;
+    for (i, seg) in answer.split('\r').enumerate() {
+        if i > 0 {
+            out.push('\r');
+        }
+        let is_msa = seg
+            .strip_prefix("MSA")
+            .is_some_and(|r| r.starts_with(field_sep));
+        if done || !is_msa {
+            out.push_str(seg);
+            continue;
+        }
+        done = true;
+        for (n, field) in seg.split(field_sep).enumerate() {
+            if n > 0 {
+                out.push(field_sep);
+            }
+            if n == 2 {
+                text::escape_into(&mut out, control_id);
+            } else {
+                out.push_str(field);
+            }
+        }
+        let fields = seg.split(field_sep).count();
+        if fields < 3 {
+            for _ in fields..3 {
+                out.push(field_sep);
+            }
+            text::escape_into(&mut out, control_id);
+        }
+    }
+    out
+}
+
 /// Reads the MSA segment of an answer: (MSA-1 code, MSA-2 control id).
 ///
 /// Tolerant of LF separators and of answers with several MSA segments (the
@@ -35,4 +78,26 @@ pub fn read_msa(answer: &str) -> Option<(String, String)> {
             let id = fields.next().unwrap_or("").to_string();
             (code, id)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msa_control_id_is_replaced_in_the_first_msa_only() {
+        let answer = "MSH|^~\\&|IIS\rMSA|AA|NEW-1|ok\rERR||PID^1^7\rMSA|AE|NEW-1\r";
+        assert_eq!(
+            set_msa_control_id(answer, "ORIG|1"),
+            "MSH|^~\\&|IIS\rMSA|AA|ORIG\\F\\1|ok\rERR||PID^1^7\rMSA|AE|NEW-1\r"
+        );
+        assert_eq!(
+            set_msa_control_id("MSH|^~\\&\rMSA|AA", "X"),
+            "MSH|^~\\&\rMSA|AA|X"
+        );
+        assert_eq!(
+            set_msa_control_id("MSH|^~\\&\rQAK|1", "X"),
+            "MSH|^~\\&\rQAK|1"
+        );
+    }
 }

@@ -1,60 +1,30 @@
 //! The pipeline: from one received frame to the answer for its sender.
-//! Decode the character set, read MSH, pick the route, run its plugins in
-//! order, deliver, and build or relay the answer.
+//! Decode the character set, read MSH, pick the route ([`route`] runs its
+//! plugins in order and delivers, [`commit`] journals in commit mode) and
+//! build or relay the answer ([`reply`]). It spawns nothing: every task
+//! belongs to the running topology.
+
+mod commit;
+mod reply;
+mod route;
+mod untrusted;
+
+use reply::{ack, ack_code_label};
+use route::{PluginSeries, Route};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{AckMode, Config, ListenerSpec, RouteSpec};
+use crate::config::{Config, ListenerSpec, RouteSpec};
 use crate::delivery::Destination;
+use crate::hl7::{self, AckCode, Charset, CharsetError, Issue, Msh};
 use crate::identity::Peer;
-use crate::hl7::{self, AckCode, Charset, CharsetError, Issue, Msh, Severity};
 use crate::metrics::{Metrics, l};
-use crate::plugin::{Envelope, LoadedPlugin, Runtime, Verdict};
-use crate::store::{Journal, NewDelivery};
-
-/// A route with its plugins loaded.
-struct Route {
-    spec: RouteSpec,
-    plugins: Vec<LoadedPlugin>,
-    /// Each plugin's metric series, in plugin order.
-    series: Vec<PluginSeries>,
-}
-
-/// One plugin's metric series, looked up once when the route is built
-/// rather than by label for every message.
-struct PluginSeries {
-    seconds: Histogram,
-    continued: Counter,
-    rejected: Counter,
-    routed: Counter,
-}
-
-impl PluginSeries {
-    fn new(metrics: &Metrics, plugin: &str) -> Self {
-        let verdict = |v: &str| {
-            metrics
-                .plugin_verdicts
-                .get_or_create(&vec![l("plugin", plugin), l("verdict", v)])
-                .clone()
-        };
-        PluginSeries {
-            seconds: metrics
-                .plugin_seconds
-                .get_or_create(&vec![l("plugin", plugin)])
-                .clone(),
-            continued: verdict("continue"),
-            rejected: verdict("reject"),
-            routed: verdict("route_to"),
-        }
-    }
-}
+use crate::plugin::Runtime;
+use crate::store::Journal;
 
 /// Everything needed to process messages; built once from a [`Config`].
 pub struct Pipeline {
@@ -63,21 +33,9 @@ pub struct Pipeline {
     destinations: HashMap<String, Arc<Destination>>,
     metrics: Arc<Metrics>,
     journal: Option<Journal>,
-}
-
-/// What every pipeline shares, for the life of the process.
-#[derive(Clone)]
-pub struct Services {
-    pub runtime: Arc<Runtime>,
-    pub metrics: Arc<Metrics>,
-    /// The journal, when a route uses `commit` mode (opened at start).
-    pub journal: Option<Journal>,
-    /// Stops background work (delivery queues) at shutdown.
-    pub shutdown: CancellationToken,
-    /// Where background work runs, so shutdown can wait for it.
-    pub tasks: tokio_util::task::TaskTracker,
-    /// Run the delivery queues (false for tools that only journal).
-    pub deliver: bool,
+    /// Sending facilities that may appear as metric labels: those named in
+    /// the configuration, up to its cap; every other counts as `other`.
+    sender_labels: std::collections::HashSet<String>,
 }
 
 /// The pipeline in force, swapped whole when the configuration is reloaded:
@@ -130,22 +88,16 @@ pub enum Answer {
 }
 
 impl Pipeline {
-    /// Compiles (or takes from the cache) every plugin and starts every
-    /// destination; destinations whose settings did not change are taken over
-    /// from `previous` with their open connections. Must run inside a tokio
-    /// runtime.
+    /// Compiles (or takes from the cache) every plugin of `config` and puts
+    /// the routes together with `destinations` (started by the topology) and
+    /// the journal for commit-mode routes. Spawns nothing and opens nothing.
     pub fn build(
         config: &Config,
-        services: &Services,
-        previous: Option<&Pipeline>,
+        runtime: &Arc<Runtime>,
+        metrics: &Arc<Metrics>,
+        journal: Option<Journal>,
+        destinations: HashMap<String, Arc<Destination>>,
     ) -> anyhow::Result<Self> {
-        let (runtime, metrics) = (services.runtime.clone(), services.metrics.clone());
-        if config.routes.iter().any(|r| r.ack_mode == AckMode::Commit) && services.journal.is_none()
-        {
-            anyhow::bail!(
-                "a route uses ack_mode = \"commit\", but the journal is opened only at start: restart the engine"
-            );
-        }
         let tables = config.tables.clone();
         runtime.cache().begin_build();
         let mut routes = Vec::new();
@@ -163,7 +115,7 @@ impl Pipeline {
             }
             let series = plugins
                 .iter()
-                .map(|p| PluginSeries::new(&metrics, p.name()))
+                .map(|p| PluginSeries::new(metrics, p.name()))
                 .collect();
             routes.push(Route {
                 spec: r.clone(),
@@ -172,37 +124,29 @@ impl Pipeline {
             });
         }
         runtime.cache().end_build();
-        let destinations = config
-            .destinations
-            .iter()
-            .map(|d| {
-                let reused = previous
-                    .and_then(|p| p.destinations.get(&d.name))
-                    .filter(|old| old.spec() == d)
-                    .cloned();
-                let dest = reused.unwrap_or_else(|| {
-                    let dest = Destination::start(d.clone());
-                    if let Some(journal) = services.journal.as_ref().filter(|_| services.deliver) {
-                        services.tasks.spawn(crate::delivery::queue::run(
-                            Arc::downgrade(&dest),
-                            journal.clone(),
-                            dest.wake().clone(),
-                            metrics.clone(),
-                            services.shutdown.clone(),
-                        ));
-                    }
-                    dest
-                });
-                (d.name.clone(), dest)
-            })
-            .collect();
         Ok(Pipeline {
             routes,
-            runtime,
+            runtime: runtime.clone(),
             destinations,
-            metrics,
-            journal: services.journal.clone(),
+            metrics: metrics.clone(),
+            journal,
+            sender_labels: config.sender_labels(),
         })
+    }
+
+    /// The destinations this pipeline delivers to, by name.
+    pub fn destinations(&self) -> &HashMap<String, Arc<Destination>> {
+        &self.destinations
+    }
+
+    /// MSH-4.1 as a metric label: kept for senders the configuration names
+    /// (up to its cap), `other` for the rest, so labels never grow with input.
+    fn sender_label<'a>(&self, sender: &'a str) -> &'a str {
+        if self.sender_labels.contains(sender) {
+            sender
+        } else {
+            "other"
+        }
     }
 
     /// How many routes are configured.
@@ -243,13 +187,12 @@ impl Pipeline {
         let route_name = route.unwrap_or("none");
         let code = match &answer {
             Answer::Reply(bytes) => hl7::read_msa(&String::from_utf8_lossy(bytes))
-                .map(|(c, _)| c)
-                .unwrap_or_default(),
-            Answer::Close(_) => "closed".to_string(),
+                .map_or("none", |(c, _)| ack_code_label(&c)),
+            Answer::Close(_) => "closed",
         };
         self.metrics
             .answers_out
-            .get_or_create(&vec![l("route", route_name), l("code", &code)])
+            .get_or_create(&vec![l("route", route_name), l("code", code)])
             .inc();
         self.metrics
             .message_seconds
@@ -336,327 +279,10 @@ impl Pipeline {
             Err(e) => Answer::Close(format!("cannot answer: {e}; also {err}")),
         }
     }
-
-    async fn run_route(
-        &self,
-        route: &Route,
-        listener: &ListenerSpec,
-        raw: &[u8],
-        mut text: String,
-        mut msh: Msh,
-        charset: Charset,
-    ) -> Answer {
-        let id = hl7::new_control_id("m");
-        let received_at = hl7::rfc3339_now();
-        let mut attributes: Vec<(String, String)> = Vec::new();
-        let mut issues: Vec<Issue> = Vec::new();
-        let mut route_to: Option<Vec<String>> = None;
-        // What each plugin did, kept with the message in the journal.
-        let mut stages = String::new();
-        let original = msh.clone();
-        for (plugin, series) in route.plugins.iter().zip(&route.series) {
-            let env = Envelope {
-                id: &id,
-                route: &route.spec.name,
-                source: &listener.name,
-                received_at: &received_at,
-                hl7: &text,
-                attributes: &attributes,
-            };
-            let started = Instant::now();
-            let result = self.runtime.call(plugin, &env).await;
-            series.seconds.observe(started.elapsed().as_secs_f64());
-            let outcome = match result {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!(route = %route.spec.name, message_id = %id, error = %e, "plugin failed");
-                    self.metrics
-                        .plugin_errors
-                        .get_or_create(&vec![l("plugin", plugin.name()), l("kind", e.kind())])
-                        .inc();
-                    issues.push(Issue::error("207", e.to_string()));
-                    return ack(&original, AckCode::AE, &issues, charset);
-                }
-            };
-            merge_attributes(&mut attributes, outcome.attributes);
-            issues.extend(outcome.issues);
-            let (verdict, counter) = match &outcome.verdict {
-                Verdict::Continue(_) => ("continue", &series.continued),
-                Verdict::Reject(_) => ("reject", &series.rejected),
-                Verdict::RouteTo(_) => ("route_to", &series.routed),
-            };
-            counter.inc();
-            if route.spec.ack_mode == AckMode::Commit {
-                let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if *t != text);
-                stages.push_str(&format!(
-                    "{}\t{verdict}\tissues={}\t{}\n",
-                    plugin.name(),
-                    issues.len(),
-                    if changed { "changed" } else { "unchanged" }
-                ));
-                if let (true, Verdict::Continue(Some(t))) = (changed, &outcome.verdict) {
-                    stages.push_str(t);
-                    stages.push('\n');
-                }
-            }
-            match outcome.verdict {
-                Verdict::Continue(None) => {}
-                Verdict::Continue(Some(new_text)) => {
-                    let new_text = hl7::normalize_segments(&new_text).into_owned();
-                    match Msh::read(&new_text) {
-                        Ok(m) => {
-                            msh = m;
-                            text = new_text;
-                        }
-                        Err(e) => {
-                            issues.push(Issue::error(
-                                "207",
-                                format!(
-                                    "plugin '{}' returned a message whose MSH cannot be read: {e}",
-                                    plugin.name()
-                                ),
-                            ));
-                            return ack(&original, AckCode::AE, &issues, charset);
-                        }
-                    }
-                }
-                Verdict::Reject(found) => {
-                    issues.extend(found);
-                    let code = if issues
-                        .iter()
-                        .any(|i| matches!(i.code.as_str(), "200" | "201" | "202" | "203"))
-                    {
-                        AckCode::AR
-                    } else {
-                        AckCode::AE
-                    };
-                    if !issues.iter().any(|i| i.severity == Severity::Error) {
-                        issues.push(Issue::error(
-                            "207",
-                            format!("rejected by plugin '{}'", plugin.name()),
-                        ));
-                    }
-                    return ack(&original, code, &issues, charset);
-                }
-                Verdict::RouteTo(dests) => {
-                    if let Some(unknown) =
-                        dests.iter().find(|d| !self.destinations.contains_key(*d))
-                    {
-                        issues.push(Issue::error(
-                            "207",
-                            format!(
-                                "plugin '{}' routed the message to unknown destination '{unknown}'",
-                                plugin.name()
-                            ),
-                        ));
-                        return ack(&original, AckCode::AE, &issues, charset);
-                    }
-                    route_to = Some(dests);
-                }
-            }
-        }
-        count_completeness(&self.metrics, original.component(4, 1), &attributes);
-        let targets = route_to.unwrap_or_else(|| route.spec.destinations.clone());
-        let Some(first) = targets.first() else {
-            issues.push(Issue::error(
-                "207",
-                format!(
-                    "route '{}' found no destination for this message",
-                    route.spec.name
-                ),
-            ));
-            return ack(&original, AckCode::AE, &issues, charset);
-        };
-        let payload = Bytes::from(hl7::encode(&text, charset));
-        if route.spec.ack_mode == AckMode::Commit {
-            return self
-                .commit(
-                    route, listener, raw, &original, &text, payload, &targets, issues, stages,
-                    charset,
-                )
-                .await;
-        }
-        // Extra destinations get a copy; the sender is answered with the first one's answer.
-        for extra in targets.iter().skip(1) {
-            if let Some(dest) = self.destinations.get(extra).cloned() {
-                let (payload, metrics) = (payload.clone(), self.metrics.clone());
-                tokio::spawn(async move {
-                    let result = dest.deliver(payload).await;
-                    record_delivery(&metrics, dest.name(), &result);
-                });
-            }
-        }
-        let Some(dest) = self.destinations.get(first) else {
-            issues.push(Issue::error(
-                "207",
-                format!("unknown destination '{first}'"),
-            ));
-            return ack(&original, AckCode::AE, &issues, charset);
-        };
-        let result = dest.deliver(payload).await;
-        record_delivery(&self.metrics, dest.name(), &result);
-        match result {
-            Ok(answer) => {
-                let class = hl7::classify_answer(&String::from_utf8_lossy(&answer));
-                tracing::debug!(route = %route.spec.name, message_id = %id, class = class.as_str(), "IIS answered");
-                self.metrics
-                    .iis_answers
-                    .get_or_create(&vec![
-                        l("destination", dest.name()),
-                        l("sender", original.component(4, 1)),
-                        l("class", class.as_str()),
-                    ])
-                    .inc();
-                relay(answer, &msh, &issues)
-            }
-            Err(e) => {
-                tracing::warn!(route = %route.spec.name, message_id = %id, error = %e, "delivery failed");
-                issues.push(Issue::error("207", e.to_string()));
-                ack(&original, AckCode::AE, &issues, charset)
-            }
-        }
-    }
-}
-
-impl Pipeline {
-    /// Commit mode: journal the message durably for each destination, then AA.
-    #[allow(clippy::too_many_arguments)]
-    async fn commit(
-        &self,
-        route: &Route,
-        listener: &ListenerSpec,
-        raw: &[u8],
-        original: &Msh,
-        text: &str,
-        payload: Bytes,
-        targets: &[String],
-        mut issues: Vec<Issue>,
-        stages: String,
-        charset: Charset,
-    ) -> Answer {
-        let Some(journal) = &self.journal else {
-            issues.push(Issue::error(
-                "207",
-                "the journal is not available; send the message again later",
-            ));
-            return ack(original, AckCode::AE, &issues, charset);
-        };
-        let sender = original.component(4, 1).to_string();
-        let order_key = format!("{sender}|{}", hl7::first_value(text, "PID", 3));
-        let batch: Vec<NewDelivery> = targets
-            .iter()
-            .map(|d| NewDelivery {
-                listener: listener.name.clone(),
-                route: route.spec.name.clone(),
-                sender: sender.clone(),
-                control_id: original.control_id().to_string(),
-                message_type: format!("{}^{}", original.message_code(), original.trigger()),
-                order_key: order_key.clone(),
-                destination: d.clone(),
-                raw: raw.to_vec(),
-                payload: payload.to_vec(),
-                stages: stages.clone(),
-            })
-            .collect();
-        match journal.insert(batch).await {
-            Ok(_) => {
-                for d in targets {
-                    if let Some(dest) = self.destinations.get(d) {
-                        dest.wake().notify_one();
-                    }
-                }
-                self.metrics
-                    .journaled
-                    .get_or_create(&vec![l("route", &route.spec.name)])
-                    .inc();
-                ack(original, AckCode::AA, &issues, charset)
-            }
-            Err(e) => {
-                tracing::error!(route = %route.spec.name, error = %e, "could not journal a message; it was not acknowledged");
-                issues.push(Issue::error(
-                    "207",
-                    "the message could not be stored; send it again",
-                ));
-                ack(original, AckCode::AE, &issues, charset)
-            }
-        }
-    }
-}
-
-fn record_delivery(
-    metrics: &Metrics,
-    dest: &str,
-    result: &Result<Bytes, crate::delivery::DeliveryError>,
-) {
-    let outcome = match result {
-        Ok(_) => "answered",
-        Err(e) => e.kind(),
-    };
-    metrics
-        .deliveries
-        .get_or_create(&vec![l("destination", dest), l("result", outcome)])
-        .inc();
-}
-
-/// The IIS's answer goes back as it came, unless plugin issues must be merged in.
-fn relay(answer: Bytes, sent: &Msh, issues: &[Issue]) -> Answer {
-    let extra: Vec<Issue> = issues
-        .iter()
-        .filter(|i| i.severity != Severity::Error)
-        .cloned()
-        .collect();
-    if let Some((_, acked)) = hl7::read_msa(&String::from_utf8_lossy(&answer))
-        && acked != sent.control_id()
-    {
-        tracing::warn!(expected = %sent.control_id(), got = %acked, "IIS answer's MSA-2 does not match the message sent");
-    }
-    if extra.is_empty() {
-        return Answer::Reply(answer);
-    }
-    match hl7::decode(&answer) {
-        Ok((text, charset)) => {
-            let merged = hl7::merge_issues_into_answer(&text, &extra);
-            Answer::Reply(Bytes::from(hl7::encode(&merged, charset)))
-        }
-        Err(_) => Answer::Reply(answer),
-    }
-}
-
-fn ack(msh: &Msh, code: AckCode, issues: &[Issue], charset: Charset) -> Answer {
-    let text = hl7::build_ack(msh, code, issues, &hl7::new_control_id("IZH"));
-    Answer::Reply(Bytes::from(hl7::encode(&text, charset)))
-}
-
-/// Values a plugin may report for `completeness.<field>` attributes; anything
-/// else is ignored, so a plugin cannot flood the metrics or put data in them.
-const COMPLETENESS: [&str; 6] = [
-    "present", "mapped", "enriched", "missing", "unknown", "invalid",
-];
-
-/// Counts `completeness.race`-style attributes per sending facility.
-fn count_completeness(metrics: &Metrics, sender: &str, attributes: &[(String, String)]) {
-    for (key, value) in attributes {
-        let Some(field) = key.strip_prefix("completeness.") else {
-            continue;
-        };
-        if field.len() <= 32
-            && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && COMPLETENESS.contains(&value.as_str())
-        {
-            metrics
-                .completeness
-                .get_or_create(&vec![
-                    l("sender", sender),
-                    l("field", field),
-                    l("status", value),
-                ])
-                .inc();
-        }
-    }
 }
 
 /// The MSH fields the engine itself needs to route and answer a message.
-fn header_problem(msh: &Msh) -> Option<Issue> {
+pub(super) fn header_problem(msh: &Msh) -> Option<Issue> {
     if msh.message_code().is_empty() {
         return Some(
             Issue::error("101", "MSH-9 (message type, e.g. VXU^V04^VXU_V04) is empty").at("MSH-9"),
@@ -672,15 +298,6 @@ fn header_problem(msh: &Msh) -> Option<Issue> {
         );
     }
     None
-}
-
-fn merge_attributes(into: &mut Vec<(String, String)>, new: Vec<(String, String)>) {
-    for (k, v) in new {
-        match into.iter_mut().find(|(ek, _)| *ek == k) {
-            Some(slot) => slot.1 = v,
-            None => into.push((k, v)),
-        }
-    }
 }
 
 fn matches(route: &RouteSpec, listener: &str, msh: &Msh) -> bool {

@@ -9,7 +9,7 @@ mod host;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -37,8 +37,9 @@ mod bindings {
 use bindings::izhub::plugin::types as wit;
 use bindings::{Plugin, PluginPre};
 
-/// How often the epoch advances; a runaway plugin is stopped within one tick
-/// of its deadline, and a long call yields to other tasks at every tick.
+/// How often the epoch advances while plugin calls run; a runaway plugin is
+/// stopped within one tick of its deadline, and a long call yields to other
+/// tasks at every tick. With no call running the ticker sleeps.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Plugin instances alive at once; calls beyond this wait for a slot.
 const MAX_INSTANCES: u32 = 128;
@@ -228,6 +229,7 @@ pub struct Runtime {
     linker: Linker<CallState>,
     slots: Arc<Semaphore>,
     stop_ticker: Arc<AtomicBool>,
+    ticker: Ticker,
     cache: ComponentCache,
     unlimited: bool,
 }
@@ -235,6 +237,32 @@ pub struct Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
+        self.ticker.thread.unpark();
+    }
+}
+
+/// The epoch ticker thread and the count of calls it ticks for: it parks
+/// while the count is zero, so an idle engine uses no CPU.
+struct Ticker {
+    thread: std::thread::Thread,
+    active: Arc<AtomicUsize>,
+}
+
+/// Counts one running call for the ticker while it lives.
+struct Ticking<'a>(&'a Ticker);
+
+impl<'a> Ticking<'a> {
+    fn start(ticker: &'a Ticker) -> Self {
+        if ticker.active.fetch_add(1, Ordering::SeqCst) == 0 {
+            ticker.thread.unpark();
+        }
+        Ticking(ticker)
+    }
+}
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -296,24 +324,34 @@ impl Runtime {
         Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s).map_err(err_text)?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
-        let (weak, stop) = (engine.weak(), stop_ticker.clone());
-        std::thread::Builder::new()
+        let active = Arc::new(AtomicUsize::new(0));
+        let (weak, stop, calls) = (engine.weak(), stop_ticker.clone(), active.clone());
+        let thread = std::thread::Builder::new()
             .name("izhub-epoch".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
+                    if calls.load(Ordering::SeqCst) == 0 {
+                        // A call starting unparks this thread; the timeout
+                        // only re-checks `stop`.
+                        std::thread::park_timeout(Duration::from_secs(1));
+                        continue;
+                    }
                     std::thread::sleep(EPOCH_TICK);
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
                     }
                 }
-            })?;
+            })?
+            .thread()
+            .clone();
         let cache = ComponentCache::new(&engine, opts.cache_dir);
         Ok(Runtime {
             engine,
             linker,
             slots: Arc::new(Semaphore::new(MAX_INSTANCES as usize)),
             stop_ticker,
+            ticker: Ticker { thread, active },
             cache,
             unlimited: opts.unlimited,
         })
@@ -440,6 +478,7 @@ impl Runtime {
                 stats,
             );
         };
+        let _ticking = Ticking::start(&self.ticker);
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_tcp(false)
             .allow_udp(false)

@@ -333,12 +333,10 @@ fn apply(conn: &mut Connection, ops: &[Op], full_sync: &mut bool) -> Result<Vec<
 impl SqliteStore {
     /// Opens (creating and migrating) the journal at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            })?;
-        }
+        private_files(path).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
         let mut conn = open(path)?;
         migrate(&mut conn, path)?;
         let reader = open(path)?;
@@ -574,6 +572,62 @@ impl Store for SqliteStore {
     }
 }
 
+/// The journal holds PHI: its directory is created 0700 and the file 0600
+/// before SQLite opens it (SQLite gives the -wal and -shm files the
+/// database's mode). A journal left readable by others by an earlier version
+/// is made private; a directory that others can enter is reported, not
+/// changed (it may be shared, like /tmp).
+#[cfg(unix)]
+fn private_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if dir.is_dir() {
+            let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "the journal's directory is open to other users; keep it 0700");
+            }
+        } else {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut name = path.as_os_str().to_owned();
+                name.push(suffix);
+                let file = Path::new(&name);
+                if let Ok(meta) = std::fs::metadata(file)
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(unix))]
+fn private_files(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,6 +655,36 @@ mod tests {
             error: None,
             answer,
         }
+    }
+
+    /// The journal holds PHI: its directory, the database and its -wal and
+    /// -shm files are private to the engine's user from their creation, and
+    /// a journal an earlier version left readable is made private.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn journal_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let data = dir.path().join("data");
+        let path = data.join("journal.db");
+        let j = crate::store::open(&path).unwrap();
+        j.insert(vec![delivery("P1")]).await.unwrap();
+        j.flush().await.unwrap();
+        assert_eq!(mode(&data), 0o700);
+        for suffix in ["", "-wal", "-shm"] {
+            let file = data.join(format!("journal.db{suffix}"));
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        drop(j);
+        let old = dir.path().join("old.db");
+        std::fs::write(&old, b"").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let j = crate::store::open(&old).unwrap();
+        j.insert(vec![delivery("P2")]).await.unwrap();
+        j.flush().await.unwrap();
+        assert_eq!(mode(&old), 0o600);
+        assert_eq!(mode(&dir.path().join("old.db-wal")), 0o600);
     }
 
     /// The WAL is checkpointed beside the writer and still starts over: under

@@ -166,3 +166,13 @@ pub async fn answered_deliveries(admin: &str) -> anyhow::Result<u64> {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64)
 }
+
+/// The CPU seconds the engine at `admin` has used so far (its
+/// `izhub_process_cpu_seconds` metric).
+pub async fn engine_cpu_seconds(admin: &str) -> anyhow::Result<f64> {
+    let text = super::http_get(admin, "/metrics").await?;
+    text.lines()
+        .find(|l| l.starts_with("izhub_process_cpu_seconds "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("{admin}/metrics has no izhub_process_cpu_seconds"))
+}

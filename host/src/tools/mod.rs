@@ -6,7 +6,7 @@ pub mod codes;
 pub mod plugin_dev;
 mod send;
 
-pub use bench::{BenchOptions, BenchResult, answered_deliveries, run_bench};
+pub use bench::{BenchOptions, BenchResult, answered_deliveries, engine_cpu_seconds, run_bench};
 pub use send::{read_message_file, send_files};
 
 /// `GET path` over plain HTTP/1.1 (the engine's admin endpoint): the body of

@@ -47,16 +47,37 @@ pub fn root() -> PathBuf {
         .join("..")
 }
 
-/// Where the built plugin components are.
+/// The components `./dev.sh test` builds before the tests run.
+const BUILT: [&str; 11] = [
+    "validate_iz",
+    "ndc_to_cvx",
+    "race_ethnicity",
+    "route_by_jurisdiction",
+    "stamp_hie",
+    "require_core_fields",
+    "test_misbehave",
+    "test_forbidden_net",
+    "test_forbidden_fs",
+    "python_stamp",
+    "js_stamp",
+];
+
+/// Where the built plugin components are. A plain `cargo test` without them
+/// stops the whole test binary at once with one line saying what to run.
 pub fn plugin_dir() -> PathBuf {
     let dir = std::env::var_os("IZHUB_PLUGIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("build/plugins"));
-    assert!(
-        dir.join("route_by_jurisdiction.wasm").is_file(),
-        "plugins not built in {}: run ./dev.sh test (it builds them first)",
-        dir.display()
-    );
+    if let Some(missing) = BUILT
+        .iter()
+        .find(|p| !dir.join(format!("{p}.wasm")).is_file())
+    {
+        eprintln!(
+            "the plugins are not built ({missing}.wasm is missing in {}): run the tests with ./dev.sh test, which builds them first",
+            dir.display()
+        );
+        std::process::exit(2);
+    }
     dir
 }
 
@@ -95,6 +116,8 @@ pub async fn start_sim(opts: SimOptions) -> Sim {
 
 /// A simulator on a given loopback port (0: any), e.g. an IIS coming back.
 pub async fn start_sim_at(port: u16, opts: SimOptions) -> Sim {
+    // Every end-to-end test starts here: without the plugins, stop at once.
+    plugin_dir();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
@@ -198,6 +221,10 @@ max_frame_bytes = 65536
         ("ERROR", "error", "mi-iis"),
         ("SLOW", "ok", "slow-iis"),
         ("DOWN", "ok", "down-iis"),
+        ("INJECT", "inject-frame", "mi-iis"),
+        ("CTRL", "control-issue", "mi-iis"),
+        ("RENUMBER", "renumber", "mi-iis"),
+        ("ELSEWHERE", "route-to:pa-iis", "mi-iis"),
     ] {
         cfg += &format!(
             r#"

@@ -3,7 +3,11 @@
 //! `memory` (allocates without end), `recurse` (recurses without end), `recurse-big` (recurses with
 //! large frames),
 //! `big-output` (returns a 3 MiB message), `error` (returns an error),
-//! `lookup` (looks up the table named by `table`, reporting the result), `ok`.
+//! `lookup` (looks up the table named by `table`, reporting the result),
+//! `inject-frame` (returns a message with MLLP framing bytes and a second
+//! MSH inside), `control-issue` (reports an issue whose codes and text hold
+//! MLLP framing bytes), `renumber` (changes MSH-10), `route-to:DEST`
+//! (routes to DEST), `ok`.
 
 use izhub_plugin::{Context, Issue, LookupError, Message, Plugin, Verdict};
 
@@ -72,6 +76,30 @@ impl Plugin for Misbehave {
                 ctx.report(Issue::info("0").text(text));
                 Ok(Verdict::Continue)
             }
+            "inject-frame" => {
+                msg.set(
+                    "MSH-22",
+                    "HIE\u{1c}\r\u{0b}MSH|^~\\&|INJECTED|X|||20240101||VXU^V04^VXU_V04|INJECTED-1|P|2.5.1",
+                )?;
+                Ok(Verdict::Continue)
+            }
+            "control-issue" => {
+                ctx.report(
+                    Issue::warning("103\u{0b}")
+                        .app_code("5\u{1c}\u{0b}")
+                        .at("PID-3[2].5")
+                        .text("framing \u{1c}\r\u{0b} inside"),
+                );
+                Ok(Verdict::Continue)
+            }
+            "renumber" => {
+                let id = format!("RENUMBERED-{}", msg.get("MSH-10"));
+                msg.set("MSH-10", &id)?;
+                Ok(Verdict::Continue)
+            }
+            mode if mode.starts_with("route-to:") => Ok(Verdict::route_to(
+                mode.trim_start_matches("route-to:").to_string(),
+            )),
             _ => Ok(Verdict::Continue),
         }
     }

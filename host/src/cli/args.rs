@@ -1,0 +1,291 @@
+//! What the command line accepts: every command, its arguments and `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::plugin::RuntimeOptions;
+
+/// izhub: an immunization interface engine (HL7 v2 over MLLP, sandboxed WebAssembly plugins).
+#[derive(Debug, Parser)]
+#[command(name = "izhub", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing syntax, e.g. `info` or `izhub=debug`); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where compiled plugins are cached between runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheArgs {
+    /// Directory for compiled plugins [default: $IZHUB_CACHE_DIR, else ~/.cache/izhub/components].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every plugin at start instead of using the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl CacheArgs {
+    /// The runtime options these arguments ask for.
+    pub fn runtime_options(&self) -> RuntimeOptions {
+        let dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir
+                .clone()
+                .or_else(|| std::env::var_os("IZHUB_CACHE_DIR").map(PathBuf::from))
+                .or_else(|| {
+                    std::env::var_os("HOME")
+                        .map(|h| PathBuf::from(h).join(".cache/izhub/components"))
+                })
+        };
+        RuntimeOptions {
+            cache_dir: dir,
+            unlimited: false,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the engine: listeners, routes, plugins and the admin endpoint.
+    Serve {
+        /// Configuration file.
+        #[arg(long, short, default_value = "izhub.toml")]
+        config: PathBuf,
+        /// Do not watch the configuration and plugin files for changes.
+        #[arg(long)]
+        no_reload: bool,
+        /// How often to look for changed files, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        reload_poll_ms: u64,
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
+    /// Check a configuration file and report every error at once, without starting anything.
+    Check {
+        /// Configuration file.
+        #[arg(long, short, default_value = "izhub.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
+    /// Run a simulated state IIS that answers VXU and QBP^Q11 over MLLP.
+    SimIis {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:2601")]
+        listen: String,
+        /// The IIS's name in its answers (MSH-3/MSH-4).
+        #[arg(long, default_value = "SIMIIS")]
+        name: String,
+        /// Wait this many milliseconds before each answer.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Answer every message AR, as an IIS that refuses submissions.
+        #[arg(long)]
+        refuse: bool,
+        /// Drop the connection instead of answering every Nth message (0: never).
+        #[arg(long, default_value_t = 0)]
+        drop_every: u64,
+        /// Also answer CDC WSDL SOAP (submitSingleMessage, connectivityTest) on this address.
+        #[arg(long)]
+        soap: Option<String>,
+        /// A SOAP user the simulator accepts, `user:password` (repeatable; none: any).
+        #[arg(long = "soap-user")]
+        soap_users: Vec<String>,
+    },
+    /// Send HL7 files over MLLP and print each answer.
+    Send {
+        /// Message files (one message each; LF or CR line ends).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Address to send to, host:port.
+        #[arg(long)]
+        to: String,
+        /// Seconds to wait for each answer.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Print only one line per answer.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Run journaled messages through their route again (commit mode): by id,
+    /// sender, status or time. The running engine delivers the result.
+    Reprocess {
+        /// Configuration file.
+        #[arg(long, short, default_value = "izhub.toml")]
+        config: PathBuf,
+        /// Journal ids (repeatable).
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+        /// Only messages from this sending facility (MSH-4.1).
+        #[arg(long)]
+        sender: Option<String>,
+        /// Only messages in this state: queued, delivered or dead.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only messages received in the last N minutes.
+        #[arg(long)]
+        since_minutes: Option<i64>,
+        /// List what would be reprocessed, do nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Code sets (CVX, MVX, NDC, HL7 tables): status and update.
+    #[command(subcommand)]
+    Codes(CodesCommand),
+    /// Plugin author tools: new, build, test, bench.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Load-test an MLLP endpoint: msgs/s and latency percentiles, with every ACK checked.
+    Bench {
+        /// Address to test, host:port.
+        #[arg(long)]
+        to: String,
+        /// A second address measured in the same run as the baseline (e.g. the IIS simulator).
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Concurrent connections; a comma-separated list runs each in turn.
+        #[arg(long, default_value = "8", value_delimiter = ',')]
+        connections: Vec<usize>,
+        /// Messages per run.
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        /// The message to send; its MSH-10 is made unique per message.
+        #[arg(long)]
+        file: PathBuf,
+        /// Warm-up messages sent before each measured run.
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// Seconds to wait for each answer.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Spread the messages over this many patients (PID-3.1 gets a suffix), as real
+        /// traffic is; 1 sends the file's patient every time.
+        #[arg(long, default_value_t = 1)]
+        patients: usize,
+        /// The target engine's admin address (host:port): after each run, wait until its IIS
+        /// answered every acknowledged message (commit mode delivers after the AA) and report
+        /// that end-to-end rate too.
+        #[arg(long)]
+        delivered_from: Option<String>,
+        /// The target engine's admin address, to report the engine's CPU time per message
+        /// (from its izhub_process_cpu_seconds; default: --delivered-from). CPU per message
+        /// compares across machines better than msgs/s.
+        #[arg(long)]
+        cpu_from: Option<String>,
+    },
+}
+
+/// `izhub codes …`
+#[derive(Debug, Subcommand)]
+pub enum CodesCommand {
+    /// Show each code set's source, date and number of codes.
+    Status {
+        /// Code-set directory (with cdc/ and aira/).
+        #[arg(long, default_value = "samples/codesets")]
+        dir: PathBuf,
+    },
+    /// Install newer CDC/AIRA files (checked before anything is replaced); a
+    /// running engine picks them up like any configuration change.
+    Update {
+        /// Where the new files are (flat, or with cdc/ and aira/).
+        #[arg(long)]
+        from: PathBuf,
+        /// Code-set directory to update.
+        #[arg(long, default_value = "samples/codesets")]
+        dir: PathBuf,
+    },
+}
+
+/// `izhub plugin …`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Create a new plugin crate (with a passing test) in a new directory.
+    New {
+        /// Crate name, e.g. `check-lot-numbers`.
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path of the izhub-plugin SDK crate.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a plugin crate for wasm32-wasip2 and print the component's path.
+    Build {
+        /// The plugin crate's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a plugin on message files with production limits: verdict, issues,
+    /// changes, time and peak memory; optionally against golden files.
+    Test {
+        /// The plugin component (.wasm).
+        wasm: PathBuf,
+        /// Message files.
+        #[arg(long = "message", short, required = true, num_args = 1..)]
+        messages: Vec<PathBuf>,
+        /// A config value for the plugin, `key=value` (repeatable).
+        #[arg(long = "config", short, value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+        /// A lookup table, `name=FILE` with `key=value` lines (repeatable; granted).
+        #[arg(long = "table", value_parser = parse_table)]
+        tables: Vec<(String, PathBuf)>,
+        /// An extra grant, e.g. `link:wasi:filesystem` (repeatable).
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// Load and grant the code sets in this directory (e.g. samples/codesets).
+        #[arg(long)]
+        codesets: Option<PathBuf>,
+        /// Compare each result with DIR/<message name>.expected; exit 1 on a difference.
+        #[arg(long)]
+        expect: Option<PathBuf>,
+        /// With --expect: write the golden files instead of comparing.
+        #[arg(long, requires = "expect")]
+        bless: bool,
+    },
+    /// Measure a plugin's per-call cost (fresh instance per call), limits on vs off.
+    Bench {
+        /// The plugin component (.wasm).
+        wasm: PathBuf,
+        /// The message to process.
+        #[arg(long, short)]
+        message: PathBuf,
+        /// Calls per measurement.
+        #[arg(long, default_value_t = 5000)]
+        iterations: usize,
+        /// An extra grant, e.g. `link:wasi:filesystem` (repeatable).
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// Load and grant the code sets in this directory (e.g. samples/codesets).
+        #[arg(long)]
+        codesets: Option<PathBuf>,
+        /// A config value for the plugin, `key=value` (repeatable).
+        #[arg(long = "config", short, value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+    },
+}
+
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| format!("'{s}' is not key=value"))
+}
+
+pub(crate) fn parse_table(s: &str) -> Result<(String, PathBuf), String> {
+    parse_key_value(s).map(|(k, v)| (k, PathBuf::from(v)))
+}

@@ -1,0 +1,217 @@
+//! The command line: `serve`, `check`, `sim-iis`, `send`, `bench`, and the
+//! plugin, code-set and journal tools. [`args`] says what each accepts;
+//! each larger command has its own file.
+
+mod args;
+mod bench;
+mod check;
+mod plugin;
+mod reprocess;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+pub use args::{CacheArgs, Cli, CodesCommand, Command, LogFormat, PluginCommand};
+use bench::{Load, bench};
+use plugin::plugin_command;
+use reprocess::reprocess;
+
+use crate::config;
+use crate::sim::{self, SimOptions, SimState};
+use crate::tools;
+
+/// Entry point for the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve {
+            config,
+            no_reload,
+            reload_poll_ms,
+            cache,
+        } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(errs) => {
+                    eprint!("{errs}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let opts = crate::serve::ServeOptions {
+                runtime: cache.runtime_options(),
+                watch: (!no_reload).then(|| Duration::from_millis(reload_poll_ms.max(50))),
+            };
+            crate::serve::run(&cfg, opts, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config, cache } => check::run(&config, &cache).await,
+        Command::SimIis {
+            listen,
+            name,
+            delay_ms,
+            refuse,
+            drop_every,
+            soap,
+            soap_users,
+        } => {
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, name = %name, "simulated IIS listening for MLLP");
+            let opts = SimOptions {
+                name,
+                delay: Duration::from_millis(delay_ms),
+                refuse,
+                drop_every,
+                ..SimOptions::default()
+            };
+            let token = CancellationToken::new();
+            let state = Arc::new(SimState::default());
+            if let Some(addr) = soap {
+                let users = soap_users
+                    .iter()
+                    .map(|u| {
+                        u.split_once(':')
+                            .map(|(a, b)| (a.to_string(), b.to_string()))
+                            .ok_or_else(|| {
+                                anyhow::anyhow!("--soap-user '{u}' is not user:password")
+                            })
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                let soap_listener = tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+                tracing::info!(addr = %soap_listener.local_addr()?, "simulated IIS answering CDC WSDL SOAP");
+                tokio::spawn(sim::run_soap(
+                    soap_listener,
+                    opts.clone(),
+                    users,
+                    state.clone(),
+                    token.clone(),
+                ));
+            }
+            let server = tokio::spawn(sim::run(listener, opts, state, token.clone()));
+            shutdown_signal().await;
+            token.cancel();
+            let _ = server.await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin(cmd) => plugin_command(cmd).await,
+        Command::Reprocess {
+            config,
+            ids,
+            sender,
+            status,
+            since_minutes,
+            dry_run,
+        } => reprocess(config, ids, sender, status, since_minutes, dry_run).await,
+        Command::Codes(CodesCommand::Status { dir }) => {
+            tools::codes::status(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Codes(CodesCommand::Update { from, dir }) => {
+            let n = tools::codes::update(&from, &dir)?;
+            println!("installed {n} files into {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Send {
+            files,
+            to,
+            timeout,
+            quiet,
+        } => {
+            let failed =
+                tools::send_files(&files, &to, Duration::from_secs(timeout), quiet).await?;
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Bench {
+            to,
+            baseline,
+            connections,
+            messages,
+            file,
+            warmup,
+            timeout,
+            patients,
+            delivered_from,
+            cpu_from,
+        } => {
+            let raw = tools::read_message_file(&file)?;
+            let message = String::from_utf8(raw)
+                .map_err(|_| anyhow::anyhow!("{}: not UTF-8", file.display()))?;
+            let load = Load {
+                connections,
+                messages,
+                message,
+                warmup,
+                timeout: Duration::from_secs(timeout),
+                patients,
+                cpu_from: cpu_from.or_else(|| delivered_from.clone()),
+            };
+            bench(to, baseline, load, delivered_from).await
+        }
+    }
+}

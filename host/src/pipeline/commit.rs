@@ -1,0 +1,77 @@
+//! Commit mode: the message is journaled durably for each destination
+//! before the sender gets AA; the destinations' queues deliver it.
+
+use bytes::Bytes;
+
+use super::reply::ack;
+use super::route::Route;
+use super::{Answer, Pipeline};
+use crate::config::ListenerSpec;
+use crate::hl7::{self, AckCode, Charset, Issue, Msh};
+use crate::metrics::l;
+use crate::store::NewDelivery;
+
+impl Pipeline {
+    /// Commit mode: journal the message durably for each destination, then AA.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn commit(
+        &self,
+        route: &Route,
+        listener: &ListenerSpec,
+        raw: &[u8],
+        original: &Msh,
+        text: &str,
+        payload: Bytes,
+        targets: &[String],
+        mut issues: Vec<Issue>,
+        stages: String,
+        charset: Charset,
+    ) -> Answer {
+        let Some(journal) = &self.journal else {
+            issues.push(Issue::error(
+                "207",
+                "the journal is not available; send the message again later",
+            ));
+            return ack(original, AckCode::AE, &issues, charset);
+        };
+        let sender = original.component(4, 1).to_string();
+        let order_key = format!("{sender}|{}", hl7::first_value(text, "PID", 3));
+        let batch: Vec<NewDelivery> = targets
+            .iter()
+            .map(|d| NewDelivery {
+                listener: listener.name.clone(),
+                route: route.spec.name.clone(),
+                sender: sender.clone(),
+                control_id: original.control_id().to_string(),
+                message_type: format!("{}^{}", original.message_code(), original.trigger()),
+                order_key: order_key.clone(),
+                destination: d.clone(),
+                raw: raw.to_vec(),
+                payload: payload.to_vec(),
+                stages: stages.clone(),
+            })
+            .collect();
+        match journal.insert(batch).await {
+            Ok(_) => {
+                for d in targets {
+                    if let Some(dest) = self.destinations.get(d) {
+                        dest.wake().notify_one();
+                    }
+                }
+                self.metrics
+                    .journaled
+                    .get_or_create(&vec![l("route", &route.spec.name)])
+                    .inc();
+                ack(original, AckCode::AA, &issues, charset)
+            }
+            Err(e) => {
+                tracing::error!(route = %route.spec.name, error = %e, "could not journal a message; it was not acknowledged");
+                issues.push(Issue::error(
+                    "207",
+                    "the message could not be stored; send it again",
+                ));
+                ack(original, AckCode::AE, &issues, charset)
+            }
+        }
+    }
+}

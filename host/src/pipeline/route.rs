@@ -1,0 +1,282 @@
+//! One route's run: each plugin in order on a fresh instance, its verdict
+//! applied, then delivery (relay mode) or the journal (commit mode).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+
+use super::reply::{ack, relay};
+use super::untrusted::checked_replacement;
+use super::{Answer, Pipeline};
+use crate::config::{AckMode, ListenerSpec, RouteSpec};
+use crate::hl7::{self, AckCode, Charset, Issue, Msh, Severity};
+use crate::metrics::{Metrics, l};
+use crate::plugin::{Envelope, LoadedPlugin, Verdict};
+
+/// A route with its plugins loaded.
+pub(super) struct Route {
+    pub(super) spec: RouteSpec,
+    pub(super) plugins: Vec<LoadedPlugin>,
+    /// Each plugin's metric series, in plugin order.
+    pub(super) series: Vec<PluginSeries>,
+}
+
+/// One plugin's metric series, looked up once when the route is built
+/// rather than by label for every message.
+pub(super) struct PluginSeries {
+    seconds: Histogram,
+    continued: Counter,
+    rejected: Counter,
+    routed: Counter,
+}
+
+impl PluginSeries {
+    pub(super) fn new(metrics: &Metrics, plugin: &str) -> Self {
+        let verdict = |v: &str| {
+            metrics
+                .plugin_verdicts
+                .get_or_create(&vec![l("plugin", plugin), l("verdict", v)])
+                .clone()
+        };
+        PluginSeries {
+            seconds: metrics
+                .plugin_seconds
+                .get_or_create(&vec![l("plugin", plugin)])
+                .clone(),
+            continued: verdict("continue"),
+            rejected: verdict("reject"),
+            routed: verdict("route_to"),
+        }
+    }
+}
+
+impl Pipeline {
+    pub(super) async fn run_route(
+        &self,
+        route: &Route,
+        listener: &ListenerSpec,
+        raw: &[u8],
+        mut text: String,
+        original: Msh,
+        charset: Charset,
+    ) -> Answer {
+        let id = hl7::new_control_id("m");
+        let received_at = hl7::rfc3339_now();
+        let mut attributes: Vec<(String, String)> = Vec::new();
+        let mut issues: Vec<Issue> = Vec::new();
+        let mut route_to: Option<Vec<String>> = None;
+        // What each plugin did, kept with the message in the journal.
+        let mut stages = String::new();
+        for (plugin, series) in route.plugins.iter().zip(&route.series) {
+            let env = Envelope {
+                id: &id,
+                route: &route.spec.name,
+                source: &listener.name,
+                received_at: &received_at,
+                hl7: &text,
+                attributes: &attributes,
+            };
+            let started = Instant::now();
+            let result = self.runtime.call(plugin, &env).await;
+            series.seconds.observe(started.elapsed().as_secs_f64());
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(route = %route.spec.name, message_id = %id, error = %e, "plugin failed");
+                    self.metrics
+                        .plugin_errors
+                        .get_or_create(&vec![l("plugin", plugin.name()), l("kind", e.kind())])
+                        .inc();
+                    issues.push(Issue::error("207", e.to_string()));
+                    return ack(&original, AckCode::AE, &issues, charset);
+                }
+            };
+            merge_attributes(&mut attributes, outcome.attributes);
+            issues.extend(outcome.issues);
+            let (verdict, counter) = match &outcome.verdict {
+                Verdict::Continue(_) => ("continue", &series.continued),
+                Verdict::Reject(_) => ("reject", &series.rejected),
+                Verdict::RouteTo(_) => ("route_to", &series.routed),
+            };
+            counter.inc();
+            if route.spec.ack_mode == AckMode::Commit {
+                let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if *t != text);
+                stages.push_str(&format!(
+                    "{}\t{verdict}\tissues={}\t{}\n",
+                    plugin.name(),
+                    issues.len(),
+                    if changed { "changed" } else { "unchanged" }
+                ));
+                if let (true, Verdict::Continue(Some(t))) = (changed, &outcome.verdict) {
+                    stages.push_str(t);
+                    stages.push('\n');
+                }
+            }
+            match outcome.verdict {
+                Verdict::Continue(None) => {}
+                Verdict::Continue(Some(new_text)) => {
+                    let new_text = hl7::normalize_segments(&new_text).into_owned();
+                    // MSH-10 may change (some HIEs renumber); the sender is
+                    // still answered with its own, from `original`.
+                    match checked_replacement(&new_text) {
+                        Ok(_) => text = new_text,
+                        Err(why) => {
+                            tracing::warn!(route = %route.spec.name, message_id = %id, plugin = plugin.name(), reason = %why, "plugin returned a message that cannot be sent on");
+                            self.metrics
+                                .plugin_errors
+                                .get_or_create(&vec![
+                                    l("plugin", plugin.name()),
+                                    l("kind", "bad_output"),
+                                ])
+                                .inc();
+                            issues.push(Issue::error(
+                                "207",
+                                format!(
+                                    "plugin '{}' returned a message that cannot be sent on: {why}",
+                                    plugin.name()
+                                ),
+                            ));
+                            return ack(&original, AckCode::AE, &issues, charset);
+                        }
+                    }
+                }
+                Verdict::Reject(found) => {
+                    issues.extend(found);
+                    let code = if issues
+                        .iter()
+                        .any(|i| matches!(i.code.as_str(), "200" | "201" | "202" | "203"))
+                    {
+                        AckCode::AR
+                    } else {
+                        AckCode::AE
+                    };
+                    if !issues.iter().any(|i| i.severity == Severity::Error) {
+                        issues.push(Issue::error(
+                            "207",
+                            format!("rejected by plugin '{}'", plugin.name()),
+                        ));
+                    }
+                    return ack(&original, code, &issues, charset);
+                }
+                Verdict::RouteTo(dests) => {
+                    if let Some(refused) = dests.iter().find(|d| !route.spec.route_to.contains(*d))
+                    {
+                        tracing::warn!(route = %route.spec.name, message_id = %id, plugin = plugin.name(), "plugin routed a message to a destination its route does not grant");
+                        let granted: Vec<&str> =
+                            route.spec.route_to.iter().map(String::as_str).collect();
+                        issues.push(Issue::error(
+                            "207",
+                            format!(
+                                "plugin '{}' routed the message to '{refused}', which route '{}' does not grant (route_to: {})",
+                                plugin.name(),
+                                route.spec.name,
+                                if granted.is_empty() { "none".to_string() } else { granted.join(", ") }
+                            ),
+                        ));
+                        return ack(&original, AckCode::AE, &issues, charset);
+                    }
+                    route_to = Some(dests);
+                }
+            }
+        }
+        count_completeness(
+            &self.metrics,
+            self.sender_label(original.component(4, 1)),
+            &attributes,
+        );
+        let targets = route_to.unwrap_or_else(|| route.spec.destinations.clone());
+        let Some(first) = targets.first() else {
+            issues.push(Issue::error(
+                "207",
+                format!(
+                    "route '{}' found no destination for this message",
+                    route.spec.name
+                ),
+            ));
+            return ack(&original, AckCode::AE, &issues, charset);
+        };
+        let payload = Bytes::from(hl7::encode(&text, charset));
+        if route.spec.ack_mode == AckMode::Commit {
+            return self
+                .commit(
+                    route, listener, raw, &original, &text, payload, &targets, issues, stages,
+                    charset,
+                )
+                .await;
+        }
+        // Extra destinations get a copy; the sender is answered with the first one's answer.
+        for extra in targets.iter().skip(1) {
+            if let Some(dest) = self.destinations.get(extra) {
+                dest.send_copy(payload.clone(), self.metrics.clone());
+            }
+        }
+        let Some(dest) = self.destinations.get(first) else {
+            issues.push(Issue::error(
+                "207",
+                format!("unknown destination '{first}'"),
+            ));
+            return ack(&original, AckCode::AE, &issues, charset);
+        };
+        let result = dest.deliver(payload).await;
+        crate::delivery::record(&self.metrics, dest.name(), &result);
+        match result {
+            Ok(answer) => {
+                let class = hl7::classify_answer(&String::from_utf8_lossy(&answer));
+                tracing::debug!(route = %route.spec.name, message_id = %id, class = class.as_str(), "IIS answered");
+                self.metrics
+                    .iis_answers
+                    .get_or_create(&vec![
+                        l("destination", dest.name()),
+                        l("sender", self.sender_label(original.component(4, 1))),
+                        l("class", class.as_str()),
+                    ])
+                    .inc();
+                relay(answer, &original, &issues)
+            }
+            Err(e) => {
+                tracing::warn!(route = %route.spec.name, message_id = %id, error = %e, "delivery failed");
+                issues.push(Issue::error("207", e.to_string()));
+                ack(&original, AckCode::AE, &issues, charset)
+            }
+        }
+    }
+}
+
+fn merge_attributes(into: &mut Vec<(String, String)>, new: Vec<(String, String)>) {
+    for (k, v) in new {
+        match into.iter_mut().find(|(ek, _)| *ek == k) {
+            Some(slot) => slot.1 = v,
+            None => into.push((k, v)),
+        }
+    }
+}
+
+/// Values a plugin may report for `completeness.<field>` attributes; anything
+/// else is ignored, so a plugin cannot flood the metrics or put data in them.
+const COMPLETENESS: [&str; 6] = [
+    "present", "mapped", "enriched", "missing", "unknown", "invalid",
+];
+
+/// Counts `completeness.race`-style attributes per sending facility.
+fn count_completeness(metrics: &Metrics, sender: &str, attributes: &[(String, String)]) {
+    for (key, value) in attributes {
+        let Some(field) = key.strip_prefix("completeness.") else {
+            continue;
+        };
+        if field.len() <= 32
+            && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && COMPLETENESS.contains(&value.as_str())
+        {
+            metrics
+                .completeness
+                .get_or_create(&vec![
+                    l("sender", sender),
+                    l("field", field),
+                    l("status", value),
+                ])
+                .inc();
+        }
+    }
+}
