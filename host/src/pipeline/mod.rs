@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AckMode, Config, ListenerSpec, RouteSpec};
 use crate::delivery::Destination;
-use crate::identity::Peer;
 use crate::hl7::{self, AckCode, Charset, CharsetError, Issue, Msh, Severity};
+use crate::identity::Peer;
 use crate::metrics::{Metrics, l};
 use crate::plugin::{Envelope, LoadedPlugin, Runtime, Verdict};
 use crate::store::{Journal, NewDelivery};
