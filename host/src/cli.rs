@@ -531,6 +531,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config, cache } => match config::load(&config) {
             Ok(cfg) => {
+                for warning in cfg.warnings() {
+                    tracing::warn!("{warning}");
+                }
                 // Compile every plugin too: a component that does not fit the
                 // contract is a configuration error the operator must see now.
                 let started = std::time::Instant::now();
