@@ -7,6 +7,7 @@
 //! [`delivery`] talks to the IIS. Nothing below calls up.
 
 pub mod admin;
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod delivery;

@@ -133,6 +133,7 @@ async fn start_listener(
                 soap,
                 slot.clone(),
                 stop.clone(),
+                tracker.clone(),
             ))
         }
         None => {
@@ -157,6 +158,9 @@ async fn start_listener(
 /// Binds every listener and starts serving.
 pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<Running> {
     let started = Instant::now();
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let metrics = Arc::new(Metrics::new());
     let runtime = Arc::new(Runtime::new(opts.runtime.clone())?);
     let shutdown = CancellationToken::new();
@@ -276,29 +280,58 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
 
 /// A CDC WSDL SOAP listener: each `submitSingleMessage` goes through the
 /// pipeline like an MLLP frame, and its answer is the SOAP return value.
+/// Connection tasks run on `tracker`, as for MLLP.
 async fn soap_listener(
     socket: TcpListener,
     spec: Arc<crate::config::ListenerSpec>,
     soap: crate::config::SoapListener,
     slot: Arc<PipelineSlot>,
     shutdown: CancellationToken,
+    tracker: TaskTracker,
 ) {
     use crate::pipeline::Answer;
     use crate::soap::Fault;
+    use crate::soap::server::{Limits, Serving, Submission};
     let max_frame = spec.max_frame;
-    let tls = spec.tls.as_ref().map(|t| t.config.clone());
-    let handler: crate::soap::server::Handler = Arc::new(move |_facility, hl7| {
-        let (slot, spec) = (slot.clone(), spec.clone());
+    let labels = vec![l("listener", &spec.name)];
+    let metrics = slot.metrics().clone();
+    let serving = Serving {
+        name: spec.name.clone(),
+        tls: spec.tls.as_ref().map(|t| t.config.clone()),
+        limits: Limits {
+            max_connections: spec.max_connections,
+            max_per_peer: spec.max_per_peer,
+            idle_timeout: spec.idle_timeout,
+            request_timeout: spec.request_timeout,
+        },
+        tracker: tracker.clone(),
+        shutdown,
+        connections: Some(metrics.connections.get_or_create(&labels).clone()),
+        refused: Some(metrics.refused_connections.get_or_create(&labels).clone()),
+    };
+    let handler: crate::soap::server::Handler = Arc::new(move |sub: Submission| {
+        let (slot, spec, tracker) = (slot.clone(), spec.clone(), tracker.clone());
         Box::pin(async move {
-            if hl7.len() > max_frame {
+            if sub.hl7.len() > max_frame {
                 return Err(Fault::MessageTooLarge {
-                    size: hl7.len(),
+                    size: sub.hl7.len(),
                     max: max_frame,
                 });
             }
-            match slot.current().handle(&spec, hl7.as_bytes()).await {
-                Answer::Reply(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-                Answer::Close(why) => Err(Fault::Unknown(why)),
+            // A message taken in is handled to the end, like an MLLP frame,
+            // even if its request is cut or its client goes away meanwhile.
+            let handled = tracker.spawn(async move {
+                slot.current()
+                    .handle_from(&spec, sub.hl7.as_bytes(), sub.peer.as_ref())
+                    .await
+            });
+            match handled.await {
+                Ok(Answer::Reply(bytes)) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+                Ok(Answer::Close(why)) => Err(Fault::Unknown(why)),
+                Err(e) => {
+                    tracing::error!(error = %e, "SOAP submission: handling the message failed");
+                    Err(Fault::Unknown("the message could not be handled".into()))
+                }
             }
         })
     });
@@ -307,7 +340,7 @@ async fn soap_listener(
         max_body: max_frame * 2 + (16 << 10),
         handler,
     };
-    crate::soap::server::run(socket, soap.path, endpoint, tls, shutdown).await;
+    crate::soap::server::run(socket, soap.path, endpoint, serving).await;
 }
 
 /// Runs until `signal` completes, then shuts down gracefully.

@@ -13,6 +13,9 @@ use crate::plugin::Runtime;
 pub(super) async fn run(config: &Path, cache: &CacheArgs) -> anyhow::Result<ExitCode> {
     match config::load(config) {
         Ok(cfg) => {
+            for warning in cfg.warnings() {
+                tracing::warn!("{warning}");
+            }
             // Compile every plugin too: a component that does not fit the
             // contract is a configuration error the operator must see now.
             let started = std::time::Instant::now();

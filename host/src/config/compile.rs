@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::file::{FileConfig, PluginFile};
+use super::file::{FileConfig, PluginFile, SoapUserFile};
 use crate::mllp::DEFAULT_MAX_FRAME;
 
 /// A checked configuration, ready to run.
@@ -35,6 +35,26 @@ pub struct Config {
     pub routes: Vec<RouteSpec>,
 }
 
+impl Config {
+    /// What works but deserves the operator's attention, each line naming
+    /// its key: SOAP users not bound to facilities.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for l in &self.listeners {
+            let Some(soap) = &l.soap else { continue };
+            for (user, u) in &soap.users {
+                if u.facilities.is_none() {
+                    out.push(format!(
+                        "listeners.{}.soap_users.{user}: SOAP user '{user}' is not bound to facilities and may send for any sending facility (MSH-4.1); give it {{ password = \"...\", facilities = [...] }}",
+                        l.name
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// One MLLP listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSpec {
@@ -46,6 +66,8 @@ pub struct ListenerSpec {
     pub max_connections: usize,
     pub max_per_peer: usize,
     pub idle_timeout: Duration,
+    /// SOAP: how long a request may take from its first byte to its answer.
+    pub request_timeout: Duration,
     /// Set for a SOAP listener: its URL path and allowed users.
     pub soap: Option<SoapListener>,
     /// MLLP over TLS.
@@ -56,8 +78,8 @@ pub struct ListenerSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SoapListener {
     pub path: String,
-    /// Username → password; empty allows any.
-    pub users: BTreeMap<String, String>,
+    /// Users by name, with their passwords and facilities; empty allows any.
+    pub users: BTreeMap<String, crate::soap::server::SoapUser>,
 }
 
 /// One IIS reached over MLLP.
@@ -328,6 +350,41 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
                 "must be at least 64",
             );
         }
+        let soap = match l
+            .protocol
+            .as_ref()
+            .map(|p| (p.get_ref().as_str(), p.span()))
+        {
+            None | Some(("mllp", _)) => None,
+            Some(("soap", _)) => Some(SoapListener {
+                path: l.soap_path.clone().unwrap_or_else(|| "/".into()),
+                users: soap_users(&mut errs, name, &l.soap_users),
+            }),
+            Some((other, span)) => {
+                errs.push(
+                    Some(span),
+                    format!("listeners.{name}.protocol"),
+                    format!("unknown protocol '{other}' (mllp, soap)"),
+                );
+                None
+            }
+        };
+        let request_timeout = match &l.request_timeout_secs {
+            None => Duration::from_secs(60),
+            Some(secs) => {
+                let key = format!("listeners.{name}.request_timeout_secs");
+                if soap.is_none() {
+                    errs.push(
+                        Some(secs.span()),
+                        key,
+                        "applies to SOAP listeners only (protocol = \"soap\")",
+                    );
+                } else if *secs.get_ref() == 0 {
+                    errs.push(Some(secs.span()), key, "must be at least 1");
+                }
+                Duration::from_secs((*secs.get_ref()).max(1))
+            }
+        };
         listeners.push(ListenerSpec {
             name: name.clone(),
             addr,
@@ -337,26 +394,9 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
             max_connections: l.max_connections.unwrap_or(1024).max(1),
             max_per_peer: l.max_connections_per_peer.unwrap_or(64).max(1),
             idle_timeout: Duration::from_secs(l.idle_timeout_secs.unwrap_or(600).max(1)),
+            request_timeout,
             tls,
-            soap: match l
-                .protocol
-                .as_ref()
-                .map(|p| (p.get_ref().as_str(), p.span()))
-            {
-                None | Some(("mllp", _)) => None,
-                Some(("soap", _)) => Some(SoapListener {
-                    path: l.soap_path.clone().unwrap_or_else(|| "/".into()),
-                    users: l.soap_users.clone(),
-                }),
-                Some((other, span)) => {
-                    errs.push(
-                        Some(span),
-                        format!("listeners.{name}.protocol"),
-                        format!("unknown protocol '{other}' (mllp, soap)"),
-                    );
-                    None
-                }
-            },
+            soap,
         });
     }
 
@@ -725,6 +765,51 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// A SOAP listener's users: a password alone allows any facility; a table
+/// binds the user to a non-empty list of facilities.
+fn soap_users(
+    errs: &mut Errors<'_>,
+    listener: &str,
+    users: &BTreeMap<String, toml::Spanned<SoapUserFile>>,
+) -> BTreeMap<String, crate::soap::server::SoapUser> {
+    let mut out = BTreeMap::new();
+    for (user, entry) in users {
+        let key = format!("listeners.{listener}.soap_users.{user}");
+        let facilities = match entry.get_ref() {
+            SoapUserFile::Password(_) => None,
+            SoapUserFile::Bound(t) => {
+                if t.facilities.is_empty() {
+                    errs.push(
+                        Some(entry.span()),
+                        format!("{key}.facilities"),
+                        "is empty: list the sending facilities (MSH-4.1) this user may send for",
+                    );
+                }
+                if t.facilities.iter().any(|f| f.trim().is_empty()) {
+                    errs.push(
+                        Some(entry.span()),
+                        format!("{key}.facilities"),
+                        "holds a blank facility name",
+                    );
+                }
+                Some(t.facilities.iter().cloned().collect())
+            }
+        };
+        let password = match entry.get_ref() {
+            SoapUserFile::Password(p) => p.clone(),
+            SoapUserFile::Bound(t) => t.password.clone(),
+        };
+        out.insert(
+            user.clone(),
+            crate::soap::server::SoapUser {
+                password,
+                facilities,
+            },
+        );
+    }
+    out
+}
+
 fn list(names: &BTreeSet<&str>) -> String {
     if names.is_empty() {
         "none".to_string()
@@ -990,6 +1075,83 @@ grants = ["lookup:nope", "fly"]
             errs[0].message.contains("unknown field `listen_port`"),
             "{}",
             errs[0].message
+        );
+    }
+
+    #[test]
+    fn soap_users_bound_to_facilities_and_request_timeouts() {
+        let src = r#"
+[listeners.soap]
+listen = "127.0.0.1:0"
+protocol = "soap"
+request_timeout_secs = 5
+[listeners.soap.soap_users]
+open = "pw1"
+ehr1 = { password = "pw2", facilities = ["CLINIC-A", "CLINIC-B"] }
+"#;
+        let cfg = load_str(src, Path::new("x.toml")).unwrap();
+        let l = &cfg.listeners[0];
+        assert_eq!(l.request_timeout, Duration::from_secs(5));
+        let users = &l.soap.as_ref().unwrap().users;
+        assert_eq!(users["open"].password, "pw1");
+        assert_eq!(users["open"].facilities, None);
+        assert_eq!(users["ehr1"].password, "pw2");
+        assert_eq!(
+            users["ehr1"].facilities,
+            Some(BTreeSet::from(["CLINIC-A".into(), "CLINIC-B".into()]))
+        );
+        let warnings = cfg.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0]
+                .starts_with("listeners.soap.soap_users.open: SOAP user 'open' is not bound"),
+            "{warnings:?}"
+        );
+
+        let src = r#"
+[listeners.mllp]
+listen = "127.0.0.1:0"
+request_timeout_secs = 5
+
+[listeners.soap]
+listen = "127.0.0.1:0"
+protocol = "soap"
+request_timeout_secs = 0
+[listeners.soap.soap_users]
+ehr1 = { password = "pw", facilities = [] }
+ehr2 = { password = "pw", facilities = [""] }
+ehr3 = { password = "pw", facility = ["X"] }
+ehr4 = 7
+"#;
+        let errs = load_str(src, Path::new("x.toml")).unwrap_err();
+        let text = errs.to_string();
+        // Untagged tables fail as a whole: the first bad value is reported.
+        assert!(
+            text.contains("a password, or a table { password = \"...\", facilities"),
+            "{text}"
+        );
+        let src = src
+            .replace("ehr3 = { password = \"pw\", facility = [\"X\"] }\n", "")
+            .replace("ehr4 = 7\n", "");
+        let text = load_str(&src, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(text.contains("4 errors"), "{text}");
+        assert!(
+            text.contains(
+                ":4:24: listeners.mllp.request_timeout_secs: applies to SOAP listeners only"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(":9:24: listeners.soap.request_timeout_secs: must be at least 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":11:8: listeners.soap.soap_users.ehr1.facilities: is empty"),
+            "{text}"
+        );
+        assert!(
+            text.contains("listeners.soap.soap_users.ehr2.facilities: holds a blank facility name"),
+            "{text}"
         );
     }
 

@@ -76,9 +76,37 @@ pub struct ListenerFile {
     pub protocol: Option<Spanned<String>>,
     /// SOAP: the URL path of the endpoint (default `/`).
     pub soap_path: Option<String>,
-    /// SOAP: usernames and passwords allowed to submit; empty allows any.
+    /// SOAP: how long a request may take, from its first byte until its
+    /// answer is ready, in seconds (default 60).
+    pub request_timeout_secs: Option<Spanned<u64>>,
+    /// SOAP: users allowed to submit, each with a password and, preferably,
+    /// the sending facilities (MSH-4.1) it may send for; empty allows any.
     #[serde(default)]
-    pub soap_users: BTreeMap<String, String>,
+    pub soap_users: BTreeMap<String, Spanned<SoapUserFile>>,
+}
+
+/// `[listeners.NAME.soap_users]`: `user = "password"` (any facility), or
+/// `user = { password = "...", facilities = ["CLINIC-A"] }`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a password, or a table { password = \"...\", facilities = [\"FACILITY\", ...] }"
+)]
+pub enum SoapUserFile {
+    /// A password only: the user may send for any facility.
+    Password(String),
+    /// A password and the facilities the user may send for.
+    Bound(SoapUserTable),
+}
+
+/// A SOAP user bound to facilities.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoapUserTable {
+    /// The user's password (never logged).
+    pub password: String,
+    /// Sending facilities (MSH-4.1) this user may send for; not empty.
+    pub facilities: Vec<String>,
 }
 
 /// `[destinations.NAME]`

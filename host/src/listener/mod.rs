@@ -1,18 +1,15 @@
 //! MLLP listeners: accept connections (bounded), read frames, hand each to the
 //! pipeline and write its answer back, in order, on the same connection.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Gate, TLS_HANDSHAKE};
 use crate::config::ListenerSpec;
 use crate::hl7::{self, AckCode, Issue, Msh};
 use crate::metrics::l;
@@ -28,44 +25,18 @@ pub async fn run(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(spec.max_connections));
-    let per_peer: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(ok) => {
-                backoff = Duration::from_millis(5);
-                ok
-            }
-            Err(e) => {
-                // Usually out of file descriptors: wait and try again.
-                tracing::error!(listener = %spec.name, error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let Some(peer_slot) = PeerSlot::take(&per_peer, peer.ip(), spec.max_per_peer) else {
-            tracing::warn!(listener = %spec.name, peer = %peer.ip(), limit = spec.max_per_peer, "too many connections from one address; closing the new one");
-            pipeline
-                .metrics()
-                .refused_connections
-                .get_or_create(&vec![l("listener", &spec.name)])
-                .inc();
-            continue;
-        };
+    let refused = pipeline
+        .metrics()
+        .refused_connections
+        .get_or_create(&vec![l("listener", &spec.name)])
+        .clone();
+    let gate = Gate::new(
+        &spec.name,
+        spec.max_connections,
+        spec.max_per_peer,
+        Some(refused),
+    );
+    while let Some((stream, peer, admitted)) = gate.accept(&listener, &shutdown).await {
         let (spec, pipeline, shutdown) = (spec.clone(), pipeline.clone(), shutdown.clone());
         tracker.spawn(async move {
             tracing::debug!(listener = %spec.name, %peer, "connection opened");
@@ -100,50 +71,8 @@ pub async fn run(
             }
             gauge.dec();
             tracing::debug!(listener = %spec.name, %peer, "connection closed");
-            drop(permit);
-            drop(peer_slot);
+            drop(admitted);
         });
-    }
-}
-
-/// How long a client has to complete the TLS handshake.
-const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
-
-/// One connection's place in the per-address count; freed on drop.
-struct PeerSlot {
-    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl PeerSlot {
-    fn take(
-        counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
-        ip: IpAddr,
-        limit: usize,
-    ) -> Option<PeerSlot> {
-        let mut map = counts.lock().ok()?;
-        let n = map.entry(ip).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(PeerSlot {
-            counts: counts.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        if let Ok(mut map) = self.counts.lock()
-            && let Some(n) = map.get_mut(&self.ip)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
     }
 }
 

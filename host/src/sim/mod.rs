@@ -278,13 +278,14 @@ pub async fn run_soap(
     shutdown: CancellationToken,
 ) {
     use crate::soap::Fault;
+    use crate::soap::server::{Limits, Serving, SoapUser, Submission};
     let tls = opts.tls.clone();
     let opts = Arc::new(opts);
     let max_body = opts.max_frame.saturating_mul(2);
-    let handler: crate::soap::server::Handler = Arc::new(move |_facility, hl7| {
+    let handler: crate::soap::server::Handler = Arc::new(move |sub: Submission| {
         let (opts, state) = (opts.clone(), state.clone());
         Box::pin(async move {
-            let (n, text) = record(&state, &hl7);
+            let (n, text) = record(&state, &sub.hl7);
             if !opts.delay.is_zero() {
                 tokio::time::sleep(opts.delay).await;
             }
@@ -298,11 +299,28 @@ pub async fn run_soap(
         })
     });
     let endpoint = crate::soap::server::Endpoint {
-        users,
+        users: users
+            .into_iter()
+            .map(|(u, p)| (u, SoapUser::any_facility(p)))
+            .collect(),
         max_body,
         handler,
     };
-    crate::soap::server::run(listener, "/".into(), endpoint, tls, shutdown).await;
+    // A test double: generous limits, and nobody waits for its connections.
+    let serving = Serving {
+        name: "sim-iis".into(),
+        tls,
+        limits: Limits {
+            max_connections: 4096,
+            max_per_peer: 4096,
+            ..Limits::default()
+        },
+        tracker: tokio_util::task::TaskTracker::new(),
+        shutdown,
+        connections: None,
+        refused: None,
+    };
+    crate::soap::server::run(listener, "/".into(), endpoint, serving).await;
 }
 
 /// The simulator's answer to one message, or None when MSH is unreadable.
