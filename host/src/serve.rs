@@ -321,8 +321,9 @@ async fn soap_listener(
             // A message taken in is handled to the end, like an MLLP frame,
             // even if its request is cut or its client goes away meanwhile.
             let handled = tracker.spawn(async move {
+                let identity = sub.peer.map(crate::identity::Identity::Proven);
                 slot.current()
-                    .handle_from(&spec, sub.hl7.as_bytes(), sub.peer.as_ref())
+                    .handle_from(&spec, sub.hl7.as_bytes(), identity.as_ref())
                     .await
             });
             match handled.await {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::file::{FileConfig, PluginFile, SoapUserFile};
+use super::file::{FileConfig, ListenerTlsFile, PluginFile, SoapUserFile};
 use crate::mllp::DEFAULT_MAX_FRAME;
 
 /// A checked configuration, ready to run.
@@ -330,10 +330,12 @@ pub fn load_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
             let span = t.span();
             let t = t.get_ref();
             let ca = t.client_ca.as_ref().map(|c| base.join(c));
+            let identities = compile_identities(&mut errs, name, t, span.clone());
             match crate::tls::ListenerTls::load(
                 &base.join(&t.cert),
                 &base.join(&t.key),
                 ca.as_deref(),
+                identities,
             ) {
                 Ok(tls) => Some(tls),
                 Err(e) => {
@@ -862,6 +864,67 @@ fn check_port(
     bound.push((addr, key.to_string()));
 }
 
+/// Checks `[listeners.NAME.tls.identities]`: every key names a certificate
+/// once, every list holds facilities, and client certificates are required.
+fn compile_identities(
+    errs: &mut Errors<'_>,
+    listener: &str,
+    tls: &ListenerTlsFile,
+    span: Range<usize>,
+) -> crate::identity::certificate::CertIdentities {
+    let key = format!("listeners.{listener}.tls.identities");
+    if !tls.identities.is_empty() && tls.client_ca.is_none() {
+        errs.push(
+            Some(span),
+            key.clone(),
+            "identities need client_ca: without mutual TLS no client certificate is presented",
+        );
+    }
+    let mut out = crate::identity::certificate::CertIdentities::new();
+    let mut written: BTreeMap<crate::identity::certificate::CertKey, &str> = BTreeMap::new();
+    for (cert, facilities) in &tls.identities {
+        let entry_key = format!("{key}.\"{}\"", cert.get_ref());
+        let parsed = match crate::identity::certificate::CertKey::parse(cert.get_ref()) {
+            Ok(parsed) => Some(parsed),
+            Err(why) => {
+                errs.push(Some(cert.span()), entry_key.clone(), why);
+                None
+            }
+        };
+        let list = facilities.get_ref();
+        if list.is_empty() {
+            errs.push(
+                Some(facilities.span()),
+                entry_key.clone(),
+                "the list of facilities is empty: name the sending facilities (MSH-4.1) this certificate may send for, or remove the entry",
+            );
+        }
+        if let Some(blank) = list
+            .iter()
+            .find(|f| f.trim().is_empty() || f.trim() != f.as_str())
+        {
+            errs.push(
+                Some(facilities.span()),
+                entry_key.clone(),
+                format!("'{blank}' is not a sending facility (MSH-4.1): no empty values or surrounding spaces"),
+            );
+        }
+        if let Some(parsed) = parsed {
+            if let Some(other) = written.get(&parsed) {
+                errs.push(
+                    Some(cert.span()),
+                    entry_key,
+                    format!("names the same certificate as \"{other}\"; keep one entry"),
+                );
+            } else {
+                written.insert(parsed.clone(), cert.get_ref());
+                out.insert(parsed, list.iter().cloned().collect());
+            }
+        }
+    }
+    out
+}
+
 fn compile_plugin(
     errs: &mut Errors<'_>,
     base: &Path,
@@ -1153,6 +1216,56 @@ ehr4 = 7
             text.contains("listeners.soap.soap_users.ehr2.facilities: holds a blank facility name"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn checks_certificate_identities() {
+        let hex = "0f".repeat(32);
+        let src = format!(
+            r#"[listeners.a]
+listen = "127.0.0.1:0"
+[listeners.a.tls]
+cert = "a.pem"
+key = "a.key"
+client_ca = "ca.pem"
+[listeners.a.tls.identities]
+"CN=HIE-MEMBER-1" = ["CLINIC-A", "CLINIC-B"]
+"HIE-MEMBER-2" = ["CLINIC-C"]
+"sha256:12zz" = ["CLINIC-D"]
+"CN=HIE-MEMBER-3" = []
+"sha256:{hex}" = ["CLINIC-E"]
+"sha256:{upper}" = ["CLINIC-F"]
+"CN=HIE-MEMBER-4" = [" CLINIC-G"]
+
+[listeners.b]
+listen = "127.0.0.1:0"
+[listeners.b.tls]
+cert = "b.pem"
+key = "b.key"
+[listeners.b.tls.identities]
+"CN=HIE-MEMBER-1" = ["CLINIC-A"]
+"#,
+            upper = hex.to_uppercase()
+        );
+        let errs = load_str(&src, Path::new("x.toml")).unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let joined = text.join("\n");
+        let upper = hex.to_uppercase();
+        let expect = [
+            ":9:1: listeners.a.tls.identities.\"HIE-MEMBER-2\": 'HIE-MEMBER-2' names no certificate: write \"CN=",
+            ":10:1: listeners.a.tls.identities.\"sha256:12zz\": 'sha256:12zz' is not a SHA-256 fingerprint",
+            ":11:21: listeners.a.tls.identities.\"CN=HIE-MEMBER-3\": the list of facilities is empty",
+            &format!(
+                ":12:1: listeners.a.tls.identities.\"sha256:{hex}\": names the same certificate as \"sha256:{upper}\""
+            ),
+            ":14:21: listeners.a.tls.identities.\"CN=HIE-MEMBER-4\": ' CLINIC-G' is not a sending facility",
+            "listeners.b.tls.identities: identities need client_ca",
+        ];
+        for e in expect {
+            assert!(joined.contains(e), "missing {e:?} in:\n{joined}");
+        }
+        // The rest are the two listeners' missing certificate files.
+        assert_eq!(errs.len(), expect.len() + 2, "{joined}");
     }
 
     #[test]

@@ -70,7 +70,8 @@ pub struct ListenerFile {
     /// Close a connection idle this long, in seconds (default 600).
     pub idle_timeout_secs: Option<u64>,
     /// MLLP over TLS: this listener's certificate and key, and with
-    /// `client_ca` mutual TLS (the client certificate's CN must be MSH-4.1).
+    /// `client_ca` mutual TLS (the client certificate's subject CN must be
+    /// MSH-4.1, unless `identities` maps the certificate to facilities).
     pub tls: Option<Spanned<ListenerTlsFile>>,
     /// `mllp` (default) or `soap` (the CDC WSDL over HTTP).
     pub protocol: Option<Spanned<String>>,
@@ -157,6 +158,12 @@ pub struct ListenerTlsFile {
     pub key: String,
     /// PEM CA that client certificates must chain to; requires them.
     pub client_ca: Option<String>,
+    /// With `client_ca`: the sending facilities (MSH-4.1) a client
+    /// certificate may send for, by `"CN=<subject common name>"` or
+    /// `"sha256:<hex SHA-256 of its DER>"` (a fingerprint is looked up
+    /// first). A certificate not named here sends for its subject CN only.
+    #[serde(default)]
+    pub identities: BTreeMap<Spanned<String>, Spanned<Vec<String>>>,
 }
 
 /// `[destinations.NAME.tls]`

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::admission::{Gate, TLS_HANDSHAKE};
 use crate::config::ListenerSpec;
 use crate::hl7::{self, AckCode, Issue, Msh};
+use crate::identity::{Identity, Refusal};
 use crate::metrics::l;
 use crate::mllp::{MllpCodec, MllpFrame};
 use crate::pipeline::{Answer, PipelineSlot};
@@ -52,14 +53,14 @@ pub async fn run(
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
                     match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            // With mutual TLS the client certificate names the sender.
-                            let identity = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|c| c.first())
-                                .and_then(|c| crate::tls::subject_cn(c))
-                                .map(|cn| crate::identity::Peer::single(format!("client certificate '{cn}'"), cn));
+                            let identity = tls.mutual.then(|| {
+                                certificate_identity(
+                                    tls,
+                                    stream.get_ref().1.peer_certificates(),
+                                    &spec.name,
+                                    peer,
+                                )
+                            });
                             serve_connection(stream, &spec, &pipeline, shutdown, identity).await
                         }
                         Ok(Err(e)) => {
@@ -76,12 +77,34 @@ pub async fn run(
     }
 }
 
+/// With mutual TLS the client certificate names the sender; one that cannot
+/// gets every message on its connection refused, with the reason.
+fn certificate_identity(
+    tls: &crate::tls::ListenerTls,
+    chain: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    listener: &str,
+    peer: std::net::SocketAddr,
+) -> Identity {
+    let Some(cert) = chain.and_then(<[_]>::first) else {
+        // The verifier requires a certificate; this is a safety net.
+        tracing::warn!(listener, %peer, "no client certificate on a mutual TLS connection; its messages are refused");
+        return Identity::Refused(Refusal::NoCertificate);
+    };
+    match tls.identify(cert) {
+        Ok(sender) => Identity::Proven(sender),
+        Err(e) => {
+            tracing::warn!(listener, %peer, reason = %e, "the client certificate cannot identify a sender; every message on this connection is refused");
+            Identity::Refused(Refusal::Certificate(e))
+        }
+    }
+}
+
 async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     stream: S,
     spec: &ListenerSpec,
     pipeline: &PipelineSlot,
     shutdown: CancellationToken,
-    identity: Option<crate::identity::Peer>,
+    identity: Option<Identity>,
 ) {
     let mut framed = Framed::new(stream, MllpCodec::new(spec.max_frame, spec.lenient_framing));
     let metrics = pipeline.metrics().clone();

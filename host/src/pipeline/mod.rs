@@ -21,7 +21,7 @@ use bytes::Bytes;
 use crate::config::{Config, ListenerSpec, RouteSpec};
 use crate::delivery::Destination;
 use crate::hl7::{self, AckCode, Charset, CharsetError, Issue, Msh};
-use crate::identity::Peer;
+use crate::identity::Identity;
 use crate::metrics::{Metrics, l};
 use crate::plugin::Runtime;
 use crate::store::Journal;
@@ -169,14 +169,15 @@ impl Pipeline {
         self.handle_from(listener, raw, None).await
     }
 
-    /// [`Pipeline::handle`] for a sender whose identity a transport proved
-    /// (a client certificate, a SOAP user): MSH-4.1 must be one of the
-    /// facilities it may send for.
+    /// [`Pipeline::handle`] on a connection whose transport establishes who
+    /// sends (a client certificate, a SOAP user): for a proven identity
+    /// MSH-4.1 must be one of the facilities it may send for; a refused one
+    /// gets AR naming the reason for every message whose MSH can be read.
     pub async fn handle_from(
         &self,
         listener: &ListenerSpec,
         raw: &[u8],
-        identity: Option<&Peer>,
+        identity: Option<&Identity>,
     ) -> Answer {
         let started = Instant::now();
         self.metrics
@@ -205,7 +206,7 @@ impl Pipeline {
         &'s self,
         listener: &ListenerSpec,
         raw: &[u8],
-        identity: Option<&Peer>,
+        identity: Option<&Identity>,
     ) -> (Option<&'s str>, Answer) {
         let (text, charset) = match hl7::decode(raw) {
             Ok(ok) => ok,
@@ -216,6 +217,11 @@ impl Pipeline {
             Ok(m) => m,
             Err(e) => return (None, Answer::Close(format!("cannot answer: {e}"))),
         };
+        if let Some(Identity::Refused(reason)) = identity {
+            tracing::debug!(listener = %listener.name, reason = %reason, "message refused: the connection has no usable sender identity");
+            let issue = Issue::error("207", reason.to_string());
+            return (None, ack(&msh, AckCode::AR, &[issue], charset));
+        }
         if let Some(issue) = header_problem(&msh).or_else(|| {
             hl7::check_structure(&text)
                 .err()
@@ -224,7 +230,7 @@ impl Pipeline {
             return (None, ack(&msh, AckCode::AR, &[issue], charset));
         }
         let sender = msh.component(4, 1).to_string();
-        if let Some(peer) = identity
+        if let Some(Identity::Proven(peer)) = identity
             && !peer.may_send_for(&sender)
         {
             tracing::warn!(listener = %listener.name, sender = %sender, peer = %peer.name, "sender is not among the facilities its identity may send for");

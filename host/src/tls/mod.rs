@@ -10,6 +10,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
+use crate::identity::Peer;
+use crate::identity::certificate::{self, CertIdentities, IdentityError};
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -94,61 +97,58 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
         .map_err(|e| format!("'{name}' is not a server name: {e}"))
 }
 
-/// The subject common name (CN) of a DER certificate.
-///
-/// The subject follows the issuer in the certificate, so the last CN
-/// attribute (OID 2.5.4.3) before the public key is the subject's. Only
-/// short-form lengths are read, which every CN fits (at most 64 characters).
-pub fn subject_cn(der: &[u8]) -> Option<String> {
-    const CN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
-    let mut found = None;
-    let mut i = 0;
-    while let Some(pos) = der.get(i..)?.windows(5).position(|w| w == CN_OID) {
-        let start = i + pos + 5;
-        let tag = *der.get(start)?;
-        let len = *der.get(start + 1)? as usize;
-        if matches!(tag, 0x0c | 0x13 | 0x16)
-            && len < 0x80
-            && let Some(bytes) = der.get(start + 2..start + 2 + len)
-        {
-            found = std::str::from_utf8(bytes).ok().map(str::to_string);
-        }
-        i = start;
-    }
-    found
-}
-
-/// A listener's TLS, as configured (compared by its files).
+/// A listener's TLS, as configured (compared by its files and identities).
 #[derive(Clone)]
 pub struct ListenerTls {
     pub config: Arc<ServerConfig>,
     /// Whether clients must present a certificate (mutual TLS).
     pub mutual: bool,
+    /// Certificates that may send for other facilities than their CN.
+    pub identities: CertIdentities,
     files: Vec<std::path::PathBuf>,
 }
 
 impl ListenerTls {
     /// Loads a listener's certificate, key and optional client CA.
-    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ListenerTls, String> {
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+        identities: CertIdentities,
+    ) -> Result<ListenerTls, String> {
         let mut files = vec![cert.to_path_buf(), key.to_path_buf()];
         files.extend(client_ca.map(Path::to_path_buf));
         Ok(ListenerTls {
             config: server_config(cert, key, client_ca)?,
             mutual: client_ca.is_some(),
+            identities,
             files,
         })
+    }
+
+    /// The sender a verified client certificate (DER) proves, and the
+    /// facilities it may send for: those mapped to its fingerprint, else
+    /// those mapped to its subject CN, else its subject CN alone.
+    pub fn identify(&self, der: &[u8]) -> Result<Peer, IdentityError> {
+        certificate::identify(&self.identities, der)
     }
 }
 
 impl PartialEq for ListenerTls {
     fn eq(&self, other: &Self) -> bool {
-        self.files == other.files
+        self.files == other.files && self.identities == other.identities
     }
 }
 impl Eq for ListenerTls {}
 impl std::fmt::Debug for ListenerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ListenerTls({:?}, mutual: {})", self.files, self.mutual)
+        write!(
+            f,
+            "ListenerTls({:?}, mutual: {}, identities: {})",
+            self.files,
+            self.mutual,
+            self.identities.len()
+        )
     }
 }
 
