@@ -21,6 +21,7 @@ use crate::listener;
 use crate::metrics::{Metrics, l};
 use crate::pipeline::{Pipeline, PipelineSlot};
 use crate::plugin::{Runtime, RuntimeOptions};
+use crate::tls::ListenerTls;
 use crate::topology::Deliveries;
 
 /// How long shutdown waits for in-flight messages.
@@ -103,6 +104,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 /// stops it (its accept loop and its connections) without touching others.
 struct ListenerHandle {
     spec: Arc<ListenerSpec>,
+    /// Its TLS as loaded (compared with the files' contents on reload).
+    tls: Option<ListenerTls>,
     addr: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -114,6 +117,7 @@ type Listeners = BTreeMap<String, ListenerHandle>;
 /// Binds one listener and starts its accept loop on `tracker`.
 async fn start_listener(
     spec: &ListenerSpec,
+    tls: Option<ListenerTls>,
     slot: &Arc<PipelineSlot>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
@@ -130,6 +134,7 @@ async fn start_listener(
             tracker.spawn(soap_listener(
                 socket,
                 spec.clone(),
+                tls.clone(),
                 soap,
                 slot.clone(),
                 stop.clone(),
@@ -141,6 +146,7 @@ async fn start_listener(
             tracker.spawn(listener::run(
                 socket,
                 spec.clone(),
+                tls.clone(),
                 slot.clone(),
                 stop.clone(),
                 tracker.clone(),
@@ -149,6 +155,7 @@ async fn start_listener(
     };
     Ok(ListenerHandle {
         spec,
+        tls,
         addr,
         stop,
         task,
@@ -208,13 +215,15 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         workers.clone(),
         true,
     ));
-    let destinations = deliveries.start(&config.destinations, None);
-    let pipeline = Pipeline::build(config, &runtime, &metrics, journal.clone(), destinations)?;
+    let plan = crate::topology::plan(config)?;
+    let destinations = deliveries.start(&plan.targets, None);
+    let pipeline = Pipeline::build(&plan, &runtime, &metrics, journal.clone(), destinations)?;
     let slot = Arc::new(PipelineSlot::new(pipeline));
     deliveries.hand_over(slot.current().destinations());
     let mut listeners = Listeners::new();
     for spec in &config.listeners {
-        let handle = start_listener(spec, &slot, &shutdown, &tracker).await?;
+        let tls = plan.tls_of(&spec.name).cloned();
+        let handle = start_listener(spec, tls, &slot, &shutdown, &tracker).await?;
         listeners.insert(spec.name.clone(), handle);
     }
     let bound: BTreeMap<String, SocketAddr> = listeners
@@ -284,6 +293,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
 async fn soap_listener(
     socket: TcpListener,
     spec: Arc<crate::config::ListenerSpec>,
+    tls: Option<ListenerTls>,
     soap: crate::config::SoapListener,
     slot: Arc<PipelineSlot>,
     shutdown: CancellationToken,
@@ -297,7 +307,7 @@ async fn soap_listener(
     let metrics = slot.metrics().clone();
     let serving = Serving {
         name: spec.name.clone(),
-        tls: spec.tls.as_ref().map(|t| t.config.clone()),
+        tls: tls.map(|t| t.config),
         limits: Limits {
             max_connections: spec.max_connections,
             max_per_peer: spec.max_per_peer,
@@ -377,7 +387,16 @@ struct Watcher {
 
 fn fingerprint(config: &Config) -> Fingerprint {
     let mut paths = vec![config.path.clone()];
-    if let Some(dir) = &config.codesets_dir {
+    // Certificates and keys: a rotated file reloads its listener or destination.
+    for tls in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+        paths.extend([tls.cert.clone(), tls.key.clone()]);
+        paths.extend(tls.client_ca.clone());
+    }
+    for tls in config.destinations.iter().filter_map(|d| d.tls.as_ref()) {
+        paths.push(tls.ca.clone());
+        paths.extend(tls.client.iter().flat_map(|(c, k)| [c.clone(), k.clone()]));
+    }
+    if let Some(dir) = config.codesets.as_ref().map(|c| &c.dir) {
         for sub in ["cdc", "aira"] {
             if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
                 let mut files: Vec<PathBuf> =
@@ -441,10 +460,12 @@ impl Watcher {
             );
             let (deliveries, slot, cfg) = (self.deliveries.clone(), self.slot.clone(), new.clone());
             let built = tokio::task::spawn_blocking(move || {
+                let plan = crate::topology::plan(&cfg)
+                    .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
                 let previous = slot.current();
-                let destinations =
-                    deliveries.start(&cfg.destinations, Some(previous.destinations()));
-                Pipeline::build(&cfg, &runtime, &metrics, journal, destinations)
+                let destinations = deliveries.start(&plan.targets, Some(previous.destinations()));
+                let pipeline = Pipeline::build(&plan, &runtime, &metrics, journal, destinations)?;
+                Ok::<_, anyhow::Error>((plan, pipeline))
             })
             .await
             .map_err(|e| format!("reload task failed: {e}"))?
@@ -453,11 +474,11 @@ impl Watcher {
         };
         let result = attempt.await;
         let outcome = match result {
-            Ok((new, pipeline)) => {
+            Ok((new, (plan, pipeline))) => {
                 self.slot.replace(pipeline);
                 self.deliveries
                     .hand_over(self.slot.current().destinations());
-                let swapped = self.swap_listeners(&new).await;
+                let swapped = self.swap_listeners(&plan).await;
                 self.config = new;
                 swapped
             }
@@ -488,13 +509,21 @@ impl Watcher {
 
     /// Stops listeners that were removed or changed and starts the changed
     /// and new ones; the others keep their sockets and connections.
-    async fn swap_listeners(&mut self, new: &Config) -> Result<(), String> {
-        let wanted: BTreeMap<&str, &ListenerSpec> =
-            new.listeners.iter().map(|l| (l.name.as_str(), l)).collect();
+    async fn swap_listeners(&mut self, plan: &crate::topology::Plan) -> Result<(), String> {
+        let wanted: BTreeMap<&str, &ListenerSpec> = plan
+            .config
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l))
+            .collect();
         let stale: Vec<String> = self
             .listeners
             .iter()
-            .filter(|(name, h)| wanted.get(name.as_str()).is_none_or(|w| **w != *h.spec))
+            .filter(|(name, h)| {
+                wanted
+                    .get(name.as_str())
+                    .is_none_or(|w| **w != *h.spec || plan.tls_of(name.as_str()) != h.tls.as_ref())
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in &stale {
@@ -510,7 +539,8 @@ impl Watcher {
             if self.listeners.contains_key(name) {
                 continue;
             }
-            match start_listener(spec, &self.slot, &self.shutdown, &self.tracker).await {
+            let tls = plan.tls_of(name).cloned();
+            match start_listener(spec, tls, &self.slot, &self.shutdown, &self.tracker).await {
                 Ok(handle) => {
                     self.listeners.insert(name.to_string(), handle);
                 }

@@ -356,6 +356,13 @@ fn file_date(path: &Path) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The name of every table a code-set directory can provide.
+pub fn table_names() -> Vec<&'static str> {
+    let mut names = vec!["cvx", "mvx", "ndc"];
+    names.extend(AIRA_SETS.iter().map(|(_, table)| *table));
+    names
+}
+
 /// Loads every code set from a directory laid out like `samples/codesets`
 /// (`cdc/` and `aira/`). Sets whose files are absent are skipped; a file that
 /// is present but unreadable or empty is an error.

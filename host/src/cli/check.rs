@@ -11,8 +11,8 @@ use crate::plugin::Runtime;
 
 /// Checks the configuration at `config`; exit code 2 when it is refused.
 pub(super) async fn run(config: &Path, cache: &CacheArgs) -> anyhow::Result<ExitCode> {
-    match config::load(config) {
-        Ok(cfg) => {
+    match config::load(config).and_then(|cfg| crate::topology::plan(&cfg).map(|plan| (cfg, plan))) {
+        Ok((cfg, plan)) => {
             for warning in cfg.warnings() {
                 tracing::warn!("{warning}");
             }
@@ -21,10 +21,11 @@ pub(super) async fn run(config: &Path, cache: &CacheArgs) -> anyhow::Result<Exit
             let started = std::time::Instant::now();
             let metrics = Arc::new(crate::metrics::Metrics::new());
             let runtime = Arc::new(Runtime::new(cache.runtime_options())?);
-            // No journal and no destinations: checking opens nothing and
+            // Planned (certificates, code sets and plugin files read), then
+            // with no journal and no destinations: checking opens nothing and
             // starts nothing; it compiles and links every plugin.
             match crate::pipeline::Pipeline::build(
-                &cfg,
+                &plan,
                 &runtime,
                 &metrics,
                 None,

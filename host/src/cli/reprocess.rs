@@ -76,9 +76,10 @@ pub(super) async fn reprocess(
         workers,
         false,
     );
-    let destinations = deliveries.start(&cfg.destinations, None);
+    let plan = crate::topology::plan(&cfg)?;
+    let destinations = deliveries.start(&plan.targets, None);
     let pipeline =
-        crate::pipeline::Pipeline::build(&cfg, &runtime, &metrics, Some(journal), destinations)?;
+        crate::pipeline::Pipeline::build(&plan, &runtime, &metrics, Some(journal), destinations)?;
     let mut failed = 0;
     for crate::store::Journaled {
         id,

@@ -1,10 +1,12 @@
-//! `izhub.toml`: what the file may say ([`file`]) and the one step that turns
-//! it into a checked [`Config`], collecting every error with its line.
+//! `izhub.toml`: what the file may say ([`file`]), the one step that turns
+//! it into a checked [`Config`] of plain specs ([`compile`], [`routes`]),
+//! collecting every error with its line, and the specs themselves ([`spec`]).
 
 mod compile;
 mod file;
+mod routes;
+mod spec;
 
-pub use compile::{
-    AckMode, Config, ConfigError, ConfigErrors, DestinationSpec, Grant, ListenerSpec, PluginSpec,
-    RouteSpec, SoapListener, load, load_str, parse_grant,
-};
+pub use compile::{load, load_str};
+pub use routes::parse_grant;
+pub use spec::*;

@@ -10,7 +10,6 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::DestinationSpec;
 use crate::mllp::{MllpClient, MllpClientError};
 
 pub mod queue;
@@ -67,6 +66,28 @@ impl DeliveryError {
     }
 }
 
+/// A destination as delivery reaches it: its settings with their TLS
+/// loaded and its password resolved (planned from a `Target`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    /// MLLP `host:port` (empty for SOAP).
+    pub addr: String,
+    /// The SOAP endpoint and credentials, for a SOAP destination.
+    pub soap: Option<crate::soap::client::SoapTarget>,
+    /// MLLP over TLS.
+    pub tls: Option<crate::tls::DestinationTls>,
+    pub connect_timeout: Duration,
+    pub answer_timeout: Duration,
+    pub connections: usize,
+    pub max_frame: usize,
+    pub max_attempts: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
+}
+
 /// Where a job's answer goes: back to the caller, or (a copy for an extra
 /// destination in relay mode) only into the metrics.
 enum Reply {
@@ -90,7 +111,7 @@ pub struct Workers {
 
 /// One IIS destination with its connection pool.
 pub struct Destination {
-    spec: DestinationSpec,
+    spec: Target,
     tx: mpsc::Sender<Job>,
     wake: Arc<Notify>,
     /// SOAP: bounds concurrent requests to `connections`.
@@ -102,7 +123,7 @@ impl Destination {
     /// Starts the destination's connection workers. `wake` is its delivery
     /// queue's doorbell, shared by every destination of the same name across
     /// configuration reloads.
-    pub fn start(spec: DestinationSpec, wake: Arc<Notify>, workers: Workers) -> Arc<Self> {
+    pub fn start(spec: Target, wake: Arc<Notify>, workers: Workers) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         if spec.soap.is_none() {
@@ -158,7 +179,7 @@ impl Destination {
     }
 
     /// The settings it was started with.
-    pub fn spec(&self) -> &DestinationSpec {
+    pub fn spec(&self) -> &Target {
         &self.spec
     }
 
@@ -252,11 +273,7 @@ pub fn record(
         .inc();
 }
 
-async fn worker(
-    spec: DestinationSpec,
-    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
-    drain: CancellationToken,
-) {
+async fn worker(spec: Target, rx: Arc<Mutex<mpsc::Receiver<Job>>>, drain: CancellationToken) {
     let mut conn: Option<MllpClient> = None;
     loop {
         let job = {
@@ -288,7 +305,7 @@ async fn worker(
 }
 
 async fn exchange(
-    spec: &DestinationSpec,
+    spec: &Target,
     conn: &mut Option<MllpClient>,
     message: &[u8],
 ) -> Result<Bytes, DeliveryError> {

@@ -21,7 +21,7 @@ const BATCH: usize = 512;
 
 /// Backoff before attempt `attempts + 1`: doubling from `initial`, capped,
 /// with up to 25% jitter so retries from many messages spread out.
-fn backoff(spec: &crate::config::DestinationSpec, attempts: u32, seed: i64) -> i64 {
+fn backoff(spec: &super::Target, attempts: u32, seed: i64) -> i64 {
     let base = spec.retry_initial.as_millis() as i64;
     let cap = spec.retry_max.as_millis() as i64;
     let exp = base
@@ -202,7 +202,7 @@ async fn attempt(
     dest: &Destination,
     journal: &Journal,
     metrics: &Metrics,
-    spec: &crate::config::DestinationSpec,
+    spec: &super::Target,
     row: Pending,
 ) -> Attempt {
     let attempts = row.attempts + 1;
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_caps_and_jitters() {
-        let spec = crate::config::DestinationSpec {
+        let spec = crate::delivery::Target {
             name: "x".into(),
             addr: "h:1".into(),
             soap: None,

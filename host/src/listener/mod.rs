@@ -22,6 +22,7 @@ use crate::pipeline::{Answer, PipelineSlot};
 pub async fn run(
     listener: TcpListener,
     spec: Arc<ListenerSpec>,
+    tls: Option<crate::tls::ListenerTls>,
     pipeline: Arc<PipelineSlot>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -38,7 +39,12 @@ pub async fn run(
         Some(refused),
     );
     while let Some((stream, peer, admitted)) = gate.accept(&listener, &shutdown).await {
-        let (spec, pipeline, shutdown) = (spec.clone(), pipeline.clone(), shutdown.clone());
+        let (spec, tls, pipeline, shutdown) = (
+            spec.clone(),
+            tls.clone(),
+            pipeline.clone(),
+            shutdown.clone(),
+        );
         tracker.spawn(async move {
             tracing::debug!(listener = %spec.name, %peer, "connection opened");
             let gauge = pipeline
@@ -47,7 +53,7 @@ pub async fn run(
                 .get_or_create(&vec![l("listener", &spec.name)])
                 .clone();
             gauge.inc();
-            match &spec.tls {
+            match &tls {
                 None => serve_connection(stream, &spec, &pipeline, shutdown, None).await,
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());

@@ -18,15 +18,16 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::config::{Config, ListenerSpec, RouteSpec};
+use crate::config::{ListenerSpec, RouteSpec};
 use crate::delivery::Destination;
 use crate::hl7::{self, AckCode, Charset, CharsetError, Issue, Msh};
 use crate::identity::Identity;
 use crate::metrics::{Metrics, l};
 use crate::plugin::Runtime;
 use crate::store::Journal;
+use crate::topology::Plan;
 
-/// Everything needed to process messages; built once from a [`Config`].
+/// Everything needed to process messages; built once from a [`Plan`].
 pub struct Pipeline {
     routes: Vec<Route>,
     runtime: Arc<Runtime>,
@@ -88,20 +89,20 @@ pub enum Answer {
 }
 
 impl Pipeline {
-    /// Compiles (or takes from the cache) every plugin of `config` and puts
+    /// Compiles (or takes from the cache) every plugin of `plan` and puts
     /// the routes together with `destinations` (started by the topology) and
     /// the journal for commit-mode routes. Spawns nothing and opens nothing.
     pub fn build(
-        config: &Config,
+        plan: &Plan,
         runtime: &Arc<Runtime>,
         metrics: &Arc<Metrics>,
         journal: Option<Journal>,
         destinations: HashMap<String, Arc<Destination>>,
     ) -> anyhow::Result<Self> {
-        let tables = config.tables.clone();
+        let tables = plan.tables.clone();
         runtime.cache().begin_build();
         let mut routes = Vec::new();
-        for r in &config.routes {
+        for r in &plan.routes {
             let mut plugins = Vec::new();
             for p in &r.plugins {
                 let component = runtime.compile(&p.wasm).map_err(|e| {
@@ -130,7 +131,7 @@ impl Pipeline {
             destinations,
             metrics: metrics.clone(),
             journal,
-            sender_labels: config.sender_labels(),
+            sender_labels: plan.config.sender_labels(),
         })
     }
 

@@ -247,6 +247,7 @@ pub fn load_for_test(
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default(),
         wasm: wasm.to_path_buf(),
+        at: Default::default(),
         time_limit: Duration::from_millis(200),
         memory_limit: 32 << 20,
         max_output: 4 << 20,

@@ -10,8 +10,11 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::DestinationSpec;
-use crate::delivery::{Destination, Workers};
+pub mod plan;
+
+pub use plan::{Plan, plan};
+
+use crate::delivery::{Destination, Target, Workers};
 use crate::metrics::Metrics;
 use crate::store::Journal;
 
@@ -66,7 +69,7 @@ impl Deliveries {
     /// are started. Nothing is handed to the queues yet ([`Deliveries::hand_over`]).
     pub fn start(
         &self,
-        specs: &[DestinationSpec],
+        specs: &[Target],
         previous: Option<&HashMap<String, Arc<Destination>>>,
     ) -> HashMap<String, Arc<Destination>> {
         specs
