@@ -17,6 +17,8 @@ listen = "127.0.0.1:0"
 
 [listeners.ehr]
 listen = "127.0.0.1:0"
+# Named senders are counted under their own label (others as `other`).
+allowed_senders = ["CLINIC-A"]
 
 [destinations.mi-iis]
 mllp = "{sim}"

@@ -7,6 +7,6 @@ mod file;
 mod routes;
 mod spec;
 
-pub use compile::{load, load_str};
+pub use compile::{load, load_all, load_str};
 pub use routes::parse_grant;
 pub use spec::*;

@@ -238,7 +238,7 @@ wasm = "missing.wasm"
         let text = plan(&config).unwrap_err().to_string();
         assert!(text.contains("4 errors"), "{text}");
         for expected in [
-            ":5:1: listeners.a.tls: ",
+            ":4:1: listeners.a.tls: ",
             ":10:16: destinations.ma.password_env: environment variable IZHUB_PLAN_TEST_UNSET_VARIABLE is not set",
             ":13:7: codesets.dir: ",
             ":20:8: routes[0].plugins[0].wasm: plugin file not found",
