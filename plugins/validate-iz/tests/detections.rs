@@ -1,5 +1,6 @@
 //! One positive and one negative test per detection: a mutation of a
 //! conformant base message makes the detection fire; the base does not.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
 
 mod common;
 
