@@ -1,9 +1,11 @@
 //! `izhub.toml`: what the file may say ([`file`]), the one step that turns
-//! it into a checked [`Config`] of plain specs ([`compile`], [`routes`]),
+//! it into a checked [`Config`] of plain specs ([`compile`], [`listeners`],
+//! [`routes`]),
 //! collecting every error with its line, and the specs themselves ([`spec`]).
 
 mod compile;
 mod file;
+mod listeners;
 mod routes;
 mod spec;
 
