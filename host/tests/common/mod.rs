@@ -72,7 +72,10 @@ pub fn plugin_dir() -> PathBuf {
         .iter()
         .find(|p| !dir.join(format!("{p}.wasm")).is_file())
     {
-        eprintln!(
+        // Written to the stream itself: the test harness captures eprintln!.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "the plugins are not built ({missing}.wasm is missing in {}): run the tests with ./dev.sh test, which builds them first",
             dir.display()
         );
