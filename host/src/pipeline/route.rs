@@ -120,7 +120,7 @@ impl Pipeline {
                     let new_text = hl7::normalize_segments(&new_text).into_owned();
                     // MSH-10 may change (some HIEs renumber); the sender is
                     // still answered with its own, from `original`.
-                    match checked_replacement(&new_text) {
+                    match checked_replacement(&new_text, &text) {
                         Ok(_) => text = new_text,
                         Err(why) => {
                             tracing::warn!(route = %route.spec.name, message_id = %id, plugin = plugin.name(), reason = %why, "plugin returned a message that cannot be sent on");
