@@ -97,7 +97,38 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
         .map_err(|e| format!("'{name}' is not a server name: {e}"))
 }
 
-/// A listener's TLS, as configured (compared by its files and identities).
+/// The paths of TLS files and a digest of what they held when loaded, so
+/// that a certificate or key rotated in place counts as a change.
+#[derive(Clone, PartialEq, Eq)]
+struct Files {
+    paths: Vec<std::path::PathBuf>,
+    digest: [u8; 32],
+}
+
+impl Files {
+    fn read(paths: Vec<std::path::PathBuf>) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for p in &paths {
+            // A file that cannot be read fails the load itself with a clear error.
+            hash.update(std::fs::read(p).unwrap_or_default());
+            hash.update([0u8]);
+        }
+        Files {
+            paths,
+            digest: hash.finalize().into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Files {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.paths)
+    }
+}
+
+/// A listener's TLS, as configured (compared by its files' paths and
+/// contents, and its identities).
 #[derive(Clone)]
 pub struct ListenerTls {
     pub config: Arc<ServerConfig>,
@@ -105,7 +136,7 @@ pub struct ListenerTls {
     pub mutual: bool,
     /// Certificates that may send for other facilities than their CN.
     pub identities: CertIdentities,
-    files: Vec<std::path::PathBuf>,
+    files: Files,
 }
 
 impl ListenerTls {
@@ -122,7 +153,7 @@ impl ListenerTls {
             config: server_config(cert, key, client_ca)?,
             mutual: client_ca.is_some(),
             identities,
-            files,
+            files: Files::read(files),
         })
     }
 
@@ -152,12 +183,13 @@ impl std::fmt::Debug for ListenerTls {
     }
 }
 
-/// A destination's TLS, as configured (compared by its files and name).
+/// A destination's TLS, as configured (compared by its files' paths and
+/// contents, and the server name).
 #[derive(Clone)]
 pub struct DestinationTls {
     pub config: Arc<ClientConfig>,
     pub server_name: ServerName<'static>,
-    files: Vec<std::path::PathBuf>,
+    files: Files,
 }
 
 impl DestinationTls {
@@ -176,7 +208,7 @@ impl DestinationTls {
         Ok(DestinationTls {
             config: client_config(ca, client)?,
             server_name: server_name(name)?,
-            files,
+            files: Files::read(files),
         })
     }
 }
@@ -194,5 +226,32 @@ impl std::fmt::Debug for DestinationTls {
             "DestinationTls({:?}, {:?})",
             self.files, self.server_name
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_self_signed(dir: &Path, name: &str) {
+        let cert = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        std::fs::write(dir.join("c.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.join("k.pem"), cert.signing_key.serialize_pem()).unwrap();
+    }
+
+    /// A certificate rotated in place is a change: the listener is swapped
+    /// at the next reload; the same files loaded again are not.
+    #[test]
+    fn tls_compares_by_file_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_self_signed(d, "a.test");
+        let load = || {
+            ListenerTls::load(&d.join("c.pem"), &d.join("k.pem"), None, Default::default()).unwrap()
+        };
+        let first = load();
+        assert!(first == load());
+        write_self_signed(d, "b.test");
+        assert!(first != load());
     }
 }
