@@ -163,6 +163,13 @@ pub struct DestinationSpec {
     pub transport: Transport,
     /// Over TLS: the files, read when planned.
     pub tls: Option<DestinationTlsSpec>,
+    /// Timeouts, connections, retries and the breaker.
+    pub delivery: DeliverySettings,
+}
+
+/// How a destination is delivered to, the same before and after planning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySettings {
     pub connect_timeout: Duration,
     pub answer_timeout: Duration,
     pub connections: usize,

@@ -77,15 +77,8 @@ pub struct Target {
     pub soap: Option<crate::soap::client::SoapTarget>,
     /// MLLP over TLS.
     pub tls: Option<crate::tls::DestinationTls>,
-    pub connect_timeout: Duration,
-    pub answer_timeout: Duration,
-    pub connections: usize,
-    pub max_frame: usize,
-    pub max_attempts: u32,
-    pub retry_initial: Duration,
-    pub retry_max: Duration,
-    pub breaker_failures: u32,
-    pub breaker_open: Duration,
+    /// Timeouts, connections, retries and the breaker, as configured.
+    pub delivery: crate::config::DeliverySettings,
 }
 
 /// Where a job's answer goes: back to the caller, or (a copy for an extra
@@ -127,13 +120,13 @@ impl Destination {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         if spec.soap.is_none() {
-            for _ in 0..spec.connections {
+            for _ in 0..spec.delivery.connections {
                 workers
                     .tracker
                     .spawn(worker(spec.clone(), rx.clone(), workers.drain.clone()));
             }
         }
-        let soap_slots = Arc::new(tokio::sync::Semaphore::new(spec.connections));
+        let soap_slots = Arc::new(tokio::sync::Semaphore::new(spec.delivery.connections));
         Arc::new(Destination {
             spec,
             tx,
@@ -195,7 +188,7 @@ impl Destination {
         }
         let (reply, rx) = oneshot::channel();
         let dest = self.spec.name.clone();
-        let wait = self.spec.connect_timeout + self.spec.answer_timeout;
+        let wait = self.spec.delivery.connect_timeout + self.spec.delivery.answer_timeout;
         let job = Job {
             message,
             reply: Reply::Caller(reply),
@@ -236,7 +229,7 @@ impl Destination {
             Ok((t, _)) => t,
             Err(_) => String::from_utf8_lossy(message).into_owned(),
         };
-        let timeout = self.spec.connect_timeout + self.spec.answer_timeout;
+        let timeout = self.spec.delivery.connect_timeout + self.spec.delivery.answer_timeout;
         match crate::soap::client::submit(target, &text, timeout).await {
             Ok(answer) => Ok(Bytes::from(answer.into_bytes())),
             Err(crate::soap::client::SoapError::Timeout(after)) => {
@@ -322,14 +315,19 @@ async fn exchange(
                     Some(tls) => {
                         MllpClient::connect_tls(
                             &spec.addr,
-                            spec.connect_timeout,
-                            spec.max_frame,
+                            spec.delivery.connect_timeout,
+                            spec.delivery.max_frame,
                             tls,
                         )
                         .await
                     }
                     None => {
-                        MllpClient::connect(&spec.addr, spec.connect_timeout, spec.max_frame).await
+                        MllpClient::connect(
+                            &spec.addr,
+                            spec.delivery.connect_timeout,
+                            spec.delivery.max_frame,
+                        )
+                        .await
                     }
                 };
                 let c = c.map_err(|e| DeliveryError::Unreachable {
@@ -339,7 +337,7 @@ async fn exchange(
                 conn.insert(c)
             }
         };
-        match client.exchange(message, spec.answer_timeout).await {
+        match client.exchange(message, spec.delivery.answer_timeout).await {
             Ok(answer) => return Ok(answer),
             Err(e) => {
                 *conn = None;

@@ -22,8 +22,8 @@ const BATCH: usize = 512;
 /// Backoff before attempt `attempts + 1`: doubling from `initial`, capped,
 /// with up to 25% jitter so retries from many messages spread out.
 fn backoff(spec: &super::Target, attempts: u32, seed: i64) -> i64 {
-    let base = spec.retry_initial.as_millis() as i64;
-    let cap = spec.retry_max.as_millis() as i64;
+    let base = spec.delivery.retry_initial.as_millis() as i64;
+    let cap = spec.delivery.retry_max.as_millis() as i64;
     let exp = base
         .saturating_mul(1i64 << attempts.saturating_sub(1).min(20))
         .min(cap);
@@ -132,7 +132,7 @@ pub async fn run(
         }
         let lanes = Arc::new(std::sync::Mutex::new(lanes));
         let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..spec.connections.max(1) {
+        for _ in 0..spec.delivery.connections.max(1) {
             let (lanes, dest, journal, metrics, spec) = (
                 lanes.clone(),
                 dest.clone(),
@@ -183,7 +183,7 @@ pub async fn run(
             }
         } else if failed > 0 {
             consecutive_failures += failed;
-            if consecutive_failures >= spec.breaker_failures {
+            if consecutive_failures >= spec.delivery.breaker_failures {
                 if open_until.is_none() {
                     tracing::warn!(destination = %name, failures = consecutive_failures, "circuit breaker open: pausing deliveries");
                     metrics
@@ -192,7 +192,7 @@ pub async fn run(
                         .inc();
                 }
                 breaker_gauge.set(1);
-                open_until = Some(now_ms() + spec.breaker_open.as_millis() as i64);
+                open_until = Some(now_ms() + spec.delivery.breaker_open.as_millis() as i64);
             }
         }
     }
@@ -242,7 +242,7 @@ async fn attempt(
                 .deliveries
                 .get_or_create(&vec![dest_label, l("result", e.kind())])
                 .inc();
-            let dead = attempts >= spec.max_attempts || e.is_permanent();
+            let dead = attempts >= spec.delivery.max_attempts || e.is_permanent();
             let (status, next) = if dead {
                 (Status::Dead, 0)
             } else {
@@ -277,15 +277,17 @@ mod tests {
             addr: "h:1".into(),
             soap: None,
             tls: None,
-            connect_timeout: Duration::from_secs(1),
-            answer_timeout: Duration::from_secs(1),
-            connections: 1,
-            max_frame: 1024,
-            max_attempts: 10,
-            retry_initial: Duration::from_millis(100),
-            retry_max: Duration::from_millis(1000),
-            breaker_failures: 5,
-            breaker_open: Duration::from_secs(1),
+            delivery: crate::config::DeliverySettings {
+                connect_timeout: Duration::from_secs(1),
+                answer_timeout: Duration::from_secs(1),
+                connections: 1,
+                max_frame: 1024,
+                max_attempts: 10,
+                retry_initial: Duration::from_millis(100),
+                retry_max: Duration::from_millis(1000),
+                breaker_failures: 5,
+                breaker_open: Duration::from_secs(1),
+            },
         };
         let b1 = backoff(&spec, 1, 7);
         let b2 = backoff(&spec, 2, 7);

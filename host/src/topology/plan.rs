@@ -190,15 +190,7 @@ fn target(problems: &mut Problems<'_>, d: &DestinationSpec) -> Option<Target> {
         addr,
         soap,
         tls,
-        connect_timeout: d.connect_timeout,
-        answer_timeout: d.answer_timeout,
-        connections: d.connections,
-        max_frame: d.max_frame,
-        max_attempts: d.max_attempts,
-        retry_initial: d.retry_initial,
-        retry_max: d.retry_max,
-        breaker_failures: d.breaker_failures,
-        breaker_open: d.breaker_open,
+        delivery: d.delivery.clone(),
     })
 }
 
