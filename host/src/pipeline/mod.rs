@@ -234,7 +234,7 @@ impl Pipeline {
         if let Some(Identity::Proven(peer)) = identity
             && !peer.may_send_for(&sender)
         {
-            tracing::warn!(listener = %listener.name, sender = %sender, peer = %peer.name, "sender is not among the facilities its identity may send for");
+            tracing::warn!(listener = %listener.name, sender = ?sender, peer = %peer.name, "sender is not among the facilities its identity may send for");
             let issue = Issue::error(
                 "207",
                 format!(
@@ -246,7 +246,7 @@ impl Pipeline {
             return (None, ack(&msh, AckCode::AR, &[issue], charset));
         }
         if !listener.allowed_senders.is_empty() && !listener.allowed_senders.contains(&sender) {
-            tracing::warn!(listener = %listener.name, sender = %sender, "sender not allowed on this listener");
+            tracing::warn!(listener = %listener.name, sender = ?sender, "sender not allowed on this listener");
             let issue = Issue::error(
                 "207",
                 format!("sending facility '{sender}' is not allowed to send to this interface"),

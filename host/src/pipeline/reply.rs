@@ -21,7 +21,7 @@ pub(super) fn relay(answer: Bytes, original: &Msh, issues: &[Issue]) -> Answer {
     if let Some(acked) = acked.as_deref()
         && renumber
     {
-        tracing::debug!(expected = %original.control_id(), got = %acked, "the IIS answer's MSA-2 is not the sender's MSH-10; answering with the sender's");
+        tracing::debug!(expected = ?original.control_id(), got = ?acked, "the IIS answer's MSA-2 is not the sender's MSH-10; answering with the sender's");
     }
     let framing = memchr::memchr2(0x0b, 0x1c, &answer).is_some();
     if extra.is_empty() && !renumber && !framing {

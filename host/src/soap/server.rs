@@ -184,7 +184,7 @@ fn authenticate(
             facilities: f.clone(),
         })),
         _ => {
-            tracing::warn!(user = %username, "SOAP submission refused: unknown user or wrong password");
+            tracing::warn!(user = ?username, "SOAP submission refused: unknown user or wrong password");
             Err(Fault::Security(
                 "the username or password is not valid".into(),
             ))
@@ -206,7 +206,7 @@ fn check_facility(peer: &Peer, hl7: &str) -> Result<(), Fault> {
     if peer.may_send_for(sender) {
         return Ok(());
     }
-    tracing::warn!(peer = %peer.name, sender = %sender, "SOAP submission refused: the user may not send for this facility");
+    tracing::warn!(peer = %peer.name, sender = ?sender, "SOAP submission refused: the user may not send for this facility");
     Err(Fault::Security(format!(
         "the {} may not send for sending facility '{sender}' (MSH-4.1)",
         peer.name
