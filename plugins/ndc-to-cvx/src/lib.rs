@@ -8,33 +8,11 @@
 //!
 //! Grants: `lookup:ndc`, `lookup:cvx`, `lookup:mvx`.
 
+use izhub_plugin::ndc::normalize as normalize_ndc;
 use izhub_plugin::{Context, Issue, Message, Plugin, Verdict};
 
 /// The plugin.
 pub struct NdcToCvx;
-
-/// The 11-digit 5-4-2 hyphenated form of an NDC given as 5-4-2, 4-4-2,
-/// 5-3-2, 5-4-1 or 11 bare digits.
-pub fn normalize_ndc(ndc: &str) -> Option<String> {
-    let ndc = ndc.trim();
-    let parts: Vec<&str> = ndc.split('-').collect();
-    if !parts
-        .iter()
-        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-    {
-        return None;
-    }
-    let (a, b, c) = match parts.as_slice() {
-        [d] if d.len() == 11 => (
-            d.get(..5)?.to_string(),
-            d.get(5..9)?.to_string(),
-            d.get(9..)?.to_string(),
-        ),
-        [a, b, c] => (format!("{a:0>5}"), format!("{b:0>4}"), format!("{c:0>2}")),
-        _ => return None,
-    };
-    (a.len() == 5 && b.len() == 4 && c.len() == 2).then(|| format!("{a}-{b}-{c}"))
-}
 
 fn field(value: &str, n: usize) -> &str {
     value.split('|').nth(n).unwrap_or("").trim()
@@ -63,7 +41,7 @@ impl Plugin for NdcToCvx {
             };
             let Some(ndc) = normalize_ndc(&ndc_raw) else {
                 ctx.report(Issue::warning("102").at(at("5")).app_code("4").text(format!(
-                    "'{ndc_raw}' is not an NDC (expected 11 digits as 5-4-2); the vaccine could not be mapped to a CVX code."
+                    "'{ndc_raw}' is not an NDC (expected 5-4-2, 4-4-2, 5-3-2 or 5-4-1 with hyphens, or 11 digits); the vaccine could not be mapped to a CVX code."
                 )));
                 continue;
             };

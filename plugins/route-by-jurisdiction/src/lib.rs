@@ -12,6 +12,10 @@
 //! table named by `facility_table` maps MSH-4.1 (then MSH-22.10 and MSH-22.1,
 //! the responsible organization) to a state. A `default` key routes patients
 //! from states with no IIS configured; without it they are rejected.
+//!
+//! It sets the attributes `jurisdiction` (the state) and `destination` for
+//! the plugins after it, so that, for example, validate-iz can apply the
+//! profile of that state's registry.
 
 use izhub_plugin::{Context, Issue, Message, Plugin, Verdict};
 
@@ -62,6 +66,9 @@ impl Plugin for RouteByJurisdiction {
         {
             Some(destination) => {
                 ctx.set_attribute("jurisdiction", state);
+                // Later plugins may act per destination (validate-iz's
+                // `destination_profiles`).
+                ctx.set_attribute("destination", destination.as_str());
                 Ok(Verdict::route_to(destination))
             }
             None => Ok(Verdict::reject(
@@ -93,7 +100,10 @@ mod tests {
         assert_eq!(out.verdict, Verdict::route_to("or-iis"));
         assert_eq!(
             out.attributes,
-            vec![("jurisdiction".to_string(), "OR".to_string())]
+            vec![
+                ("jurisdiction".to_string(), "OR".to_string()),
+                ("destination".to_string(), "or-iis".to_string())
+            ]
         );
         assert_eq!(out.hl7, None);
     }

@@ -24,6 +24,7 @@
 //! unit tests through [`testing`], with a fake host for config and lookups.
 
 mod message;
+pub mod ndc;
 pub mod testing;
 
 pub use message::{Delimiters, Message, Path, Segment, SegmentName};

@@ -69,6 +69,10 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 /// A parsed HL7 DTM value: `YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dtm {
+    /// The year.
+    pub year: u32,
+    /// The month, when given.
+    pub month: Option<u32>,
     /// The date, when the value carries at least a full day.
     pub date: Option<Date>,
     /// How many digits of the date/time part were given (4, 6, 8, 10, 12 or 14).
@@ -118,12 +122,15 @@ pub fn parse_dtm(raw: &str) -> Option<Dtm> {
     if year < 1000 {
         return None;
     }
-    if digits >= 6 {
+    let month = if digits >= 6 {
         let month = part(4, 6)?;
         if !(1..=12).contains(&month) {
             return None;
         }
-    }
+        Some(month)
+    } else {
+        None
+    };
     let date = if digits >= 8 {
         Some(Date::new(year, part(4, 6)?, part(6, 8)?)?)
     } else {
@@ -139,10 +146,53 @@ pub fn parse_dtm(raw: &str) -> Option<Dtm> {
         return None;
     }
     Some(Dtm {
+        year,
+        month,
         date,
         digits,
         has_zone: zone.is_some(),
     })
+}
+
+impl Dtm {
+    /// Compares two values at the precision both have, down to the day:
+    /// times of day are never compared, so `201311011105` and `20131101`
+    /// are the same day, and `201512` (a lot expiring in December 2015) is
+    /// the same month as `20151231`.
+    pub fn compare(&self, other: &Dtm) -> std::cmp::Ordering {
+        let day = |d: &Dtm| d.date.map(|d| d.day);
+        let key = |d: &Dtm, month: bool, day_too: bool| {
+            (
+                d.year,
+                if month { d.month } else { None },
+                if day_too { day(d) } else { None },
+            )
+        };
+        let month = self.month.is_some() && other.month.is_some();
+        let day_too = month && self.date.is_some() && other.date.is_some();
+        key(self, month, day_too).cmp(&key(other, month, day_too))
+    }
+
+    /// Whether this value is before `other` at the precision both have.
+    pub fn is_before(&self, other: &Dtm) -> bool {
+        self.compare(other) == std::cmp::Ordering::Less
+    }
+
+    /// Whether this value is after `other` at the precision both have.
+    pub fn is_after(&self, other: &Dtm) -> bool {
+        self.compare(other) == std::cmp::Ordering::Greater
+    }
+
+    /// A full date as a DTM of day precision.
+    pub fn of_date(date: Date) -> Dtm {
+        Dtm {
+            year: date.year,
+            month: Some(date.month),
+            date: Some(date),
+            digits: 8,
+            has_zone: false,
+        }
+    }
 }
 
 /// What a date field holds.
@@ -201,6 +251,23 @@ mod tests {
         assert!(parse_dtm("abcd").is_none());
         assert_eq!(full_date("201508"), DateValue::Invalid);
         assert_eq!(full_date(""), DateValue::Empty);
+    }
+
+    #[test]
+    fn compared_at_the_precision_both_have() {
+        let p = |s: &str| parse_dtm(s).unwrap();
+        // A birth date with a time and a dose given that day: the same day.
+        assert_eq!(p("201311011105").compare(&p("20131101")), std::cmp::Ordering::Equal);
+        assert!(!p("20131101").is_before(&p("201311011105")));
+        assert!(p("20131031").is_before(&p("201311010000")));
+        // A lot expiring in a month is good through that month.
+        assert!(!p("201512").is_before(&p("20151231")));
+        assert!(p("201511").is_before(&p("20151201")));
+        assert!(p("2015").is_before(&p("20160101")));
+        assert!(!p("2015").is_before(&p("20151231")));
+        assert!(p("20151231235959-0500").is_after(&p("20151230")));
+        let d = Date::new(2013, 11, 1).unwrap();
+        assert_eq!(Dtm::of_date(d).compare(&p("201311011105")), std::cmp::Ordering::Equal);
     }
 
     #[test]

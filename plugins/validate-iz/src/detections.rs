@@ -1,6 +1,13 @@
 //! The detection table: one row per named problem, with its default severity
-//! under each profile, its HL7 0357 and CDC 0533 codes, and the sentence the
-//! sender's staff read. The checks in [`crate::checks`] refer to rows by id.
+//! under the `strict-ig` and `cvrs` profiles, its HL7 0357 and CDC 0533
+//! codes, and the sentence the sender's staff read. The checks in
+//! [`crate::checks`] refer to rows by id.
+//!
+//! The default profile, `iis-practice`, blocks only where registries block:
+//! the detections in [`IIS_PRACTICE_ERRORS`], each with its reason. Every
+//! other detection that `strict-ig` would block is a warning there, and the
+//! message is delivered. `docs/detections.md` is generated from this file
+//! ([`markdown`]) and a test keeps the two the same.
 
 /// What a detection does to a message when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +39,9 @@ pub struct Detection {
     pub id: &'static str,
     /// The field it is about (`PID-7`, `RXA-5`, `OBX-5`).
     pub field: &'static str,
-    /// Default level under the `cdc` profile.
-    pub cdc: Level,
+    /// Default level under the `strict-ig` profile: every SHALL of the
+    /// CDC IG blocks.
+    pub strict: Level,
     /// Default level under the `cvrs` profile.
     pub cvrs: Level,
     /// HL7 table 0357 code (ERR-3).
@@ -49,7 +57,7 @@ use Level::{Error as E, Ignore as I, Warning as W};
 const fn d(
     id: &'static str,
     field: &'static str,
-    cdc: Level,
+    strict: Level,
     cvrs: Level,
     hl7_code: &'static str,
     app_code: &'static str,
@@ -58,12 +66,164 @@ const fn d(
     Detection {
         id,
         field,
-        cdc,
+        strict,
         cvrs,
         hl7_code,
         app_code,
         text,
     }
+}
+
+/// Which set of default levels applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// The default: block only where immunization registries block (AIRA
+    /// MQE's active Error detections, and what makes a message
+    /// unprocessable); everything else is a warning and the message goes on.
+    IisPractice,
+    /// Every SHALL of the CDC IG Release 1.5 blocks.
+    StrictIg,
+    /// CDC COVID-19 Vaccination Reporting Specification.
+    Cvrs,
+}
+
+impl Profile {
+    /// Every profile, in the order the docs list them.
+    pub const ALL: [Profile; 3] = [Profile::IisPractice, Profile::StrictIg, Profile::Cvrs];
+
+    /// Reads a profile name: `iis-practice` (or `default`), `strict-ig` (or
+    /// `cdc`, the name it had before there was a choice), `cvrs`.
+    pub fn parse(text: &str) -> Option<Profile> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "iis-practice" | "default" | "iis" => Some(Profile::IisPractice),
+            "strict-ig" | "strict" | "cdc" => Some(Profile::StrictIg),
+            "cvrs" => Some(Profile::Cvrs),
+            _ => None,
+        }
+    }
+
+    /// The name config files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::IisPractice => "iis-practice",
+            Profile::StrictIg => "strict-ig",
+            Profile::Cvrs => "cvrs",
+        }
+    }
+}
+
+impl Detection {
+    /// This detection's default level under `profile`.
+    pub fn level(&self, profile: Profile) -> Level {
+        match profile {
+            Profile::StrictIg => self.strict,
+            Profile::Cvrs => self.cvrs,
+            Profile::IisPractice if iis_practice_reason(self.id).is_some() => Level::Error,
+            Profile::IisPractice => match self.strict {
+                Level::Error => Level::Warning,
+                other => other,
+            },
+        }
+    }
+}
+
+/// Why the `iis-practice` profile blocks on a detection, or `None` when it
+/// does not.
+pub fn iis_practice_reason(id: &str) -> Option<&'static str> {
+    IIS_PRACTICE_ERRORS
+        .iter()
+        .find(|(i, _)| *i == id)
+        .map(|(_, why)| *why)
+}
+
+/// The detections the default `iis-practice` profile blocks on, with the
+/// reason: AIRA MQE's active Error detections (MQE codes given), which
+/// registries run, and what leaves a message impossible to process.
+#[rustfmt::skip]
+pub static IIS_PRACTICE_ERRORS: &[(&str, &str)] = &[
+    ("message-type-missing", "Unprocessable: without MSH-9 nobody can tell what the message is."),
+    ("message-type-unsupported", "Unprocessable: only a VXU records vaccinations and only a QBP asks for them."),
+    ("message-control-id-missing", "Unprocessable: without MSH-10 the answer cannot be matched to the message."),
+    ("message-version-missing", "Unprocessable: without MSH-12 the message cannot be read as any HL7 version."),
+    ("message-date-missing", "IIS practice (MQE0017): a record needs the date it was sent."),
+    ("message-date-invalid", "IIS practice (MQE0531): a message date that cannot be read."),
+    ("message-date-in-future", "IIS practice (MQE0015): the sending clock is wrong, so every date in the message is suspect."),
+    ("patient-segment-missing", "Unprocessable: a vaccination cannot be recorded without its patient."),
+    ("patient-segment-repeated", "Unprocessable: the doses cannot be given to one patient."),
+    ("patient-id-missing", "IIS practice (MQE0220): without the clinic's patient id later updates cannot find the patient."),
+    ("patient-id-type-missing", "IIS practice (MQE0394): a patient id without its type cannot be matched."),
+    ("patient-name-missing", "IIS practice (MQE0141, MQE0166): a patient cannot be matched without a name."),
+    ("patient-name-family-missing", "IIS practice (MQE0166): a patient cannot be matched without a last name."),
+    ("patient-name-given-missing", "IIS practice (MQE0141): a patient cannot be matched without a first name."),
+    ("patient-birth-date-missing", "IIS practice (MQE0118): a patient cannot be matched or a schedule evaluated without a birth date."),
+    ("patient-birth-date-invalid", "IIS practice (MQE0117): a birth date that cannot be read."),
+    ("patient-birth-date-in-future", "IIS practice (MQE0115): a birth date after the message was sent."),
+    ("patient-birth-date-after-message", "IIS practice (MQE0115): a birth date after the message was sent."),
+    ("patient-birth-date-too-old", "IIS practice (MQE0120): a birth date very long ago is a data-entry error."),
+    ("vaccination-missing", "Unprocessable: a vaccination update without a vaccination (RXA)."),
+    ("vaccination-date-missing", "IIS practice (MQE0261): a dose without a date cannot be recorded or evaluated."),
+    ("vaccination-date-invalid", "IIS practice (MQE0260): a dose date that cannot be read."),
+    ("vaccination-date-in-future", "IIS practice (MQE0252): a dose dated after the message arrived has not been given."),
+    ("vaccination-date-after-entry", "IIS practice (MQE0254): a dose recorded before it was given."),
+    ("vaccination-date-before-birth", "IIS practice (MQE0255): a dose before birth belongs to another patient or date."),
+    ("vaccination-date-after-death", "IIS practice (MQE0253): a dose after death belongs to another patient or date."),
+    ("vaccination-code-missing", "IIS practice (MQE0244): a dose without a vaccine code cannot be recorded."),
+    ("vaccination-cvx-invalid", "IIS practice (MQE0247): a vaccine code that is no CVX code."),
+    ("vaccination-cvx-unrecognized", "IIS practice (MQE0247): a vaccine code the registry does not know."),
+    ("vaccination-cvx-never-active", "IIS practice (MQE0561): a vaccine code that cannot be used for any dose."),
+    ("vaccination-ndc-invalid", "IIS practice (MQE0559): an NDC in no FDA form cannot name a vaccine."),
+    ("vaccination-ndc-unrecognized", "IIS practice (MQE0559): an NDC the registry cannot map to a vaccine."),
+    ("vaccination-action-code-missing", "IIS practice (MQE0235): without RXA-21 the registry cannot tell add from delete."),
+    ("vaccination-action-code-unrecognized", "IIS practice (MQE0234): an action code that is not add, update or delete."),
+];
+
+/// The detection table as Markdown: every detection with its level under
+/// each profile and, for each the default profile blocks on, the reason.
+/// `docs/detections.md` is this text.
+pub fn markdown() -> String {
+    let level = |l: Level| match l {
+        Level::Error => "**Error**",
+        Level::Warning => "Warning",
+        Level::Ignore => "—",
+    };
+    let blocked = |p: Profile| {
+        DETECTIONS
+            .iter()
+            .filter(|d| d.level(p) == Level::Error)
+            .count()
+    };
+    let mut out = String::new();
+    out.push_str("<!-- Generated from plugins/validate-iz/src/detections.rs; do not edit.\n");
+    out.push_str("     Regenerate: IZHUB_BLESS=1 cargo test -p validate-iz --test profiles -->\n\n");
+    out.push_str("# validate-iz detections\n\n");
+    out.push_str(&format!(
+        "{} detections. A detection at **Error** blocks the message (AE, nothing delivered); \
+         at Warning the message is delivered and the sender is told; — is not reported. \
+         Set `profile` (or `destination_profiles.<destination>`) to choose the levels and \
+         `severity.<id>` to change one; `mode = \"report-only\"` delivers everything and reports every finding.\n\n",
+        DETECTIONS.len()
+    ));
+    out.push_str("| profile | blocks on |\n|---|---|\n");
+    for p in Profile::ALL {
+        out.push_str(&format!("| `{}` | {} detections |\n", p.name(), blocked(p)));
+    }
+    out.push_str("\n| detection | field | iis-practice (default) | strict-ig | cvrs | ERR-3 / ERR-5 | why iis-practice blocks | what the sender reads |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|\n");
+    for d in DETECTIONS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} / {} | {} | {} |\n",
+            d.id,
+            d.field,
+            level(d.level(Profile::IisPractice)),
+            level(d.strict),
+            level(d.cvrs),
+            d.hl7_code,
+            d.app_code,
+            iis_practice_reason(d.id).unwrap_or(""),
+            d.text.replace('|', "\\|"),
+        ));
+    }
+    out
 }
 
 /// Looks a detection up by id.
@@ -169,6 +329,8 @@ pub static DETECTIONS: &[Detection] = &[
     d("vaccination-date-in-future", "RXA-3", E, E, "102", "1", "The vaccination date (RXA-3) is in the future."),
     d("vaccination-date-before-birth", "RXA-3", E, E, "102", "1", "The vaccination date (RXA-3) is before the patient's date of birth (PID-7)."),
     d("vaccination-date-after-death", "RXA-3", E, E, "102", "1", "The vaccination date (RXA-3) is after the patient's date of death (PID-29)."),
+    d("vaccination-date-after-message", "RXA-3", W, W, "102", "1", "The vaccination date (RXA-3) is after the date the message says it was created (MSH-7); check both dates."),
+    d("vaccination-date-after-entry", "RXA-3", E, E, "102", "1", "The vaccination date (RXA-3) is after the date it was entered in your system (RXA-22)."),
     d("vaccination-end-date-mismatch", "RXA-4", W, W, "102", "3", "The vaccination end date (RXA-4) should be empty or the same as RXA-3."),
     d("vaccination-code-missing", "RXA-5", E, E, "101", "7", "The vaccine code (RXA-5) is empty; send the CVX code of the vaccine."),
     d("vaccination-code-system-missing", "RXA-5", W, W, "101", "7", "The vaccine code (RXA-5) does not say which code system it uses (RXA-5.3 should be CVX)."),
@@ -180,7 +342,7 @@ pub static DETECTIONS: &[Detection] = &[
     d("vaccination-cvx-non-us", "RXA-5", E, W, "102", "3", "The vaccine code (RXA-5) is for a vaccine not licensed in the US; it can only be reported as a historical dose."),
     d("vaccination-cvx-unspecified", "RXA-5", W, W, "102", "3", "A dose given by your clinic is coded with an 'unspecified formulation' CVX (RXA-5); send the specific vaccine given."),
     d("vaccination-cvx-no-vaccine-not-na", "RXA-5", E, E, "102", "3", "CVX 998 (no vaccine administered) is only allowed when the completion status (RXA-20) is NA."),
-    d("vaccination-ndc-invalid", "RXA-5", E, E, "102", "4", "The NDC in RXA-5 is not an 11-digit NDC (5-4-2, such as 49281-0425-50)."),
+    d("vaccination-ndc-invalid", "RXA-5", E, E, "102", "4", "The NDC in RXA-5 is not in any FDA form: 5-4-2, 4-4-2, 5-3-2 or 5-4-1 with hyphens (such as 49281-0425-50), or 11 digits."),
     d("vaccination-ndc-unrecognized", "RXA-5", W, W, "103", "5", "The NDC in RXA-5 is not a known vaccine NDC."),
     d("vaccination-ndc-cvx-mismatch", "RXA-5", W, W, "102", "3", "The NDC in RXA-5 is for a different vaccine than the CVX code sent."),
     d("vaccination-ndc-out-of-use", "RXA-5", W, W, "102", "1", "The NDC in RXA-5 was not in use on the vaccination date."),
@@ -206,6 +368,7 @@ pub static DETECTIONS: &[Detection] = &[
     d("vaccination-expiration-missing", "RXA-16", W, I, "101", "7", "The expiration date (RXA-16) of the lot is empty for a dose given by your clinic."),
     d("vaccination-expiration-invalid", "RXA-16", W, W, "102", "2", "The expiration date (RXA-16) is not a valid date; use YYYYMMDD."),
     d("vaccination-expired-when-given", "RXA-16", E, E, "102", "1", "The lot's expiration date (RXA-16) is before the vaccination date: an expired dose may need to be repeated; check both dates."),
+    d("vaccination-expired-when-given-historical", "RXA-16", W, W, "102", "1", "The lot's expiration date (RXA-16) is before the date of this historical dose; check both dates as recorded."),
     d("vaccination-manufacturer-missing", "RXA-17", E, I, "101", "7", "The manufacturer (RXA-17) is empty for a dose given by your clinic; send its MVX code, such as PMC."),
     d("vaccination-mvx-invalid", "RXA-17", E, E, "102", "4", "The manufacturer code (RXA-17) is not an MVX code; MVX codes are 2 or 3 letters."),
     d("vaccination-mvx-unrecognized", "RXA-17", W, W, "103", "5", "The manufacturer code (RXA-17) is not a known MVX code."),
@@ -214,7 +377,7 @@ pub static DETECTIONS: &[Detection] = &[
     d("vaccination-refusal-reason-without-refusal", "RXA-18", E, E, "102", "3", "A refusal reason (RXA-18) was sent, but the completion status (RXA-20) is not RE (refused)."),
     d("vaccination-refusal-reason-missing", "RXA-18", E, W, "101", "7", "The vaccine was refused (RXA-20 = RE) but no refusal reason (RXA-18) was sent."),
     d("vaccination-refusal-reason-unrecognized", "RXA-18", W, W, "103", "5", "The refusal reason (RXA-18) is not a known refusal reason code."),
-    d("vaccination-completion-status-missing", "RXA-20", W, I, "101", "7", "The completion status (RXA-20) is empty; send CP, PA, RE or NA."),
+    d("vaccination-completion-status-missing", "RXA-20", W, W, "101", "7", "The completion status (RXA-20) is empty; send CP, PA, RE or NA."),
     d("vaccination-completion-status-unrecognized", "RXA-20", E, E, "103", "5", "The completion status (RXA-20) must be CP, PA, RE or NA."),
     d("vaccination-action-code-missing", "RXA-21", W, I, "101", "7", "The action code (RXA-21) is empty; send A to add, U to update or D to delete."),
     d("vaccination-action-code-unrecognized", "RXA-21", E, E, "103", "5", "The action code (RXA-21) must be A, U or D."),

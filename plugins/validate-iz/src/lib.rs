@@ -20,13 +20,25 @@
 //!
 //! # Configuration
 //!
-//! - `profile` = `cdc` (default) or `cvrs`: `cvrs` switches on the checks of
-//!   the CDC COVID-19 Vaccination Reporting Specification (extract type in
-//!   MSH-8, redacted names and addresses, county codes, required COVID
-//!   observations, no product data on refusals) and relaxes IG checks that
-//!   CVRS extracts do not follow.
+//! - `profile` chooses the default levels (see `docs/detections.md`):
+//!   - `iis-practice` (the default) blocks only where registries block: AIRA
+//!     MQE's active Error detections and what makes a message unprocessable
+//!     (no MSH-9, MSH-10 or MSH-12, no PID, no RXA). Everything else warns
+//!     and the message is delivered.
+//!   - `strict-ig` (also `cdc`) blocks on every SHALL of the CDC IG.
+//!   - `cvrs` switches on the checks of the CDC COVID-19 Vaccination
+//!     Reporting Specification (extract type in MSH-8, redacted names and
+//!     addresses, county codes, required COVID observations, no product data
+//!     on refusals) and relaxes IG checks that CVRS extracts do not follow.
+//! - `destination_profiles.<destination>` = a profile for messages routed
+//!   to that destination, since state registries differ. It applies when an
+//!   earlier plugin set the `destination` attribute, as
+//!   `route-by-jurisdiction` does: put this plugin after it.
 //! - `severity.<detection-id>` = `error` | `warning` | `ignore` overrides one
-//!   detection's level, e.g. `severity.message-profile-missing = "error"`.
+//!   detection's level under every profile, e.g.
+//!   `severity.message-profile-missing = "error"`.
+//! - `mode = "report-only"` delivers every message and reports every finding
+//!   as a warning, those that would block saying so: for onboarding a clinic.
 //!
 //! # Lookups
 //!
@@ -49,27 +61,55 @@ pub mod dates;
 pub mod detections;
 mod geo;
 
+pub use detections::Profile;
 use detections::Level;
-use izhub_plugin::{Context, Issue, Message, Plugin, Verdict};
+use izhub_plugin::{Context, Issue, LogLevel, Message, Plugin, Verdict};
 
 /// The plugin.
 pub struct ValidateIz;
 
-/// Which set of default severities applies.
+/// What the configuration asks for, read once per message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    /// CDC IG R1.5 (the default).
-    Cdc,
-    /// CDC COVID-19 Vaccination Reporting Specification.
-    Cvrs,
+pub struct Settings {
+    /// The profile in force for this message.
+    pub profile: Profile,
+    /// Deliver everything and report every finding.
+    pub report_only: bool,
 }
 
-impl Profile {
-    /// Reads the `profile` config value; anything but `cvrs` means `cdc`.
-    pub fn from_config(value: Option<&str>) -> Profile {
-        match value.map(|v| v.trim().to_ascii_lowercase()) {
-            Some(v) if v == "cvrs" => Profile::Cvrs,
-            _ => Profile::Cdc,
+impl Settings {
+    /// Reads `profile`, `destination_profiles.<destination>` (for the
+    /// `destination` attribute an earlier plugin set) and `mode`. An unknown
+    /// profile name is logged and the default used: a typo in the
+    /// configuration must not block every message.
+    pub fn read(ctx: &Context) -> Settings {
+        let named = |key: &str| {
+            let value = ctx.config(key)?;
+            let profile = Profile::parse(&value);
+            if profile.is_none() {
+                ctx.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "{key} = {value:?} is not a profile (iis-practice, strict-ig, cvrs); using {}",
+                        Profile::IisPractice.name()
+                    ),
+                );
+            }
+            profile
+        };
+        let for_destination = ctx
+            .attribute("destination")
+            .filter(|d| !d.is_empty() && !d.contains(','))
+            .and_then(|d| named(&format!("destination_profiles.{d}")));
+        let profile = for_destination
+            .or_else(|| named("profile"))
+            .unwrap_or(Profile::IisPractice);
+        let report_only = ctx
+            .config("mode")
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("report-only"));
+        Settings {
+            profile,
+            report_only,
         }
     }
 }
@@ -92,30 +132,34 @@ fn level_of_detection(
     {
         return level;
     }
-    match (det, profile) {
-        (Some(d), Profile::Cdc) => d.cdc,
-        (Some(d), Profile::Cvrs) => d.cvrs,
-        (None, _) => Level::Ignore,
-    }
+    det.map_or(Level::Ignore, |d| d.level(profile))
 }
 
 /// Turns a finding into the issue sent back, or `None` when it is ignored.
-fn issue_for(finding: checks::Finding, det: &detections::Detection, level: Level) -> Option<Issue> {
-    let issue = match level {
-        Level::Error => Issue::error(det.hl7_code),
-        Level::Warning => Issue::warning(det.hl7_code),
+/// In report-only mode an error is sent as a warning that says it would
+/// block.
+fn issue_for(
+    finding: checks::Finding,
+    det: &detections::Detection,
+    level: Level,
+    report_only: bool,
+) -> Option<Issue> {
+    let (issue, prefix) = match level {
+        Level::Error if report_only => (Issue::warning(det.hl7_code), "Would be rejected: "),
+        Level::Error => (Issue::error(det.hl7_code), ""),
+        Level::Warning => (Issue::warning(det.hl7_code), ""),
         Level::Ignore => return None,
     };
     let text = match finding.detail {
-        Some(value) => format!("{} Value sent: '{value}'. [{}]", det.text, det.id),
-        None => format!("{} [{}]", det.text, det.id),
+        Some(value) => format!("{prefix}{} Value sent: '{value}'. [{}]", det.text, det.id),
+        None => format!("{prefix}{} [{}]", det.text, det.id),
     };
     Some(issue.at(finding.location).app_code(det.app_code).text(text))
 }
 
 impl Plugin for ValidateIz {
     fn process(msg: &mut Message, ctx: &mut Context) -> Result<Verdict, String> {
-        let profile = Profile::from_config(ctx.config("profile").as_deref());
+        let settings = Settings::read(ctx);
         let today = dates::rfc3339_date(&ctx.received_at);
         let findings = {
             let host: &Context = ctx;
@@ -125,8 +169,9 @@ impl Plugin for ValidateIz {
         let mut issues = Vec::new();
         for f in findings {
             let det = detections::find(f.id);
-            let level = level_of_detection(f.id, det, profile, ctx);
-            if let Some(issue) = det.and_then(|det| issue_for(f, det, level)) {
+            let level = level_of_detection(f.id, det, settings.profile, ctx);
+            if let Some(issue) = det.and_then(|det| issue_for(f, det, level, settings.report_only))
+            {
                 issues.push(issue);
             }
         }

@@ -31,12 +31,13 @@ const FIRES_ON_NIST: &[&str] = &[
     "message-responsible-org-missing",
     "message-date-imprecise",
     "vaccination-mvx-inactive",
+    "vaccination-date-after-message",
 ];
 
 const REPAIRS: &[Mutation] = &[
     Set("MSH-21", "Z22^CDCPHINVS"),
     Set("MSH-22", "X68^^^^^NIST-AA-1^XX^^^X68"),
-    Set("MSH-7", "20120701082200-0500"),
+    Set("MSH-7", "20120814082200-0500"),
     Set("RXA-17", "PMC^Sanofi Pasteur^MVX"),
 ];
 
@@ -132,6 +133,8 @@ const CASES: &[(&str, Base, &[Mutation])] = &[
     ("vaccination-date-in-future", N, &[Set("RXA-3", "20300101")]),
     ("vaccination-date-before-birth", N, &[Set("RXA-3", "20060101")]),
     ("vaccination-date-after-death", N, &[Set("PID-29", "20120101"), Set("PID-30", "Y")]),
+    ("vaccination-date-after-message", N, &[Set("RXA-3", "20120901")]),
+    ("vaccination-date-after-entry", N, &[Set("RXA-22", "20120801")]),
     ("vaccination-end-date-mismatch", N, &[Set("RXA-4", "20120815")]),
     ("vaccination-code-missing", N, &[Set("RXA-5", "")]),
     ("vaccination-code-system-missing", N, &[Set("RXA-5", "140^Influenza")]),
@@ -143,7 +146,7 @@ const CASES: &[(&str, Base, &[Mutation])] = &[
     ("vaccination-cvx-non-us", N, &[Set("RXA-5", "170^DTAP/IPV/HIB - non-US^CVX")]),
     ("vaccination-cvx-unspecified", N, &[Set("RXA-5", "88^Influenza, unspecified^CVX")]),
     ("vaccination-cvx-no-vaccine-not-na", N, &[Set("RXA-5", "998^No vaccine administered^CVX")]),
-    ("vaccination-ndc-invalid", N, &[Set("RXA-5", "140^Influenza^CVX^4928-0425-50^Flu^NDC")]),
+    ("vaccination-ndc-invalid", N, &[Set("RXA-5", "140^Influenza^CVX^4928-042-50^Flu^NDC")]),
     ("vaccination-ndc-unrecognized", N, &[Set("RXA-5", "140^Influenza^CVX^99999-9999-99^Flu^NDC")]),
     ("vaccination-ndc-cvx-mismatch", N, &[Set("RXA-5", "140^Influenza^CVX^00005-0100-01^Trumenba^NDC")]),
     ("vaccination-ndc-out-of-use", N, &[Set("RXA-5", "100^PCV7^CVX^00005-1970-49^Prevnar^NDC")]),
@@ -169,6 +172,7 @@ const CASES: &[(&str, Base, &[Mutation])] = &[
     ("vaccination-expiration-missing", N, &[Set("RXA-16", "")]),
     ("vaccination-expiration-invalid", N, &[Set("RXA-16", "2012")]),
     ("vaccination-expired-when-given", N, &[Set("RXA-16", "20120801")]),
+    ("vaccination-expired-when-given-historical", N, &[Set("RXA-9", "01^Historical information^NIP001"), Set("RXA-16", "20120801")]),
     ("vaccination-manufacturer-missing", N, &[Set("RXA-17", "")]),
     ("vaccination-mvx-invalid", N, &[Set("RXA-17", "AAAA^Bogus^MVX")]),
     ("vaccination-mvx-unrecognized", N, &[Set("RXA-17", "ZZZ^Bogus^MVX")]),

@@ -224,12 +224,11 @@ fn vis_pairs(c: &mut Checker, g: &Group, vis: &BTreeMap<&str, Vis>, administered
                 c.flag("vis-published-date-missing", format!("OBX[{k}]-3"));
             }
         }
-        let date_of =
-            |c: &Checker, k: usize| dates::parse_dtm(c.at("OBX", k, 5, 0)).and_then(|d| d.date);
+        let date_of = |c: &Checker, k: usize| dates::parse_dtm(c.at("OBX", k, 5, 0));
         let published = v.published.first().and_then(|&k| date_of(c, k));
         for &k in &v.presented {
             if let (Some(p), Some(given)) = (published, date_of(c, k))
-                && given < p
+                && given.is_before(&p)
             {
                 c.flag("vis-presented-before-published", format!("OBX[{k}]-5"));
             }

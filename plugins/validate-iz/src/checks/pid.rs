@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::Checker;
-use crate::dates::{self, Date};
+use crate::dates::{self, Date, Dtm};
 use crate::geo;
 
 const PLACEHOLDER_NAMES: [&str; 8] = [
@@ -164,8 +164,8 @@ fn birth_date(c: &mut Checker) -> Option<Date> {
     if oldest.is_some_and(|o| birth < o) {
         c.flag("patient-birth-date-too-old", "PID-7");
     }
-    if let Some(sent) = dates::parse_dtm(c.at("MSH", 1, 7, 0)).and_then(|d| d.date)
-        && birth > sent
+    if dates::parse_dtm(c.at("MSH", 1, 7, 0))
+        .is_some_and(|sent| Dtm::of_date(birth).is_after(&sent))
     {
         c.flag("patient-birth-date-after-message", "PID-7");
     }

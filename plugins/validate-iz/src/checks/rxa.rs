@@ -1,7 +1,7 @@
 //! Order (ORC), vaccination (RXA) and route (RXR) checks.
 
 use super::{Checker, Code, Group, pid};
-use crate::dates::{self, Date, DateValue};
+use crate::dates::{self, Date, Dtm};
 
 const LOT_PLACEHOLDERS: [&str; 10] = [
     "NA", "N/A", "UNK", "UNKNOWN", "NONE", "?", "0", "00", "LOT", "NULL",
@@ -85,7 +85,7 @@ pub fn check(c: &mut Checker, g: &Group) {
         }
     }
     administered_at(c, n);
-    lot_and_expiry(c, n, given_on);
+    lot_and_expiry(c, n, d, given_on);
     manufacturer(c, n);
     refusal_and_status(c, n, d);
     routes(c, g, d);
@@ -102,19 +102,25 @@ fn admin_date(c: &mut Checker, n: usize) -> Option<Date> {
     if c.in_future(date) {
         c.flag("vaccination-date-in-future", path());
     }
-    if let DateValue::Valid(birth) = dates::full_date(c.at("PID", 1, 7, 0))
-        && date < birth
-    {
+    // Every comparison at the precision both sides have: a birth date with
+    // a time (`201311011105`) and a dose given that day are the same day.
+    let given = Dtm::of_date(date);
+    let other = |c: &Checker, seg: &str, field: usize| dates::parse_dtm(c.at(seg, 1, field, 0));
+    if other(c, "PID", 7).is_some_and(|birth| given.is_before(&birth)) {
         c.flag("vaccination-date-before-birth", path());
     }
-    if let DateValue::Valid(death) = dates::full_date(c.at("PID", 1, 29, 0))
-        && date > death
-    {
+    if other(c, "PID", 29).is_some_and(|death| given.is_after(&death)) {
         c.flag("vaccination-date-after-death", path());
+    }
+    if other(c, "MSH", 7).is_some_and(|sent| given.is_after(&sent)) {
+        c.flag("vaccination-date-after-message", path());
+    }
+    if dates::parse_dtm(c.at("RXA", n, 22, 0)).is_some_and(|entered| given.is_after(&entered)) {
+        c.flag("vaccination-date-after-entry", path());
     }
     let end = c.at("RXA", n, 4, 0);
     if !end.is_empty() {
-        let same = matches!(dates::full_date(end), DateValue::Valid(e) if e == date);
+        let same = dates::parse_dtm(end).is_some_and(|e| e.compare(&given).is_eq());
         if !same {
             c.flag("vaccination-end-date-mismatch", format!("RXA[{n}]-4"));
         }
@@ -124,16 +130,6 @@ fn admin_date(c: &mut Checker, n: usize) -> Option<Date> {
 
 fn is_cvx(code: &str) -> bool {
     (1..=3).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn is_ndc(code: &str) -> bool {
-    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
-    let mut parts = code.split('-');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(a), Some(b), Some(c), None) => digits(a, 5) && digits(b, 4) && digits(c, 2),
-        (Some(one), None, _, _) => digits(one, 11),
-        _ => false,
-    }
 }
 
 /// `YYYYMMDD` or `YYYY-MM-DD` → date.
@@ -219,11 +215,12 @@ fn cvx_status(c: &mut Checker, n: usize, cvx: &str, d: Dose, given_on: Option<Da
 
 fn ndc_status(c: &mut Checker, n: usize, ndc: &str, cvx: &str, d: Dose, given_on: Option<Date>) {
     let at = || format!("RXA[{n}]-5");
-    if !is_ndc(ndc) {
+    // Every form the FDA and the CDC crosswalks use, looked up as 5-4-2.
+    let Some(normalized) = izhub_plugin::ndc::normalize(ndc) else {
         c.flag_code("vaccination-ndc-invalid", at(), ndc);
         return;
-    }
-    let code = c.code("ndc", ndc);
+    };
+    let code = c.code("ndc", &normalized);
     match code {
         Code::NoTable => return,
         Code::Unknown => {
@@ -325,19 +322,32 @@ fn administered_at(c: &mut Checker, n: usize) {
     );
 }
 
-fn lot_and_expiry(c: &mut Checker, n: usize, given_on: Option<Date>) {
+fn lot_and_expiry(c: &mut Checker, n: usize, d: Dose, given_on: Option<Date>) {
     let lot = c.at("RXA", n, 15, 0);
     if !lot.is_empty() && LOT_PLACEHOLDERS.iter().any(|p| p.eq_ignore_ascii_case(lot)) {
         c.flag_code("vaccination-lot-invalid", format!("RXA[{n}]-15"), lot);
     }
-    if let Some(expires) = c.date(
-        c.at("RXA", n, 16, 0),
-        format_args!("RXA[{n}]-16"),
-        None,
-        "vaccination-expiration-invalid",
-    ) && given_on.is_some_and(|g| expires < g)
-    {
-        c.flag("vaccination-expired-when-given", format!("RXA[{n}]-16"));
+    let raw = c.at("RXA", n, 16, 0);
+    if raw.is_empty() {
+        return;
+    }
+    // Vials print a month (`201512`: good through December) as often as a day.
+    let Some(expires) = dates::parse_dtm(raw).filter(|e| e.month.is_some()) else {
+        c.flag("vaccination-expiration-invalid", format!("RXA[{n}]-16"));
+        return;
+    };
+    let Some(given) = given_on.map(Dtm::of_date) else {
+        return;
+    };
+    if expires.is_before(&given) {
+        // A historical record tells what another provider gave; it is not
+        // this clinic's stock, and registries record it as it was.
+        let id = if d.historical {
+            "vaccination-expired-when-given-historical"
+        } else {
+            "vaccination-expired-when-given"
+        };
+        c.flag(id, format!("RXA[{n}]-16"));
     }
 }
 

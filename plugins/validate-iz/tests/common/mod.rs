@@ -52,10 +52,35 @@ pub struct Seen {
 
 /// Runs the plugin and returns every issue (rejected or reported).
 pub fn run(host: &TestHost, hl7: &str, received_at: &str) -> (bool, Vec<Seen>) {
+    run_with(host, hl7, received_at, &[])
+}
+
+/// [`run`] with attributes set by earlier plugins; also returns the texts.
+pub fn run_with(
+    host: &TestHost,
+    hl7: &str,
+    received_at: &str,
+    attributes: &[(&str, &str)],
+) -> (bool, Vec<Seen>) {
+    let (rejected, seen, _) = run_texts(host, hl7, received_at, attributes);
+    (rejected, seen)
+}
+
+/// [`run_with`], also returning each issue's text.
+pub fn run_texts(
+    host: &TestHost,
+    hl7: &str,
+    received_at: &str,
+    attributes: &[(&str, &str)],
+) -> (bool, Vec<Seen>, Vec<String>) {
     let out = izhub_plugin::run::<ValidateIz>(
         Input {
             hl7: hl7.to_string(),
             received_at: received_at.to_string(),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Input::default()
         },
         host,
@@ -69,6 +94,7 @@ pub fn run(host: &TestHost, hl7: &str, received_at: &str) -> (bool, Vec<Seen>) {
         }
         _ => false,
     };
+    let texts = issues.iter().map(|i| i.text.clone()).collect();
     let seen = issues
         .into_iter()
         .map(|i| {
@@ -84,7 +110,7 @@ pub fn run(host: &TestHost, hl7: &str, received_at: &str) -> (bool, Vec<Seen>) {
             }
         })
         .collect();
-    (rejected, seen)
+    (rejected, seen, texts)
 }
 
 /// A change to a message.
