@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod mllp;
 pub mod pipeline;
 pub mod plugin;
+pub mod report;
 pub mod serve;
 pub mod sim;
 pub mod soap;

@@ -64,7 +64,7 @@ fn check_accepts_the_demo_config_and_compiles_its_plugins() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["serve", "check", "sim-iis", "send", "bench"] {
+    for sub in ["serve", "check", "validate", "sim-iis", "send", "bench"] {
         let out = izhub().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub}");
         assert!(
@@ -129,4 +129,179 @@ async fn third_party_mllp_client_gets_aa() {
     assert!(stdout.contains(&format!("MSA|AA|{control_id}")), "{stdout}");
     assert_eq!(h.sim("MI").count(&control_id), 1);
     h.stop().await;
+}
+
+/// A configuration whose one VXU route is validate-iz under `profile`,
+/// delivering to an IIS that a dry run never contacts.
+fn validate_config(dir: &std::path::Path, profile: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("validate-{profile}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[listeners.ehr]
+listen = "127.0.0.1:0"
+
+[destinations.iis]
+mllp = "127.0.0.1:9"
+
+[codesets]
+dir = "{codesets}"
+
+[[routes]]
+name = "vxu"
+message_types = ["VXU^V04"]
+destinations = ["iis"]
+
+[[routes.plugins]]
+wasm = "{wasm}"
+grants = ["log", "config", "codesets"]
+[routes.plugins.config]
+profile = "{profile}"
+"#,
+            codesets = root().join("samples/codesets").display(),
+            wasm = plugin("validate_iz"),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `N messages: a delivered clean, b delivered with warnings, c would be blocked`
+fn summary(report: &str) -> (usize, usize, usize, usize) {
+    let line = report
+        .lines()
+        .find(|l| l.contains(" would be blocked"))
+        .unwrap();
+    let n: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (n[0], n[1], n[2], n[3])
+}
+
+#[test]
+fn validate_reports_a_batch_per_detection_and_lists_what_would_be_blocked() {
+    plugin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = validate_config(dir.path(), "iis-practice");
+    let inputs = [
+        root().join("samples/messages/vxu"),
+        root().join("samples/messages/rejected"),
+        root().join("samples/corpus/certification"),
+    ];
+    let out = izhub()
+        .arg("validate")
+        .args(&inputs)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "some would be blocked: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (messages, clean, warned, blocked) = summary(&text);
+    assert_eq!(messages, clean + warned + blocked, "{text}");
+    assert!(messages >= 77, "{text}");
+    println!("default profile: {blocked} of {messages} blocked");
+    // The MCIR sample is delivered (with warnings); the rejected samples are not.
+    assert!(
+        !text.contains("vxu-mcir-dtap-hepb-ipv.hl7:1  MSH-10"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vxu-missing-birth-date-testerror-36.hl7:1  MSH-10"),
+        "{text}"
+    );
+    assert!(text.contains("[patient-birth-date-missing]"), "{text}");
+    // Per detection: messages, share, count, level and an example location.
+    let row = text
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("vaccination-sub-id-counter-invalid ")
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        row.contains("warning") && row.contains("vxu-mcir-dtap-hepb-ipv.hl7:1 RXA[1]-2"),
+        "{row}"
+    );
+    // The public certification messages the default profile blocks: each for
+    // a reason a registry would give.
+    let certification_blocked = text
+        .lines()
+        .filter(|l| l.contains("certification/") && l.contains("  MSH-10 "))
+        .count();
+    println!("certification messages blocked: {certification_blocked} of 33");
+    assert!(certification_blocked <= 3, "{text}");
+    for why in [
+        "[vaccination-missing]",
+        "[vaccination-cvx-unrecognized]",
+        "[patient-id-type-missing]",
+    ] {
+        assert!(text.contains(why), "{why}: {text}");
+    }
+
+    // strict-ig blocks the MCIR sample; CSV and HTML carry the same report.
+    let strict = validate_config(dir.path(), "strict-ig");
+    let csv_path = dir.path().join("report.csv");
+    let out = izhub()
+        .arg("validate")
+        .arg(root().join("samples/messages/vxu/vxu-mcir-dtap-hepb-ipv.hl7"))
+        .args(["--format", "csv", "--out"])
+        .arg(&csv_path)
+        .arg("--config")
+        .arg(&strict)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    assert!(csv.starts_with("section,id,level,messages,share_percent,count,example,source,control_id,sender,answer,sentence\r\n"), "{csv}");
+    assert!(
+        csv.contains("\r\nblocked,vaccination-sub-id-counter-invalid,error,"),
+        "{csv}"
+    );
+    assert!(csv.contains(",270690,1255-60-20,AE,"), "{csv}");
+    let out = izhub()
+        .arg("validate")
+        .arg(root().join("samples/messages/rejected"))
+        .args(["--format", "html", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with("<!doctype html>") && page.contains("Would be blocked"),
+        "{page}"
+    );
+    assert!(
+        page.contains("segment 5 (&#39;WHOOPS"),
+        "the engine's own refusal, escaped: {page}"
+    );
+    assert!(!page.contains("<script"), "{page}");
+
+    // A route that does not exist, or nothing to read: exit 2, saying why.
+    let out = izhub()
+        .arg("validate")
+        .arg(root().join("samples/messages/vxu"))
+        .args(["--route", "nope", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no route named 'nope' (routes: vxu)"));
+    let out = izhub()
+        .arg("validate")
+        .arg(dir.path().join("missing.hl7"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.hl7"));
 }

@@ -208,3 +208,80 @@ async fn code_sets_updated_while_running_take_effect_and_bad_ones_are_refused() 
     );
     engine.stop().await;
 }
+
+/// A route that picks the IIS by state, then validates with that IIS's
+/// profile (none given: the default, iis-practice).
+fn validating_config(codesets: &std::path::Path, sim: &str, mi_profile: Option<&str>) -> String {
+    let profiles = mi_profile
+        .map(|p| format!("[routes.plugins.config.destination_profiles]\nmi-iis = \"{p}\"\n"))
+        .unwrap_or_default();
+    format!(
+        r#"[listeners.ehr]
+listen = "127.0.0.1:0"
+
+[destinations.mi-iis]
+mllp = "{sim}"
+
+[codesets]
+dir = "{}"
+
+[[routes]]
+name = "vxu"
+message_types = ["VXU^V04"]
+
+[[routes.plugins]]
+wasm = "{}"
+[routes.plugins.config.states]
+MI = "mi-iis"
+
+[[routes.plugins]]
+wasm = "{}"
+grants = ["log", "config", "codesets"]
+{profiles}"#,
+        codesets.display(),
+        plugin("route_by_jurisdiction"),
+        plugin("validate_iz"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcir_sample_reaches_its_iis_with_a_warning_unless_that_iis_is_strict() {
+    // A real Michigan MCIR VXU: RXA-2 = 999, as many EHRs still send.
+    let mcir = sample_text("messages/vxu/vxu-mcir-dtap-hepb-ipv.hl7");
+    let sim = start_sim(sim_named("MIIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let codesets = root().join("samples/codesets");
+    for (profile, delivered) in [(None, true), (Some("strict-ig"), false)] {
+        let path = dir.path().join("izhub.toml");
+        std::fs::write(
+            &path,
+            validating_config(&codesets, &sim.addr.to_string(), profile),
+        )
+        .unwrap();
+        let engine = start_engine(&path).await;
+        let mut client = connect(&engine, "ehr").await;
+        let before = sim.state.received();
+        let answer = client.exchange(mcir.as_bytes(), TIMEOUT).await.unwrap();
+        let segs = segments(&answer);
+        let sub_id = segs.iter().find(|s| s.starts_with("ERR||RXA^1^2|"));
+        if delivered {
+            assert_eq!(msa(&answer).0, "AA", "{segs:?}");
+            assert_eq!(sim.state.received(), before + 1, "the IIS got it");
+            assert!(
+                sub_id.is_some_and(
+                    |e| e.contains("|W|") && e.contains("[vaccination-sub-id-counter-invalid]")
+                ),
+                "the warning comes back with the IIS's AA: {segs:?}"
+            );
+        } else {
+            assert_eq!(msa(&answer).0, "AE", "{segs:?}");
+            assert_eq!(
+                sim.state.received(),
+                before,
+                "a strict IIS's profile blocks it"
+            );
+            assert!(sub_id.is_some_and(|e| e.contains("|E|")), "{segs:?}");
+        }
+        engine.stop().await;
+    }
+}

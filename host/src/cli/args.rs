@@ -52,6 +52,17 @@ impl CacheArgs {
     }
 }
 
+/// How `izhub validate` writes its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Plain text for a terminal.
+    Text,
+    /// One row per detection and per blocked message's sentence.
+    Csv,
+    /// One printable page.
+    Html,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
@@ -80,6 +91,40 @@ pub enum Command {
         /// Configuration file.
         #[arg(long, short, default_value = "izhub.toml")]
         config: PathBuf,
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
+    /// Dry-run a batch of a clinic's messages through a route: per detection,
+    /// how often and where it fired, and every message that would be blocked
+    /// with the sentence the clinic would read. Nothing is delivered or
+    /// journaled. Exit code: 0 nothing would be blocked, 1 some would, 2 the
+    /// configuration or an input could not be read.
+    Validate {
+        /// Message files or directories (searched for *.hl7 and *.txt). A file
+        /// may hold one message or many (each starts with MSH; FHS/BHS batch
+        /// headers are skipped).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Configuration file whose routes and plugins are used.
+        #[arg(long, short, default_value = "izhub.toml")]
+        config: PathBuf,
+        /// The route to run (default: the route each message would take by its
+        /// type, sender and receiver).
+        #[arg(long)]
+        route: Option<String>,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+        /// Write the report here instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Keep the values quoted from messages (`Value sent: '…'`) in the
+        /// report; left out by default, as reports are mailed and printed.
+        #[arg(long)]
+        show_values: bool,
+        /// Blocked messages listed in text and HTML reports (CSV lists all).
+        #[arg(long, default_value_t = 200)]
+        max_listed: usize,
         #[command(flatten)]
         cache: CacheArgs,
     },

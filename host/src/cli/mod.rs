@@ -7,6 +7,7 @@ mod bench;
 mod check;
 mod plugin;
 mod reprocess;
+mod validate;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-pub use args::{CacheArgs, Cli, CodesCommand, Command, LogFormat, PluginCommand};
+pub use args::{CacheArgs, Cli, CodesCommand, Command, LogFormat, PluginCommand, ReportFormat};
 use bench::{Load, bench};
 use plugin::plugin_command;
 use reprocess::reprocess;
@@ -104,6 +105,28 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, cache } => check::run(&config, &cache).await,
+        Command::Validate {
+            inputs,
+            config,
+            route,
+            format,
+            out,
+            show_values,
+            max_listed,
+            cache,
+        } => {
+            validate::run(validate::Options {
+                inputs,
+                config,
+                route,
+                format,
+                out,
+                show_values,
+                max_listed,
+                cache,
+            })
+            .await
+        }
         Command::SimIis {
             listen,
             name,

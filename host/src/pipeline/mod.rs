@@ -5,10 +5,12 @@
 //! belongs to the running topology.
 
 mod commit;
+mod dry_run;
 mod reply;
 mod route;
 mod untrusted;
 
+pub use dry_run::{DryOutcome, DryRun};
 use reply::{ack, ack_code_label};
 use route::{PluginSeries, Route};
 
@@ -223,11 +225,7 @@ impl Pipeline {
             let issue = Issue::error("207", reason.to_string());
             return (None, ack(&msh, AckCode::AR, &[issue], charset));
         }
-        if let Some(issue) = header_problem(&msh).or_else(|| {
-            hl7::check_structure(&text)
-                .err()
-                .map(|why| Issue::error("102", why))
-        }) {
+        if let Some(issue) = frame_problem(&msh, &text) {
             return (None, ack(&msh, AckCode::AR, &[issue], charset));
         }
         let sender = msh.component(4, 1).to_string();
@@ -288,6 +286,16 @@ impl Pipeline {
     }
 }
 
+/// What stops the engine from processing a frame at all: MSH fields it needs
+/// to route and answer, or segments that are not segments.
+pub(super) fn frame_problem(msh: &Msh, text: &str) -> Option<Issue> {
+    header_problem(msh).or_else(|| {
+        hl7::check_structure(text)
+            .err()
+            .map(|why| Issue::error("102", why))
+    })
+}
+
 /// The MSH fields the engine itself needs to route and answer a message.
 pub(super) fn header_problem(msh: &Msh) -> Option<Issue> {
     if msh.message_code().is_empty() {
@@ -309,13 +317,18 @@ pub(super) fn header_problem(msh: &Msh) -> Option<Issue> {
 
 fn matches(route: &RouteSpec, listener: &str, msh: &Msh) -> bool {
     (route.listeners.is_empty() || route.listeners.contains(listener))
-        && (route.message_types.is_empty()
-            || route.message_types.iter().any(|(code, trigger)| {
-                code.eq_ignore_ascii_case(msh.message_code())
-                    && trigger
-                        .as_ref()
-                        .is_none_or(|t| t.eq_ignore_ascii_case(msh.trigger()))
-            }))
+        && matches_message(route, msh)
+}
+
+/// Whether a route takes this message, whichever listener it came in on.
+pub(super) fn matches_message(route: &RouteSpec, msh: &Msh) -> bool {
+    (route.message_types.is_empty()
+        || route.message_types.iter().any(|(code, trigger)| {
+            code.eq_ignore_ascii_case(msh.message_code())
+                && trigger
+                    .as_ref()
+                    .is_none_or(|t| t.eq_ignore_ascii_case(msh.trigger()))
+        }))
         && (route.senders.is_empty() || route.senders.contains(msh.component(4, 1)))
         && (route.receivers.is_empty() || route.receivers.contains(msh.component(6, 1)))
 }

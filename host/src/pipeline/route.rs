@@ -52,18 +52,40 @@ impl PluginSeries {
     }
 }
 
+/// What a route's plugins made of a message.
+pub(super) enum Chain {
+    /// Every plugin let it through.
+    Passed(Passed),
+    /// A plugin stopped it (or failed): the answer's code and every issue.
+    Stopped { code: AckCode, issues: Vec<Issue> },
+}
+
+/// A message every plugin of its route let through.
+pub(super) struct Passed {
+    /// The text as the last plugin left it.
+    pub(super) text: String,
+    /// Warnings and notes the plugins reported.
+    pub(super) issues: Vec<Issue>,
+    /// Attributes the plugins set.
+    pub(super) attributes: Vec<(String, String)>,
+    /// Where a plugin routed it, if one did.
+    pub(super) route_to: Option<Vec<String>>,
+    /// What each plugin did, for the journal (commit mode only).
+    pub(super) stages: String,
+}
+
 impl Pipeline {
-    pub(super) async fn run_route(
+    /// Runs `route`'s plugins in order on `text`, each on a fresh instance,
+    /// applying each verdict: what the engine does before delivery, and all
+    /// `izhub validate` does.
+    pub(super) async fn run_plugins(
         &self,
         route: &Route,
-        listener: &ListenerSpec,
-        raw: &[u8],
+        source: &str,
+        id: &str,
+        received_at: &str,
         mut text: String,
-        original: Msh,
-        charset: Charset,
-    ) -> Answer {
-        let id = hl7::new_control_id("m");
-        let received_at = hl7::rfc3339_now();
+    ) -> Chain {
         let mut attributes: Vec<(String, String)> = Vec::new();
         let mut issues: Vec<Issue> = Vec::new();
         let mut route_to: Option<Vec<String>> = None;
@@ -71,10 +93,10 @@ impl Pipeline {
         let mut stages = String::new();
         for (plugin, series) in route.plugins.iter().zip(&route.series) {
             let env = Envelope {
-                id: &id,
+                id,
                 route: &route.spec.name,
-                source: &listener.name,
-                received_at: &received_at,
+                source,
+                received_at,
                 hl7: &text,
                 attributes: &attributes,
             };
@@ -90,7 +112,10 @@ impl Pipeline {
                         .get_or_create(&vec![l("plugin", plugin.name()), l("kind", e.kind())])
                         .inc();
                     issues.push(Issue::error("207", e.to_string()));
-                    return ack(&original, AckCode::AE, &issues, charset);
+                    return Chain::Stopped {
+                        code: AckCode::AE,
+                        issues,
+                    };
                 }
             };
             merge_attributes(&mut attributes, outcome.attributes);
@@ -138,16 +163,22 @@ impl Pipeline {
                                     plugin.name()
                                 ),
                             ));
-                            return ack(&original, AckCode::AE, &issues, charset);
+                            return Chain::Stopped {
+                                code: AckCode::AE,
+                                issues,
+                            };
                         }
                     }
                 }
                 Verdict::Reject(found) => {
                     issues.extend(found);
-                    let code = if issues
-                        .iter()
-                        .any(|i| matches!(i.code.as_str(), "200" | "201" | "202" | "203"))
-                    {
+                    // AR (not processable at all) when an error says the
+                    // message type, event, processing id or version is not
+                    // supported; a warning with such a code does not.
+                    let code = if issues.iter().any(|i| {
+                        i.severity == Severity::Error
+                            && matches!(i.code.as_str(), "200" | "201" | "202" | "203")
+                    }) {
                         AckCode::AR
                     } else {
                         AckCode::AE
@@ -158,7 +189,7 @@ impl Pipeline {
                             format!("rejected by plugin '{}'", plugin.name()),
                         ));
                     }
-                    return ack(&original, code, &issues, charset);
+                    return Chain::Stopped { code, issues };
                 }
                 Verdict::RouteTo(dests) => {
                     if let Some(refused) = dests.iter().find(|d| !route.spec.route_to.contains(*d))
@@ -175,12 +206,48 @@ impl Pipeline {
                                 if granted.is_empty() { "none".to_string() } else { granted.join(", ") }
                             ),
                         ));
-                        return ack(&original, AckCode::AE, &issues, charset);
+                        return Chain::Stopped {
+                            code: AckCode::AE,
+                            issues,
+                        };
                     }
                     route_to = Some(dests);
                 }
             }
         }
+        Chain::Passed(Passed {
+            text,
+            issues,
+            attributes,
+            route_to,
+            stages,
+        })
+    }
+
+    pub(super) async fn run_route(
+        &self,
+        route: &Route,
+        listener: &ListenerSpec,
+        raw: &[u8],
+        text: String,
+        original: Msh,
+        charset: Charset,
+    ) -> Answer {
+        let id = hl7::new_control_id("m");
+        let received_at = hl7::rfc3339_now();
+        let Passed {
+            text,
+            mut issues,
+            attributes,
+            route_to,
+            stages,
+        } = match self
+            .run_plugins(route, &listener.name, &id, &received_at, text)
+            .await
+        {
+            Chain::Passed(passed) => passed,
+            Chain::Stopped { code, issues } => return ack(&original, code, &issues, charset),
+        };
         count_completeness(
             &self.metrics,
             self.sender_label(original.component(4, 1)),

@@ -1,6 +1,8 @@
-//! Client tools: `izhub send` (send files, print answers) and `izhub bench`
-//! (a load generator that checks every answer's MSA-2).
+//! Client tools: `izhub send` (send files, print answers), `izhub bench`
+//! (a load generator that checks every answer's MSA-2), and reading batches
+//! of message files ([`batch`]).
 
+pub mod batch;
 mod bench;
 pub mod codes;
 pub mod plugin_dev;

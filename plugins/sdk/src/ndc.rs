@@ -21,7 +21,8 @@ pub fn normalize(ndc: &str) -> Option<String> {
         return Some(format!("{a}-{b}-{c}"));
     }
     let mut parts = ndc.split('-');
-    let (Some(a), Some(b), Some(c), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(a), Some(b), Some(c), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return None;
     };
@@ -32,9 +33,7 @@ pub fn normalize(ndc: &str) -> Option<String> {
         return None;
     }
     match (a.len(), b.len(), c.len()) {
-        (5, 4, 2) | (4, 4, 2) | (5, 3, 2) | (5, 4, 1) => {
-            Some(format!("{a:0>5}-{b:0>4}-{c:0>2}"))
-        }
+        (5, 4, 2) | (4, 4, 2) | (5, 3, 2) | (5, 4, 1) => Some(format!("{a:0>5}-{b:0>4}-{c:0>2}")),
         _ => None,
     }
 }

@@ -257,7 +257,10 @@ mod tests {
     fn compared_at_the_precision_both_have() {
         let p = |s: &str| parse_dtm(s).unwrap();
         // A birth date with a time and a dose given that day: the same day.
-        assert_eq!(p("201311011105").compare(&p("20131101")), std::cmp::Ordering::Equal);
+        assert_eq!(
+            p("201311011105").compare(&p("20131101")),
+            std::cmp::Ordering::Equal
+        );
         assert!(!p("20131101").is_before(&p("201311011105")));
         assert!(p("20131031").is_before(&p("201311010000")));
         // A lot expiring in a month is good through that month.
@@ -267,7 +270,10 @@ mod tests {
         assert!(!p("2015").is_before(&p("20151231")));
         assert!(p("20151231235959-0500").is_after(&p("20151230")));
         let d = Date::new(2013, 11, 1).unwrap();
-        assert_eq!(Dtm::of_date(d).compare(&p("201311011105")), std::cmp::Ordering::Equal);
+        assert_eq!(
+            Dtm::of_date(d).compare(&p("201311011105")),
+            std::cmp::Ordering::Equal
+        );
     }
 
     #[test]

@@ -171,10 +171,17 @@ pub static IIS_PRACTICE_ERRORS: &[(&str, &str)] = &[
     ("vaccination-cvx-invalid", "IIS practice (MQE0247): a vaccine code that is no CVX code."),
     ("vaccination-cvx-unrecognized", "IIS practice (MQE0247): a vaccine code the registry does not know."),
     ("vaccination-cvx-never-active", "IIS practice (MQE0561): a vaccine code that cannot be used for any dose."),
-    ("vaccination-ndc-invalid", "IIS practice (MQE0559): an NDC in no FDA form cannot name a vaccine."),
-    ("vaccination-ndc-unrecognized", "IIS practice (MQE0559): an NDC the registry cannot map to a vaccine."),
-    ("vaccination-action-code-missing", "IIS practice (MQE0235): without RXA-21 the registry cannot tell add from delete."),
+    ("vaccination-ndc-invalid", "IIS practice (MQE0559): an NDC in no FDA form, and no CVX code, leaves the vaccine unnamed."),
+    ("vaccination-ndc-unrecognized", "IIS practice (MQE0559): an NDC the registry cannot map, and no CVX code, leaves the vaccine unnamed."),
     ("vaccination-action-code-unrecognized", "IIS practice (MQE0234): an action code that is not add, update or delete."),
+];
+
+/// Where the default profile departs from MQE's active Error set, and why:
+/// each of these warns although MQE blocks on it by default.
+#[rustfmt::skip]
+pub static IIS_PRACTICE_DEPARTURES: &[(&str, &str)] = &[
+    ("vaccination-action-code-missing", "MQE0235 blocks, but IG 1.4 made RXA-21 optional, registries read an empty action code as A (add), and NIST's 2012 certification messages (NIST-IZ-007 to -020) leave it empty."),
+    ("patient-name-has-digits", "MQE0140/MQE0165 block names MQE finds invalid; a name with digits is more often a data-entry slip in an otherwise good record, so it warns."),
 ];
 
 /// The detection table as Markdown: every detection with its level under
@@ -194,7 +201,9 @@ pub fn markdown() -> String {
     };
     let mut out = String::new();
     out.push_str("<!-- Generated from plugins/validate-iz/src/detections.rs; do not edit.\n");
-    out.push_str("     Regenerate: IZHUB_BLESS=1 cargo test -p validate-iz --test profiles -->\n\n");
+    out.push_str(
+        "     Regenerate: IZHUB_BLESS=1 cargo test -p validate-iz --test profiles -->\n\n",
+    );
     out.push_str("# validate-iz detections\n\n");
     out.push_str(&format!(
         "{} detections. A detection at **Error** blocks the message (AE, nothing delivered); \
@@ -207,6 +216,11 @@ pub fn markdown() -> String {
     for p in Profile::ALL {
         out.push_str(&format!("| `{}` | {} detections |\n", p.name(), blocked(p)));
     }
+    out.push_str("\nWhere `iis-practice` departs from MQE's active Error set:\n\n");
+    for (id, why) in IIS_PRACTICE_DEPARTURES {
+        out.push_str(&format!("- `{id}` warns: {why}\n"));
+    }
+    out.push_str("\nMQE0257 and MQE0259 (a dose outside the vaccine's licensed dates or the patient's valid ages) have no detection here: the code sets izhub ships carry no licensed age or date ranges.\n");
     out.push_str("\n| detection | field | iis-practice (default) | strict-ig | cvrs | ERR-3 / ERR-5 | why iis-practice blocks | what the sender reads |\n");
     out.push_str("|---|---|---|---|---|---|---|---|\n");
     for d in DETECTIONS {
@@ -343,7 +357,9 @@ pub static DETECTIONS: &[Detection] = &[
     d("vaccination-cvx-unspecified", "RXA-5", W, W, "102", "3", "A dose given by your clinic is coded with an 'unspecified formulation' CVX (RXA-5); send the specific vaccine given."),
     d("vaccination-cvx-no-vaccine-not-na", "RXA-5", E, E, "102", "3", "CVX 998 (no vaccine administered) is only allowed when the completion status (RXA-20) is NA."),
     d("vaccination-ndc-invalid", "RXA-5", E, E, "102", "4", "The NDC in RXA-5 is not in any FDA form: 5-4-2, 4-4-2, 5-3-2 or 5-4-1 with hyphens (such as 49281-0425-50), or 11 digits."),
-    d("vaccination-ndc-unrecognized", "RXA-5", W, W, "103", "5", "The NDC in RXA-5 is not a known vaccine NDC."),
+    d("vaccination-ndc-invalid-with-cvx", "RXA-5", E, E, "102", "4", "The NDC sent with the CVX code in RXA-5 is not in any FDA form (5-4-2, 4-4-2, 5-3-2 or 5-4-1 with hyphens, or 11 digits); the CVX code names the vaccine."),
+    d("vaccination-ndc-unrecognized", "RXA-5", W, W, "103", "5", "The NDC in RXA-5 is not a known vaccine NDC, and no CVX code was sent with it."),
+    d("vaccination-ndc-unrecognized-with-cvx", "RXA-5", W, W, "103", "5", "The NDC sent with the CVX code in RXA-5 is not a known vaccine NDC; the CVX code names the vaccine."),
     d("vaccination-ndc-cvx-mismatch", "RXA-5", W, W, "102", "3", "The NDC in RXA-5 is for a different vaccine than the CVX code sent."),
     d("vaccination-ndc-out-of-use", "RXA-5", W, W, "102", "1", "The NDC in RXA-5 was not in use on the vaccination date."),
     d("vaccination-amount-missing", "RXA-6", E, W, "101", "7", "The dose amount (RXA-6) is empty; send the amount given, or 999 when unknown or not given."),

@@ -61,8 +61,8 @@ pub mod dates;
 pub mod detections;
 mod geo;
 
-pub use detections::Profile;
 use detections::Level;
+pub use detections::Profile;
 use izhub_plugin::{Context, Issue, LogLevel, Message, Plugin, Verdict};
 
 /// The plugin.

@@ -147,7 +147,9 @@ fn testerror_files_are_flagged_on_the_named_field() {
     // (ORC-3) already used by another message, which needs the registry's
     // history.
     assert!(
-        misses.iter().all(|m| m.contains("[BUSR013_vax_event_id_nodups]")),
+        misses
+            .iter()
+            .all(|m| m.contains("[BUSR013_vax_event_id_nodups]")),
         "only {hits} of {} hit:\n{}",
         paths.len(),
         misses.join("\n")

@@ -11,7 +11,8 @@ use common::Mutation::{Drop, Set};
 use common::{NIST, NOW_NIST, Seen, host, mutate, read, run, run_texts, run_with};
 use izhub_plugin::Severity;
 use validate_iz::detections::{
-    DETECTIONS, IIS_PRACTICE_ERRORS, Level, Profile, find, iis_practice_reason, markdown,
+    DETECTIONS, IIS_PRACTICE_DEPARTURES, IIS_PRACTICE_ERRORS, Level, Profile, find,
+    iis_practice_reason, markdown,
 };
 
 /// A real Michigan MCIR VXU from AIRA's samples: RXA-2 = 999, no MSH-21.
@@ -31,9 +32,9 @@ fn mcir_sample_is_delivered_with_a_warning_by_default_and_blocked_by_strict_ig()
     let (rejected, seen) = run(&host(&[]), &mcir, NOW_MCIR);
     assert!(!rejected, "blocked by default: {:?}", errors(&seen));
     assert!(
-        seen.iter()
-            .any(|s| s.id == "vaccination-sub-id-counter-invalid"
-                && s.severity == Severity::Warning),
+        seen.iter().any(
+            |s| s.id == "vaccination-sub-id-counter-invalid" && s.severity == Severity::Warning
+        ),
         "RXA-2 = 999 is reported as a warning: {seen:?}"
     );
     let (rejected, seen) = run(&host(&[("profile", "strict-ig")]), &mcir, NOW_MCIR);
@@ -75,12 +76,24 @@ fn what_registries_reject_still_blocks_by_default() {
         ("patient-birth-date-missing", &[Set("PID-7", "")][..]),
         ("patient-name-family-missing", &[Set("PID-5.1", "")][..]),
         ("patient-id-missing", &[Set("PID-3", "")][..]),
-        ("vaccination-date-before-birth", &[Set("RXA-3", "20070705")][..]),
+        (
+            "vaccination-date-before-birth",
+            &[Set("RXA-3", "20070705")][..],
+        ),
         ("vaccination-code-missing", &[Set("RXA-5", "")][..]),
-        ("vaccination-cvx-unrecognized", &[Set("RXA-5", "777^Nothing^CVX")][..]),
-        ("vaccination-action-code-missing", &[Set("RXA-21", "")][..]),
+        (
+            "vaccination-cvx-unrecognized",
+            &[Set("RXA-5", "777^Nothing^CVX")][..],
+        ),
+        (
+            "vaccination-action-code-unrecognized",
+            &[Set("RXA-21", "X")][..],
+        ),
         ("message-date-missing", &[Set("MSH-7", "")][..]),
-        ("vaccination-missing", &[Drop("RXA"), Drop("RXR"), Drop("OBX")][..]),
+        (
+            "vaccination-missing",
+            &[Drop("RXA"), Drop("RXR"), Drop("OBX")][..],
+        ),
     ] {
         let (rejected, seen) = run(&host(&[]), &mutate(&nist, mutations), NOW_NIST);
         assert!(rejected, "{id}: delivered");
@@ -97,10 +110,10 @@ fn a_4_4_2_ndc_is_an_ndc() {
     // Merck's MMR II as printed on the vial, 10 digits in the 4-4-2 form.
     let msg = mutate(
         &read(NIST),
-        &[Set(
-            "RXA-5",
-            "03^MMR^CVX^0006-4681-00^MMR II^NDC",
-        ), Set("RXA-17", "MSD^Merck and Co., Inc.^MVX")],
+        &[
+            Set("RXA-5", "03^MMR^CVX^0006-4681-00^MMR II^NDC"),
+            Set("RXA-17", "MSD^Merck and Co., Inc.^MVX"),
+        ],
     );
     for profile in ["iis-practice", "strict-ig"] {
         let (rejected, seen) = run(&host(&[("profile", profile)]), &msg, NOW_NIST);
@@ -115,12 +128,42 @@ fn a_4_4_2_ndc_is_an_ndc() {
         let msg = mutate(&read(NIST), &[Set("RXA-5", "03^MMR^CVX")]);
         let msg = mutate(&msg, &[Set("RXA-5.4", ndc), Set("RXA-5.6", "NDC")]);
         let (_, seen) = run(&host(&[]), &msg, NOW_NIST);
-        assert!(!seen.iter().any(|s| s.id.starts_with("vaccination-ndc")), "{ndc}: {seen:?}");
+        assert!(
+            !seen.iter().any(|s| s.id.starts_with("vaccination-ndc")),
+            "{ndc}: {seen:?}"
+        );
     }
     // Not an NDC in any form: still flagged.
-    let msg = mutate(&read(NIST), &[Set("RXA-5", "03^MMR^CVX^0006468100^MMR II^NDC")]);
+    let msg = mutate(
+        &read(NIST),
+        &[Set("RXA-5", "03^MMR^CVX^0006468100^MMR II^NDC")],
+    );
     let (_, seen) = run(&host(&[]), &msg, NOW_NIST);
-    assert!(seen.iter().any(|s| s.id == "vaccination-ndc-invalid"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|s| s.id == "vaccination-ndc-invalid-with-cvx"),
+        "{seen:?}"
+    );
+    // Without a CVX code the NDC is the vaccine: one no registry knows blocks.
+    let only_ndc = mutate(&read(NIST), &[Set("RXA-5", "99999-9999-99^Mystery^NDC")]);
+    let (rejected, seen) = run(&host(&[]), &only_ndc, NOW_NIST);
+    assert!(
+        rejected && seen.iter().any(|s| s.id == "vaccination-ndc-unrecognized"),
+        "{seen:?}"
+    );
+    // With one, the unknown NDC warns and the CVX code names the vaccine.
+    let with_cvx = mutate(
+        &read(NIST),
+        &[Set("RXA-5", "140^Flu^CVX^99999-9999-99^Mystery^NDC")],
+    );
+    let (rejected, seen) = run(&host(&[]), &with_cvx, NOW_NIST);
+    assert!(
+        !rejected
+            && seen
+                .iter()
+                .any(|s| s.id == "vaccination-ndc-unrecognized-with-cvx"),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -156,7 +199,11 @@ fn a_birth_time_and_a_dose_that_day_are_the_same_day() {
     );
     let expired = mutate(&msg, &[Set("RXA-16", "201310")]);
     let (_, seen) = run(&host(&[("profile", "strict-ig")]), &expired, NOW_NIST);
-    assert!(seen.iter().any(|s| s.id == "vaccination-expired-when-given"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|s| s.id == "vaccination-expired-when-given"),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -164,19 +211,25 @@ fn an_expired_lot_on_a_historical_dose_is_a_warning_in_every_profile() {
     let msg = mutate(
         &read(NIST),
         &[
-            Set("RXA-9", "01^Historical information - source unspecified^NIP001"),
+            Set(
+                "RXA-9",
+                "01^Historical information - source unspecified^NIP001",
+            ),
             Set("RXA-16", "20120101"),
         ],
     );
     for profile in ["iis-practice", "strict-ig", "cvrs"] {
         let (rejected, seen) = run(&host(&[("profile", profile)]), &msg, NOW_NIST);
         assert!(
-            !seen.iter().any(|s| s.id == "vaccination-expired-when-given"),
+            !seen
+                .iter()
+                .any(|s| s.id == "vaccination-expired-when-given"),
             "{profile}: {seen:?}"
         );
         assert!(
-            seen.iter().any(|s| s.id == "vaccination-expired-when-given-historical"
-                && s.severity == Severity::Warning),
+            seen.iter()
+                .any(|s| s.id == "vaccination-expired-when-given-historical"
+                    && s.severity == Severity::Warning),
             "{profile}: {seen:?}"
         );
         if profile != "cvrs" {
@@ -222,10 +275,19 @@ fn a_destination_can_have_its_own_profile() {
     let (rejected, _) = run_with(&h, &mcir, NOW_MCIR, &[("destination", "ma-iis")]);
     assert!(!rejected);
     let (rejected, _) = run_with(&h, &mcir, NOW_MCIR, &[("destination", "wa-iis")]);
-    assert!(!rejected, "a destination without a profile gets the plugin's");
-    let strict = host(&[("profile", "strict-ig"), ("destination_profiles.ma-iis", "iis-practice")]);
+    assert!(
+        !rejected,
+        "a destination without a profile gets the plugin's"
+    );
+    let strict = host(&[
+        ("profile", "strict-ig"),
+        ("destination_profiles.ma-iis", "iis-practice"),
+    ]);
     let (rejected, _) = run_with(&strict, &mcir, NOW_MCIR, &[("destination", "ma-iis")]);
-    assert!(!rejected, "the destination's profile wins over the plugin's");
+    assert!(
+        !rejected,
+        "the destination's profile wins over the plugin's"
+    );
     let (rejected, _) = run_with(&strict, &mcir, NOW_MCIR, &[]);
     assert!(rejected);
     // A typo in a profile name falls back to the default, never blocks all.
@@ -239,6 +301,10 @@ fn the_default_profile_blocks_only_on_its_listed_detections() {
     for (id, why) in IIS_PRACTICE_ERRORS {
         assert!(find(id).is_some(), "{id} is not a detection");
         assert!(!why.is_empty());
+    }
+    for (id, why) in IIS_PRACTICE_DEPARTURES {
+        assert!(find(id).is_some(), "{id} is not a detection");
+        assert!(iis_practice_reason(id).is_none() && !why.is_empty(), "{id}");
     }
     let blocking: Vec<&str> = DETECTIONS
         .iter()

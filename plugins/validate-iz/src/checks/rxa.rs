@@ -215,16 +215,29 @@ fn cvx_status(c: &mut Checker, n: usize, cvx: &str, d: Dose, given_on: Option<Da
 
 fn ndc_status(c: &mut Checker, n: usize, ndc: &str, cvx: &str, d: Dose, given_on: Option<Date>) {
     let at = || format!("RXA[{n}]-5");
+    // A CVX code sent with the NDC names the vaccine by itself: an NDC that
+    // cannot be read then costs nothing but the NDC.
+    let with_cvx = !cvx.is_empty();
     // Every form the FDA and the CDC crosswalks use, looked up as 5-4-2.
     let Some(normalized) = izhub_plugin::ndc::normalize(ndc) else {
-        c.flag_code("vaccination-ndc-invalid", at(), ndc);
+        let id = if with_cvx {
+            "vaccination-ndc-invalid-with-cvx"
+        } else {
+            "vaccination-ndc-invalid"
+        };
+        c.flag_code(id, at(), ndc);
         return;
     };
     let code = c.code("ndc", &normalized);
     match code {
         Code::NoTable => return,
         Code::Unknown => {
-            c.flag_code("vaccination-ndc-unrecognized", at(), ndc);
+            let id = if with_cvx {
+                "vaccination-ndc-unrecognized-with-cvx"
+            } else {
+                "vaccination-ndc-unrecognized"
+            };
+            c.flag_code(id, at(), ndc);
             return;
         }
         Code::Known(_) => {}
