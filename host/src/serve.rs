@@ -431,8 +431,23 @@ impl Watcher {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.every) => {}
             }
-            if fingerprint(&self.config) == last {
+            let mut seen = fingerprint(&self.config);
+            if seen == last {
                 continue;
+            }
+            // Wait until the files stop changing: a file an editor or a copy
+            // is still writing must not be read half-written (a truncated
+            // configuration would drop listeners and their connections).
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(self.every) => {}
+                }
+                let now = fingerprint(&self.config);
+                if now == seen {
+                    break;
+                }
+                seen = now;
             }
             self.reload().await;
             // Watch the files of whatever configuration is now in force.
@@ -443,6 +458,12 @@ impl Watcher {
     async fn reload(&mut self) {
         let path = self.config.path.clone();
         let attempt = async {
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+                return Err(format!(
+                    "{} is empty (still being written?)",
+                    path.display()
+                ));
+            }
             let new = config::load(&path).map_err(|e| e.to_string().trim_end().to_string())?;
             if new.routes.iter().any(|r| r.ack_mode == AckMode::Commit) && self.journal.is_none() {
                 return Err(

@@ -122,6 +122,13 @@ async fn reloads_under_load_lose_no_ack_and_drop_no_connection() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(latest_org(&sim).as_deref(), Some("ORG-BB"));
 
+    // 2b. An empty file, as a file is between truncation and writing: an
+    // empty configuration is valid (no listeners), so reading it would drop
+    // every connection. Refused.
+    std::fs::write(&config_path, "").unwrap();
+    let h = wait_for(admin, "empty refusal", |h| h.contains("is empty")).await;
+    assert!(h.contains("\"generation\":1"), "{h}");
+
     // 3. A good config whose plugin file is garbage: refused too.
     write_config(&config_path, &wasm, &sim.addr.to_string(), "ORG-CCC");
     wait_for(admin, "reload 2", |h| h.contains("\"generation\":2")).await;
@@ -153,7 +160,7 @@ async fn reloads_under_load_lose_no_ack_and_drop_no_connection() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("izhub_config_reloads_total{result=\"refused\"} 2"),
+        metrics.contains("izhub_config_reloads_total{result=\"refused\"} 3"),
         "{metrics}"
     );
     engine.stop().await;
