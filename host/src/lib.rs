@@ -11,6 +11,7 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod flow;
 pub mod hl7;
 pub mod identity;
 pub mod listener;

@@ -207,17 +207,48 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         }
         None => None,
     };
-    let deliveries = Arc::new(Deliveries::new(
-        journal.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-        tracker.clone(),
-        workers.clone(),
-        true,
-    ));
+    // The console's view of the flow: counts for the dashboard, live events,
+    // and (unless switched off) the message log.
+    let flow = match (&config.admin, &config.console) {
+        (Some(_), Some(c)) => {
+            let log = crate::flow::log::MessageLog::open(&c.log, c.keep, c.keep_messages)?;
+            tracing::info!(path = %c.log.display(), "message log open");
+            Some(crate::flow::Flow::new(Some(log)))
+        }
+        (Some(_), None) => Some(crate::flow::Flow::new(None)),
+        (None, _) => None,
+    };
+    let deliveries = Arc::new(
+        Deliveries::new(
+            journal.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+            workers.clone(),
+            true,
+        )
+        .with_flow(flow.clone()),
+    );
+    // The queued counts the console starts from; it keeps them from then on.
+    if let (Some(flow), Some(journal)) = (&flow, &journal) {
+        match journal.queued_by_destination().await {
+            Ok(rows) => {
+                for (dest, n, oldest) in rows {
+                    flow.board
+                        .queue_state(&dest, Some(n), Some(oldest), "closed", false);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the queued counts"),
+        }
+    }
     let plan = crate::topology::plan(config)?;
     let destinations = deliveries.start(&plan.targets, None);
-    let pipeline = Pipeline::build(&plan, &runtime, &metrics, journal.clone(), destinations)?;
+    let pipeline = Pipeline::build(&plan, &runtime, &metrics, journal.clone(), destinations)?
+        .with_flow(flow.clone());
+    if let Some(flow) = &flow {
+        let (routes, dests) = pipeline.names();
+        flow.board.know(&routes, &dests);
+    }
     let slot = Arc::new(PipelineSlot::new(pipeline));
     deliveries.hand_over(slot.current().destinations());
     let mut listeners = Listeners::new();
@@ -242,6 +273,8 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
                 listeners: bound.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                 slot: slot.clone(),
                 reload: status.clone(),
+                flow: flow.clone(),
+                journal: journal.clone(),
             });
             tracing::info!(addr = %local, "admin endpoint on /healthz and /metrics");
             tracker.spawn(admin::run(socket, state, shutdown.clone()));
@@ -262,6 +295,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
             slot: slot.clone(),
             status,
             every,
+            flow: flow.clone(),
         };
         tracker.spawn(watcher.run(shutdown.clone()));
     }
@@ -383,6 +417,7 @@ struct Watcher {
     slot: Arc<PipelineSlot>,
     status: Arc<Mutex<ReloadStatus>>,
     every: Duration,
+    flow: Option<Arc<crate::flow::Flow>>,
 }
 
 fn fingerprint(config: &Config) -> Fingerprint {
@@ -480,12 +515,18 @@ impl Watcher {
                 self.journal.clone(),
             );
             let (deliveries, slot, cfg) = (self.deliveries.clone(), self.slot.clone(), new.clone());
+            let flow = self.flow.clone();
             let built = tokio::task::spawn_blocking(move || {
                 let plan = crate::topology::plan(&cfg)
                     .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
                 let previous = slot.current();
                 let destinations = deliveries.start(&plan.targets, Some(previous.destinations()));
-                let pipeline = Pipeline::build(&plan, &runtime, &metrics, journal, destinations)?;
+                let pipeline = Pipeline::build(&plan, &runtime, &metrics, journal, destinations)?
+                    .with_flow(flow.clone());
+                if let Some(flow) = &flow {
+                    let (routes, dests) = pipeline.names();
+                    flow.board.know(&routes, &dests);
+                }
                 Ok::<_, anyhow::Error>((plan, pipeline))
             })
             .await

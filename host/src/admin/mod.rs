@@ -20,6 +20,10 @@ pub struct AdminState {
     pub listeners: Vec<(String, std::net::SocketAddr)>,
     pub slot: Arc<PipelineSlot>,
     pub reload: Arc<Mutex<ReloadStatus>>,
+    /// The console's view of the flow (dashboard, live events, message log).
+    pub flow: Option<Arc<crate::flow::Flow>>,
+    /// The commit-mode journal, for retry and resend.
+    pub journal: Option<crate::store::Journal>,
 }
 
 /// The outcome of configuration reloads so far.

@@ -324,6 +324,26 @@ fn compile_str(source: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), 
                     * 86_400,
             ),
             routes,
+            console: {
+                let c = file.console.as_ref();
+                (admin.is_some() && c.and_then(|c| c.record).unwrap_or(true)).then(|| {
+                    super::spec::ConsoleSpec {
+                        log: base.join(
+                            c.and_then(|c| c.log.clone())
+                                .unwrap_or_else(|| "data/messages.db".into()),
+                        ),
+                        keep: Duration::from_secs(
+                            c.and_then(|c| c.keep_days).unwrap_or(30).max(1) * 86_400,
+                        ),
+                        keep_messages: c.and_then(|c| c.keep_messages).unwrap_or(1_000_000).max(1),
+                    }
+                })
+            },
+            codeset_max_age_days: file
+                .console
+                .as_ref()
+                .and_then(|c| c.codeset_max_age_days)
+                .unwrap_or(90),
         };
         Ok((config, errs.list))
     }

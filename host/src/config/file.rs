@@ -27,6 +27,25 @@ pub struct FileConfig {
     /// Routes, tried in order; the first that matches a message takes it.
     #[serde(default)]
     pub routes: Vec<Spanned<RouteFile>>,
+    /// The operator console and its message log (on the admin address).
+    pub console: Option<ConsoleFile>,
+}
+
+/// `[console]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleFile {
+    /// Keep every message (relay mode too) in the message log for the
+    /// console (default true when `[admin]` is set).
+    pub record: Option<bool>,
+    /// The message log file, relative to this file (default `data/messages.db`).
+    pub log: Option<String>,
+    /// Messages older than this many days are pruned (default 30).
+    pub keep_days: Option<u64>,
+    /// At most this many messages are kept (default 1,000,000).
+    pub keep_messages: Option<u64>,
+    /// CVX and NDC code sets older than this many days are flagged (default 90).
+    pub codeset_max_age_days: Option<u64>,
 }
 
 /// `[admin]`

@@ -30,6 +30,18 @@ pub struct Config {
     /// How many finished messages the journal keeps at most.
     pub max_finished: Option<u64>,
     pub routes: Vec<RouteSpec>,
+    /// The console's message log, when messages are recorded.
+    pub console: Option<ConsoleSpec>,
+    /// CVX and NDC code sets older than this are flagged on the console.
+    pub codeset_max_age_days: u64,
+}
+
+/// Where and how long the console's message log keeps messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSpec {
+    pub log: PathBuf,
+    pub keep: Duration,
+    pub keep_messages: u64,
 }
 
 impl Config {

@@ -12,9 +12,20 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Destination;
+use crate::flow::{Attempt as FlowAttempt, Flow};
 use crate::hl7;
 use crate::metrics::{Metrics, l};
 use crate::store::{Attempted, Journal, Pending, Status, now_ms};
+use std::sync::atomic::Ordering;
+
+/// The breaker's state as the console shows it.
+fn breaker_state(open_until: Option<i64>) -> &'static str {
+    match open_until {
+        None => "closed",
+        Some(until) if now_ms() < until => "open",
+        Some(_) => "half-open",
+    }
+}
 
 /// Messages read from the journal per round.
 const BATCH: usize = 512;
@@ -50,7 +61,9 @@ pub async fn run(
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    flow: Option<Arc<Flow>>,
 ) {
+    let control = flow.as_ref().map(|f| f.control(&name));
     let breaker_gauge = metrics
         .breaker_open
         .get_or_create(&vec![l("destination", &name)])
@@ -60,6 +73,25 @@ pub async fn run(
     loop {
         if shutdown.is_cancelled() {
             return;
+        }
+        if let Some(c) = &control {
+            if c.reset.swap(false, Ordering::Relaxed) && open_until.take().is_some() {
+                consecutive_failures = 0;
+                breaker_gauge.set(0);
+                tracing::info!(destination = %name, "circuit breaker closed by an operator");
+            }
+            if c.paused.load(Ordering::Relaxed) {
+                if let Some(f) = &flow {
+                    f.board
+                        .queue_state(&name, None, None, breaker_state(open_until), true);
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
         }
         let dest = current.borrow_and_update().clone();
         let Some(dest) = dest else {
@@ -87,6 +119,15 @@ pub async fn run(
                 continue;
             }
         };
+        if let Some(f) = &flow {
+            f.board.queue_state(
+                &name,
+                rows.is_empty().then_some(0),
+                rows.first().map(|r| r.received_at),
+                breaker_state(open_until),
+                false,
+            );
+        }
         // Per order key, only the oldest queued message may go, and only when due.
         let now = now_ms();
         let mut blocked = HashSet::new();
@@ -133,12 +174,13 @@ pub async fn run(
         let lanes = Arc::new(std::sync::Mutex::new(lanes));
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..spec.delivery.connections.max(1) {
-            let (lanes, dest, journal, metrics, spec) = (
+            let (lanes, dest, journal, metrics, spec, flow) = (
                 lanes.clone(),
                 dest.clone(),
                 journal.clone(),
                 metrics.clone(),
                 spec.clone(),
+                flow.clone(),
             );
             workers.spawn(async move {
                 let (mut ok, mut failed) = (0u32, 0u32);
@@ -146,7 +188,8 @@ pub async fn run(
                     let lane = lanes.lock().ok().and_then(|mut l| l.pop());
                     let Some(mut lane) = lane else { break };
                     while let Some(row) = lane.pop_front() {
-                        match attempt(&dest, &journal, &metrics, &spec, row).await {
+                        match attempt(&dest, &journal, &metrics, &spec, row, flow.as_deref()).await
+                        {
                             Attempt::Delivered => ok += 1,
                             Attempt::Failed => {
                                 // The rest of this lane waits for the failed one.
@@ -204,8 +247,10 @@ async fn attempt(
     metrics: &Metrics,
     spec: &super::Target,
     row: Pending,
+    flow: Option<&Flow>,
 ) -> Attempt {
     let attempts = row.attempts + 1;
+    let (row_id, route) = (row.id, row.route.clone());
     let result = dest.deliver(bytes::Bytes::from(row.payload)).await;
     let dest_label = l("destination", &spec.name);
     match result {
@@ -232,8 +277,27 @@ async fn attempt(
                 error,
                 answer: Some((answer.to_vec(), class.as_str().into())),
             };
-            if let Err(e) = journal.record(row.id, outcome).await {
+            if let Err(e) = journal.record(row_id, outcome).await {
                 tracing::error!(error = %e, "cannot record a delivery");
+            }
+            if let Some(f) = flow {
+                let ack = hl7::read_msa(&text)
+                    .map(|(c, _)| crate::flow::meta_value(&c))
+                    .unwrap_or_default();
+                let final_outcome = crate::flow::outcome_of(class);
+                f.board.delivered(&spec.name, final_outcome, Some(&route));
+                if let Some(log) = &f.log {
+                    log.attempt(FlowAttempt {
+                        journal_id: row_id,
+                        at: now_ms(),
+                        destination: spec.name.clone(),
+                        result: if permanent { "dead" } else { "delivered" }.into(),
+                        class: class.as_str().into(),
+                        answer: Some(answer.to_vec()),
+                        final_outcome: Some(final_outcome),
+                        ack,
+                    });
+                }
             }
             Attempt::Delivered
         }
@@ -251,6 +315,7 @@ async fn attempt(
             if dead {
                 tracing::error!(destination = %spec.name, message_id = row.id, attempts, "giving up on a message; it is dead-lettered");
             }
+            let kind = e.kind();
             let outcome = Attempted {
                 status,
                 attempts,
@@ -258,8 +323,26 @@ async fn attempt(
                 error: Some(e.to_string()),
                 answer: None,
             };
-            if let Err(e) = journal.record(row.id, outcome).await {
+            if let Err(e) = journal.record(row_id, outcome).await {
                 tracing::error!(error = %e, "cannot record a delivery");
+            }
+            if let Some(f) = flow {
+                let final_outcome = dead.then_some(crate::flow::Outcome::Errored);
+                if let Some(o) = final_outcome {
+                    f.board.delivered(&spec.name, o, Some(&route));
+                }
+                if let Some(log) = &f.log {
+                    log.attempt(FlowAttempt {
+                        journal_id: row_id,
+                        at: now_ms(),
+                        destination: spec.name.clone(),
+                        result: if dead { "dead" } else { "failed" }.into(),
+                        class: kind.into(),
+                        answer: None,
+                        final_outcome,
+                        ack: String::new(),
+                    });
+                }
             }
             Attempt::Failed
         }

@@ -26,8 +26,10 @@ impl Pipeline {
         mut issues: Vec<Issue>,
         stages: String,
         charset: Charset,
+        trace: &mut super::trace::Trace,
     ) -> Answer {
         let Some(journal) = &self.journal else {
+            trace.errored = true;
             issues.push(Issue::error(
                 "207",
                 "the journal is not available; send the message again later",
@@ -52,7 +54,9 @@ impl Pipeline {
             })
             .collect();
         match journal.insert(batch).await {
-            Ok(_) => {
+            Ok(ids) => {
+                trace.queued = targets.len();
+                trace.journal_ids = ids;
                 for d in targets {
                     if let Some(dest) = self.destinations.get(d) {
                         dest.wake().notify_one();
@@ -65,6 +69,7 @@ impl Pipeline {
                 ack(original, AckCode::AA, &issues, charset)
             }
             Err(e) => {
+                trace.errored = true;
                 tracing::error!(route = %route.spec.name, error = %e, "could not journal a message; it was not acknowledged");
                 issues.push(Issue::error(
                     "207",

@@ -93,10 +93,10 @@ impl Pipeline {
         let id = hl7::new_control_id("v");
         let received_at = hl7::rfc3339_now();
         match self
-            .run_plugins(chosen, "validate", &id, &received_at, text)
+            .run_plugins(chosen, "validate", &id, &received_at, text, None)
             .await
         {
-            Chain::Stopped { code, issues } => blocked(&msh, name, code, issues),
+            Chain::Stopped { code, issues, .. } => blocked(&msh, name, code, issues),
             Chain::Passed(Passed {
                 mut issues,
                 route_to,

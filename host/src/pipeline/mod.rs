@@ -8,6 +8,7 @@ mod commit;
 mod dry_run;
 mod reply;
 mod route;
+mod trace;
 mod untrusted;
 
 pub use dry_run::{DryOutcome, DryRun};
@@ -39,6 +40,14 @@ pub struct Pipeline {
     /// Sending facilities that may appear as metric labels: those named in
     /// the configuration, up to its cap; every other counts as `other`.
     sender_labels: std::collections::HashSet<String>,
+    /// Where answered messages are reported for the console, if anywhere.
+    flow: Option<Arc<crate::flow::Flow>>,
+    /// The configured listeners, by name (reprocessing needs them).
+    listeners: HashMap<String, ListenerSpec>,
+    /// The code sets loaded, for the console.
+    codesets: Vec<crate::topology::plan::CodeSetStatus>,
+    /// CVX and NDC sets older than this many days are flagged.
+    codeset_max_age_days: u64,
 }
 
 /// The pipeline in force, swapped whole when the configuration is reloaded:
@@ -134,7 +143,47 @@ impl Pipeline {
             metrics: metrics.clone(),
             journal,
             sender_labels: plan.config.sender_labels(),
+            flow: None,
+            listeners: plan
+                .config
+                .listeners
+                .iter()
+                .map(|l| (l.name.clone(), l.clone()))
+                .collect(),
+            codesets: plan.codesets.clone(),
+            codeset_max_age_days: plan.config.codeset_max_age_days,
         })
+    }
+
+    /// The code sets loaded and the age beyond which CVX and NDC are stale.
+    pub fn codesets(&self) -> (&[crate::topology::plan::CodeSetStatus], u64) {
+        (&self.codesets, self.codeset_max_age_days)
+    }
+
+    /// Reports every answered message to `flow` (the console).
+    pub fn with_flow(mut self, flow: Option<Arc<crate::flow::Flow>>) -> Self {
+        self.flow = flow;
+        self
+    }
+
+    /// A configured listener by name.
+    pub fn listener(&self, name: &str) -> Option<&ListenerSpec> {
+        self.listeners.get(name)
+    }
+
+    /// The route names and the destination names, as configured.
+    pub fn names(&self) -> (Vec<String>, Vec<String>) {
+        let routes = self.routes.iter().map(|r| r.spec.name.clone()).collect();
+        let mut dests: Vec<String> = self
+            .routes
+            .iter()
+            .flat_map(|r| r.spec.destinations.iter().chain(r.spec.route_to.iter()))
+            .cloned()
+            .chain(self.destinations.keys().cloned())
+            .collect();
+        dests.sort();
+        dests.dedup();
+        (routes, dests)
     }
 
     /// The destinations this pipeline delivers to, by name.
@@ -187,7 +236,8 @@ impl Pipeline {
             .messages_in
             .get_or_create(&vec![l("listener", &listener.name)])
             .inc();
-        let (route, answer) = self.process(listener, raw, identity).await;
+        let mut trace = trace::Trace::new(self.flow.as_ref().is_some_and(|f| f.log.is_some()));
+        let (route, answer) = self.process(listener, raw, identity, &mut trace).await;
         let route_name = route.unwrap_or("none");
         let code = match &answer {
             Answer::Reply(bytes) => hl7::read_msa(&String::from_utf8_lossy(bytes))
@@ -202,6 +252,9 @@ impl Pipeline {
             .message_seconds
             .get_or_create(&vec![l("route", route_name)])
             .observe(started.elapsed().as_secs_f64());
+        if let Some(flow) = &self.flow {
+            self.record(flow, listener, raw, &answer, trace, started.elapsed());
+        }
         answer
     }
 
@@ -210,6 +263,7 @@ impl Pipeline {
         listener: &ListenerSpec,
         raw: &[u8],
         identity: Option<&Identity>,
+        trace: &mut trace::Trace,
     ) -> (Option<&'s str>, Answer) {
         let (text, charset) = match hl7::decode(raw) {
             Ok(ok) => ok,
@@ -220,6 +274,7 @@ impl Pipeline {
             Ok(m) => m,
             Err(e) => return (None, Answer::Close(format!("cannot answer: {e}"))),
         };
+        trace.header(&msh, &text);
         if let Some(Identity::Refused(reason)) = identity {
             tracing::debug!(listener = %listener.name, reason = %reason, "message refused: the connection has no usable sender identity");
             let issue = Issue::error("207", reason.to_string());
@@ -266,7 +321,7 @@ impl Pipeline {
             return (None, ack(&msh, AckCode::AR, &[issue], charset));
         };
         let answer = self
-            .run_route(route, listener, raw, text, msh, charset)
+            .run_route(route, listener, raw, text, msh, charset, trace)
             .await;
         (Some(route.spec.name.as_str()), answer)
     }

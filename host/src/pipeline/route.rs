@@ -8,9 +8,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::reply::{ack, relay};
+use super::trace::{Stage, Trace};
 use super::untrusted::checked_replacement;
 use super::{Answer, Pipeline};
 use crate::config::{AckMode, ListenerSpec, RouteSpec};
+use crate::flow::AttemptInfo;
 use crate::hl7::{self, AckCode, Charset, Issue, Msh, Severity};
 use crate::metrics::{Metrics, l};
 use crate::plugin::{Envelope, LoadedPlugin, Verdict};
@@ -56,8 +58,13 @@ impl PluginSeries {
 pub(super) enum Chain {
     /// Every plugin let it through.
     Passed(Passed),
-    /// A plugin stopped it (or failed): the answer's code and every issue.
-    Stopped { code: AckCode, issues: Vec<Issue> },
+    /// A plugin stopped it (or failed, then `errored`): the answer's code
+    /// and every issue.
+    Stopped {
+        code: AckCode,
+        issues: Vec<Issue>,
+        errored: bool,
+    },
 }
 
 /// A message every plugin of its route let through.
@@ -85,6 +92,7 @@ impl Pipeline {
         id: &str,
         received_at: &str,
         mut text: String,
+        mut trace: Option<&mut Vec<Stage>>,
     ) -> Chain {
         let mut attributes: Vec<(String, String)> = Vec::new();
         let mut issues: Vec<Issue> = Vec::new();
@@ -112,13 +120,44 @@ impl Pipeline {
                         .get_or_create(&vec![l("plugin", plugin.name()), l("kind", e.kind())])
                         .inc();
                     issues.push(Issue::error("207", e.to_string()));
+                    if let Some(stages) = trace.as_deref_mut() {
+                        stages.push(Stage {
+                            plugin: plugin.name().to_string(),
+                            verdict: "failed",
+                            issues: 1,
+                            changed: false,
+                            text: None,
+                        });
+                    }
                     return Chain::Stopped {
                         code: AckCode::AE,
                         issues,
+                        errored: true,
                     };
                 }
             };
             merge_attributes(&mut attributes, outcome.attributes);
+            if let Some(stages) = trace.as_deref_mut() {
+                let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if *t != text);
+                stages.push(Stage {
+                    plugin: plugin.name().to_string(),
+                    verdict: match &outcome.verdict {
+                        Verdict::Continue(_) => "continue",
+                        Verdict::Reject(_) => "reject",
+                        Verdict::RouteTo(_) => "route_to",
+                    },
+                    issues: outcome.issues.len()
+                        + match &outcome.verdict {
+                            Verdict::Reject(found) => found.len(),
+                            _ => 0,
+                        },
+                    changed,
+                    text: match &outcome.verdict {
+                        Verdict::Continue(Some(t)) if changed => Some(t.clone()),
+                        _ => None,
+                    },
+                });
+            }
             issues.extend(outcome.issues);
             let (verdict, counter) = match &outcome.verdict {
                 Verdict::Continue(_) => ("continue", &series.continued),
@@ -166,6 +205,7 @@ impl Pipeline {
                             return Chain::Stopped {
                                 code: AckCode::AE,
                                 issues,
+                                errored: true,
                             };
                         }
                     }
@@ -189,7 +229,11 @@ impl Pipeline {
                             format!("rejected by plugin '{}'", plugin.name()),
                         ));
                     }
-                    return Chain::Stopped { code, issues };
+                    return Chain::Stopped {
+                        code,
+                        issues,
+                        errored: false,
+                    };
                 }
                 Verdict::RouteTo(dests) => {
                     if let Some(refused) = dests.iter().find(|d| !route.spec.route_to.contains(*d))
@@ -209,6 +253,7 @@ impl Pipeline {
                         return Chain::Stopped {
                             code: AckCode::AE,
                             issues,
+                            errored: true,
                         };
                     }
                     route_to = Some(dests);
@@ -232,9 +277,12 @@ impl Pipeline {
         text: String,
         original: Msh,
         charset: Charset,
+        trace: &mut Trace,
     ) -> Answer {
         let id = hl7::new_control_id("m");
         let received_at = hl7::rfc3339_now();
+        trace.route = route.spec.name.clone();
+        let keep = trace.keep;
         let Passed {
             text,
             mut issues,
@@ -242,11 +290,25 @@ impl Pipeline {
             route_to,
             stages,
         } = match self
-            .run_plugins(route, &listener.name, &id, &received_at, text)
+            .run_plugins(
+                route,
+                &listener.name,
+                &id,
+                &received_at,
+                text,
+                keep.then_some(&mut trace.stages),
+            )
             .await
         {
             Chain::Passed(passed) => passed,
-            Chain::Stopped { code, issues } => return ack(&original, code, &issues, charset),
+            Chain::Stopped {
+                code,
+                issues,
+                errored,
+            } => {
+                trace.errored = errored;
+                return ack(&original, code, &issues, charset);
+            }
         };
         count_completeness(
             &self.metrics,
@@ -254,6 +316,7 @@ impl Pipeline {
             &attributes,
         );
         let targets = route_to.unwrap_or_else(|| route.spec.destinations.clone());
+        trace.destinations = targets.clone();
         let Some(first) = targets.first() else {
             issues.push(Issue::error(
                 "207",
@@ -269,7 +332,7 @@ impl Pipeline {
             return self
                 .commit(
                     route, listener, raw, &original, &text, payload, &targets, issues, stages,
-                    charset,
+                    charset, trace,
                 )
                 .await;
         }
@@ -291,6 +354,14 @@ impl Pipeline {
         match result {
             Ok(answer) => {
                 let class = hl7::classify_answer(&String::from_utf8_lossy(&answer));
+                trace.by_iis = true;
+                trace.attempt = Some(AttemptInfo {
+                    at: crate::store::now_ms(),
+                    destination: dest.name().to_string(),
+                    result: "delivered".into(),
+                    class: class.as_str().into(),
+                    answer: keep.then(|| answer.to_vec()),
+                });
                 tracing::debug!(route = %route.spec.name, message_id = %id, class = class.as_str(), "IIS answered");
                 self.metrics
                     .iis_answers
@@ -303,6 +374,14 @@ impl Pipeline {
                 relay(answer, &original, &issues)
             }
             Err(e) => {
+                trace.errored = true;
+                trace.attempt = Some(AttemptInfo {
+                    at: crate::store::now_ms(),
+                    destination: dest.name().to_string(),
+                    result: "failed".into(),
+                    class: e.kind().into(),
+                    answer: None,
+                });
                 tracing::warn!(route = %route.spec.name, message_id = %id, error = %e, "delivery failed");
                 issues.push(Issue::error("207", e.to_string()));
                 ack(&original, AckCode::AE, &issues, charset)

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use sqlite::SqliteStore;
+pub(crate) use sqlite::private_files;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -57,6 +58,10 @@ pub struct Pending {
     pub payload: Vec<u8>,
     pub attempts: u32,
     pub next_attempt_at: i64,
+    /// When it was received (ms since the epoch).
+    pub received_at: i64,
+    /// The route that took it.
+    pub route: String,
 }
 
 /// A journaled message as received, for reprocessing.
@@ -164,6 +169,16 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes finished (delivered or dead) deliveries last changed more than
     /// `max_age` ago, and beyond the newest `max_finished`; never queued ones.
     fn prune(&self, max_age: Duration, max_finished: Option<u64>) -> StoreFuture<'_, usize>;
+    /// Makes a queued delivery due now; returns its destination, or `None`
+    /// when it is not queued.
+    fn retry_now(&self, id: i64) -> StoreFuture<'_, Option<String>>;
+    /// Queues a dead delivery again, attempts reset; returns its
+    /// destination, or `None` when it is not dead.
+    fn requeue(&self, id: i64) -> StoreFuture<'_, Option<String>>;
+    /// Per destination: queued deliveries and when the oldest was received
+    /// (ms since the epoch). Read once at start; the console keeps the
+    /// numbers up to date from then on.
+    fn queued_by_destination(&self) -> StoreFuture<'_, Vec<(String, i64, i64)>>;
 }
 
 /// The journal the engine uses: any store, shared.

@@ -407,7 +407,7 @@ impl SqliteStore {
             .prepare_cached(
                 "SELECT d.id, d.order_key, d.control_id,
                  CASE WHEN length(b.payload) = 0 THEN b.raw ELSE b.payload END,
-                 d.attempts, d.next_attempt_at FROM deliveries d JOIN bodies b ON b.id = d.id
+                 d.attempts, d.next_attempt_at, d.received_at, d.route FROM deliveries d JOIN bodies b ON b.id = d.id
                  WHERE d.destination = ?1 AND d.status = 'queued' ORDER BY d.id LIMIT ?2",
             )
             .map_err(|e| StoreError::Read(e.to_string()))?;
@@ -420,6 +420,8 @@ impl SqliteStore {
                     payload: r.get(3)?,
                     attempts: r.get::<_, i64>(4)? as u32,
                     next_attempt_at: r.get(5)?,
+                    received_at: r.get(6)?,
+                    route: r.get(7)?,
                 })
             })
             .map_err(|e| StoreError::Read(e.to_string()))?;
@@ -570,6 +572,43 @@ impl Store for SqliteStore {
     fn prune(&self, max_age: Duration, max_finished: Option<u64>) -> StoreFuture<'_, usize> {
         Box::pin(self.on_reader(move |c| Self::prune_rows(c, max_age, max_finished)))
     }
+
+    fn retry_now(&self, id: i64) -> StoreFuture<'_, Option<String>> {
+        Box::pin(self.on_reader(move |c| {
+            c.query_row(
+                "UPDATE deliveries SET next_attempt_at = 0, updated_at = ?2 WHERE id = ?1 AND status = 'queued' RETURNING destination",
+                params![id, now_ms()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| StoreError::Write(e.to_string()))
+        }))
+    }
+
+    fn requeue(&self, id: i64) -> StoreFuture<'_, Option<String>> {
+        Box::pin(self.on_reader(move |c| {
+            c.query_row(
+                "UPDATE deliveries SET status = 'queued', attempts = 0, next_attempt_at = 0, last_error = NULL, updated_at = ?2 WHERE id = ?1 AND status = 'dead' RETURNING destination",
+                params![id, now_ms()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| StoreError::Write(e.to_string()))
+        }))
+    }
+
+    fn queued_by_destination(&self) -> StoreFuture<'_, Vec<(String, i64, i64)>> {
+        Box::pin(self.on_reader(move |c| {
+            let mut stmt = c
+                .prepare("SELECT destination, COUNT(*), MIN(received_at) FROM deliveries WHERE status = 'queued' GROUP BY destination")
+                .map_err(|e| StoreError::Read(e.to_string()))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(|e| StoreError::Read(e.to_string()))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::Read(e.to_string()))
+        }))
+    }
 }
 
 /// The journal holds PHI: its directory is created 0700 and the file 0600
@@ -578,7 +617,7 @@ impl Store for SqliteStore {
 /// is made private; a directory that others can enter is reported, not
 /// changed (it may be shared, like /tmp).
 #[cfg(unix)]
-fn private_files(path: &Path) -> std::io::Result<()> {
+pub(crate) fn private_files(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     if path.as_os_str() == ":memory:" {
         return Ok(());
@@ -621,7 +660,7 @@ fn private_files(path: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn private_files(path: &Path) -> std::io::Result<()> {
+pub(crate) fn private_files(path: &Path) -> std::io::Result<()> {
     match path.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(dir) => std::fs::create_dir_all(dir),
         None => Ok(()),

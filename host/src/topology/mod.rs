@@ -40,6 +40,8 @@ pub struct Deliveries {
     workers: Workers,
     /// Run queue consumers (false for tools that only journal).
     deliver: bool,
+    /// Where deliveries are reported for the console.
+    flow: Option<Arc<crate::flow::Flow>>,
 }
 
 impl Deliveries {
@@ -61,7 +63,14 @@ impl Deliveries {
             tasks,
             workers,
             deliver,
+            flow: None,
         }
+    }
+
+    /// Reports deliveries to `flow` (the console) and takes its controls.
+    pub fn with_flow(mut self, flow: Option<Arc<crate::flow::Flow>>) -> Self {
+        self.flow = flow;
+        self
     }
 
     /// Destinations for a configuration: each one whose settings did not
@@ -109,6 +118,7 @@ impl Deliveries {
                     consumer.wake.clone(),
                     self.metrics.clone(),
                     self.shutdown.clone(),
+                    self.flow.clone(),
                 ));
             }
         }

@@ -28,6 +28,8 @@ pub struct Plan {
     pub routes: Vec<RouteSpec>,
     /// `[tables]` and the loaded code sets.
     pub tables: Arc<Tables>,
+    /// Each loaded code set: name, sources, newest date, count.
+    pub codesets: Vec<CodeSetStatus>,
     /// Each TLS listener's rustls configuration and identities, by name.
     pub listener_tls: BTreeMap<String, ListenerTls>,
     /// Each destination as delivery reaches it.
@@ -39,6 +41,16 @@ impl Plan {
     pub fn tls_of(&self, name: &str) -> Option<&ListenerTls> {
         self.listener_tls.get(name)
     }
+}
+
+/// A loaded code set, as the console shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CodeSetStatus {
+    pub name: String,
+    pub sources: Vec<String>,
+    /// The newest date in its data, `YYYY-MM-DD`.
+    pub date: String,
+    pub count: usize,
 }
 
 /// Collects problems found while planning.
@@ -66,11 +78,18 @@ pub fn plan(config: &Config) -> Result<Plan, ConfigErrors> {
     };
     let mut tables: Tables = config.tables.clone();
     let mut codeset_tables = BTreeSet::new();
+    let mut codesets = Vec::new();
     if let Some(cs) = &config.codesets {
         match izhub_codesets::load_dir(&cs.dir) {
             Ok(sets) => {
                 for (name, table) in sets.tables {
                     codeset_tables.insert(name.clone());
+                    codesets.push(CodeSetStatus {
+                        name: name.clone(),
+                        sources: table.sources.clone(),
+                        date: table.date.clone(),
+                        count: table.entries.len(),
+                    });
                     tables.insert(name, table.entries);
                 }
             }
@@ -132,6 +151,7 @@ pub fn plan(config: &Config) -> Result<Plan, ConfigErrors> {
             config: config.clone(),
             routes,
             tables: Arc::new(tables),
+            codesets,
             listener_tls,
             targets,
         })

@@ -1,0 +1,1044 @@
+//! The message log: every message the engine answered (relay mode too), with
+//! what each plugin did, the answer and every delivery attempt, in its own
+//! SQLite file. Written off the ACK path by one thread that batches many
+//! messages per transaction; a full queue drops the record (counted) rather
+//! than slow an answer down. Read through its own connection. Pruned by age
+//! and count.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde::Serialize;
+
+use super::{Attempt, Record};
+
+/// Records waiting for the writer; beyond this they are dropped.
+const QUEUE: usize = 32_768;
+/// Records per transaction at most.
+const BATCH: usize = 1_024;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    received_at INTEGER NOT NULL,
+    listener TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    type TEXT NOT NULL,
+    control_id TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    route TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    status TEXT NOT NULL,
+    ack TEXT NOT NULL,
+    detections TEXT NOT NULL,
+    latency_us INTEGER NOT NULL,
+    resolved INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_time ON messages(received_at);
+CREATE INDEX IF NOT EXISTS messages_sender ON messages(sender, id);
+CREATE INDEX IF NOT EXISTS messages_control ON messages(control_id, id);
+CREATE INDEX IF NOT EXISTS messages_patient ON messages(patient_id, id);
+CREATE INDEX IF NOT EXISTS messages_status ON messages(status, id);
+CREATE INDEX IF NOT EXISTS messages_destination ON messages(destination, id);
+CREATE INDEX IF NOT EXISTS messages_route ON messages(route, id);
+CREATE TABLE IF NOT EXISTS journal_links (
+    journal_id INTEGER PRIMARY KEY,
+    id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS message_detections (
+    detection TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    PRIMARY KEY (detection, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS message_bodies (
+    id INTEGER PRIMARY KEY,
+    received BLOB NOT NULL,
+    stages TEXT NOT NULL,
+    issues TEXT NOT NULL,
+    answer BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    message_id INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    destination TEXT NOT NULL,
+    result TEXT NOT NULL,
+    class TEXT NOT NULL,
+    answer BLOB
+);
+CREATE INDEX IF NOT EXISTS attempts_message ON attempts(message_id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    result TEXT NOT NULL
+);
+"#;
+
+enum Op {
+    Record(Box<Record>),
+    Attempt(Attempt),
+    Resolve(Vec<i64>),
+    Audit(AuditEntry),
+    Prune,
+    Sync(std::sync::mpsc::SyncSender<()>),
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// ms since the epoch.
+    pub time: i64,
+    pub user: String,
+    pub action: String,
+    pub target: String,
+    pub result: String,
+}
+
+/// Why the log could not be read or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("message log {path}: {detail}")]
+    Open { path: String, detail: String },
+    #[error("message log read failed: {0}")]
+    Read(String),
+}
+
+/// The message log.
+pub struct MessageLog {
+    tx: std_mpsc::SyncSender<Op>,
+    reader: Arc<Mutex<Connection>>,
+    next_id: AtomicI64,
+    dropped: AtomicU64,
+}
+
+/// A search over the log; every given condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Search {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub sender: Option<String>,
+    pub message_type: Option<String>,
+    pub control_id: Option<String>,
+    pub patient_id: Option<String>,
+    pub status: Option<String>,
+    pub route: Option<String>,
+    pub destination: Option<String>,
+    pub detection: Option<String>,
+    /// Only messages with unresolved errors.
+    pub unresolved: bool,
+    /// Text inside the received message (needs a bounded time range).
+    pub contains: Option<String>,
+    /// Keyset: only ids below this.
+    pub before: Option<i64>,
+    pub limit: usize,
+    /// Routes and destinations the asker may see (`None`: all).
+    pub routes_allowed: Option<Vec<String>>,
+    pub destinations_allowed: Option<Vec<String>>,
+}
+
+/// One message's metadata.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Meta {
+    pub id: i64,
+    /// ms since the epoch.
+    pub time: i64,
+    pub listener: String,
+    pub sender: String,
+    #[serde(rename = "type")]
+    pub message_type: String,
+    pub control_id: String,
+    pub patient_id: String,
+    pub route: String,
+    pub destination: String,
+    pub status: String,
+    pub ack: String,
+    pub detections: Vec<String>,
+    pub latency_ms: f64,
+    pub resolved: bool,
+}
+
+/// One message in full.
+#[derive(Debug, Clone)]
+pub struct Full {
+    pub meta: Meta,
+    pub received: Vec<u8>,
+    pub stages: String,
+    pub issues: String,
+    pub answer: Vec<u8>,
+    pub attempts: Vec<AttemptRow>,
+}
+
+/// One delivery attempt as logged.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    pub time: i64,
+    pub destination: String,
+    pub result: String,
+    pub class: String,
+    #[serde(skip)]
+    pub answer: Option<Vec<u8>>,
+}
+
+/// A page of results.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<Meta>,
+    pub next: Option<i64>,
+    /// A content search stopped before it had looked at the whole range.
+    pub partial: bool,
+}
+
+fn open_conn(path: &Path) -> Result<Connection, LogError> {
+    let err = |e: rusqlite::Error| LogError::Open {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    };
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    // The log is not what makes an answer true (the journal is): NORMAL
+    // keeps it consistent and spares an fsync per batch.
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        .map_err(err)?;
+    Ok(conn)
+}
+
+impl MessageLog {
+    /// Opens (creating) the log at `path`; prunes what is older than `keep`
+    /// or beyond the newest `keep_messages`.
+    pub fn open(path: &Path, keep: Duration, keep_messages: u64) -> Result<Arc<Self>, LogError> {
+        // Messages hold PHI: the file is the engine user's alone, as the journal is.
+        crate::store::private_files(path).map_err(|e| LogError::Open {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        let writer = open_conn(path)?;
+        writer.execute_batch(SCHEMA).map_err(|e| LogError::Open {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        let max: i64 = writer
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| LogError::Open {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        let reader = open_conn(path)?;
+        let (tx, rx) = std_mpsc::sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("izhub-message-log".into())
+            .spawn(move || write_loop(writer, rx, keep, keep_messages))
+            .map_err(|e| LogError::Open {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(Arc::new(MessageLog {
+            tx,
+            reader: Arc::new(Mutex::new(reader)),
+            next_id: AtomicI64::new(max + 1),
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// A new message id (time-ordered).
+    pub fn next_id(&self) -> i64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records dropped because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, op: Op) {
+        if self.tx.try_send(op).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Logs a message (never waits).
+    pub fn record(&self, record: Record) {
+        self.send(Op::Record(Box::new(record)));
+    }
+
+    /// Logs a delivery attempt of a journaled message.
+    pub fn attempt(&self, attempt: Attempt) {
+        self.send(Op::Attempt(attempt));
+    }
+
+    /// Marks messages' errors resolved.
+    pub fn resolve(&self, ids: Vec<i64>) {
+        self.send(Op::Resolve(ids));
+    }
+
+    /// Writes an audit entry.
+    pub fn audit(&self, user: &str, action: &str, target: &str, result: &str) {
+        self.send(Op::Audit(AuditEntry {
+            id: 0,
+            time: crate::store::now_ms(),
+            user: user.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            result: result.to_string(),
+        }));
+    }
+
+    /// Prunes now (also done every minute).
+    pub fn prune(&self) {
+        self.send(Op::Prune);
+    }
+
+    /// Waits until everything sent before is written.
+    pub fn sync(&self) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if self.tx.send(Op::Sync(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(30));
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LogError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn).map_err(|e| LogError::Read(e.to_string()))
+    }
+
+    /// Messages matching `search`, newest first.
+    pub fn search(&self, search: &Search, cancel: &dyn Fn() -> bool) -> Result<Page, LogError> {
+        let limit = search.limit.clamp(1, 200);
+        let (mut sql, mut args) = (String::new(), Vec::<rusqlite::types::Value>::new());
+        use rusqlite::types::Value as V;
+        sql.push_str("SELECT m.id, m.received_at, m.listener, m.sender, m.type, m.control_id, m.patient_id, m.route, m.destination, m.status, m.ack, m.detections, m.latency_us, m.resolved FROM messages m");
+        if let Some(d) = &search.detection {
+            sql.push_str(" JOIN message_detections md ON md.id = m.id AND md.detection = ?");
+            args.push(V::Text(d.clone()));
+        }
+        sql.push_str(" WHERE 1=1");
+        let mut eq = |col: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                sql.push_str(&format!(" AND m.{col} = ?"));
+                args.push(V::Text(v.clone()));
+            }
+        };
+        eq("sender", &search.sender);
+        eq("type", &search.message_type);
+        eq("control_id", &search.control_id);
+        eq("patient_id", &search.patient_id);
+        eq("status", &search.status);
+        eq("route", &search.route);
+        eq("destination", &search.destination);
+        if let Some(from) = search.from_ms {
+            sql.push_str(" AND m.received_at >= ?");
+            args.push(V::Integer(from));
+        }
+        if let Some(to) = search.to_ms {
+            sql.push_str(" AND m.received_at <= ?");
+            args.push(V::Integer(to));
+        }
+        if search.unresolved {
+            sql.push_str(" AND m.resolved = 0 AND m.status IN ('rejected_by_izhub','rejected_by_iis','errored')");
+        }
+        for (col, allowed) in [
+            ("route", &search.routes_allowed),
+            ("destination", &search.destinations_allowed),
+        ] {
+            if let Some(allowed) = allowed {
+                sql.push_str(&format!(" AND m.{col} IN ("));
+                for (i, a) in allowed.iter().enumerate() {
+                    sql.push_str(if i == 0 { "?" } else { ",?" });
+                    args.push(V::Text(a.clone()));
+                }
+                if allowed.is_empty() {
+                    sql.push_str("NULL");
+                }
+                sql.push(')');
+            }
+        }
+        let Some(needle) = &search.contains else {
+            if let Some(before) = search.before {
+                sql.push_str(" AND m.id < ?");
+                args.push(V::Integer(before));
+            }
+            sql.push_str(" ORDER BY m.id DESC LIMIT ?");
+            args.push(V::Integer(limit as i64 + 1));
+            let mut items = self.read(|c| {
+                let mut stmt = c.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params_from_iter(args.iter()), meta_of)?;
+                rows.collect::<rusqlite::Result<Vec<Meta>>>()
+            })?;
+            let next = (items.len() > limit).then(|| {
+                items.truncate(limit);
+                items.last().map(|m| m.id)
+            });
+            return Ok(Page {
+                items,
+                next: next.flatten(),
+                partial: false,
+            });
+        };
+        // Content search: batches of ids walked newest first, each body
+        // looked at, until the page is full, the time is up or the asker
+        // went away.
+        let started = Instant::now();
+        let needle = needle.as_bytes().to_vec();
+        let mut items = Vec::new();
+        let mut cursor = search.before;
+        let mut partial = false;
+        loop {
+            let mut batch_sql = sql.clone();
+            let mut batch_args = args.clone();
+            if let Some(c) = cursor {
+                batch_sql.push_str(" AND m.id < ?");
+                batch_args.push(V::Integer(c));
+            }
+            batch_sql.push_str(" ORDER BY m.id DESC LIMIT 500");
+            let batch = self.read(|c| {
+                let mut stmt = c.prepare_cached(&batch_sql)?;
+                let rows = stmt.query_map(params_from_iter(batch_args.iter()), meta_of)?;
+                rows.collect::<rusqlite::Result<Vec<Meta>>>()
+            })?;
+            let Some(last) = batch.last().map(|m| m.id) else {
+                break;
+            };
+            for m in batch {
+                let body: Option<Vec<u8>> = self.read(|c| {
+                    c.prepare_cached("SELECT received FROM message_bodies WHERE id = ?")?
+                        .query_row(params![m.id], |r| r.get(0))
+                        .optional()
+                })?;
+                if body.is_some_and(|b| memchr::memmem::find(&b, &needle).is_some()) {
+                    items.push(m);
+                    if items.len() > limit {
+                        break;
+                    }
+                }
+            }
+            if items.len() > limit {
+                break;
+            }
+            cursor = Some(last);
+            if started.elapsed() > Duration::from_secs(2) || cancel() {
+                partial = true;
+                break;
+            }
+        }
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|m| m.id)
+        } else if partial {
+            cursor
+        } else {
+            None
+        };
+        Ok(Page {
+            items,
+            next,
+            partial,
+        })
+    }
+
+    /// One message in full.
+    pub fn get(&self, id: i64) -> Result<Option<Full>, LogError> {
+        self.read(|c| {
+            let meta = c
+                .prepare_cached("SELECT id, received_at, listener, sender, type, control_id, patient_id, route, destination, status, ack, detections, latency_us, resolved FROM messages WHERE id = ?")?
+                .query_row(params![id], meta_of)
+                .optional()?;
+            let Some(meta) = meta else {
+                return Ok(None);
+            };
+            let body = c
+                .prepare_cached("SELECT received, stages, issues, answer FROM message_bodies WHERE id = ?")?
+                .query_row(params![id], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?))
+                })
+                .optional()?
+                .unwrap_or_default();
+            let mut stmt = c.prepare_cached(
+                "SELECT at, destination, result, class, answer FROM attempts WHERE message_id = ? ORDER BY at, rowid",
+            )?;
+            let attempts = stmt
+                .query_map(params![id], |r| {
+                    Ok(AttemptRow {
+                        time: r.get(0)?,
+                        destination: r.get(1)?,
+                        result: r.get(2)?,
+                        class: r.get(3)?,
+                        answer: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(Full {
+                meta,
+                received: body.0,
+                stages: body.1,
+                issues: body.2,
+                answer: body.3,
+                attempts,
+            }))
+        })
+    }
+
+    /// The newest audit entries.
+    pub fn audit_entries(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, LogError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, at, user, action, target, result FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
+            )?;
+            stmt.query_map(params![before.unwrap_or(i64::MAX), limit.clamp(1, 500) as i64], |r| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    time: r.get(1)?,
+                    user: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    result: r.get(5)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// Per sender and day since `since_ms`: messages, rejections, and the
+    /// top detections (count of messages each).
+    pub fn quality(
+        &self,
+        since_ms: i64,
+        sender: Option<&str>,
+    ) -> Result<Vec<(String, String, i64, i64)>, LogError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT sender, date(received_at / 1000, 'unixepoch') AS day, COUNT(*), SUM(status IN ('rejected_by_izhub','rejected_by_iis')) FROM messages WHERE received_at >= ?1 AND (?2 IS NULL OR sender = ?2) GROUP BY sender, day ORDER BY sender, day",
+            )?;
+            stmt.query_map(params![since_ms, sender], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Option<i64>>(3)?.unwrap_or(0)))
+            })?
+            .collect()
+        })
+    }
+
+    /// The detections of a sender's messages since `since_ms`: id → messages.
+    pub fn detections_of(
+        &self,
+        since_ms: i64,
+        sender: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, i64, i64)>, LogError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT md.detection, COUNT(*), MAX(m.id) FROM messages m JOIN message_detections md ON md.id = m.id WHERE m.received_at >= ? AND m.sender = ? GROUP BY md.detection ORDER BY COUNT(*) DESC LIMIT ?",
+            )?;
+            stmt.query_map(params![since_ms, sender, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect()
+        })
+    }
+
+    /// Writes `n` synthetic messages (for benchmarks): realistic metadata
+    /// over `senders` senders and `days` days, bodies from `sample`.
+    pub fn seed(&self, n: u64, sample: &[u8], progress: &dyn Fn(u64)) -> Result<(), LogError> {
+        let now = crate::store::now_ms();
+        let span = 30 * 86_400_000i64;
+        let mut done = 0;
+        while done < n {
+            let chunk = (n - done).min(10_000);
+            let records: Vec<Record> = (0..chunk)
+                .map(|k| {
+                    let i = done + k;
+                    let id = self.next_id();
+                    let status = match i % 20 {
+                        0 => super::Outcome::RejectedByIzhub,
+                        1 => super::Outcome::RejectedByIis,
+                        2..=5 => super::Outcome::AcceptedWithWarnings,
+                        _ => super::Outcome::Accepted,
+                    };
+                    Record {
+                        id,
+                        received_at: now - span + (span / n.max(1) as i64) * i as i64,
+                        listener: "ehr".into(),
+                        sender: format!("CLINIC-{}", i % 200),
+                        message_type: "VXU^V04".into(),
+                        control_id: format!("SEED-{i}"),
+                        patient_id: format!("P{}", i % 250_000),
+                        route: format!("route-{}", i % 200),
+                        destination: format!("iis-{}", i % 5),
+                        outcome: status,
+                        ack: if matches!(status, super::Outcome::RejectedByIzhub) {
+                            "AE"
+                        } else {
+                            "AA"
+                        }
+                        .into(),
+                        detections: if i % 7 == 0 {
+                            vec!["vaccination-lot-missing".into()]
+                        } else {
+                            Vec::new()
+                        },
+                        latency_us: 1_500,
+                        received: sample.to_vec(),
+                        stages: String::new(),
+                        issues: String::new(),
+                        answer: Vec::new(),
+                        journal_ids: Vec::new(),
+                        attempt: None,
+                    }
+                })
+                .collect();
+            for r in records {
+                // Seeding may wait for the writer: nothing is answered here.
+                let mut op = Op::Record(Box::new(r));
+                loop {
+                    match self.tx.try_send(op) {
+                        Ok(()) => break,
+                        Err(std_mpsc::TrySendError::Full(back)) => {
+                            op = back;
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        Err(std_mpsc::TrySendError::Disconnected(_)) => {
+                            return Err(LogError::Read("the log writer stopped".into()));
+                        }
+                    }
+                }
+            }
+            done += chunk;
+            progress(done);
+        }
+        self.sync();
+        Ok(())
+    }
+}
+
+fn meta_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Meta> {
+    let detections: String = r.get(11)?;
+    Ok(Meta {
+        id: r.get(0)?,
+        time: r.get(1)?,
+        listener: r.get(2)?,
+        sender: r.get(3)?,
+        message_type: r.get(4)?,
+        control_id: r.get(5)?,
+        patient_id: r.get(6)?,
+        route: r.get(7)?,
+        destination: r.get(8)?,
+        status: r.get(9)?,
+        ack: r.get(10)?,
+        detections: detections
+            .split(' ')
+            .filter(|d| !d.is_empty())
+            .map(str::to_string)
+            .collect(),
+        latency_ms: r.get::<_, i64>(12)? as f64 / 1000.0,
+        resolved: r.get::<_, i64>(13)? != 0,
+    })
+}
+
+fn write_loop(
+    mut conn: Connection,
+    rx: std_mpsc::Receiver<Op>,
+    keep: Duration,
+    keep_messages: u64,
+) {
+    let mut last_prune = Instant::now();
+    let prune_every = Duration::from_secs(60);
+    loop {
+        let first = match rx.recv_timeout(prune_every) {
+            Ok(op) => Some(op),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut ops: Vec<Op> = first.into_iter().collect();
+        while ops.len() < BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut waiters = Vec::new();
+        let mut prune = last_prune.elapsed() >= prune_every;
+        if let Err(e) = write_batch(&mut conn, ops, &mut waiters, &mut prune) {
+            tracing::warn!(error = %e, "the message log could not write a batch");
+        }
+        if prune {
+            last_prune = Instant::now();
+            match prune_log(&conn, keep, keep_messages) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(messages = n, "message log: pruned old messages"),
+                Err(e) => tracing::warn!(error = %e, "message log pruning failed"),
+            }
+        }
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+}
+
+fn write_batch(
+    conn: &mut Connection,
+    ops: Vec<Op>,
+    waiters: &mut Vec<std::sync::mpsc::SyncSender<()>>,
+    prune: &mut bool,
+) -> rusqlite::Result<()> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    {
+        let mut msg = tx.prepare_cached("INSERT OR REPLACE INTO messages (id, received_at, listener, sender, type, control_id, patient_id, route, destination, status, ack, detections, latency_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")?;
+        let mut link = tx.prepare_cached(
+            "INSERT OR REPLACE INTO journal_links (journal_id, id) VALUES (?1, ?2)",
+        )?;
+        let mut body = tx.prepare_cached("INSERT OR REPLACE INTO message_bodies (id, received, stages, issues, answer) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        let mut det = tx.prepare_cached(
+            "INSERT OR IGNORE INTO message_detections (detection, id) VALUES (?1, ?2)",
+        )?;
+        let mut att = tx.prepare_cached("INSERT INTO attempts (message_id, at, destination, result, class, answer) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        for op in ops {
+            match op {
+                Op::Record(r) => {
+                    msg.execute(params![
+                        r.id,
+                        r.received_at,
+                        r.listener,
+                        r.sender,
+                        r.message_type,
+                        r.control_id,
+                        r.patient_id,
+                        r.route,
+                        r.destination,
+                        r.outcome.as_str(),
+                        r.ack,
+                        r.detections.join(" "),
+                        r.latency_us,
+                    ])?;
+                    for j in &r.journal_ids {
+                        link.execute(params![j, r.id])?;
+                    }
+                    body.execute(params![r.id, r.received, r.stages, r.issues, r.answer])?;
+                    for d in &r.detections {
+                        det.execute(params![d, r.id])?;
+                    }
+                    if let Some(a) = &r.attempt {
+                        att.execute(params![
+                            r.id,
+                            a.at,
+                            a.destination,
+                            a.result,
+                            a.class,
+                            a.answer
+                        ])?;
+                    }
+                }
+                Op::Attempt(a) => {
+                    let id: Option<i64> = tx
+                        .prepare_cached("SELECT id FROM journal_links WHERE journal_id = ?1")?
+                        .query_row(params![a.journal_id], |r| r.get(0))
+                        .optional()?;
+                    if let Some(id) = id {
+                        att.execute(params![
+                            id,
+                            a.at,
+                            a.destination,
+                            a.result,
+                            a.class,
+                            a.answer
+                        ])?;
+                        if let Some(status) = a.final_outcome {
+                            tx.execute(
+                                "UPDATE messages SET status = ?2, ack = ?3 WHERE id = ?1",
+                                params![id, status.as_str(), a.ack],
+                            )?;
+                        }
+                    }
+                }
+                Op::Resolve(ids) => {
+                    let mut stmt =
+                        tx.prepare_cached("UPDATE messages SET resolved = 1 WHERE id = ?1")?;
+                    for id in ids {
+                        stmt.execute(params![id])?;
+                    }
+                }
+                Op::Audit(a) => {
+                    tx.execute(
+                        "INSERT INTO audit (at, user, action, target, result) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![a.time, a.user, a.action, a.target, a.result],
+                    )?;
+                }
+                Op::Prune => *prune = true,
+                Op::Sync(w) => waiters.push(w),
+            }
+        }
+    }
+    tx.commit()
+}
+
+fn prune_log(conn: &Connection, keep: Duration, keep_messages: u64) -> rusqlite::Result<usize> {
+    let cutoff_time = crate::store::now_ms() - keep.as_millis() as i64;
+    let max: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
+        r.get(0)
+    })?;
+    let by_count = max - keep_messages as i64;
+    // The newest id received before the cutoff bounds what age removes.
+    let by_age: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(id), 0) FROM messages WHERE received_at < ?1",
+        params![cutoff_time],
+        |r| r.get(0),
+    )?;
+    let below = by_count.max(by_age);
+    if below <= 0 {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    // In slices, so the writer never holds the file for long.
+    loop {
+        let lowest: Option<i64> =
+            conn.query_row("SELECT MIN(id) FROM messages", [], |r| r.get(0))?;
+        let Some(lowest) = lowest.filter(|l| *l <= below) else {
+            break;
+        };
+        let upto = (lowest + 10_000).min(below);
+        let n = conn.execute("DELETE FROM messages WHERE id <= ?1", params![upto])?;
+        conn.execute("DELETE FROM message_bodies WHERE id <= ?1", params![upto])?;
+        conn.execute(
+            "DELETE FROM message_detections WHERE id <= ?1",
+            params![upto],
+        )?;
+        conn.execute("DELETE FROM attempts WHERE message_id <= ?1", params![upto])?;
+        conn.execute("DELETE FROM journal_links WHERE id <= ?1", params![upto])?;
+        removed += n;
+        if upto >= below {
+            break;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Outcome;
+    use super::*;
+
+    fn record(
+        log: &MessageLog,
+        n: i64,
+        sender: &str,
+        outcome: Outcome,
+        detections: &[&str],
+    ) -> i64 {
+        let id = log.next_id();
+        log.record(Record {
+            id,
+            received_at: crate::store::now_ms() - 1000 + n,
+            listener: "ehr".into(),
+            sender: sender.into(),
+            message_type: "VXU^V04".into(),
+            control_id: format!("C{n}"),
+            patient_id: format!("P{}", n % 3),
+            route: "vxu".into(),
+            destination: "mi".into(),
+            outcome,
+            ack: "AA".into(),
+            detections: detections.iter().map(|d| d.to_string()).collect(),
+            latency_us: 2000,
+            received: format!("MSH|^~\\&|A|{sender}\rPID|1||P{}\r", n % 3).into_bytes(),
+            stages: String::new(),
+            issues: String::new(),
+            answer: b"MSH|^~\\&\rMSA|AA|C1\r".to_vec(),
+            journal_ids: vec![1000 + n],
+            attempt: None,
+        });
+        id
+    }
+
+    #[test]
+    fn search_pages_and_details() {
+        let dir = tempfile::tempdir().unwrap();
+        let log =
+            MessageLog::open(&dir.path().join("m.db"), Duration::from_secs(86_400), 1_000).unwrap();
+        for n in 0..30 {
+            let outcome = if n % 10 == 0 {
+                Outcome::RejectedByIzhub
+            } else {
+                Outcome::Accepted
+            };
+            let det: &[&str] = if n % 5 == 0 {
+                &["vaccination-lot-missing"]
+            } else {
+                &[]
+            };
+            record(&log, n, if n % 2 == 0 { "A" } else { "B" }, outcome, det);
+        }
+        log.attempt(Attempt {
+            journal_id: 1005,
+            at: 1,
+            destination: "mi".into(),
+            result: "delivered".into(),
+            class: "accepted".into(),
+            answer: None,
+            final_outcome: Some(Outcome::Accepted),
+            ack: "AA".into(),
+        });
+        log.sync();
+        let never = || false;
+        let page = log
+            .search(
+                &Search {
+                    sender: Some("A".into()),
+                    limit: 10,
+                    ..Search::default()
+                },
+                &never,
+            )
+            .unwrap();
+        assert_eq!(page.items.len(), 10);
+        assert!(
+            page.items.windows(2).all(|w| w[0].id > w[1].id),
+            "newest first"
+        );
+        let rest = log
+            .search(
+                &Search {
+                    sender: Some("A".into()),
+                    limit: 10,
+                    before: page.next,
+                    ..Search::default()
+                },
+                &never,
+            )
+            .unwrap();
+        assert_eq!(rest.items.len(), 5);
+        assert_eq!(rest.next, None);
+        let found = log
+            .search(
+                &Search {
+                    control_id: Some("C7".into()),
+                    limit: 5,
+                    ..Search::default()
+                },
+                &never,
+            )
+            .unwrap();
+        assert_eq!(found.items.len(), 1);
+        let det = log
+            .search(
+                &Search {
+                    detection: Some("vaccination-lot-missing".into()),
+                    limit: 50,
+                    ..Search::default()
+                },
+                &never,
+            )
+            .unwrap();
+        assert_eq!(det.items.len(), 6);
+        let bad = log
+            .search(
+                &Search {
+                    unresolved: true,
+                    limit: 50,
+                    ..Search::default()
+                },
+                &never,
+            )
+            .unwrap();
+        assert_eq!(bad.items.len(), 3);
+        log.resolve(bad.items.iter().map(|m| m.id).collect());
+        log.sync();
+        let bad = log
+            .search(
+                &Search {
+                    unresolved: true,
+                    limit: 50,
+                    ..Search::default()
+                },
+                &never,
+            )
+            .unwrap();
+        assert!(bad.items.is_empty());
+        let limited = log
+            .search(
+                &Search {
+                    routes_allowed: Some(vec!["other".into()]),
+                    limit: 50,
+                    ..Search::default()
+                },
+                &never,
+            )
+            .unwrap();
+        assert!(
+            limited.items.is_empty(),
+            "a user limited to other routes sees nothing"
+        );
+        let text = log
+            .search(
+                &Search {
+                    contains: Some("PID|1||P2".into()),
+                    limit: 50,
+                    ..Search::default()
+                },
+                &never,
+            )
+            .unwrap();
+        assert_eq!(text.items.len(), 10);
+        let full = log.get(found.items[0].id).unwrap().unwrap();
+        assert!(full.received.starts_with(b"MSH|"));
+        let with_attempt = log
+            .search(
+                &Search {
+                    control_id: Some("C5".into()),
+                    limit: 5,
+                    ..Search::default()
+                },
+                &never,
+            )
+            .unwrap();
+        let full = log.get(with_attempt.items[0].id).unwrap().unwrap();
+        assert_eq!(full.attempts.len(), 1);
+        assert_eq!(full.meta.status, "accepted");
+        log.audit("olivia", "reprocess", "message 5", "ok");
+        log.sync();
+        assert_eq!(log.audit_entries(None, 10).unwrap()[0].action, "reprocess");
+    }
+
+    #[test]
+    fn pruned_by_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let log =
+            MessageLog::open(&dir.path().join("m.db"), Duration::from_secs(86_400), 10).unwrap();
+        for n in 0..25 {
+            record(&log, n, "A", Outcome::Accepted, &["x"]);
+        }
+        log.prune();
+        log.sync();
+        let page = log
+            .search(
+                &Search {
+                    limit: 200,
+                    ..Search::default()
+                },
+                &|| false,
+            )
+            .unwrap();
+        assert_eq!(page.items.len(), 10);
+        let det = log
+            .search(
+                &Search {
+                    detection: Some("x".into()),
+                    limit: 200,
+                    ..Search::default()
+                },
+                &|| false,
+            )
+            .unwrap();
+        assert_eq!(det.items.len(), 10);
+    }
+}

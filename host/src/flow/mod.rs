@@ -1,0 +1,240 @@
+//! The message flow, as the console sees it: every answered message becomes
+//! a [`Record`]: its metadata counted on the [`board::Board`] and sent to live
+//! watchers (metadata only, never PHI), and the whole of it written to the
+//! [`log::MessageLog`] off the ACK path.
+
+pub mod board;
+pub mod log;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// What happened to a message, as the dashboard counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The IIS accepted it and nobody had anything to say.
+    Accepted,
+    /// Accepted, with warnings from a plugin or the IIS.
+    AcceptedWithWarnings,
+    /// izhub answered AE/AR itself: a plugin or the engine refused it.
+    RejectedByIzhub,
+    /// The IIS answered AE or AR.
+    RejectedByIis,
+    /// It could not be delivered or processed (a plugin failed, the IIS did
+    /// not answer, the journal could not store it).
+    Errored,
+    /// Journaled, waiting for delivery (commit mode).
+    Queued,
+}
+
+impl Outcome {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::AcceptedWithWarnings => "accepted_with_warnings",
+            Outcome::RejectedByIzhub => "rejected_by_izhub",
+            Outcome::RejectedByIis => "rejected_by_iis",
+            Outcome::Errored => "errored",
+            Outcome::Queued => "queued",
+        }
+    }
+
+    /// Whether the dashboard counts it as an error to resolve.
+    pub fn is_error(self) -> bool {
+        matches!(
+            self,
+            Outcome::RejectedByIzhub | Outcome::RejectedByIis | Outcome::Errored
+        )
+    }
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptInfo {
+    /// ms since the epoch.
+    pub at: i64,
+    pub destination: String,
+    /// `delivered`, `failed`, `dead`.
+    pub result: String,
+    /// How the IIS answer was classified (`accepted`, `rejected`, …), or
+    /// the error kind.
+    pub class: String,
+    pub answer: Option<Vec<u8>>,
+}
+
+/// A delivery attempt of a journaled message, from its queue.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The journal row.
+    pub journal_id: i64,
+    pub at: i64,
+    pub destination: String,
+    pub result: String,
+    pub class: String,
+    pub answer: Option<Vec<u8>>,
+    /// Set when this attempt ended the delivery.
+    pub final_outcome: Option<Outcome>,
+    /// MSA-1 of the IIS answer, when there was one.
+    pub ack: String,
+}
+
+/// One answered message, whole.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub id: i64,
+    /// ms since the epoch.
+    pub received_at: i64,
+    pub listener: String,
+    pub sender: String,
+    pub message_type: String,
+    pub control_id: String,
+    pub patient_id: String,
+    pub route: String,
+    pub destination: String,
+    pub outcome: Outcome,
+    /// MSA-1 of the answer sent back.
+    pub ack: String,
+    pub detections: Vec<String>,
+    pub latency_us: i64,
+    /// The message as received.
+    pub received: Vec<u8>,
+    /// What each plugin did (one JSON array).
+    pub stages: String,
+    /// Every issue (one JSON array).
+    pub issues: String,
+    /// The answer sent back.
+    pub answer: Vec<u8>,
+    /// The journal rows (one per destination) in commit mode.
+    pub journal_ids: Vec<i64>,
+    /// The relay-mode delivery, when there was one.
+    pub attempt: Option<AttemptInfo>,
+}
+
+/// What live watchers get: metadata only.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveEvent {
+    pub id: i64,
+    /// RFC 3339.
+    pub time: String,
+    pub listener: String,
+    pub sender: String,
+    #[serde(rename = "type")]
+    pub message_type: String,
+    pub control_id: String,
+    pub route: String,
+    pub destination: String,
+    pub outcome: Outcome,
+    pub ack: String,
+    pub latency_ms: f64,
+}
+
+/// Most text kept of one metadata value (sender, MSH-10, …): they come from
+/// clients.
+const MAX_META: usize = 200;
+
+/// A value from a message, fit for metadata: printable, bounded.
+pub fn meta_value(text: &str) -> String {
+    text.chars()
+        .take(MAX_META)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// What an operator asked of a destination's queue.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Deliveries wait while set.
+    pub paused: AtomicBool,
+    /// The breaker closes at the next round.
+    pub reset: AtomicBool,
+}
+
+/// Where records go.
+pub struct Flow {
+    pub board: board::Board,
+    pub log: Option<Arc<log::MessageLog>>,
+    live: broadcast::Sender<Arc<LiveEvent>>,
+    controls: Mutex<HashMap<String, Arc<Control>>>,
+}
+
+/// The outcome an IIS answer class stands for.
+pub fn outcome_of(class: crate::hl7::AnswerClass) -> Outcome {
+    use crate::hl7::AnswerClass as C;
+    match class {
+        C::Accepted => Outcome::Accepted,
+        C::AcceptedWithWarnings => Outcome::AcceptedWithWarnings,
+        C::RejectedPartly | C::Rejected => Outcome::RejectedByIis,
+        C::Unreadable => Outcome::Errored,
+    }
+}
+
+impl Flow {
+    /// A flow with an optional log.
+    pub fn new(log: Option<Arc<log::MessageLog>>) -> Arc<Self> {
+        let (live, _) = broadcast::channel(1024);
+        Arc::new(Flow {
+            board: board::Board::default(),
+            log,
+            live,
+            controls: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The operator's controls of destination `name`'s queue.
+    pub fn control(&self, name: &str) -> Arc<Control> {
+        let mut controls = self.controls.lock().unwrap_or_else(|p| p.into_inner());
+        controls.entry(name.to_string()).or_default().clone()
+    }
+
+    /// A new message id.
+    pub fn next_id(&self) -> i64 {
+        self.log.as_ref().map_or(0, |l| l.next_id())
+    }
+
+    /// Watches messages as they are answered.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+        self.live.subscribe()
+    }
+
+    /// Counts, announces and logs one answered message. Never waits.
+    pub fn answered(&self, record: Record, queued: usize) {
+        let latency_ms = record.latency_us as f64 / 1000.0;
+        let now_ms = crate::store::now_ms();
+        self.board.answered(
+            Some(&record.route)
+                .filter(|r| !r.is_empty())
+                .map(String::as_str),
+            Some(&record.destination)
+                .filter(|d| !d.is_empty())
+                .map(String::as_str),
+            record.outcome,
+            latency_ms.ceil() as u32,
+            (now_ms / 1000).max(0) as u64,
+            queued,
+        );
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(Arc::new(LiveEvent {
+                id: record.id,
+                time: crate::hl7::rfc3339_now(),
+                listener: record.listener.clone(),
+                sender: record.sender.clone(),
+                message_type: record.message_type.clone(),
+                control_id: record.control_id.clone(),
+                route: record.route.clone(),
+                destination: record.destination.clone(),
+                outcome: record.outcome,
+                ack: record.ack.clone(),
+                latency_ms,
+            }));
+        }
+        if let Some(log) = &self.log {
+            log.record(record);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! What the console keeps of one message's way through the pipeline,
+//! collected as it goes and turned into a [`Record`] once it is answered.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Answer, Pipeline};
+use crate::config::ListenerSpec;
+use crate::flow::{AttemptInfo, Flow, Outcome, Record, meta_value};
+use crate::hl7;
+
+/// One plugin's part.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct Stage {
+    pub plugin: String,
+    pub verdict: &'static str,
+    /// Issues the plugin reported.
+    pub issues: usize,
+    pub changed: bool,
+    /// The message as the plugin left it, when it changed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// Collected along the way.
+#[derive(Debug, Default)]
+pub(super) struct Trace {
+    /// Keep texts (stages): only when a log will store them.
+    pub keep: bool,
+    pub sender: String,
+    pub message_type: String,
+    pub control_id: String,
+    pub patient_id: String,
+    pub route: String,
+    pub destinations: Vec<String>,
+    pub stages: Vec<Stage>,
+    /// The answer came from the IIS (relay mode).
+    pub by_iis: bool,
+    /// The engine failed to process or deliver it (not a refusal).
+    pub errored: bool,
+    /// Journaled for this many destinations (commit mode).
+    pub queued: usize,
+    pub journal_ids: Vec<i64>,
+    pub attempt: Option<AttemptInfo>,
+}
+
+impl Trace {
+    pub fn new(keep: bool) -> Self {
+        Trace {
+            keep,
+            ..Trace::default()
+        }
+    }
+
+    /// The header fields, once MSH is read.
+    pub fn header(&mut self, msh: &hl7::Msh, text: &str) {
+        self.sender = meta_value(msh.component(4, 1));
+        self.message_type = meta_value(&format!("{}^{}", msh.message_code(), msh.trigger()));
+        self.control_id = meta_value(msh.control_id());
+        let patient = match hl7::first_value(text, "PID", 3) {
+            "" => hl7::first_value(text, "QPD", 3),
+            p => p,
+        };
+        self.patient_id = meta_value(patient);
+    }
+}
+
+/// Detection ids at the end of ERR-8 texts (`… [patient-birth-date-missing]`).
+fn detections(answer: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for seg in answer.split(['\r', '\n']).filter(|s| s.starts_with("ERR")) {
+        let Some(text) = seg.get(3..).and_then(|r| {
+            let sep = r.chars().next()?;
+            r.split(sep).nth(8)
+        }) else {
+            continue;
+        };
+        let Some((_, id)) = text
+            .trim_end()
+            .strip_suffix(']')
+            .and_then(|t| t.rsplit_once('['))
+        else {
+            continue;
+        };
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok && !out.iter().any(|d| d == id) && out.len() < 64 {
+            out.push(id.to_string());
+        }
+    }
+    out
+}
+
+impl Pipeline {
+    /// Hands a finished message to the console's flow.
+    pub(super) fn record(
+        &self,
+        flow: &Flow,
+        listener: &ListenerSpec,
+        raw: &[u8],
+        answer: &Answer,
+        trace: Trace,
+        took: Duration,
+    ) {
+        let (answer_bytes, ack): (&[u8], String) = match answer {
+            Answer::Reply(b) => (
+                b,
+                hl7::read_msa(&String::from_utf8_lossy(b))
+                    .map(|(code, _)| meta_value(&code))
+                    .unwrap_or_default(),
+            ),
+            Answer::Close(_) => (&[], String::new()),
+        };
+        let answer_text = String::from_utf8_lossy(answer_bytes);
+        let has_err = answer_text
+            .split(['\r', '\n'])
+            .any(|s| s.starts_with("ERR"));
+        let outcome = match (ack.as_str(), answer) {
+            (_, Answer::Close(_)) => Outcome::Errored,
+            ("AA" | "CA", _) if trace.queued > 0 => Outcome::Queued,
+            ("AA" | "CA", _) if has_err => Outcome::AcceptedWithWarnings,
+            ("AA" | "CA", _) => Outcome::Accepted,
+            _ if trace.by_iis => Outcome::RejectedByIis,
+            _ if trace.errored => Outcome::Errored,
+            _ => Outcome::RejectedByIzhub,
+        };
+        let keep = flow.log.is_some();
+        let record = Record {
+            id: flow.next_id(),
+            received_at: crate::store::now_ms(),
+            listener: meta_value(&listener.name),
+            sender: trace.sender,
+            message_type: trace.message_type,
+            control_id: trace.control_id,
+            patient_id: trace.patient_id,
+            route: trace.route,
+            destination: meta_value(&trace.destinations.join(",")),
+            outcome,
+            ack,
+            detections: if keep {
+                detections(&answer_text)
+            } else {
+                Vec::new()
+            },
+            latency_us: took.as_micros().min(i64::MAX as u128) as i64,
+            received: if keep { raw.to_vec() } else { Vec::new() },
+            stages: if keep {
+                serde_json::to_string(&trace.stages).unwrap_or_default()
+            } else {
+                String::new()
+            },
+            issues: String::new(),
+            answer: if keep {
+                answer_bytes.to_vec()
+            } else {
+                Vec::new()
+            },
+            journal_ids: trace.journal_ids,
+            attempt: trace.attempt,
+        };
+        flow.answered(record, trace.queued);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::detections;
+
+    #[test]
+    fn detection_ids_from_err_texts() {
+        let ack = "MSH|^~\\&|A\rMSA|AE|1\rERR||PID^1^7|101^x^HL70357|E||||The birth date is empty. [patient-birth-date-missing]\rERR||RXA^1^15|101|W||||Lot. [vaccination-lot-missing]\rERR||||E||||plain text\r";
+        assert_eq!(
+            detections(ack),
+            vec!["patient-birth-date-missing", "vaccination-lot-missing"]
+        );
+    }
+}
