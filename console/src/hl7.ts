@@ -62,10 +62,10 @@ export function parseMessage(text: string): Segment[] {
 /**
  * The text for a <pre>. With `show`, CR becomes "↵" and a new line, LF "␊", the MLLP framing
  * bytes "<VT>" and "<FS>", and other control characters "<0xNN>"; without it, line ends become
- * new lines and nothing else changes.
+ * new lines and the framing bytes are left out.
  */
 export function visibleText(text: string, show: boolean): string {
-  if (!show) return text.replace(/\r\n|\r/g, '\n');
+  if (!show) return text.replace(FRAMING, '').replace(/\r\n|\r/g, '\n');
   let out = '';
   for (const ch of text) {
     switch (ch) {

@@ -53,7 +53,7 @@ const TYPES = {
  * An HTTP server that serves dist/ at /console/ like the engine does, and hands every other
  * request to `fallback(req, res)`.
  */
-export async function serveConsole(distDir, fallback) {
+export async function serveConsole(distDir, fallback, { port: listenPort = 0 } = {}) {
   if (!existsSync(join(distDir, 'index.html'))) throw new Error(`${distDir}/index.html is missing: run "npm run build" in console/ first`);
   const server = createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
@@ -82,7 +82,7 @@ export async function serveConsole(distDir, fallback) {
     }
     fallback(req, res, url);
   });
-  const port = await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
+  const port = await new Promise((resolve) => server.listen(listenPort, '127.0.0.1', () => resolve(server.address().port)));
   return { server, port, base: `http://127.0.0.1:${port}` };
 }
 

@@ -36,7 +36,7 @@ function withNote(lines) {
   return [...lines, `NTE|1||${XSS}`];
 }
 
-export function createMock() {
+export function createMock({ users = USERS } = {}) {
   const sessions = new Map();
   const sse = new Set();
   const requests = [];
@@ -55,6 +55,7 @@ export function createMock() {
     attempts: [{ time: new Date(Date.now() - 60000).toISOString(), destination: 'ma-iis', result: 'delivered', class: 'accepted', answer: 'MSH|^~\\&|||||||ACK^V04|1|P|2.5.1\rMSA|AA|NIST-IZ-001.00\r' }],
     audit: [],
     resolved: [],
+    reprocessed: [], // the journal entries that Reprocess created
   };
   const meta = {
     id: 7,
@@ -125,7 +126,7 @@ export function createMock() {
 
     if (req.method === 'POST' && path === '/api/login') {
       const b = await body(req);
-      const u = b && USERS[b.user];
+      const u = b && users[b.user];
       if (!u || u.password !== b.password) return json(res, 401, { error: 'wrong user or password' });
       const token = randomBytes(16).toString('hex');
       const s = { user: b.user, role: u.role, csrf: randomBytes(16).toString('hex') };
@@ -153,7 +154,7 @@ export function createMock() {
     }
     if (req.method === 'GET' && path === '/api/messages') {
       const cid = url.searchParams.get('control_id');
-      const items = !cid || cid === meta.control_id ? [meta] : [];
+      const items = [...state.reprocessed, meta].filter((x) => !cid || x.control_id === cid);
       return json(res, 200, { items, next: null });
     }
     const m = /^\/api\/messages\/([^/]+)(?:\/(reprocess|retry|resend))?$/.exec(path);
@@ -173,7 +174,9 @@ export function createMock() {
         audit(s, m[2], `message ${meta.id}`);
         if (m[2] === 'reprocess') {
           state.attempts = [...state.attempts, { time: new Date().toISOString(), destination: 'ma-iis', result: 'delivered', class: 'accepted', answer: 'MSH|^~\\&|||||||ACK^V04|2|P|2.5.1\rMSA|AA|NIST-IZ-001.00\r' }];
-          return json(res, 200, { ok: true, id: 8 });
+          const id = 8 + state.reprocessed.length;
+          state.reprocessed.unshift({ ...meta, id, time: new Date().toISOString() });
+          return json(res, 200, { ok: true, id });
         }
         return json(res, 409, { error: `message ${meta.id} is not ${m[2] === 'retry' ? 'queued' : 'a dead letter'}` });
       }

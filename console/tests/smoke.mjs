@@ -132,6 +132,7 @@ test('search by MSH-10 opens the message; tree, masking, control characters, dif
 
   const plain = await page.getByTestId('raw').textContent();
   assert.ok(!plain.includes('↵'));
+  assert.ok(plain.startsWith('MSH|'), 'framing bytes are left out of the plain view');
   await page.getByTestId('show-control').check();
   const shown = await page.getByTestId('raw').textContent();
   assert.ok(shown.startsWith('<VT>MSH|'), shown.slice(0, 40));
