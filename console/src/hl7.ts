@@ -154,40 +154,61 @@ export function diffMessages(before: string, after: string): DiffLine[] {
   while (i < a.length) raw.push({ kind: 'del', text: a[i++] });
   while (j < b.length) raw.push({ kind: 'add', text: b[j++] });
 
-  // Pair each run of deletions with the run of additions after it, segment name by segment name.
+  // Within each run of deletions and additions, pair removed and added segments of the same name
+  // so that the fewest fields differ (an alignment by dynamic programming; runs are short).
   const out: DiffLine[] = [];
   let k = 0;
   while (k < raw.length) {
-    if (raw[k].kind !== 'del') {
+    if (raw[k].kind === 'same') {
       out.push(raw[k++]);
       continue;
     }
     const dels: string[] = [];
-    while (k < raw.length && raw[k].kind === 'del') dels.push((raw[k++] as { text: string }).text);
     const adds: string[] = [];
-    while (k < raw.length && raw[k].kind === 'add') adds.push((raw[k++] as { text: string }).text);
-    const usedAdds = new Set<number>();
-    let from = 0;
-    for (const d of dels) {
-      const name = d.slice(0, 3);
-      let match = -1;
-      for (let m = from; m < adds.length; m++) {
-        if (!usedAdds.has(m) && adds[m].slice(0, 3) === name) {
-          match = m;
-          break;
-        }
-      }
-      if (match < 0) {
-        out.push({ kind: 'del', text: d });
-        continue;
-      }
-      for (let m = from; m < match; m++) out.push({ kind: 'add', text: adds[m] });
-      for (let m = from; m < match; m++) usedAdds.add(m);
-      usedAdds.add(match);
-      from = match + 1;
-      out.push({ kind: 'mod', name, before: d, after: adds[match], changes: fieldChanges(d, adds[match], sep) });
+    while (k < raw.length && raw[k].kind !== 'same') {
+      const l = raw[k++] as { kind: 'del' | 'add'; text: string };
+      (l.kind === 'del' ? dels : adds).push(l.text);
     }
-    for (let m = 0; m < adds.length; m++) if (!usedAdds.has(m)) out.push({ kind: 'add', text: adds[m] });
+    out.push(...alignRun(dels, adds, sep));
+  }
+  return out;
+}
+
+function weight(line: string, sep: string): number {
+  return Math.max(1, splitFields(line, sep).filter((f) => f.value !== '').length);
+}
+
+function alignRun(dels: string[], adds: string[], sep: string): DiffLine[] {
+  const n = dels.length;
+  const m = adds.length;
+  const changes: (FieldChange[] | null)[][] = dels.map((d) => adds.map((a) => (d.slice(0, 3) === a.slice(0, 3) ? fieldChanges(d, a, sep) : null)));
+  const cost: number[][] = [];
+  for (let i = 0; i <= n; i++) cost.push(new Array<number>(m + 1).fill(0));
+  for (let i = n; i >= 0; i--) {
+    for (let j = m; j >= 0; j--) {
+      if (i === n && j === m) continue;
+      let best = Infinity;
+      if (i < n) best = Math.min(best, cost[i + 1][j] + weight(dels[i], sep));
+      if (j < m) best = Math.min(best, cost[i][j + 1] + weight(adds[j], sep));
+      const c = i < n && j < m ? changes[i][j] : null;
+      if (c) best = Math.min(best, cost[i + 1][j + 1] + c.length);
+      cost[i][j] = best;
+    }
+  }
+  const out: DiffLine[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < n || j < m) {
+    const c = i < n && j < m ? changes[i][j] : null;
+    if (c && cost[i][j] === cost[i + 1][j + 1] + c.length) {
+      out.push({ kind: 'mod', name: dels[i].slice(0, 3), before: dels[i], after: adds[j], changes: c });
+      i++;
+      j++;
+    } else if (i < n && cost[i][j] === cost[i + 1][j] + weight(dels[i], sep)) {
+      out.push({ kind: 'del', text: dels[i++] });
+    } else {
+      out.push({ kind: 'add', text: adds[j++] });
+    }
   }
   return out;
 }

@@ -229,6 +229,15 @@ function step(name, fn) {
 }
 
 before(async () => {
+  try {
+    await setUp();
+  } catch (e) {
+    failed = true;
+    throw e;
+  }
+});
+
+async function setUp() {
   assert.ok(IZHUB_BIN, 'set IZHUB_BIN to the izhub binary, e.g. IZHUB_BIN=~/.cache/izhub/target/release/izhub node console/tests/console.test.mjs');
   assert.ok(existsSync(IZHUB_BIN), `IZHUB_BIN=${IZHUB_BIN} does not exist`);
   for (const p of ['route_by_jurisdiction.wasm', 'validate_iz.wasm', 'ndc_to_cvx.wasm', 'race_ethnicity.wasm']) {
@@ -257,7 +266,7 @@ before(async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   page = await context.newPage();
   watchPage(page, problems);
-});
+}
 
 after(async () => {
   await browser?.close().catch(() => {});
