@@ -1,0 +1,243 @@
+// The engine's JSON API (docs/console-api.md). Same-origin fetch with the session cookie; every
+// POST carries the session's CSRF token in X-CSRF-Token.
+
+export type Role = 'viewer' | 'operator' | 'admin';
+
+export interface Me {
+  user: string;
+  role: Role;
+  csrf: string;
+  routes: string[] | null;
+  destinations: string[] | null;
+}
+
+export interface RouteStats {
+  name: string;
+  received: number;
+  accepted: number;
+  accepted_with_warnings: number;
+  rejected_by_izhub: number;
+  rejected_by_iis: number;
+  errored: number;
+  unresolved_errors: number;
+  rate_per_min: number;
+  p95_ms: number | null;
+}
+
+export interface DestinationStats {
+  name: string;
+  received: number;
+  accepted: number;
+  accepted_with_warnings: number;
+  rejected_by_iis: number;
+  errored: number;
+  unresolved_errors: number;
+  queued: number;
+  oldest_queued_secs: number | null;
+  breaker: 'closed' | 'open' | 'half-open' | string;
+  paused: boolean;
+  rate_per_min: number;
+  p95_ms: number | null;
+}
+
+export interface Dashboard {
+  generated_at: string;
+  routes: RouteStats[];
+  destinations: DestinationStats[];
+}
+
+export interface FlowEvent {
+  id: number | string;
+  time: string;
+  listener: string;
+  sender: string;
+  type: string;
+  control_id: string;
+  route: string | null;
+  destination: string | null;
+  outcome: string;
+  ack: string | null;
+  latency_ms: number | null;
+}
+
+export interface MessageMeta {
+  id: number | string;
+  time: string;
+  listener: string;
+  sender: string;
+  type: string;
+  control_id: string;
+  patient_id: string | null;
+  route: string | null;
+  destination: string | null;
+  status: string;
+  ack: string | null;
+  detections: string[];
+  latency_ms: number | null;
+  resolved: boolean;
+}
+
+export interface MessagePage {
+  items: MessageMeta[];
+  next: number | string | null;
+  partial?: boolean;
+}
+
+export interface Issue {
+  severity: string;
+  code: string;
+  location: string;
+  text: string;
+}
+
+export interface Stage {
+  plugin: string;
+  verdict: string;
+  issues: Issue[];
+  changed: boolean;
+  text: string | null;
+}
+
+export interface Attempt {
+  time: string;
+  destination: string;
+  result: string;
+  class: string | null;
+  answer: string | null;
+}
+
+export interface MessageDetail {
+  meta: MessageMeta;
+  received: string;
+  stages: Stage[];
+  issues: Issue[];
+  answer: string | null;
+  answer_decoded: {
+    msa: { code: string; control_id: string; text: string } | null;
+    err: { location: string; code: string; severity: string; text: string }[];
+  } | null;
+  attempts: Attempt[];
+  masked: boolean;
+}
+
+export interface Codeset {
+  name: string;
+  source: string;
+  date: string | null;
+  count: number;
+  age_days: number | null;
+  stale: boolean;
+}
+
+export interface AuditEntry {
+  id: number | string;
+  time: string;
+  user: string;
+  action: string;
+  target: string;
+  result: string;
+}
+
+export class ApiError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+let csrf: string | null = null;
+let onUnauthorized: () => void = () => {};
+
+/** Sets what happens when the server answers 401 (the session ended): show the login form. */
+export function setUnauthorizedHandler(f: () => void): void {
+  onUnauthorized = f;
+}
+
+export function setCsrf(token: string | null): void {
+  csrf = token;
+}
+
+async function errorText(res: Response): Promise<string> {
+  let detail = res.statusText;
+  try {
+    const body = await res.json();
+    if (body && typeof body.error === 'string') detail = body.error;
+  } catch {
+    // not JSON: keep the status text
+  }
+  return `${res.status} ${detail}`.trim();
+}
+
+/** One API call. Throws ApiError with the server's `error` text on any non-2xx answer. */
+export async function api<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET' && csrf) headers['X-CSRF-Token'] = csrf;
+  const res = await fetch(path, {
+    method,
+    credentials: 'same-origin',
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (res.status === 401 && path !== '/api/login') {
+    csrf = null;
+    onUnauthorized();
+    throw new ApiError(401, 'Your session has ended: please log in again.');
+  }
+  if (!res.ok) throw new ApiError(res.status, await errorText(res));
+  const text = await res.text();
+  return (text ? JSON.parse(text) : {}) as T;
+}
+
+/** Builds a query string from the non-empty values; values go in the API call only, never in the page URL. */
+export function query(params: Record<string, string | number | boolean | null | undefined>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (v === undefined || v === null || v === '') continue;
+    q.set(k, String(v));
+  }
+  const s = q.toString();
+  return s ? `?${s}` : '';
+}
+
+export async function getMe(): Promise<Me> {
+  const me = await api<Me>('GET', '/api/me');
+  setCsrf(me.csrf);
+  return me;
+}
+
+export async function login(user: string, password: string): Promise<Me> {
+  const res = await fetch('/api/login', {
+    method: 'POST',
+    credentials: 'same-origin',
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+    body: JSON.stringify({ user, password }),
+  });
+  if (res.status === 401) throw new ApiError(401, 'Wrong user name or password.');
+  if (res.status === 429) throw new ApiError(429, 'Too many attempts from this address: wait a while and try again.');
+  if (!res.ok) throw new ApiError(res.status, await errorText(res));
+  const body = (await res.json()) as { csrf?: string };
+  if (body.csrf) setCsrf(body.csrf);
+  return getMe();
+}
+
+export async function logout(): Promise<void> {
+  try {
+    await api('POST', '/api/logout');
+  } finally {
+    setCsrf(null);
+  }
+}
+
+export function canAct(me: Me | null): boolean {
+  return !!me && (me.role === 'operator' || me.role === 'admin');
+}
+
+export function isAdmin(me: Me | null): boolean {
+  return !!me && me.role === 'admin';
+}
+
+export function errorMessage(e: unknown): string {
+  if (e instanceof ApiError) return e.message;
+  if (e instanceof Error) return e.message;
+  return String(e);
+}

@@ -1,0 +1,203 @@
+import type { ComponentChildren } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
+import { api, canAct, errorMessage, type Dashboard as DashboardData, type Me } from '../api';
+import { ActionButton, ErrorBox } from '../components';
+import { onDashboard } from '../events';
+import { fmtAge, fmtNum, fmtTime } from '../util';
+
+type Col<T> = { key: keyof T & string; label: string; fmt?: (v: unknown) => string };
+
+const num = (v: unknown) => fmtNum(v as number);
+const rate = (v: unknown) => fmtNum(v as number, 1);
+
+const ROUTE_COLS: Col<DashboardData['routes'][number]>[] = [
+  { key: 'received', label: 'Received' },
+  { key: 'accepted', label: 'Accepted' },
+  { key: 'accepted_with_warnings', label: 'Accepted with warnings' },
+  { key: 'rejected_by_izhub', label: 'Rejected by izhub' },
+  { key: 'rejected_by_iis', label: 'Rejected by the IIS' },
+  { key: 'errored', label: 'Errored' },
+  { key: 'rate_per_min', label: 'Rate/min', fmt: rate },
+  { key: 'p95_ms', label: 'p95 ms' },
+];
+
+const DEST_COLS: Col<DashboardData['destinations'][number]>[] = [
+  { key: 'received', label: 'Received' },
+  { key: 'accepted', label: 'Accepted' },
+  { key: 'accepted_with_warnings', label: 'Accepted with warnings' },
+  { key: 'rejected_by_iis', label: 'Rejected by the IIS' },
+  { key: 'errored', label: 'Errored' },
+  { key: 'queued', label: 'Queued' },
+  { key: 'oldest_queued_secs', label: 'Oldest queued', fmt: (v) => fmtAge(v as number | null) },
+  { key: 'breaker', label: 'Breaker', fmt: (v) => String(v ?? '') },
+  { key: 'paused', label: 'Paused', fmt: (v) => (v ? 'paused' : '') },
+  { key: 'rate_per_min', label: 'Rate/min', fmt: rate },
+  { key: 'p95_ms', label: 'p95 ms' },
+];
+
+function StatsTable<T extends { name: string }>(props: {
+  kind: 'route' | 'dest';
+  title: string;
+  rows: T[];
+  cols: Col<T>[];
+  actions?: (row: T) => ComponentChildren;
+}) {
+  return (
+    <section>
+      <h2>{props.title}</h2>
+      {props.rows.length === 0 ? (
+        <p class="muted">None configured.</p>
+      ) : (
+        <table class="grid stats" data-testid={`${props.kind}-table`}>
+          <thead>
+            <tr>
+              <th>Name</th>
+              {props.cols.map((c) => (
+                <th key={c.key}>{c.label}</th>
+              ))}
+              {props.actions && <th>Actions</th>}
+            </tr>
+          </thead>
+          <tbody>
+            {props.rows.map((row) => (
+              <tr key={row.name} class={(row as { breaker?: string }).breaker === 'open' ? 'warn' : ''}>
+                <th scope="row">{row.name}</th>
+                {props.cols.map((c) => (
+                  <td key={c.key} class="n" data-testid={`${props.kind}-${row.name}-${c.key}`}>
+                    {(c.fmt ?? num)(row[c.key])}
+                  </td>
+                ))}
+                {props.actions && <td class="actions">{props.actions(row)}</td>}
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
+export function Dashboard({ me }: { me: Me }) {
+  const [data, setData] = useState<DashboardData | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [done, setDone] = useState<string | null>(null);
+  const operator = canAct(me);
+
+  // The stream and the fetch may answer in either order: keep the newer snapshot.
+  function newer(d: DashboardData) {
+    setData((prev) => (prev && Date.parse(prev.generated_at) > Date.parse(d.generated_at) ? prev : d));
+  }
+
+  async function load() {
+    try {
+      newer(await api<DashboardData>('GET', '/api/dashboard'));
+    } catch (e) {
+      setError(errorMessage(e));
+    }
+  }
+
+  useEffect(() => {
+    load();
+    return onDashboard(newer);
+  }, []);
+
+  async function post(path: string, body: unknown, what: string) {
+    setDone(null);
+    await api('POST', path, body);
+    setDone(what);
+    await load();
+  }
+
+  const unresolved = data
+    ? [
+        ...data.routes.filter((r) => r.unresolved_errors > 0).map((r) => ({ kind: 'route' as const, name: r.name, count: r.unresolved_errors })),
+        ...data.destinations
+          .filter((d) => d.unresolved_errors > 0)
+          .map((d) => ({ kind: 'dest' as const, name: d.name, count: d.unresolved_errors })),
+      ]
+    : [];
+
+  return (
+    <main>
+      <h1>Dashboard</h1>
+      <ul class="defs">
+        <li>Counts since the engine started; rate and p95 over the last 5 minutes.</li>
+        <li>Queued: waiting for delivery to the IIS</li>
+        <li>Rejected by izhub: answered with an error by izhub itself, never sent to the IIS.</li>
+      </ul>
+      <ErrorBox error={error} />
+      {done && <p class="ok" data-testid="done">{done}</p>}
+      {!data ? (
+        !error && <p class="muted">Loading…</p>
+      ) : (
+        <>
+          <StatsTable kind="route" title="Routes" rows={data.routes} cols={ROUTE_COLS} />
+          <StatsTable
+            kind="dest"
+            title="Destinations"
+            rows={data.destinations}
+            cols={DEST_COLS}
+            actions={
+              operator
+                ? (d) => (
+                    <>
+                      <ActionButton
+                        label={d.paused ? 'Resume' : 'Pause'}
+                        testid={`dest-${d.name}-${d.paused ? 'resume' : 'pause'}`}
+                        onError={setError}
+                        run={() => post(`/api/destinations/${encodeURIComponent(d.name)}/${d.paused ? 'resume' : 'pause'}`, {}, `${d.name}: ${d.paused ? 'resumed' : 'paused'}.`)}
+                      />
+                      {d.breaker !== 'closed' && (
+                        <ActionButton
+                          label="Reset breaker"
+                          testid={`dest-${d.name}-reset-breaker`}
+                          onError={setError}
+                          run={() => post(`/api/destinations/${encodeURIComponent(d.name)}/reset-breaker`, {}, `${d.name}: breaker reset.`)}
+                        />
+                      )}
+                    </>
+                  )
+                : undefined
+            }
+          />
+          <section>
+            <h2>Unresolved errors</h2>
+            <p class="muted">Errors stay here, apart from the totals above, until someone resolves them.</p>
+            {unresolved.length === 0 ? (
+              <p data-testid="no-unresolved">None.</p>
+            ) : (
+              <table class="grid">
+                <tbody>
+                  {unresolved.map((u) => (
+                    <tr key={`${u.kind}-${u.name}`}>
+                      <th scope="row">
+                        {u.kind === 'route' ? 'Route' : 'Destination'} {u.name}
+                      </th>
+                      <td class="n" data-testid={`${u.kind}-${u.name}-unresolved_errors`}>
+                        {u.count}
+                      </td>
+                      <td>
+                        {operator && (
+                          <ActionButton
+                            label="Resolve"
+                            testid={`${u.kind}-${u.name}-resolve`}
+                            confirm={`Mark the ${u.count} unresolved error(s) of ${u.name} resolved?`}
+                            onError={setError}
+                            run={() =>
+                              post('/api/errors/resolve', u.kind === 'route' ? { route: u.name } : { destination: u.name }, `${u.name}: errors resolved.`)
+                            }
+                          />
+                        )}
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            )}
+          </section>
+          <p class="muted small">Updated {fmtTime(data.generated_at)}</p>
+        </>
+      )}
+    </main>
+  );
+}
