@@ -37,6 +37,25 @@ build_plugins() {
     done
 }
 
+# The operator console: TypeScript + Preact, bundled by esbuild, from the
+# lockfile; the engine embeds console/dist when it is built.
+build_console() {
+    log "building the operator console (npm ci, esbuild)"
+    (cd console && npm ci --no-audit --no-fund --silent && npm run --silent build)
+}
+
+# The console's browser test: Debian's chromium driven by playwright-core,
+# against a real engine with the simulators (run once, after cargo test).
+browser_tests() {
+    if [ ! -x /usr/bin/chromium ]; then
+        log "installing Debian's chromium for the browser test"
+        if [ "$(id -u)" = 0 ]; then apt-get install -y -q chromium >/dev/null; else sudo apt-get install -y -q chromium >/dev/null; fi
+    fi
+    log "console: unit tests, then the end-to-end browser test"
+    (cd console && node tests/hl7.test.mjs)
+    IZHUB_BIN="$BIN" IZHUB_PLUGINS="$ROOT/build/plugins" node console/tests/console.test.mjs
+}
+
 build_host() {
     log "building the engine (release)"
     cargo build --release -p izhub
@@ -74,6 +93,7 @@ stop_all() {
 demo() {
     setup
     build_plugins
+    build_console
     build_host
     trap stop_all EXIT INT TERM
     log "starting two simulated state IIS and the engine"
@@ -131,6 +151,7 @@ run_tests() {
     fi
     build_plugins
     build_guest_plugins
+    build_console
     log "cargo fmt --check"
     cargo fmt --all -- --check
     log "cargo clippy -D warnings"
@@ -138,11 +159,14 @@ run_tests() {
     audit
     log "cargo test"
     cargo test --workspace --release
+    build_host
+    browser_tests
 }
 
 bench() {
     setup
     build_plugins
+    build_console
     build_host
     trap stop_all EXIT INT TERM
     "$BIN" sim-iis --listen 127.0.0.1:2601 --name MAIIS --log warn & PIDS+=($!)
@@ -186,7 +210,7 @@ case "${1:-}" in
     demo) demo ;;
     test) run_tests ;;
     bench) bench ;;
-    build) setup; build_plugins; build_guest_plugins; build_host ;;
+    build) setup; build_plugins; build_guest_plugins; build_console; build_host ;;
     fuzz) fuzz "${2:-600}" ;;
     *) sed -n '2,10p' "$0"; exit 2 ;;
 esac

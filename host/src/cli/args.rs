@@ -189,6 +189,9 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The operator console's message log: seed it for benchmarks.
+    #[command(subcommand)]
+    Console(ConsoleCommand),
     /// Code sets (CVX, MVX, NDC, HL7 tables): status and update.
     #[command(subcommand)]
     Codes(CodesCommand),
@@ -232,6 +235,25 @@ pub enum Command {
         /// compares across machines better than msgs/s.
         #[arg(long)]
         cpu_from: Option<String>,
+    },
+}
+
+/// `izhub console …`
+#[derive(Debug, Subcommand)]
+pub enum ConsoleCommand {
+    /// Fill the message log of a configuration with synthetic messages
+    /// (200 senders and routes, 30 days, a sample message as the body), to
+    /// measure the console at scale. Run it while the engine is stopped.
+    Seed {
+        /// Configuration file (its `[console]` log is filled).
+        #[arg(long, short, default_value = "izhub.toml")]
+        config: PathBuf,
+        /// How many messages to write.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// The message used as every body.
+        #[arg(long, default_value = "samples/bench/vxu-nist-3kb.hl7")]
+        sample: PathBuf,
     },
 }
 

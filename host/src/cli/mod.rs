@@ -16,7 +16,9 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-pub use args::{CacheArgs, Cli, CodesCommand, Command, LogFormat, PluginCommand, ReportFormat};
+pub use args::{
+    CacheArgs, Cli, CodesCommand, Command, ConsoleCommand, LogFormat, PluginCommand, ReportFormat,
+};
 use bench::{Load, bench};
 use plugin::plugin_command;
 use reprocess::reprocess;
@@ -187,6 +189,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             since_minutes,
             dry_run,
         } => reprocess(config, ids, sender, status, since_minutes, dry_run).await,
+        Command::Console(ConsoleCommand::Seed {
+            config,
+            messages,
+            sample,
+        }) => seed(&config, messages, &sample),
         Command::Codes(CodesCommand::Status { dir }) => {
             tools::codes::status(&dir)?;
             Ok(ExitCode::SUCCESS)
@@ -237,4 +244,47 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             bench(to, baseline, load, delivered_from).await
         }
     }
+}
+
+/// `izhub console seed`: synthetic messages into the configured message log.
+fn seed(
+    config: &std::path::Path,
+    messages: u64,
+    sample: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let cfg = match config::load(config) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprint!("{errs}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let Some(console) = &cfg.console else {
+        eprintln!(
+            "{}: no message log: the console needs [admin], and [console] record must not be false",
+            config.display()
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let body = tools::read_message_file(sample)?;
+    let log = crate::flow::log::MessageLog::open(
+        &console.log,
+        console.keep,
+        console.keep_messages.max(messages),
+    )?;
+    let started = std::time::Instant::now();
+    let last = std::cell::Cell::new(std::time::Instant::now());
+    log.seed(messages, &body, &|done| {
+        if last.get().elapsed() >= Duration::from_secs(2) || done == messages {
+            last.set(std::time::Instant::now());
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+            eprintln!("seeded {done}/{messages} ({rate:.0}/s)");
+        }
+    })?;
+    println!(
+        "{}: {messages} messages written in {:.1} s",
+        console.log.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }

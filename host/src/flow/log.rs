@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS messages (
     ack TEXT NOT NULL,
     detections TEXT NOT NULL,
     latency_us INTEGER NOT NULL,
-    resolved INTEGER NOT NULL DEFAULT 0
+    resolved INTEGER NOT NULL DEFAULT 0,
+    completeness TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS messages_time ON messages(received_at);
 CREATE INDEX IF NOT EXISTS messages_sender ON messages(sender, id);
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS journal_links (
     journal_id INTEGER PRIMARY KEY,
     id INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS journal_links_message ON journal_links(id);
 CREATE TABLE IF NOT EXISTS message_detections (
     detection TEXT NOT NULL,
     id INTEGER NOT NULL,
@@ -509,21 +511,49 @@ impl MessageLog {
         })
     }
 
-    /// Per sender and day since `since_ms`: messages, rejections, and the
-    /// top detections (count of messages each).
+    /// Per sender and day since `since_ms`: messages, rejections, and how
+    /// complete race and ethnicity were (as the race-ethnicity plugin
+    /// reported them).
+    #[allow(clippy::type_complexity)]
     pub fn quality(
         &self,
         since_ms: i64,
         sender: Option<&str>,
-    ) -> Result<Vec<(String, String, i64, i64)>, LogError> {
+    ) -> Result<Vec<(String, String, i64, i64, serde_json::Value)>, LogError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT sender, date(received_at / 1000, 'unixepoch') AS day, COUNT(*), SUM(status IN ('rejected_by_izhub','rejected_by_iis')) FROM messages WHERE received_at >= ?1 AND (?2 IS NULL OR sender = ?2) GROUP BY sender, day ORDER BY sender, day",
+                "SELECT sender, date(received_at / 1000, 'unixepoch') AS day, COUNT(*),
+                        SUM(status IN ('rejected_by_izhub','rejected_by_iis')),
+                        SUM(instr(completeness, 'race=') > 0),
+                        SUM(instr(completeness, 'race=present') + instr(completeness, 'race=mapped') + instr(completeness, 'race=enriched') > 0),
+                        SUM(instr(completeness, 'ethnicity=') > 0),
+                        SUM(instr(completeness, 'ethnicity=present') + instr(completeness, 'ethnicity=mapped') + instr(completeness, 'ethnicity=enriched') > 0)
+                 FROM messages WHERE received_at >= ?1 AND (?2 IS NULL OR sender = ?2)
+                 GROUP BY sender, day ORDER BY sender, day",
             )?;
             stmt.query_map(params![since_ms, sender], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Option<i64>>(3)?.unwrap_or(0)))
+                let n = |i: usize| -> rusqlite::Result<i64> { Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0)) };
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    n(2)?,
+                    n(3)?,
+                    serde_json::json!({
+                        "race_reported": n(4)?, "race_complete": n(5)?,
+                        "ethnicity_reported": n(6)?, "ethnicity_complete": n(7)?,
+                    }),
+                ))
             })?
             .collect()
+        })
+    }
+
+    /// The journal rows of a logged message (commit mode).
+    pub fn journal_ids(&self, id: i64) -> Result<Vec<i64>, LogError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT journal_id FROM journal_links WHERE id = ?1")?
+                .query_map(params![id], |r| r.get(0))?
+                .collect()
         })
     }
 
@@ -592,6 +622,11 @@ impl MessageLog {
                         answer: Vec::new(),
                         journal_ids: Vec::new(),
                         attempt: None,
+                        completeness: if i % 3 == 0 {
+                            "race=missing ethnicity=present".into()
+                        } else {
+                            "race=present ethnicity=present".into()
+                        },
                     }
                 })
                 .collect();
@@ -694,7 +729,7 @@ fn write_batch(
     }
     let tx = conn.transaction()?;
     {
-        let mut msg = tx.prepare_cached("INSERT OR REPLACE INTO messages (id, received_at, listener, sender, type, control_id, patient_id, route, destination, status, ack, detections, latency_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")?;
+        let mut msg = tx.prepare_cached("INSERT OR REPLACE INTO messages (id, received_at, listener, sender, type, control_id, patient_id, route, destination, status, ack, detections, latency_us, completeness) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)")?;
         let mut link = tx.prepare_cached(
             "INSERT OR REPLACE INTO journal_links (journal_id, id) VALUES (?1, ?2)",
         )?;
@@ -720,6 +755,7 @@ fn write_batch(
                         r.ack,
                         r.detections.join(" "),
                         r.latency_us,
+                        r.completeness,
                     ])?;
                     for j in &r.journal_ids {
                         link.execute(params![j, r.id])?;
@@ -856,6 +892,7 @@ mod tests {
             answer: b"MSH|^~\\&\rMSA|AA|C1\r".to_vec(),
             journal_ids: vec![1000 + n],
             attempt: None,
+            completeness: String::new(),
         });
         id
     }

@@ -114,6 +114,9 @@ pub struct Record {
     pub journal_ids: Vec<i64>,
     /// The relay-mode delivery, when there was one.
     pub attempt: Option<AttemptInfo>,
+    /// `race=mapped ethnicity=missing`: what plugins reported of
+    /// completeness (`completeness.*` attributes).
+    pub completeness: String,
 }
 
 /// What live watchers get: metadata only.

@@ -310,6 +310,19 @@ impl Pipeline {
                 return ack(&original, code, &issues, charset);
             }
         };
+        for (k, v) in &attributes {
+            if let Some(field) = k.strip_prefix("completeness.")
+                && COMPLETENESS.contains(&v.as_str())
+                && field.len() <= 32
+                && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && trace.completeness.len() < 256
+            {
+                if !trace.completeness.is_empty() {
+                    trace.completeness.push(' ');
+                }
+                trace.completeness.push_str(&format!("{field}={v}"));
+            }
+        }
         count_completeness(
             &self.metrics,
             self.sender_label(original.component(4, 1)),

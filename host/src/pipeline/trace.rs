@@ -43,6 +43,8 @@ pub(super) struct Trace {
     pub queued: usize,
     pub journal_ids: Vec<i64>,
     pub attempt: Option<AttemptInfo>,
+    /// `field=status` pairs from `completeness.*` attributes.
+    pub completeness: String,
 }
 
 impl Trace {
@@ -161,6 +163,7 @@ impl Pipeline {
             },
             journal_ids: trace.journal_ids,
             attempt: trace.attempt,
+            completeness: trace.completeness,
         };
         flow.answered(record, trace.queued);
     }
