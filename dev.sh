@@ -172,15 +172,20 @@ bench() {
     "$BIN" sim-iis --listen 127.0.0.1:2601 --name MAIIS --log warn & PIDS+=($!)
     "$BIN" sim-iis --listen 127.0.0.1:2602 --name PAIIS --log warn & PIDS+=($!)
     wait_port 2601 && wait_port 2602
+    rm -f build/demo-messages.db* build/bench-journal.db* build/bench-commit-messages.db*
     "$BIN" serve --config samples/demo/izhub.toml --log warn & PIDS+=($!)
-    rm -f build/bench-journal.db*
+    "$BIN" serve --config samples/bench/izhub-relay-nolog.toml --log warn & PIDS+=($!)
     "$BIN" serve --config samples/bench/izhub-commit.toml --log warn & PIDS+=($!)
-    wait_port 2575 && wait_port 2576
+    wait_port 2575 && wait_port 2576 && wait_port 2585
     local file="${BENCH_FILE:-samples/bench/vxu-nist-3kb.hl7}"
     log "relay mode: engine (validate-iz, ndc-to-cvx, race-ethnicity, route-by-jurisdiction) vs the IIS simulator alone"
     local patients="${BENCH_PATIENTS:-1000}"
     "$BIN" bench --to 127.0.0.1:2575 --baseline 127.0.0.1:2601 --patients "$patients" \
         --cpu-from 127.0.0.1:9480 \
+        --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
+    log "relay mode with the console's message log switched off ([console] record = false), same plugins"
+    "$BIN" bench --to 127.0.0.1:2585 --baseline 127.0.0.1:2601 --patients "$patients" \
+        --cpu-from 127.0.0.1:9490 \
         --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
     log "commit mode (AA once journaled, then delivered from the journal), same plugins, vs the IIS simulator alone"
     "$BIN" bench --to 127.0.0.1:2576 --baseline 127.0.0.1:2601 --patients "$patients" \

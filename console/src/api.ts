@@ -93,7 +93,8 @@ export interface Issue {
 export interface Stage {
   plugin: string;
   verdict: string;
-  issues: Issue[];
+  /** How many issues the plugin reported (they are listed with the message's issues). */
+  issues: number | Issue[];
   changed: boolean;
   text: string | null;
 }

@@ -60,6 +60,7 @@ function writeConfig(dir, users) {
   replace('mllp = "127.0.0.1:2602"', `mllp = "127.0.0.1:${ports.pa}"`);
   replace('dir = "../codesets"', `dir = ${JSON.stringify(CODESETS)}`);
   replace('"../../build/plugins/', JSON.stringify(`${PLUGINS}/`).slice(0, -1));
+  replace('log = "../../build/demo-messages.db"', `log = ${JSON.stringify(join(dir, 'messages.db'))}`);
   const file = join(dir, 'izhub.toml');
   writeFileSync(file, text);
   return file;

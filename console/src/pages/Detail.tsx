@@ -130,7 +130,9 @@ function Stages({ detail, dict }: { detail: MessageDetail; dict: FieldDictionary
               {s.plugin} <span class={`verdict v-${s.verdict}`}>{s.verdict}</span>{' '}
               {s.changed ? <span class="badge">changed the message</span> : <span class="muted">no change</span>}
             </h3>
-            {s.issues && s.issues.length > 0 && <IssuesTable issues={s.issues} />}
+            {typeof s.issues === 'number'
+              ? s.issues > 0 && <p class="muted">{s.issues === 1 ? '1 issue reported' : `${s.issues} issues reported`} (listed under Issues)</p>
+              : s.issues && s.issues.length > 0 && <IssuesTable issues={s.issues} />}
             {s.changed && (s.text ? <Diff lines={diffMessages(before, s.text)} dict={dict} /> : <p class="muted">The changed text was not kept.</p>)}
           </li>
         );

@@ -1055,7 +1055,7 @@ async fn codesets(State(state): State<Shared>, user: CurrentUser) -> Response {
             })
         })
         .collect();
-    Json(json!({ "max_age_days": max_age, "codesets": rows })).into_response()
+    Json(rows).into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]
