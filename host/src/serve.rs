@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::auth::Auth;
+use crate::admin::https::AdminTls;
 use crate::admin::{self, AdminState, ReloadStatus};
 use crate::config::{self, AckMode, Config, ListenerSpec};
 use crate::delivery::Workers;
@@ -268,6 +270,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
                 .await
                 .with_context(|| format!("admin: cannot bind {addr}"))?;
             let local = socket.local_addr()?;
+            let tls = plan.admin_tls.clone().map(|t| Arc::new(AdminTls::new(t)));
             let state = Arc::new(AdminState {
                 metrics: metrics.clone(),
                 listeners: bound.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -275,13 +278,21 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
                 reload: status.clone(),
                 flow: flow.clone(),
                 journal: journal.clone(),
+                auth: Auth::new(&config.admin_access, tls.is_some()),
+                tls,
             });
-            tracing::info!(addr = %local, "admin endpoint on /healthz and /metrics");
-            tracker.spawn(admin::run(socket, state, shutdown.clone()));
-            Some(local)
+            tracing::info!(
+                addr = %local,
+                https = state.tls.is_some(),
+                users = config.admin_access.users.len(),
+                "admin endpoint on /healthz, /metrics and /api"
+            );
+            tracker.spawn(admin::run(socket, state.clone(), shutdown.clone()));
+            Some((local, state))
         }
         None => None,
     };
+    let (admin_addr, admin_state) = admin_addr.unzip();
     if let Some(every) = opts.watch {
         let watcher = Watcher {
             config: config.clone(),
@@ -294,6 +305,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
             tracker: tracker.clone(),
             slot: slot.clone(),
             status,
+            admin: admin_state,
             every,
             flow: flow.clone(),
         };
@@ -416,6 +428,8 @@ struct Watcher {
     tracker: TaskTracker,
     slot: Arc<PipelineSlot>,
     status: Arc<Mutex<ReloadStatus>>,
+    /// The admin endpoint's users and certificate, swapped on reload.
+    admin: Option<Arc<AdminState>>,
     every: Duration,
     flow: Option<Arc<crate::flow::Flow>>,
 }
@@ -424,6 +438,10 @@ fn fingerprint(config: &Config) -> Fingerprint {
     let mut paths = vec![config.path.clone()];
     // Certificates and keys: a rotated file reloads its listener or destination.
     for tls in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+        paths.extend([tls.cert.clone(), tls.key.clone()]);
+        paths.extend(tls.client_ca.clone());
+    }
+    for tls in config.admin_access.tls.iter() {
         paths.extend([tls.cert.clone(), tls.key.clone()]);
         paths.extend(tls.client_ca.clone());
     }
@@ -541,6 +559,20 @@ impl Watcher {
                 self.deliveries
                     .hand_over(self.slot.current().destinations());
                 let swapped = self.swap_listeners(&plan).await;
+                if let Some(admin) = &self.admin {
+                    admin.auth.reload(&new.admin_access);
+                    match (&admin.tls, plan.admin_tls.clone()) {
+                        (Some(current), Some(tls)) => {
+                            if current.replace(tls) {
+                                tracing::info!("admin endpoint: new certificate in force");
+                            }
+                        }
+                        (None, None) => {}
+                        _ => tracing::warn!(
+                            "admin endpoint: turning HTTPS on or off takes effect at the next restart"
+                        ),
+                    }
+                }
                 self.config = new;
                 swapped
             }

@@ -25,7 +25,7 @@ use super::auth::{CurrentUser, Refusal};
 use super::mask::{mask_hl7, mask_id};
 use crate::config::Role;
 use crate::flow::log::{Full, Meta, Search};
-use crate::flow::{Flow, Outcome};
+use crate::flow::Flow;
 use crate::store::now_ms;
 
 mod assets {
@@ -60,7 +60,7 @@ pub fn router() -> Router<Shared> {
         .route("/api/quality", get(quality))
         .route("/api/quality/report", get(quality_report))
         .route("/api/codesets", get(codesets))
-        .route("/api/audit", get(audit))
+        .route("/api/audit", get(audit_trail))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -1083,7 +1083,7 @@ async fn audit_list(state: &AdminState, p: AuditParams) -> Response {
     }
 }
 
-async fn audit(State(state): State<Shared>, user: CurrentUser, Query(p): Query<AuditParams>) -> Response {
+async fn audit_trail(State(state): State<Shared>, user: CurrentUser, Query(p): Query<AuditParams>) -> Response {
     if let Err(r) = user.require(Role::Admin) {
         return refused(r);
     }

@@ -1,18 +1,29 @@
-//! The admin HTTP endpoint: `/healthz` for probes, `/metrics` for Prometheus.
+//! The admin HTTP endpoint: `/healthz` for probes, `/metrics` for
+//! Prometheus (both behind a bearer token when `metrics_token_sha256` is
+//! set), and the console's authentication API ([`auth`]); over HTTPS when
+//! `[admin.tls]` is configured ([`https`]). [`mask`] hides PHI in what the
+//! console shows.
+
+pub mod auth;
+pub mod console;
+pub mod https;
+pub mod mask;
 
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use std::sync::Mutex;
-
 use crate::metrics::Metrics;
 use crate::pipeline::PipelineSlot;
+use auth::{Auth, ClientAddr};
+use https::{AdminTls, TlsListener};
 
 /// What the admin endpoint reports on.
 pub struct AdminState {
@@ -24,6 +35,16 @@ pub struct AdminState {
     pub flow: Option<Arc<crate::flow::Flow>>,
     /// The commit-mode journal, for retry and resend.
     pub journal: Option<crate::store::Journal>,
+    /// Console users and sessions.
+    pub auth: Auth,
+    /// The certificate when the address serves HTTPS.
+    pub tls: Option<Arc<AdminTls>>,
+}
+
+impl FromRef<Arc<AdminState>> for Auth {
+    fn from_ref(state: &Arc<AdminState>) -> Auth {
+        state.auth.clone()
+    }
 }
 
 /// The outcome of configuration reloads so far.
@@ -37,15 +58,41 @@ pub struct ReloadStatus {
     pub last_error: Option<String>,
 }
 
-/// Serves the admin endpoint until `shutdown` is cancelled.
-pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
-    let app = Router::new()
+/// Every route of the admin address: the probes (behind the metrics token
+/// when one is configured) and the console's authentication API.
+pub fn router(state: Arc<AdminState>) -> Router {
+    let probes = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .with_state(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::probe_guard,
+        ));
+    probes
+        .merge(auth::router())
+        .merge(console::router())
+        .with_state(state)
+}
+
+/// Serves the admin endpoint until `shutdown` is cancelled: over HTTPS
+/// when `state.tls` is set, else plain HTTP.
+pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+    let tls = state.tls.clone();
+    let app = router(state).into_make_service_with_connect_info::<ClientAddr>();
+    let stop = shutdown.clone();
+    let served = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls, shutdown.clone());
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    };
     if let Err(e) = served {
         tracing::error!(error = %e, "admin endpoint failed");
     }

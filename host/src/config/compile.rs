@@ -83,6 +83,11 @@ pub(super) struct Errors<'a> {
 }
 
 impl Errors<'_> {
+    /// How many problems were found so far.
+    pub(super) fn len(&self) -> usize {
+        self.list.len()
+    }
+
     /// Where `span` is, to report a problem found later.
     pub(super) fn origin(&self, span: Range<usize>, key: impl Into<String>) -> Origin {
         Origin {
@@ -290,10 +295,12 @@ fn compile_str(source: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), 
     });
 
     let routes = super::routes::compile(&mut errs, &base, &file, &tables, codesets.is_some());
+    let admin_access = super::admin::compile(&mut errs, &base, &file);
     {
         let config = Config {
             path: path.to_path_buf(),
             admin,
+            admin_access,
             max_sender_labels: file
                 .admin
                 .as_ref()

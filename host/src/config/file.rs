@@ -9,7 +9,7 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Admin HTTP endpoint (`/healthz`, `/metrics`).
+    /// Admin HTTP endpoint (`/healthz`, `/metrics`, the console and its API).
     pub admin: Option<AdminFile>,
     /// MLLP listeners by name.
     #[serde(default)]
@@ -58,6 +58,47 @@ pub struct AdminFile {
     /// 500); only facilities named in the configuration are, the rest count
     /// as `other`.
     pub max_sender_labels: Option<usize>,
+    /// Console users: who may log in, with which role, seeing what.
+    #[serde(default)]
+    pub users: Vec<Spanned<AdminUserFile>>,
+    /// Hex SHA-256 of the bearer token `/metrics` and `/healthz` require
+    /// (unset: they stay open).
+    pub metrics_token_sha256: Option<Spanned<String>>,
+    /// How long a console session lasts after login, in minutes (default 480).
+    pub session_minutes: Option<Spanned<u64>>,
+    /// HTTPS on the admin address: its certificate and key.
+    pub tls: Option<Spanned<AdminTlsFile>>,
+}
+
+/// `[[admin.users]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUserFile {
+    /// The login name.
+    pub name: Spanned<String>,
+    /// `viewer`, `operator` or `admin`.
+    pub role: Spanned<String>,
+    /// The password's argon2id PHC string (`izhub user hash`).
+    pub password_hash: Spanned<String>,
+    /// Routes whose messages this user sees and acts on (default: all).
+    pub routes: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Destinations whose messages this user sees and acts on (default: all).
+    pub destinations: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Hex SHA-256 of a bearer token a system may use as this user.
+    pub token_sha256: Option<Spanned<String>>,
+}
+
+/// `[admin.tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTlsFile {
+    /// PEM certificate chain, relative to this file.
+    pub cert: String,
+    /// PEM private key (keep its permissions tight).
+    pub key: String,
+    /// PEM CA that client certificates must chain to; requires them (on top
+    /// of logging in).
+    pub client_ca: Option<String>,
 }
 
 /// `[codesets]`

@@ -14,6 +14,9 @@ pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
     pub admin: Option<SocketAddr>,
+    /// Who may use the admin address and how it is served: console users,
+    /// the metrics token, sessions, HTTPS.
+    pub admin_access: AdminAccessSpec,
     /// Most sending facilities kept as metric labels.
     pub max_sender_labels: usize,
     pub listeners: Vec<ListenerSpec>,
@@ -46,9 +49,19 @@ pub struct ConsoleSpec {
 
 impl Config {
     /// What works but deserves the operator's attention, each line naming
-    /// its key: SOAP users not bound to facilities.
+    /// its key: SOAP users not bound to facilities, console logins in clear
+    /// text.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if let Some(addr) = self.admin
+            && !self.admin_access.users.is_empty()
+            && self.admin_access.tls.is_none()
+            && !addr.ip().is_loopback()
+        {
+            out.push(format!(
+                "admin: console users log in over plain HTTP on {addr}, which is not a loopback address: passwords and session cookies cross the network in clear text; add [admin.tls]"
+            ));
+        }
         for l in &self.listeners {
             let Some(soap) = &l.soap else { continue };
             for (user, u) in &soap.users {
@@ -61,6 +74,97 @@ impl Config {
             }
         }
         out
+    }
+}
+
+/// `[admin]` access: console users, the `/metrics` token, sessions and HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminAccessSpec {
+    pub users: Vec<AdminUserSpec>,
+    /// SHA-256 of the bearer token `/metrics` and `/healthz` require.
+    pub metrics_token_sha256: Option<[u8; 32]>,
+    /// How long a console session lasts after login.
+    pub session: Duration,
+    /// HTTPS: the files, read when planned (identities are not used).
+    pub tls: Option<ListenerTlsSpec>,
+}
+
+impl Default for AdminAccessSpec {
+    fn default() -> Self {
+        AdminAccessSpec {
+            users: Vec::new(),
+            metrics_token_sha256: None,
+            session: Duration::from_secs(480 * 60),
+            tls: None,
+        }
+    }
+}
+
+/// What a console user may do; each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Dashboard, live flow, search and detail with PHI masked.
+    Viewer,
+    /// Also unmasking (audited) and every action.
+    Operator,
+    /// Also users and reload.
+    Admin,
+}
+
+impl Role {
+    /// Every role, from least to most allowed.
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    /// The role's name as written in the configuration and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role '{s}' (viewer, operator, admin)"))
+    }
+}
+
+/// One console user. The password hash is an argon2id PHC string, checked
+/// to parse; the text of neither it nor the token digest is ever shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminUserSpec {
+    pub name: String,
+    pub role: Role,
+    pub password_hash: String,
+    /// Routes whose messages the user sees and acts on; `None`: all.
+    pub routes: Option<Vec<String>>,
+    /// Destinations whose messages the user sees and acts on; `None`: all.
+    pub destinations: Option<Vec<String>>,
+    /// SHA-256 of a bearer token a system may use as this user.
+    pub token_sha256: Option<[u8; 32]>,
+}
+
+impl fmt::Debug for AdminUserSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminUserSpec")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("routes", &self.routes)
+            .field("destinations", &self.destinations)
+            .field("token", &self.token_sha256.is_some())
+            .finish_non_exhaustive()
     }
 }
 

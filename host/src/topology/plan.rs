@@ -1,6 +1,6 @@
 //! Planning: a checked [`Config`] (plain specs) becomes what can run. Here,
-//! and only here, configured files are read: certificates and keys become
-//! rustls configurations, code sets are loaded into lookup tables, SOAP
+//! and only here, configured files are read: certificates and keys (the
+//! listeners' and the admin address's) become rustls configurations, code sets are loaded into lookup tables, SOAP
 //! passwords are taken from the environment, plugin files are checked. Every
 //! problem is reported at once, with the key and line it was written at.
 //! `izhub check` plans without starting anything; a reload plans the new
@@ -34,6 +34,8 @@ pub struct Plan {
     pub listener_tls: BTreeMap<String, ListenerTls>,
     /// Each destination as delivery reaches it.
     pub targets: Vec<Target>,
+    /// The admin address's HTTPS certificate and key, when `[admin.tls]` is set.
+    pub admin_tls: Option<ListenerTls>,
 }
 
 impl Plan {
@@ -141,6 +143,11 @@ pub fn plan(config: &Config) -> Result<Plan, ConfigErrors> {
             Err(e) => problems.push(&t.at, e),
         }
     }
+    let admin_tls = config.admin_access.tls.as_ref().and_then(|t| {
+        ListenerTls::load(&t.cert, &t.key, t.client_ca.as_deref(), Default::default())
+            .map_err(|e| problems.push(&t.at, e))
+            .ok()
+    });
     let targets = config
         .destinations
         .iter()
@@ -154,6 +161,7 @@ pub fn plan(config: &Config) -> Result<Plan, ConfigErrors> {
             codesets,
             listener_tls,
             targets,
+            admin_tls,
         })
     } else {
         Err(ConfigErrors(problems.list))
@@ -231,6 +239,12 @@ listen = "127.0.0.1:0"
 cert = "missing.pem"
 key = "missing.key"
 
+[admin]
+listen = "127.0.0.1:0"
+[admin.tls]
+cert = "admin.pem"
+key = "admin.key"
+
 [destinations.ma]
 soap = "http://127.0.0.1:1/"
 password_env = "IZHUB_PLAN_TEST_UNSET_VARIABLE"
@@ -248,12 +262,13 @@ wasm = "missing.wasm"
         // Checking touches none of these files.
         let config = crate::config::load_str(src, &path).unwrap();
         let text = plan(&config).unwrap_err().to_string();
-        assert!(text.contains("4 errors"), "{text}");
+        assert!(text.contains("5 errors"), "{text}");
         for expected in [
             ":4:1: listeners.a.tls: ",
-            ":10:16: destinations.ma.password_env: environment variable IZHUB_PLAN_TEST_UNSET_VARIABLE is not set",
-            ":13:7: codesets.dir: ",
-            ":20:8: routes[0].plugins[0].wasm: plugin file not found",
+            ":10:1: admin.tls: ",
+            ":16:16: destinations.ma.password_env: environment variable IZHUB_PLAN_TEST_UNSET_VARIABLE is not set",
+            ":19:7: codesets.dir: ",
+            ":26:8: routes[0].plugins[0].wasm: plugin file not found",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in {text}");
         }

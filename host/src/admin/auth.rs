@@ -1,0 +1,895 @@
+//! Who may use the console and its API on the admin address.
+//!
+//! Users are configured under `[[admin.users]]` with an argon2id password
+//! hash, a [`Role`] and optionally the routes and destinations they may see.
+//! A browser logs in with `POST /api/login` and gets an `izhub_session`
+//! cookie (HttpOnly, SameSite=Strict, Secure under HTTPS) and a CSRF token
+//! that every state-changing request made with the cookie must carry in
+//! `X-CSRF-Token`. Systems send `Authorization: Bearer <token>` instead (the
+//! configuration holds the token's SHA-256; no CSRF token is needed).
+//!
+//! Handlers take a [`CurrentUser`] argument: the request is refused with
+//! `401 {"error"}` before the handler runs when nobody is logged in, and with
+//! `403` when the CSRF token is missing or wrong. Sessions live in memory
+//! (an engine restart logs everyone out); a reload that removes a user or
+//! changes its password ends its sessions.
+
+mod limit;
+mod sessions;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRef, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub use crate::config::Role;
+use crate::config::{AdminAccessSpec, AdminUserSpec};
+use limit::LoginLimiter;
+use sessions::{Session, Sessions};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "izhub_session";
+/// The header state-changing requests made with a session cookie carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Sessions kept at most; when full, the oldest is dropped.
+const MAX_SESSIONS: usize = 10_000;
+/// Password checks run at once (each takes the hash's memory, 19 MiB by default).
+const MAX_VERIFYING: usize = 4;
+/// Longest password looked at; a longer one is wrong.
+const MAX_PASSWORD_BYTES: usize = 1024;
+/// Largest login request body.
+const MAX_LOGIN_BODY: usize = 16 << 10;
+
+/// Why a request is refused: an HTTP status and a sentence, answered as
+/// `{"error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl Refusal {
+    /// Any status with a sentence saying why.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 401: nobody (valid) is logged in.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    /// 403: the user may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// 400: the request itself is wrong.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn too_many(retry_after: Duration) -> Self {
+        Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: "too many failed logins from this address; try again later".into(),
+            retry_after: Some(retry_after),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(json!({ "error": self.message })),
+        )
+            .into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+/// The configured users, by name.
+#[derive(Debug, Default)]
+pub struct Users {
+    by_name: BTreeMap<String, AdminUserSpec>,
+}
+
+impl Users {
+    /// The users a configuration names.
+    pub fn from_spec(users: &[AdminUserSpec]) -> Users {
+        Users {
+            by_name: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    fn get(&self, name: &str) -> Option<&AdminUserSpec> {
+        self.by_name.get(name)
+    }
+
+    /// The user whose token has this SHA-256 (every configured digest is
+    /// compared, each in constant time).
+    fn by_token(&self, digest: &[u8; 32]) -> Option<&AdminUserSpec> {
+        let mut found = None;
+        for user in self.by_name.values() {
+            if let Some(t) = &user.token_sha256
+                && bool::from(t.ct_eq(digest))
+            {
+                found = Some(user);
+            }
+        }
+        found
+    }
+}
+
+/// What the configuration says, swapped whole on reload.
+struct Settings {
+    users: Users,
+    metrics_token: Option<[u8; 32]>,
+    session: Duration,
+}
+
+impl Settings {
+    fn from_spec(access: &AdminAccessSpec) -> Settings {
+        Settings {
+            users: Users::from_spec(&access.users),
+            metrics_token: access.metrics_token_sha256,
+            session: access.session,
+        }
+    }
+}
+
+/// Console authentication: users, sessions and the login rate limit. A
+/// cheap handle (clones share everything); put one in the admin state and
+/// let `Auth: FromRef<YourState>` hand it to the extractor and handlers.
+#[derive(Clone)]
+pub struct Auth(Arc<Inner>);
+
+struct Inner {
+    settings: RwLock<Arc<Settings>>,
+    sessions: Mutex<Sessions>,
+    limiter: Mutex<LoginLimiter>,
+    /// The admin address serves HTTPS: cookies are marked Secure.
+    https: bool,
+    verifying: tokio::sync::Semaphore,
+    rng: SystemRandom,
+}
+
+/// How a request proved who it is.
+#[derive(Clone)]
+enum Via {
+    Session { key: [u8; 32], csrf: String },
+    Token,
+}
+
+/// The user a request is made by, as the configuration says now. Take it as
+/// a handler argument: requests without a valid session or token are
+/// answered 401 before the handler runs.
+#[derive(Clone)]
+pub struct CurrentUser {
+    pub name: String,
+    pub role: Role,
+    /// Routes whose messages the user sees and acts on; `None`: all.
+    pub routes: Option<Vec<String>>,
+    /// Destinations whose messages the user sees and acts on; `None`: all.
+    pub destinations: Option<Vec<String>>,
+    via: Via,
+}
+
+impl std::fmt::Debug for CurrentUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CurrentUser")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("routes", &self.routes)
+            .field("destinations", &self.destinations)
+            .field("by_token", &self.by_token())
+            .finish()
+    }
+}
+
+impl CurrentUser {
+    fn new(user: &AdminUserSpec, via: Via) -> Self {
+        CurrentUser {
+            name: user.name.clone(),
+            role: user.role,
+            routes: user.routes.clone(),
+            destinations: user.destinations.clone(),
+            via,
+        }
+    }
+
+    /// Whether the user may see and act on messages of route `route`.
+    pub fn may_see_route(&self, route: &str) -> bool {
+        self.routes
+            .as_ref()
+            .is_none_or(|r| r.iter().any(|x| x == route))
+    }
+
+    /// Whether the user may see and act on messages for destination `destination`.
+    pub fn may_see_destination(&self, destination: &str) -> bool {
+        self.destinations
+            .as_ref()
+            .is_none_or(|d| d.iter().any(|x| x == destination))
+    }
+
+    /// Whether the user may see a message taken by `route` for
+    /// `destination`: a user limited to some routes (destinations) does not
+    /// see a message with no route (destination).
+    pub fn may_see_message(&self, route: Option<&str>, destination: Option<&str>) -> bool {
+        let route_ok = match route {
+            Some(r) => self.may_see_route(r),
+            None => self.routes.is_none(),
+        };
+        let destination_ok = match destination {
+            Some(d) => self.may_see_destination(d),
+            None => self.destinations.is_none(),
+        };
+        route_ok && destination_ok
+    }
+
+    /// `Ok` when the user's role is `role` or above; else a 403 refusal.
+    pub fn require(&self, role: Role) -> Result<(), Refusal> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(Refusal::forbidden(format!(
+                "this needs the {role} role; {} is {}",
+                self.name, self.role
+            )))
+        }
+    }
+
+    /// The session's CSRF token (`None` for a bearer token).
+    pub fn csrf(&self) -> Option<&str> {
+        match &self.via {
+            Via::Session { csrf, .. } => Some(csrf),
+            Via::Token => None,
+        }
+    }
+
+    /// Whether the request came with a bearer token rather than a session.
+    pub fn by_token(&self) -> bool {
+        matches!(self.via, Via::Token)
+    }
+}
+
+impl<S> FromRequestParts<S> for CurrentUser
+where
+    Auth: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Auth::from_ref(state).authenticate(&parts.method, &parts.headers)
+    }
+}
+
+/// The client's IP address, when the server recorded it (the admin
+/// endpoint serves with [`ClientAddr`] connect info).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+/// The peer address of an admin connection, recorded for every request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ext = &parts.extensions;
+        let ip = ext
+            .get::<ConnectInfo<ClientAddr>>()
+            .map(|c| c.0.0.ip())
+            .or_else(|| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+        Ok(ClientIp(ip))
+    }
+}
+
+/// A successful login.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: String,
+    pub role: Role,
+    /// The session's CSRF token.
+    pub csrf: String,
+    /// The `Set-Cookie` value carrying the session id.
+    pub cookie: String,
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A hash checked when the user name is unknown, so that an unknown name
+/// takes as long to refuse as a wrong password.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| {
+        let mut secret = [0u8; 32];
+        let _ = SystemRandom::new().fill(&mut secret);
+        hash_password(&hex(&secret)).unwrap_or_default()
+    })
+}
+
+/// Hashes a password with argon2id (default parameters) and a random salt
+/// from the operating system; returns the PHC string.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut salt)
+        .map_err(|_| "the operating system gave no random bytes".to_string())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `password` matches the PHC string `phc` (compared by the
+/// argon2 crate in constant time).
+pub fn verify_password(phc: &str, password: &str) -> bool {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return false;
+    }
+    PasswordHash::new(phc).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
+}
+
+/// A new random bearer token (32 bytes, hex) and its SHA-256 in hex, as
+/// `token_sha256` and `metrics_token_sha256` take it.
+pub fn new_token() -> Result<(String, String), String> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "the operating system gave no random bytes".to_string())?;
+    let token = hex(&bytes);
+    let digest = hex(&sha256(token.as_bytes()));
+    Ok((token, digest))
+}
+
+impl Auth {
+    /// Authentication for the admin address as `access` configures it;
+    /// `https` marks session cookies Secure.
+    pub fn new(access: &AdminAccessSpec, https: bool) -> Auth {
+        Auth(Arc::new(Inner {
+            settings: RwLock::new(Arc::new(Settings::from_spec(access))),
+            sessions: Mutex::new(Sessions::new(MAX_SESSIONS)),
+            limiter: Mutex::new(LoginLimiter::new()),
+            https,
+            verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
+            rng: SystemRandom::new(),
+        }))
+    }
+
+    /// Puts a reloaded configuration's users, tokens and session length in
+    /// force. Sessions of users removed, or whose password changed, end.
+    pub fn reload(&self, access: &AdminAccessSpec) {
+        let settings = Arc::new(Settings::from_spec(access));
+        let users = &settings.users;
+        self.sessions().retain(|s| {
+            users
+                .get(&s.user)
+                .is_some_and(|u| sha256(u.password_hash.as_bytes()) == s.credential)
+        });
+        *self.0.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
+    }
+
+    /// Whether session cookies are marked Secure (the admin address serves HTTPS).
+    pub fn is_https(&self) -> bool {
+        self.0.https
+    }
+
+    /// The configured users' names and roles.
+    pub fn users(&self) -> Vec<(String, Role)> {
+        self.settings()
+            .users
+            .by_name
+            .values()
+            .map(|u| (u.name.clone(), u.role))
+            .collect()
+    }
+
+    /// Sessions open now.
+    pub fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        self.0
+            .settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.0.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn limiter(&self) -> std::sync::MutexGuard<'_, LoginLimiter> {
+        self.0.limiter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn random_hex(&self) -> Result<String, Refusal> {
+        let mut bytes = [0u8; 32];
+        self.0.rng.fill(&mut bytes).map_err(|_| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no random bytes for a session",
+            )
+        })?;
+        Ok(hex(&bytes))
+    }
+
+    /// Checks a user name and password from `client` and opens a session.
+    /// Refuses with 429 after too many failures from the client's address.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Login, Refusal> {
+        let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let key = limit::client_key(client);
+        if let Err(wait) = self.limiter().begin(key, Instant::now()) {
+            tracing::info!(%client, "console login refused: too many failed attempts from this address");
+            return Err(Refusal::too_many(wait));
+        }
+        let settings = self.settings();
+        let account = settings.users.get(user).cloned();
+        let phc = account
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| decoy_hash().to_string());
+        let password = password.to_string();
+        let matched = match self.0.verifying.acquire().await {
+            Ok(_permit) => tokio::task::spawn_blocking(move || verify_password(&phc, &password))
+                .await
+                .unwrap_or(false),
+            Err(_) => false,
+        };
+        let account = account.filter(|_| matched);
+        self.limiter().end(key, account.is_none(), Instant::now());
+        let Some(account) = account else {
+            tracing::info!(%client, "console login failed");
+            tracing::debug!(%client, user, "console login failed for this user name");
+            return Err(Refusal::unauthorized("wrong user name or password"));
+        };
+        let id = self.random_hex()?;
+        let csrf = self.random_hex()?;
+        let now = Instant::now();
+        self.sessions().insert(
+            sha256(id.as_bytes()),
+            Session {
+                user: account.name.clone(),
+                credential: sha256(account.password_hash.as_bytes()),
+                csrf: csrf.clone(),
+                created: now,
+                expires: now + settings.session,
+            },
+            now,
+        );
+        tracing::info!(user = %account.name, role = %account.role, %client, "console login");
+        Ok(Login {
+            user: account.name.clone(),
+            role: account.role,
+            csrf,
+            cookie: self.cookie(&id, settings.session),
+        })
+    }
+
+    fn cookie(&self, value: &str, max_age: Duration) -> String {
+        format!(
+            "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+            max_age.as_secs(),
+            if self.0.https { "; Secure" } else { "" }
+        )
+    }
+
+    /// The user a request with this method and these headers is made by:
+    /// a bearer token, else the session cookie (whose CSRF token must come
+    /// with every method but GET, HEAD and OPTIONS).
+    pub fn authenticate(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<CurrentUser, Refusal> {
+        let settings = self.settings();
+        if let Some(value) = headers.get(header::AUTHORIZATION) {
+            let token = bearer(value).ok_or_else(|| {
+                Refusal::unauthorized("the Authorization header is not a bearer token")
+            })?;
+            let user = settings
+                .users
+                .by_token(&sha256(token.as_bytes()))
+                .ok_or_else(|| Refusal::unauthorized("unknown bearer token"))?;
+            return Ok(CurrentUser::new(user, Via::Token));
+        }
+        let id = session_cookie(headers).ok_or_else(|| Refusal::unauthorized("not logged in"))?;
+        let key = sha256(id.as_bytes());
+        let session = self
+            .sessions()
+            .get(&key, Instant::now())
+            .ok_or_else(|| Refusal::unauthorized("the session has ended; log in again"))?;
+        let Some(user) = settings
+            .users
+            .get(&session.user)
+            .filter(|u| sha256(u.password_hash.as_bytes()) == session.credential)
+        else {
+            self.sessions().remove(&key);
+            return Err(Refusal::unauthorized("the session has ended; log in again"));
+        };
+        let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if !safe {
+            let given = headers
+                .get(CSRF_HEADER)
+                .map(|v| v.as_bytes())
+                .unwrap_or_default();
+            if !bool::from(given.ct_eq(session.csrf.as_bytes())) {
+                return Err(Refusal::forbidden(
+                    "missing or wrong X-CSRF-Token header (GET /api/me gives the token)",
+                ));
+            }
+        }
+        Ok(CurrentUser::new(
+            user,
+            Via::Session {
+                key,
+                csrf: session.csrf,
+            },
+        ))
+    }
+
+    /// Ends the user's session (nothing to end for a bearer token).
+    pub fn logout(&self, user: &CurrentUser) {
+        if let Via::Session { key, .. } = &user.via {
+            self.sessions().remove(key);
+            tracing::info!(user = %user.name, "console logout");
+        }
+    }
+
+    /// Whether a request to `/metrics` or `/healthz` may be answered: always
+    /// when no metrics token is configured, else with that bearer token.
+    pub fn probe_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = self.settings().metrics_token else {
+            return true;
+        };
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(bearer)
+            .is_some_and(|t| bool::from(sha256(t.as_bytes()).ct_eq(&expected)))
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?.trim();
+    let (scheme, token) = text.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The `izhub_session` cookie's value, from any `Cookie` header.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .map(|(_, value)| value)
+}
+
+/// `/api/login`, `/api/logout` and `/api/me`, for any state `Auth` can be
+/// taken from. Merge it into the admin router.
+pub fn router<S>() -> Router<S>
+where
+    Auth: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route(
+            "/api/login",
+            post(login).layer(DefaultBodyLimit::max(MAX_LOGIN_BODY)),
+        )
+        .route("/api/logout", post(logout))
+        .route("/api/me", get(me))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    user: String,
+    password: String,
+}
+
+fn no_store() -> [(header::HeaderName, &'static str); 1] {
+    [(header::CACHE_CONTROL, "no-store")]
+}
+
+async fn login(
+    State(auth): State<Auth>,
+    ClientIp(client): ClientIp,
+    body: Result<Json<LoginBody>, JsonRejection>,
+) -> Result<Response, Refusal> {
+    let Json(body) = body.map_err(|e| {
+        Refusal::new(
+            e.status(),
+            "send {\"user\": \"...\", \"password\": \"...\"} as application/json",
+        )
+    })?;
+    let login = auth.login(&body.user, &body.password, client).await?;
+    Ok((
+        [
+            (header::SET_COOKIE, login.cookie),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        Json(json!({ "user": login.user, "role": login.role.as_str(), "csrf": login.csrf })),
+    )
+        .into_response())
+}
+
+async fn logout(State(auth): State<Auth>, user: CurrentUser) -> Response {
+    auth.logout(&user);
+    let expired = auth.cookie("", Duration::ZERO);
+    (
+        [
+            (header::SET_COOKIE, expired),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        Json(json!({ "ok": true })),
+    )
+        .into_response()
+}
+
+async fn me(user: CurrentUser) -> Response {
+    (
+        no_store(),
+        Json(json!({
+            "user": user.name,
+            "role": user.role.as_str(),
+            "csrf": user.csrf(),
+            "routes": user.routes,
+            "destinations": user.destinations,
+        })),
+    )
+        .into_response()
+}
+
+/// Middleware for `/metrics` and `/healthz`: with `metrics_token_sha256`
+/// configured, requests need `Authorization: Bearer <token>`.
+pub async fn probe_guard(State(auth): State<Auth>, request: Request, next: Next) -> Response {
+    if auth.probe_allowed(request.headers()) {
+        return next.run(request).await;
+    }
+    let mut refused =
+        Refusal::unauthorized("this endpoint needs Authorization: Bearer <metrics token>")
+            .into_response();
+    refused
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    refused
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(users: &[(&str, Role, &str, Option<&str>)]) -> AdminAccessSpec {
+        AdminAccessSpec {
+            users: users
+                .iter()
+                .map(|(name, role, password, token)| AdminUserSpec {
+                    name: name.to_string(),
+                    role: *role,
+                    password_hash: hash_password(password).unwrap(),
+                    routes: None,
+                    destinations: None,
+                    token_sha256: token.map(|t| sha256(t.as_bytes())),
+                })
+                .collect(),
+            ..AdminAccessSpec::default()
+        }
+    }
+
+    fn with_cookie(cookie: &str, csrf: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let id = cookie.split(';').next().unwrap();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("theme=dark; {id}")).unwrap(),
+        );
+        if let Some(c) = csrf {
+            h.insert(CSRF_HEADER, HeaderValue::from_str(c).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn hashes_are_argon2id_and_verify() {
+        let phc = hash_password("s3cret passphrase").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        crate::config::check_password_hash(&phc).unwrap();
+        assert!(verify_password(&phc, "s3cret passphrase"));
+        assert!(!verify_password(&phc, "s3cret passphrasE"));
+        assert!(!verify_password("not a hash", "x"));
+        // Two hashes of one password differ by their salt.
+        assert_ne!(phc, hash_password("s3cret passphrase").unwrap());
+    }
+
+    #[tokio::test]
+    async fn sessions_csrf_tokens_and_reload() {
+        let access = spec(&[
+            ("ana", Role::Operator, "pw-ana-123", None),
+            ("bo", Role::Viewer, "pw-bo-1234", Some("bo-token")),
+        ]);
+        let auth = Auth::new(&access, true);
+        let login = auth.login("ana", "pw-ana-123", None).await.unwrap();
+        assert!(login.cookie.ends_with("; Secure"), "{}", login.cookie);
+        assert!(login.cookie.contains("HttpOnly; SameSite=Strict; Path=/"));
+        let me = auth
+            .authenticate(&Method::GET, &with_cookie(&login.cookie, None))
+            .unwrap();
+        assert_eq!(me.name, "ana");
+        assert_eq!(me.csrf(), Some(login.csrf.as_str()));
+        me.require(Role::Operator).unwrap();
+        assert_eq!(
+            me.require(Role::Admin).unwrap_err().status(),
+            StatusCode::FORBIDDEN
+        );
+        // State changes need the CSRF token.
+        let refused = auth
+            .authenticate(&Method::POST, &with_cookie(&login.cookie, None))
+            .unwrap_err();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        let refused = auth
+            .authenticate(&Method::DELETE, &with_cookie(&login.cookie, Some("0000")))
+            .unwrap_err();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        auth.authenticate(
+            &Method::POST,
+            &with_cookie(&login.cookie, Some(&login.csrf)),
+        )
+        .unwrap();
+        // A bearer token needs none.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer bo-token"),
+        );
+        let bo = auth.authenticate(&Method::POST, &h).unwrap();
+        assert_eq!((bo.name.as_str(), bo.by_token()), ("bo", true));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer bo-tokeN"),
+        );
+        assert_eq!(
+            auth.authenticate(&Method::GET, &h).unwrap_err().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        // Wrong passwords and unknown users are refused alike.
+        let wrong = auth.login("ana", "nope", None).await.unwrap_err();
+        let unknown = auth.login("zed", "pw-ana-123", None).await.unwrap_err();
+        assert_eq!(wrong, unknown);
+        // Reloaded without ana: her session ends; bo's role change applies.
+        let mut reloaded = spec(&[]);
+        reloaded.users = access.users[1..].to_vec();
+        reloaded.users[0].role = Role::Admin;
+        auth.reload(&reloaded);
+        assert_eq!(auth.session_count(), 0);
+        assert_eq!(
+            auth.authenticate(&Method::GET, &with_cookie(&login.cookie, None))
+                .unwrap_err()
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer bo-token"),
+        );
+        assert_eq!(
+            auth.authenticate(&Method::GET, &h).unwrap().role,
+            Role::Admin
+        );
+        // Logging out ends the session.
+        let login = auth.login("bo", "pw-bo-1234", None).await.unwrap();
+        let headers = with_cookie(&login.cookie, Some(&login.csrf));
+        let me = auth.authenticate(&Method::POST, &headers).unwrap();
+        auth.logout(&me);
+        assert!(auth.authenticate(&Method::GET, &headers).is_err());
+    }
+
+    #[test]
+    fn limits_to_routes_and_destinations() {
+        let user = CurrentUser {
+            name: "v".into(),
+            role: Role::Viewer,
+            routes: Some(vec!["vxu".into()]),
+            destinations: None,
+            via: Via::Token,
+        };
+        assert!(user.may_see_route("vxu"));
+        assert!(!user.may_see_route("qbp"));
+        assert!(user.may_see_destination("anything"));
+        assert!(user.may_see_message(Some("vxu"), None));
+        assert!(!user.may_see_message(None, Some("wa")));
+        assert!(user.require(Role::Viewer).is_ok());
+        assert!(user.require(Role::Operator).is_err());
+    }
+
+    #[test]
+    fn reads_bearer_and_cookie_headers() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(bearer(&v("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(&v("BEARER  abc ")), Some("abc"));
+        assert_eq!(bearer(&v("Basic abc")), None);
+        assert_eq!(bearer(&v("Bearer ")), None);
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, v("a=1"));
+        h.append(header::COOKIE, v("b=2; izhub_session=xyz; c=3"));
+        assert_eq!(session_cookie(&h), Some("xyz"));
+    }
+}
