@@ -64,7 +64,9 @@ fn check_accepts_the_demo_config_and_compiles_its_plugins() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["serve", "check", "validate", "sim-iis", "send", "bench"] {
+    for sub in [
+        "serve", "check", "validate", "sim-iis", "send", "bench", "user",
+    ] {
         let out = izhub().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub}");
         assert!(
@@ -72,6 +74,152 @@ fn every_subcommand_has_help() {
             "{sub}"
         );
     }
+}
+
+/// Runs `izhub ARGS` with `input` on standard input.
+fn izhub_with_input(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = izhub()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn user_hash_and_token_print_what_the_configuration_takes() {
+    let out = izhub_with_input(&["user", "hash", "--password-stdin"], "a long password\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let phc = String::from_utf8(out.stdout).unwrap();
+    let phc = phc.trim();
+    assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    izhub::config::check_password_hash(phc).unwrap();
+    assert!(izhub::admin::auth::verify_password(phc, "a long password"));
+
+    let short = izhub_with_input(&["user", "hash", "--password-stdin"], "short\n");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("shorter than 8 characters"));
+    // Without --password-stdin a terminal is needed.
+    let no_tty = izhub_with_input(&["user", "hash"], "a long password\n");
+    assert!(!no_tty.status.success());
+    assert!(String::from_utf8_lossy(&no_tty.stderr).contains("--password-stdin"));
+
+    let out = izhub().args(["user", "token"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token:  "))
+        .unwrap();
+    let digest = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256: "))
+        .unwrap();
+    assert_eq!(token.len(), 64);
+    let expected = izhub::config::parse_sha256_hex(digest).unwrap();
+    use sha2::Digest;
+    assert_eq!(
+        <[u8; 32]>::from(sha2::Sha256::digest(token.as_bytes())),
+        expected
+    );
+}
+
+#[test]
+fn user_add_appends_checked_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("izhub.toml");
+    let config = path.to_str().unwrap();
+    let add = |args: &[&str]| {
+        let mut all = vec!["user", "add"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--password-stdin", "--config", config]);
+        izhub_with_input(&all, "a long password\n")
+    };
+    // A missing file is created, readable by its owner only.
+    let out = add(&["ana", "--role", "operator", "--token"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let token = stdout.lines().last().unwrap().trim().to_string();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text += "\n[destinations.wa]\nmllp = \"127.0.0.1:9\"\n\n[[routes]]\nname = \"vxu\"\ndestinations = [\"wa\"]\n";
+    std::fs::write(&path, &text).unwrap();
+    let out = add(&[
+        "vic",
+        "--role",
+        "viewer",
+        "--routes",
+        "vxu",
+        "--destinations",
+        "wa",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Refused: a duplicate, an unknown route, an unknown role, a bad name.
+    let dup = add(&["ana", "--role", "viewer"]);
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already has a user 'ana'"));
+    let unknown = add(&["bo", "--role", "viewer", "--routes", "nowhere"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("admin.users[2].routes: unknown route 'nowhere' (defined: vxu)"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    assert!(!add(&["bo", "--role", "root"]).status.success());
+    assert!(!add(&["bad name", "--role", "viewer"]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .matches("[[admin.users]]")
+            .count(),
+        2
+    );
+
+    let cfg = izhub::config::load(&path).unwrap();
+    let users = &cfg.admin_access.users;
+    assert_eq!(users.len(), 2);
+    assert_eq!(
+        (users[0].name.as_str(), users[0].role),
+        ("ana", izhub::config::Role::Operator)
+    );
+    use sha2::Digest;
+    assert_eq!(
+        users[0].token_sha256,
+        Some(sha2::Sha256::digest(token.as_bytes()).into())
+    );
+    assert_eq!(users[1].routes, Some(vec!["vxu".to_string()]));
+    assert_eq!(users[1].destinations, Some(vec!["wa".to_string()]));
+    assert!(izhub::admin::auth::verify_password(
+        &users[1].password_hash,
+        "a long password"
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -192,6 +192,9 @@ pub enum Command {
     /// The operator console's message log: seed it for benchmarks.
     #[command(subcommand)]
     Console(ConsoleCommand),
+    /// Console users: add one to the configuration, hash a password, make a bearer token.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Code sets (CVX, MVX, NDC, HL7 tables): status and update.
     #[command(subcommand)]
     Codes(CodesCommand),
@@ -255,6 +258,52 @@ pub enum ConsoleCommand {
         #[arg(long, default_value = "samples/bench/vxu-nist-3kb.hl7")]
         sample: PathBuf,
     },
+}
+
+/// `izhub user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a console user to the configuration file as an [[admin.users]]
+    /// entry. The password is asked twice on the terminal without echo (or
+    /// read from the first line of standard input with --password-stdin) and
+    /// only its argon2id hash is written. The file is created (owner-only)
+    /// when missing; a user already there is refused. A running engine lets
+    /// the user log in after its next reload.
+    Add {
+        /// Login name: 1 to 64 letters, digits, '.', '_', '-' or '@'.
+        name: String,
+        /// viewer: dashboard, live flow, search and detail with PHI masked;
+        /// operator: also unmasking (audited) and every action; admin: also
+        /// users and reload.
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+        /// Configuration file.
+        #[arg(long, short, default_value = "izhub.toml")]
+        config: PathBuf,
+        /// Limit the user to these routes' messages (comma-separated; default: all).
+        #[arg(long, value_delimiter = ',')]
+        routes: Vec<String>,
+        /// Limit the user to messages for these destinations (comma-separated; default: all).
+        #[arg(long, value_delimiter = ',')]
+        destinations: Vec<String>,
+        /// Read the password from the first line of standard input (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Also make a bearer token for systems acting as this user: printed
+        /// once, only its SHA-256 is written (token_sha256).
+        #[arg(long)]
+        token: bool,
+    },
+    /// Print the argon2id PHC string of a password, for an [[admin.users]]
+    /// password_hash (asked on the terminal, or read with --password-stdin).
+    Hash {
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Print a new random bearer token and its SHA-256, for token_sha256 or
+    /// [admin] metrics_token_sha256 (the configuration keeps only the digest).
+    Token,
 }
 
 /// `izhub codes …`

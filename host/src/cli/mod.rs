@@ -1,12 +1,13 @@
 //! The command line: `serve`, `check`, `sim-iis`, `send`, `bench`, and the
-//! plugin, code-set and journal tools. [`args`] says what each accepts;
-//! each larger command has its own file.
+//! plugin, code-set, journal and console-user tools. [`args`] says what
+//! each accepts; each larger command has its own file.
 
 mod args;
 mod bench;
 mod check;
 mod plugin;
 mod reprocess;
+mod user;
 mod validate;
 
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use args::{
     CacheArgs, Cli, CodesCommand, Command, ConsoleCommand, LogFormat, PluginCommand, ReportFormat,
+    UserCommand,
 };
 use bench::{Load, bench};
 use plugin::plugin_command;
@@ -181,6 +183,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin(cmd) => plugin_command(cmd).await,
+        Command::User(cmd) => user::user_command(cmd),
         Command::Reprocess {
             config,
             ids,
