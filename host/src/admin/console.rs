@@ -5,6 +5,10 @@
 //! destinations the user may see. PHI is masked unless an operator unmasks
 //! one message, which is audited.
 
+// Helpers answer `Result<_, Response>`: the error is the HTTP answer itself,
+// built once on a path that ends the request.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,8 +28,8 @@ use super::AdminState;
 use super::auth::{CurrentUser, Refusal};
 use super::mask::{mask_hl7, mask_id};
 use crate::config::Role;
-use crate::flow::log::{Full, Meta, Search};
 use crate::flow::Flow;
+use crate::flow::log::{Full, Meta, Search};
 use crate::store::now_ms;
 
 mod assets {
@@ -55,7 +59,10 @@ pub fn router() -> Router<Shared> {
         .route("/api/messages/{id}/retry", post(retry))
         .route("/api/messages/{id}/resend", post(resend))
         .route("/api/reprocess", post(reprocess_many))
-        .route("/api/destinations/{name}/{action}", post(destination_action))
+        .route(
+            "/api/destinations/{name}/{action}",
+            post(destination_action),
+        )
         .route("/api/errors/resolve", post(resolve))
         .route("/api/quality", get(quality))
         .route("/api/quality/report", get(quality_report))
@@ -88,10 +95,15 @@ fn log_of(state: &AdminState) -> Result<&Arc<crate::flow::log::MessageLog>, Resp
 }
 
 /// Runs blocking log work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, format!("the request did not finish: {e}")))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the request did not finish: {e}"),
+        )
+    })
 }
 
 // ---- pages ----
@@ -136,11 +148,12 @@ async fn dashboard(State(state): State<Shared>, user: CurrentUser) -> Response {
         Ok(f) => f,
         Err(r) => return r,
     };
-    Json(flow.board.dashboard(
-        now_ms(),
-        &|r| user.may_see_route(r),
-        &|d| user.may_see_destination(d),
-    ))
+    Json(
+        flow.board
+            .dashboard(now_ms(), &|r| user.may_see_route(r), &|d| {
+                user.may_see_destination(d)
+            }),
+    )
     .into_response()
 }
 
@@ -163,45 +176,51 @@ async fn events(State(state): State<Shared>, user: CurrentUser) -> Response {
     };
     if STREAMS.fetch_add(1, Ordering::Relaxed) >= MAX_STREAMS {
         STREAMS.fetch_sub(1, Ordering::Relaxed);
-        return error(StatusCode::SERVICE_UNAVAILABLE, "too many live views are open");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many live views are open",
+        );
     }
     let slot = StreamSlot;
     let rx = flow.subscribe();
     let tick = tokio::time::interval(Duration::from_millis(1000));
     let start = (rx, tick, None::<u64>, flow, user, slot);
-    let stream = futures::stream::unfold(start, |(mut rx, mut tick, mut sent, flow, user, slot)| async move {
-        loop {
-            tokio::select! {
-                got = rx.recv() => match got {
-                    Ok(ev) => {
-                        let visible = user.may_see_route(&ev.route)
-                            && ev.destination.split(',').filter(|d| !d.is_empty()).all(|d| user.may_see_destination(d));
-                        if !visible || (ev.route.is_empty() && user.routes.is_some()) {
+    let stream = futures::stream::unfold(
+        start,
+        |(mut rx, mut tick, mut sent, flow, user, slot)| async move {
+            loop {
+                tokio::select! {
+                    got = rx.recv() => match got {
+                        Ok(ev) => {
+                            let visible = user.may_see_route(&ev.route)
+                                && ev.destination.split(',').filter(|d| !d.is_empty()).all(|d| user.may_see_destination(d));
+                            if !visible || (ev.route.is_empty() && user.routes.is_some()) {
+                                continue;
+                            }
+                            let Ok(event) = Event::default().event("message").json_data(&*ev) else {
+                                continue;
+                            };
+                            return Some((Ok::<_, std::convert::Infallible>(event), (rx, tick, sent, flow, user, slot)));
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = tick.tick() => {
+                        let version = flow.board.version();
+                        if sent == Some(version) {
                             continue;
                         }
-                        let Ok(event) = Event::default().event("message").json_data(&*ev) else {
+                        sent = Some(version);
+                        let board = flow.board.dashboard(now_ms(), &|r| user.may_see_route(r), &|d| user.may_see_destination(d));
+                        let Ok(event) = Event::default().event("dashboard").json_data(&board) else {
                             continue;
                         };
-                        return Some((Ok::<_, std::convert::Infallible>(event), (rx, tick, sent, flow, user, slot)));
+                        return Some((Ok(event), (rx, tick, sent, flow, user, slot)));
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = tick.tick() => {
-                    let version = flow.board.version();
-                    if sent == Some(version) {
-                        continue;
-                    }
-                    sent = Some(version);
-                    let board = flow.board.dashboard(now_ms(), &|r| user.may_see_route(r), &|d| user.may_see_destination(d));
-                    let Ok(event) = Event::default().event("dashboard").json_data(&board) else {
-                        continue;
-                    };
-                    return Some((Ok(event), (rx, tick, sent, flow, user, slot)));
                 }
             }
-        }
-    });
+        },
+    );
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -250,7 +269,11 @@ pub fn parse_time(text: &str) -> Option<i64> {
     }
     let num = |a: usize, b: usize| t.get(a..b).and_then(|s| s.parse::<i64>().ok());
     let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    if t.get(4..5) != Some("-") || t.get(7..8) != Some("-") || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+    if t.get(4..5) != Some("-")
+        || t.get(7..8) != Some("-")
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+    {
         return None;
     }
     let mut ms = days_from_civil(y, mo, d) * 86_400_000;
@@ -259,7 +282,10 @@ pub fn parse_time(text: &str) -> Option<i64> {
         return Some(ms);
     }
     let rest = rest.strip_prefix(['T', ' '])?;
-    let (h, mi) = (rest.get(0..2)?.parse::<i64>().ok()?, rest.get(3..5)?.parse::<i64>().ok()?);
+    let (h, mi) = (
+        rest.get(0..2)?.parse::<i64>().ok()?,
+        rest.get(3..5)?.parse::<i64>().ok()?,
+    );
     let mut tail = rest.get(5..)?;
     let mut s = 0;
     if let Some(sec) = tail.strip_prefix(':') {
@@ -269,7 +295,10 @@ pub fn parse_time(text: &str) -> Option<i64> {
     if let Some(frac) = tail.strip_prefix('.') {
         let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
         let f = frac.get(..digits)?;
-        ms += f.get(..3.min(digits)).and_then(|x| format!("{x:0<3}").parse::<i64>().ok()).unwrap_or(0);
+        ms += f
+            .get(..3.min(digits))
+            .and_then(|x| format!("{x:0<3}").parse::<i64>().ok())
+            .unwrap_or(0);
         tail = frac.get(digits..)?;
     }
     if h > 23 || mi > 59 || s > 60 {
@@ -293,7 +322,9 @@ pub fn parse_time(text: &str) -> Option<i64> {
 }
 
 fn nonempty(v: &Option<String>) -> Option<String> {
-    v.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty() && s.len() <= 200)
+    v.as_ref()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && s.len() <= 200)
 }
 
 /// The search a user may make with these parameters.
@@ -301,9 +332,12 @@ fn search_of(p: &SearchParams, user: &CurrentUser) -> Result<Search, Response> {
     let time = |v: &Option<String>, what: &str| -> Result<Option<i64>, Response> {
         match nonempty(v) {
             None => Ok(None),
-            Some(t) => parse_time(&t)
-                .map(Some)
-                .ok_or_else(|| error(StatusCode::BAD_REQUEST, format!("{what}: '{t}' is not a time (RFC 3339 or ms since the epoch)"))),
+            Some(t) => parse_time(&t).map(Some).ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{what}: '{t}' is not a time (RFC 3339 or ms since the epoch)"),
+                )
+            }),
         }
     };
     let from_ms = time(&p.from, "from")?;
@@ -331,7 +365,10 @@ fn search_of(p: &SearchParams, user: &CurrentUser) -> Result<Search, Response> {
             "queued",
         ];
         if !KNOWN.contains(&s.as_str()) {
-            return Err(error(StatusCode::BAD_REQUEST, format!("status: one of {}", KNOWN.join(", "))));
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("status: one of {}", KNOWN.join(", ")),
+            ));
         }
     }
     Ok(Search {
@@ -417,7 +454,8 @@ async fn messages(
     };
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
-    let page = match blocking(move || log.search(&search, &|| cancel.load(Ordering::Relaxed))).await {
+    let page = match blocking(move || log.search(&search, &|| cancel.load(Ordering::Relaxed))).await
+    {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(r) => return r,
@@ -434,7 +472,11 @@ async fn messages(
 /// comma-separated) for visibility checks.
 fn may_see(user: &CurrentUser, meta: &Meta) -> bool {
     let route = (!meta.route.is_empty()).then_some(meta.route.as_str());
-    let dests: Vec<&str> = meta.destination.split(',').filter(|d| !d.is_empty()).collect();
+    let dests: Vec<&str> = meta
+        .destination
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .collect();
     if dests.is_empty() {
         return user.may_see_message(route, None);
     }
@@ -442,7 +484,11 @@ fn may_see(user: &CurrentUser, meta: &Meta) -> bool {
 }
 
 /// A message the user may see, or the answer to give instead.
-async fn visible_message(state: &AdminState, user: &CurrentUser, id: i64) -> Result<Full, Response> {
+async fn visible_message(
+    state: &AdminState,
+    user: &CurrentUser,
+    id: i64,
+) -> Result<Full, Response> {
     let log = log_of(state)?.clone();
     let full = match blocking(move || log.get(id)).await? {
         Ok(Some(f)) => f,
@@ -464,7 +510,10 @@ struct DetailParams {
 
 /// MSA and ERR of an answer, decoded.
 fn decode_answer(text: &str) -> Value {
-    let sep = text.strip_prefix("MSH").and_then(|r| r.chars().next()).unwrap_or('|');
+    let sep = text
+        .strip_prefix("MSH")
+        .and_then(|r| r.chars().next())
+        .unwrap_or('|');
     let comp = text.get(4..5).and_then(|c| c.chars().next()).unwrap_or('^');
     let mut msa = Value::Null;
     let mut errs = Vec::new();
@@ -544,7 +593,10 @@ async fn message(
         })
         .collect();
     let decoded = decode_answer(&answer);
-    let issues = decoded.get("err").cloned().unwrap_or(Value::Array(Vec::new()));
+    let issues = decoded
+        .get("err")
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
     Json(json!({
         "meta": meta_json(&full.meta, unmask),
         "received": shown(&received),
@@ -571,9 +623,11 @@ async fn reprocess(state: &AdminState, full: &Full) -> Result<String, String> {
         ));
     };
     match pipeline.handle(&listener, &full.received).await {
-        crate::pipeline::Answer::Reply(bytes) => Ok(crate::hl7::read_msa(&String::from_utf8_lossy(&bytes))
-            .map(|(code, _)| code)
-            .unwrap_or_else(|| "answered".into())),
+        crate::pipeline::Answer::Reply(bytes) => {
+            Ok(crate::hl7::read_msa(&String::from_utf8_lossy(&bytes))
+                .map(|(code, _)| code)
+                .unwrap_or_else(|| "answered".into()))
+        }
         crate::pipeline::Answer::Close(why) => Err(why),
     }
 }
@@ -585,7 +639,11 @@ fn audit(state: &AdminState, user: &CurrentUser, action: &str, target: &str, res
     tracing::info!(user = %user.name, action, target, result, "console action");
 }
 
-async fn reprocess_one(State(state): State<Shared>, user: CurrentUser, Path(id): Path<i64>) -> Response {
+async fn reprocess_one(
+    State(state): State<Shared>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Response {
     if let Err(r) = user.require(Role::Operator) {
         return refused(r);
     }
@@ -600,7 +658,13 @@ async fn reprocess_one(State(state): State<Shared>, user: CurrentUser, Path(id):
             Json(json!({ "ok": true, "ack": ack })).into_response()
         }
         Err(why) => {
-            audit(&state, &user, "reprocess", &target, &format!("failed: {why}"));
+            audit(
+                &state,
+                &user,
+                "reprocess",
+                &target,
+                &format!("failed: {why}"),
+            );
             error(StatusCode::CONFLICT, why)
         }
     }
@@ -613,7 +677,11 @@ struct BulkBody {
     confirm: bool,
 }
 
-async fn reprocess_many(State(state): State<Shared>, user: CurrentUser, Json(body): Json<BulkBody>) -> Response {
+async fn reprocess_many(
+    State(state): State<Shared>,
+    user: CurrentUser,
+    Json(body): Json<BulkBody>,
+) -> Response {
     if let Err(r) = user.require(Role::Operator) {
         return refused(r);
     }
@@ -626,7 +694,10 @@ async fn reprocess_many(State(state): State<Shared>, user: CurrentUser, Json(bod
         Err(r) => return r,
     };
     if search.contains.is_some() {
-        return error(StatusCode::BAD_REQUEST, "a bulk reprocess takes no content search");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a bulk reprocess takes no content search",
+        );
     }
     // Every matching id, newest first, up to the cap.
     let mut ids: Vec<i64> = Vec::new();
@@ -693,7 +764,10 @@ async fn queue_action(state: Shared, user: CurrentUser, id: i64, resend: bool) -
         return r;
     }
     let Some(journal) = state.journal.clone() else {
-        return error(StatusCode::CONFLICT, "no route journals messages (commit mode)");
+        return error(
+            StatusCode::CONFLICT,
+            "no route journals messages (commit mode)",
+        );
     };
     let rows = match journal_ids(&state, id).await {
         Ok(r) => r,
@@ -725,9 +799,18 @@ async fn queue_action(state: Shared, user: CurrentUser, id: i64, resend: bool) -
     let target = format!("message {id}");
     if done.is_empty() {
         audit(&state, &user, action, &target, &format!("nothing {what}"));
-        return error(StatusCode::CONFLICT, format!("message {id} has no {what} delivery"));
+        return error(
+            StatusCode::CONFLICT,
+            format!("message {id} has no {what} delivery"),
+        );
     }
-    audit(&state, &user, action, &target, &format!("ok: {}", done.join(",")));
+    audit(
+        &state,
+        &user,
+        action,
+        &target,
+        &format!("ok: {}", done.join(",")),
+    );
     Json(json!({ "ok": true, "destinations": done })).into_response()
 }
 
@@ -763,7 +846,12 @@ async fn destination_action(
         "pause" => control.paused.store(true, Ordering::Relaxed),
         "resume" => control.paused.store(false, Ordering::Relaxed),
         "reset-breaker" => control.reset.store(true, Ordering::Relaxed),
-        _ => return error(StatusCode::NOT_FOUND, "actions: pause, resume, reset-breaker"),
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "actions: pause, resume, reset-breaker",
+            );
+        }
     }
     dest.wake().notify_one();
     audit(&state, &user, &action, &format!("destination {name}"), "ok");
@@ -778,7 +866,11 @@ struct ResolveBody {
     destination: Option<String>,
 }
 
-async fn resolve(State(state): State<Shared>, user: CurrentUser, Json(body): Json<ResolveBody>) -> Response {
+async fn resolve(
+    State(state): State<Shared>,
+    user: CurrentUser,
+    Json(body): Json<ResolveBody>,
+) -> Response {
     if let Err(r) = user.require(Role::Operator) {
         return refused(r);
     }
@@ -787,12 +879,17 @@ async fn resolve(State(state): State<Shared>, user: CurrentUser, Json(body): Jso
         Err(r) => return r,
     };
     if body.ids.len() > MAX_BULK {
-        return error(StatusCode::BAD_REQUEST, format!("at most {MAX_BULK} ids at once"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("at most {MAX_BULK} ids at once"),
+        );
     }
     let route = body.route.clone().filter(|r| !r.is_empty());
     let destination = body.destination.clone().filter(|d| !d.is_empty());
     if route.as_deref().is_some_and(|r| !user.may_see_route(r))
-        || destination.as_deref().is_some_and(|d| !user.may_see_destination(d))
+        || destination
+            .as_deref()
+            .is_some_and(|d| !user.may_see_destination(d))
     {
         return error(StatusCode::NOT_FOUND, "no such route or destination");
     }
@@ -837,12 +934,16 @@ async fn resolve(State(state): State<Shared>, user: CurrentUser, Json(body): Jso
             .iter()
             .filter(|m| {
                 !m.resolved
-                    && matches!(m.status.as_str(), "rejected_by_izhub" | "rejected_by_iis" | "errored")
+                    && matches!(
+                        m.status.as_str(),
+                        "rejected_by_izhub" | "rejected_by_iis" | "errored"
+                    )
             })
             .collect();
         resolved = open.len();
         if body.ids.is_empty() {
-            flow.board.resolve(route.as_deref(), destination.as_deref(), None);
+            flow.board
+                .resolve(route.as_deref(), destination.as_deref(), None);
         } else {
             for m in &open {
                 flow.board.resolve(Some(&m.route), None, Some(1));
@@ -853,7 +954,8 @@ async fn resolve(State(state): State<Shared>, user: CurrentUser, Json(body): Jso
         }
         log.resolve(open.iter().map(|m| m.id).collect());
     } else {
-        flow.board.resolve(route.as_deref(), destination.as_deref(), None);
+        flow.board
+            .resolve(route.as_deref(), destination.as_deref(), None);
     }
     let target = match (&route, &destination) {
         (Some(r), _) => format!("route {r}"),
@@ -861,7 +963,13 @@ async fn resolve(State(state): State<Shared>, user: CurrentUser, Json(body): Jso
         (None, None) if body.ids.is_empty() => "all".to_string(),
         (None, None) => format!("{} messages", body.ids.len()),
     };
-    audit(&state, &user, "resolve", &target, &format!("{resolved} resolved"));
+    audit(
+        &state,
+        &user,
+        "resolve",
+        &target,
+        &format!("{resolved} resolved"),
+    );
     Json(json!({ "ok": true, "resolved": resolved })).into_response()
 }
 
@@ -875,7 +983,11 @@ struct QualityParams {
     format: Option<String>,
 }
 
-async fn quality(State(state): State<Shared>, user: CurrentUser, Query(p): Query<QualityParams>) -> Response {
+async fn quality(
+    State(state): State<Shared>,
+    user: CurrentUser,
+    Query(p): Query<QualityParams>,
+) -> Response {
     if let Err(r) = user.require(Role::Viewer) {
         return refused(r);
     }
@@ -914,7 +1026,10 @@ async fn quality(State(state): State<Shared>, user: CurrentUser, Query(p): Query
     .await;
     match result {
         // A user limited to some routes sees no cross-route statistics.
-        Ok(Ok(_)) if limited => error(StatusCode::FORBIDDEN, "data quality covers every route; this user is limited to some"),
+        Ok(Ok(_)) if limited => error(
+            StatusCode::FORBIDDEN,
+            "data quality covers every route; this user is limited to some",
+        ),
         Ok(Ok(senders)) => Json(json!({ "days": days, "senders": senders })).into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(r) => r,
@@ -923,7 +1038,11 @@ async fn quality(State(state): State<Shared>, user: CurrentUser, Query(p): Query
 
 /// The per-sender report an HIE hands a clinic: the validation report of
 /// the sender's messages over the period, from the log.
-async fn quality_report(State(state): State<Shared>, user: CurrentUser, Query(p): Query<QualityParams>) -> Response {
+async fn quality_report(
+    State(state): State<Shared>,
+    user: CurrentUser,
+    Query(p): Query<QualityParams>,
+) -> Response {
     if let Err(r) = user.require(Role::Viewer) {
         return refused(r);
     }
@@ -956,7 +1075,10 @@ async fn quality_report(State(state): State<Shared>, user: CurrentUser, Query(p)
             let page = log.search(&search, &|| false)?;
             for m in &page.items {
                 let Some(full) = log.get(m.id)? else { continue };
-                report.add(&format!("message {} (MSH-10 {})", m.id, m.control_id), &as_dry_run(&full));
+                report.add(
+                    &format!("message {} (MSH-10 {})", m.id, m.control_id),
+                    &as_dry_run(&full),
+                );
                 seen += 1;
             }
             match page.next {
@@ -976,7 +1098,10 @@ async fn quality_report(State(state): State<Shared>, user: CurrentUser, Query(p)
         "csv" => (
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"data-quality.csv\""),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"data-quality.csv\"",
+                ),
             ],
             report.to_csv(),
         )
@@ -984,7 +1109,10 @@ async fn quality_report(State(state): State<Shared>, user: CurrentUser, Query(p)
         _ => (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'",
+                ),
             ],
             report.to_html(500),
         )
@@ -1017,11 +1145,13 @@ fn as_dry_run(full: &Full) -> crate::pipeline::DryRun {
         })
         .unwrap_or_default();
     let outcome = match full.meta.status.as_str() {
-        "rejected_by_izhub" | "rejected_by_iis" | "errored" => DryOutcome::Blocked(if full.meta.ack == "AR" {
-            AckCode::AR
-        } else {
-            AckCode::AE
-        }),
+        "rejected_by_izhub" | "rejected_by_iis" | "errored" => {
+            DryOutcome::Blocked(if full.meta.ack == "AR" {
+                AckCode::AR
+            } else {
+                AckCode::AE
+            })
+        }
         _ => DryOutcome::Delivered(vec![full.meta.destination.clone()]),
     };
     DryRun {
@@ -1083,7 +1213,11 @@ async fn audit_list(state: &AdminState, p: AuditParams) -> Response {
     }
 }
 
-async fn audit_trail(State(state): State<Shared>, user: CurrentUser, Query(p): Query<AuditParams>) -> Response {
+async fn audit_trail(
+    State(state): State<Shared>,
+    user: CurrentUser,
+    Query(p): Query<AuditParams>,
+) -> Response {
     if let Err(r) = user.require(Role::Admin) {
         return refused(r);
     }
@@ -1099,8 +1233,14 @@ mod tests {
         assert_eq!(parse_time("0"), Some(0));
         assert_eq!(parse_time("1970-01-02"), Some(86_400_000));
         assert_eq!(parse_time("2026-11-29T10:00:00Z"), Some(1_796_032_800_000));
-        assert_eq!(parse_time("2026-11-29T11:00:00+01:00"), Some(1_796_032_800_000));
-        assert_eq!(parse_time("2026-11-29T10:00:00.250Z"), Some(1_796_032_800_250));
+        assert_eq!(
+            parse_time("2026-11-29T11:00:00+01:00"),
+            Some(1_796_032_800_000)
+        );
+        assert_eq!(
+            parse_time("2026-11-29T10:00:00.250Z"),
+            Some(1_796_032_800_250)
+        );
         assert_eq!(parse_time("2026-13-01"), None);
         assert_eq!(parse_time("yesterday"), None);
         assert_eq!(rfc3339(1_796_032_800_250), "2026-11-29T10:00:00.250Z");
@@ -1109,11 +1249,18 @@ mod tests {
 
     #[test]
     fn answers_decoded() {
-        let d = decode_answer("MSH|^~\\&|A\rMSA|AE|C1|bad\rERR||PID^1^7|101^Required field missing^HL70357|E|7||||Birth date. [patient-birth-date-missing]\r");
+        let d = decode_answer(
+            "MSH|^~\\&|A\rMSA|AE|C1|bad\rERR||PID^1^7|101^Required field missing^HL70357|E|7||||Birth date. [patient-birth-date-missing]\r",
+        );
         assert_eq!(d["msa"]["code"], "AE");
         assert_eq!(d["err"][0]["location"], "PID-1-7");
         assert_eq!(d["err"][0]["code"], "101");
         assert_eq!(d["err"][0]["severity"], "E");
-        assert!(d["err"][0]["text"].as_str().unwrap_or("").ends_with("[patient-birth-date-missing]"));
+        assert!(
+            d["err"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("[patient-birth-date-missing]")
+        );
     }
 }

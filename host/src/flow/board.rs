@@ -262,8 +262,10 @@ impl Board {
                 t.count(outcome);
                 t.window.add(now_sec, latency_ms);
             } else if known {
-                let mut t = Tally::default();
-                t.received = 1;
+                let mut t = Tally {
+                    received: 1,
+                    ..Tally::default()
+                };
                 t.count(outcome);
                 t.window.add(now_sec, latency_ms);
                 i.routes.insert(route.to_string(), t);

@@ -269,6 +269,7 @@ impl Pipeline {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn run_route(
         &self,
         route: &Route,
