@@ -303,7 +303,14 @@ impl Report {
             push_csv_row(&mut out, &row);
         }
         for b in &self.blocked {
-            for s in &b.sentences {
+            // A message refused without a word still gets its row.
+            let none = [String::new()];
+            let sentences: &[String] = if b.sentences.is_empty() {
+                &none
+            } else {
+                &b.sentences
+            };
+            for s in sentences {
                 let row = [
                     "blocked".to_string(),
                     detection_id(s).unwrap_or("").to_string(),

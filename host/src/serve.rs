@@ -280,6 +280,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
                 journal: journal.clone(),
                 auth: Auth::new(&config.admin_access, tls.is_some()),
                 tls,
+                shutdown: shutdown.clone(),
             });
             tracing::info!(
                 addr = %local,

@@ -1,8 +1,13 @@
 //! The console's authentication on a real engine's admin address, over
 //! loopback: logins, sessions and their CSRF tokens, bearer tokens, the
 //! login rate limit, the metrics token, HTTPS with a generated certificate,
-//! users changing on reload, and a user added with `izhub user add`.
+//! users changing on reload, and a user added with `izhub user add`. Then
+//! the console's API on an engine delivering to simulated IIS: the message
+//! log, masking and unmasking, route limits, pause and resume, resend,
+//! resolve, bulk reprocess, the per-sender report and the audit trail.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
+
+mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -606,4 +611,398 @@ async fn a_user_added_on_the_command_line_logs_in() {
     assert_eq!(ok.status, 200, "{ok:?}");
     assert_eq!(ok.json()["role"], "admin");
     running.stop().await;
+}
+
+// ---- the console's API ----
+
+const OPS_TOKEN: &str = "ops-token-0123456789abcdef";
+
+/// Waits until `f` holds for the JSON at `path` (ana's token), for 10 s.
+async fn until(addr: SocketAddr, path: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let auth = format!("Bearer {OPS_TOKEN}");
+    let started = Instant::now();
+    loop {
+        let a = http(addr, "GET", path, &[("Authorization", &auth)], None).await;
+        if a.status == 200 {
+            let v = a.json();
+            if f(&v) {
+                return v;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: {} {}",
+            a.status,
+            a.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Answer {
+    let auth = format!("Bearer {OPS_TOKEN}");
+    http(
+        addr,
+        method,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_api_over_a_delivering_engine() {
+    let good = common::start_sim(common::sim_named("MIIIS")).await;
+    let refusing = common::start_sim(izhub::sim::SimOptions {
+        refuse: true,
+        ..common::sim_named("ARIIS")
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"[admin]
+listen = "127.0.0.1:0"
+
+[[admin.users]]
+name = "ana"
+role = "operator"
+password_hash = "{hash}"
+token_sha256 = "{token}"
+
+[[admin.users]]
+name = "vic"
+role = "viewer"
+password_hash = "{hash}"
+routes = ["bad"]
+
+[listeners.ehr]
+listen = "127.0.0.1:0"
+
+[store]
+path = "journal.db"
+
+[destinations.mi]
+mllp = "{good}"
+retry_initial_ms = 50
+
+[destinations.ar]
+mllp = "{refusing}"
+
+[[routes]]
+name = "vxu"
+senders = ["CLINIC-A"]
+destinations = ["mi"]
+ack_mode = "commit"
+
+[[routes]]
+name = "bad"
+senders = ["CLINIC-B"]
+destinations = ["ar"]
+ack_mode = "commit"
+"#,
+        hash = hash(),
+        token = sha256_hex(OPS_TOKEN),
+        good = good.addr,
+        refusing = refusing.addr,
+    );
+    let running = engine(dir.path(), &text, false).await;
+    let admin = running.admin.unwrap();
+    let base = common::sample_text("messages/vxu/vxu-nist-iz-1.1-admin-child-max.hl7");
+    let mut client = common::connect(&running, "ehr").await;
+    let send =
+        |sender: &str, id: &str| common::with_msh(&common::with_msh(&base, 4, sender), 10, id);
+    for (sender, id) in [
+        ("CLINIC-A", "A-1"),
+        ("CLINIC-A", "A-2"),
+        ("CLINIC-B", "B-1"),
+    ] {
+        let answer = client
+            .exchange(send(sender, id).as_bytes(), common::TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(common::msa(&answer).0, "AA", "{id}");
+    }
+
+    // Logged, delivered, searchable by MSH-10; PHI masked until unmasked.
+    let found = until(
+        admin,
+        "/api/messages?control_id=A-1",
+        "A-1 delivered",
+        |v| {
+            v["items"][0]["status"] == "accepted_with_warnings"
+                || v["items"][0]["status"] == "accepted"
+        },
+    )
+    .await;
+    let id = found["items"][0]["id"].as_i64().unwrap();
+    assert_eq!(found["items"][0]["route"], "vxu");
+    assert_ne!(
+        found["items"][0]["patient_id"], "D26376273",
+        "patient id masked in lists"
+    );
+    let detail = call(admin, "GET", &format!("/api/messages/{id}"), None)
+        .await
+        .json();
+    assert_eq!(detail["masked"], true);
+    assert!(
+        !detail["received"].as_str().unwrap().contains("20070706"),
+        "birth date masked"
+    );
+    assert!(
+        detail["received"].as_str().unwrap().contains("NIST-IZ")
+            || detail["received"].as_str().unwrap().contains("A-1")
+    );
+    assert!(
+        !detail["attempts"].as_array().unwrap().is_empty(),
+        "the delivery attempt is logged"
+    );
+    let open = call(
+        admin,
+        "GET",
+        &format!("/api/messages/{id}?unmask=true"),
+        None,
+    )
+    .await
+    .json();
+    assert!(open["received"].as_str().unwrap().contains("20070706"));
+
+    // A viewer limited to route `bad` sees neither vxu's messages nor its row.
+    let vic = login(admin, "vic", PASSWORD).await;
+    let cookie = vic.session_cookie();
+    let csrf = vic.json()["csrf"].as_str().unwrap().to_string();
+    let as_vic = |method: &'static str, path: String, body: Option<&'static str>| {
+        let (cookie, csrf) = (cookie.clone(), csrf.clone());
+        async move {
+            http(
+                admin,
+                method,
+                &path,
+                &[
+                    ("Cookie", &cookie),
+                    ("X-CSRF-Token", &csrf),
+                    ("Content-Type", "application/json"),
+                ],
+                body,
+            )
+            .await
+        }
+    };
+    let a = as_vic("GET", "/api/messages?control_id=A-1".into(), None).await;
+    assert_eq!(a.json()["items"].as_array().unwrap().len(), 0, "{}", a.body);
+    assert_eq!(
+        as_vic("GET", format!("/api/messages/{id}"), None)
+            .await
+            .status,
+        404
+    );
+    let board = as_vic("GET", "/api/dashboard".into(), None).await.json();
+    assert!(
+        board["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["name"] == "bad"),
+        "{board}"
+    );
+    let refused = as_vic("POST", format!("/api/messages/{id}/reprocess"), None).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        as_vic("GET", "/api/messages?control_id=B-1".into(), None)
+            .await
+            .json()["items"][0]["id"]
+            .is_i64()
+    );
+
+    // Pause: a new message waits, counted as queued; resume delivers it.
+    assert_eq!(
+        call(admin, "POST", "/api/destinations/mi/pause", None)
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = client
+        .exchange(send("CLINIC-A", "A-3").as_bytes(), common::TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(common::msa(&answer).0, "AA");
+    until(admin, "/api/dashboard", "A-3 queued while paused", |v| {
+        v["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "mi" && d["queued"] == 1 && d["paused"] == true)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(good.state.count("A-3"), 0, "nothing goes out while paused");
+    assert_eq!(
+        call(admin, "POST", "/api/destinations/mi/resume", None)
+            .await
+            .status,
+        200
+    );
+    until(admin, "/api/dashboard", "A-3 delivered after resume", |v| {
+        v["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "mi" && d["queued"] == 0)
+    })
+    .await;
+    assert_eq!(good.state.count("A-3"), 1);
+    // Retry now on a delivered message: nothing queued to retry.
+    assert_eq!(
+        call(admin, "POST", &format!("/api/messages/{id}/retry"), None)
+            .await
+            .status,
+        409
+    );
+
+    // The refusing IIS dead-letters B-1 (AR); resend queues it again.
+    let b = until(admin, "/api/messages?control_id=B-1", "B-1 rejected", |v| {
+        v["items"][0]["status"] == "rejected_by_iis"
+    })
+    .await;
+    let b_id = b["items"][0]["id"].as_i64().unwrap();
+    let before = refusing.state.count("B-1");
+    let resent = call(admin, "POST", &format!("/api/messages/{b_id}/resend"), None).await;
+    assert_eq!(resent.status, 200, "{}", resent.body);
+    let started = Instant::now();
+    while refusing.state.count("B-1") == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "resend never reached the IIS"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Unresolved errors: counted apart, cleared by resolving.
+    until(admin, "/api/dashboard", "bad has unresolved errors", |v| {
+        v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "bad" && r["unresolved_errors"].as_u64() >= Some(1))
+    })
+    .await;
+    let resolved = call(
+        admin,
+        "POST",
+        "/api/errors/resolve",
+        Some(r#"{"route":"bad"}"#),
+    )
+    .await;
+    assert_eq!(resolved.status, 200, "{}", resolved.body);
+    let board = call(admin, "GET", "/api/dashboard", None).await.json();
+    let bad = board["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "bad")
+        .unwrap()
+        .clone();
+    assert_eq!(bad["unresolved_errors"], 0, "{bad}");
+    assert!(
+        bad["rejected_by_iis"].as_u64() >= Some(1),
+        "totals stay: {bad}"
+    );
+
+    // Bulk reprocess: a count first, then the real thing.
+    let dry = call(
+        admin,
+        "POST",
+        "/api/reprocess",
+        Some(r#"{"filter":{"sender":"CLINIC-A"},"confirm":false}"#),
+    )
+    .await
+    .json();
+    assert_eq!(dry["count"], 3, "{dry}");
+    let before = good.state.count("A-1");
+    let done = call(
+        admin,
+        "POST",
+        "/api/reprocess",
+        Some(r#"{"filter":{"sender":"CLINIC-A"},"confirm":true}"#),
+    )
+    .await
+    .json();
+    assert_eq!(done["reprocessed"], 3, "{done}");
+    let started = Instant::now();
+    while good.state.count("A-1") == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "reprocessed A-1 never reached the IIS"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The per-sender report, data quality and the audit trail.
+    let report = call(
+        admin,
+        "GET",
+        "/api/quality/report?sender=CLINIC-B&format=csv",
+        None,
+    )
+    .await;
+    assert_eq!(report.status, 200);
+    assert!(
+        report.body.starts_with("section,id,level,"),
+        "{}",
+        report.body
+    );
+    assert!(
+        report.body.contains("\r\nblocked,"),
+        "B-1 is listed as rejected: {}",
+        report.body
+    );
+    let html = call(admin, "GET", "/api/quality/report?sender=CLINIC-B", None).await;
+    assert!(html.body.contains("<h1>Validation report</h1>") && html.body.contains("CLINIC-B"));
+    let quality = call(admin, "GET", "/api/quality", None).await.json();
+    assert!(
+        quality["senders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["sender"] == "CLINIC-A" && s["messages"].as_i64() >= Some(3)),
+        "{quality}"
+    );
+    assert_eq!(
+        call(admin, "GET", "/api/audit", None).await.status,
+        403,
+        "the audit trail is for admins"
+    );
+    let audit = until(admin, "/api/codesets", "codesets", |_| true).await;
+    assert!(
+        audit.as_array().unwrap().is_empty(),
+        "no code sets configured"
+    );
+    running.stop().await;
+    // The audit entries are in the log for an admin to read.
+    let log = izhub::flow::log::MessageLog::open(
+        &dir.path().join("data/messages.db"),
+        Duration::from_secs(86_400),
+        1000,
+    )
+    .unwrap();
+    let actions: Vec<String> = log
+        .audit_entries(None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|a| format!("{} {}", a.user, a.action))
+        .collect();
+    for want in [
+        "ana unmask",
+        "ana pause",
+        "ana resume",
+        "ana resend",
+        "ana resolve",
+        "ana reprocess-filtered",
+    ] {
+        assert!(actions.iter().any(|a| a == want), "{want}: {actions:?}");
+    }
 }

@@ -184,12 +184,22 @@ async fn events(State(state): State<Shared>, user: CurrentUser) -> Response {
     let slot = StreamSlot;
     let rx = flow.subscribe();
     let tick = tokio::time::interval(Duration::from_millis(1000));
-    let start = (rx, tick, None::<u64>, flow, user, slot);
+    // The slot travels with the stream (it counts it); the token ends it
+    // at shutdown.
+    let start = (
+        rx,
+        tick,
+        None::<u64>,
+        flow,
+        user,
+        (slot, state.shutdown.clone()),
+    );
     let stream = futures::stream::unfold(
         start,
         |(mut rx, mut tick, mut sent, flow, user, slot)| async move {
             loop {
                 tokio::select! {
+                    _ = slot.1.cancelled() => return None,
                     got = rx.recv() => match got {
                         Ok(ev) => {
                             let visible = user.may_see_route(&ev.route)
@@ -1127,7 +1137,7 @@ fn as_dry_run(full: &Full) -> crate::pipeline::DryRun {
     use crate::pipeline::{DryOutcome, DryRun};
     let answer = String::from_utf8_lossy(&full.answer);
     let decoded = decode_answer(&answer);
-    let issues = decoded["err"]
+    let issues: Vec<Issue> = decoded["err"]
         .as_array()
         .map(|errs| {
             errs.iter()
@@ -1144,6 +1154,16 @@ fn as_dry_run(full: &Full) -> crate::pipeline::DryRun {
                 .collect()
         })
         .unwrap_or_default();
+    // An answer refusing without ERR segments: its MSA-3 says why, if anything does.
+    let mut issues: Vec<Issue> = issues;
+    if issues.is_empty()
+        && let Some(text) = decoded["msa"]["text"].as_str().filter(|t| !t.is_empty())
+        && decoded["msa"]["code"]
+            .as_str()
+            .is_some_and(|c| c != "AA" && c != "CA")
+    {
+        issues.push(Issue::error("207", text));
+    }
     let outcome = match full.meta.status.as_str() {
         "rejected_by_izhub" | "rejected_by_iis" | "errored" => {
             DryOutcome::Blocked(if full.meta.ack == "AR" {

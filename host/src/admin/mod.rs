@@ -39,6 +39,9 @@ pub struct AdminState {
     pub auth: Auth,
     /// The certificate when the address serves HTTPS.
     pub tls: Option<Arc<AdminTls>>,
+    /// Cancelled at shutdown: live-event streams end with it, so the
+    /// server's graceful shutdown does not wait for browsers.
+    pub shutdown: CancellationToken,
 }
 
 impl FromRef<Arc<AdminState>> for Auth {
