@@ -1,5 +1,5 @@
 import { useEffect, useState } from 'preact/hooks';
-import { api, canAct, errorMessage, query, type Me, type MessageMeta, type MessagePage } from '../api';
+import { api, canAct, errorMessage, type Me, type MessageMeta, type MessagePage } from '../api';
 import { ErrorBox } from '../components';
 import { fmtTime, go, labelOf, localInputToRfc3339 } from '../util';
 
@@ -116,7 +116,8 @@ export function Messages({ me }: { me: Me }) {
     setError(null);
     setDone(null);
     try {
-      const page = await api<MessagePage>('GET', `/api/messages${query({ ...filterOf(form), before, limit: PAGE })}`);
+      // POST, so a patient id never travels in a URL.
+      const page = await api<MessagePage>('POST', '/api/messages/search', { ...filterOf(form), before, limit: PAGE });
       setItems(before === null ? page.items : [...(items ?? []), ...page.items]);
       setNext(page.next);
       setPartial(!!page.partial);

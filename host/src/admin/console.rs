@@ -54,6 +54,7 @@ pub fn router() -> Router<Shared> {
         .route("/api/dashboard", get(dashboard))
         .route("/api/events", get(events))
         .route("/api/messages", get(messages))
+        .route("/api/messages/search", post(messages_post))
         .route("/api/messages/{id}", get(message))
         .route("/api/messages/{id}/reprocess", post(reprocess_one))
         .route("/api/messages/{id}/retry", post(retry))
@@ -451,6 +452,20 @@ async fn messages(
     user: CurrentUser,
     Query(p): Query<SearchParams>,
 ) -> Response {
+    search_messages(state, user, p).await
+}
+
+/// The same search with its parameters in a JSON body, so a patient id
+/// never travels in a URL.
+async fn messages_post(
+    State(state): State<Shared>,
+    user: CurrentUser,
+    Json(p): Json<SearchParams>,
+) -> Response {
+    search_messages(state, user, p).await
+}
+
+async fn search_messages(state: Shared, user: CurrentUser, p: SearchParams) -> Response {
     if let Err(r) = user.require(Role::Viewer) {
         return refused(r);
     }
