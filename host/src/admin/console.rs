@@ -1267,25 +1267,25 @@ mod tests {
     fn times() {
         assert_eq!(parse_time("0"), Some(0));
         assert_eq!(parse_time("1970-01-02"), Some(86_400_000));
-        assert_eq!(parse_time("2026-11-29T10:00:00Z"), Some(1_796_032_800_000));
+        assert_eq!(parse_time("2026-11-29T10:00:00Z"), Some(1_795_946_400_000));
         assert_eq!(
             parse_time("2026-11-29T11:00:00+01:00"),
-            Some(1_796_032_800_000)
+            Some(1_795_946_400_000)
         );
         assert_eq!(
             parse_time("2026-11-29T10:00:00.250Z"),
-            Some(1_796_032_800_250)
+            Some(1_795_946_400_250)
         );
         assert_eq!(parse_time("2026-13-01"), None);
         assert_eq!(parse_time("yesterday"), None);
-        assert_eq!(rfc3339(1_796_032_800_250), "2026-11-29T10:00:00.250Z");
+        assert_eq!(rfc3339(1_795_946_400_250), "2026-11-29T10:00:00.250Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]
     fn answers_decoded() {
         let d = decode_answer(
-            "MSH|^~\\&|A\rMSA|AE|C1|bad\rERR||PID^1^7|101^Required field missing^HL70357|E|7||||Birth date. [patient-birth-date-missing]\r",
+            "MSH|^~\\&|A\rMSA|AE|C1|bad\rERR||PID^1^7|101^Required field missing^HL70357|E|7|||Birth date. [patient-birth-date-missing]\r",
         );
         assert_eq!(d["msa"]["code"], "AE");
         assert_eq!(d["err"][0]["location"], "PID-1-7");
