@@ -4,7 +4,8 @@
 #   ./dev.sh demo    build everything, start two simulated IIS and the engine,
 #                    send sample messages and show the answers
 #   ./dev.sh test    build everything and run every check and test (what CI runs)
-#   ./dev.sh bench   benchmark the demo route against the IIS simulator
+#   ./dev.sh bench   benchmark the demo route against the IIS simulator (and the console)
+#   ./dev.sh bench-console   the console's API at 1,000,000 messages only
 #   ./dev.sh build   build the engine and the plugins only
 #   ./dev.sh fuzz [SECONDS]  run every fuzz target (default 600 s each, two at a time)
 set -euo pipefail
@@ -262,6 +263,7 @@ case "${1:-}" in
     demo) demo ;;
     test) run_tests ;;
     bench) bench ;;
+    bench-console) setup; build_console; build_host; trap stop_all EXIT INT TERM; bench_console ;;
     build) setup; build_plugins; build_guest_plugins; build_console; build_host ;;
     fuzz) fuzz "${2:-600}" ;;
     *) sed -n '2,10p' "$0"; exit 2 ;;
