@@ -317,6 +317,13 @@ impl MessageLog {
         let (mut sql, mut args) = (String::new(), Vec::<rusqlite::types::Value>::new());
         use rusqlite::types::Value as V;
         sql.push_str("SELECT m.id, m.received_at, m.listener, m.sender, m.type, m.control_id, m.patient_id, m.route, m.destination, m.status, m.ack, m.detections, m.latency_us, m.resolved FROM messages m");
+        // With a detection, walk its index (detection, id) newest first and
+        // look each message up; else walk the messages newest first.
+        let key = if search.detection.is_some() {
+            "md.id"
+        } else {
+            "m.id"
+        };
         if let Some(d) = &search.detection {
             sql.push_str(" JOIN message_detections md ON md.id = m.id AND md.detection = ?");
             args.push(V::Text(d.clone()));
@@ -364,10 +371,10 @@ impl MessageLog {
         }
         let Some(needle) = &search.contains else {
             if let Some(before) = search.before {
-                sql.push_str(" AND m.id < ?");
+                sql.push_str(&format!(" AND {key} < ?"));
                 args.push(V::Integer(before));
             }
-            sql.push_str(" ORDER BY m.id DESC LIMIT ?");
+            sql.push_str(&format!(" ORDER BY {key} DESC LIMIT ?"));
             args.push(V::Integer(limit as i64 + 1));
             let mut items = self.read(|c| {
                 let mut stmt = c.prepare_cached(&sql)?;
@@ -396,10 +403,10 @@ impl MessageLog {
             let mut batch_sql = sql.clone();
             let mut batch_args = args.clone();
             if let Some(c) = cursor {
-                batch_sql.push_str(" AND m.id < ?");
+                batch_sql.push_str(&format!(" AND {key} < ?"));
                 batch_args.push(V::Integer(c));
             }
-            batch_sql.push_str(" ORDER BY m.id DESC LIMIT 500");
+            batch_sql.push_str(&format!(" ORDER BY {key} DESC LIMIT 500"));
             let batch = self.read(|c| {
                 let mut stmt = c.prepare_cached(&batch_sql)?;
                 let rows = stmt.query_map(params_from_iter(batch_args.iter()), meta_of)?;
