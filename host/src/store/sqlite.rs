@@ -626,7 +626,7 @@ pub(crate) fn private_files(path: &Path) -> std::io::Result<()> {
         if dir.is_dir() {
             let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "the journal's directory is open to other users; keep it 0700");
+                tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "the directory of the journal (or message log) is open to other users; keep it 0700");
             }
         } else {
             std::fs::DirBuilder::new()
