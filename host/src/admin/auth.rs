@@ -500,15 +500,15 @@ impl Auth {
         }
         let settings = self.settings();
         let account = settings.users.get(user).cloned();
-        let phc = account
-            .as_ref()
-            .map(|u| u.password_hash.clone())
-            .unwrap_or_else(|| decoy_hash().to_string());
+        let phc = account.as_ref().map(|u| u.password_hash.clone());
         let password = password.to_string();
         let matched = match self.0.verifying.acquire().await {
-            Ok(_permit) => tokio::task::spawn_blocking(move || verify_password(&phc, &password))
-                .await
-                .unwrap_or(false),
+            Ok(_permit) => tokio::task::spawn_blocking(move || {
+                let phc = phc.as_deref().unwrap_or_else(|| decoy_hash());
+                verify_password(phc, &password)
+            })
+            .await
+            .unwrap_or(false),
             Err(_) => false,
         };
         let account = account.filter(|_| matched);
