@@ -73,7 +73,7 @@ pub struct Report {
 }
 
 /// The detection id at the end of an issue text (`… [patient-birth-date-missing]`).
-fn detection_id(text: &str) -> Option<&str> {
+pub(crate) fn detection_id(text: &str) -> Option<&str> {
     let inner = text.trim_end().strip_suffix(']')?;
     let (_, id) = inner.rsplit_once('[')?;
     let ok = !id.is_empty()

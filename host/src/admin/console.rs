@@ -661,7 +661,8 @@ fn audit(state: &AdminState, user: &CurrentUser, action: &str, target: &str, res
     if let Some(log) = state.flow.as_ref().and_then(|f| f.log.as_ref()) {
         log.audit(&user.name, action, target, result);
     }
-    tracing::info!(user = %user.name, action, target, result, "console action");
+    // Quoted: a target can carry a route or destination name from the request.
+    tracing::info!(user = %user.name, action, target = ?target, result = ?result, "console action");
 }
 
 async fn reprocess_one(

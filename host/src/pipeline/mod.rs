@@ -274,7 +274,9 @@ impl Pipeline {
             Ok(m) => m,
             Err(e) => return (None, Answer::Close(format!("cannot answer: {e}"))),
         };
-        trace.header(&msh, &text);
+        if self.flow.is_some() {
+            trace.header(&msh, &text);
+        }
         if let Some(Identity::Refused(reason)) = identity {
             tracing::debug!(listener = %listener.name, reason = %reason, "message refused: the connection has no usable sender identity");
             let issue = Issue::error("207", reason.to_string());

@@ -78,19 +78,10 @@ fn detections(answer: &str) -> Vec<String> {
         }) else {
             continue;
         };
-        let Some((_, id)) = text
-            .trim_end()
-            .strip_suffix(']')
-            .and_then(|t| t.rsplit_once('['))
-        else {
-            continue;
-        };
-        let ok = !id.is_empty()
-            && id.len() <= 64
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if ok && !out.iter().any(|d| d == id) && out.len() < 64 {
+        if let Some(id) = crate::report::detection_id(text)
+            && !out.iter().any(|d| d == id)
+            && out.len() < 64
+        {
             out.push(id.to_string());
         }
     }
