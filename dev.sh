@@ -47,7 +47,7 @@ build_console() {
 
 # The console's browser test: Debian's chromium driven by playwright-core,
 # against a real engine with the simulators (run once, after cargo test).
-browser_tests() {
+ensure_chromium() {
     if [ ! -x /usr/bin/chromium ]; then
         log "installing Debian's chromium for the browser test"
         local sudo=""
@@ -55,8 +55,12 @@ browser_tests() {
         $sudo apt-get update -q >/dev/null || true
         $sudo apt-get install -y -q chromium >/dev/null
     fi
-    log "console: unit tests, then the end-to-end browser test"
-    (cd console && node tests/hl7.test.mjs)
+}
+
+browser_tests() {
+    ensure_chromium
+    log "console: unit tests, the pages against a scripted API, then the end-to-end browser test"
+    (cd console && node tests/hl7.test.mjs && node tests/smoke.mjs)
     IZHUB_BIN="$BIN" IZHUB_PLUGINS="$ROOT/build/plugins" node console/tests/console.test.mjs
 }
 
@@ -187,10 +191,10 @@ bench() {
     "$BIN" bench --to 127.0.0.1:2575 --baseline 127.0.0.1:2601 --patients "$patients" \
         --cpu-from 127.0.0.1:9480 \
         --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
-    log "relay mode with the console's message log switched off ([console] record = false), same plugins"
-    "$BIN" bench --to 127.0.0.1:2585 --baseline 127.0.0.1:2601 --patients "$patients" \
-        --cpu-from 127.0.0.1:9490 \
-        --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
+    log "relay mode, the console's message log on (target) vs off ([console] record = false, baseline), same plugins, alternating rounds"
+    "$BIN" bench --to 127.0.0.1:2575 --baseline 127.0.0.1:2585 --patients "$patients" \
+        --cpu-from 127.0.0.1:9480 --baseline-cpu-from 127.0.0.1:9490 --rounds "${BENCH_ROUNDS:-3}" \
+        --connections "${BENCH_LOG_CONNECTIONS:-8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
     log "commit mode (AA once journaled, then delivered from the journal), same plugins, vs the IIS simulator alone"
     "$BIN" bench --to 127.0.0.1:2576 --baseline 127.0.0.1:2601 --patients "$patients" \
         --delivered-from 127.0.0.1:2577 \
@@ -239,6 +243,10 @@ bench_console() {
     time_get "newest 50, no filter" "/api/messages"
     time_get "one message in full" "/api/messages/$mid"
     time_get "content search (24 h, bounded)" "/api/messages?contains=NOSUCHTEXT&from=$(date -u -d '-2 days' +%Y-%m-%dT00:00:00Z)&to=$(date -u -d '-1 days' +%Y-%m-%dT00:00:00Z)"
+    time_get "data quality, one sender, 30 days" "/api/quality?sender=CLINIC-7"
+    time_get "data quality, every sender, 7 days" "/api/quality?days=7"
+    ensure_chromium
+    node console/tests/dashboard-load.mjs http://127.0.0.1:9495 bench bench-password route-199 10
 }
 
 # libFuzzer targets in host/fuzz (cargo fuzz). They need unstable compiler

@@ -119,6 +119,10 @@ export interface MessageDetail {
   } | null;
   attempts: Attempt[];
   masked: boolean;
+  /** The logged message this one reprocessed. */
+  reprocess_of?: number | null;
+  /** Messages made by reprocessing this one. */
+  reprocessed_as?: number[];
 }
 
 export interface Codeset {

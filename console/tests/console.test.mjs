@@ -193,6 +193,11 @@ async function assertReprocessed(p, attemptsBefore) {
     await sleep(250);
   }
   assert.equal(items.length, 2, `GET /api/messages?control_id=${CONTROL_ID} after Reprocess gave ${items.length} item(s): ${JSON.stringify(items)}`);
+  // The original links to the message its reprocessing made.
+  const newest = Math.max(...items.map((m) => m.id));
+  const links = p.getByTestId('reprocess-links');
+  await links.waitFor({ timeout: 5000 });
+  assert.match(await links.textContent(), new RegExp(`Reprocessed as message ${newest}\\b`));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -152,8 +152,10 @@ export function createMock({ users = USERS } = {}) {
       req.on('close', () => sse.delete(client));
       return;
     }
-    if (req.method === 'GET' && path === '/api/messages') {
-      const cid = url.searchParams.get('control_id');
+    if ((req.method === 'GET' && path === '/api/messages') || (req.method === 'POST' && path === '/api/messages/search')) {
+      const filter = req.method === 'POST' ? ((await body(req)) ?? {}) : {};
+      if (requests.length > 0) requests[requests.length - 1].body = filter;
+      const cid = req.method === 'POST' ? filter.control_id : url.searchParams.get('control_id');
       const items = [...state.reprocessed, meta].filter((x) => !cid || x.control_id === cid);
       return json(res, 200, { items, next: null });
     }
@@ -218,13 +220,29 @@ export function createMock({ users = USERS } = {}) {
           {
             sender: 'X68',
             messages: 3,
-            rejections: {
-              top_detections: [{ detection: 'patient-birth-date-missing', count: 1 }],
-              by_day: [{ date: '2026-01-01', count: 1 }],
-              messages_affected: 1,
-              examples: [{ id: 7, detection: 'patient-birth-date-missing', text: 'PID|1||***' }],
-            },
-            completeness: [{ date: '2026-01-01', race_complete: 0.5, ethnicity_complete: 1 }],
+            rejected: 1,
+            by_day: [
+              {
+                day: '2026-01-01',
+                messages: 3,
+                rejected: 1,
+                completeness: { race_reported: 2, race_complete: 1, ethnicity_reported: 2, ethnicity_complete: 2 },
+              },
+            ],
+            top_detections: [
+              {
+                id: 'patient-birth-date-missing',
+                messages: 1,
+                example_id: 7,
+                example: {
+                  id: 7,
+                  control_id: 'M7',
+                  location: 'PID-1-7',
+                  text: 'The patient birth date is required. [patient-birth-date-missing]',
+                  segment: 'PID|1||***||***^***',
+                },
+              },
+            ],
           },
         ],
       });

@@ -117,9 +117,12 @@ test('search by MSH-10 opens the message; tree, masking, control characters, dif
   await page.getByTestId('search-patient_id').fill('D26376273');
   await page.getByTestId('search-submit').click();
   await page.getByTestId('message-row').first().waitFor({ timeout: 5000 });
-  const req = mock.requests.findLast((r) => r.path === '/api/messages');
-  assert.match(req.query, /control_id=NIST-IZ-001\.00/);
-  assert.match(req.query, /patient_id=D26376273/);
+  // The search goes in a POST body: identifiers stay out of URLs and server logs.
+  const req = mock.requests.findLast((r) => r.path === '/api/messages/search');
+  assert.equal(req.method, 'POST');
+  assert.equal(req.query, '');
+  assert.equal(req.body.control_id, 'NIST-IZ-001.00');
+  assert.equal(req.body.patient_id, 'D26376273');
   assert.equal(new URL(page.url()).hash, '#/messages', 'search values stay out of the page URL');
 
   await page.getByTestId('message-row').first().click();
@@ -202,6 +205,11 @@ test('code sets flag stale sets; data quality shows each sender with report link
   assert.match(await report.textContent(), /X68/);
   assert.match(await report.textContent(), /patient-birth-date-missing/);
   assert.equal(await report.locator('a[href="/api/quality/report?sender=X68&format=csv"]').count(), 1);
+  // The trend has a bar per day, the rejected part drawn over it.
+  assert.equal(await report.getByTestId('quality-trend').locator('rect.bar-all').count(), 1);
+  assert.equal(await report.getByTestId('quality-trend').locator('rect.bar-bad').count(), 1);
+  assert.equal(await report.getByTestId('quality-example').textContent(), 'PID|1||***||***^***');
+  assert.match(await report.getByTestId('quality-completeness').textContent(), /50%/);
 });
 
 test('when the session ends, the next request shows the login form', async () => {

@@ -85,7 +85,7 @@ pub(crate) fn detection_id(text: &str) -> Option<&str> {
 }
 
 /// The text without the quoted value (`Value sent: '…'.`) a plugin added.
-fn without_value(text: &str) -> String {
+pub fn without_value(text: &str) -> String {
     let Some(start) = text.find(" Value sent: '") else {
         return text.to_string();
     };

@@ -940,6 +940,25 @@ ack_mode = "commit"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The original and its reprocessing link to each other.
+    let linked = until(
+        admin,
+        &format!("/api/messages/{id}"),
+        "A-1 links to its reprocessing",
+        |v| {
+            v["reprocessed_as"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        },
+    )
+    .await;
+    let again = linked["reprocessed_as"][0].as_i64().unwrap();
+    assert!(again > id, "{linked}");
+    let copy = call(admin, "GET", &format!("/api/messages/{again}"), None)
+        .await
+        .json();
+    assert_eq!(copy["reprocess_of"], id, "{copy}");
+    assert_eq!(copy["meta"]["control_id"], "A-1", "{copy}");
 
     // The per-sender report, data quality and the audit trail.
     let report = call(

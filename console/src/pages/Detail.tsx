@@ -206,6 +206,29 @@ export function Detail({ id, me }: { id: string; me: Me }) {
       )}
       {detail && m && (
         <>
+          {(detail.reprocess_of || (detail.reprocessed_as ?? []).length > 0) && (
+            <p data-testid="reprocess-links">
+              {detail.reprocess_of && (
+                <>
+                  Reprocessed from <a href={`#/messages/${detail.reprocess_of}`}>message {detail.reprocess_of}</a>.{' '}
+                </>
+              )}
+              {(detail.reprocessed_as ?? []).length > 0 && (
+                <>
+                  Reprocessed as{' '}
+                  {(detail.reprocessed_as ?? []).map((r, i) => (
+                    <>
+                      {i > 0 && ', '}
+                      <a key={r} href={`#/messages/${r}`}>
+                        message {r}
+                      </a>
+                    </>
+                  ))}
+                  .
+                </>
+              )}
+            </p>
+          )}
           <p data-testid="masked" class={detail.masked ? 'muted' : 'warn'}>
             {detail.masked ? 'Patient data is masked.' : 'Patient data is shown unmasked (this view was audited).'}
           </p>

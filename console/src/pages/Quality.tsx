@@ -1,48 +1,171 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, errorMessage, query } from '../api';
-import { ErrorBox, JsonView } from '../components';
+import { ErrorBox } from '../components';
 
-type SenderReport = { sender: string; data: Record<string, unknown> };
+/** What `/api/quality` answers per sending facility (MSH-4). */
+interface Completeness {
+  race_reported: number;
+  race_complete: number;
+  ethnicity_reported: number;
+  ethnicity_complete: number;
+}
+interface Day {
+  day: string;
+  messages: number;
+  rejected: number;
+  completeness: Completeness;
+}
+interface Example {
+  id: number;
+  control_id: string;
+  location: string;
+  text: string;
+  segment: string;
+}
+interface Detection {
+  id: string;
+  messages: number;
+  example_id: number;
+  example: Example | null;
+}
+interface SenderQuality {
+  sender: string;
+  messages: number;
+  rejected: number;
+  by_day: Day[];
+  top_detections: Detection[];
+}
 
-const SENDER_KEYS = ['sender', 'sender_facility', 'facility', 'name'];
+const pct = (n: number, of: number) => (of > 0 ? `${Math.round((100 * n) / of)}%` : '–');
 
 /**
- * The API gives, per sending facility, rejections (top detections, by day, messages affected,
- * masked examples) and race/ethnicity completeness by day. The page accepts a list of objects
- * naming their sender, {"senders":[...]}, or an object keyed by sender, and shows each sender's
- * data as tables.
+ * Messages and rejections per day as bars (rejections in red over the day's messages), so a
+ * sender's trend shows at a glance; each bar's title gives the numbers.
  */
-function bySender(body: unknown): SenderReport[] {
-  const fromList = (list: unknown[]): SenderReport[] =>
-    list
-      .filter((x): x is Record<string, unknown> => !!x && typeof x === 'object')
-      .map((x) => {
-        const key = SENDER_KEYS.find((k) => typeof x[k] === 'string');
-        const data = { ...x };
-        if (key) delete data[key];
-        return { sender: key ? String(x[key]) : '(unknown sender)', data };
-      });
-  if (Array.isArray(body)) return fromList(body);
-  if (body && typeof body === 'object') {
-    const o = body as Record<string, unknown>;
-    if (Array.isArray(o.senders)) return fromList(o.senders);
-    return Object.entries(o)
-      .filter(([, v]) => v && typeof v === 'object' && !Array.isArray(v))
-      .map(([sender, data]) => ({ sender, data: data as Record<string, unknown> }));
-  }
-  return [];
+function Trend({ days }: { days: Day[] }) {
+  if (days.length === 0) return null;
+  const max = Math.max(1, ...days.map((d) => d.messages));
+  const w = 14;
+  const h = 60;
+  return (
+    <svg
+      class="trend"
+      data-testid="quality-trend"
+      width={days.length * w}
+      height={h + 2}
+      viewBox={`0 0 ${days.length * w} ${h + 2}`}
+      role="img"
+      aria-label="Messages and rejections by day"
+    >
+      {days.map((d, i) => {
+        const all = Math.max(1, Math.round((h * d.messages) / max));
+        const bad = Math.round((h * d.rejected) / max);
+        return (
+          <g key={d.day}>
+            <title>{`${d.day}: ${d.messages} messages, ${d.rejected} rejected (${pct(d.rejected, d.messages)})`}</title>
+            <rect x={i * w + 1} y={h - all + 1} width={w - 2} height={all} class="bar-all" />
+            {bad > 0 && <rect x={i * w + 1} y={h - bad + 1} width={w - 2} height={bad} class="bar-bad" />}
+          </g>
+        );
+      })}
+    </svg>
+  );
+}
+
+function SenderSection({ q }: { q: SenderQuality }) {
+  return (
+    <section data-testid="quality-sender-report">
+      <h2>{q.sender}</h2>
+      <p>
+        {q.messages} messages, {q.rejected} rejected ({pct(q.rejected, q.messages)}). Printable report for this sender:{' '}
+        <a href={`/api/quality/report${query({ sender: q.sender, format: 'html' })}`} target="_blank" rel="noopener">
+          HTML
+        </a>{' '}
+        ·{' '}
+        <a href={`/api/quality/report${query({ sender: q.sender, format: 'csv' })}`} download>
+          CSV
+        </a>
+      </p>
+      <h3>Trend by day</h3>
+      <Trend days={q.by_day} />
+      <h3>Top detections</h3>
+      {q.top_detections.length === 0 ? (
+        <p class="muted">None.</p>
+      ) : (
+        <table class="grid" data-testid="quality-detections">
+          <thead>
+            <tr>
+              <th>Detection</th>
+              <th>Messages affected</th>
+              <th>Example (masked)</th>
+            </tr>
+          </thead>
+          <tbody>
+            {q.top_detections.map((d) => (
+              <tr key={d.id}>
+                <td>{d.id}</td>
+                <td>{d.messages}</td>
+                <td>
+                  <a href={`#/messages/${d.example_id}`}>message {d.example_id}</a>
+                  {d.example && (
+                    <>
+                      {d.example.location && <> at {d.example.location}</>}
+                      {d.example.text && <div>{d.example.text}</div>}
+                      {d.example.segment && (
+                        <pre class="raw" data-testid="quality-example">
+                          {d.example.segment}
+                        </pre>
+                      )}
+                    </>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      <h3>Race and ethnicity completeness</h3>
+      <table class="grid" data-testid="quality-completeness">
+        <thead>
+          <tr>
+            <th>Day</th>
+            <th>Messages</th>
+            <th>Rejected</th>
+            <th>Race complete</th>
+            <th>Ethnicity complete</th>
+          </tr>
+        </thead>
+        <tbody>
+          {q.by_day.map((d) => (
+            <tr key={d.day}>
+              <td>{d.day}</td>
+              <td>{d.messages}</td>
+              <td>{d.rejected}</td>
+              <td title={`${d.completeness.race_complete} of ${d.completeness.race_reported} checked`}>
+                {pct(d.completeness.race_complete, d.completeness.race_reported)}
+              </td>
+              <td title={`${d.completeness.ethnicity_complete} of ${d.completeness.ethnicity_reported} checked`}>
+                {pct(d.completeness.ethnicity_complete, d.completeness.ethnicity_reported)}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
+  );
 }
 
 export function Quality() {
   const [days, setDays] = useState(30);
   const [sender, setSender] = useState('');
-  const [reports, setReports] = useState<SenderReport[] | null>(null);
+  const [senders, setSenders] = useState<SenderQuality[] | null>(null);
   const [error, setError] = useState<string | null>(null);
 
   async function load() {
     setError(null);
     try {
-      setReports(bySender(await api<unknown>('GET', `/api/quality${query({ sender: sender.trim(), days })}`)));
+      const body = await api<{ senders: SenderQuality[] }>('GET', `/api/quality${query({ sender: sender.trim(), days })}`);
+      setSenders(body.senders ?? []);
     } catch (e) {
       setError(errorMessage(e));
     }
@@ -55,6 +178,10 @@ export function Quality() {
   return (
     <main>
       <h1>Data quality</h1>
+      <p class="muted">
+        Rejections per sending facility, with the detections behind them and a masked example of each; race and ethnicity completeness as the
+        plugins reported it.
+      </p>
       <form
         class="toolbar"
         onSubmit={(e) => {
@@ -79,23 +206,8 @@ export function Quality() {
         <button type="submit">Show</button>
       </form>
       <ErrorBox error={error} />
-      {reports && reports.length === 0 && <p class="muted">No data for this period.</p>}
-      {reports?.map((r) => (
-        <section key={r.sender} data-testid="quality-sender-report">
-          <h2>{r.sender}</h2>
-          <p>
-            Printable report for this sender:{' '}
-            <a href={`/api/quality/report${query({ sender: r.sender, format: 'html' })}`} target="_blank" rel="noopener">
-              HTML
-            </a>{' '}
-            ·{' '}
-            <a href={`/api/quality/report${query({ sender: r.sender, format: 'csv' })}`} download>
-              CSV
-            </a>
-          </p>
-          <JsonView value={r.data} />
-        </section>
-      ))}
+      {senders && senders.length === 0 && <p class="muted">No data for this period.</p>}
+      {senders?.map((q) => <SenderSection key={q.sender} q={q} />)}
     </main>
   );
 }

@@ -631,6 +631,8 @@ async fn message(
         "answer_decoded": decoded,
         "attempts": attempts,
         "masked": !unmask,
+        "reprocess_of": full.reprocess_of,
+        "reprocessed_as": full.reprocessed_as,
     }))
     .into_response()
 }
@@ -647,7 +649,10 @@ async fn reprocess(state: &AdminState, full: &Full) -> Result<String, String> {
             full.meta.listener
         ));
     };
-    match pipeline.handle(&listener, &full.received).await {
+    match pipeline
+        .reprocess(&listener, &full.received, full.meta.id)
+        .await
+    {
         crate::pipeline::Answer::Reply(bytes) => {
             Ok(crate::hl7::read_msa(&String::from_utf8_lossy(&bytes))
                 .map(|(code, _)| code)
@@ -681,7 +686,23 @@ async fn reprocess_one(
     match reprocess(&state, &full).await {
         Ok(ack) => {
             audit(&state, &user, "reprocess", &target, &format!("ok: {ack}"));
-            Json(json!({ "ok": true, "ack": ack })).into_response()
+            // The new message, once the log has it, so the page can link to it.
+            let new_id = match log_of(&state) {
+                Ok(log) => {
+                    let log = log.clone();
+                    blocking(move || {
+                        log.sync();
+                        log.get(id)
+                    })
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten()
+                    .and_then(|f| f.reprocessed_as.last().copied())
+                }
+                Err(_) => None,
+            };
+            Json(json!({ "ok": true, "ack": ack, "message": new_id })).into_response()
         }
         Err(why) => {
             audit(
@@ -715,7 +736,7 @@ async fn reprocess_many(
         Ok(l) => l.clone(),
         Err(r) => return r,
     };
-    let mut search = match search_of(&body.filter, &user) {
+    let search = match search_of(&body.filter, &user) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -726,23 +747,12 @@ async fn reprocess_many(
         );
     }
     // Every matching id, newest first, up to the cap.
-    let mut ids: Vec<i64> = Vec::new();
-    search.limit = 200;
-    loop {
-        let s = search.clone();
-        let l = log.clone();
-        let page = match blocking(move || l.search(&s, &|| false)).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            Err(r) => return r,
-        };
-        ids.extend(page.items.iter().map(|m| m.id));
-        match page.next {
-            Some(n) if ids.len() < MAX_BULK => search.before = Some(n),
-            _ => break,
-        }
-    }
-    ids.truncate(MAX_BULK);
+    let l = log.clone();
+    let ids: Vec<i64> = match blocking(move || l.search_all(&search, MAX_BULK)).await {
+        Ok(Ok(metas)) => metas.iter().map(|m| m.id).collect(),
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => return r,
+    };
     if !body.confirm {
         return Json(json!({ "count": ids.len(), "limit": MAX_BULK })).into_response();
     }
@@ -923,29 +933,20 @@ async fn resolve(
     if let Some(log) = flow.log.clone() {
         // The messages concerned: the ids given, or every unresolved one of the scope.
         let metas: Vec<Meta> = if body.ids.is_empty() {
-            let mut search = Search {
+            let search = Search {
                 unresolved: true,
                 route: route.clone(),
                 destination: destination.clone(),
                 routes_allowed: user.routes.clone(),
                 destinations_allowed: user.destinations.clone(),
-                limit: 200,
                 ..Search::default()
             };
-            let mut all = Vec::new();
-            loop {
-                let (l, s) = (log.clone(), search.clone());
-                let page = match blocking(move || l.search(&s, &|| false)).await {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-                    Err(r) => return r,
-                };
-                all.extend(page.items);
-                match page.next {
-                    Some(n) if all.len() < 100_000 => search.before = Some(n),
-                    _ => break,
-                }
-            }
+            let l = log.clone();
+            let all = match blocking(move || l.search_all(&search, 100_000)).await {
+                Ok(Ok(metas)) => metas,
+                Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                Err(r) => return r,
+            };
             all
         } else {
             let mut all = Vec::new();
@@ -1039,12 +1040,19 @@ async fn quality(
             let messages: i64 = days_rows.iter().map(|r| r.1).sum();
             let rejected: i64 = days_rows.iter().map(|r| r.2).sum();
             let top = log.detections_of(since, &s, 10)?;
+            // A masked example for the first few detections of the first senders.
+            let with_examples = senders.len() < 100;
+            let mut examples = Vec::new();
+            for (rank, (id, _, example)) in top.iter().enumerate() {
+                let full = if with_examples && rank < 5 { log.get(*example)? } else { None };
+                examples.push(full.map(|f| example_of(&f, id)).unwrap_or(Value::Null));
+            }
             senders.push(json!({
                 "sender": s,
                 "messages": messages,
                 "rejected": rejected,
                 "by_day": days_rows.iter().map(|(d, n, r, c)| json!({"day": d, "messages": n, "rejected": r, "completeness": c})).collect::<Vec<_>>(),
-                "top_detections": top.iter().map(|(id, n, example)| json!({"id": id, "messages": n, "example_id": example})).collect::<Vec<_>>(),
+                "top_detections": top.iter().zip(examples).map(|((id, n, example_id), example)| json!({"id": id, "messages": n, "example_id": example_id, "example": example})).collect::<Vec<_>>(),
             }));
         }
         Ok::<_, crate::flow::log::LogError>(senders)
@@ -1060,6 +1068,51 @@ async fn quality(
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(r) => r,
     }
+}
+
+/// A masked example of a detection in one message: where it was found, the
+/// sentence the clinic read (quoted values cut out) and that segment with
+/// its PHI masked.
+fn example_of(full: &Full, detection: &str) -> Value {
+    let answer = String::from_utf8_lossy(&full.answer);
+    let decoded = decode_answer(&answer);
+    let err = decoded["err"].as_array().and_then(|errs| {
+        errs.iter().find(|e| {
+            e["text"]
+                .as_str()
+                .and_then(crate::report::detection_id)
+                .is_some_and(|d| d == detection)
+        })
+    });
+    let location = err
+        .and_then(|e| e["location"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let text = err
+        .and_then(|e| e["text"].as_str())
+        .map(crate::report::without_value)
+        .unwrap_or_default();
+    let mut parts = location.split('-');
+    let name = parts.next().unwrap_or("");
+    let nth: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let segment = (name.len() == 3)
+        .then(|| {
+            let masked = super::mask::mask_hl7(&String::from_utf8_lossy(&full.received));
+            masked
+                .split(['\r', '\n'])
+                .filter(|s| s.get(..3) == Some(name))
+                .nth(nth.saturating_sub(1))
+                .map(str::to_string)
+        })
+        .flatten()
+        .unwrap_or_default();
+    json!({
+        "id": full.meta.id,
+        "control_id": full.meta.control_id,
+        "location": location,
+        "text": text,
+        "segment": segment,
+    })
 }
 
 /// The per-sender report an HIE hands a clinic: the validation report of
@@ -1088,29 +1141,19 @@ async fn quality_report(
             format!("Sending facility {title_sender}: messages of the last {days} days"),
             false,
         );
-        let mut search = Search {
+        let search = Search {
             sender: Some(sender),
             from_ms: Some(since),
             routes_allowed: routes,
             destinations_allowed: dests,
-            limit: 200,
             ..Search::default()
         };
-        let mut seen = 0;
-        loop {
-            let page = log.search(&search, &|| false)?;
-            for m in &page.items {
-                let Some(full) = log.get(m.id)? else { continue };
-                report.add(
-                    &format!("message {} (MSH-10 {})", m.id, m.control_id),
-                    &as_dry_run(&full),
-                );
-                seen += 1;
-            }
-            match page.next {
-                Some(n) if seen < 20_000 => search.before = Some(n),
-                _ => break,
-            }
+        for m in log.search_all(&search, 20_000)? {
+            let Some(full) = log.get(m.id)? else { continue };
+            report.add(
+                &format!("message {} (MSH-10 {})", m.id, m.control_id),
+                &as_dry_run(&full),
+            );
         }
         Ok::<_, crate::flow::log::LogError>(report)
     })
@@ -1281,6 +1324,49 @@ mod tests {
         assert_eq!(parse_time("yesterday"), None);
         assert_eq!(rfc3339(1_795_946_400_250), "2026-11-29T10:00:00.250Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn detection_examples_are_masked_and_cut() {
+        let meta = Meta {
+            id: 9,
+            time: 0,
+            listener: "ehr".into(),
+            sender: "CLINIC".into(),
+            message_type: "VXU^V04".into(),
+            control_id: "C9".into(),
+            patient_id: "P1".into(),
+            route: "vxu".into(),
+            destination: "mi".into(),
+            status: "rejected_by_izhub".into(),
+            ack: "AE".into(),
+            detections: vec!["patient-birth-date-invalid".into()],
+            latency_ms: 1.0,
+            resolved: false,
+        };
+        let full = Full {
+            meta,
+            received: b"MSH|^~\\&|EHR|CLINIC|||20260101||VXU^V04|C9|P|2.5.1\rPID|1||P123^^^MRN^MR||DOE^JANE||2026130\rRXA|0|1|20260101|20260101|08^HepB^CVX|999\r".to_vec(),
+            stages: String::new(),
+            issues: String::new(),
+            answer: b"MSH|^~\\&|IZHUB\rMSA|AE|C9\rERR||PID^1^7|102^Data type error^HL70357|E||||The birth date is not a valid date. Value sent: '2026130'. [patient-birth-date-invalid]\r".to_vec(),
+            attempts: Vec::new(),
+            reprocess_of: None,
+            reprocessed_as: Vec::new(),
+        };
+        let ex = example_of(&full, "patient-birth-date-invalid");
+        assert_eq!(ex["location"], "PID-1-7");
+        assert_eq!(
+            ex["text"],
+            "The birth date is not a valid date. [patient-birth-date-invalid]"
+        );
+        let segment = ex["segment"].as_str().unwrap_or("");
+        assert!(segment.starts_with("PID|"), "{segment}");
+        for phi in ["DOE", "JANE", "2026130", "P123"] {
+            assert!(!segment.contains(phi), "{phi} in {segment}");
+        }
+        // A detection the answer does not name has no location.
+        assert_eq!(example_of(&full, "other")["segment"], "");
     }
 
     #[test]

@@ -238,6 +238,14 @@ pub enum Command {
         /// compares across machines better than msgs/s.
         #[arg(long)]
         cpu_from: Option<String>,
+        /// The baseline's admin address, when the baseline is an engine too (e.g. the same
+        /// route with a feature switched off): its CPU per message is reported as well.
+        #[arg(long)]
+        baseline_cpu_from: Option<String>,
+        /// Measure each target this many times, alternating between target and baseline,
+        /// and compare the medians (msgs/s and p99): a noisy moment then falls on both.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
 }
 

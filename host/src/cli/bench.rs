@@ -15,6 +15,10 @@ pub(super) struct Load {
     pub(super) patients: usize,
     /// The target engine's admin address, to read its CPU time from.
     pub(super) cpu_from: Option<String>,
+    /// The baseline's admin address, when it is an engine too.
+    pub(super) baseline_cpu_from: Option<String>,
+    /// Runs per target, alternating between them.
+    pub(super) rounds: usize,
 }
 
 /// Waits until the engine at `admin` has had `expected` more deliveries
@@ -52,12 +56,15 @@ pub(super) async fn bench(
         timeout,
         patients,
         cpu_from,
+        baseline_cpu_from,
+        rounds,
     } = load;
+    let rounds = rounds.max(1);
     let mut targets = Vec::new();
     if let Some(b) = baseline {
-        targets.push(("baseline", b));
+        targets.push(("baseline", b, baseline_cpu_from));
     }
-    targets.push(("target", to));
+    targets.push(("target", to, cpu_from));
     println!(
         "{:<9} {:<22} {:>5} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}  answers",
         "", "address", "conns", "messages", "msgs/s", "p50 ms", "p99 ms", "max ms", "errors"
@@ -68,86 +75,118 @@ pub(super) async fn bench(
         .map(|d| d.as_millis())
         .unwrap_or(0);
     for &conns in &connections {
-        let mut rates = Vec::new();
-        for (role, addr) in &targets {
-            let mut opts = BenchOptions {
-                to: addr.clone(),
-                connections: conns,
-                messages: warmup,
-                message: message.clone(),
-                timeout,
-                run_id: format!("W{stamp}{role}{conns}"),
-                patients,
-            };
-            let drain = delivered_from.as_deref().filter(|_| *role == "target");
-            let before = match drain {
-                Some(admin) => tools::answered_deliveries(admin).await?,
-                None => 0,
-            };
-            let mut warmed = 0;
-            if warmup > 0 {
-                let w = tools::run_bench(&opts).await?;
-                warmed = w.codes.get("AA").copied().unwrap_or(0);
-            }
-            opts.messages = messages;
-            opts.run_id = format!("B{stamp}{role}{conns}");
-            let cpu = cpu_from.as_deref().filter(|_| *role == "target");
-            // An engine that does not report its CPU time is still measured.
-            let cpu_before = match cpu {
-                Some(admin) => tools::engine_cpu_seconds(admin).await.ok(),
-                None => None,
-            };
-            let started = std::time::Instant::now();
-            let r = tools::run_bench(&opts).await?;
-            let codes: Vec<String> = r.codes.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!(
-                "{:<9} {:<22} {:>5} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}  {}{}",
-                role,
-                addr,
-                conns,
-                r.answered,
-                r.rate(),
-                r.p50.as_secs_f64() * 1e3,
-                r.p99.as_secs_f64() * 1e3,
-                r.max.as_secs_f64() * 1e3,
-                r.errors,
-                codes.join(" "),
-                if r.mismatched > 0 {
-                    format!(" MSA-2 MISMATCHES={}", r.mismatched)
-                } else {
-                    String::new()
+        // Per target: (msgs/s, p99 ms, CPU ms per message) of each round.
+        let mut results: Vec<Vec<(f64, f64, Option<f64>)>> = vec![Vec::new(); targets.len()];
+        // Rounds alternate between the targets, so that a noisy moment of a
+        // shared machine falls on both rather than on one.
+        for round in 0..rounds {
+            for (i, (role, addr, cpu)) in targets.iter().enumerate() {
+                let mut opts = BenchOptions {
+                    to: addr.clone(),
+                    connections: conns,
+                    messages: warmup,
+                    message: message.clone(),
+                    timeout,
+                    run_id: format!("W{stamp}{role}{conns}r{round}"),
+                    patients,
+                };
+                let drain = delivered_from.as_deref().filter(|_| *role == "target");
+                let before = match drain {
+                    Some(admin) => tools::answered_deliveries(admin).await?,
+                    None => 0,
+                };
+                let mut warmed = 0;
+                if warmup > 0 {
+                    let w = tools::run_bench(&opts).await?;
+                    warmed = w.codes.get("AA").copied().unwrap_or(0);
                 }
-            );
-            bad |= r.errors > 0 || r.mismatched > 0;
-            rates.push(r.rate());
-            if let Some(admin) = drain {
-                let acked = r.codes.get("AA").copied().unwrap_or(0);
-                let n = wait_delivered(admin, before, (warmed + acked) as u64).await?;
-                let secs = started.elapsed().as_secs_f64();
+                opts.messages = messages;
+                opts.run_id = format!("B{stamp}{role}{conns}r{round}");
+                // An engine that does not report its CPU time is still measured.
+                let cpu_before = match cpu {
+                    Some(admin) => tools::engine_cpu_seconds(admin).await.ok(),
+                    None => None,
+                };
+                let started = std::time::Instant::now();
+                let r = tools::run_bench(&opts).await?;
+                let codes: Vec<String> = r.codes.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!(
-                    "delivered {conns} connections: the IIS answered {} of the run's messages {secs:.2} s after it began: {:.0} msgs/s end to end",
-                    n.saturating_sub(warmed as u64),
-                    acked as f64 / secs.max(1e-9)
-                );
-            }
-            if let (Some(admin), Some(before)) = (cpu, cpu_before) {
-                let used = tools::engine_cpu_seconds(admin).await? - before;
-                println!(
-                    "cpu       engine at {conns} connections: {:.3} ms CPU per message ({used:.2} s for {} messages{})",
-                    used * 1e3 / (r.answered.max(1) as f64),
+                    "{:<9} {:<22} {:>5} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}  {}{}",
+                    role,
+                    addr,
+                    conns,
                     r.answered,
-                    if drain.is_some() {
-                        ", until delivered"
+                    r.rate(),
+                    r.p50.as_secs_f64() * 1e3,
+                    r.p99.as_secs_f64() * 1e3,
+                    r.max.as_secs_f64() * 1e3,
+                    r.errors,
+                    codes.join(" "),
+                    if r.mismatched > 0 {
+                        format!(" MSA-2 MISMATCHES={}", r.mismatched)
                     } else {
-                        ""
+                        String::new()
                     }
+                );
+                bad |= r.errors > 0 || r.mismatched > 0;
+                if let Some(admin) = drain {
+                    let acked = r.codes.get("AA").copied().unwrap_or(0);
+                    let n = wait_delivered(admin, before, (warmed + acked) as u64).await?;
+                    let secs = started.elapsed().as_secs_f64();
+                    println!(
+                        "delivered {conns} connections: the IIS answered {} of the run's messages {secs:.2} s after it began: {:.0} msgs/s end to end",
+                        n.saturating_sub(warmed as u64),
+                        acked as f64 / secs.max(1e-9)
+                    );
+                }
+                let mut cpu_ms = None;
+                if let (Some(admin), Some(before)) = (cpu, cpu_before) {
+                    let used = tools::engine_cpu_seconds(admin).await? - before;
+                    let per = used * 1e3 / (r.answered.max(1) as f64);
+                    cpu_ms = Some(per);
+                    println!(
+                        "cpu       {role} at {conns} connections: {per:.3} ms CPU per message ({used:.2} s for {} messages{})",
+                        r.answered,
+                        if drain.is_some() {
+                            ", until delivered"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                if let Some(slot) = results.get_mut(i) {
+                    slot.push((r.rate(), r.p99.as_secs_f64() * 1e3, cpu_ms));
+                }
+            }
+        }
+        let medians: Vec<(f64, f64)> = results
+            .iter()
+            .map(|runs| {
+                (
+                    median(runs.iter().map(|r| r.0)),
+                    median(runs.iter().map(|r| r.1)),
+                )
+            })
+            .collect();
+        if rounds > 1 {
+            for ((role, addr, _), (rate, p99)) in targets.iter().zip(&medians) {
+                println!(
+                    "median    {role} {addr} at {conns} connections over {rounds} rounds: {rate:.0} msgs/s, p99 {p99:.3} ms"
                 );
             }
         }
-        if let [base, target] = rates.as_slice() {
+        if let [base, target] = medians.as_slice() {
             println!(
-                "ratio     target/baseline at {conns} connections: {:.2}",
-                target / base.max(1e-9)
+                "ratio     target/baseline at {conns} connections: {:.2}{}",
+                target.0 / base.0.max(1e-9),
+                if rounds > 1 {
+                    format!(
+                        " (p99 {:.2}; medians of {rounds} rounds)",
+                        target.1 / base.1.max(1e-9)
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -156,4 +195,32 @@ pub(super) async fn bench(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The median of some values (0 when there are none).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v.get(n / 2).copied().unwrap_or(0.0),
+        n => {
+            let a = v.get(n / 2 - 1).copied().unwrap_or(0.0);
+            let b = v.get(n / 2).copied().unwrap_or(0.0);
+            (a + b) / 2.0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median([].into_iter()), 0.0);
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), 2.5);
+        assert_eq!(median([f64::NAN, 5.0].into_iter()), 5.0);
+    }
 }

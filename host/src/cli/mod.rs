@@ -231,6 +231,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             patients,
             delivered_from,
             cpu_from,
+            baseline_cpu_from,
+            rounds,
         } => {
             let raw = tools::read_message_file(&file)?;
             let message = String::from_utf8(raw)
@@ -243,6 +245,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 timeout: Duration::from_secs(timeout),
                 patients,
                 cpu_from: cpu_from.or_else(|| delivered_from.clone()),
+                baseline_cpu_from,
+                rounds,
             };
             bench(to, baseline, load, delivered_from).await
         }

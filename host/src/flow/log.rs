@@ -20,6 +20,8 @@ use super::{Attempt, Record};
 const QUEUE: usize = 32_768;
 /// Records per transaction at most.
 const BATCH: usize = 1_024;
+/// How long the writer gathers records before a transaction.
+const GATHER: Duration = Duration::from_millis(250);
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
@@ -37,7 +39,8 @@ CREATE TABLE IF NOT EXISTS messages (
     detections TEXT NOT NULL,
     latency_us INTEGER NOT NULL,
     resolved INTEGER NOT NULL DEFAULT 0,
-    completeness TEXT NOT NULL DEFAULT ''
+    completeness TEXT NOT NULL DEFAULT '',
+    reprocess_of INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_time ON messages(received_at);
 CREATE INDEX IF NOT EXISTS messages_sender ON messages(sender, id);
@@ -175,6 +178,10 @@ pub struct Full {
     pub issues: String,
     pub answer: Vec<u8>,
     pub attempts: Vec<AttemptRow>,
+    /// The logged message this one reprocessed.
+    pub reprocess_of: Option<i64>,
+    /// Messages made by reprocessing this one.
+    pub reprocessed_as: Vec<i64>,
 }
 
 /// One delivery attempt as logged.
@@ -225,6 +232,10 @@ impl MessageLog {
             path: path.display().to_string(),
             detail: e.to_string(),
         })?;
+        migrate(&writer).map_err(|e| LogError::Open {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
         let max: i64 = writer
             .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
                 r.get(0)
@@ -237,7 +248,10 @@ impl MessageLog {
         let (tx, rx) = std_mpsc::sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("izhub-message-log".into())
-            .spawn(move || write_loop(writer, rx, keep, keep_messages))
+            .spawn(move || {
+                background_priority();
+                write_loop(writer, rx, keep, keep_messages)
+            })
             .map_err(|e| LogError::Open {
                 path: path.display().to_string(),
                 detail: e.to_string(),
@@ -452,6 +466,24 @@ impl MessageLog {
         })
     }
 
+    /// Every message a search finds, newest first, at most `cap`, walked
+    /// page by page (for actions on a filtered set and for reports).
+    pub fn search_all(&self, search: &Search, cap: usize) -> Result<Vec<Meta>, LogError> {
+        let mut search = search.clone();
+        search.limit = 500;
+        let mut all = Vec::new();
+        loop {
+            let page = self.search(&search, &|| false)?;
+            all.extend(page.items);
+            match page.next {
+                Some(n) if all.len() < cap => search.before = Some(n),
+                _ => break,
+            }
+        }
+        all.truncate(cap);
+        Ok(all)
+    }
+
     /// One message in full.
     pub fn get(&self, id: i64) -> Result<Option<Full>, LogError> {
         self.read(|c| {
@@ -483,8 +515,19 @@ impl MessageLog {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            let reprocess_of: Option<i64> = c
+                .prepare_cached("SELECT reprocess_of FROM messages WHERE id = ?")?
+                .query_row(params![id], |r| r.get(0))
+                .optional()?
+                .flatten();
+            let reprocessed_as = c
+                .prepare_cached("SELECT id FROM messages WHERE reprocess_of = ? ORDER BY id LIMIT 100")?
+                .query_map(params![id], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
             Ok(Some(Full {
                 meta,
+                reprocess_of,
+                reprocessed_as,
                 received: body.0,
                 stages: body.1,
                 issues: body.2,
@@ -634,6 +677,7 @@ impl MessageLog {
                         } else {
                             "race=present ethnicity=present".into()
                         },
+                        reprocess_of: None,
                     }
                 })
                 .collect();
@@ -685,6 +729,33 @@ fn meta_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Meta> {
     })
 }
 
+/// Brings a log written by an earlier version up to this schema.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_reprocess_of: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'reprocess_of'")?
+        .exists([])?;
+    if !has_reprocess_of {
+        conn.execute_batch("ALTER TABLE messages ADD COLUMN reprocess_of INTEGER")?;
+    }
+    // Only reprocessed messages are in this index.
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS messages_reprocess_of ON messages(reprocess_of) WHERE reprocess_of IS NOT NULL",
+    )
+}
+
+/// The writer runs at the lowest priority: on a busy machine the answers
+/// to clinics go first, and the log catches up in the gaps (its queue
+/// absorbs bursts; beyond it records are dropped and counted).
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+            tracing::debug!(error = %e, "the message log writer keeps its priority");
+        }
+    }
+}
+
 fn write_loop(
     mut conn: Connection,
     rx: std_mpsc::Receiver<Op>,
@@ -699,11 +770,18 @@ fn write_loop(
             Err(std_mpsc::RecvTimeoutError::Timeout) => None,
             Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
         };
+        // Gather for a moment before writing: one transaction per many
+        // messages dirties each index page once, not once per message.
+        // A sync (an operator waiting for the log) writes at once.
+        let gather = first.is_some();
         let mut ops: Vec<Op> = first.into_iter().collect();
-        while ops.len() < BATCH {
-            match rx.try_recv() {
+        let deadline = Instant::now() + GATHER;
+        while gather && ops.len() < BATCH && !matches!(ops.last(), Some(Op::Sync(_))) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
                 Ok(op) => ops.push(op),
-                Err(_) => break,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => break,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
         let mut waiters = Vec::new();
@@ -736,7 +814,7 @@ fn write_batch(
     }
     let tx = conn.transaction()?;
     {
-        let mut msg = tx.prepare_cached("INSERT OR REPLACE INTO messages (id, received_at, listener, sender, type, control_id, patient_id, route, destination, status, ack, detections, latency_us, completeness) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)")?;
+        let mut msg = tx.prepare_cached("INSERT OR REPLACE INTO messages (id, received_at, listener, sender, type, control_id, patient_id, route, destination, status, ack, detections, latency_us, completeness, reprocess_of) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)")?;
         let mut link = tx.prepare_cached(
             "INSERT OR REPLACE INTO journal_links (journal_id, id) VALUES (?1, ?2)",
         )?;
@@ -763,6 +841,7 @@ fn write_batch(
                         r.detections.join(" "),
                         r.latency_us,
                         r.completeness,
+                        r.reprocess_of,
                     ])?;
                     for j in &r.journal_ids {
                         link.execute(params![j, r.id])?;
@@ -900,6 +979,7 @@ mod tests {
             journal_ids: vec![1000 + n],
             attempt: None,
             completeness: String::new(),
+            reprocess_of: None,
         });
         id
     }

@@ -117,6 +117,8 @@ pub struct Record {
     /// `race=mapped ethnicity=missing`: what plugins reported of
     /// completeness (`completeness.*` attributes).
     pub completeness: String,
+    /// The logged message an operator reprocessed to make this one.
+    pub reprocess_of: Option<i64>,
 }
 
 /// What live watchers get: metadata only.

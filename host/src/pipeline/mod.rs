@@ -231,12 +231,29 @@ impl Pipeline {
         raw: &[u8],
         identity: Option<&Identity>,
     ) -> Answer {
+        self.handle_traced(listener, raw, identity, None).await
+    }
+
+    /// [`Pipeline::handle`] for a message an operator reprocesses from the
+    /// console: its record names the logged message it came from.
+    pub async fn reprocess(&self, listener: &ListenerSpec, raw: &[u8], of: i64) -> Answer {
+        self.handle_traced(listener, raw, None, Some(of)).await
+    }
+
+    async fn handle_traced(
+        &self,
+        listener: &ListenerSpec,
+        raw: &[u8],
+        identity: Option<&Identity>,
+        reprocess_of: Option<i64>,
+    ) -> Answer {
         let started = Instant::now();
         self.metrics
             .messages_in
             .get_or_create(&vec![l("listener", &listener.name)])
             .inc();
         let mut trace = trace::Trace::new(self.flow.as_ref().is_some_and(|f| f.log.is_some()));
+        trace.reprocess_of = reprocess_of;
         let (route, answer) = self.process(listener, raw, identity, &mut trace).await;
         let route_name = route.unwrap_or("none");
         let code = match &answer {

@@ -45,6 +45,8 @@ pub(super) struct Trace {
     pub attempt: Option<AttemptInfo>,
     /// `field=status` pairs from `completeness.*` attributes.
     pub completeness: String,
+    /// The logged message this one reprocesses.
+    pub reprocess_of: Option<i64>,
 }
 
 impl Trace {
@@ -155,6 +157,7 @@ impl Pipeline {
             journal_ids: trace.journal_ids,
             attempt: trace.attempt,
             completeness: trace.completeness,
+            reprocess_of: trace.reprocess_of,
         };
         flow.answered(record, trace.queued);
     }
