@@ -36,7 +36,7 @@ try {
   times.sort((a, b) => a - b);
   const median = times[Math.floor((times.length - 1) / 2)];
   console.log(
-    `  ${'dashboard page in chromium (' + rows + ' routes)'.padEnd(46)} median ${median.toFixed(1).padStart(6)} ms   worst ${times[times.length - 1].toFixed(1).padStart(6)} ms`,
+    `  ${('dashboard page in chromium (' + rows + ' routes)').padEnd(46)} median ${median.toFixed(1).padStart(6)} ms   worst ${times[times.length - 1].toFixed(1).padStart(6)} ms`,
   );
 } finally {
   await browser.close();

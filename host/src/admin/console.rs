@@ -30,6 +30,7 @@ use super::mask::{mask_hl7, mask_id};
 use crate::config::Role;
 use crate::flow::Flow;
 use crate::flow::log::{Full, Meta, Search};
+use crate::hl7::days_from_civil;
 use crate::store::now_ms;
 
 mod assets {
@@ -258,17 +259,6 @@ pub struct SearchParams {
     pub unresolved: Option<bool>,
     pub before: Option<i64>,
     pub limit: Option<usize>,
-}
-
-/// Days since 1970-01-01 of a civil date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// `1700000000000` (ms), `2026-11-29`, `2026-11-29T10:00:00Z`,
@@ -1025,9 +1015,11 @@ async fn quality(
     let days = p.days.unwrap_or(30).clamp(1, 366);
     let since = now_ms() - days * 86_400_000;
     let sender = nonempty(&p.sender);
+    let one_sender = sender.is_some();
     let limited = user.routes.is_some() || user.destinations.is_some();
     let result = blocking(move || {
         let rows = log.quality(since, sender.as_deref())?;
+        let mut detections = log.detections_by_sender(since, sender.as_deref(), 10)?;
         let mut senders: Vec<Value> = Vec::new();
         let mut by_sender: HashMap<String, Vec<(String, i64, i64, Value)>> = HashMap::new();
         for (s, day, n, rejected, completeness) in rows {
@@ -1039,12 +1031,14 @@ async fn quality(
             let days_rows = by_sender.remove(&s).unwrap_or_default();
             let messages: i64 = days_rows.iter().map(|r| r.1).sum();
             let rejected: i64 = days_rows.iter().map(|r| r.2).sum();
-            let top = log.detections_of(since, &s, 10)?;
-            // A masked example for the first few detections of the first senders.
-            let with_examples = senders.len() < 100;
+            let top = detections.remove(&s).unwrap_or_default();
+            // A masked example of each detection for one sender; of the first
+            // three for each of the first 50 senders when all are shown.
+            let (senders_with, ranks) = if one_sender { (1, 10) } else { (50, 3) };
+            let with_examples = senders.len() < senders_with;
             let mut examples = Vec::new();
             for (rank, (id, _, example)) in top.iter().enumerate() {
-                let full = if with_examples && rank < 5 { log.get(*example)? } else { None };
+                let full = if with_examples && rank < ranks { log.get(*example)? } else { None };
                 examples.push(full.map(|f| example_of(&f, id)).unwrap_or(Value::Null));
             }
             senders.push(json!({

@@ -151,6 +151,22 @@ pub enum Command {
         /// A SOAP user the simulator accepts, `user:password` (repeatable; none: any).
         #[arg(long = "soap-user")]
         soap_users: Vec<String>,
+        /// Find every queried patient, making up a history for those it has no VXU for
+        /// (for load tests of bulk queries).
+        #[arg(long)]
+        synthetic: bool,
+        /// Answer this share of queries (0-100) "not found", chosen by a hash of the patient.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        not_found_percent: u8,
+        /// Answer queries for this family name with a candidate list (Z31) (repeatable).
+        #[arg(long = "ambiguous")]
+        ambiguous: Vec<String>,
+        /// Messages handled at once at most; more are answered AE, as a busy IIS does (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        max_in_flight: usize,
+        /// Messages a second at most; more are answered AE (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        max_per_second: u32,
     },
     /// Send HL7 files over MLLP and print each answer.
     Send {

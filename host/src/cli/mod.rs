@@ -139,6 +139,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             drop_every,
             soap,
             soap_users,
+            synthetic,
+            not_found_percent,
+            ambiguous,
+            max_in_flight,
+            max_per_second,
         } => {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
@@ -149,6 +154,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 delay: Duration::from_millis(delay_ms),
                 refuse,
                 drop_every,
+                query: crate::sim::query::QueryOptions {
+                    synthetic,
+                    not_found_percent,
+                    ambiguous,
+                    max_in_flight,
+                    max_per_second,
+                },
                 ..SimOptions::default()
             };
             let token = CancellationToken::new();

@@ -5,6 +5,7 @@
 //! than slow an answer down. Read through its own connection. Pruned by age
 //! and count.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -581,6 +582,18 @@ impl MessageLog {
                  FROM messages WHERE received_at >= ?1 AND (?2 IS NULL OR sender = ?2)
                  GROUP BY sender, day ORDER BY sender, day",
             )?;
+            // One sender: its index, not every message of the period.
+            let mut one = c.prepare_cached(
+                "SELECT sender, date(received_at / 1000, 'unixepoch') AS day, COUNT(*),
+                        SUM(status IN ('rejected_by_izhub','rejected_by_iis')),
+                        SUM(instr(completeness, 'race=') > 0),
+                        SUM(instr(completeness, 'race=present') + instr(completeness, 'race=mapped') + instr(completeness, 'race=enriched') > 0),
+                        SUM(instr(completeness, 'ethnicity=') > 0),
+                        SUM(instr(completeness, 'ethnicity=present') + instr(completeness, 'ethnicity=mapped') + instr(completeness, 'ethnicity=enriched') > 0)
+                 FROM messages INDEXED BY messages_sender WHERE sender = ?2 AND received_at >= ?1
+                 GROUP BY day ORDER BY day",
+            )?;
+            let stmt = if sender.is_some() { &mut one } else { &mut stmt };
             stmt.query_map(params![since_ms, sender], |r| {
                 let n = |i: usize| -> rusqlite::Result<i64> { Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0)) };
                 Ok((
@@ -608,21 +621,35 @@ impl MessageLog {
     }
 
     /// The detections of a sender's messages since `since_ms`: id → messages.
-    pub fn detections_of(
+    /// Per sender, the detections found since `since_ms`, most messages
+    /// first (at most `limit` each), with the newest message that had it.
+    /// One walk over the detections, not one per sender.
+    pub fn detections_by_sender(
         &self,
         since_ms: i64,
-        sender: &str,
+        sender: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, i64, i64)>, LogError> {
-        self.read(|c| {
+    ) -> Result<HashMap<String, Vec<(String, i64, i64)>>, LogError> {
+        let rows: Vec<(String, String, i64, i64)> = self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT md.detection, COUNT(*), MAX(m.id) FROM messages m JOIN message_detections md ON md.id = m.id WHERE m.received_at >= ? AND m.sender = ? GROUP BY md.detection ORDER BY COUNT(*) DESC LIMIT ?",
+                "SELECT m.sender, md.detection, COUNT(*), MAX(m.id) FROM message_detections md JOIN messages m ON m.id = md.id
+                 WHERE m.received_at >= ?1 AND (?2 IS NULL OR m.sender = ?2)
+                 GROUP BY m.sender, md.detection",
             )?;
-            stmt.query_map(params![since_ms, sender, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            stmt.query_map(params![since_ms, sender], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?
             .collect()
-        })
+        })?;
+        let mut out: HashMap<String, Vec<(String, i64, i64)>> = HashMap::new();
+        for (s, d, n, example) in rows {
+            out.entry(s).or_default().push((d, n, example));
+        }
+        for list in out.values_mut() {
+            list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            list.truncate(limit);
+        }
+        Ok(out)
     }
 
     /// Writes `n` synthetic messages (for benchmarks): realistic metadata

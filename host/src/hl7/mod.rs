@@ -12,7 +12,9 @@ pub use ack::{AckCode, Issue, Severity, build_ack, err_segment, merge_issues_int
 pub use answer::{AnswerClass, classify_answer};
 pub use charset::{Charset, CharsetError, decode, encode};
 pub use msh::{Msh, MshError, check_structure, first_value, normalize_segments};
-pub use text::{escape, hl7_timestamp, new_control_id, rfc3339_now};
+pub use text::{
+    civil_from_days, days_from_civil, escape, hl7_timestamp, new_control_id, rfc3339_now,
+};
 
 /// Sets MSA-2 of the first MSA segment of an answer to `control_id`
 /// (escaped), keeping everything else as it was. Returns the answer

@@ -1,7 +1,11 @@
 //! `izhub sim-iis`: a simulated state IIS for the demo and the tests. It
 //! answers VXU with an IIS-style ACK, remembers each patient's immunizations
-//! in memory, answers QBP^Q11 Z34 with RSP^K11 Z32/Z33, and can be told to be
-//! slow, to refuse, or to drop connections.
+//! in memory, answers QBP^Q11 Z34 with RSP^K11 Z32/Z33 and Z44 with Z42 (an
+//! evaluated history and forecast), and can be told to be slow, to refuse,
+//! to drop connections, to answer candidate lists or "not found", and to
+//! limit its query partners ([`query`]).
+
+pub mod query;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -33,6 +37,8 @@ pub struct SimOptions {
     pub max_frame: usize,
     /// Serve MLLP over TLS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How queries are answered and limited.
+    pub query: query::QueryOptions,
 }
 
 impl Default for SimOptions {
@@ -44,6 +50,7 @@ impl Default for SimOptions {
             drop_every: 0,
             max_frame: crate::mllp::DEFAULT_MAX_FRAME,
             tls: None,
+            query: query::QueryOptions::default(),
         }
     }
 }
@@ -100,9 +107,16 @@ pub struct SimState {
     /// MSH-10 of every message, in the order they arrived.
     arrivals: Mutex<Vec<String>>,
     received: AtomicU64,
+    /// Messages at once, and those over a limit.
+    load: query::Load,
 }
 
 impl SimState {
+    /// What was measured of the load (messages at once, over a limit).
+    pub fn load(&self) -> &query::Load {
+        &self.load
+    }
+
     /// Messages received in all.
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
@@ -221,15 +235,17 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             )
         });
         let (n, text) = record(&state, &text);
+        let flight = state.load.enter(&opts.query);
         if !opts.delay.is_zero() {
             tokio::time::sleep(opts.delay).await;
         }
         if opts.drop_every > 0 && n.is_multiple_of(opts.drop_every) {
             return;
         }
-        let Some(answer) = answer(&text, &opts, &state) else {
+        let Some(answer) = answer_within(&text, &opts, &state, flight.over.as_deref()) else {
             return;
         };
+        drop(flight);
         if framed
             .send(Bytes::from(hl7::encode(&answer, charset)))
             .await
@@ -286,6 +302,7 @@ pub async fn run_soap(
         let (opts, state) = (opts.clone(), state.clone());
         Box::pin(async move {
             let (n, text) = record(&state, &sub.hl7);
+            let flight = state.load.enter(&opts.query);
             if !opts.delay.is_zero() {
                 tokio::time::sleep(opts.delay).await;
             }
@@ -294,7 +311,7 @@ pub async fn run_soap(
                     "the IIS failed to process the message".into(),
                 ));
             }
-            answer(&text, &opts, &state)
+            answer_within(&text, &opts, &state, flight.over.as_deref())
                 .ok_or_else(|| Fault::Unknown("the message has no readable MSH".into()))
         })
     });
@@ -321,6 +338,28 @@ pub async fn run_soap(
         refused: None,
     };
     crate::soap::server::run(listener, "/".into(), endpoint, serving).await;
+}
+
+/// The answer to a message that came over a limit (`over` says which) is
+/// AE, as a busy IIS answers; otherwise [`answer`].
+fn answer_within(
+    text: &str,
+    opts: &SimOptions,
+    state: &SimState,
+    over: Option<&str>,
+) -> Option<String> {
+    match over {
+        Some(why) => {
+            let msh = Msh::read(text).ok()?;
+            Some(iis_ack(
+                &msh,
+                AckCode::AE,
+                &[Issue::error("207", why)],
+                &opts.name,
+            ))
+        }
+        None => answer(text, opts, state),
+    }
 }
 
 /// The simulator's answer to one message, or None when MSH is unreadable.
@@ -513,17 +552,33 @@ fn doses(msg: &Segments<'_>) -> Vec<Dose> {
 
 fn qbp(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimState) -> String {
     let qpd = msg.segment("QPD").unwrap_or("QPD");
+    let query = field(msg, "QPD", 1);
+    let forecast = component(query, 1) == "Z44";
     let tag = field(msg, "QPD", 2);
     let ids = field(msg, "QPD", 3);
     let name = field(msg, "QPD", 4);
     let dob = field(msg, "QPD", 6);
-    let found = state.patients.lock().ok().and_then(|patients| {
+    let sex = field(msg, "QPD", 7);
+    let (family, given) = (component(name, 1), component(name, 2));
+    let key = format!(
+        "{}|{}|{}",
+        family.to_ascii_uppercase(),
+        given.to_ascii_uppercase(),
+        dob.get(..8).unwrap_or(dob)
+    );
+    let q = &opts.query;
+    let ambiguous = q
+        .ambiguous
+        .iter()
+        .any(|f| !family.is_empty() && f.eq_ignore_ascii_case(family));
+    let not_found =
+        q.not_found_percent > 0 && query::stable_hash(&key) % 100 < u64::from(q.not_found_percent);
+    let on_file = state.patients.lock().ok().and_then(|patients| {
         ids.split('~')
             .map(|cx| component(cx, 1))
             .filter(|id| !id.is_empty())
             .find_map(|id| patients.get(id).cloned())
             .or_else(|| {
-                let (family, given) = (component(name, 1), component(name, 2));
                 patients
                     .values()
                     .find(|p| {
@@ -535,10 +590,30 @@ fn qbp(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimState) -> St
                     .cloned()
             })
     });
-    let (profile, status) = if found.is_some() {
-        ("Z32", "OK")
+    let found = if ambiguous || not_found {
+        None
     } else {
-        ("Z33", "NF")
+        on_file.or_else(|| {
+            q.synthetic.then(|| Patient {
+                id: format!("S{}", query::stable_hash(&key) % 1_000_000_000),
+                name: name.split('~').next().unwrap_or("").to_string(),
+                dob: dob.to_string(),
+                sex: sex.to_string(),
+                history: query::synthetic_history(&key, dob)
+                    .into_iter()
+                    .map(|segments| Dose {
+                        key: String::new(),
+                        segments,
+                    })
+                    .collect(),
+            })
+        })
+    };
+    let (profile, status) = match (&found, ambiguous) {
+        (_, true) => ("Z31", "OK"),
+        (Some(_), _) if forecast => ("Z42", "OK"),
+        (Some(_), _) => ("Z32", "OK"),
+        (None, _) => ("Z33", "NF"),
     };
     let mut out = format!(
         "MSH|^~\\&|{name}|{name}|{}|{}|{}||RSP^K11^RSP_K11|{}|{}|2.5.1|||NE|NE|||||{profile}^CDCPHINVS\r",
@@ -554,19 +629,40 @@ fn qbp(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimState) -> St
         name = opts.name,
     );
     out.push_str(&format!("MSA|AA|{}\r", hl7::escape(msh.control_id())));
-    out.push_str(&format!(
-        "QAK|{tag}|{status}|Z34^Request Immunization History^CDCPHINVS\r"
-    ));
+    let asked = if query.is_empty() {
+        "Z34^Request Immunization History^CDCPHINVS"
+    } else {
+        query
+    };
+    out.push_str(&format!("QAK|{tag}|{status}|{asked}\r"));
     out.push_str(qpd);
     out.push('\r');
-    if let Some(p) = found {
+    if ambiguous {
+        // Two people who both match what was asked: the IIS cannot tell.
+        let first = name.split('~').next().unwrap_or("");
+        for (n, street) in [(1, "1 Main St"), (2, "22 Elm St")] {
+            out.push_str(&format!(
+                "PID|{n}||C{n}{}^^^{}^SR||{first}||{dob}|{sex}|||{street}^^Springfield^MA^01101^^L\r",
+                query::stable_hash(&key) % 100_000,
+                opts.name
+            ));
+        }
+    } else if let Some(p) = found {
         out.push_str(&format!(
             "PID|1||{}^^^{}^SR||{}||{}|{}\r",
             p.id, opts.name, p.name, p.dob, p.sex
         ));
-        for seg in p.history.iter().flat_map(|d| &d.segments) {
-            out.push_str(seg);
-            out.push('\r');
+        if forecast {
+            let history: Vec<Vec<String>> = p.history.iter().map(|d| d.segments.clone()).collect();
+            for seg in query::evaluated(&history, &p.dob) {
+                out.push_str(&seg);
+                out.push('\r');
+            }
+        } else {
+            for seg in p.history.iter().flat_map(|d| &d.segments) {
+                out.push_str(seg);
+                out.push('\r');
+            }
         }
     }
     out
