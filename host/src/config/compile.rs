@@ -265,6 +265,25 @@ fn compile_str(source: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), 
                 breaker_failures: d.breaker_failures.unwrap_or(5).max(1),
                 breaker_open: Duration::from_millis(d.breaker_open_ms.unwrap_or(5000).max(1)),
             },
+            bulk: BulkLimits {
+                max_in_flight: d.bulk_max_in_flight.unwrap_or(1).clamp(1, 256),
+                per_second: d.bulk_queries_per_second.filter(|n| *n > 0),
+                window: d.bulk_window.as_ref().and_then(|w| {
+                    let parsed = parse_window(w.get_ref());
+                    if parsed.is_none() {
+                        errs.push(
+                            Some(w.span()),
+                            format!("destinations.{name}.bulk_window"),
+                            format!(
+                                "'{}' is not HH:MM-HH:MM (UTC, e.g. \"22:00-06:00\")",
+                                w.get_ref()
+                            ),
+                        );
+                    }
+                    parsed
+                }),
+                daily_cap: d.bulk_daily_cap,
+            },
         });
     }
 
@@ -351,6 +370,54 @@ fn compile_str(source: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), 
                 .as_ref()
                 .and_then(|c| c.codeset_max_age_days)
                 .unwrap_or(90),
+            bulk: {
+                let b = file.bulk.as_ref();
+                let mut name = |v: Option<&String>, default: &str, key: &str| -> String {
+                    match v {
+                        Some(v)
+                            if !v.is_empty()
+                                && v.len() <= 64
+                                && !crate::hl7::has_control(v)
+                                && !v.contains(['|', '^', '~', '\\', '&']) =>
+                        {
+                            v.clone()
+                        }
+                        Some(v) => {
+                            errs.push(
+                                None,
+                                format!("bulk.{key}"),
+                                format!(
+                                    "'{}' must be 1 to 64 characters without HL7 delimiters",
+                                    v.escape_debug()
+                                ),
+                            );
+                            default.to_string()
+                        }
+                        None => default.to_string(),
+                    }
+                };
+                BulkSpec {
+                    dir: base.join(
+                        b.and_then(|b| b.dir.clone())
+                            .unwrap_or_else(|| "data/bulk".into()),
+                    ),
+                    sending_application: name(
+                        b.and_then(|b| b.sending_application.as_ref()),
+                        "IZHUB",
+                        "sending_application",
+                    ),
+                    sending_facility: name(
+                        b.and_then(|b| b.sending_facility.as_ref()),
+                        "IZHUB-BULK",
+                        "sending_facility",
+                    ),
+                    listener: b
+                        .and_then(|b| b.listener.clone())
+                        .unwrap_or_else(|| "bulk".into()),
+                    max_attempts: b.and_then(|b| b.max_attempts).unwrap_or(5).clamp(1, 100),
+                    max_records: b.and_then(|b| b.max_records).unwrap_or(10).clamp(1, 1000),
+                }
+            },
         };
         Ok((config, errs.list))
     }
@@ -602,5 +669,31 @@ key = "b.key"
         }
         // The certificate files are read when planned, not here.
         assert_eq!(errs.len(), expect.len(), "{joined}");
+    }
+}
+
+/// `HH:MM-HH:MM` → minutes of the day `[start, end)`; start and end differ.
+fn parse_window(text: &str) -> Option<(u16, u16)> {
+    let minute = |t: &str| -> Option<u16> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (a, b) = text.split_once('-')?;
+    let (a, b) = (minute(a)?, minute(b)?);
+    (a != b).then_some((a, b))
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::parse_window;
+
+    #[test]
+    fn windows() {
+        assert_eq!(parse_window("22:00-06:00"), Some((1320, 360)));
+        assert_eq!(parse_window("01:30-02:00"), Some((90, 120)));
+        assert_eq!(parse_window("24:00-01:00"), None);
+        assert_eq!(parse_window("01:00-01:00"), None);
+        assert_eq!(parse_window("night"), None);
     }
 }

@@ -29,6 +29,28 @@ pub struct FileConfig {
     pub routes: Vec<Spanned<RouteFile>>,
     /// The operator console and its message log (on the admin address).
     pub console: Option<ConsoleFile>,
+    /// Bulk queries (cohort in, FHIR Bulk Data out).
+    pub bulk: Option<BulkFile>,
+}
+
+/// `[bulk]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkFile {
+    /// Where the admin API keeps groups and export jobs, relative to this
+    /// file (default `data/bulk`).
+    pub dir: Option<String>,
+    /// MSH-3 of the queries (default `IZHUB`).
+    pub sending_application: Option<String>,
+    /// MSH-4 of the queries, which routes see as the sender (default `IZHUB-BULK`).
+    pub sending_facility: Option<String>,
+    /// The listener the queries are taken as arriving on, for routes limited
+    /// to listeners (default: `bulk`, which no route limited to listeners takes).
+    pub listener: Option<String>,
+    /// Attempts per patient when the IIS answers AE or does not answer (default 5).
+    pub max_attempts: Option<u32>,
+    /// RCP-2: most records the IIS returns per query (default 10).
+    pub max_records: Option<u32>,
 }
 
 /// `[console]`
@@ -206,6 +228,14 @@ pub struct DestinationFile {
     pub breaker_failures: Option<u32>,
     /// How long the breaker stays open before a trial, in milliseconds (default 5000).
     pub breaker_open_ms: Option<u64>,
+    /// Bulk queries in flight at once (default 1; kept below `connections`).
+    pub bulk_max_in_flight: Option<usize>,
+    /// Bulk queries a second at most.
+    pub bulk_queries_per_second: Option<u32>,
+    /// The hours bulk queries may run, `HH:MM-HH:MM` UTC (may wrap midnight).
+    pub bulk_window: Option<Spanned<String>>,
+    /// Bulk queries a UTC day at most.
+    pub bulk_daily_cap: Option<u64>,
 }
 
 /// `[listeners.NAME.tls]`

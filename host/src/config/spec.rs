@@ -37,6 +37,21 @@ pub struct Config {
     pub console: Option<ConsoleSpec>,
     /// CVX and NDC code sets older than this are flagged on the console.
     pub codeset_max_age_days: u64,
+    /// Bulk queries.
+    pub bulk: BulkSpec,
+}
+
+/// How bulk queries are made (`[bulk]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkSpec {
+    /// Groups and export jobs of the admin API.
+    pub dir: PathBuf,
+    pub sending_application: String,
+    pub sending_facility: String,
+    /// The listener queries are taken as arriving on.
+    pub listener: String,
+    pub max_attempts: u32,
+    pub max_records: u32,
 }
 
 /// Where and how long the console's message log keeps messages.
@@ -281,6 +296,33 @@ pub struct DestinationSpec {
     pub tls: Option<DestinationTlsSpec>,
     /// Timeouts, connections, retries and the breaker.
     pub delivery: DeliverySettings,
+    /// What the IIS allows of bulk queries.
+    pub bulk: BulkLimits,
+}
+
+/// What an IIS allows of bulk queries (`bulk_*` keys of a destination).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkLimits {
+    /// Bulk queries in flight at once (default 1).
+    pub max_in_flight: usize,
+    /// Bulk queries a second at most.
+    pub per_second: Option<u32>,
+    /// The hours bulk queries may run, as minutes of the UTC day
+    /// `[start, end)`; it may wrap midnight.
+    pub window: Option<(u16, u16)>,
+    /// Bulk queries a UTC day at most.
+    pub daily_cap: Option<u64>,
+}
+
+impl Default for BulkLimits {
+    fn default() -> Self {
+        BulkLimits {
+            max_in_flight: 1,
+            per_second: None,
+            window: None,
+            daily_cap: None,
+        }
+    }
 }
 
 /// How a destination is delivered to, the same before and after planning.

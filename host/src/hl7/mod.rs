@@ -13,7 +13,8 @@ pub use answer::{AnswerClass, classify_answer};
 pub use charset::{Charset, CharsetError, decode, encode};
 pub use msh::{Msh, MshError, check_structure, first_value, normalize_segments};
 pub use text::{
-    civil_from_days, days_from_civil, escape, hl7_timestamp, new_control_id, rfc3339_now,
+    civil_from_days, days_from_civil, escape, has_control, hl7_timestamp, new_control_id,
+    rfc3339_now,
 };
 
 /// Sets MSA-2 of the first MSA segment of an answer to `control_id`
