@@ -205,6 +205,10 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Bulk queries: a cohort of patients in, their immunization histories out as FHIR
+    /// R4 NDJSON (Bulk Data), one QBP^Q11 per patient through the routes.
+    #[command(subcommand)]
+    Bulk(BulkCommand),
     /// The operator console's message log: seed it for benchmarks.
     #[command(subcommand)]
     Console(ConsoleCommand),
@@ -262,6 +266,64 @@ pub enum Command {
         /// and compare the medians (msgs/s and p99): a noisy moment then falls on both.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+    },
+}
+
+/// `izhub bulk …`
+#[derive(Debug, Subcommand)]
+pub enum BulkCommand {
+    /// Query the IIS for every patient of a cohort and write FHIR NDJSON into a directory
+    /// (Patient.ndjson, Immunization.ndjson, …, OperationOutcome.ndjson for errors).
+    Run {
+        /// Configuration file (its routes, plugins and destinations carry the queries).
+        #[arg(long, short, default_value = "izhub.toml")]
+        config: PathBuf,
+        /// The cohort: CSV with a header row (docs/bulk.md lists the columns) or FHIR
+        /// Patient NDJSON.
+        #[arg(long)]
+        cohort: PathBuf,
+        /// Output directory (new, or empty); the job's state is kept in it.
+        #[arg(long)]
+        out: PathBuf,
+        /// Ask for the evaluated history and forecast (Z44) instead of the history (Z34).
+        #[arg(long)]
+        forecast: bool,
+        /// Only immunizations given on or after this date (YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only these resource types (repeatable): Patient, Immunization,
+        /// ImmunizationRecommendation, ImmunizationEvaluation.
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Compare with the EHR's history (Immunization NDJSON): doses one side has and the
+        /// other lacks, in reconciliation.ndjson and reconciliation.csv.
+        #[arg(long)]
+        ehr_history: Option<PathBuf>,
+        /// Days two doses of one vaccine group may differ and still match.
+        #[arg(long, default_value_t = 7)]
+        tolerance_days: u32,
+    },
+    /// Where a job stands.
+    Status {
+        /// The job's output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Stop a job (a running `izhub bulk run` stops within a second).
+    Cancel {
+        /// The job's output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Finish a job that stopped (killed, or the machine went down): the patients already
+    /// done are not queried again and no line is written twice.
+    Resume {
+        /// Configuration file.
+        #[arg(long, short, default_value = "izhub.toml")]
+        config: PathBuf,
+        /// The job's output directory.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 

@@ -5,6 +5,7 @@
 mod args;
 mod bench;
 mod check;
+mod bulk;
 mod plugin;
 mod reprocess;
 mod user;
@@ -18,7 +19,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 pub use args::{
-    CacheArgs, Cli, CodesCommand, Command, ConsoleCommand, LogFormat, PluginCommand, ReportFormat,
+    BulkCommand, CacheArgs, Cli, CodesCommand, Command, ConsoleCommand, LogFormat, PluginCommand,
+    ReportFormat,
     UserCommand,
 };
 use bench::{Load, bench};
@@ -204,6 +206,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             since_minutes,
             dry_run,
         } => reprocess(config, ids, sender, status, since_minutes, dry_run).await,
+        Command::Bulk(cmd) => bulk::bulk_command(cmd).await,
         Command::Console(ConsoleCommand::Seed {
             config,
             messages,
