@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod bulk;
 pub mod cli;
 pub mod config;
 pub mod delivery;
