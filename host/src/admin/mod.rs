@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod console;
+pub mod fhir;
 pub mod https;
 pub mod mask;
 
@@ -42,6 +43,8 @@ pub struct AdminState {
     /// Cancelled at shutdown: live-event streams end with it, so the
     /// server's graceful shutdown does not wait for browsers.
     pub shutdown: CancellationToken,
+    /// FHIR Bulk Data exports.
+    pub bulk: Option<Arc<fhir::Exports>>,
 }
 
 impl FromRef<Arc<AdminState>> for Auth {
@@ -74,6 +77,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
     probes
         .merge(auth::router())
         .merge(console::router())
+        .merge(fhir::router())
         .with_state(state)
 }
 

@@ -52,6 +52,12 @@ pub struct Gates {
     gates: Arc<HashMap<String, Arc<Gate>>>,
 }
 
+impl std::fmt::Debug for Gates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.gates.keys()).finish()
+    }
+}
+
 /// Seconds since the epoch now (UTC).
 fn now_secs() -> u64 {
     std::time::SystemTime::now()

@@ -219,8 +219,9 @@ impl Job {
             .map_err(|e| state_err(dir, e))?;
         let transaction_time = crate::hl7::rfc3339_now();
         let errors_path = dir.join(file_name(ERRORS));
-        let mut errors =
-            std::io::BufWriter::new(std::fs::File::create(&errors_path).map_err(|e| file_err(&errors_path, e))?);
+        let mut errors = std::io::BufWriter::new(
+            std::fs::File::create(&errors_path).map_err(|e| file_err(&errors_path, e))?,
+        );
         let (mut total, mut bad) = (0u64, 0u64);
         let tx = conn.transaction().map_err(|e| state_err(dir, e))?;
         {
@@ -248,7 +249,10 @@ impl Job {
             .into_inner()
             .map_err(|e| file_err(&errors_path, e.error()))?;
         file.sync_all().map_err(|e| file_err(&errors_path, e))?;
-        let length = file.metadata().map_err(|e| file_err(&errors_path, e))?.len();
+        let length = file
+            .metadata()
+            .map_err(|e| file_err(&errors_path, e))?
+            .len();
         let mut lengths: Vec<(String, u64, u64)> = vec![(ERRORS.into(), length, bad)];
         if spec.ehr_history {
             let csv = dir.join("reconciliation.csv");
@@ -304,8 +308,7 @@ impl Job {
             .map_err(|e| state_err(dir, e))
             .map(Option::unwrap_or_default)
         };
-        let spec: JobSpec =
-            serde_json::from_str(&value("spec")?).map_err(|e| state_err(dir, e))?;
+        let spec: JobSpec = serde_json::from_str(&value("spec")?).map_err(|e| state_err(dir, e))?;
         let transaction_time = value("transaction_time")?;
         let bad: u64 = value("bad_rows")?.parse().unwrap_or(0);
         let progress = Arc::new(Progress::default());
@@ -386,20 +389,19 @@ impl Job {
     /// Cuts each output file back to its committed length (a run that was
     /// killed may have written lines whose batch never committed).
     fn cut_back(&self) -> Result<HashMap<String, (u64, u64)>, JobError> {
-        let committed: HashMap<String, (u64, u64)> = self
-            .db(|c| {
-                c.prepare("SELECT name, length, lines FROM files")?
-                    .query_map([], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            (
-                                r.get::<_, i64>(1)?.max(0) as u64,
-                                r.get::<_, i64>(2)?.max(0) as u64,
-                            ),
-                        ))
-                    })?
-                    .collect()
-            })?;
+        let committed: HashMap<String, (u64, u64)> = self.db(|c| {
+            c.prepare("SELECT name, length, lines FROM files")?
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        (
+                            r.get::<_, i64>(1)?.max(0) as u64,
+                            r.get::<_, i64>(2)?.max(0) as u64,
+                        ),
+                    ))
+                })?
+                .collect()
+        })?;
         let mut names: Vec<String> = TYPES.iter().map(|t| file_name(t)).collect();
         names.push(file_name(ERRORS));
         if self.spec.ehr_history {
@@ -426,7 +428,11 @@ impl Job {
 
     /// Runs the job until every patient is done or it is cancelled; safe to
     /// call again after any stop (see the module docs).
-    pub async fn run(self: &Arc<Self>, env: RunEnv, cancel: CancellationToken) -> Result<State, JobError> {
+    pub async fn run(
+        self: &Arc<Self>,
+        env: RunEnv,
+        cancel: CancellationToken,
+    ) -> Result<State, JobError> {
         match self.state()? {
             State::Running => {}
             other => return Ok(other),
@@ -623,7 +629,8 @@ impl Job {
                             ),
                             &tag,
                             patient.row,
-                        ),
+                        )
+                        .to_string(),
                     )],
                 });
             }
@@ -650,7 +657,8 @@ impl Job {
             Outcome::Ambiguous => "ambiguous",
             Outcome::Refused { .. } => "failed",
         };
-        let wanted = |kind: &str| self.spec.types.is_empty() || self.spec.types.iter().any(|t| t == kind);
+        let wanted =
+            |kind: &str| self.spec.types.is_empty() || self.spec.types.iter().any(|t| t == kind);
         let mut lines = Vec::new();
         let mut immunizations = Vec::new();
         for (kind, resource) in converted.resources {
@@ -670,10 +678,13 @@ impl Job {
             let key = [&patient.member_id, &patient.mrn]
                 .into_iter()
                 .find(|k| !k.is_empty() && ehr.contains_key(k.as_str()))
-                .or([&patient.member_id, &patient.mrn].into_iter().find(|k| !k.is_empty()));
+                .or([&patient.member_id, &patient.mrn]
+                    .into_iter()
+                    .find(|k| !k.is_empty()));
             if let Some(key) = key {
                 let theirs = ehr.get(key.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-                for d in reconcile::reconcile(key, &immunizations, theirs, self.spec.tolerance_days) {
+                for d in reconcile::reconcile(key, &immunizations, theirs, self.spec.tolerance_days)
+                {
                     lines.push((RECONCILIATION, d.to_json().to_string()));
                     lines.push(("reconciliation.csv", d.to_csv_line()));
                 }

@@ -1,8 +1,13 @@
 //! Bulk queries: a cohort of patients in, one QBP^Q11 per patient through
 //! the routes (throttled per IIS by [`gate`]), FHIR R4 NDJSON out ([`job`]).
 
+pub mod cohort;
+pub mod fhir;
 pub mod gate;
 pub mod job;
+pub mod qbp;
+pub mod reconcile;
+pub mod rsp;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -42,8 +47,14 @@ pub fn since_date(text: &str) -> Result<String, String> {
     };
     let ok = digits.len() == 8
         && digits.bytes().all(|b| b.is_ascii_digit())
-        && digits.get(4..6).and_then(|m| m.parse::<u32>().ok()).is_some_and(|m| (1..=12).contains(&m))
-        && digits.get(6..8).and_then(|d| d.parse::<u32>().ok()).is_some_and(|d| (1..=31).contains(&d));
+        && digits
+            .get(4..6)
+            .and_then(|m| m.parse::<u32>().ok())
+            .is_some_and(|m| (1..=12).contains(&m))
+        && digits
+            .get(6..8)
+            .and_then(|d| d.parse::<u32>().ok())
+            .is_some_and(|d| (1..=31).contains(&d));
     if ok {
         Ok(digits)
     } else {

@@ -171,7 +171,11 @@ async fn run(job: Arc<Job>, cfg: &config::Config) -> anyhow::Result<ExitCode> {
     eprintln!();
     let state = state?;
     let secs = started.elapsed().as_secs_f64();
-    let done = job.progress.done.load(Ordering::Relaxed).saturating_sub(shown);
+    let done = job
+        .progress
+        .done
+        .load(Ordering::Relaxed)
+        .saturating_sub(shown);
     println!(
         "{}: {:?}, {done} patients in {secs:.1} s ({:.0}/s)",
         job.dir().display(),
@@ -188,7 +192,10 @@ async fn run(job: Arc<Job>, cfg: &config::Config) -> anyhow::Result<ExitCode> {
 /// One progress line: done/total, rate, time left, errors.
 fn show(job: &Job, started: Instant, before: u64, terminal: bool) {
     let p = &job.progress;
-    let (done, total) = (p.done.load(Ordering::Relaxed), p.total.load(Ordering::Relaxed));
+    let (done, total) = (
+        p.done.load(Ordering::Relaxed),
+        p.total.load(Ordering::Relaxed),
+    );
     let rate = done.saturating_sub(before) as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let left = total.saturating_sub(done);
     let eta = if rate > 0.0 {
@@ -223,9 +230,7 @@ fn summary(job: &Job) -> anyhow::Result<()> {
     for (name, lines) in job.files()? {
         println!(
             "file       {} ({lines} lines)",
-            job.dir()
-                .join(crate::bulk::job::file_name(&name))
-                .display()
+            job.dir().join(crate::bulk::job::file_name(&name)).display()
         );
     }
     Ok(())

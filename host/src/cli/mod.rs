@@ -4,8 +4,8 @@
 
 mod args;
 mod bench;
-mod check;
 mod bulk;
+mod check;
 mod plugin;
 mod reprocess;
 mod user;
@@ -20,8 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use args::{
     BulkCommand, CacheArgs, Cli, CodesCommand, Command, ConsoleCommand, LogFormat, PluginCommand,
-    ReportFormat,
-    UserCommand,
+    ReportFormat, UserCommand,
 };
 use bench::{Load, bench};
 use plugin::plugin_command;

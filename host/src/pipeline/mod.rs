@@ -231,13 +231,31 @@ impl Pipeline {
         raw: &[u8],
         identity: Option<&Identity>,
     ) -> Answer {
-        self.handle_traced(listener, raw, identity, None).await
+        self.handle_traced(listener, raw, identity, None, None)
+            .await
+            .0
     }
 
     /// [`Pipeline::handle`] for a message an operator reprocesses from the
     /// console: its record names the logged message it came from.
     pub async fn reprocess(&self, listener: &ListenerSpec, raw: &[u8], of: i64) -> Answer {
-        self.handle_traced(listener, raw, None, Some(of)).await
+        self.handle_traced(listener, raw, None, Some(of), None)
+            .await
+            .0
+    }
+
+    /// A bulk query: like [`Pipeline::handle`], but it waits at its
+    /// destination's gate before it is sent; when the gate turns it back
+    /// (outside the window, over the daily cap) the answer is an AE made
+    /// here and the reason comes with it.
+    pub async fn bulk_query(
+        &self,
+        listener: &ListenerSpec,
+        raw: &[u8],
+        gates: &crate::bulk::gate::Gates,
+    ) -> (Answer, Option<crate::bulk::gate::NotNow>) {
+        self.handle_traced(listener, raw, None, None, Some(gates.clone()))
+            .await
     }
 
     async fn handle_traced(
@@ -246,7 +264,8 @@ impl Pipeline {
         raw: &[u8],
         identity: Option<&Identity>,
         reprocess_of: Option<i64>,
-    ) -> Answer {
+        bulk: Option<crate::bulk::gate::Gates>,
+    ) -> (Answer, Option<crate::bulk::gate::NotNow>) {
         let started = Instant::now();
         self.metrics
             .messages_in
@@ -254,6 +273,7 @@ impl Pipeline {
             .inc();
         let mut trace = trace::Trace::new(self.flow.as_ref().is_some_and(|f| f.log.is_some()));
         trace.reprocess_of = reprocess_of;
+        trace.bulk = bulk;
         let (route, answer) = self.process(listener, raw, identity, &mut trace).await;
         let route_name = route.unwrap_or("none");
         let code = match &answer {
@@ -269,10 +289,11 @@ impl Pipeline {
             .message_seconds
             .get_or_create(&vec![l("route", route_name)])
             .observe(started.elapsed().as_secs_f64());
+        let bulk_wait = trace.bulk_wait.take();
         if let Some(flow) = &self.flow {
             self.record(flow, listener, raw, &answer, trace, started.elapsed());
         }
-        answer
+        (answer, bulk_wait)
     }
 
     async fn process<'s>(

@@ -363,6 +363,18 @@ impl Pipeline {
             ));
             return ack(&original, AckCode::AE, &issues, charset);
         };
+        // A bulk query waits for its place at the destination's gate.
+        let _pass = match &trace.bulk {
+            Some(gates) => match gates.pass(dest.name()).await {
+                Ok(pass) => Some(pass),
+                Err(not_now) => {
+                    issues.push(Issue::error("207", not_now.to_string()));
+                    trace.bulk_wait = Some(not_now);
+                    return ack(&original, AckCode::AE, &issues, charset);
+                }
+            },
+            None => None,
+        };
         let result = dest.deliver(payload).await;
         crate::delivery::record(&self.metrics, dest.name(), &result);
         match result {

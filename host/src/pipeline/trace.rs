@@ -47,6 +47,10 @@ pub(super) struct Trace {
     pub completeness: String,
     /// The logged message this one reprocesses.
     pub reprocess_of: Option<i64>,
+    /// A bulk query: it waits at its destination's gate.
+    pub bulk: Option<crate::bulk::gate::Gates>,
+    /// A bulk query the gate turned back, and why.
+    pub bulk_wait: Option<crate::bulk::gate::NotNow>,
 }
 
 impl Trace {

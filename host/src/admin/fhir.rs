@@ -1,0 +1,669 @@
+//! The FHIR Bulk Data API on the admin address: a Group made from an
+//! uploaded cohort, `GET /fhir/Group/{id}/$export` (async kick-off), status
+//! polling, cancel, and the NDJSON files. Behind the same login or bearer
+//! token as the rest of the admin API; exports hold PHI, so they need the
+//! operator role and an unlimited user, and each is audited.
+
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::AdminState;
+use super::auth::{CurrentUser, Role};
+use crate::bulk::fhir::operation_outcome;
+use crate::bulk::gate::Gates;
+use crate::bulk::job::{Job, JobSpec, RunEnv, State as JobState, TYPES};
+use crate::config::{BulkSpec, ListenerSpec};
+
+type Shared = Arc<AdminState>;
+
+/// Largest cohort upload.
+const MAX_COHORT_BYTES: usize = 256 * 1024 * 1024;
+/// Export jobs kept at most.
+const MAX_JOBS: usize = 1_000;
+
+/// What the API needs beside the admin state: where groups and jobs live,
+/// how queries are made, the running jobs.
+pub struct Exports {
+    dir: PathBuf,
+    bulk: BulkSpec,
+    listener: ListenerSpec,
+    gates: Gates,
+    running: Mutex<HashMap<String, (Arc<Job>, CancellationToken)>>,
+}
+
+impl Exports {
+    /// For a configuration's `[bulk]` settings and destinations.
+    pub fn new(cfg: &crate::config::Config) -> Arc<Self> {
+        Arc::new(Exports {
+            dir: cfg.bulk.dir.clone(),
+            bulk: cfg.bulk.clone(),
+            listener: crate::bulk::listener_for(cfg),
+            gates: Gates::new(&cfg.destinations),
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn groups(&self) -> PathBuf {
+        self.dir.join("groups")
+    }
+
+    fn jobs(&self) -> PathBuf {
+        self.dir.join("jobs")
+    }
+
+    /// Starts (or resumes) a job in the background on the current pipeline.
+    fn start(self: &Arc<Self>, state: &Shared, id: &str, job: Arc<Job>) {
+        let cancel = state.shutdown.child_token();
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(id.to_string(), (job.clone(), cancel.clone()));
+        }
+        let slot = state.slot.clone();
+        let env = RunEnv {
+            pipeline: Box::new(move || slot.current()),
+            listener: self.listener.clone(),
+            gates: self.gates.clone(),
+            bulk: self.bulk.clone(),
+        };
+        let (me, id) = (self.clone(), id.to_string());
+        tokio::spawn(async move {
+            match job.run(env, cancel).await {
+                Ok(s) => tracing::info!(job = %id, state = ?s, "bulk export stopped"),
+                Err(e) => tracing::warn!(job = %id, error = %e, "bulk export failed"),
+            }
+            if let Ok(mut running) = me.running.lock() {
+                running.remove(&id);
+            }
+        });
+    }
+
+    /// Resumes every job that was running when the engine stopped.
+    pub fn resume_all(self: &Arc<Self>, state: &Shared) {
+        let Ok(entries) = std::fs::read_dir(self.jobs()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !valid_id(&id) {
+                continue;
+            }
+            match Job::open(&entry.path()) {
+                Ok(job) if matches!(job.state(), Ok(JobState::Running)) => {
+                    tracing::info!(job = %id, "resuming bulk export");
+                    self.start(state, &id, Arc::new(job));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(job = %id, error = %e, "bulk export not resumable"),
+            }
+        }
+    }
+
+    fn job(&self, id: &str) -> Option<Arc<Job>> {
+        if !valid_id(id) {
+            return None;
+        }
+        if let Some((job, _)) = self.running.lock().ok()?.get(id) {
+            return Some(job.clone());
+        }
+        Job::open(&self.jobs().join(id)).ok().map(Arc::new)
+    }
+}
+
+/// Ids are made here: lowercase hex.
+fn valid_id(id: &str) -> bool {
+    (8..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        // Never reached in practice; a clock-based id still names one job.
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        return format!("{n:032x}");
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The API's routes, to merge into the admin router.
+pub fn router() -> Router<Shared> {
+    Router::new()
+        .route(
+            "/fhir/Group",
+            axum::routing::post(create_group).layer(DefaultBodyLimit::max(MAX_COHORT_BYTES)),
+        )
+        .route("/fhir/Group/{id}", get(read_group))
+        .route("/fhir/Group/{id}/{op}", get(kick_off))
+        .route("/fhir/bulkstatus/{job}", get(status).delete(cancel))
+        .route("/fhir/bulkfiles/{job}/{file}", get(file))
+}
+
+/// A FHIR error: an OperationOutcome with the status.
+fn outcome(status: StatusCode, code: &str, text: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/fhir+json")],
+        operation_outcome("error", code, text, None).to_string(),
+    )
+        .into_response()
+}
+
+fn fhir_json(status: StatusCode, value: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/fhir+json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+/// Exports hold PHI of every route: an operator (or admin) not limited to
+/// some routes or destinations.
+fn allowed(user: &CurrentUser) -> Result<(), Response> {
+    if let Err(r) = user.require(Role::Operator) {
+        return Err(outcome(r.status(), "forbidden", &r.message()));
+    }
+    if user.routes.is_some() || user.destinations.is_some() {
+        return Err(outcome(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "bulk exports cover every route; this user is limited to some",
+        ));
+    }
+    Ok(())
+}
+
+fn exports(state: &AdminState) -> Result<&Arc<Exports>, Response> {
+    state.bulk.as_ref().ok_or_else(|| {
+        outcome(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            "bulk export is not enabled on this engine",
+        )
+    })
+}
+
+fn audit(state: &AdminState, user: &CurrentUser, action: &str, target: &str, result: &str) {
+    if let Some(log) = state.flow.as_ref().and_then(|f| f.log.as_ref()) {
+        log.audit(&user.name, action, target, result);
+    }
+    tracing::info!(user = %user.name, action, target = ?target, result = ?result, "bulk export action");
+}
+
+/// The base URL the client used, for absolute URLs in answers.
+fn base_url(state: &AdminState, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let scheme = if state.tls.is_some() { "https" } else { "http" };
+    format!("{scheme}://{host}")
+}
+
+/// `POST /fhir/Group`: the body is a cohort (CSV with a header row, or FHIR
+/// Patient NDJSON). It is read through once to count its patients; the
+/// answer is the Group.
+async fn create_group(
+    State(state): State<Shared>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = allowed(&user) {
+        return r;
+    }
+    let ex = match exports(&state) {
+        Ok(e) => e.clone(),
+        Err(r) => return r,
+    };
+    let kind = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let ext = if kind.starts_with("text/csv") {
+        "csv"
+    } else if kind.contains("ndjson") {
+        "ndjson"
+    } else {
+        return outcome(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            "send the cohort as text/csv or application/fhir+ndjson",
+        );
+    };
+    let id = new_id();
+    let dir = ex.groups().join(&id);
+    let counted = tokio::task::spawn_blocking(move || -> Result<(u64, u64, PathBuf), String> {
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let path = dir.join(format!("cohort.{ext}"));
+        crate::store::private_files(&path).map_err(|e| e.to_string())?;
+        std::fs::write(&path, &body).map_err(|e| e.to_string())?;
+        let cohort = crate::bulk::cohort::Cohort::open(&path).map_err(|e| e.to_string())?;
+        let (mut ok, mut bad) = (0u64, 0u64);
+        for row in cohort {
+            match row {
+                Ok(_) => ok += 1,
+                Err(_) => bad += 1,
+            }
+        }
+        Ok((ok, bad, path))
+    })
+    .await;
+    let (ok, bad) = match counted {
+        Ok(Ok((ok, bad, _))) => (ok, bad),
+        Ok(Err(e)) => {
+            let _ = std::fs::remove_dir_all(ex.groups().join(&id));
+            return outcome(StatusCode::BAD_REQUEST, "invalid", &e);
+        }
+        Err(e) => {
+            return outcome(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                &e.to_string(),
+            );
+        }
+    };
+    let group = json!({
+        "resourceType": "Group",
+        "id": id,
+        "type": "person",
+        "actual": true,
+        "quantity": ok,
+        "name": format!("Cohort of {ok} patients"),
+        "extension": [{
+            "url": "https://izhub.dev/fhir/StructureDefinition/unreadable-cohort-rows",
+            "valueUnsignedInt": bad,
+        }],
+    });
+    let _ = std::fs::write(ex.groups().join(&id).join("group.json"), group.to_string());
+    audit(
+        &state,
+        &user,
+        "bulk-group",
+        &format!("group {id}"),
+        &format!("{ok} patients, {bad} unreadable rows"),
+    );
+    let mut r = fhir_json(StatusCode::CREATED, &group);
+    if let Ok(v) = format!("{}/fhir/Group/{id}", base_url(&state, &headers)).parse() {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+async fn read_group(
+    State(state): State<Shared>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = allowed(&user) {
+        return r;
+    }
+    let ex = match exports(&state) {
+        Ok(e) => e.clone(),
+        Err(r) => return r,
+    };
+    if !valid_id(&id) {
+        return outcome(StatusCode::NOT_FOUND, "not-found", "no such Group");
+    }
+    match std::fs::read_to_string(ex.groups().join(&id).join("group.json")) {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/fhir+json")], text).into_response(),
+        Err(_) => outcome(StatusCode::NOT_FOUND, "not-found", "no such Group"),
+    }
+}
+
+/// `GET /fhir/Group/{id}/$export`: checks the parameters as the Bulk Data
+/// spec says (an unsupported one is a 400 with an OperationOutcome), makes
+/// the job and answers 202 with its status URL.
+async fn kick_off(
+    State(state): State<Shared>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path((id, op)): Path<(String, String)>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    if op != "$export" {
+        return outcome(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            "only $export is supported on a Group",
+        );
+    }
+    if let Err(r) = allowed(&user) {
+        return r;
+    }
+    let ex = match exports(&state) {
+        Ok(e) => e.clone(),
+        Err(r) => return r,
+    };
+    let prefer = headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !prefer.split(',').any(|p| p.trim() == "respond-async") {
+        return outcome(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "a bulk export needs the header Prefer: respond-async",
+        );
+    }
+    let cohort = ["csv", "ndjson"]
+        .iter()
+        .map(|ext| ex.groups().join(&id).join(format!("cohort.{ext}")))
+        .find(|p| valid_id(&id) && p.exists());
+    let Some(cohort) = cohort else {
+        return outcome(StatusCode::NOT_FOUND, "not-found", "no such Group");
+    };
+    let mut spec = JobSpec {
+        tolerance_days: 7,
+        request: format!("{}/fhir/Group/{id}/$export", base_url(&state, &headers)),
+        ..JobSpec::default()
+    };
+    for (k, v) in &params {
+        match k.as_str() {
+            "_outputFormat" => {
+                if !["application/fhir+ndjson", "application/ndjson", "ndjson"]
+                    .contains(&v.as_str())
+                {
+                    return outcome(
+                        StatusCode::BAD_REQUEST,
+                        "not-supported",
+                        &format!(
+                            "_outputFormat {v:?} is not supported; use application/fhir+ndjson"
+                        ),
+                    );
+                }
+            }
+            "_type" => {
+                for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    if !TYPES.contains(&t) {
+                        return outcome(
+                            StatusCode::BAD_REQUEST,
+                            "not-supported",
+                            &format!(
+                                "_type {t:?} is not exported; the types are {}",
+                                TYPES.join(", ")
+                            ),
+                        );
+                    }
+                    if !spec.types.iter().any(|x| x == t) {
+                        spec.types.push(t.to_string());
+                    }
+                }
+            }
+            "_since" => match crate::bulk::since_date(v) {
+                Ok(d) => spec.since = Some(d),
+                Err(e) => {
+                    return outcome(StatusCode::BAD_REQUEST, "invalid", &format!("_since: {e}"));
+                }
+            },
+            // izhub's own: the evaluated history and forecast (Z44).
+            "forecast" => spec.forecast = v == "true",
+            other => {
+                return outcome(
+                    StatusCode::BAD_REQUEST,
+                    "not-supported",
+                    &format!("parameter {other:?} is not supported"),
+                );
+            }
+        }
+    }
+    // A forecast asked for by type.
+    if spec
+        .types
+        .iter()
+        .any(|t| t == "ImmunizationRecommendation" || t == "ImmunizationEvaluation")
+    {
+        spec.forecast = true;
+    }
+    let jobs = ex.jobs();
+    if std::fs::read_dir(&jobs).map(|d| d.count()).unwrap_or(0) >= MAX_JOBS {
+        return outcome(
+            StatusCode::TOO_MANY_REQUESTS,
+            "throttled",
+            "too many export jobs are kept; delete finished ones first",
+        );
+    }
+    let job_id = new_id();
+    let dir = jobs.join(&job_id);
+    let made = tokio::task::spawn_blocking(move || Job::create(&dir, &cohort, None, spec)).await;
+    let job = match made {
+        Ok(Ok(j)) => Arc::new(j),
+        Ok(Err(e)) => return outcome(StatusCode::BAD_REQUEST, "invalid", &e.to_string()),
+        Err(e) => {
+            return outcome(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                &e.to_string(),
+            );
+        }
+    };
+    ex.start(&state, &job_id, job);
+    audit(
+        &state,
+        &user,
+        "bulk-export",
+        &format!("group {id}"),
+        &format!("job {job_id}"),
+    );
+    let mut r = StatusCode::ACCEPTED.into_response();
+    if let Ok(v) = format!("{}/fhir/bulkstatus/{job_id}", base_url(&state, &headers)).parse() {
+        r.headers_mut().insert(header::CONTENT_LOCATION, v);
+    }
+    r
+}
+
+/// `GET /fhir/bulkstatus/{job}`: 202 with `X-Progress` while it runs, 200
+/// with the manifest once complete.
+async fn status(
+    State(state): State<Shared>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Response {
+    if let Err(r) = allowed(&user) {
+        return r;
+    }
+    let ex = match exports(&state) {
+        Ok(e) => e.clone(),
+        Err(r) => return r,
+    };
+    let Some(job) = ex.job(&job_id) else {
+        return outcome(StatusCode::NOT_FOUND, "not-found", "no such export job");
+    };
+    let progress = &job.progress;
+    let load = |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);
+    match job.state() {
+        Ok(JobState::Running) => {
+            let mut r = StatusCode::ACCEPTED.into_response();
+            let text = format!(
+                "{}/{} patients",
+                load(&progress.done),
+                load(&progress.total)
+            );
+            if let Ok(v) = text.parse() {
+                r.headers_mut().insert("x-progress", v);
+            }
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+            r
+        }
+        Ok(JobState::Cancelled) => outcome(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "the export job was cancelled",
+        ),
+        Ok(JobState::Completed) => {
+            let base = base_url(&state, &headers);
+            let files = job.files().unwrap_or_default();
+            let url = |name: &str| {
+                format!(
+                    "{base}/fhir/bulkfiles/{job_id}/{}",
+                    crate::bulk::job::file_name(name)
+                )
+            };
+            let output: Vec<Value> = files
+                .iter()
+                .filter(|(name, lines)| TYPES.contains(&name.as_str()) && *lines > 0)
+                .map(|(name, lines)| json!({"type": name, "url": url(name), "count": lines}))
+                .collect();
+            let error: Vec<Value> = files
+                .iter()
+                .filter(|(name, lines)| name == crate::bulk::job::ERRORS && *lines > 0)
+                .map(|(name, lines)| json!({"type": "OperationOutcome", "url": url(name), "count": lines}))
+                .collect();
+            let manifest = json!({
+                "transactionTime": job.transaction_time,
+                "request": job.spec.request,
+                "requiresAccessToken": true,
+                "output": output,
+                "error": error,
+                "extension": {"izhub": progress.to_json()},
+            });
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                manifest.to_string(),
+            )
+                .into_response()
+        }
+        Err(e) => outcome(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// `DELETE /fhir/bulkstatus/{job}`: cancels the job and deletes its files.
+async fn cancel(
+    State(state): State<Shared>,
+    user: CurrentUser,
+    Path(job_id): Path<String>,
+) -> Response {
+    if let Err(r) = allowed(&user) {
+        return r;
+    }
+    let ex = match exports(&state) {
+        Ok(e) => e.clone(),
+        Err(r) => return r,
+    };
+    let Some(job) = ex.job(&job_id) else {
+        return outcome(StatusCode::NOT_FOUND, "not-found", "no such export job");
+    };
+    let _ = job.cancel();
+    let running = ex.running.lock().ok().and_then(|mut r| r.remove(&job_id));
+    if let Some((_, token)) = running {
+        token.cancel();
+    }
+    let dir = job.dir().to_path_buf();
+    drop(job);
+    let removed = tokio::task::spawn_blocking(move || remove_later(&dir)).await;
+    audit(
+        &state,
+        &user,
+        "bulk-cancel",
+        &format!("job {job_id}"),
+        if matches!(removed, Ok(true)) {
+            "deleted"
+        } else {
+            "cancelled"
+        },
+    );
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// Deletes a cancelled job's directory once its run has let go of it.
+fn remove_later(dir: &FsPath) -> bool {
+    for _ in 0..50 {
+        if std::fs::remove_dir_all(dir).is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+/// `GET /fhir/bulkfiles/{job}/{file}`: one NDJSON file, streamed.
+async fn file(
+    State(state): State<Shared>,
+    user: CurrentUser,
+    Path((job_id, name)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = allowed(&user) {
+        return r;
+    }
+    let ex = match exports(&state) {
+        Ok(e) => e.clone(),
+        Err(r) => return r,
+    };
+    let known: Vec<String> = TYPES
+        .iter()
+        .chain(std::iter::once(&crate::bulk::job::ERRORS))
+        .map(|t| crate::bulk::job::file_name(t))
+        .collect();
+    if !valid_id(&job_id) || !known.contains(&name) {
+        return outcome(StatusCode::NOT_FOUND, "not-found", "no such file");
+    }
+    let Some(job) = ex.job(&job_id) else {
+        return outcome(StatusCode::NOT_FOUND, "not-found", "no such export job");
+    };
+    if !matches!(job.state(), Ok(JobState::Completed)) {
+        return outcome(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "the export is not complete",
+        );
+    }
+    let path = job.dir().join(&name);
+    match tokio::fs::File::open(&path).await {
+        Ok(f) => {
+            audit(
+                &state,
+                &user,
+                "bulk-download",
+                &format!("job {job_id} {name}"),
+                "ok",
+            );
+            (
+                [(header::CONTENT_TYPE, "application/fhir+ndjson")],
+                Body::from_stream(tokio_util::io::ReaderStream::new(f)),
+            )
+                .into_response()
+        }
+        Err(_) => outcome(StatusCode::NOT_FOUND, "not-found", "no such file"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        let id = new_id();
+        assert!(valid_id(&id), "{id}");
+        assert!(!valid_id("../../etc"));
+        assert!(!valid_id("ABCDEF0123"));
+        assert!(!valid_id("abc"));
+    }
+}
