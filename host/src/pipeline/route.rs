@@ -181,7 +181,7 @@ impl Pipeline {
                 let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if *t != text);
                 stages.push_str(&format!(
                     "{}\t{verdict}\tissues={}\t{}\n",
-                    plugin.name(),
+                    plugin.label(),
                     issues.len(),
                     if changed { "changed" } else { "unchanged" }
                 ));

@@ -218,6 +218,21 @@ pub fn build_plugin(dir: &Path) -> anyhow::Result<(PathBuf, Manifest)> {
         file.name.as_deref().unwrap_or(&name),
         file.version.as_deref().unwrap_or(&version),
     );
+    // The contract the project was really built against: its own copy.
+    let contract = dir.join("wit/plugin.wit");
+    if contract.is_file() {
+        m.wit = read_text(&contract)?
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("package izhub:plugin@"))
+            .and_then(|v| v.strip_suffix(';'))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no `package izhub:plugin@VERSION;` line",
+                    contract.display()
+                )
+            })?;
+    }
     m.publisher = file.publisher;
     m.description = file.description;
     m.grants = file.grants;
@@ -276,9 +291,9 @@ fn build_js(dir: &Path) -> anyhow::Result<(PathBuf, String, String)> {
     let (name, version) = (field("name"), field("version"));
     if !dir.join("node_modules/@bytecodealliance/componentize-js").is_dir() {
         let install: &[&str] = if dir.join("package-lock.json").is_file() {
-            &["ci", "--no-audit", "--no-fund"]
+            &["ci", "--prefer-offline", "--no-audit", "--no-fund"]
         } else {
-            &["install", "--no-audit", "--no-fund"]
+            &["install", "--prefer-offline", "--no-audit", "--no-fund"]
         };
         run(dir, "npm", install, "install Node.js and npm")?;
     }
@@ -436,6 +451,10 @@ pub fn keygen(out: &Path) -> anyhow::Result<(PathBuf, PathBuf, signature::Public
         if p.exists() {
             bail!("{} already exists; not overwriting a key", p.display());
         }
+    }
+    if let Some(parent) = key_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let (pem, key) = SigningKey::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut options = std::fs::OpenOptions::new();
