@@ -203,8 +203,17 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
 
     // 6. `izhub check` accepts it where its publisher is trusted and shows
     // what it asks for against what the route grants.
-    let sim = start_sim(sim_named("MIIIS")).await;
-    let sim_addr = sim.addr.to_string();
+    // The IIS simulator, started here: this test needs none of the plugins
+    // `./dev.sh` builds, which the common harness waits for.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_addr = listener.local_addr().unwrap().to_string();
+    let stop_sim = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(izhub::sim::run(
+        listener,
+        sim_named("MIIIS"),
+        Default::default(),
+        stop_sim.clone(),
+    ));
     let trusted = format!("\"{key}\"");
     let pinned = "pin = \"check-lots@0.1.0\"\n[routes.plugins.config]\norganization = \"HIE\"\norgnization = \"typo\"";
     let config_path = p.work.join("izhub.toml");
@@ -315,6 +324,7 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
         .unwrap();
     assert_eq!(msa(&answer).0, "AA", "{:?}", segments(&answer));
     engine.stop().await;
+    stop_sim.cancel();
     let journal = izhub::store::open(&p.work.join("journal.db")).unwrap();
     let stages = journal.stages_of("K-2").await.unwrap().unwrap_or_default();
     assert!(stages.starts_with("check_lots@0.1.0\t"), "{stages:?}");
