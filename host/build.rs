@@ -63,20 +63,39 @@ fn embed_kit(manifest: &Path) -> Result<(), String> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let workspace = read(&root.join("Cargo.toml"))?;
     let sdk_manifest = resolve_sdk_manifest(&read(&sdk.join("Cargo.toml"))?, &workspace)?;
-    for p in [sdk.join("Cargo.toml"), root.join("Cargo.toml"), root.join("Cargo.lock"), sdk.join("src"), wit.clone()] {
+    for p in [
+        sdk.join("Cargo.toml"),
+        root.join("Cargo.toml"),
+        root.join("Cargo.lock"),
+        sdk.join("src"),
+        wit.clone(),
+    ] {
         println!("cargo:rerun-if-changed={}", p.display());
     }
-    let mut out = String::from("/// The SDK's source files: path under the crate, text.\npub static SDK_FILES: &[(&str, &str)] = &[\n");
+    let mut out = String::from(
+        "/// The SDK's source files: path under the crate, text.\npub static SDK_FILES: &[(&str, &str)] = &[\n",
+    );
     for (name, path) in &sdk_files {
         println!("cargo:rerun-if-changed={}", path.display());
-        let _ = writeln!(out, "    (\"src/{name}\", include_str!({:?})),", path.display().to_string());
+        let _ = writeln!(
+            out,
+            "    (\"src/{name}\", include_str!({:?})),",
+            path.display().to_string()
+        );
     }
     out.push_str("];\n/// The WIT files: path under `wit/`, text.\npub static WIT_FILES: &[(&str, &str)] = &[\n");
     for (name, path) in &wit_files {
         println!("cargo:rerun-if-changed={}", path.display());
-        let _ = writeln!(out, "    ({name:?}, include_str!({:?})),", path.display().to_string());
+        let _ = writeln!(
+            out,
+            "    ({name:?}, include_str!({:?})),",
+            path.display().to_string()
+        );
     }
-    let lock = root.join("Cargo.lock").canonicalize().map_err(|e| format!("Cargo.lock: {e}"))?;
+    let lock = root
+        .join("Cargo.lock")
+        .canonicalize()
+        .map_err(|e| format!("Cargo.lock: {e}"))?;
     let _ = writeln!(
         out,
         "];\n/// The SDK's `Cargo.toml`, standing alone.\npub static SDK_MANIFEST: &str = {sdk_manifest:?};\n/// The workspace's lockfile: the dependency versions the SDK was tested with.\npub static LOCKFILE: &str = include_str!({:?});",
@@ -109,10 +128,13 @@ fn resolve_sdk_manifest(sdk: &str, workspace: &str) -> Result<String, String> {
             section = t;
             continue;
         }
-        if section == "[workspace.package]" || section == "[workspace.dependencies]" {
-            if let Some((k, v)) = t.split_once('=') {
-                inherited.insert((section == "[workspace.package]", k.trim().to_string()), v.trim().to_string());
-            }
+        if (section == "[workspace.package]" || section == "[workspace.dependencies]")
+            && let Some((k, v)) = t.split_once('=')
+        {
+            inherited.insert(
+                (section == "[workspace.package]", k.trim().to_string()),
+                v.trim().to_string(),
+            );
         }
     }
     let mut out = String::new();
@@ -127,9 +149,9 @@ fn resolve_sdk_manifest(sdk: &str, workspace: &str) -> Result<String, String> {
         }
         if let Some(key) = t.strip_suffix(".workspace = true") {
             let package = section == "[package]";
-            let value = inherited
-                .get(&(package, key.to_string()))
-                .ok_or_else(|| format!("plugins/sdk/Cargo.toml: `{key}` is not set in the workspace"))?;
+            let value = inherited.get(&(package, key.to_string())).ok_or_else(|| {
+                format!("plugins/sdk/Cargo.toml: `{key}` is not set in the workspace")
+            })?;
             let _ = writeln!(out, "{key} = {value}");
             continue;
         }

@@ -134,7 +134,10 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
         "{cargo_toml}"
     );
     let root = std::fs::canonicalize(root()).unwrap();
-    assert!(!cargo_toml.contains(&*root.to_string_lossy()), "{cargo_toml}");
+    assert!(
+        !cargo_toml.contains(&*root.to_string_lossy()),
+        "{cargo_toml}"
+    );
     assert!(krate.join("wit/plugin.wit").is_file());
 
     // 2. Its tests pass, offline.
@@ -261,7 +264,13 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
     newer.version = "0.2.0".into();
     let newer_bytes = newer.write_into(&std::fs::read(&wasm).unwrap()).unwrap();
     std::fs::write(p.work.join("newer.wasm"), &newer_bytes).unwrap();
-    p.ok(&["plugin", "sign", "--key", "keys/example-hie.key", "newer.wasm"]);
+    p.ok(&[
+        "plugin",
+        "sign",
+        "--key",
+        "keys/example-hie.key",
+        "newer.wasm",
+    ]);
     check_refuses(
         &std::fs::read(p.work.join("newer.wasm")).unwrap(),
         "pins check-lots@0.1.0, and this component is check-lots@0.2.0",
@@ -271,7 +280,13 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
     future.wit = "0.2.0".into();
     let future_bytes = future.write_into(&std::fs::read(&wasm).unwrap()).unwrap();
     std::fs::write(p.work.join("future.wasm"), &future_bytes).unwrap();
-    p.ok(&["plugin", "sign", "--key", "keys/example-hie.key", "future.wasm"]);
+    p.ok(&[
+        "plugin",
+        "sign",
+        "--key",
+        "keys/example-hie.key",
+        "future.wasm",
+    ]);
     let out = p.fails(&["plugin", "inspect", "future.wasm"]);
     assert!(out.contains("REFUSED"), "{out}");
     check_refuses(
@@ -316,8 +331,12 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
     assert!(health.contains("check_lots.wasm"), "{health}");
     let answer = client
         .exchange(
-            &with_msh(&sample_text("messages/vxu/vxu-valid-testgood-01.hl7"), 10, "K-2")
-                .into_bytes(),
+            &with_msh(
+                &sample_text("messages/vxu/vxu-valid-testgood-01.hl7"),
+                10,
+                "K-2",
+            )
+            .into_bytes(),
             TIMEOUT,
         )
         .await
@@ -340,7 +359,10 @@ async fn a_component_built_against_another_wit_version_is_refused() {
     let krate = p.work.join("old-contract");
     let wit = krate.join("wit/plugin.wit");
     let text = std::fs::read_to_string(&wit).unwrap();
-    let package = format!("package izhub:plugin@{};", izhub::plugin::manifest::WIT_VERSION);
+    let package = format!(
+        "package izhub:plugin@{};",
+        izhub::plugin::manifest::WIT_VERSION
+    );
     assert!(text.contains(&package));
     std::fs::write(&wit, text.replace(&package, "package izhub:plugin@0.2.0;")).unwrap();
     let wasm = built(&p, "old-contract");
@@ -350,13 +372,19 @@ async fn a_component_built_against_another_wit_version_is_refused() {
     let message = message.display().to_string();
     let wasm_arg = wasm.display().to_string();
     let out = p.fails(&["plugin", "test", &wasm_arg, "--message", &message]);
-    assert!(out.contains("built for the izhub:plugin WIT 0.2.0"), "{out}");
+    assert!(
+        out.contains("built for the izhub:plugin WIT 0.2.0"),
+        "{out}"
+    );
     assert!(out.contains("old_contract.wasm"), "{out}");
     let bare = p.work.join("bare.wasm");
     std::fs::write(&bare, rewrite(&bytes, &[MANIFEST_SECTION], &[]).unwrap()).unwrap();
     let bare_arg = bare.display().to_string();
     let out = p.fails(&["plugin", "test", &bare_arg, "--message", &message]);
-    assert!(out.contains("built for the izhub:plugin WIT 0.2.0"), "{out}");
+    assert!(
+        out.contains("built for the izhub:plugin WIT 0.2.0"),
+        "{out}"
+    );
     assert!(out.contains("bare.wasm"), "{out}");
 }
 
@@ -373,7 +401,10 @@ fn guest_language(lang: &str, name: &str, grants: &[&str]) {
     p.ok(&["plugin", "new", name, "--lang", lang]);
     let wasm = built(&p, name);
     let inspected = p.ok(&["plugin", "inspect", &wasm.display().to_string()]);
-    assert!(inspected.contains(&format!("name:        {name}")), "{inspected}");
+    assert!(
+        inspected.contains(&format!("name:        {name}")),
+        "{inspected}"
+    );
     assert!(inspected.contains("version:     0.1.0"), "{inspected}");
     let rejected = root().join("samples/messages/rejected/vxu-missing-birth-date-testerror-36.hl7");
     let mut args = vec![
@@ -404,7 +435,11 @@ fn a_python_plugin_from_the_binary_alone() {
     guest_language(
         "python",
         "py-check",
-        &["link:wasi:filesystem", "link:wasi:sockets", "link:wasi:clocks"],
+        &[
+            "link:wasi:filesystem",
+            "link:wasi:sockets",
+            "link:wasi:clocks",
+        ],
     );
 }
 

@@ -148,7 +148,12 @@ fn granted_text(spec: &PluginSpec) -> String {
 /// A list of names, the first few of them when there are many.
 fn shortened(names: &[&str]) -> String {
     const SHOWN: usize = 8;
-    let head = names.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
+    let head = names
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     match names.len().saturating_sub(SHOWN) {
         0 => head,
         more => format!("{head} and {more} more"),
@@ -172,7 +177,10 @@ fn grant_warnings(asks: &Asks, spec: &PluginSpec) -> Vec<String> {
         out.push("the route grants log, which the plugin does not ask for".to_string());
     }
     if !granted(&Grant::Log) && asks.log {
-        out.push("the plugin asks for log, which the route does not grant: its log lines are dropped".to_string());
+        out.push(
+            "the plugin asks for log, which the route does not grant: its log lines are dropped"
+                .to_string(),
+        );
     }
     if granted(&Grant::Config) {
         if asks.config.is_empty() {
@@ -277,9 +285,15 @@ mod tests {
         );
         let w = grant_warnings(&asks, &wide).join("\n");
         assert!(w.contains("grants log"), "{w}");
-        assert!(w.contains("config orgnization that the plugin does not read"), "{w}");
+        assert!(
+            w.contains("config orgnization that the plugin does not read"),
+            "{w}"
+        );
         assert!(w.contains("does not ask for: cvx"), "{w}");
-        assert!(w.contains("lookup:facility-state, which the route does not grant"), "{w}");
+        assert!(
+            w.contains("lookup:facility-state, which the route does not grant"),
+            "{w}"
+        );
         assert!(w.contains("link:wasi:clocks"), "{w}");
     }
 }

@@ -122,8 +122,7 @@ pub(super) fn compile(
         let mut plugin_names = BTreeSet::new();
         for (j, p) in r.plugins.iter().enumerate() {
             let pkey = format!("{prefix}.plugins[{j}]");
-            if let Some(mut spec) =
-                compile_plugin(errs, base, p.get_ref(), &pkey, tables, codesets)
+            if let Some(mut spec) = compile_plugin(errs, base, p.get_ref(), &pkey, tables, codesets)
             {
                 spec.trusted = trusted.clone();
                 if !plugin_names.insert(spec.name.clone()) {

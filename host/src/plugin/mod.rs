@@ -281,7 +281,9 @@ pub struct Provenance {
 impl Provenance {
     /// The version, or `unknown` for a component without a manifest.
     pub fn version(&self) -> &str {
-        self.manifest.as_ref().map_or("unknown", |m| m.version.as_str())
+        self.manifest
+            .as_ref()
+            .map_or("unknown", |m| m.version.as_str())
     }
 }
 
@@ -305,8 +307,8 @@ pub fn admit(spec: &PluginSpec) -> Result<(Vec<u8>, Provenance), LoadError> {
                 .read_to_end(&mut bytes)
         })
         .map_err(|e| err(format!("cannot read the file: {e}")))?;
-    let sections = manifest::sections(&bytes)
-        .map_err(|e| err(format!("cannot compile: the file {e}")))?;
+    let sections =
+        manifest::sections(&bytes).map_err(|e| err(format!("cannot compile: the file {e}")))?;
     let manifest = manifest::custom_section(&sections, manifest::MANIFEST_SECTION)
         .and_then(|d| d.map(manifest::Manifest::parse).transpose())
         .map_err(|e| err(format!("the file {e}")))?;

@@ -158,7 +158,8 @@ pub fn sign(bytes: &[u8], key: &SigningKey) -> Result<Vec<u8>, ComponentError> {
         key: key.public().to_string(),
         signature: hex(sig.as_ref()),
     };
-    let json = serde_json::to_vec(&section).map_err(|e| ComponentError::Malformed(e.to_string()))?;
+    let json =
+        serde_json::to_vec(&section).map_err(|e| ComponentError::Malformed(e.to_string()))?;
     rewrite(&content, &[], &[(SIGNATURE_SECTION, &json)])
 }
 
@@ -237,7 +238,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.len() > 256 {
+    if !text.len().is_multiple_of(2) || text.len() > 256 {
         return None;
     }
     (0..text.len())
@@ -280,10 +281,7 @@ mod tests {
             Err(SignatureError::Untrusted { .. })
         ));
         // Every byte before the signature counts (the manifest's JSON here).
-        let at = signed
-            .windows(5)
-            .position(|w| w == b"1.0.0")
-            .unwrap();
+        let at = signed.windows(5).position(|w| w == b"1.0.0").unwrap();
         let mut tampered = signed.clone();
         tampered[at] = b'9';
         assert_eq!(signer(&tampered), Err(SignatureError::Mismatch));
@@ -312,6 +310,10 @@ mod tests {
         }
         assert!(SigningKey::from_pem("not a key").is_err());
         let cert = pem::encode(&pem::Pem::new("CERTIFICATE", vec![1, 2, 3]));
-        assert!(SigningKey::from_pem(&cert).unwrap_err().contains("CERTIFICATE"));
+        assert!(
+            SigningKey::from_pem(&cert)
+                .unwrap_err()
+                .contains("CERTIFICATE")
+        );
     }
 }

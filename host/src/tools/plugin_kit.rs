@@ -97,7 +97,10 @@ pub fn new_plugin(
     if dir.exists() {
         bail!("{} already exists", dir.display());
     }
-    let fill = |t: &str| t.replace("@NAME@", name).replace("@TYPE@", &struct_name(name));
+    let fill = |t: &str| {
+        t.replace("@NAME@", name)
+            .replace("@TYPE@", &struct_name(name))
+    };
     for (rel, text) in embedded::WIT_FILES {
         put(&dir, &format!("wit/{rel}"), text)?;
     }
@@ -113,7 +116,11 @@ pub fn new_plugin(
                     for (rel, text) in embedded::SDK_FILES {
                         put(&dir, &format!("vendor/izhub-plugin/{rel}"), text)?;
                     }
-                    put(&dir, "vendor/izhub-plugin/Cargo.toml", embedded::SDK_MANIFEST)?;
+                    put(
+                        &dir,
+                        "vendor/izhub-plugin/Cargo.toml",
+                        embedded::SDK_MANIFEST,
+                    )?;
                     // The versions izhub was tested with; cargo drops what the
                     // plugin does not use.
                     put(&dir, "Cargo.lock", embedded::LOCKFILE)?;
@@ -128,16 +135,36 @@ pub fn new_plugin(
                 "Cargo.toml",
                 &fill(include_str!("kit/rust/Cargo.toml.txt")).replace("@SDK@", &dependency),
             )?;
-            put(&dir, "src/lib.rs", &fill(include_str!("kit/rust/lib.rs.txt")))?;
-            put(&dir, MANIFEST_FILE, include_str!("kit/rust/izhub-plugin.toml"))?;
-            put(&dir, ".cargo/config.toml", include_str!("kit/rust/config.toml"))?;
+            put(
+                &dir,
+                "src/lib.rs",
+                &fill(include_str!("kit/rust/lib.rs.txt")),
+            )?;
+            put(
+                &dir,
+                MANIFEST_FILE,
+                include_str!("kit/rust/izhub-plugin.toml"),
+            )?;
+            put(
+                &dir,
+                ".cargo/config.toml",
+                include_str!("kit/rust/config.toml"),
+            )?;
             put(&dir, ".gitignore", "/target\n")?;
         }
         Lang::Js => {
-            put(&dir, "package.json", &fill(include_str!("kit/js/package.json")))?;
+            put(
+                &dir,
+                "package.json",
+                &fill(include_str!("kit/js/package.json")),
+            )?;
             put(&dir, "build.mjs", include_str!("kit/js/build.mjs"))?;
             put(&dir, "plugin.js", &fill(include_str!("kit/js/plugin.js")))?;
-            put(&dir, MANIFEST_FILE, include_str!("kit/js/izhub-plugin.toml"))?;
+            put(
+                &dir,
+                MANIFEST_FILE,
+                include_str!("kit/js/izhub-plugin.toml"),
+            )?;
             put(&dir, ".gitignore", "/node_modules\n/*.wasm\n")?;
         }
         Lang::Python => {
@@ -168,7 +195,8 @@ fn run(dir: &Path, program: &str, args: &[&str], missing: &str) -> anyhow::Resul
 
 /// Reads a small text file of the project, naming it on failure.
 fn read_text(path: &Path) -> anyhow::Result<String> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > 1 << 20 {
         bail!("{} is larger than 1 MiB", path.display());
     }
@@ -199,12 +227,24 @@ pub fn build_plugin(dir: &Path) -> anyhow::Result<(PathBuf, Manifest)> {
         let name = file.name.clone().unwrap_or_default();
         let out = format!("{}.wasm", name.replace('-', "_"));
         if name.is_empty() {
-            bail!("{}: `name` is required for a Python plugin", manifest_path.display());
+            bail!(
+                "{}: `name` is required for a Python plugin",
+                manifest_path.display()
+            );
         }
         run(
             dir,
             "componentize-py",
-            &["-d", "wit", "-w", "plugin", "componentize", "app", "-o", &out],
+            &[
+                "-d",
+                "wit",
+                "-w",
+                "plugin",
+                "componentize",
+                "app",
+                "-o",
+                &out,
+            ],
             "install it with `pip install componentize-py==0.25.1`",
         )?;
         (dir.join(out), name, String::new())
@@ -261,7 +301,13 @@ fn build_rust(dir: &Path) -> anyhow::Result<(PathBuf, String, String)> {
     };
     let (name, version) = (field("name")?, field("version")?);
     let status = std::process::Command::new("cargo")
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
         .arg(&cargo_toml)
         // Cargo reads `.cargo/config.toml` from where it runs: the crate's own.
         .current_dir(dir)
@@ -287,9 +333,17 @@ fn build_js(dir: &Path) -> anyhow::Result<(PathBuf, String, String)> {
     let package = dir.join("package.json");
     let json: serde_json::Value = serde_json::from_str(&read_text(&package)?)
         .map_err(|e| anyhow::anyhow!("{}: {e}", package.display()))?;
-    let field = |key: &str| json.get(key).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let field = |key: &str| {
+        json.get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
     let (name, version) = (field("name"), field("version"));
-    if !dir.join("node_modules/@bytecodealliance/componentize-js").is_dir() {
+    if !dir
+        .join("node_modules/@bytecodealliance/componentize-js")
+        .is_dir()
+    {
         let install: &[&str] = if dir.join("package-lock.json").is_file() {
             &["ci", "--prefer-offline", "--no-audit", "--no-fund"]
         } else {
@@ -408,10 +462,7 @@ impl std::fmt::Display for Inspection {
         writeln!(f, "size:        {} bytes", self.size)?;
         writeln!(f, "sha256:      {}", self.sha256)?;
         match &self.manifest {
-            None => writeln!(
-                f,
-                "manifest:    none (not built with `izhub plugin build`)"
-            )?,
+            None => writeln!(f, "manifest:    none (not built with `izhub plugin build`)")?,
             Some(m) => {
                 writeln!(f, "name:        {}", m.name)?;
                 writeln!(f, "version:     {}", m.version)?;
@@ -473,7 +524,8 @@ pub fn keygen(out: &Path) -> anyhow::Result<(PathBuf, PathBuf, signature::Public
 
 /// Reads a signing key file (bounded); warns when others may read it.
 pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > signature::MAX_KEY_FILE {
         bail!("{}: larger than a key file can be", path.display());
     }
@@ -484,7 +536,8 @@ pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
             path.display()
         );
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     SigningKey::from_pem(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
