@@ -1,6 +1,10 @@
 //! Embeds the operator console (`console/dist`, built by `./dev.sh build`
 //! with npm from its lockfile) into the binary. Without a build, a page
 //! saying how to make one is embedded instead, so `cargo build` alone works.
+//!
+//! Also embeds the plugin kit: the SDK's sources (its manifest with the
+//! workspace's settings written out), the WIT contract and the lockfile, so
+//! that `izhub plugin new` needs nothing but the binary.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,6 +40,127 @@ fn main() {
     if let Err(e) = std::fs::write(&dest, out) {
         println!("cargo:warning=cannot write {}: {e}", dest.display());
     }
+    if let Err(e) = embed_kit(&manifest) {
+        eprintln!("cannot embed the plugin kit: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Writes `plugin_kit.rs`: the SDK's files, its resolved manifest, the WIT
+/// files and the workspace lockfile.
+fn embed_kit(manifest: &Path) -> Result<(), String> {
+    let root = manifest.join("..");
+    let sdk = root.join("plugins/sdk");
+    let wit = root.join("wit");
+    let mut sdk_files = Vec::new();
+    collect(&sdk.join("src"), &sdk.join("src"), &mut sdk_files);
+    let mut wit_files = Vec::new();
+    collect(&wit, &wit, &mut wit_files);
+    sdk_files.retain(|(name, _)| name.ends_with(".rs"));
+    wit_files.retain(|(name, _)| name.ends_with(".wit"));
+    sdk_files.sort();
+    wit_files.sort();
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let workspace = read(&root.join("Cargo.toml"))?;
+    let sdk_manifest = resolve_sdk_manifest(&read(&sdk.join("Cargo.toml"))?, &workspace)?;
+    for p in [
+        sdk.join("Cargo.toml"),
+        root.join("Cargo.toml"),
+        root.join("Cargo.lock"),
+        sdk.join("src"),
+        wit.clone(),
+    ] {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    let mut out = String::from(
+        "/// The SDK's source files: path under the crate, text.\npub static SDK_FILES: &[(&str, &str)] = &[\n",
+    );
+    for (name, path) in &sdk_files {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let _ = writeln!(
+            out,
+            "    (\"src/{name}\", include_str!({:?})),",
+            path.display().to_string()
+        );
+    }
+    out.push_str("];\n/// The WIT files: path under `wit/`, text.\npub static WIT_FILES: &[(&str, &str)] = &[\n");
+    for (name, path) in &wit_files {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let _ = writeln!(
+            out,
+            "    ({name:?}, include_str!({:?})),",
+            path.display().to_string()
+        );
+    }
+    let lock = root
+        .join("Cargo.lock")
+        .canonicalize()
+        .map_err(|e| format!("Cargo.lock: {e}"))?;
+    let _ = writeln!(
+        out,
+        "];\n/// The SDK's `Cargo.toml`, standing alone.\npub static SDK_MANIFEST: &str = {sdk_manifest:?};\n/// The workspace's lockfile: the dependency versions the SDK was tested with.\npub static LOCKFILE: &str = include_str!({:?});",
+        lock.display().to_string()
+    );
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
+    let dest = out_dir.join("plugin_kit.rs");
+    std::fs::write(&dest, out).map_err(|e| format!("{}: {e}", dest.display()))?;
+    // The contract's version, which every component's manifest is checked against.
+    let contract = read(&wit.join("plugin.wit"))?;
+    let version = contract
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("package izhub:plugin@"))
+        .and_then(|v| v.strip_suffix(';'))
+        .ok_or("wit/plugin.wit: no `package izhub:plugin@VERSION;` line")?;
+    let dest = out_dir.join("wit_version.rs");
+    std::fs::write(&dest, format!("{version:?}")).map_err(|e| format!("{}: {e}", dest.display()))
+}
+
+/// The SDK's manifest with every `workspace = true` replaced by the
+/// workspace's value, and the workspace lints left out, so that it builds
+/// outside the workspace.
+fn resolve_sdk_manifest(sdk: &str, workspace: &str) -> Result<String, String> {
+    // `[workspace.package]` and `[workspace.dependencies]` entries, one per line.
+    let mut inherited = std::collections::HashMap::new();
+    let mut section = "";
+    for line in workspace.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            section = t;
+            continue;
+        }
+        if (section == "[workspace.package]" || section == "[workspace.dependencies]")
+            && let Some((k, v)) = t.split_once('=')
+        {
+            inherited.insert(
+                (section == "[workspace.package]", k.trim().to_string()),
+                v.trim().to_string(),
+            );
+        }
+    }
+    let mut out = String::new();
+    let mut section = String::new();
+    for line in sdk.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            section = t.to_string();
+        }
+        if section == "[lints]" {
+            continue;
+        }
+        if let Some(key) = t.strip_suffix(".workspace = true") {
+            let package = section == "[package]";
+            let value = inherited.get(&(package, key.to_string())).ok_or_else(|| {
+                format!("plugins/sdk/Cargo.toml: `{key}` is not set in the workspace")
+            })?;
+            let _ = writeln!(out, "{key} = {value}");
+            continue;
+        }
+        if t.contains("workspace") {
+            return Err(format!("plugins/sdk/Cargo.toml: cannot write out `{t}`"));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    Ok(out)
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {

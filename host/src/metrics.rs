@@ -29,6 +29,9 @@ pub struct Metrics {
     pub plugin_verdicts: Family<Labels, Counter>,
     /// Plugin failures, by plugin and kind (trap, time_limit, ...).
     pub plugin_errors: Family<Labels, Counter>,
+    /// Messages each plugin handled, by route, plugin and the version its
+    /// manifest names (`unknown` without one): which build saw what.
+    pub plugin_messages: Family<Labels, Counter>,
     /// Deliveries to destinations, by destination and result.
     pub deliveries: Family<Labels, Counter>,
     /// Time from frame in to answer out, by route.
@@ -75,6 +78,7 @@ impl Metrics {
             plugin_seconds: Family::new_with_constructor(latency_histogram),
             plugin_verdicts: Family::default(),
             plugin_errors: Family::default(),
+            plugin_messages: Family::default(),
             deliveries: Family::default(),
             message_seconds: Family::new_with_constructor(latency_histogram),
             junk_bytes: Family::default(),
@@ -115,6 +119,11 @@ impl Metrics {
             "plugin_errors",
             "Plugin failures by kind",
             m.plugin_errors.clone(),
+        );
+        registry.register(
+            "plugin_messages",
+            "Messages each plugin handled, by route, plugin and version",
+            m.plugin_messages.clone(),
         );
         registry.register(
             "deliveries",

@@ -416,20 +416,50 @@ pub enum CodesCommand {
 /// `izhub plugin …`
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
-    /// Create a new plugin crate (with a passing test) in a new directory.
+    /// Create a new plugin project in a new directory, with the SDK and the
+    /// WIT contract from this binary beside it (no izhub source tree needed).
     New {
-        /// Crate name, e.g. `check-lot-numbers`.
+        /// Plugin name, e.g. `check-lot-numbers`.
         name: String,
         /// Where to create it.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// Path of the izhub-plugin SDK crate.
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::tools::plugin_kit::Lang,
+        /// Use this izhub-plugin SDK checkout instead of the copy in the binary.
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
-    /// Build a plugin crate for wasm32-wasip2 and print the component's path.
+    /// Print a component's manifest and signature.
+    Inspect {
+        /// The plugin component (.wasm).
+        wasm: PathBuf,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a publisher key pair: OUT.key (secret, 0600) and OUT.pub (for trusted_publishers).
+    Keygen {
+        /// Path of the files without extension, e.g. `keys/example-hie`.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a component with a publisher key (in place unless --out).
+    Sign {
+        /// The secret key (PKCS#8 PEM, from `izhub plugin keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The plugin component (.wasm).
+        wasm: PathBuf,
+        /// Write the signed component here instead.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Build a plugin project (Rust, JavaScript or Python) into a component,
+    /// write its manifest (izhub-plugin.toml) into it, and print its path.
     Build {
-        /// The plugin crate's directory.
+        /// The plugin project's directory.
         #[arg(default_value = ".")]
         dir: PathBuf,
     },

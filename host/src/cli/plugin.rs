@@ -6,20 +6,60 @@ use super::args::PluginCommand;
 
 pub(super) async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     use crate::tools::plugin_dev::{self, TestSetup};
+    use crate::tools::plugin_kit::{self, Lang};
     match cmd {
-        PluginCommand::New { name, dir, sdk } => {
-            let sdk = sdk.unwrap_or_else(plugin_dev::default_sdk_path);
-            let created = plugin_dev::new_plugin(&name, &dir, &sdk)?;
+        PluginCommand::New {
+            name,
+            dir,
+            lang,
+            sdk,
+        } => {
+            let created = plugin_kit::new_plugin(&name, &dir, lang, sdk.as_deref())?;
             println!("created {}", created.display());
+            let first = match lang {
+                Lang::Rust => "cargo test && ",
+                Lang::Js | Lang::Python => "",
+            };
             println!(
-                "next: cd {} && cargo test && izhub plugin build",
+                "next: cd {} && {first}izhub plugin build",
                 created.display()
             );
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Build { dir } => {
-            let wasm = plugin_dev::build_plugin(&dir)?;
+            let (wasm, manifest) = plugin_kit::build_plugin(&dir)?;
+            eprintln!(
+                "built {} (WIT {}); sign it with `izhub plugin sign --key KEY {}`",
+                manifest.label(),
+                manifest.wit,
+                wasm.display()
+            );
             println!("{}", wasm.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Inspect { wasm, json } => {
+            let found = plugin_kit::inspect(&wasm)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else {
+                print!("{found}");
+            }
+            Ok(if found.refused() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        PluginCommand::Keygen { out } => {
+            let (key, public, pk) = plugin_kit::keygen(&out)?;
+            println!("secret key: {} (keep it private)", key.display());
+            println!("public key: {} ({pk})", public.display());
+            println!("trust it with: trusted_publishers = [\"{pk}\"]");
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Sign { key, wasm, out } => {
+            let (signed, pk) = plugin_kit::sign(&key, &wasm, out.as_deref())?;
+            println!("signed {} by {pk}", signed.display());
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Test {

@@ -24,6 +24,9 @@ pub struct FileConfig {
     /// Lookup tables plugins may be granted, by name: key → value.
     #[serde(default)]
     pub tables: BTreeMap<String, BTreeMap<String, String>>,
+    /// Publisher keys (`ed25519:<hex>`, from `izhub plugin keygen`): when
+    /// set, every plugin must be signed by one of them.
+    pub trusted_publishers: Option<Vec<Spanned<String>>>,
     /// Routes, tried in order; the first that matches a message takes it.
     #[serde(default)]
     pub routes: Vec<Spanned<RouteFile>>,
@@ -313,6 +316,9 @@ pub struct RouteFile {
     /// Plugins run in order.
     #[serde(default)]
     pub plugins: Vec<Spanned<PluginFile>>,
+    /// Publisher keys one of which must have signed each of this route's
+    /// plugins (within the engine-wide `trusted_publishers`, when set).
+    pub trusted_publishers: Option<Vec<Spanned<String>>>,
 }
 
 /// `[[routes.plugins]]`
@@ -323,6 +329,9 @@ pub struct PluginFile {
     pub name: Option<String>,
     /// Path of the component, relative to the config file.
     pub wasm: Spanned<String>,
+    /// `name@version` the component's manifest must carry: a different
+    /// build is refused, at start and on reload.
+    pub pin: Option<Spanned<String>>,
     /// Time limit for one call, in milliseconds (default 200).
     pub time_limit_ms: Option<u64>,
     /// Memory limit for one instance, in MiB (default 32).

@@ -8,6 +8,9 @@ use std::time::Duration;
 use super::compile::{Errors, list};
 use super::file::{FileConfig, PluginFile};
 use super::spec::{AckMode, Grant, PluginSpec, RouteSpec};
+use crate::plugin::manifest::{check_name, check_version};
+use crate::plugin::signature::PublicKey;
+use toml::Spanned;
 
 /// Checks every route of `file`; `tables` are those under `[tables]` and
 /// `codesets` says whether a code-set directory is configured.
@@ -22,10 +25,33 @@ pub(super) fn compile(
     let dest_names: BTreeSet<&str> = file.destinations.keys().map(String::as_str).collect();
     let mut route_names = BTreeSet::new();
     let mut routes = Vec::new();
+    let engine_trusted = file
+        .trusted_publishers
+        .as_ref()
+        .map(|list| publishers(errs, list, "trusted_publishers"));
     for (i, r) in file.routes.iter().enumerate() {
         let span = r.span();
         let r = r.get_ref();
         let prefix = format!("routes[{i}]");
+        let key = format!("{prefix}.trusted_publishers");
+        let trusted = match (&engine_trusted, &r.trusted_publishers) {
+            (None, None) => None,
+            (Some(engine), None) => Some(engine.clone()),
+            (None, Some(list)) => Some(publishers(errs, list, &key)),
+            (Some(engine), Some(list)) => {
+                let own = publishers(errs, list, &key);
+                let within: Vec<PublicKey> =
+                    own.iter().filter(|k| engine.contains(k)).copied().collect();
+                if within.len() < own.len() {
+                    errs.push(
+                        list.first().map(|k| k.span()).or(Some(span.clone())),
+                        key.clone(),
+                        "names a key that is not in the engine-wide trusted_publishers: a route may narrow that list, not widen it",
+                    );
+                }
+                Some(within)
+            }
+        };
         if !route_names.insert(r.name.clone()) {
             errs.push(
                 Some(span.clone()),
@@ -96,7 +122,9 @@ pub(super) fn compile(
         let mut plugin_names = BTreeSet::new();
         for (j, p) in r.plugins.iter().enumerate() {
             let pkey = format!("{prefix}.plugins[{j}]");
-            if let Some(spec) = compile_plugin(errs, base, p.get_ref(), &pkey, tables, codesets) {
+            if let Some(mut spec) = compile_plugin(errs, base, p.get_ref(), &pkey, tables, codesets)
+            {
+                spec.trusted = trusted.clone();
                 if !plugin_names.insert(spec.name.clone()) {
                     errs.push(
                         Some(p.span()),
@@ -249,6 +277,23 @@ fn compile_plugin(
     }
     let mut config = BTreeMap::new();
     flatten("", &p.config, &mut config);
+    let pin = p.pin.as_ref().and_then(|pin| {
+        let parsed = pin
+            .get_ref()
+            .split_once('@')
+            .filter(|(n, v)| check_name(n).is_ok() && check_version(v).is_ok());
+        if parsed.is_none() {
+            errs.push(
+                Some(pin.span()),
+                format!("{key}.pin"),
+                format!(
+                    "'{}' is not name@version, like check-lots@1.2.0",
+                    pin.get_ref().escape_debug()
+                ),
+            );
+        }
+        parsed.map(|(n, v)| (n.to_string(), v.to_string()))
+    });
     Some(PluginSpec {
         name,
         wasm,
@@ -259,7 +304,29 @@ fn compile_plugin(
         max_input: p.max_input_bytes.unwrap_or(2 << 20),
         grants,
         config,
+        pin,
+        trusted: None,
     })
+}
+
+/// Reads a `trusted_publishers` list: each key must parse, and the list
+/// must not be empty (that would refuse every plugin).
+fn publishers(errs: &mut Errors<'_>, list: &[Spanned<String>], key: &str) -> Vec<PublicKey> {
+    if list.is_empty() {
+        errs.push(
+            None,
+            key.to_string(),
+            "is empty, which would refuse every plugin: list at least one key, or leave it out",
+        );
+    }
+    let mut keys = Vec::new();
+    for k in list {
+        match k.get_ref().parse::<PublicKey>() {
+            Ok(pk) => keys.push(pk),
+            Err(why) => errs.push(Some(k.span()), key.to_string(), why),
+        }
+    }
+    keys
 }
 
 /// Reads one grant: `log`, `config`, `lookup:TABLE` (the table must exist),

@@ -430,6 +430,11 @@ pub struct PluginSpec {
     pub max_input: usize,
     pub grants: BTreeSet<Grant>,
     pub config: BTreeMap<String, String>,
+    /// `(name, version)` the component's manifest must say (`pin`).
+    pub pin: Option<(String, String)>,
+    /// Publisher keys one of which must have signed the component; `None`
+    /// accepts an unsigned one.
+    pub trusted: Option<Vec<crate::plugin::signature::PublicKey>>,
 }
 
 /// One problem in a configuration file.

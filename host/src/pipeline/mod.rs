@@ -116,18 +116,21 @@ impl Pipeline {
         for r in &plan.routes {
             let mut plugins = Vec::new();
             for p in &r.plugins {
-                let component = runtime.compile(&p.wasm).map_err(|e| {
+                // Checked (manifest, pin, signature) from the very bytes
+                // that are then compiled.
+                let (bytes, provenance) = crate::plugin::admit(p)?;
+                let component = runtime.compile_bytes(&bytes).map_err(|e| {
                     anyhow::anyhow!(
                         "plugin '{}' ({}): cannot compile: {e}",
                         p.name,
                         p.wasm.display()
                     )
                 })?;
-                plugins.push(runtime.load(p, &component, &tables)?);
+                plugins.push(runtime.load(p, &component, provenance, &tables)?);
             }
             let series = plugins
                 .iter()
-                .map(|p| PluginSeries::new(metrics, p.name()))
+                .map(|p| PluginSeries::new(metrics, &r.name, p))
                 .collect();
             routes.push(Route {
                 spec: r.clone(),
@@ -204,6 +207,13 @@ impl Pipeline {
     /// How many routes are configured.
     pub fn route_count(&self) -> usize {
         self.routes.len()
+    }
+
+    /// Each route's spec with its loaded plugins (their specs in the same order).
+    pub fn loaded_plugins(
+        &self,
+    ) -> impl Iterator<Item = (&RouteSpec, &[crate::plugin::LoadedPlugin])> {
+        self.routes.iter().map(|r| (&r.spec, r.plugins.as_slice()))
     }
 
     /// The plugin runtime.

@@ -29,13 +29,16 @@ pub(super) struct Route {
 /// rather than by label for every message.
 pub(super) struct PluginSeries {
     seconds: Histogram,
+    /// Messages this plugin (at this version) handled.
+    handled: Counter,
     continued: Counter,
     rejected: Counter,
     routed: Counter,
 }
 
 impl PluginSeries {
-    pub(super) fn new(metrics: &Metrics, plugin: &str) -> Self {
+    pub(super) fn new(metrics: &Metrics, route: &str, loaded: &LoadedPlugin) -> Self {
+        let plugin = loaded.name();
         let verdict = |v: &str| {
             metrics
                 .plugin_verdicts
@@ -43,6 +46,14 @@ impl PluginSeries {
                 .clone()
         };
         PluginSeries {
+            handled: metrics
+                .plugin_messages
+                .get_or_create(&vec![
+                    l("route", route),
+                    l("plugin", plugin),
+                    l("version", loaded.provenance().version()),
+                ])
+                .clone(),
             seconds: metrics
                 .plugin_seconds
                 .get_or_create(&vec![l("plugin", plugin)])
@@ -111,6 +122,7 @@ impl Pipeline {
             let started = Instant::now();
             let result = self.runtime.call(plugin, &env).await;
             series.seconds.observe(started.elapsed().as_secs_f64());
+            series.handled.inc();
             let outcome = match result {
                 Ok(o) => o,
                 Err(e) => {
@@ -122,7 +134,7 @@ impl Pipeline {
                     issues.push(Issue::error("207", e.to_string()));
                     if let Some(stages) = trace.as_deref_mut() {
                         stages.push(Stage {
-                            plugin: plugin.name().to_string(),
+                            plugin: plugin.label().to_string(),
                             verdict: "failed",
                             issues: 1,
                             changed: false,
@@ -140,7 +152,7 @@ impl Pipeline {
             if let Some(stages) = trace.as_deref_mut() {
                 let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if *t != text);
                 stages.push(Stage {
-                    plugin: plugin.name().to_string(),
+                    plugin: plugin.label().to_string(),
                     verdict: match &outcome.verdict {
                         Verdict::Continue(_) => "continue",
                         Verdict::Reject(_) => "reject",
@@ -169,7 +181,7 @@ impl Pipeline {
                 let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if *t != text);
                 stages.push_str(&format!(
                     "{}\t{verdict}\tissues={}\t{}\n",
-                    plugin.name(),
+                    plugin.label(),
                     issues.len(),
                     if changed { "changed" } else { "unchanged" }
                 ));

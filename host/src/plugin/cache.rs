@@ -73,7 +73,12 @@ impl ComponentCache {
     pub fn get_or_compile(&self, engine: &Engine, path: &Path) -> Result<Component, String> {
         let bytes =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let key = format!("{:x}-{}", Sha256::digest(&bytes), self.engine_key);
+        self.get_or_compile_bytes(engine, &bytes)
+    }
+
+    /// The compiled component for a wasm file's bytes.
+    pub fn get_or_compile_bytes(&self, engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
+        let key = format!("{:x}-{}", Sha256::digest(bytes), self.engine_key);
         if let Ok(mut u) = self.used.lock() {
             u.insert(key.clone());
         }
@@ -107,7 +112,7 @@ impl ComponentCache {
                 c
             }
             None => {
-                let c = Component::new(engine, &bytes).map_err(|e| format!("{e:#}"))?;
+                let c = Component::new(engine, bytes).map_err(|e| format!("{e:#}"))?;
                 self.compiled.fetch_add(1, Ordering::Relaxed);
                 if let Some((file, tag_key)) = &file
                     && let Err(e) = write_atomically(file, tag_key, &c)

@@ -5,6 +5,8 @@
 
 mod cache;
 mod host;
+pub mod manifest;
+pub mod signature;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -266,9 +268,86 @@ impl Drop for Ticking<'_> {
     }
 }
 
+/// What a component says about itself and who signed it, checked before it
+/// is compiled.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// Its manifest, when `izhub plugin build` wrote one.
+    pub manifest: Option<manifest::Manifest>,
+    /// The publisher key whose signature was verified, when it is signed.
+    pub signer: Option<signature::PublicKey>,
+}
+
+impl Provenance {
+    /// The version, or `unknown` for a component without a manifest.
+    pub fn version(&self) -> &str {
+        self.manifest
+            .as_ref()
+            .map_or("unknown", |m| m.version.as_str())
+    }
+}
+
+/// Reads a plugin's component (bounded) and checks what it says about
+/// itself against its spec before anything compiles it: a well-formed
+/// component, a manifest for a compatible WIT version, the pinned
+/// `name@version`, and a signature by a trusted publisher where the route or
+/// the engine requires one (a signature that is there must hold in any
+/// case). Returns the bytes that were checked, for compiling.
+pub fn admit(spec: &PluginSpec) -> Result<(Vec<u8>, Provenance), LoadError> {
+    use std::io::Read as _;
+    let err = |detail: String| LoadError {
+        plugin: spec.name.clone(),
+        path: spec.wasm.clone(),
+        detail,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(&spec.wasm)
+        .and_then(|f| {
+            f.take(manifest::MAX_COMPONENT_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| err(format!("cannot read the file: {e}")))?;
+    let sections =
+        manifest::sections(&bytes).map_err(|e| err(format!("cannot compile: the file {e}")))?;
+    let manifest = manifest::custom_section(&sections, manifest::MANIFEST_SECTION)
+        .and_then(|d| d.map(manifest::Manifest::parse).transpose())
+        .map_err(|e| err(format!("the file {e}")))?;
+    if let Some(m) = &manifest {
+        manifest::wit_compatible(&m.wit).map_err(|why| err(format!("refused: {why}")))?;
+    }
+    if let Some((name, version)) = &spec.pin {
+        match &manifest {
+            Some(m) if &m.name == name && &m.version == version => {}
+            Some(m) => {
+                return Err(err(format!(
+                    "refused: the route pins {name}@{version}, and this component is {}",
+                    m.label()
+                )));
+            }
+            None => {
+                return Err(err(format!(
+                    "refused: the route pins {name}@{version}, and this component has no manifest (build it with `izhub plugin build`)"
+                )));
+            }
+        }
+    }
+    let checked = match &spec.trusted {
+        Some(trusted) => signature::verify(&bytes, trusted).map(Some),
+        None => match signature::signer(&bytes) {
+            Err(signature::SignatureError::Unsigned) => Ok(None),
+            other => other.map(Some),
+        },
+    };
+    let signer = checked.map_err(|e| err(format!("refused: the file {e}")))?;
+    Ok((bytes, Provenance { manifest, signer }))
+}
+
 /// One loaded plugin, ready to be instantiated per message.
 pub struct LoadedPlugin {
     name: String,
+    /// `name@version` when the component has a manifest, else `name`.
+    label: String,
+    provenance: Provenance,
     pre: PluginPre<CallState>,
     grants: Arc<Grants>,
     time_limit: Duration,
@@ -281,6 +360,17 @@ impl LoadedPlugin {
     /// The plugin's name in this route.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// `name@version` (the version from its manifest), or the name alone
+    /// for a component without one: what the console records.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Its manifest and signer.
+    pub fn provenance(&self) -> &Provenance {
+        &self.provenance
     }
 }
 
@@ -362,6 +452,12 @@ impl Runtime {
         self.cache.get_or_compile(&self.engine, path)
     }
 
+    /// Compiles a component already read (and checked), or takes it from
+    /// the cache.
+    pub fn compile_bytes(&self, bytes: &[u8]) -> Result<Component, String> {
+        self.cache.get_or_compile_bytes(&self.engine, bytes)
+    }
+
     /// The compiled-component cache.
     pub fn cache(&self) -> &ComponentCache {
         &self.cache
@@ -373,6 +469,7 @@ impl Runtime {
         &self,
         spec: &PluginSpec,
         component: &Component,
+        provenance: Provenance,
         tables: &Arc<BTreeMap<String, HashMap<String, String>>>,
     ) -> Result<LoadedPlugin, LoadError> {
         let err = |detail: String| LoadError {
@@ -380,6 +477,18 @@ impl Runtime {
             path: spec.wasm.clone(),
             detail,
         };
+        // The contract version the component was really built against, from
+        // its imports (`izhub:plugin/host@0.1.0`): said plainly rather than
+        // as a linker error.
+        for (name, _) in component.component_type().imports(&self.engine) {
+            if let Some(version) = name
+                .strip_prefix("izhub:plugin/")
+                .and_then(|n| n.split_once('@'))
+                .map(|(_, v)| v)
+            {
+                manifest::wit_compatible(version).map_err(|why| err(format!("refused: {why}")))?;
+            }
+        }
         let linked: Vec<String> = spec
             .grants
             .iter()
@@ -432,8 +541,14 @@ impl Runtime {
                 .collect(),
             all_tables: tables.clone(),
         };
+        let label = match &provenance.manifest {
+            Some(m) => format!("{}@{}", spec.name, m.version),
+            None => spec.name.clone(),
+        };
         Ok(LoadedPlugin {
             name: spec.name.clone(),
+            label,
+            provenance,
             pre,
             grants: Arc::new(grants),
             time_limit: spec.time_limit,

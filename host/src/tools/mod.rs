@@ -6,6 +6,7 @@ pub mod batch;
 mod bench;
 pub mod codes;
 pub mod plugin_dev;
+pub mod plugin_kit;
 mod send;
 
 pub use bench::{BenchOptions, BenchResult, answered_deliveries, engine_cpu_seconds, run_bench};

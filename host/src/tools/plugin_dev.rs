@@ -1,4 +1,5 @@
-//! Tools for plugin authors: `izhub plugin new`, `build`, `test` and `bench`.
+//! Tools for plugin authors: `izhub plugin test` and `bench` (`new` and
+//! `build` are the kit's, in [`super::plugin_kit`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -13,190 +14,6 @@ use crate::hl7::Severity;
 use crate::plugin::{
     CallStats, Envelope, LoadedPlugin, Outcome, PluginError, Runtime, RuntimeOptions, Verdict,
 };
-
-/// Where the SDK lives: `plugins/sdk` of the source tree izhub was built
-/// from, or else of the current directory (a source checkout).
-pub fn default_sdk_path() -> PathBuf {
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk");
-    let here = Path::new("plugins/sdk");
-    if !built.join("Cargo.toml").is_file() && here.join("Cargo.toml").is_file() {
-        return here.to_path_buf();
-    }
-    built
-}
-
-fn struct_name(crate_name: &str) -> String {
-    crate_name
-        .split(['-', '_'])
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let mut c = p.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
-/// The new crate's `.cargo/config.toml`: a small wasm stack, because the
-/// engine clears a plugin's used memory after every message, and SIMD.
-const PLUGIN_CARGO_CONFIG: &str =
-    "# A 64 KiB stack instead of the default 1 MiB: the engine gives every message
-# a fresh instance and clears what the last one used, stack included. Raise it
-# if your plugin recurses deeply. SIMD (which the engine supports) speeds up
-# byte searches such as the SDK's message parsing.
-[target.wasm32-wasip2]
-rustflags = [\"-C\", \"link-arg=-zstack-size=65536\", \"-C\", \"target-feature=+simd128\"]
-";
-
-/// Creates a new plugin crate with a passing test.
-pub fn new_plugin(name: &str, parent: &Path, sdk: &Path) -> anyhow::Result<PathBuf> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-    {
-        bail!("'{name}' is not a crate name: use lower-case letters, digits, '-' and '_'");
-    }
-    let dir = parent.join(name);
-    if dir.exists() {
-        bail!("{} already exists", dir.display());
-    }
-    let sdk = std::fs::canonicalize(sdk)
-        .with_context(|| format!("the SDK is not at {} (use --sdk)", sdk.display()))?;
-    let ty = struct_name(name);
-    std::fs::create_dir_all(dir.join("src"))?;
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        format!(
-            r#"[package]
-name = "{name}"
-version = "0.1.0"
-edition = "2024"
-publish = false
-
-[lib]
-crate-type = ["cdylib", "rlib"]
-
-[dependencies]
-izhub-plugin = {{ path = "{sdk}" }}
-
-[profile.release]
-opt-level = "s"
-lto = true
-codegen-units = 1
-panic = "abort"
-strip = true
-
-# A plugin is its own workspace.
-[workspace]
-"#,
-            sdk = sdk.display()
-        ),
-    )?;
-    std::fs::write(dir.join(".gitignore"), "/target\n")?;
-    std::fs::create_dir_all(dir.join(".cargo"))?;
-    std::fs::write(dir.join(".cargo/config.toml"), PLUGIN_CARGO_CONFIG)?;
-    std::fs::write(
-        dir.join("src/lib.rs"),
-        format!(
-            r#"//! `{name}`: an izhub plugin. It warns when a vaccination (RXA) has no
-//! lot number (RXA-15), and rejects a message without a birth date (PID-7).
-
-use izhub_plugin::{{Context, Issue, Message, Plugin, Verdict}};
-
-/// The plugin.
-pub struct {ty};
-
-impl Plugin for {ty} {{
-    fn process(msg: &mut Message, ctx: &mut Context) -> Result<Verdict, String> {{
-        if msg.get("PID-7").is_empty() {{
-            return Ok(Verdict::reject(
-                Issue::error("101").at("PID-7").app_code("7").text("The patient's birth date (PID-7) is required."),
-            ));
-        }}
-        for n in 1..=msg.count("RXA") {{
-            let at = format!("RXA[{{n}}]-15");
-            if msg.get(&at).is_empty() && msg.get(&format!("RXA[{{n}}]-20")) != "NA" {{
-                ctx.report(Issue::warning("101").at(at).text("No lot number was given for this vaccination."));
-            }}
-        }}
-        Ok(Verdict::Continue)
-    }}
-}}
-
-izhub_plugin::plugin!({ty});
-
-#[cfg(test)]
-mod tests {{
-    use super::*;
-    use izhub_plugin::testing::TestHost;
-
-    const VXU: &str = "MSH|^~\\&|EHR|CLINIC|IIS|STATE|20240101||VXU^V04^VXU_V04|1|P|2.5.1\rPID|1||123^^^EHR^MR||DOE^JANE||20200101|F\rRXA|0|1|20240101||08^HepB^CVX|0.5|mL\r";
-
-    #[test]
-    fn warns_about_a_missing_lot_number() {{
-        let out = TestHost::new().run::<{ty}>(VXU).unwrap();
-        assert_eq!(out.verdict, Verdict::Continue);
-        assert_eq!(out.issues.len(), 1);
-        assert_eq!(out.issues[0].location, "RXA[1]-15");
-    }}
-
-    #[test]
-    fn rejects_a_missing_birth_date() {{
-        let out = TestHost::new().run::<{ty}>(&VXU.replace("F\r", "\r").replace("|20200101|", "||")).unwrap();
-        assert!(matches!(out.verdict, Verdict::Reject(_)));
-    }}
-}}
-"#
-        ),
-    )?;
-    Ok(dir)
-}
-
-/// Builds a plugin crate for wasm32-wasip2 and returns the component's path.
-pub fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
-    let dir = &std::fs::canonicalize(dir)
-        .with_context(|| format!("no plugin crate at {}", dir.display()))?;
-    let manifest = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest)
-        .with_context(|| format!("no plugin crate at {}", dir.display()))?;
-    let name = text
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("name")
-                .and_then(|r| r.trim().strip_prefix('='))
-        })
-        .map(|v| v.trim().trim_matches('"').replace('-', "_"))
-        .ok_or_else(|| anyhow::anyhow!("{}: no package name", manifest.display()))?;
-    let status = std::process::Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        // Cargo reads `.cargo/config.toml` from where it runs: the crate's own.
-        .current_dir(dir)
-        .status()
-        .context("cannot run cargo")?;
-    if !status.success() {
-        bail!("cargo build failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dir.join("target"));
-    let wasm = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    if !wasm.is_file() {
-        bail!("the build did not produce {}", wasm.display());
-    }
-    Ok(wasm)
-}
 
 /// Settings for `izhub plugin test` and `bench`.
 #[derive(Debug, Clone, Default)]
@@ -254,11 +71,16 @@ pub fn load_for_test(
         max_input: 2 << 20,
         grants,
         config: setup.config.iter().cloned().collect(),
+        pin: None,
+        trusted: None,
     };
+    // The same checks as in a route (a signature present must hold, the WIT
+    // version must fit), with no publisher required.
+    let (bytes, provenance) = crate::plugin::admit(&spec)?;
     let component = runtime
-        .compile(wasm)
+        .compile_bytes(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", wasm.display()))?;
-    Ok(runtime.load(&spec, &component, &Arc::new(tables))?)
+    Ok(runtime.load(&spec, &component, provenance, &Arc::new(tables))?)
 }
 
 fn envelope<'a>(hl7: &'a str, attributes: &'a [(String, String)]) -> Envelope<'a> {
