@@ -208,7 +208,12 @@ impl Job {
             )));
         }
         let reader = Cohort::open(cohort)?;
-        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        // The output is PHI: the directory is the engine user's alone.
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|e| file_err(dir, e))?;
         crate::store::private_files(&dir.join("job.db")).map_err(|e| file_err(dir, e))?;
         if let Some(ehr) = ehr_history {
             std::fs::copy(ehr, dir.join("ehr-history.ndjson")).map_err(|e| file_err(ehr, e))?;
