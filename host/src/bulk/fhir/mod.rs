@@ -471,3 +471,6 @@ fn ambiguous(ctx: &Context, notes: &mut Notes, pids: &[Seg<'_>]) -> Converted {
         errors: std::mem::take(&mut notes.list),
     }
 }
+
+#[cfg(test)]
+mod tests;
