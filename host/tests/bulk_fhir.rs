@@ -374,19 +374,23 @@ fn validator_python() -> Option<PathBuf> {
     Some(python)
 }
 
+/// Files a conversion's resources by type, its errors as OperationOutcomes.
+fn add(files: &mut BTreeMap<String, Vec<Value>>, c: Converted) {
+    for (kind, v) in c.resources {
+        files.entry(kind.to_string()).or_default().push(v);
+    }
+    files
+        .entry("OperationOutcome".into())
+        .or_default()
+        .extend(c.errors);
+}
+
 #[test]
 fn every_output_line_is_valid_fhir_r4() {
     let mut files: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for (name, text) in samples() {
         for since in [None, Some("20100101")] {
-            let c = run(&text, &name, since);
-            for (kind, v) in c.resources {
-                files.entry(kind.to_string()).or_default().push(v);
-            }
-            files
-                .entry("OperationOutcome".into())
-                .or_default()
-                .extend(c.errors);
+            add(&mut files, run(&text, &name, since));
         }
     }
     // Answers that are broken or refused, and bad cohort rows, give
@@ -398,14 +402,7 @@ fn every_output_line_is_valid_fhir_r4() {
         "MSH|^~\\&|X|||||||||||||||||||Z32^CDCPHINVS\rMSA|AA|1\rQAK|1|PD|Z34\rERR|||207|E|||||protected",
         "MSH|^~\\&|X|||||||||||||||||||Z32^CDCPHINVS\rMSA|AA|1\rQAK|1|OK\rPID|1||1^^^A^MR||D^J||1999023\rORC|RE\rRXA|0|1|20201340||08^HepB^CVX|1|zz||02|||||||||||RE\rRXA|0|1|2020||54321-0001-01^Flu^NDC^88^flu^CVX||||||||||20991301|||||D",
     ] {
-        let c = run(text, "edge", None);
-        for (kind, v) in c.resources {
-            files.entry(kind.to_string()).or_default().push(v);
-        }
-        files
-            .entry("OperationOutcome".into())
-            .or_default()
-            .extend(c.errors);
+        add(&mut files, run(text, "edge", None));
     }
     let cohort = "family,given,birth_date,mrn\nDoe,Jane,2001-02-30,1\n,J,2001-01-01,2\n";
     for row in Cohort::from_reader(
