@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::post;
 use common::{Answer, exchange, http};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use izhub::admin::auth::{self, Auth, ClientAddr, CurrentUser, Refusal, Role};
 use izhub::serve::{self, Running, ServeOptions};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PASSWORD: &str = "correct horse battery";
 

@@ -452,7 +452,9 @@ fn dechunk(mut rest: &str) -> String {
             return body;
         }
         body.push_str(&after[..size]);
-        rest = after[size..].strip_prefix("\r\n").expect("CRLF after a chunk");
+        rest = after[size..]
+            .strip_prefix("\r\n")
+            .expect("CRLF after a chunk");
     }
 }
 
