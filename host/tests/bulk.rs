@@ -262,7 +262,10 @@ async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
     let errors = m["error"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{m}");
 
-    // Files: fhir+ndjson, every line a resource of its type, ids unique.
+    // Files: fhir+ndjson, every line a resource of its type, ids unique,
+    // and every line valid FHIR R4 (checked by a FHIR model library).
+    let downloads = tempfile::tempdir().unwrap();
+    let mut saved = Vec::new();
     for o in output {
         let kind = o["type"].as_str().unwrap();
         let f = call(
@@ -290,6 +293,9 @@ async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
         if kind == "Patient" {
             assert_eq!(ids.len(), 30, "every patient but the ambiguous one");
         }
+        let path = downloads.path().join(format!("{kind}.ndjson"));
+        std::fs::write(&path, &f.body).unwrap();
+        saved.push(path);
     }
     let e = call(
         admin,
@@ -310,6 +316,10 @@ async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
         "the bad row: {}",
         e.body
     );
+    let errors_path = downloads.path().join("OperationOutcome.ndjson");
+    std::fs::write(&errors_path, &e.body).unwrap();
+    saved.push(errors_path);
+    common::assert_valid_fhir(&saved);
     // A path that is not one of the job's files.
     let probe = call(
         admin,
@@ -446,7 +456,7 @@ async fn a_job_killed_with_sigkill_resumes_exactly_once() {
     let cfg = dir.path().join("izhub.toml");
     let text = routes(ma.addr, pa.addr, "connections = 5\nbulk_max_in_flight = 4");
     std::fs::write(&cfg, text).unwrap();
-    let n = 3000;
+    let n = 10_000;
     let cohort_path = dir.path().join("cohort.csv");
     std::fs::write(&cohort_path, cohort(n)).unwrap();
     let out = dir.path().join("out");
@@ -529,4 +539,55 @@ async fn a_job_killed_with_sigkill_resumes_exactly_once() {
             "{tag} was done before the kill but asked {asked} times"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_lists_what_each_side_lacks() {
+    let ma = common::start_sim(synthetic("MAIIS")).await;
+    let pa = common::start_sim(synthetic("PAIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("izhub.toml");
+    std::fs::write(&cfg, routes(ma.addr, pa.addr, "")).unwrap();
+    let cohort_path = dir.path().join("cohort.csv");
+    std::fs::write(&cohort_path, cohort(2)).unwrap();
+    // The EHR has a flu shot the IIS does not, and none of the IIS's doses.
+    let ehr = dir.path().join("ehr.ndjson");
+    std::fs::write(
+        &ehr,
+        r#"{"resourceType":"Immunization","status":"completed","vaccineCode":{"coding":[{"system":"http://hl7.org/fhir/sid/cvx","code":"88"}]},"patient":{"identifier":{"value":"M1"}},"occurrenceDateTime":"2021-10-01"}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = izhub(&[
+        "bulk",
+        "run",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--cohort",
+        cohort_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--ehr-history",
+        ehr.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let found = lines(&out.join("reconciliation.ndjson"));
+    let text = found.join("\n");
+    assert!(
+        text.contains("only-in-ehr") && text.contains("\"88\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("only-in-iis"),
+        "the IIS's doses the EHR lacks: {text}"
+    );
+    let csv = lines(&out.join("reconciliation.csv"));
+    assert_eq!(csv.len(), found.len() + 1, "a header and one row per line");
 }

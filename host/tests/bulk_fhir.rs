@@ -5,19 +5,17 @@
 //! `host/tests/requirements-fhir.txt`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::root;
 use izhub::bulk::cohort::{Cohort, Patient};
 use izhub::bulk::fhir::{Context, Converted, Outcome, convert};
 use izhub::bulk::reconcile::reconcile;
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn samples() -> Vec<(String, String)> {
     let dir = root().join("samples/corpus/rsp-k11");
@@ -324,56 +322,6 @@ fn write_ndjson(dir: &Path, files: &BTreeMap<String, Vec<Value>>) -> Vec<PathBuf
         .collect()
 }
 
-/// A virtual environment with the pinned `fhir.resources`, under the target
-/// directory, made again when the requirements change. `None` when there is
-/// no python3 at all.
-fn validator_python() -> Option<PathBuf> {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("SKIPPED FHIR validation: python3 is not installed");
-        return None;
-    }
-    let requirements = root().join("host/tests/requirements-fhir.txt");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    // target/<profile>/deps/bulk_fhir-… → target/fhir-venv
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-    let venv = target.join("fhir-venv");
-    let stamp = venv.join("izhub-requirements.txt");
-    let python = venv.join("bin/python");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) || !python.exists()
-    {
-        let _ = std::fs::remove_dir_all(&venv);
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(made.success(), "python3 -m venv {} failed", venv.display());
-        let out = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--require-hashes",
-                "-r",
-            ])
-            .arg(&requirements)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pip install -r {} failed:\n{}{}",
-            requirements.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(&stamp, &wanted).unwrap();
-    }
-    Some(python)
-}
-
 /// Files a conversion's resources by type, its errors as OperationOutcomes.
 fn add(files: &mut BTreeMap<String, Vec<Value>>, c: Converted) {
     for (kind, v) in c.resources {
@@ -430,18 +378,7 @@ fn every_output_line_is_valid_fhir_r4() {
 
     let dir = tempfile::tempdir().unwrap();
     let paths = write_ndjson(dir.path(), &files);
-    let Some(python) = validator_python() else {
-        return;
-    };
-    let out = Command::new(&python)
-        .arg(root().join("host/tests/fhir_validate.py"))
-        .args(&paths)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    println!("{report}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "invalid FHIR:\n{report}");
-    assert!(report.contains("valid FHIR R4 (4.0.1)"), "{report}");
+    common::assert_valid_fhir(&paths);
 }
 
 #[test]

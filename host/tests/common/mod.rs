@@ -468,3 +468,75 @@ pub async fn http(
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     exchange(stream, method, path, headers, body).await
 }
+
+/// A virtual environment with the pinned `fhir.resources`, under the target
+/// directory, made again when the requirements change. `None` when there is
+/// no python3 at all.
+pub fn validator_python() -> Option<PathBuf> {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED FHIR validation: python3 is not installed");
+        return None;
+    }
+    let requirements = root().join("host/tests/requirements-fhir.txt");
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    // target/<profile>/deps/bulk_fhir-… → target/fhir-venv
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    let venv = target.join("fhir-venv");
+    let stamp = venv.join("izhub-requirements.txt");
+    let python = venv.join("bin/python");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) || !python.exists()
+    {
+        let _ = std::fs::remove_dir_all(&venv);
+        let made = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success(), "python3 -m venv {} failed", venv.display());
+        let out = std::process::Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--require-hashes",
+                "-r",
+            ])
+            .arg(&requirements)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pip install -r {} failed:\n{}{}",
+            requirements.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&stamp, &wanted).unwrap();
+    }
+    Some(python)
+}
+
+/// Every line of these NDJSON files parses as the FHIR R4 resource it
+/// names, with the PyPI `fhir.resources` models (skipped, loudly, only
+/// when there is no python3).
+pub fn assert_valid_fhir(paths: &[PathBuf]) {
+    let Some(python) = validator_python() else {
+        return;
+    };
+    let out = std::process::Command::new(&python)
+        .arg(root().join("host/tests/fhir_validate.py"))
+        .args(paths)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "invalid FHIR:\n{report}");
+    assert!(report.contains("valid FHIR R4 (4.0.1)"), "{report}");
+}
