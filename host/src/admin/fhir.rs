@@ -189,6 +189,12 @@ fn allowed(user: &CurrentUser) -> Result<(), Response> {
     Ok(())
 }
 
+/// The exports, for a user allowed to use them.
+fn access(state: &AdminState, user: &CurrentUser) -> Result<Arc<Exports>, Response> {
+    allowed(user)?;
+    exports(state).cloned()
+}
+
 fn exports(state: &AdminState) -> Result<&Arc<Exports>, Response> {
     state.bulk.as_ref().ok_or_else(|| {
         outcome(
@@ -230,11 +236,8 @@ async fn create_group(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = allowed(&user) {
-        return r;
-    }
-    let ex = match exports(&state) {
-        Ok(e) => e.clone(),
+    let ex = match access(&state, &user) {
+        Ok(e) => e,
         Err(r) => return r,
     };
     let kind = headers
@@ -317,11 +320,8 @@ async fn read_group(
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = allowed(&user) {
-        return r;
-    }
-    let ex = match exports(&state) {
-        Ok(e) => e.clone(),
+    let ex = match access(&state, &user) {
+        Ok(e) => e,
         Err(r) => return r,
     };
     if !valid_id(&id) {
@@ -350,11 +350,8 @@ async fn kick_off(
             "only $export is supported on a Group",
         );
     }
-    if let Err(r) = allowed(&user) {
-        return r;
-    }
-    let ex = match exports(&state) {
-        Ok(e) => e.clone(),
+    let ex = match access(&state, &user) {
+        Ok(e) => e,
         Err(r) => return r,
     };
     let prefer = headers
@@ -482,11 +479,8 @@ async fn status(
     headers: HeaderMap,
     Path(job_id): Path<String>,
 ) -> Response {
-    if let Err(r) = allowed(&user) {
-        return r;
-    }
-    let ex = match exports(&state) {
-        Ok(e) => e.clone(),
+    let ex = match access(&state, &user) {
+        Ok(e) => e,
         Err(r) => return r,
     };
     let Some(job) = ex.job(&job_id) else {
@@ -562,11 +556,8 @@ async fn cancel(
     user: CurrentUser,
     Path(job_id): Path<String>,
 ) -> Response {
-    if let Err(r) = allowed(&user) {
-        return r;
-    }
-    let ex = match exports(&state) {
-        Ok(e) => e.clone(),
+    let ex = match access(&state, &user) {
+        Ok(e) => e,
         Err(r) => return r,
     };
     let Some(job) = ex.job(&job_id) else {
@@ -611,11 +602,8 @@ async fn file(
     user: CurrentUser,
     Path((job_id, name)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = allowed(&user) {
-        return r;
-    }
-    let ex = match exports(&state) {
-        Ok(e) => e.clone(),
+    let ex = match access(&state, &user) {
+        Ok(e) => e,
         Err(r) => return r,
     };
     let known: Vec<String> = TYPES

@@ -170,6 +170,15 @@ pub struct Meta {
     pub resolved: bool,
 }
 
+/// Per sender and day: messages, rejections, and how many reported race
+/// and ethnicity and how many had them complete.
+const QUALITY_COLUMNS: &str = "sender, date(received_at / 1000, 'unixepoch') AS day, COUNT(*),
+    SUM(status IN ('rejected_by_izhub','rejected_by_iis')),
+    SUM(instr(completeness, 'race=') > 0),
+    SUM(instr(completeness, 'race=present') + instr(completeness, 'race=mapped') + instr(completeness, 'race=enriched') > 0),
+    SUM(instr(completeness, 'ethnicity=') > 0),
+    SUM(instr(completeness, 'ethnicity=present') + instr(completeness, 'ethnicity=mapped') + instr(completeness, 'ethnicity=enriched') > 0)";
+
 /// A detection, the messages it was found in, and the newest of them.
 pub type DetectionCount = (String, i64, i64);
 
@@ -575,30 +584,22 @@ impl MessageLog {
         sender: Option<&str>,
     ) -> Result<Vec<(String, String, i64, i64, serde_json::Value)>, LogError> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT sender, date(received_at / 1000, 'unixepoch') AS day, COUNT(*),
-                        SUM(status IN ('rejected_by_izhub','rejected_by_iis')),
-                        SUM(instr(completeness, 'race=') > 0),
-                        SUM(instr(completeness, 'race=present') + instr(completeness, 'race=mapped') + instr(completeness, 'race=enriched') > 0),
-                        SUM(instr(completeness, 'ethnicity=') > 0),
-                        SUM(instr(completeness, 'ethnicity=present') + instr(completeness, 'ethnicity=mapped') + instr(completeness, 'ethnicity=enriched') > 0)
-                 FROM messages WHERE received_at >= ?1 AND (?2 IS NULL OR sender = ?2)
-                 GROUP BY sender, day ORDER BY sender, day",
-            )?;
             // One sender: its index, not every message of the period.
-            let mut one = c.prepare_cached(
-                "SELECT sender, date(received_at / 1000, 'unixepoch') AS day, COUNT(*),
-                        SUM(status IN ('rejected_by_izhub','rejected_by_iis')),
-                        SUM(instr(completeness, 'race=') > 0),
-                        SUM(instr(completeness, 'race=present') + instr(completeness, 'race=mapped') + instr(completeness, 'race=enriched') > 0),
-                        SUM(instr(completeness, 'ethnicity=') > 0),
-                        SUM(instr(completeness, 'ethnicity=present') + instr(completeness, 'ethnicity=mapped') + instr(completeness, 'ethnicity=enriched') > 0)
-                 FROM messages INDEXED BY messages_sender WHERE sender = ?2 AND received_at >= ?1
-                 GROUP BY day ORDER BY day",
-            )?;
-            let stmt = if sender.is_some() { &mut one } else { &mut stmt };
+            let sql = match sender {
+                Some(_) => format!(
+                    "SELECT {QUALITY_COLUMNS} FROM messages INDEXED BY messages_sender
+                     WHERE sender = ?2 AND received_at >= ?1 GROUP BY day ORDER BY day"
+                ),
+                None => format!(
+                    "SELECT {QUALITY_COLUMNS} FROM messages WHERE received_at >= ?1 AND ?2 IS NULL
+                     GROUP BY sender, day ORDER BY sender, day"
+                ),
+            };
+            let mut stmt = c.prepare_cached(&sql)?;
             stmt.query_map(params![since_ms, sender], |r| {
-                let n = |i: usize| -> rusqlite::Result<i64> { Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0)) };
+                let n = |i: usize| -> rusqlite::Result<i64> {
+                    Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0))
+                };
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
