@@ -6,6 +6,7 @@
 #   ./dev.sh test    build everything and run every check and test (what CI runs)
 #   ./dev.sh bench   benchmark the demo route against the IIS simulator (and the console)
 #   ./dev.sh bench-console   the console's API at 1,000,000 messages only
+#   ./dev.sh bench-cluster   SQLite vs PostgreSQL, one node vs two (commit mode)
 #   ./dev.sh build   build the engine and the plugins only
 #   ./dev.sh fuzz [SECONDS]  run every fuzz target (default 600 s each, two at a time)
 set -euo pipefail
@@ -151,8 +152,32 @@ audit() {
     fi
 }
 
+# The cluster tests (host/tests/pg_cluster.rs) start their own PostgreSQL
+# from Debian's binaries: initdb into a temporary directory, run as an
+# unprivileged user. Installed here when missing; if that is impossible the
+# tests are skipped, loudly, and IZHUB_PG_REQUIRED stays unset.
+ensure_postgres() {
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+        log "installing Debian's PostgreSQL for the cluster tests"
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -q >/dev/null || true
+        $sudo apt-get install -y -q postgresql-15 >/dev/null 2>&1 \
+            || $sudo apt-get install -y -q postgresql >/dev/null 2>&1 || true
+        bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    fi
+    if [ -n "$bin" ] && [ -x "$bin/initdb" ]; then
+        export IZHUB_PG_BIN="$bin" IZHUB_PG_REQUIRED=1
+    else
+        printf '\n\033[1;31m!!!!! PostgreSQL could not be installed: the cluster tests (pg_cluster) are SKIPPED !!!!!\033[0m\n\n' >&2
+    fi
+}
+
 run_tests() {
     setup
+    ensure_postgres
     if ! command -v mllp_send >/dev/null 2>&1; then
         log "installing the third-party MLLP client (PyPI hl7) for the interop test"
         python3 -m pip install --quiet hl7==0.4.5
