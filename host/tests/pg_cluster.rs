@@ -701,8 +701,8 @@ async fn kill_9_of_one_node_loses_nothing_acknowledged() {
         "two nodes, {kills} kills: {} acknowledged, 0 lost, {duplicates} delivered twice",
         acked.len()
     );
-    // In flight at each kill: at most one per delivery connection.
-    assert!(duplicates <= kills * 2, "{duplicates} duplicates");
+    // In flight at each kill: at most one per delivery connection (4).
+    assert!(duplicates <= kills * 4, "{duplicates} duplicates");
     assert!(health.contains("\"cluster\":{\"node\":\"b-"), "{health}");
     assert!(health.matches("\"leases\":").count() >= 2, "{health}");
 }
@@ -819,4 +819,50 @@ async fn a_database_restart_under_load_loses_nothing_acknowledged() {
     assert_order_per_patient(&sim.state.arrivals());
     println!("database restart: {} acknowledged, 0 lost", acked.len());
     drop((a, b));
+}
+
+/// Claim latency with 10,000 deliveries queued (2,000 patients, 5 each):
+/// `./dev.sh bench-cluster` runs it. Each claim takes up to 512 heads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: ./dev.sh bench-cluster runs it"]
+async fn claim_latency() {
+    let Some(pg) = shared() else { return };
+    let url = pg.database("claim_latency").await;
+    let store = PgStore::open(&spec(&url, "bench", Duration::from_secs(10)))
+        .await
+        .unwrap();
+    for chunk in 0..100 {
+        let batch = (0..100)
+            .map(|i| {
+                let n = chunk * 100 + i;
+                delivery(&format!("L{n}"), &format!("P{}", n % 2000))
+            })
+            .collect();
+        store.insert(batch).await.unwrap();
+    }
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let got = store.claim("mi", 512).await.unwrap();
+        times.push(started.elapsed());
+        assert_eq!(got.len(), 512);
+        // Give them back: recorded as a retry due now, so the next claim
+        // sees the same 10,000 queued.
+        for p in &got {
+            let again = Attempted {
+                status: Status::Queued,
+                attempts: 1,
+                next_attempt_at: 0,
+                error: None,
+                answer: None,
+            };
+            store.record(p.id, again).await.unwrap();
+        }
+    }
+    times.sort();
+    println!(
+        "claim of 512 heads with 10,000 queued: median {:?}, worst {:?}",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
 }
