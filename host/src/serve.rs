@@ -178,7 +178,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         tracker: TaskTracker::new(),
         drain: CancellationToken::new(),
     };
-    let journal = match crate::store::open_configured(&config).await? {
+    let journal = match crate::store::open_configured(config).await? {
         Some(journal) => {
             if let Some(path) = &config.journal {
                 tracing::info!(path = %path.display(), "journal open; undelivered messages resume");

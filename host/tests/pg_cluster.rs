@@ -72,6 +72,7 @@ impl PgServer {
     }
 
     /// Starts a new server in a fresh directory.
+    #[allow(clippy::zombie_processes)] // the watcher outlives this binary on purpose
     fn start() -> Option<PgServer> {
         let Some(bin) = find_bin() else {
             let msg = "\n\n!!!!! PostgreSQL binaries not found (initdb, pg_ctl): the cluster tests \
