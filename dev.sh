@@ -7,6 +7,7 @@
 #   ./dev.sh bench   benchmark the demo route against the IIS simulator (and the console)
 #   ./dev.sh bench-console   the console's API at 1,000,000 messages only
 #   ./dev.sh bench-cluster   SQLite vs PostgreSQL, one node vs two (commit mode)
+#   ./dev.sh bench-bulk      bulk queries: 10,000 and 100,000 patients
 #   ./dev.sh build   build the engine and the plugins only
 #   ./dev.sh fuzz [SECONDS]  run every fuzz target (default 600 s each, two at a time)
 set -euo pipefail
@@ -225,6 +226,7 @@ bench() {
         --delivered-from 127.0.0.1:2577 \
         --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
     bench_console
+    bench_bulk
 }
 
 # The console's API at scale: 1,000,000 messages seeded into a message log
@@ -289,6 +291,25 @@ fuzz() {
     }
     for ((i = 0; i < ${#targets[@]}; i += 2)); do
         run_one "${targets[$i]}" & run_one "${targets[$((i + 1))]}" & wait
+    done
+}
+
+# Bulk queries: a synthetic cohort through the demo's query route to two
+# simulated IIS, each taking at most 8 queries at once; then 100,000
+# patients for the memory ceiling (peak RSS from /usr/bin/time).
+bench_bulk() {
+    local dir="build/bench-bulk"
+    rm -rf "$dir" && mkdir -p "$dir"
+    "$BIN" sim-iis --listen 127.0.0.1:2611 --name MAIIS --synthetic --not-found-percent 5 --max-in-flight 8 --log warn & PIDS+=($!)
+    "$BIN" sim-iis --listen 127.0.0.1:2612 --name PAIIS --synthetic --not-found-percent 5 --max-in-flight 8 --log warn & PIDS+=($!)
+    wait_port 2611 && wait_port 2612
+    for n in "${BENCH_BULK_PATIENTS:-10000}" 100000; do
+        awk -v n="$n" 'BEGIN{ print "member_id,family,given,birth_date,sex,address,city,state,zip";
+            for (i = 1; i <= n; i++) printf "M%d,Family%d,Given%d,%04d-%02d-%02d,%s,%d Main St,Springfield,%s,%05d\n",
+                i, i, i, 2008 + i % 16, 1 + i % 12, 1 + i % 28, (i % 2) ? "F" : "M", i, (i % 2) ? "MA" : "PA", 1000 + i % 9000 }' > "$dir/cohort-$n.csv"
+        log "bulk query: $n patients, two simulated IIS, bulk_max_in_flight = 8"
+        /usr/bin/time -f 'peak RSS %M KB' "$BIN" bulk run --config samples/bench/izhub-bulk.toml \
+            --cohort "$dir/cohort-$n.csv" --out "$dir/out-$n" --log warn
     done
 }
 
@@ -362,11 +383,12 @@ bench_cluster() {
 
 case "${1:-}" in
     demo) demo ;;
+    bench-bulk) setup; build_plugins; build_host; trap stop_all EXIT INT TERM; bench_bulk ;;
     test) run_tests ;;
     bench) bench ;;
     bench-cluster) bench_cluster ;;
     bench-console) setup; build_console; build_host; trap stop_all EXIT INT TERM; bench_console ;;
     build) setup; build_plugins; build_guest_plugins; build_console; build_host ;;
     fuzz) fuzz "${2:-600}" ;;
-    *) sed -n '2,10p' "$0"; exit 2 ;;
+    *) sed -n '2,12p' "$0"; exit 2 ;;
 esac

@@ -282,7 +282,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
                 auth: Auth::new(&config.admin_access, tls.is_some()),
                 tls,
                 shutdown: shutdown.clone(),
-                bulk: Some(crate::admin::fhir::Exports::new(&config)),
+                bulk: Some(crate::admin::fhir::Exports::new(config)),
             });
             if let Some(exports) = &state.bulk {
                 exports.resume_all(&state);

@@ -16,93 +16,13 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
+use common::{Answer, exchange, http};
 use izhub::admin::auth::{self, Auth, ClientAddr, CurrentUser, Refusal, Role};
 use izhub::serve::{self, Running, ServeOptions};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PASSWORD: &str = "correct horse battery";
-
-/// One HTTP answer.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
-    }
-
-    /// `izhub_session=...` from Set-Cookie, ready for a Cookie header.
-    fn session_cookie(&self) -> String {
-        let set = self.header("set-cookie").expect("a Set-Cookie header");
-        set.split(';').next().unwrap().to_string()
-    }
-}
-
-/// A request written on `stream` with `Connection: close`; the answer read to its end.
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> Answer {
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request += &format!("{name}: {value}\r\n");
-    }
-    if let Some(body) = body {
-        request += &format!("Content-Length: {}\r\n", body.len());
-    }
-    request += "\r\n";
-    request += body.unwrap_or("");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .expect("an answer within 10 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
-
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> Answer {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    exchange(stream, method, path, headers, body).await
-}
 
 async fn login(addr: SocketAddr, user: &str, password: &str) -> Answer {
     let body = serde_json::json!({ "user": user, "password": password }).to_string();

@@ -932,12 +932,11 @@ async fn resolve(
                 ..Search::default()
             };
             let l = log.clone();
-            let all = match blocking(move || l.search_all(&search, 100_000)).await {
+            match blocking(move || l.search_all(&search, 100_000)).await {
                 Ok(Ok(metas)) => metas,
                 Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                 Err(r) => return r,
-            };
-            all
+            }
         } else {
             let mut all = Vec::new();
             for id in &body.ids {

@@ -669,7 +669,8 @@ fn validate(
         other => return Err(err("sex", format!("{other:?} is not M, F or U"))),
     };
     let state = get("state")?.to_uppercase();
-    if !state.is_empty() && !(state.len() == 2 && state.bytes().all(|b| b.is_ascii_alphabetic())) {
+    let two_letters = state.len() == 2 && state.bytes().all(|b| b.is_ascii_alphabetic());
+    if !state.is_empty() && !two_letters {
         return Err(err(
             "state",
             format!("{state:?} is not a two-letter state code"),
@@ -691,9 +692,8 @@ fn validate(
         .chars()
         .filter(|c| !matches!(c, '(' | ')' | '-' | '.' | ' ' | '+'))
         .collect();
-    if !phone.is_empty()
-        && !(phone.bytes().all(|b| b.is_ascii_digit()) && (7..=15).contains(&phone.len()))
-    {
+    let phone_like = phone.bytes().all(|b| b.is_ascii_digit()) && (7..=15).contains(&phone.len());
+    if !phone.is_empty() && !phone_like {
         return Err(err(
             "phone",
             format!("{raw_phone:?} is not a phone number (7 to 15 digits)"),

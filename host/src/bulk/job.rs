@@ -208,7 +208,12 @@ impl Job {
             )));
         }
         let reader = Cohort::open(cohort)?;
-        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        // The output is PHI: the directory is the engine user's alone.
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|e| file_err(dir, e))?;
         crate::store::private_files(&dir.join("job.db")).map_err(|e| file_err(dir, e))?;
         if let Some(ehr) = ehr_history {
             std::fs::copy(ehr, dir.join("ehr-history.ndjson")).map_err(|e| file_err(ehr, e))?;
@@ -256,7 +261,7 @@ impl Job {
         let mut lengths: Vec<(String, u64, u64)> = vec![(ERRORS.into(), length, bad)];
         if spec.ehr_history {
             let csv = dir.join("reconciliation.csv");
-            let header = "patient,side,vaccine_group,cvx,date\r\n";
+            let header = reconcile::CSV_HEADER;
             std::fs::write(&csv, header).map_err(|e| file_err(&csv, e))?;
             lengths.push(("reconciliation.csv".into(), header.len() as u64, 0));
         }
@@ -736,7 +741,10 @@ impl Job {
                 for (kind, line) in &d.lines {
                     let (text, n) = buffers.entry(kind).or_default();
                     text.push_str(line);
-                    text.push_str(if kind.ends_with(".csv") { "\r\n" } else { "\n" });
+                    // CSV rows come terminated (CRLF); NDJSON lines do not.
+                    if !kind.ends_with(".csv") {
+                        text.push('\n');
+                    }
                     *n += 1;
                 }
             }

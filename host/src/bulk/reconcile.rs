@@ -150,19 +150,8 @@ pub fn ehr_patient_key(imm: &Value) -> Option<&str> {
         })
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// A completed dose: (CVX or vaccine text, `YYYY-MM-DD`, day number).
-fn dose(imm: &Value) -> Option<(String, String, i64)> {
+fn dose(imm: &Value) -> Option<Dose> {
     if imm.get("resourceType").and_then(Value::as_str) != Some("Immunization") {
         return None;
     }
@@ -177,15 +166,10 @@ fn dose(imm: &Value) -> Option<(String, String, i64)> {
         .get("occurrenceDateTime")
         .and_then(Value::as_str)?
         .get(..10)?;
-    let part = |a: usize, b: usize| date.get(a..b).and_then(|s| s.parse::<i64>().ok());
-    let (y, m, d) = (part(0, 4)?, part(5, 7)?, part(8, 10)?);
-    if !crate::bulk::rsp::valid_ymd(
-        u32::try_from(y).ok()?,
-        u32::try_from(m).ok()?,
-        u32::try_from(d).ok()?,
-    ) {
-        return None;
-    }
+    let part = |a: usize, b: usize| date.get(a..b).and_then(|s| s.parse::<u8>().ok());
+    let year = date.get(..4).and_then(|y| y.parse::<i32>().ok())?;
+    let month = time::Month::try_from(part(5, 7)?).ok()?;
+    let day = time::Date::from_calendar_date(year, month, part(8, 10)?).ok()?;
     let codings = imm.pointer("/vaccineCode/coding").and_then(Value::as_array);
     let cvx = codings
         .and_then(|c| {
@@ -201,8 +185,15 @@ fn dose(imm: &Value) -> Option<(String, String, i64)> {
                 .and_then(|c| c.get("code").and_then(Value::as_str))
         })
         .or_else(|| imm.pointer("/vaccineCode/text").and_then(Value::as_str))?;
-    Some((cvx.to_string(), date.to_string(), days_from_civil(y, m, d)))
+    Some((
+        cvx.to_string(),
+        date.to_string(),
+        i64::from(day.to_julian_day()),
+    ))
 }
+
+/// A dose: (CVX or vaccine text, `YYYY-MM-DD`, day number).
+type Dose = (String, String, i64);
 
 /// The most doses compared per side for one patient.
 const MAX_DOSES: usize = 10_000;
@@ -218,7 +209,7 @@ pub fn reconcile(
     tolerance_days: u32,
 ) -> Vec<Discrepancy> {
     // group → (side 0 = IIS / 1 = EHR) → doses
-    let mut by_group: BTreeMap<String, [Vec<(String, String, i64)>; 2]> = BTreeMap::new();
+    let mut by_group: BTreeMap<String, [Vec<Dose>; 2]> = BTreeMap::new();
     let ehr_mine = ehr
         .iter()
         .filter(|e| ehr_patient_key(e) == Some(patient_key));
@@ -255,7 +246,7 @@ pub fn reconcile(
                 None => unmatched_iis.push(d),
             }
         }
-        let mk = |side, d: &(String, String, i64)| Discrepancy {
+        let mk = |side, d: &Dose| Discrepancy {
             patient: patient_key.to_string(),
             side,
             vaccine_group: group.clone(),

@@ -123,9 +123,13 @@ impl Rep<'_> {
     }
 }
 
+/// An HL7 date that is not a valid DT/DTM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidDate;
+
 /// Whether `y-m-d` is a day of the Gregorian calendar.
 pub fn valid_ymd(y: u32, m: u32, d: u32) -> bool {
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let leap = (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
     let days = match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
@@ -204,22 +208,22 @@ fn date_part(d: &str) -> String {
 
 /// An HL7 DT/DTM as a FHIR `date` at the precision given (`YYYY`,
 /// `YYYY-MM`, `YYYY-MM-DD`): `Ok(None)` when empty, `Err` when invalid.
-pub fn to_date(text: &str) -> Result<Option<String>, ()> {
+pub fn to_date(text: &str) -> Result<Option<String>, InvalidDate> {
     if text.trim().is_empty() {
         return Ok(None);
     }
-    let dtm = read_dtm(text).ok_or(())?;
+    let dtm = read_dtm(text).ok_or(InvalidDate)?;
     Ok(Some(date_part(dtm.digits.get(..8).unwrap_or(&dtm.digits))))
 }
 
 /// An HL7 DTM as a FHIR `dateTime` at the precision given. FHIR wants a
 /// time zone with any time, so a time without an offset is given as its
 /// date only. `Ok(None)` when empty, `Err` when invalid.
-pub fn to_datetime(text: &str) -> Result<Option<String>, ()> {
+pub fn to_datetime(text: &str) -> Result<Option<String>, InvalidDate> {
     if text.trim().is_empty() {
         return Ok(None);
     }
-    let dtm = read_dtm(text).ok_or(())?;
+    let dtm = read_dtm(text).ok_or(InvalidDate)?;
     let d = &dtm.digits;
     let Some((sign, oh, om)) = dtm.offset.filter(|_| d.len() >= 10) else {
         return Ok(Some(date_part(d.get(..8).unwrap_or(d))));
@@ -256,9 +260,9 @@ mod tests {
             Ok(Some("2009-02-14".into()))
         );
         assert_eq!(to_date(""), Ok(None));
-        assert_eq!(to_date("20090230"), Err(()));
-        assert_eq!(to_date("2009021"), Err(()));
-        assert_eq!(to_date("abcd"), Err(()));
+        assert_eq!(to_date("20090230"), Err(InvalidDate));
+        assert_eq!(to_date("2009021"), Err(InvalidDate));
+        assert_eq!(to_date("abcd"), Err(InvalidDate));
         assert_eq!(
             to_datetime("20240618083101-0400"),
             Ok(Some("2024-06-18T08:31:01-04:00".into()))
@@ -272,9 +276,9 @@ mod tests {
             Ok(Some("2024-06-18T08:31:01.123-05:00".into()))
         );
         assert_eq!(to_datetime("20120727112142"), Ok(Some("2012-07-27".into())));
-        assert_eq!(to_datetime("20240618083101-9900"), Err(()));
-        assert_eq!(to_datetime("20241318"), Err(()));
-        assert_eq!(to_datetime("20240618250000+0000"), Err(()));
+        assert_eq!(to_datetime("20240618083101-9900"), Err(InvalidDate));
+        assert_eq!(to_datetime("20241318"), Err(InvalidDate));
+        assert_eq!(to_datetime("20240618250000+0000"), Err(InvalidDate));
         assert!(valid_ymd(2024, 2, 29) && !valid_ymd(2023, 2, 29) && !valid_ymd(1900, 2, 29));
         assert_eq!(day_key("20240618083101"), Some("20240618"));
         assert_eq!(day_key("2024"), None);

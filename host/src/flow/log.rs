@@ -170,6 +170,9 @@ pub struct Meta {
     pub resolved: bool,
 }
 
+/// A detection, the messages it was found in, and the newest of them.
+pub type DetectionCount = (String, i64, i64);
+
 /// One message in full.
 #[derive(Debug, Clone)]
 pub struct Full {
@@ -629,7 +632,7 @@ impl MessageLog {
         since_ms: i64,
         sender: Option<&str>,
         limit: usize,
-    ) -> Result<HashMap<String, Vec<(String, i64, i64)>>, LogError> {
+    ) -> Result<HashMap<String, Vec<DetectionCount>>, LogError> {
         let rows: Vec<(String, String, i64, i64)> = self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT m.sender, md.detection, COUNT(*), MAX(m.id) FROM message_detections md JOIN messages m ON m.id = md.id
@@ -641,7 +644,7 @@ impl MessageLog {
             })?
             .collect()
         })?;
-        let mut out: HashMap<String, Vec<(String, i64, i64)>> = HashMap::new();
+        let mut out: HashMap<String, Vec<DetectionCount>> = HashMap::new();
         for (s, d, n, example) in rows {
             out.entry(s).or_default().push((d, n, example));
         }

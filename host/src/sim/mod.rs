@@ -109,12 +109,26 @@ pub struct SimState {
     received: AtomicU64,
     /// Messages at once, and those over a limit.
     load: query::Load,
+    /// Per query tag (QPD-2): how many times it was asked (at most
+    /// [`KEEP_TAGS`] tags are counted).
+    tags: Mutex<HashMap<String, u64>>,
 }
+
+/// Query tags counted at most.
+const KEEP_TAGS: usize = 1_000_000;
 
 impl SimState {
     /// What was measured of the load (messages at once, over a limit).
     pub fn load(&self) -> &query::Load {
         &self.load
+    }
+
+    /// How many times a query with this tag (QPD-2) was answered.
+    pub fn queries_for(&self, tag: &str) -> u64 {
+        self.tags
+            .lock()
+            .map(|t| t.get(tag).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// Messages received in all.
@@ -555,6 +569,11 @@ fn qbp(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimState) -> St
     let query = field(msg, "QPD", 1);
     let forecast = component(query, 1) == "Z44";
     let tag = field(msg, "QPD", 2);
+    if let Ok(mut tags) = state.tags.lock()
+        && (tags.len() < KEEP_TAGS || tags.contains_key(tag))
+    {
+        *tags.entry(tag.to_string()).or_default() += 1;
+    }
     let ids = field(msg, "QPD", 3);
     let name = field(msg, "QPD", 4);
     let dob = field(msg, "QPD", 6);

@@ -13,6 +13,7 @@ use izhub::config;
 use izhub::mllp::MllpClient;
 use izhub::serve::{self, Running};
 use izhub::sim::{self, SimOptions, SimState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -361,4 +362,181 @@ pub fn simple_config(iis: std::net::SocketAddr, listener_extra: &str) -> String 
     format!(
         "[listeners.ehr]\nlisten = \"127.0.0.1:0\"\n{listener_extra}\n\n[destinations.mi]\nmllp = \"{iis}\"\n\n[[routes]]\nname = \"all\"\ndestinations = [\"mi\"]\n"
     )
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+
+    /// `izhub_session=...` from Set-Cookie, ready for a Cookie header.
+    pub fn session_cookie(&self) -> String {
+        let set = self.header("set-cookie").expect("a Set-Cookie header");
+        set.split(';').next().unwrap().to_string()
+    }
+}
+
+/// A request written on `stream` with `Connection: close`; the answer read to its end.
+pub async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Answer {
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request += &format!("{name}: {value}\r\n");
+    }
+    if let Some(body) = body {
+        request += &format!("Content-Length: {}\r\n", body.len());
+    }
+    request += "\r\n";
+    request += body.unwrap_or("");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    Answer {
+        status,
+        headers,
+        body: if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    }
+}
+
+/// The body of a `Transfer-Encoding: chunked` answer.
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16)
+            .unwrap_or_else(|e| panic!("chunk size {size:?}: {e}"));
+        if size == 0 {
+            return body;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..]
+            .strip_prefix("\r\n")
+            .expect("CRLF after a chunk");
+    }
+}
+
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Answer {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    exchange(stream, method, path, headers, body).await
+}
+
+/// A virtual environment with the pinned `fhir.resources`, under the target
+/// directory, made again when the requirements change. `None` when there is
+/// no python3 at all.
+pub fn validator_python() -> Option<PathBuf> {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED FHIR validation: python3 is not installed");
+        return None;
+    }
+    let requirements = root().join("host/tests/requirements-fhir.txt");
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    // target/<profile>/deps/bulk_fhir-… → target/fhir-venv
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    let venv = target.join("fhir-venv");
+    let stamp = venv.join("izhub-requirements.txt");
+    let python = venv.join("bin/python");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) || !python.exists()
+    {
+        let _ = std::fs::remove_dir_all(&venv);
+        let made = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success(), "python3 -m venv {} failed", venv.display());
+        let out = std::process::Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--require-hashes",
+                "-r",
+            ])
+            .arg(&requirements)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pip install -r {} failed:\n{}{}",
+            requirements.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&stamp, &wanted).unwrap();
+    }
+    Some(python)
+}
+
+/// Every line of these NDJSON files parses as the FHIR R4 resource it
+/// names, with the PyPI `fhir.resources` models (skipped, loudly, only
+/// when there is no python3).
+pub fn assert_valid_fhir(paths: &[PathBuf]) {
+    let Some(python) = validator_python() else {
+        return;
+    };
+    let out = std::process::Command::new(&python)
+        .arg(root().join("host/tests/fhir_validate.py"))
+        .args(paths)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "invalid FHIR:\n{report}");
+    assert!(report.contains("valid FHIR R4 (4.0.1)"), "{report}");
 }

@@ -110,7 +110,7 @@ impl Notes<'_> {
         };
         match conv {
             Ok(v) => v,
-            Err(()) => {
+            Err(rsp::InvalidDate) => {
                 let shown: String = value.chars().take(40).collect();
                 self.add(
                     "warning",
@@ -356,7 +356,7 @@ pub fn convert(rsp_text: &str, ctx: &Context) -> Converted {
         return refused(
             &mut notes,
             "AE",
-            &non_empty(&words, "no PID segment in the answer"),
+            non_empty(&words, "no PID segment in the answer"),
         );
     };
     for (severity, words) in &h.errors {
@@ -381,10 +381,13 @@ pub fn convert(rsp_text: &str, ctx: &Context) -> Converted {
             }
             continue;
         }
-        if let Some(since) = ctx.since {
-            if rsp::day_key(&group.rxa.text(3, 1)).is_some_and(|d| d < since) {
-                continue;
-            }
+        let given = group.rxa.text(3, 1);
+        let day = rsp::day_key(&given);
+        if ctx
+            .since
+            .is_some_and(|since| day.is_some_and(|d| d < since))
+        {
+            continue;
         }
         n += 1;
         let imm = immunization::immunization(group, ctx, n, &mut notes);
@@ -471,3 +474,6 @@ fn ambiguous(ctx: &Context, notes: &mut Notes, pids: &[Seg<'_>]) -> Converted {
         errors: std::mem::take(&mut notes.list),
     }
 }
+
+#[cfg(test)]
+mod tests;

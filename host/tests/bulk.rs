@@ -1,0 +1,593 @@
+//! Bulk queries end to end, over real sockets to simulated IIS: the FHIR
+//! Bulk Data API (kick-off, status, manifest, files, cancel, parameters
+//! refused as the spec says), the per-destination throttle measured at the
+//! simulator, clinics' queries answered while a bulk job runs, and a job
+//! killed with SIGKILL that resumes without querying finished patients
+//! again or writing a line twice.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Answer, http};
+use izhub::sim::SimOptions;
+use izhub::sim::query::QueryOptions;
+use serde_json::Value;
+
+const TOKEN: &str = "bulk-token-0123456789abcdef";
+const VIEWER_TOKEN: &str = "viewer-token-0123456789abcdef";
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A cohort of `n` patients, every third one in PA, the rest in MA.
+fn cohort(n: usize) -> String {
+    let mut csv = String::from("member_id,family,given,birth_date,sex,city,state,zip\n");
+    for i in 1..=n {
+        let state = if i % 3 == 0 { "PA" } else { "MA" };
+        csv.push_str(&format!(
+            "M{i},Family{i},Given{i},20{:02}-0{}-1{},F,Springfield,{state},01101\n",
+            10 + i % 10,
+            1 + i % 9,
+            i % 9
+        ));
+    }
+    csv
+}
+
+fn synthetic(name: &str) -> SimOptions {
+    SimOptions {
+        query: QueryOptions {
+            synthetic: true,
+            ambiguous: vec!["Ambig".into()],
+            ..QueryOptions::default()
+        },
+        ..common::sim_named(name)
+    }
+}
+
+/// An engine whose query route picks the state's IIS, with an operator
+/// (token) and a viewer.
+fn config(ma: SocketAddr, pa: SocketAddr, extra_dest: &str) -> String {
+    format!(
+        r#"[admin]
+listen = "127.0.0.1:0"
+
+[[admin.users]]
+name = "ops"
+role = "operator"
+password_hash = "{hash}"
+token_sha256 = "{ops}"
+
+[[admin.users]]
+name = "view"
+role = "viewer"
+password_hash = "{hash}"
+token_sha256 = "{view}"
+
+[listeners.ehr]
+listen = "127.0.0.1:0"
+
+{}"#,
+        routes(ma, pa, extra_dest),
+        ops = sha256_hex(TOKEN),
+        view = sha256_hex(VIEWER_TOKEN),
+        hash = izhub::admin::auth::hash_password("unused password 123").unwrap(),
+    )
+}
+
+/// The destinations and the query route alone (for `izhub bulk run`).
+fn routes(ma: SocketAddr, pa: SocketAddr, extra_dest: &str) -> String {
+    format!(
+        r#"[destinations.ma-iis]
+mllp = "{ma}"
+{extra_dest}
+
+[destinations.pa-iis]
+mllp = "{pa}"
+{extra_dest}
+
+[[routes]]
+name = "qbp"
+message_types = ["QBP^Q11"]
+
+[[routes.plugins]]
+wasm = "{router}"
+[routes.plugins.config.states]
+MA = "ma-iis"
+PA = "pa-iis"
+"#,
+        router = common::plugin("route_by_jurisdiction"),
+    )
+}
+
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    extra: &[(&str, &str)],
+    body: Option<&str>,
+) -> Answer {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("Authorization", auth.as_str())];
+    headers.extend_from_slice(extra);
+    http(addr, method, path, &headers, body).await
+}
+
+/// The path of an absolute URL the engine gave.
+fn path_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/').map_or("/".into(), |i| rest[i..].to_string())
+}
+
+fn issue_code(a: &Answer) -> String {
+    let v = a.json();
+    assert_eq!(v["resourceType"], "OperationOutcome", "{}", a.body);
+    v["issue"][0]["code"].as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
+    let ma = common::start_sim(synthetic("MAIIS")).await;
+    let pa = common::start_sim(synthetic("PAIIS")).await;
+    let (running, _dir) = common::engine_from(&config(
+        ma.addr,
+        pa.addr,
+        "connections = 4\nbulk_max_in_flight = 3",
+    ))
+    .await;
+    let admin = running.admin.unwrap();
+
+    // A Group from a cohort: one unreadable row is counted, not fatal.
+    let mut csv = cohort(30);
+    csv.push_str("M31,Ambig,Amy,2015-01-01,F,Springfield,MA,01101\n");
+    csv.push_str("M32,,NoFamily,2015-01-01,F,Springfield,MA,01101\n");
+    let made = call(
+        admin,
+        "POST",
+        "/fhir/Group",
+        TOKEN,
+        &[("Content-Type", "text/csv")],
+        Some(&csv),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let group = made.json();
+    assert_eq!(group["resourceType"], "Group");
+    assert_eq!(group["quantity"], 31, "{group}");
+    let group_path = path_of(made.header("location").unwrap());
+    let id = group["id"].as_str().unwrap().to_string();
+    assert_eq!(group_path, format!("/fhir/Group/{id}"));
+    assert_eq!(
+        call(admin, "GET", &group_path, TOKEN, &[], None)
+            .await
+            .status,
+        200
+    );
+
+    // Viewers may not export PHI.
+    let export = format!("/fhir/Group/{id}/$export");
+    let async_ = [("Prefer", "respond-async")];
+    let viewer = call(admin, "GET", &export, VIEWER_TOKEN, &async_, None).await;
+    assert_eq!(viewer.status, 403, "{}", viewer.body);
+    // What the spec says to refuse with 400 and an OperationOutcome.
+    let no_prefer = call(admin, "GET", &export, TOKEN, &[], None).await;
+    assert_eq!(no_prefer.status, 400);
+    assert_eq!(issue_code(&no_prefer), "invalid");
+    for bad in [
+        "_outputFormat=text/csv",
+        "_type=Observation",
+        "_since=yesterday",
+        "_typeFilter=Immunization%3Fstatus=completed",
+    ] {
+        let a = call(
+            admin,
+            "GET",
+            &format!("{export}?{bad}"),
+            TOKEN,
+            &async_,
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 400, "{bad}: {}", a.body);
+        issue_code(&a);
+    }
+
+    // Kick-off, then poll: 202 with X-Progress until the manifest.
+    let kick = call(
+        admin,
+        "GET",
+        &format!("{export}?_outputFormat=application/fhir%2Bndjson&_type=Patient,Immunization,ImmunizationRecommendation"),
+        TOKEN,
+        &async_,
+        None,
+    )
+    .await;
+    assert_eq!(kick.status, 202, "{}", kick.body);
+    let status_path = path_of(kick.header("content-location").expect("Content-Location"));
+    let started = Instant::now();
+    let mut saw_progress = false;
+    let manifest = loop {
+        let a = call(admin, "GET", &status_path, TOKEN, &[], None).await;
+        match a.status {
+            202 => {
+                let p = a.header("x-progress").expect("X-Progress while running");
+                assert!(p.ends_with("/31 patients"), "{p}");
+                saw_progress = true;
+            }
+            200 => break a,
+            other => panic!("status {other}: {}", a.body),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "export never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(saw_progress || started.elapsed() < Duration::from_millis(50));
+    assert!(
+        manifest
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let m = manifest.json();
+    assert!(m["transactionTime"].as_str().unwrap().ends_with('Z'), "{m}");
+    assert!(m["request"].as_str().unwrap().contains(&export), "{m}");
+    assert_eq!(m["requiresAccessToken"], true);
+    let output = m["output"].as_array().unwrap();
+    let types: HashSet<&str> = output.iter().map(|o| o["type"].as_str().unwrap()).collect();
+    assert!(
+        types.contains("Patient") && types.contains("Immunization"),
+        "{m}"
+    );
+    assert!(
+        types.contains("ImmunizationRecommendation"),
+        "a recommendation type asks for the forecast (Z44): {m}"
+    );
+    assert!(
+        !types.contains("ImmunizationEvaluation"),
+        "not asked for: {m}"
+    );
+    let errors = m["error"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{m}");
+
+    // Files: fhir+ndjson, every line a resource of its type, ids unique,
+    // and every line valid FHIR R4 (checked by a FHIR model library).
+    let downloads = tempfile::tempdir().unwrap();
+    let mut saved = Vec::new();
+    for o in output {
+        let kind = o["type"].as_str().unwrap();
+        let f = call(
+            admin,
+            "GET",
+            &path_of(o["url"].as_str().unwrap()),
+            TOKEN,
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(f.status, 200);
+        assert_eq!(f.header("content-type"), Some("application/fhir+ndjson"));
+        let lines: Vec<&str> = f.body.lines().collect();
+        assert_eq!(lines.len() as u64, o["count"].as_u64().unwrap());
+        let mut ids = HashSet::new();
+        for line in lines {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["resourceType"], kind);
+            assert!(
+                ids.insert(v["id"].as_str().unwrap().to_string()),
+                "duplicate {line}"
+            );
+        }
+        if kind == "Patient" {
+            assert_eq!(ids.len(), 30, "every patient but the ambiguous one");
+        }
+        let path = downloads.path().join(format!("{kind}.ndjson"));
+        std::fs::write(&path, &f.body).unwrap();
+        saved.push(path);
+    }
+    let e = call(
+        admin,
+        "GET",
+        &path_of(errors[0]["url"].as_str().unwrap()),
+        TOKEN,
+        &[],
+        None,
+    )
+    .await;
+    assert!(
+        e.body.contains("multiple-matches"),
+        "the ambiguous patient: {}",
+        e.body
+    );
+    assert!(
+        e.body.contains("NoFamily") || e.body.contains("family"),
+        "the bad row: {}",
+        e.body
+    );
+    let errors_path = downloads.path().join("OperationOutcome.ndjson");
+    std::fs::write(&errors_path, &e.body).unwrap();
+    saved.push(errors_path);
+    common::assert_valid_fhir(&saved);
+    // A path that is not one of the job's files.
+    let probe = call(
+        admin,
+        "GET",
+        &format!("{}/job.db", status_path.replace("bulkstatus", "bulkfiles")),
+        TOKEN,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(probe.status, 404);
+
+    // DELETE cancels and removes the job.
+    let del = call(admin, "DELETE", &status_path, TOKEN, &[], None).await;
+    assert_eq!(del.status, 202);
+    assert_eq!(
+        call(admin, "GET", &status_path, TOKEN, &[], None)
+            .await
+            .status,
+        404
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttle_holds_and_clinics_are_answered_during_a_bulk_job() {
+    let slow = |name: &str| SimOptions {
+        delay: Duration::from_millis(40),
+        ..synthetic(name)
+    };
+    let ma = common::start_sim(slow("MAIIS")).await;
+    let pa = common::start_sim(slow("PAIIS")).await;
+    // Asked for 6 at once, but 4 connections keep one for clinics: 3.
+    let (running, _dir) = common::engine_from(&config(
+        ma.addr,
+        pa.addr,
+        "connections = 4\nbulk_max_in_flight = 6",
+    ))
+    .await;
+    let admin = running.admin.unwrap();
+    let made = call(
+        admin,
+        "POST",
+        "/fhir/Group",
+        TOKEN,
+        &[("Content-Type", "text/csv")],
+        Some(&cohort(150)),
+    )
+    .await;
+    let id = made.json()["id"].as_str().unwrap().to_string();
+    let kick = call(
+        admin,
+        "GET",
+        &format!("/fhir/Group/{id}/$export"),
+        TOKEN,
+        &[("Prefer", "respond-async")],
+        None,
+    )
+    .await;
+    assert_eq!(kick.status, 202, "{}", kick.body);
+    let status_path = path_of(kick.header("content-location").unwrap());
+
+    // Meanwhile a clinic queries: answered in about the IIS's own time.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let query = common::sample_text("messages/qbp/qbp-q11-z34-01.hl7");
+    let query =
+        common::with_msh(&query, 10, "CLINIC-Q1").replace("^Myfaircity^GA^", "^Myfaircity^MA^");
+    let mut client = common::connect(&running, "ehr").await;
+    let mut worst = Duration::ZERO;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let answer = client
+            .exchange(query.as_bytes(), common::TIMEOUT)
+            .await
+            .unwrap();
+        worst = worst.max(t.elapsed());
+        assert!(String::from_utf8_lossy(&answer).contains("RSP^K11"));
+    }
+    assert!(
+        worst < Duration::from_millis(400),
+        "a clinic's query waited {worst:?} behind the bulk job"
+    );
+    let started = Instant::now();
+    loop {
+        let a = call(admin, "GET", &status_path, TOKEN, &[], None).await;
+        if a.status == 200 {
+            break;
+        }
+        assert_eq!(a.status, 202, "{}", a.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // At the simulators: never more than 3 bulk queries plus the clinic's one
+    // at once, and the limit was reached (the job did run in parallel).
+    for sim in [&ma, &pa] {
+        let peak = sim.state.load().peak();
+        assert!(peak <= 4, "{peak} messages at once at the IIS");
+        assert!(peak >= 3, "the job never used its 3 places: peak {peak}");
+        assert_eq!(sim.state.load().over_limit(), 0);
+    }
+    running.stop().await;
+}
+
+/// The `izhub` binary with arguments, as a child process.
+fn izhub(args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_izhub"));
+    c.args(args)
+        .args(["--log", "warn"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_killed_with_sigkill_resumes_exactly_once() {
+    let slow = |name: &str| SimOptions {
+        delay: Duration::from_millis(3),
+        ..synthetic(name)
+    };
+    let ma = common::start_sim(slow("MAIIS")).await;
+    let pa = common::start_sim(slow("PAIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("izhub.toml");
+    let text = routes(ma.addr, pa.addr, "connections = 5\nbulk_max_in_flight = 4");
+    std::fs::write(&cfg, text).unwrap();
+    let n = 10_000;
+    let cohort_path = dir.path().join("cohort.csv");
+    std::fs::write(&cohort_path, cohort(n)).unwrap();
+    let out = dir.path().join("out");
+    let (cfg_s, cohort_s, out_s) = (
+        cfg.to_str().unwrap(),
+        cohort_path.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+
+    let mut child = izhub(&[
+        "bulk", "run", "-c", cfg_s, "--cohort", cohort_s, "--out", out_s,
+    ])
+    .spawn()
+    .unwrap();
+    // Kill it a third of the way through.
+    let started = Instant::now();
+    while lines(&out.join("Patient.ndjson")).len() < n / 3 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("finished before it could be killed: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // What the job had committed when it died.
+    let done_before: Vec<i64> = {
+        let conn = rusqlite::Connection::open(out.join("job.db")).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT idx FROM patients WHERE done = 1")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert!(
+        !done_before.is_empty() && done_before.len() < n,
+        "{}",
+        done_before.len()
+    );
+
+    let status = izhub(&["bulk", "status", "--out", out_s]).output().unwrap();
+    assert!(String::from_utf8_lossy(&status.stdout).contains("Running"));
+    let resumed = izhub(&["bulk", "resume", "-c", cfg_s, "--out", out_s])
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&resumed.stdout),
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+
+    // Every patient once in the output, no line twice.
+    let patients = lines(&out.join("Patient.ndjson"));
+    assert_eq!(patients.len(), n, "one Patient per cohort row");
+    let mut ids = HashSet::new();
+    for line in &patients {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            ids.insert(v["id"].as_str().unwrap().to_string()),
+            "twice: {line}"
+        );
+    }
+    let imms = lines(&out.join("Immunization.ndjson"));
+    let unique: HashSet<&String> = imms.iter().collect();
+    assert_eq!(
+        unique.len(),
+        imms.len(),
+        "an Immunization line written twice"
+    );
+    // Finished patients were not queried again.
+    for idx in &done_before {
+        let tag = format!("p{idx}");
+        let asked = ma.state.queries_for(&tag) + pa.state.queries_for(&tag);
+        assert_eq!(
+            asked, 1,
+            "{tag} was done before the kill but asked {asked} times"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_lists_what_each_side_lacks() {
+    let ma = common::start_sim(synthetic("MAIIS")).await;
+    let pa = common::start_sim(synthetic("PAIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("izhub.toml");
+    std::fs::write(&cfg, routes(ma.addr, pa.addr, "")).unwrap();
+    let cohort_path = dir.path().join("cohort.csv");
+    std::fs::write(&cohort_path, cohort(2)).unwrap();
+    // The EHR has a flu shot the IIS does not, and none of the IIS's doses.
+    let ehr = dir.path().join("ehr.ndjson");
+    std::fs::write(
+        &ehr,
+        r#"{"resourceType":"Immunization","status":"completed","vaccineCode":{"coding":[{"system":"http://hl7.org/fhir/sid/cvx","code":"88"}]},"patient":{"identifier":{"value":"M1"}},"occurrenceDateTime":"2021-10-01"}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = izhub(&[
+        "bulk",
+        "run",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--cohort",
+        cohort_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--ehr-history",
+        ehr.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let found = lines(&out.join("reconciliation.ndjson"));
+    let text = found.join("\n");
+    assert!(
+        text.contains("only-in-ehr") && text.contains("\"88\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("only-in-iis"),
+        "the IIS's doses the EHR lacks: {text}"
+    );
+    let csv = lines(&out.join("reconciliation.csv"));
+    assert_eq!(csv.len(), found.len() + 1, "a header and one row per line");
+}
