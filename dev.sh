@@ -6,6 +6,7 @@
 #   ./dev.sh test    build everything and run every check and test (what CI runs)
 #   ./dev.sh bench   benchmark the demo route against the IIS simulator (and the console)
 #   ./dev.sh bench-console   the console's API at 1,000,000 messages only
+#   ./dev.sh bench-cluster   SQLite vs PostgreSQL, one node vs two (commit mode)
 #   ./dev.sh bench-bulk      bulk queries: 10,000 and 100,000 patients
 #   ./dev.sh build   build the engine and the plugins only
 #   ./dev.sh fuzz [SECONDS]  run every fuzz target (default 600 s each, two at a time)
@@ -152,8 +153,32 @@ audit() {
     fi
 }
 
+# The cluster tests (host/tests/pg_cluster.rs) start their own PostgreSQL
+# from Debian's binaries: initdb into a temporary directory, run as an
+# unprivileged user. Installed here when missing; if that is impossible the
+# tests are skipped, loudly, and IZHUB_PG_REQUIRED stays unset.
+ensure_postgres() {
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+        log "installing Debian's PostgreSQL for the cluster tests"
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -q >/dev/null || true
+        $sudo apt-get install -y -q postgresql-15 >/dev/null 2>&1 \
+            || $sudo apt-get install -y -q postgresql >/dev/null 2>&1 || true
+        bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    fi
+    if [ -n "$bin" ] && [ -x "$bin/initdb" ]; then
+        export IZHUB_PG_BIN="$bin" IZHUB_PG_REQUIRED=1
+    else
+        printf '\n\033[1;31m!!!!! PostgreSQL could not be installed: the cluster tests (pg_cluster) are SKIPPED !!!!!\033[0m\n\n' >&2
+    fi
+}
+
 run_tests() {
     setup
+    ensure_postgres
     if ! command -v mllp_send >/dev/null 2>&1; then
         log "installing the third-party MLLP client (PyPI hl7) for the interop test"
         python3 -m pip install --quiet hl7==0.4.5
@@ -288,13 +313,82 @@ bench_bulk() {
     done
 }
 
+# SQLite one node vs PostgreSQL one node vs PostgreSQL two nodes, commit mode,
+# the demo route (samples/bench/izhub-commit.toml without the message log),
+# 8 and 32 connections; then the claim latency with 10,000 queued. Two nodes
+# are measured with one client per node at once (half the connections each):
+# add their msgs/s. PostgreSQL runs from a temporary directory as an
+# unprivileged user and is removed at the end.
+bench_cluster() {
+    setup
+    ensure_postgres
+    [ -n "${IZHUB_PG_BIN:-}" ] || { echo "bench-cluster needs PostgreSQL" >&2; return 1; }
+    build_plugins
+    build_host
+    local dir runas=() port=5499 msgs="${BENCH_MESSAGES:-10000}" file="${BENCH_FILE:-samples/bench/vxu-nist-3kb.hl7}"
+    dir=$(mktemp -d /tmp/izhub-bench-pg.XXXXXX)
+    if [ "$(id -u)" = 0 ]; then
+        id izhub-pg >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin izhub-pg
+        chown izhub-pg "$dir"
+        runas=(runuser -u izhub-pg --)
+    fi
+    "${runas[@]}" "$IZHUB_PG_BIN/initdb" -D "$dir/data" -U izhub --auth=trust -E UTF8 >/dev/null
+    "${runas[@]}" "$IZHUB_PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w \
+        -o "-p $port -k $dir/data -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+    # shellcheck disable=SC2317
+    pg_down() { "${runas[@]}" "$IZHUB_PG_BIN/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
+    trap 'stop_all; pg_down' EXIT INT TERM
+    "$BIN" sim-iis --listen 127.0.0.1:2601 --name MAIIS --log warn & PIDS+=($!)
+    wait_port 2601
+    mkdir -p build/bench-cluster && rm -f build/bench-cluster/*
+    # config NAME LISTEN ADMIN STORE-LINES
+    config() {
+        sed -e "s|127.0.0.1:2577|127.0.0.1:$3|; s|127.0.0.1:2576|127.0.0.1:$2|" \
+            -e "s|^path = \"../../build/bench-journal.db\"|$4|" -e '/^\[console\]/,/^$/d' \
+            -e "s|\"\.\./\.\./build/|\"$ROOT/build/|; s|\"\.\./codesets\"|\"$ROOT/samples/codesets\"|" \
+            samples/bench/izhub-commit.toml > "build/bench-cluster/$1.toml"
+        echo "build/bench-cluster/$1.toml"
+    }
+    run_one() { # title config...
+        local title=$1; shift
+        local pids=() c
+        for c in "$@"; do "$BIN" serve --config "$c" --log error & pids+=($!); done
+        wait_port 2586
+        [ $# -lt 2 ] || wait_port 2587
+        log "$title"
+        if [ $# -lt 2 ]; then
+            "$BIN" bench --to 127.0.0.1:2586 --delivered-from 127.0.0.1:2588 --patients 1000 \
+                --connections 8,32 --messages "$msgs" --file "$file"
+        else
+            "$BIN" bench --to 127.0.0.1:2586 --patients 1000 --connections 4,16 --messages "$((msgs / 2))" --file "$file" > build/bench-cluster/a.out &
+            local first=$!
+            "$BIN" bench --to 127.0.0.1:2587 --patients 1000 --connections 4,16 --messages "$((msgs / 2))" --file "$file" > build/bench-cluster/b.out
+            wait "$first"
+            echo "-- node a (half the connections):"; cat build/bench-cluster/a.out
+            echo "-- node b (half the connections):"; cat build/bench-cluster/b.out
+        fi
+        for c in "${pids[@]}"; do kill "$c"; wait "$c" 2>/dev/null || true; done
+    }
+    "$IZHUB_PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U izhub one
+    "$IZHUB_PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U izhub two
+    local pg="url = \"postgres://izhub@127.0.0.1:$port"
+    run_one "commit mode, SQLite, one node" "$(config sqlite 2586 2588 "path = \"$ROOT/build/bench-cluster/journal.db\"")"
+    run_one "commit mode, PostgreSQL, one node" "$(config pg-one 2586 2588 "$pg/one\"")"
+    run_one "commit mode, PostgreSQL, two nodes (8 and 32 connections in all)" \
+        "$(config pg-a 2586 2588 "$pg/two\"")" "$(config pg-b 2587 2589 "$pg/two\"")"
+    log "claim latency with 10,000 queued (PostgreSQL)"
+    IZHUB_PG_BIN="$IZHUB_PG_BIN" cargo test --release -p izhub --test pg_cluster -- --ignored --nocapture claim_latency 2>&1 \
+        | grep -E "^claim of|test result"
+}
+
 case "${1:-}" in
     demo) demo ;;
     bench-bulk) setup; build_plugins; build_host; trap stop_all EXIT INT TERM; bench_bulk ;;
     test) run_tests ;;
     bench) bench ;;
+    bench-cluster) bench_cluster ;;
     bench-console) setup; build_console; build_host; trap stop_all EXIT INT TERM; bench_console ;;
     build) setup; build_plugins; build_guest_plugins; build_console; build_host ;;
     fuzz) fuzz "${2:-600}" ;;
-    *) sed -n '2,10p' "$0"; exit 2 ;;
+    *) sed -n '2,12p' "$0"; exit 2 ;;
 esac

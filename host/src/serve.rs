@@ -178,10 +178,11 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         tracker: TaskTracker::new(),
         drain: CancellationToken::new(),
     };
-    let journal = match &config.journal {
-        Some(path) => {
-            let journal = crate::store::open(path)?;
-            tracing::info!(path = %path.display(), "journal open; undelivered messages resume");
+    let journal = match crate::store::open_configured(config).await? {
+        Some(journal) => {
+            if let Some(path) = &config.journal {
+                tracing::info!(path = %path.display(), "journal open; undelivered messages resume");
+            }
             let max_finished = config.max_finished;
             let (j, every, retention, stop) = (
                 journal.clone(),

@@ -118,8 +118,17 @@ async fn healthz(
         v.as_ref()
             .map_or("null".to_string(), |s| format!("\"{}\"", json_escape(s)))
     };
+    // A shared journal: the nodes over it, their heartbeats and leases.
+    let cluster = match &state.journal {
+        Some(j) => match j.cluster().await {
+            Ok(Some(c)) => serde_json::to_string(&c).unwrap_or_else(|_| "null".into()),
+            Ok(None) => "null".into(),
+            Err(e) => format!("{{\"error\":\"{}\"}}", json_escape(&e.to_string())),
+        },
+        None => "null".into(),
+    };
     let body = format!(
-        "{{\"status\":\"{}\",\"version\":\"{}\",\"routes\":{},\"listeners\":[{}],\"reload\":{{\"generation\":{},\"last_attempt\":{},\"last_error\":{}}}}}",
+        "{{\"status\":\"{}\",\"version\":\"{}\",\"routes\":{},\"listeners\":[{}],\"reload\":{{\"generation\":{},\"last_attempt\":{},\"last_error\":{}}},\"cluster\":{}}}",
         if reload.last_error.is_some() {
             "degraded"
         } else {
@@ -131,6 +140,7 @@ async fn healthz(
         reload.generation,
         opt(&reload.last_attempt),
         opt(&reload.last_error),
+        cluster,
     );
     ([(header::CONTENT_TYPE, "application/json")], body)
 }

@@ -24,7 +24,7 @@ pub(super) async fn reprocess(
             return Ok(ExitCode::from(2));
         }
     };
-    let Some(path) = &cfg.journal else {
+    let Some(journal) = crate::store::open_configured(&cfg).await? else {
         anyhow::bail!("no route uses ack_mode = \"commit\", so nothing is journaled");
     };
     if let Some(s) = &status
@@ -32,7 +32,6 @@ pub(super) async fn reprocess(
     {
         anyhow::bail!("--status must be queued, delivered or dead");
     }
-    let journal = crate::store::open(path)?;
     let filter = crate::store::Filter {
         ids,
         sender,

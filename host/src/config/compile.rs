@@ -75,6 +75,59 @@ pub fn load_all(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigErrors>
     Ok((config, errors))
 }
 
+/// `[store] url`: a shared PostgreSQL journal. The password never sits in
+/// the file: a URL carrying one is refused (it would end up in logs and
+/// backups), and `password_env` names the variable that holds it.
+fn compile_postgres(
+    errs: &mut Errors<'_>,
+    base: &Path,
+    store: Option<&super::file::StoreFile>,
+) -> Option<super::spec::PostgresSpec> {
+    let store = store?;
+    let url = store.url.clone()?;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        errs.push(None, "store.url", "must start with postgres://".to_string());
+        return None;
+    }
+    let authority = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
+    if authority
+        .rsplit_once('@')
+        .is_some_and(|(user, _)| user.contains(':'))
+        || url.contains("password=")
+    {
+        errs.push(
+            None,
+            "store.url",
+            "holds a password: take it from the environment with password_env".to_string(),
+        );
+        return None;
+    }
+    if store.path.is_some() {
+        errs.push(
+            None,
+            "store.path",
+            "a journal is either a file (path) or PostgreSQL (url), not both".to_string(),
+        );
+    }
+    let lease = store.lease_seconds.unwrap_or(10);
+    if !(2..=300).contains(&lease) {
+        errs.push(
+            None,
+            "store.lease_seconds",
+            "must be between 2 and 300".to_string(),
+        );
+    }
+    Some(super::spec::PostgresSpec {
+        url,
+        password_env: store.password_env.clone(),
+        ca: store.ca.as_ref().map(|c| base.join(c)),
+        node: store.node.clone(),
+        lease: Duration::from_secs(lease.clamp(2, 300)),
+    })
+}
+
 /// Collects errors with their positions in one source text.
 pub(super) struct Errors<'a> {
     file: &'a Path,
@@ -314,6 +367,8 @@ fn compile_str(source: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), 
     });
 
     let routes = super::routes::compile(&mut errs, &base, &file, &tables, codesets.is_some());
+    let postgres = compile_postgres(&mut errs, &base, file.store.as_ref());
+    let commit = routes.iter().any(|r| r.ack_mode == AckMode::Commit);
     let admin_access = super::admin::compile(&mut errs, &base, &file);
     {
         let config = Config {
@@ -329,17 +384,15 @@ fn compile_str(source: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), 
             destinations,
             tables,
             codesets,
-            journal: routes
-                .iter()
-                .any(|r| r.ack_mode == AckMode::Commit)
-                .then(|| {
-                    base.join(
-                        file.store
-                            .as_ref()
-                            .and_then(|s| s.path.clone())
-                            .unwrap_or_else(|| "data/izhub.db".into()),
-                    )
-                }),
+            journal: (commit && postgres.is_none()).then(|| {
+                base.join(
+                    file.store
+                        .as_ref()
+                        .and_then(|s| s.path.clone())
+                        .unwrap_or_else(|| "data/izhub.db".into()),
+                )
+            }),
+            postgres: postgres.filter(|_| commit),
             max_finished: file.store.as_ref().and_then(|s| s.max_finished),
             retention: Duration::from_secs(
                 file.store

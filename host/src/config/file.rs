@@ -283,6 +283,20 @@ pub struct StoreFile {
     pub retention_days: Option<u64>,
     /// At most this many finished messages are kept (oldest deleted first).
     pub max_finished: Option<u64>,
+    /// A shared PostgreSQL journal instead of the SQLite file, for several
+    /// engine nodes over one queue: `postgres://user@host:port/db`
+    /// (`?sslmode=require` for TLS). Never with a password in it.
+    pub url: Option<String>,
+    /// The environment variable holding the database password.
+    pub password_env: Option<String>,
+    /// CA certificate (PEM) the database's TLS certificate must chain to
+    /// (default: the system's roots).
+    pub ca: Option<String>,
+    /// This node's name in the cluster (default: host name and process id).
+    pub node: Option<String>,
+    /// How long a node's claim on a delivery lasts without renewal
+    /// (seconds, default 10): a dead node's deliveries resume after it.
+    pub lease_seconds: Option<u64>,
 }
 
 /// `[[routes]]`

@@ -28,6 +28,8 @@ pub struct Config {
     pub codesets: Option<CodeSetsSpec>,
     /// The journal file, when any route uses `commit` mode.
     pub journal: Option<PathBuf>,
+    /// A shared PostgreSQL journal (`[store] url`), used instead of `journal`.
+    pub postgres: Option<PostgresSpec>,
     /// How long finished messages stay in the journal.
     pub retention: Duration,
     /// How many finished messages the journal keeps at most.
@@ -39,6 +41,21 @@ pub struct Config {
     pub codeset_max_age_days: u64,
     /// Bulk queries.
     pub bulk: BulkSpec,
+}
+
+/// A shared PostgreSQL journal (`[store] url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresSpec {
+    /// `postgres://user@host:port/db?…`, without a password.
+    pub url: String,
+    /// The environment variable holding the password.
+    pub password_env: Option<String>,
+    /// CA the database's certificate must chain to.
+    pub ca: Option<PathBuf>,
+    /// This node's name; `None` picks host name and process id.
+    pub node: Option<String>,
+    /// How long a claim on a delivery lasts without renewal.
+    pub lease: Duration,
 }
 
 /// How bulk queries are made (`[bulk]`).

@@ -46,6 +46,8 @@ fn backoff(spec: &super::Target, attempts: u32, seed: i64) -> i64 {
 enum Attempt {
     Delivered,
     Failed,
+    /// Not sent: the claim lapsed (a shared journal gave it to another node).
+    Lost,
 }
 
 /// Runs the queue of the destination called `name` until `shutdown`: the one
@@ -196,6 +198,7 @@ pub async fn run(
                                 failed += 1;
                                 break;
                             }
+                            Attempt::Lost => break,
                         }
                     }
                 }
@@ -241,6 +244,33 @@ pub async fn run(
     }
 }
 
+/// Records an attempt's outcome. A shared journal refuses it when this
+/// node's claim lapsed and another node took the delivery over (fencing):
+/// counted and logged, the other node's outcome stands.
+async fn record(
+    journal: &Journal,
+    metrics: &Metrics,
+    destination: &str,
+    id: i64,
+    outcome: Attempted,
+) {
+    match journal.record(id, outcome).await {
+        Ok(()) => {}
+        Err(crate::store::StoreError::Fenced(_)) => {
+            tracing::warn!(
+                destination,
+                message_id = id,
+                "the claim on a delivery lapsed while it was sent; its outcome was not recorded (another node owns it)"
+            );
+            metrics
+                .deliveries
+                .get_or_create(&vec![l("destination", destination), l("result", "fenced")])
+                .inc();
+        }
+        Err(e) => tracing::error!(error = %e, "cannot record a delivery"),
+    }
+}
+
 async fn attempt(
     dest: &Destination,
     journal: &Journal,
@@ -251,8 +281,23 @@ async fn attempt(
 ) -> Attempt {
     let attempts = row.attempts + 1;
     let (row_id, route) = (row.id, row.route.clone());
-    let result = dest.deliver(bytes::Bytes::from(row.payload)).await;
     let dest_label = l("destination", &spec.name);
+    match journal.hold(row_id).await {
+        Ok(true) => {}
+        held => {
+            if let Err(e) = held {
+                tracing::warn!(destination = %spec.name, message_id = row_id, error = %e, "cannot confirm the claim on a delivery; not sending it now");
+            } else {
+                tracing::warn!(destination = %spec.name, message_id = row_id, "the claim on a delivery lapsed before it was sent; another node has it");
+            }
+            metrics
+                .deliveries
+                .get_or_create(&vec![dest_label, l("result", "lost_claim")])
+                .inc();
+            return Attempt::Lost;
+        }
+    }
+    let result = dest.deliver(bytes::Bytes::from(row.payload)).await;
     match result {
         Ok(answer) => {
             let text = String::from_utf8_lossy(&answer).into_owned();
@@ -277,9 +322,7 @@ async fn attempt(
                 error,
                 answer: Some((answer.to_vec(), class.as_str().into())),
             };
-            if let Err(e) = journal.record(row_id, outcome).await {
-                tracing::error!(error = %e, "cannot record a delivery");
-            }
+            record(journal, metrics, &spec.name, row_id, outcome).await;
             if let Some(f) = flow {
                 let ack = hl7::read_msa(&text)
                     .map(|(c, _)| crate::flow::meta_value(&c))
@@ -323,9 +366,7 @@ async fn attempt(
                 error: Some(e.to_string()),
                 answer: None,
             };
-            if let Err(e) = journal.record(row_id, outcome).await {
-                tracing::error!(error = %e, "cannot record a delivery");
-            }
+            record(journal, metrics, &spec.name, row_id, outcome).await;
             if let Some(f) = flow {
                 let final_outcome = dead.then_some(crate::flow::Outcome::Errored);
                 if let Some(o) = final_outcome {

@@ -51,6 +51,7 @@ impl Pipeline {
                 raw: raw.to_vec(),
                 payload: payload.to_vec(),
                 stages: stages.clone(),
+                dedupe: trace.reprocess_of.is_none(),
             })
             .collect();
         match journal.insert(batch).await {

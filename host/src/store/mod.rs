@@ -10,6 +10,7 @@
 //! (per order key, so per-patient order holds across nodes), and `record` /
 //! `flush` let a backend batch its writes.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
@@ -47,6 +48,11 @@ pub struct NewDelivery {
     /// What each plugin did: `plugin<TAB>verdict<TAB>issues=N<TAB>changed`,
     /// followed by the message it produced when it changed it.
     pub stages: String,
+    /// Whether the same sender's MSH-10, sent again, is answered from the
+    /// journal instead of journaled twice (a resend after a node died);
+    /// false for messages reprocessed on purpose. The shared (PostgreSQL)
+    /// store honours it; one SQLite engine has no other node to resend to.
+    pub dedupe: bool,
 }
 
 /// A journaled message waiting for delivery.
@@ -114,6 +120,10 @@ pub enum StoreError {
     Read(String),
     #[error("the journal is shut down")]
     Closed,
+    /// The claim on delivery `0` lapsed and another node holds it now: the
+    /// outcome was not recorded (the other node's counts).
+    #[error("delivery {0}: the claim lapsed and another node took it over; outcome not recorded")]
+    Fenced(i64),
 }
 
 /// The outcome of one delivery attempt, to record.
@@ -179,6 +189,42 @@ pub trait Store: Send + Sync + 'static {
     /// (ms since the epoch). Read once at start; the console keeps the
     /// numbers up to date from then on.
     fn queued_by_destination(&self) -> StoreFuture<'_, Vec<(String, i64, i64)>>;
+    /// Called just before delivery `id` is sent: whether this caller still
+    /// holds its claim (a shared store also extends the lease and keeps it
+    /// renewed until [`Store::record`]). A store with one engine always
+    /// holds its claims.
+    fn hold(&self, id: i64) -> StoreFuture<'_, bool> {
+        let _ = id;
+        Box::pin(async { Ok(true) })
+    }
+    /// The nodes sharing this store, for `/healthz`; `None` for a store one
+    /// engine owns.
+    fn cluster(&self) -> StoreFuture<'_, Option<Cluster>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// Engine nodes sharing one store, as `/healthz` shows them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Cluster {
+    /// This node's id.
+    pub node: String,
+    pub lease_ms: i64,
+    /// Outcomes this node could not record because its claim had lapsed.
+    pub fenced: u64,
+    pub nodes: Vec<NodeState>,
+}
+
+/// One node, from the `nodes` table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeState {
+    pub id: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    /// Milliseconds since its last heartbeat, by the database's clock.
+    pub heartbeat_age_ms: i64,
+    /// Deliveries it holds an unexpired lease on.
+    pub leases: i64,
 }
 
 /// The journal the engine uses: any store, shared.
@@ -187,4 +233,20 @@ pub type Journal = Arc<dyn Store>;
 /// Opens the default store (SQLite) at `path`, creating and migrating it.
 pub fn open(path: &Path) -> Result<Journal, StoreError> {
     Ok(Arc::new(SqliteStore::open(path)?))
+}
+
+/// Opens the journal a configuration names: the shared PostgreSQL store
+/// when `[store] url` is set, else the SQLite file; `None` when no route
+/// journals.
+pub async fn open_configured(
+    config: &crate::config::Config,
+) -> Result<Option<Journal>, StoreError> {
+    if let Some(pg) = &config.postgres {
+        let store = postgres::PgStore::open(pg).await?;
+        return Ok(Some(Arc::new(store)));
+    }
+    match &config.journal {
+        Some(path) => Ok(Some(open(path)?)),
+        None => Ok(None),
+    }
 }

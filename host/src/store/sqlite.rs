@@ -683,6 +683,7 @@ mod tests {
             raw: b"MSH|raw".to_vec(),
             payload: b"MSH|payload".to_vec(),
             stages: String::new(),
+            dedupe: true,
         }
     }
 
