@@ -36,6 +36,10 @@ pub enum DeliveryError {
         detail: String,
         permanent: bool,
     },
+    /// Not sent: the claim on it may have passed to another node before it
+    /// could be written.
+    #[error("not sent to '{dest}': the claim on it lapsed before it could be written")]
+    Lapsed { dest: String },
 }
 
 impl DeliveryError {
@@ -51,6 +55,7 @@ impl DeliveryError {
                 permanent: true, ..
             } => "refused",
             DeliveryError::Refused { .. } => "fault",
+            DeliveryError::Lapsed { .. } => "lost_claim",
         }
     }
 
@@ -91,6 +96,8 @@ enum Reply {
 struct Job {
     message: Bytes,
     reply: Reply,
+    /// Not written to the IIS after this instant (a lapsed claim).
+    send_by: Option<tokio::time::Instant>,
 }
 
 /// Where a destination's background work runs: connection workers are
@@ -156,6 +163,7 @@ impl Destination {
         let job = Job {
             message,
             reply: Reply::Copy(metrics),
+            send_by: None,
         };
         if let Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) =
             self.tx.try_send(job)
@@ -183,7 +191,24 @@ impl Destination {
 
     /// Sends one message and waits for the IIS's answer.
     pub async fn deliver(&self, message: Bytes) -> Result<Bytes, DeliveryError> {
+        self.deliver_by(message, None).await
+    }
+
+    /// Sends one message and waits for the IIS's answer, unless it cannot
+    /// be written before `send_by` (a queued delivery whose claim would have
+    /// lapsed by then): that gives [`DeliveryError::Lapsed`] and nothing is
+    /// sent. The check is made just before the bytes are written.
+    pub async fn deliver_by(
+        &self,
+        message: Bytes,
+        send_by: Option<tokio::time::Instant>,
+    ) -> Result<Bytes, DeliveryError> {
         if let Some(target) = &self.spec.soap {
+            if lapsed(send_by) {
+                return Err(DeliveryError::Lapsed {
+                    dest: self.spec.name.clone(),
+                });
+            }
             return self.deliver_soap(target, &message).await;
         }
         let (reply, rx) = oneshot::channel();
@@ -192,6 +217,7 @@ impl Destination {
         let job = Job {
             message,
             reply: Reply::Caller(reply),
+            send_by,
         };
         match tokio::time::timeout(wait, self.tx.send(job)).await {
             Ok(Ok(())) => {}
@@ -286,21 +312,27 @@ async fn worker(spec: Target, rx: Arc<Mutex<mpsc::Receiver<Job>>>, drain: Cancel
                 if reply.is_closed() {
                     continue;
                 }
-                let result = exchange(&spec, &mut conn, &job.message).await;
+                let result = exchange(&spec, &mut conn, &job.message, job.send_by).await;
                 let _ = reply.send(result);
             }
             Reply::Copy(metrics) => {
-                let result = exchange(&spec, &mut conn, &job.message).await;
+                let result = exchange(&spec, &mut conn, &job.message, job.send_by).await;
                 record(&metrics, &spec.name, &result);
             }
         }
     }
 }
 
+/// Whether a job's time to be written has passed.
+fn lapsed(send_by: Option<tokio::time::Instant>) -> bool {
+    send_by.is_some_and(|by| tokio::time::Instant::now() >= by)
+}
+
 async fn exchange(
     spec: &Target,
     conn: &mut Option<MllpClient>,
     message: &[u8],
+    send_by: Option<tokio::time::Instant>,
 ) -> Result<Bytes, DeliveryError> {
     let dest = || spec.name.clone();
     // A kept-alive connection may have been closed by the IIS while idle; in
@@ -337,6 +369,10 @@ async fn exchange(
                 conn.insert(c)
             }
         };
+        // Checked after connecting, as close to the write as it can be.
+        if lapsed(send_by) {
+            return Err(DeliveryError::Lapsed { dest: dest() });
+        }
         match client.exchange(message, spec.delivery.answer_timeout).await {
             Ok(answer) => return Ok(answer),
             Err(e) => {

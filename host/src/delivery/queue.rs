@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::Destination;
+use super::{DeliveryError, Destination};
 use crate::flow::{Attempt as FlowAttempt, Flow};
 use crate::hl7;
 use crate::metrics::{Metrics, l};
@@ -282,6 +282,8 @@ async fn attempt(
     let attempts = row.attempts + 1;
     let (row_id, route) = (row.id, row.route.clone());
     let dest_label = l("destination", &spec.name);
+    let asked = tokio::time::Instant::now();
+    let send_by = journal.send_window().map(|w| asked + w);
     match journal.hold(row_id).await {
         Ok(true) => {}
         held => {
@@ -297,8 +299,22 @@ async fn attempt(
             return Attempt::Lost;
         }
     }
-    let result = dest.deliver(bytes::Bytes::from(row.payload)).await;
+    let result = dest
+        .deliver_by(bytes::Bytes::from(row.payload), send_by)
+        .await;
     match result {
+        Err(DeliveryError::Lapsed { .. }) => {
+            // Nothing was sent; whoever holds the claim now delivers it.
+            tracing::warn!(destination = %spec.name, message_id = row_id, "the claim on a delivery lapsed before it could be written; another node has it");
+            metrics
+                .deliveries
+                .get_or_create(&vec![dest_label, l("result", "lost_claim")])
+                .inc();
+            if let Err(e) = journal.release(row_id).await {
+                tracing::warn!(destination = %spec.name, message_id = row_id, error = %e, "cannot give back a lapsed claim; it frees itself when the lease ends");
+            }
+            Attempt::Lost
+        }
         Ok(answer) => {
             let text = String::from_utf8_lossy(&answer).into_owned();
             let class = hl7::classify_answer(&text);

@@ -197,6 +197,19 @@ pub trait Store: Send + Sync + 'static {
         let _ = id;
         Box::pin(async { Ok(true) })
     }
+    /// How long after a successful [`Store::hold`] (timed from before it
+    /// was asked) the delivery may still be written to the IIS: past it
+    /// another node may have taken the delivery over, so it is not sent.
+    /// `None` for a store one engine owns.
+    fn send_window(&self) -> Option<Duration> {
+        None
+    }
+    /// Gives back a claim that was held but not used (nothing was sent), so
+    /// the delivery can be claimed again at once instead of after its lease.
+    fn release(&self, id: i64) -> StoreFuture<'_, ()> {
+        let _ = id;
+        Box::pin(async { Ok(()) })
+    }
     /// The nodes sharing this store, for `/healthz`; `None` for a store one
     /// engine owns.
     fn cluster(&self) -> StoreFuture<'_, Option<Cluster>> {

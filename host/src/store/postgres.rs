@@ -496,6 +496,23 @@ impl Inner {
         Ok(held)
     }
 
+    async fn release(&self, id: i64) -> Result<(), StoreError> {
+        let token = self.claims.lock().ok().and_then(|mut c| c.remove(&id));
+        let Some((token, _)) = token else {
+            return Ok(());
+        };
+        let client = self.pool.get().await.map_err(write_err)?;
+        client
+            .execute(
+                "UPDATE deliveries SET lease_node = NULL, lease_until = 0
+                 WHERE id = $1 AND lease_token = $2",
+                &[&id, &token],
+            )
+            .await
+            .map_err(write_err)?;
+        Ok(())
+    }
+
     async fn record(&self, id: i64, outcome: &Attempted) -> Result<(), StoreError> {
         let token = self.claims.lock().ok().and_then(|mut c| c.remove(&id));
         let Some((token, _)) = token else {
@@ -764,5 +781,16 @@ impl Store for PgStore {
 
     fn cluster(&self) -> StoreFuture<'_, Option<Cluster>> {
         Box::pin(async move { self.inner.cluster().await.map(Some) })
+    }
+
+    fn release(&self, id: i64) -> StoreFuture<'_, ()> {
+        Box::pin(self.inner.release(id))
+    }
+
+    fn send_window(&self) -> Option<Duration> {
+        // The lease runs from the database's clock when the hold was
+        // written, which is no earlier than when it was asked; a quarter is
+        // kept back for the time between the check and the write.
+        Some(Duration::from_millis((self.inner.lease_ms.max(0) as u64) * 3 / 4))
     }
 }
