@@ -60,6 +60,9 @@ pub struct Metrics {
     pub refused_connections: Family<Labels, Counter>,
     /// CPU time the engine process has used (user + system), read at render.
     pub process_cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Records the console's message log dropped since start because its
+    /// writer could not keep up (set at render).
+    pub message_log_dropped: Gauge,
 }
 
 impl Default for Metrics {
@@ -93,6 +96,7 @@ impl Metrics {
             journaled: Family::default(),
             refused_connections: Family::default(),
             process_cpu_seconds: Gauge::default(),
+            message_log_dropped: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -190,6 +194,11 @@ impl Metrics {
             "process_cpu_seconds",
             "CPU time used by the engine process (user and system)",
             m.process_cpu_seconds.clone(),
+        );
+        registry.register(
+            "message_log_dropped",
+            "Records the message log dropped since start because its writer could not keep up",
+            m.message_log_dropped.clone(),
         );
         Metrics { registry, ..m }
     }

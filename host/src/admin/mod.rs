@@ -148,6 +148,10 @@ async fn healthz(
 async fn metrics(
     axum::extract::State(state): axum::extract::State<Arc<AdminState>>,
 ) -> impl IntoResponse {
+    if let Some(log) = state.flow.as_ref().and_then(|f| f.log.as_ref()) {
+        let dropped = i64::try_from(log.dropped()).unwrap_or(i64::MAX);
+        state.metrics.message_log_dropped.set(dropped);
+    }
     (
         [(
             header::CONTENT_TYPE,

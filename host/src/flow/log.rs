@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -122,6 +122,58 @@ pub struct MessageLog {
     reader: Arc<Mutex<Connection>>,
     next_id: AtomicI64,
     dropped: AtomicU64,
+    pace: Arc<Pace>,
+}
+
+/// How far behind the writer is, and whether it runs at normal priority to
+/// catch up. It idles (SCHED_IDLE) while it keeps up, so the answers to
+/// clinics never wait for it; once half the queue is waiting it is raised
+/// to normal priority, since a dropped record is worse than a slower
+/// answer, and it goes back to idling once it has caught up.
+#[derive(Default)]
+struct Pace {
+    waiting: AtomicUsize,
+    /// The writer idles and may be raised.
+    can_raise: AtomicBool,
+    raised: AtomicBool,
+    /// The writer thread's id (0 until it has started).
+    tid: AtomicI32,
+}
+
+impl Pace {
+    fn sent(&self) {
+        let waiting = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        if waiting >= QUEUE / 2
+            && self.can_raise.load(Ordering::Relaxed)
+            && !self.raised.swap(true, Ordering::Relaxed)
+        {
+            let tid = self.tid.load(Ordering::Relaxed);
+            if tid != 0 {
+                writer_priority(Some(tid), false);
+                tracing::debug!(
+                    waiting,
+                    "the message log writer is behind; raised to normal priority"
+                );
+            }
+        }
+    }
+
+    fn taken(&self) {
+        let _ = self
+            .waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                Some(w.saturating_sub(1))
+            });
+    }
+
+    /// Called by the writer after each batch.
+    fn settle(&self) {
+        if self.raised.load(Ordering::Relaxed) && self.waiting.load(Ordering::Relaxed) < QUEUE / 32
+        {
+            let _ = writer_priority(Some(current_tid()), true);
+            self.raised.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A search over the log; every given condition must hold.
@@ -241,6 +293,16 @@ impl MessageLog {
             detail: e.to_string(),
         })?;
         let writer = open_conn(path)?;
+        // A batch fits in the writer's page cache (no spilling mid-batch),
+        // and the WAL is folded into the file every 32 MB rather than every
+        // 4 MB, so index pages changed by every batch are written back once
+        // per checkpoint instead of once per batch.
+        writer
+            .execute_batch("PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=8192;")
+            .map_err(|e| LogError::Open {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            })?;
         writer.execute_batch(SCHEMA).map_err(|e| LogError::Open {
             path: path.display().to_string(),
             detail: e.to_string(),
@@ -259,11 +321,15 @@ impl MessageLog {
             })?;
         let reader = open_conn(path)?;
         let (tx, rx) = std_mpsc::sync_channel(QUEUE);
+        let pace = Arc::new(Pace::default());
+        let writer_pace = pace.clone();
         std::thread::Builder::new()
             .name("izhub-message-log".into())
             .spawn(move || {
-                background_priority();
-                write_loop(writer, rx, keep, keep_messages)
+                writer_pace.tid.store(current_tid(), Ordering::Relaxed);
+                let can_raise = writer_priority(None, true);
+                writer_pace.can_raise.store(can_raise, Ordering::Relaxed);
+                write_loop(writer, rx, keep, keep_messages, &writer_pace)
             })
             .map_err(|e| LogError::Open {
                 path: path.display().to_string(),
@@ -274,6 +340,7 @@ impl MessageLog {
             reader: Arc::new(Mutex::new(reader)),
             next_id: AtomicI64::new(max + 1),
             dropped: AtomicU64::new(0),
+            pace,
         }))
     }
 
@@ -290,6 +357,8 @@ impl MessageLog {
     fn send(&self, op: Op) {
         if self.tx.try_send(op).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.pace.sent();
         }
     }
 
@@ -329,6 +398,7 @@ impl MessageLog {
     pub fn sync(&self) {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         if self.tx.send(Op::Sync(tx)).is_ok() {
+            self.pace.sent();
             let _ = rx.recv_timeout(Duration::from_secs(30));
         }
     }
@@ -774,15 +844,78 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
-/// The writer runs at the lowest priority: on a busy machine the answers
-/// to clinics go first, and the log catches up in the gaps (its queue
-/// absorbs bursts; beyond it records are dropped and counted).
-fn background_priority() {
+/// Sets the writer's priority. Idle is SCHED_IDLE where the engine may
+/// leave it again (root, CAP_SYS_NICE, or an RLIMIT_NICE of 20, systemd's
+/// `LimitNICE=20`): the writer then runs only on a core nothing else wants
+/// and gives way at once when a connection's task wakes, and is raised to
+/// normal priority when it falls behind. Elsewhere it runs at nice 19 all
+/// the time and is never raised. Returns whether it can be raised. `tid`
+/// names the writer when another thread changes it (`None`: the caller).
+fn writer_priority(tid: Option<i32>, idle: bool) -> bool {
     #[cfg(target_os = "linux")]
     {
-        let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
-            tracing::debug!(error = %e, "the message log writer keeps its priority");
+        if tid.is_none() && idle && !sched::may_leave_idle() {
+            let me = rustix::thread::gettid();
+            if let Err(e) = rustix::process::setpriority_process(Some(me), 19) {
+                tracing::debug!(error = %e, "the message log writer keeps its priority");
+            }
+            return false;
+        }
+        if let Err(e) = sched::set(tid.unwrap_or(0), idle) {
+            tracing::debug!(error = %e, idle, "the message log writer keeps its scheduling policy");
+            return false;
+        }
+        true
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (tid, idle);
+        false
+    }
+}
+
+/// The calling thread's id, for [`writer_priority`].
+fn current_tid() -> i32 {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::thread::gettid().as_raw_nonzero().get()
+    }
+    #[cfg(not(target_os = "linux"))]
+    0
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod sched {
+    /// Whether a thread put under SCHED_IDLE may go back to SCHED_OTHER
+    /// (tried on a thread of its own, which then ends).
+    pub fn may_leave_idle() -> bool {
+        std::thread::Builder::new()
+            .name("izhub-sched-probe".into())
+            .spawn(|| set(0, true).is_ok() && set(0, false).is_ok())
+            .ok()
+            .and_then(|t| t.join().ok())
+            .unwrap_or(false)
+    }
+
+    /// Puts thread `tid` (0: the caller) under SCHED_IDLE, or back under
+    /// SCHED_OTHER.
+    pub fn set(tid: i32, idle: bool) -> std::io::Result<()> {
+        let param = libc::sched_param { sched_priority: 0 };
+        let policy = if idle {
+            libc::SCHED_IDLE
+        } else {
+            libc::SCHED_OTHER
+        };
+        // SAFETY: `sched_setscheduler` reads `param`, a valid, initialized
+        // sched_param that outlives the call, and changes only the policy of
+        // thread `tid` (one of this process's, or the caller); both policies
+        // take priority 0.
+        let rc = unsafe { libc::sched_setscheduler(tid, policy, &param) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
         }
     }
 }
@@ -792,6 +925,7 @@ fn write_loop(
     rx: std_mpsc::Receiver<Op>,
     keep: Duration,
     keep_messages: u64,
+    pace: &Pace,
 ) {
     let mut last_prune = Instant::now();
     let prune_every = Duration::from_secs(60);
@@ -815,11 +949,15 @@ fn write_loop(
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
+        for _ in &ops {
+            pace.taken();
+        }
         let mut waiters = Vec::new();
         let mut prune = last_prune.elapsed() >= prune_every;
         if let Err(e) = write_batch(&mut conn, ops, &mut waiters, &mut prune) {
             tracing::warn!(error = %e, "the message log could not write a batch");
         }
+        pace.settle();
         if prune {
             last_prune = Instant::now();
             match prune_log(&conn, keep, keep_messages) {

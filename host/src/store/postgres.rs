@@ -791,6 +791,8 @@ impl Store for PgStore {
         // The lease runs from the database's clock when the hold was
         // written, which is no earlier than when it was asked; a quarter is
         // kept back for the time between the check and the write.
-        Some(Duration::from_millis((self.inner.lease_ms.max(0) as u64) * 3 / 4))
+        Some(Duration::from_millis(
+            (self.inner.lease_ms.max(0) as u64) * 3 / 4,
+        ))
     }
 }
