@@ -336,7 +336,11 @@ bench_cluster() {
     "${runas[@]}" "$IZHUB_PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w \
         -o "-p $port -k $dir/data -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
     # shellcheck disable=SC2317
-    pg_down() { "${runas[@]}" "$IZHUB_PG_BIN/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
+    # The trap runs after this function has returned: the directory and the
+    # user are kept in globals.
+    BENCH_PG_DIR=$dir
+    BENCH_PG_RUNAS=("${runas[@]}")
+    pg_down() { "${BENCH_PG_RUNAS[@]}" "$IZHUB_PG_BIN/pg_ctl" -D "$BENCH_PG_DIR/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$BENCH_PG_DIR"; }
     trap 'stop_all; pg_down' EXIT INT TERM
     "$BIN" sim-iis --listen 127.0.0.1:2601 --name MAIIS --log warn & PIDS+=($!)
     wait_port 2601

@@ -75,12 +75,16 @@ export interface MessageMeta {
   detections: string[];
   latency_ms: number | null;
   resolved: boolean;
+  /** In a cluster: the node whose log holds it. */
+  node?: string;
 }
 
 export interface MessagePage {
   items: MessageMeta[];
   next: number | string | null;
   partial?: boolean;
+  /** In a cluster: nodes that could not be asked this time. */
+  unreachable?: string[];
 }
 
 export interface Issue {

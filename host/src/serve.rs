@@ -170,6 +170,14 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
+    if let Some(var) = &config.admin_access.peer_token_env
+        && crate::admin::auth::peer_token(&config.admin_access).is_none()
+    {
+        anyhow::bail!(
+            "admin.peer_token_env: {var} is not set or shorter than {} characters",
+            crate::admin::auth::MIN_PEER_TOKEN
+        );
+    }
     let metrics = Arc::new(Metrics::new());
     let runtime = Arc::new(Runtime::new(opts.runtime.clone())?);
     let shutdown = CancellationToken::new();
@@ -214,7 +222,8 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
     // and (unless switched off) the message log.
     let flow = match (&config.admin, &config.console) {
         (Some(_), Some(c)) => {
-            let log = crate::flow::log::MessageLog::open(&c.log, c.keep, c.keep_messages)?;
+            let node = journal.as_ref().and_then(|j| j.node_number());
+            let log = crate::flow::log::MessageLog::open(&c.log, c.keep, c.keep_messages, node)?;
             tracing::info!(path = %c.log.display(), "message log open");
             Some(crate::flow::Flow::new(Some(log)))
         }
@@ -283,6 +292,10 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
                 tls,
                 shutdown: shutdown.clone(),
                 bulk: Some(crate::admin::fhir::Exports::new(config)),
+                peers: crate::admin::peers::Peers::new(
+                    crate::admin::auth::peer_token(&config.admin_access),
+                    journal.as_ref(),
+                ),
             });
             if let Some(exports) = &state.bulk {
                 exports.resume_all(&state);

@@ -926,6 +926,7 @@ ack_mode = "commit"
         &dir.path().join("data/messages.db"),
         Duration::from_secs(86_400),
         1000,
+        None,
     )
     .unwrap();
     let actions: Vec<String> = log

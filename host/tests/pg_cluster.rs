@@ -251,6 +251,7 @@ fn spec(url: &str, node: &str, lease: Duration) -> PostgresSpec {
         ca: None,
         node: Some(node.to_string()),
         lease,
+        console_url: None,
     }
 }
 
@@ -499,12 +500,24 @@ struct Node {
 
 impl Node {
     fn new(dir: &Path, name: &str, url: &str, iis: &str, lease_s: u64) -> Node {
+        Node::with_admin(dir, name, url, iis, lease_s, "")
+    }
+
+    /// A node whose `[admin]` section has `admin` added.
+    fn with_admin(
+        dir: &Path,
+        name: &str,
+        url: &str,
+        iis: &str,
+        lease_s: u64,
+        admin_extra: &str,
+    ) -> Node {
         let (port, admin) = (free_port(), free_port());
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
-                "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[listeners.ehr]\nlisten = \"127.0.0.1:{port}\"\n\n\
+                "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{admin_extra}\n[listeners.ehr]\nlisten = \"127.0.0.1:{port}\"\n\n\
                  [store]\nurl = \"{url}\"\nnode = \"{name}\"\nlease_seconds = {lease_s}\n\n\
                  [destinations.mi]\nmllp = \"{iis}\"\nconnect_timeout_ms = 200\nanswer_timeout_ms = 2000\n\
                  retry_initial_ms = 50\nretry_max_ms = 400\nbreaker_failures = 3\nbreaker_open_ms = 300\n\n\
@@ -527,6 +540,7 @@ impl Node {
     fn start(&mut self) {
         self.child = Some(
             Command::new(env!("CARGO_BIN_EXE_izhub"))
+                .env("IZHUB_TEST_PEER_TOKEN", PEER_TOKEN)
                 .args(["serve", "--no-reload", "--log", "warn", "--config"])
                 .arg(&self.config)
                 .spawn()
@@ -565,6 +579,199 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The secret the nodes of the console test share.
+const PEER_TOKEN: &str = "a-secret-the-nodes-share";
+
+/// 4 (f) Any node's console shows every node's messages: a message
+/// answered by node b is found by a search on node a, its detail read and
+/// unmasked through node a (audited on b), and an operator's reprocess
+/// through node a sends it to the IIS again. A viewer's reprocess is
+/// refused whichever node it asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_nodes_console_shows_every_nodes_messages() {
+    let Some(pg) = shared() else { return };
+    let url = pg.database("consoles").await;
+    let sim = start_sim(sim_named("MIIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let iis = sim.addr.to_string();
+    let hash = izhub::admin::auth::hash_password("unused-password").unwrap();
+    let digest = |t: &str| {
+        use sha2::Digest;
+        sha2::Sha256::digest(t.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let admin = format!(
+        "peer_token_env = \"IZHUB_TEST_PEER_TOKEN\"\n\n\
+         [[admin.users]]\nname = \"olga\"\nrole = \"operator\"\npassword_hash = \"{hash}\"\ntoken_sha256 = \"{}\"\n\n\
+         [[admin.users]]\nname = \"vic\"\nrole = \"viewer\"\npassword_hash = \"{hash}\"\ntoken_sha256 = \"{}\"\n\n\
+         [[admin.users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\ntoken_sha256 = \"{}\"\n",
+        digest("olga-token"),
+        digest("vic-token"),
+        digest("ada-token")
+    );
+    let a = Node::with_admin(dir.path(), "ca", &url, &iis, 10, &admin);
+    let b = Node::with_admin(dir.path(), "cb", &url, &iis, 10, &admin);
+    async fn send(port: u16, id: &str, patient: &str) {
+        let mut client = loop {
+            if let Ok(c) = izhub::mllp::MllpClient::connect(
+                &format!("127.0.0.1:{port}"),
+                Duration::from_millis(200),
+                1 << 20,
+            )
+            .await
+            {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let answer = client
+            .exchange(vxu(id, patient).as_bytes(), TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(msa(&answer).0, "AA");
+    }
+    send(a.port, "ON-A-1", "PA").await;
+    send(b.port, "ON-B-1", "PB").await;
+    wait_until("both delivered", 20, || {
+        sim.state.count("ON-A-1") == 1 && sim.state.count("ON-B-1") == 1
+    })
+    .await;
+    let admin_a: std::net::SocketAddr = format!("127.0.0.1:{}", a.admin).parse().unwrap();
+    let olga = [
+        ("authorization", "Bearer olga-token"),
+        ("content-type", "application/json"),
+    ];
+    // Search on a for b's message; the log is written off the answer path.
+    let mut found = None;
+    for _ in 0..100 {
+        let answer = http(
+            admin_a,
+            "POST",
+            "/api/messages/search",
+            &olga,
+            Some(r#"{"control_id":"ON-B-1"}"#),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        if let Some(item) = v["items"].as_array().and_then(|i| i.first()) {
+            found = Some(item.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let item = found.expect("node a's search finds the message node b answered");
+    assert_eq!(item["node"], "cb", "{item}");
+    assert_eq!(item["control_id"], "ON-B-1");
+    assert_ne!(item["patient_id"], "PB", "masked in the list: {item}");
+    let id = item["id"].as_i64().unwrap();
+    // Both nodes' messages in one search, newest first, paged by a cursor.
+    let answer = http(
+        admin_a,
+        "POST",
+        "/api/messages/search",
+        &olga,
+        Some(r#"{"limit":1}"#),
+    )
+    .await;
+    let first: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), 1, "{first}");
+    let cursor = first["next"]
+        .as_str()
+        .expect("a cluster cursor")
+        .to_string();
+    let body = serde_json::json!({ "limit": 10, "before": cursor }).to_string();
+    let answer = http(admin_a, "POST", "/api/messages/search", &olga, Some(&body)).await;
+    let rest: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    let mut seen: Vec<String> = [&first, &rest]
+        .iter()
+        .flat_map(|p| p["items"].as_array().unwrap().iter())
+        .map(|i| i["control_id"].as_str().unwrap().to_string())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["ON-A-1", "ON-B-1"], "{first} {rest}");
+    assert!(rest["next"].is_null(), "{rest}");
+    // The detail, read through node a, unmasked for the operator.
+    let answer = http(
+        admin_a,
+        "GET",
+        &format!("/api/messages/{id}?unmask=true"),
+        &olga,
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("ON-B-1"), "{}", answer.body);
+    assert!(answer.body.contains("PB"), "unmasked: {}", answer.body);
+    // A viewer may not reprocess, asked on either node.
+    let vic = [
+        ("authorization", "Bearer vic-token"),
+        ("content-type", "application/json"),
+    ];
+    let answer = http(
+        admin_a,
+        "POST",
+        &format!("/api/messages/{id}/reprocess"),
+        &vic,
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    // The operator's reprocess through node a: the IIS gets it again.
+    let answer = http(
+        admin_a,
+        "POST",
+        &format!("/api/messages/{id}/reprocess"),
+        &olga,
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    wait_until("the reprocessed message delivered", 20, || {
+        sim.state.count("ON-B-1") == 2
+    })
+    .await;
+    // Node b audited the unmasking and the reprocess for olga.
+    let admin_b: std::net::SocketAddr = format!("127.0.0.1:{}", b.admin).parse().unwrap();
+    let mut audit = String::new();
+    for _ in 0..50 {
+        audit = http(
+            admin_b,
+            "GET",
+            "/api/audit",
+            &[("authorization", "Bearer ada-token")],
+            None,
+        )
+        .await
+        .body;
+        if audit.contains("unmask") && audit.contains("reprocess") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        audit.contains("\"olga\"") && audit.contains("unmask") && audit.contains("reprocess"),
+        "{audit}"
+    );
+    // A request that says it comes from a node but has the wrong secret.
+    let forged = [
+        ("x-izhub-peer", "not-the-secret-at-all"),
+        ("x-izhub-on-behalf-of", "olga"),
+    ];
+    let answer = http(
+        admin_b,
+        "GET",
+        &format!("/api/messages/{id}"),
+        &forged,
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    drop((a, b));
 }
 
 /// EHR connections sending messages in order per patient, each to the

@@ -86,6 +86,7 @@ export function Messages({ me }: { me: Me }) {
   const [items, setItems] = useState<MessageMeta[] | null>(saved.items);
   const [next, setNext] = useState<MessagePage['next']>(saved.next);
   const [partial, setPartial] = useState(saved.partial);
+  const [unreachable, setUnreachable] = useState<string[]>([]);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [bulk, setBulk] = useState<{ count: number; filter: Record<string, string> } | null>(null);
@@ -121,6 +122,7 @@ export function Messages({ me }: { me: Me }) {
       setItems(before === null ? page.items : [...(items ?? []), ...page.items]);
       setNext(page.next);
       setPartial(!!page.partial);
+      setUnreachable(page.unreachable ?? []);
     } catch (e) {
       setError(errorMessage(e));
     } finally {
@@ -224,12 +226,16 @@ export function Messages({ me }: { me: Me }) {
         </div>
       )}
       {partial && <p class="warn">The text search stopped early (time limit): there may be more matches in this range.</p>}
+      {unreachable.length > 0 && (
+        <p class="warn">Not searched this time (the node did not answer): {unreachable.join(', ')}. Search again to include it.</p>
+      )}
       {items && (
         <>
           <table class="grid messages">
             <thead>
               <tr>
                 <th>Time</th>
+                {items.some((m) => m.node) && <th>Node</th>}
                 <th>Sender</th>
                 <th>Type</th>
                 <th>MSH-10</th>
@@ -248,6 +254,7 @@ export function Messages({ me }: { me: Me }) {
                   <td>
                     <a href={`#/messages/${encodeURIComponent(String(m.id))}`}>{fmtTime(m.time)}</a>
                   </td>
+                  {items.some((x) => x.node) && <td>{m.node ?? ''}</td>}
                   <td>{m.sender}</td>
                   <td>{m.type}</td>
                   <td data-testid="message-control-id">{m.control_id}</td>

@@ -180,6 +180,8 @@ struct Settings {
     users: Users,
     metrics_token: Option<[u8; 32]>,
     session: Duration,
+    /// SHA-256 of the secret other nodes of the cluster present.
+    peer: Option<[u8; 32]>,
 }
 
 impl Settings {
@@ -188,9 +190,28 @@ impl Settings {
             users: Users::from_spec(&access.users),
             metrics_token: access.metrics_token_sha256,
             session: access.session,
+            peer: peer_token(access).map(|t| sha256(t.as_bytes())),
         }
     }
 }
+
+/// Shortest secret nodes may share.
+pub const MIN_PEER_TOKEN: usize = 16;
+
+/// The secret the cluster's nodes share, from the variable
+/// `[admin] peer_token_env` names; `None` when unset, missing or too short
+/// (`izhub serve` refuses to start then).
+pub fn peer_token(access: &AdminAccessSpec) -> Option<String> {
+    let var = access.peer_token_env.as_ref()?;
+    std::env::var(var)
+        .ok()
+        .filter(|t| t.len() >= MIN_PEER_TOKEN)
+}
+
+/// The header another node sends its shared secret in.
+pub const PEER_HEADER: &str = "x-izhub-peer";
+/// The header naming the user another node asks for.
+pub const ON_BEHALF_HEADER: &str = "x-izhub-on-behalf-of";
 
 /// Console authentication: users, sessions and the login rate limit. A
 /// cheap handle (clones share everything); put one in the admin state and
@@ -211,8 +232,13 @@ struct Inner {
 /// How a request proved who it is.
 #[derive(Clone)]
 enum Via {
-    Session { key: [u8; 32], csrf: String },
+    Session {
+        key: [u8; 32],
+        csrf: String,
+    },
     Token,
+    /// Another node of the cluster, for a user of its console.
+    Peer,
 }
 
 /// The user a request is made by, as the configuration says now. Take it as
@@ -297,13 +323,18 @@ impl CurrentUser {
     pub fn csrf(&self) -> Option<&str> {
         match &self.via {
             Via::Session { csrf, .. } => Some(csrf),
-            Via::Token => None,
+            Via::Token | Via::Peer => None,
         }
     }
 
     /// Whether the request came with a bearer token rather than a session.
     pub fn by_token(&self) -> bool {
         matches!(self.via, Via::Token)
+    }
+
+    /// Whether another node of the cluster asked, for this user.
+    pub fn by_peer(&self) -> bool {
+        matches!(self.via, Via::Peer)
     }
 }
 
@@ -558,6 +589,20 @@ impl Auth {
         headers: &HeaderMap,
     ) -> Result<CurrentUser, Refusal> {
         let settings = self.settings();
+        if let Some(given) = headers.get(PEER_HEADER) {
+            let expected = settings.peer.ok_or_else(|| {
+                Refusal::unauthorized("this node takes no requests from other nodes")
+            })?;
+            if !bool::from(sha256(given.as_bytes()).ct_eq(&expected)) {
+                return Err(Refusal::unauthorized("wrong node secret"));
+            }
+            let user = headers
+                .get(ON_BEHALF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|name| settings.users.get(name))
+                .ok_or_else(|| Refusal::unauthorized("no such user on this node"))?;
+            return Ok(CurrentUser::new(user, Via::Peer));
+        }
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let token = bearer(value).ok_or_else(|| {
                 Refusal::unauthorized("the Authorization header is not a bearer token")

@@ -21,7 +21,7 @@ use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AdminState;
@@ -241,7 +241,7 @@ async fn events(State(state): State<Shared>, user: CurrentUser) -> Response {
 // ---- the message browser ----
 
 /// Search parameters, as the query string gives them.
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
 #[serde(default)]
 pub struct SearchParams {
     pub from: Option<String>,
@@ -257,8 +257,62 @@ pub struct SearchParams {
     pub detection: Option<String>,
     pub contains: Option<String>,
     pub unresolved: Option<bool>,
-    pub before: Option<i64>,
+    /// Where the previous page ended: the `next` it gave.
+    pub before: Option<Cursor>,
     pub limit: Option<usize>,
+    /// Only this node's messages (what one node asks another).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<bool>,
+}
+
+/// Where a page of search results ended: a message id on one node; in a
+/// cluster, per node, `number:id` (or `number:done`), comma-separated.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Cursor {
+    Id(i64),
+    Nodes(String),
+}
+
+/// Per node number: the id its next page starts below (`None`: done).
+type NodeCursors = std::collections::BTreeMap<i32, Option<i64>>;
+
+/// Most nodes a cursor names.
+const MAX_CURSOR_NODES: usize = 256;
+
+fn parse_cursor(text: &str) -> Result<NodeCursors, String> {
+    let mut out = NodeCursors::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (node, at) = part
+            .split_once(':')
+            .ok_or_else(|| format!("before: '{part}' is not node:id"))?;
+        let node: i32 = node
+            .parse()
+            .map_err(|_| format!("before: '{node}' is not a node number"))?;
+        let at = match at {
+            "done" => None,
+            id => Some(
+                id.parse::<i64>()
+                    .map_err(|_| format!("before: '{id}' is not a message id"))?,
+            ),
+        };
+        out.insert(node, at);
+        if out.len() > MAX_CURSOR_NODES {
+            return Err("before: names too many nodes".into());
+        }
+    }
+    Ok(out)
+}
+
+fn cursor_text(cursors: &NodeCursors) -> String {
+    cursors
+        .iter()
+        .map(|(n, at)| match at {
+            Some(id) => format!("{n}:{id}"),
+            None => format!("{n}:done"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `1700000000000` (ms), `2026-11-29`, `2026-11-29T10:00:00Z`,
@@ -385,7 +439,16 @@ fn search_of(p: &SearchParams, user: &CurrentUser) -> Result<Search, Response> {
         detection: nonempty(&p.detection),
         unresolved: p.unresolved.unwrap_or(false),
         contains,
-        before: p.before,
+        before: match &p.before {
+            None => None,
+            Some(Cursor::Id(id)) => Some(*id),
+            Some(Cursor::Nodes(_)) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "before: a cluster cursor needs the cluster's search",
+                ));
+            }
+        },
         limit: p.limit.unwrap_or(50).clamp(1, 200),
         routes_allowed: user.routes.clone(),
         destinations_allowed: user.destinations.clone(),
@@ -459,28 +522,230 @@ async fn search_messages(state: Shared, user: CurrentUser, p: SearchParams) -> R
     if let Err(r) = user.require(Role::Viewer) {
         return refused(r);
     }
-    let log = match log_of(&state) {
-        Ok(l) => l.clone(),
-        Err(r) => return r,
+    if let Some(peers) = state.peers.clone()
+        && p.local != Some(true)
+        && !user.by_peer()
+    {
+        return search_cluster(state, peers, user, p).await;
+    }
+    match search_messages_local(&state, &user, p).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// One node's page in a cluster search.
+struct NodePage {
+    number: i32,
+    items: Vec<Value>,
+    more: bool,
+    partial: bool,
+}
+
+/// Reads a page of a search as JSON (`items`, `next`, `partial`).
+fn node_page(number: i32, v: &Value) -> NodePage {
+    NodePage {
+        number,
+        items: v
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+        more: v.get("next").is_some_and(|n| !n.is_null()),
+        partial: v.get("partial").and_then(Value::as_bool).unwrap_or(false),
+    }
+}
+
+/// A search over every node of the cluster: each live node is asked for a
+/// page below its own cursor, the pages are merged newest first, and the
+/// cursor says per node where the next page starts. Nodes that cannot be
+/// asked are named in `unreachable` and asked again for the next page.
+async fn search_cluster(
+    state: Shared,
+    peers: Arc<super::peers::Peers>,
+    user: CurrentUser,
+    p: SearchParams,
+) -> Response {
+    let mut cursors = match &p.before {
+        None => NodeCursors::new(),
+        Some(Cursor::Nodes(text)) => match parse_cursor(text) {
+            Ok(c) => c,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        },
+        Some(Cursor::Id(id)) => NodeCursors::from([(crate::flow::log::node_of(*id), Some(*id))]),
     };
-    let search = match search_of(&p, &user) {
-        Ok(s) => s,
-        Err(r) => return r,
+    let limit = p.limit.unwrap_or(50).clamp(1, 200);
+    let me = peers.number();
+    let nodes = peers.list().await;
+    let ask = |number: i32| -> Option<SearchParams> {
+        match cursors.get(&number) {
+            Some(None) => None,
+            at => Some(SearchParams {
+                before: at.copied().flatten().map(Cursor::Id),
+                limit: Some(limit),
+                local: Some(true),
+                ..p.clone()
+            }),
+        }
     };
+    let mut pages: Vec<NodePage> = Vec::new();
+    let mut unreachable: Vec<String> = Vec::new();
+    let mut calls = Vec::new();
+    for node in &nodes {
+        if let Some(q) = ask(node.number) {
+            let body = serde_json::to_value(&q).unwrap_or(Value::Null);
+            let (peers, user_name, node) = (peers.clone(), user.name.clone(), node.clone());
+            calls.push(tokio::spawn(async move {
+                let answer = peers
+                    .call(
+                        &node,
+                        axum::http::Method::POST,
+                        "/api/messages/search",
+                        &user_name,
+                        Some(&body),
+                    )
+                    .await;
+                (node, answer)
+            }));
+        }
+    }
+    if let Some(q) = ask(me) {
+        let local = search_messages_local(&state, &user, q).await;
+        match local {
+            Ok(v) => pages.push(node_page(me, &v)),
+            Err(r) => return r,
+        }
+    }
+    for call in calls {
+        let Ok((node, answer)) = call.await else {
+            continue;
+        };
+        match answer {
+            Ok((status, body)) if status.is_success() => {
+                match serde_json::from_slice::<Value>(&body) {
+                    Ok(v) => pages.push(node_page(node.number, &v)),
+                    Err(_) => unreachable.push(node.name.clone()),
+                }
+            }
+            Ok((status, _)) => {
+                tracing::warn!(node = %node.name, %status, "another node refused a console search");
+                unreachable.push(node.name.clone());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "another node could not be searched");
+                unreachable.push(node.name.clone());
+            }
+        }
+    }
+    // Newest first; RFC 3339 times of one format sort as text.
+    let mut merged: Vec<(String, i64, i32, Value)> = pages
+        .iter()
+        .flat_map(|pg| {
+            pg.items.iter().map(move |v| {
+                let time = v
+                    .get("time")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let id = v.get("id").and_then(Value::as_i64).unwrap_or(0);
+                (time, id, pg.number, v.clone())
+            })
+        })
+        .collect();
+    merged.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+    merged.truncate(limit);
+    for pg in &pages {
+        let taken: Vec<i64> = merged
+            .iter()
+            .filter(|m| m.2 == pg.number)
+            .map(|m| m.1)
+            .collect();
+        let all_taken = taken.len() == pg.items.len();
+        if pg.items.is_empty() || (all_taken && !pg.more) {
+            cursors.insert(pg.number, None);
+        } else if let Some(lowest) = taken.iter().min() {
+            cursors.insert(pg.number, Some(*lowest));
+        }
+    }
+    let names: std::collections::HashMap<i32, String> =
+        nodes.iter().map(|n| (n.number, n.name.clone())).collect();
+    let done = pages
+        .iter()
+        .all(|pg| cursors.get(&pg.number) == Some(&None))
+        && unreachable.is_empty();
+    Json(json!({
+        "items": merged.into_iter().map(|(_, _, number, mut v)| {
+            if let Some(obj) = v.as_object_mut() {
+                let node = names.get(&number).cloned().unwrap_or_else(|| "this node".into());
+                obj.insert("node".into(), Value::String(node));
+            }
+            v
+        }).collect::<Vec<_>>(),
+        "next": if done { Value::Null } else { Value::String(cursor_text(&cursors)) },
+        "partial": pages.iter().any(|pg| pg.partial),
+        "unreachable": unreachable,
+    }))
+    .into_response()
+}
+
+/// This node's page of a search, as JSON.
+async fn search_messages_local(
+    state: &AdminState,
+    user: &CurrentUser,
+    p: SearchParams,
+) -> Result<Value, Response> {
+    let log = log_of(state)?.clone();
+    let search = search_of(&p, user)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
     let page = match blocking(move || log.search(&search, &|| cancel.load(Ordering::Relaxed))).await
     {
         Ok(Ok(p)) => p,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(r) => return r,
+        Ok(Err(e)) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(r) => return Err(r),
     };
-    Json(json!({
+    Ok(json!({
         "items": page.items.iter().map(|m| meta_json(m, false)).collect::<Vec<_>>(),
         "next": page.next,
         "partial": page.partial,
     }))
-    .into_response()
+}
+
+/// When message `id` is in another node's log (and this request is not
+/// already from a node), asks that node and gives its answer.
+async fn on_owner(
+    state: &AdminState,
+    user: &CurrentUser,
+    id: i64,
+    method: axum::http::Method,
+    path_and_query: &str,
+    body: Option<&Value>,
+) -> Option<Response> {
+    let peers = state.peers.as_ref()?;
+    if user.by_peer() {
+        return None;
+    }
+    let number = crate::flow::log::node_of(id);
+    if number == peers.number() {
+        return None;
+    }
+    let Some(node) = peers.owner(id).await else {
+        return Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("message {id} is held by a node that is not running now"),
+        ));
+    };
+    Some(
+        match peers
+            .call(&node, method, path_and_query, &user.name, body)
+            .await
+        {
+            Ok((status, bytes)) => {
+                (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+            }
+            Err(e) => error(StatusCode::BAD_GATEWAY, e),
+        },
+    )
 }
 
 /// The first destination of a message (a message for several has them
@@ -563,6 +828,17 @@ async fn message(
 ) -> Response {
     if let Err(r) = user.require(Role::Viewer) {
         return refused(r);
+    }
+    let path = format!(
+        "/api/messages/{id}{}",
+        if p.unmask == Some(true) {
+            "?unmask=true"
+        } else {
+            ""
+        }
+    );
+    if let Some(r) = on_owner(&state, &user, id, axum::http::Method::GET, &path, None).await {
+        return r;
     }
     let unmask = p.unmask.unwrap_or(false);
     if unmask && let Err(r) = user.require(Role::Operator) {
@@ -667,6 +943,10 @@ async fn reprocess_one(
 ) -> Response {
     if let Err(r) = user.require(Role::Operator) {
         return refused(r);
+    }
+    let path = format!("/api/messages/{id}/reprocess");
+    if let Some(r) = on_owner(&state, &user, id, axum::http::Method::POST, &path, None).await {
+        return r;
     }
     let full = match visible_message(&state, &user, id).await {
         Ok(f) => f,
@@ -841,10 +1121,18 @@ async fn queue_action(state: Shared, user: CurrentUser, id: i64, resend: bool) -
 }
 
 async fn retry(State(state): State<Shared>, user: CurrentUser, Path(id): Path<i64>) -> Response {
+    let path = format!("/api/messages/{id}/retry");
+    if let Some(r) = on_owner(&state, &user, id, axum::http::Method::POST, &path, None).await {
+        return r;
+    }
     queue_action(state, user, id, false).await
 }
 
 async fn resend(State(state): State<Shared>, user: CurrentUser, Path(id): Path<i64>) -> Response {
+    let path = format!("/api/messages/{id}/resend");
+    if let Some(r) = on_owner(&state, &user, id, axum::http::Method::POST, &path, None).await {
+        return r;
+    }
     queue_action(state, user, id, true).await
 }
 

@@ -9,6 +9,7 @@ pub mod console;
 pub mod fhir;
 pub mod https;
 pub mod mask;
+pub mod peers;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -45,6 +46,9 @@ pub struct AdminState {
     pub shutdown: CancellationToken,
     /// FHIR Bulk Data exports.
     pub bulk: Option<Arc<fhir::Exports>>,
+    /// The cluster's other nodes, when the journal is shared and the nodes
+    /// share a secret: the console shows every node's messages.
+    pub peers: Option<Arc<peers::Peers>>,
 }
 
 impl FromRef<Arc<AdminState>> for Auth {

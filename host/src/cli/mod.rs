@@ -292,6 +292,7 @@ fn seed(
         &console.log,
         console.keep,
         console.keep_messages.max(messages),
+        None,
     )?;
     let started = std::time::Instant::now();
     let last = std::cell::Cell::new(std::time::Instant::now());

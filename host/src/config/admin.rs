@@ -93,6 +93,7 @@ pub(super) fn compile(errs: &mut Errors<'_>, base: &Path, file: &FileConfig) -> 
         metrics_token_sha256,
         session,
         tls,
+        peer_token_env: admin.peer_token_env.clone(),
     }
 }
 

@@ -82,6 +82,7 @@ fn compile_postgres(
     errs: &mut Errors<'_>,
     base: &Path,
     store: Option<&super::file::StoreFile>,
+    admin: Option<SocketAddr>,
 ) -> Option<super::spec::PostgresSpec> {
     let store = store?;
     let url = store.url.clone()?;
@@ -119,12 +120,42 @@ fn compile_postgres(
             "must be between 2 and 300".to_string(),
         );
     }
+    if let Some(node) = &store.node
+        && (node.is_empty()
+            || node.len() > 64
+            || !node
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        errs.push(
+            None,
+            "store.node",
+            "must be 1 to 64 letters, digits, '-', '_' or '.'".to_string(),
+        );
+    }
+    let console_url = match &store.console_url {
+        Some(u) => {
+            let host = u.strip_prefix("http://").map(|r| r.trim_end_matches('/'));
+            if host.is_none_or(|h| h.is_empty() || h.contains(['/', '?', '#', '@', ' '])) {
+                errs.push(
+                    None,
+                    "store.console_url",
+                    "must be http://host:port (the admin API as the other nodes reach it; HTTPS between nodes is not supported yet)".to_string(),
+                );
+            }
+            host.map(|h| format!("http://{h}"))
+        }
+        None => admin
+            .filter(|a| !a.ip().is_unspecified())
+            .map(|a| format!("http://{a}")),
+    };
     Some(super::spec::PostgresSpec {
         url,
         password_env: store.password_env.clone(),
         ca: store.ca.as_ref().map(|c| base.join(c)),
         node: store.node.clone(),
         lease: Duration::from_secs(lease.clamp(2, 300)),
+        console_url,
     })
 }
 
@@ -367,7 +398,7 @@ fn compile_str(source: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), 
     });
 
     let routes = super::routes::compile(&mut errs, &base, &file, &tables, codesets.is_some());
-    let postgres = compile_postgres(&mut errs, &base, file.store.as_ref());
+    let postgres = compile_postgres(&mut errs, &base, file.store.as_ref(), admin);
     let commit = routes.iter().any(|r| r.ack_mode == AckMode::Commit);
     let admin_access = super::admin::compile(&mut errs, &base, &file);
     {
@@ -407,10 +438,17 @@ fn compile_str(source: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), 
                 let c = file.console.as_ref();
                 (admin.is_some() && c.and_then(|c| c.record).unwrap_or(true)).then(|| {
                     super::spec::ConsoleSpec {
-                        log: base.join(
-                            c.and_then(|c| c.log.clone())
-                                .unwrap_or_else(|| "data/messages.db".into()),
-                        ),
+                        // Nodes sharing a directory keep a log each.
+                        log: base.join(c.and_then(|c| c.log.clone()).unwrap_or_else(|| {
+                            match file
+                                .store
+                                .as_ref()
+                                .and_then(|s| s.url.as_ref().and(s.node.as_ref()))
+                            {
+                                Some(node) => format!("data/messages-{node}.db").into(),
+                                None => "data/messages.db".into(),
+                            }
+                        })),
                         keep: Duration::from_secs(
                             c.and_then(|c| c.keep_days).unwrap_or(30).max(1) * 86_400,
                         ),

@@ -93,6 +93,10 @@ pub struct AdminFile {
     pub session_minutes: Option<Spanned<u64>>,
     /// HTTPS on the admin address: its certificate and key.
     pub tls: Option<Spanned<AdminTlsFile>>,
+    /// Cluster: the environment variable holding the secret nodes share to
+    /// ask each other for console data (unset: each node's console shows
+    /// its own messages only).
+    pub peer_token_env: Option<String>,
 }
 
 /// `[[admin.users]]`
@@ -297,6 +301,10 @@ pub struct StoreFile {
     /// How long a node's claim on a delivery lasts without renewal
     /// (seconds, default 10): a dead node's deliveries resume after it.
     pub lease_seconds: Option<u64>,
+    /// Where the other nodes reach this node's admin API, for a console that
+    /// shows every node's messages: `http://host:port` (default: the admin
+    /// address, when it names a host rather than 0.0.0.0 or [::]).
+    pub console_url: Option<String>,
 }
 
 /// `[[routes]]`

@@ -56,6 +56,8 @@ pub struct PostgresSpec {
     pub node: Option<String>,
     /// How long a claim on a delivery lasts without renewal.
     pub lease: Duration,
+    /// Where the other nodes reach this node's admin API.
+    pub console_url: Option<String>,
 }
 
 /// How bulk queries are made (`[bulk]`).
@@ -119,6 +121,8 @@ pub struct AdminAccessSpec {
     pub session: Duration,
     /// HTTPS: the files, read when planned (identities are not used).
     pub tls: Option<ListenerTlsSpec>,
+    /// The environment variable holding the nodes' shared secret.
+    pub peer_token_env: Option<String>,
 }
 
 impl Default for AdminAccessSpec {
@@ -128,6 +132,7 @@ impl Default for AdminAccessSpec {
             metrics_token_sha256: None,
             session: Duration::from_secs(480 * 60),
             tls: None,
+            peer_token_env: None,
         }
     }
 }

@@ -17,6 +17,17 @@ use serde::Serialize;
 
 use super::{Attempt, Record};
 
+/// In a cluster a node's message ids start at its number shifted this far,
+/// so an id names the node whose log holds it.
+pub const NODE_SHIFT: u32 = 40;
+/// The highest node number: ids stay below 2^53, exact in a browser.
+pub const MAX_NODE_NUMBER: i32 = (1 << (53 - NODE_SHIFT)) - 1;
+
+/// The node number of a logged message's id (0 outside a cluster).
+pub fn node_of(id: i64) -> i32 {
+    i32::try_from(id >> NODE_SHIFT).unwrap_or(-1)
+}
+
 /// Records waiting for the writer; beyond this they are dropped.
 const QUEUE: usize = 32_768;
 /// Records per transaction at most.
@@ -286,7 +297,15 @@ fn open_conn(path: &Path) -> Result<Connection, LogError> {
 impl MessageLog {
     /// Opens (creating) the log at `path`; prunes what is older than `keep`
     /// or beyond the newest `keep_messages`.
-    pub fn open(path: &Path, keep: Duration, keep_messages: u64) -> Result<Arc<Self>, LogError> {
+    ///
+    /// `node` is the node's number in a cluster: its ids are numbered from
+    /// it (see [`NODE_SHIFT`]).
+    pub fn open(
+        path: &Path,
+        keep: Duration,
+        keep_messages: u64,
+        node: Option<i32>,
+    ) -> Result<Arc<Self>, LogError> {
         // Messages hold PHI: the file is the engine user's alone, as the journal is.
         crate::store::private_files(path).map_err(|e| LogError::Open {
             path: path.display().to_string(),
@@ -311,10 +330,13 @@ impl MessageLog {
             path: path.display().to_string(),
             detail: e.to_string(),
         })?;
+        let base = i64::from(node.unwrap_or(0).clamp(0, MAX_NODE_NUMBER)) << NODE_SHIFT;
         let max: i64 = writer
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT COALESCE(MAX(id), ?1) FROM messages WHERE id >= ?1 AND id < ?2",
+                params![base, base + (1 << NODE_SHIFT)],
+                |r| r.get(0),
+            )
             .map_err(|e| LogError::Open {
                 path: path.display().to_string(),
                 detail: e.to_string(),
@@ -1156,8 +1178,13 @@ mod tests {
     #[test]
     fn search_pages_and_details() {
         let dir = tempfile::tempdir().unwrap();
-        let log =
-            MessageLog::open(&dir.path().join("m.db"), Duration::from_secs(86_400), 1_000).unwrap();
+        let log = MessageLog::open(
+            &dir.path().join("m.db"),
+            Duration::from_secs(86_400),
+            1_000,
+            None,
+        )
+        .unwrap();
         for n in 0..30 {
             let outcome = if n % 10 == 0 {
                 Outcome::RejectedByIzhub
@@ -1305,8 +1332,13 @@ mod tests {
     #[test]
     fn pruned_by_count() {
         let dir = tempfile::tempdir().unwrap();
-        let log =
-            MessageLog::open(&dir.path().join("m.db"), Duration::from_secs(86_400), 10).unwrap();
+        let log = MessageLog::open(
+            &dir.path().join("m.db"),
+            Duration::from_secs(86_400),
+            10,
+            None,
+        )
+        .unwrap();
         for n in 0..25 {
             record(&log, n, "A", Outcome::Accepted, &["x"]);
         }

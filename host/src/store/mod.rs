@@ -204,6 +204,15 @@ pub trait Store: Send + Sync + 'static {
     fn send_window(&self) -> Option<Duration> {
         None
     }
+    /// This node's number in a shared store (its console's message ids are
+    /// numbered from it), `None` for a store one engine owns.
+    fn node_number(&self) -> Option<i32> {
+        None
+    }
+    /// The other live nodes whose consoles this node's console asks.
+    fn peers(&self) -> StoreFuture<'_, Vec<Peer>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
     /// Gives back a claim that was held but not used (nothing was sent), so
     /// the delivery can be claimed again at once instead of after its lease.
     fn release(&self, id: i64) -> StoreFuture<'_, ()> {
@@ -238,6 +247,15 @@ pub struct NodeState {
     pub heartbeat_age_ms: i64,
     /// Deliveries it holds an unexpired lease on.
     pub leases: i64,
+}
+
+/// Another node of the cluster, as the console reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    /// Its admin API, `http://host:port`.
+    pub console_url: String,
+    pub number: i32,
 }
 
 /// The journal the engine uses: any store, shared.

@@ -25,7 +25,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
 
 use super::{
-    Attempted, Cluster, Filter, Journaled, NewDelivery, NodeState, Pending, Status, Store,
+    Attempted, Cluster, Filter, Journaled, NewDelivery, NodeState, Peer, Pending, Status, Store,
     StoreError, StoreFuture, now_ms,
 };
 use crate::config::PostgresSpec;
@@ -39,7 +39,8 @@ const MIGRATION_LOCK: i64 = 0x697a_6875_622d_6d67;
 
 /// Schema migrations, applied in order under [`MIGRATION_LOCK`]; each is
 /// recorded in `schema_migrations`.
-pub const MIGRATIONS: [&str; 1] = [r#"
+pub const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE SEQUENCE fencing_tokens;
 CREATE TABLE deliveries (
     id BIGSERIAL PRIMARY KEY,
@@ -79,7 +80,16 @@ CREATE TABLE nodes (
     started_at BIGINT NOT NULL,
     heartbeat_at BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE nodes ADD COLUMN name TEXT NOT NULL DEFAULT '';
+ALTER TABLE nodes ADD COLUMN console_url TEXT NOT NULL DEFAULT '';
+CREATE TABLE node_numbers (
+    name TEXT PRIMARY KEY,
+    number SERIAL NOT NULL UNIQUE
+);
+"#,
+];
 
 /// Nodes silent this long are dropped from `nodes`.
 const FORGET_NODES_MS: i64 = 86_400_000;
@@ -95,6 +105,12 @@ fn read_err(e: impl std::fmt::Display) -> StoreError {
 struct Inner {
     pool: Pool,
     node: String,
+    /// The configured (or host) name, stable across restarts.
+    name: String,
+    /// The name's number, for the console's message ids.
+    number: i32,
+    /// Where other nodes reach this node's admin API ('' when unknown).
+    console_url: String,
     lease_ms: i64,
     /// Deliveries this node claimed: id → fencing token, and whether it is
     /// being sent now (renewed until recorded).
@@ -142,16 +158,37 @@ fn tls(spec: &PostgresSpec) -> Result<tokio_postgres_rustls::MakeRustlsConnect, 
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
-/// A node id unique to this process: two processes never share claims.
-fn node_id(spec: &PostgresSpec) -> String {
-    let name = spec.node.clone().unwrap_or_else(|| {
+/// The node's name: the configured one, or the host's.
+fn node_name(spec: &PostgresSpec) -> String {
+    spec.node.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .ok()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "node".into())
-    });
+    })
+}
+
+/// A node id unique to this process: two processes never share claims.
+fn node_id(name: &str) -> String {
     format!("{name}-{}-{:x}", std::process::id(), now_ms() & 0xffff_ffff)
+}
+
+/// The number of a node name, given once and kept.
+async fn node_number(pool: &Pool, name: &str) -> Result<i32, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    client
+        .execute(
+            "INSERT INTO node_numbers (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            &[&name],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let row = client
+        .query_one("SELECT number FROM node_numbers WHERE name = $1", &[&name])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.get(0))
 }
 
 impl PgStore {
@@ -188,13 +225,26 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| open_err(e.to_string()))?;
-        let node = node_id(spec);
+        let name = node_name(spec);
+        let node = node_id(&name);
         migrate(&pool, &node)
             .await
             .map_err(|e| open_err(format!("{where_}: {e}")))?;
+        let number = node_number(&pool, &name)
+            .await
+            .map_err(|e| open_err(format!("{where_}: {e}")))?;
+        if !(1..=crate::flow::log::MAX_NODE_NUMBER).contains(&number) {
+            return Err(open_err(format!(
+                "node '{name}' has number {number}; at most {} node names fit (delete unused rows from node_numbers)",
+                crate::flow::log::MAX_NODE_NUMBER
+            )));
+        }
         let inner = Arc::new(Inner {
             pool,
             node,
+            name,
+            number,
+            console_url: spec.console_url.clone().unwrap_or_default(),
             lease_ms: spec.lease.as_millis() as i64,
             claims: Mutex::new(HashMap::new()),
             fenced: AtomicU64::new(0),
@@ -298,11 +348,12 @@ impl Inner {
     async fn heartbeat(&self, first: bool) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(write_err)?;
         let sql = format!(
-            "INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES ($1, {DB_NOW}, {DB_NOW})
+            "INSERT INTO nodes (node_id, started_at, heartbeat_at, name, console_url)
+             VALUES ($1, {DB_NOW}, {DB_NOW}, $2, $3)
              ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = {DB_NOW}"
         );
         client
-            .execute(sql.as_str(), &[&self.node])
+            .execute(sql.as_str(), &[&self.node, &self.name, &self.console_url])
             .await
             .map_err(write_err)?;
         if first {
@@ -565,6 +616,31 @@ impl Inner {
         }
     }
 
+    /// The other live nodes with a console address, one per name (the
+    /// newest process of each), with their numbers.
+    async fn peers(&self) -> Result<Vec<Peer>, StoreError> {
+        let client = self.pool.get().await.map_err(read_err)?;
+        let sql = format!(
+            "SELECT DISTINCT ON (n.name) n.name, n.console_url, k.number
+             FROM nodes n JOIN node_numbers k ON k.name = n.name
+             WHERE n.name <> $1 AND n.console_url <> ''
+               AND n.heartbeat_at >= {DB_NOW} - $2
+             ORDER BY n.name, n.heartbeat_at DESC"
+        );
+        let rows = client
+            .query(sql.as_str(), &[&self.name, &(self.lease_ms * 3)])
+            .await
+            .map_err(read_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| Peer {
+                name: r.get(0),
+                console_url: r.get(1),
+                number: r.get(2),
+            })
+            .collect())
+    }
+
     async fn cluster(&self) -> Result<Cluster, StoreError> {
         let client = self.pool.get().await.map_err(read_err)?;
         let sql = format!(
@@ -785,6 +861,14 @@ impl Store for PgStore {
 
     fn release(&self, id: i64) -> StoreFuture<'_, ()> {
         Box::pin(self.inner.release(id))
+    }
+
+    fn node_number(&self) -> Option<i32> {
+        Some(self.inner.number)
+    }
+
+    fn peers(&self) -> StoreFuture<'_, Vec<Peer>> {
+        Box::pin(self.inner.peers())
     }
 
     fn send_window(&self) -> Option<Duration> {
