@@ -291,7 +291,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
                 auth: Auth::new(&config.admin_access, tls.is_some()),
                 tls,
                 shutdown: shutdown.clone(),
-                bulk: Some(crate::admin::fhir::Exports::new(config)),
+                bulk: Some(crate::admin::fhir::Exports::new(config, journal.clone())),
                 peers: crate::admin::peers::Peers::new(
                     crate::admin::auth::peer_token(&config.admin_access),
                     journal.as_ref(),
@@ -299,6 +299,18 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
             });
             if let Some(exports) = &state.bulk {
                 exports.resume_all(&state);
+                // In a cluster, jobs whose node stopped are taken over.
+                if let Some(every) = exports.scan_every() {
+                    let (exports, state, stop) = (exports.clone(), state.clone(), shutdown.clone());
+                    tracker.spawn(async move {
+                        loop {
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                _ = tokio::time::sleep(every) => exports.resume_all(&state),
+                            }
+                        }
+                    });
+                }
             }
             tracing::info!(
                 addr = %local,

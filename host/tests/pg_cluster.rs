@@ -500,10 +500,11 @@ struct Node {
 
 impl Node {
     fn new(dir: &Path, name: &str, url: &str, iis: &str, lease_s: u64) -> Node {
-        Node::with_admin(dir, name, url, iis, lease_s, "")
+        Node::with_admin(dir, name, url, iis, lease_s, "", "")
     }
 
-    /// A node whose `[admin]` section has `admin` added.
+    /// A node whose `[admin]` section has `admin_extra` added, and the
+    /// configuration `extra` (tables after the VXU route).
     fn with_admin(
         dir: &Path,
         name: &str,
@@ -511,6 +512,7 @@ impl Node {
         iis: &str,
         lease_s: u64,
         admin_extra: &str,
+        extra: &str,
     ) -> Node {
         let (port, admin) = (free_port(), free_port());
         let config = dir.join(format!("{name}.toml"));
@@ -521,8 +523,8 @@ impl Node {
                  [store]\nurl = \"{url}\"\nnode = \"{name}\"\nlease_seconds = {lease_s}\n\n\
                  [destinations.mi]\nmllp = \"{iis}\"\nconnect_timeout_ms = 200\nanswer_timeout_ms = 2000\n\
                  retry_initial_ms = 50\nretry_max_ms = 400\nbreaker_failures = 3\nbreaker_open_ms = 300\n\n\
-                 [[routes]]\nname = \"vxu\"\nack_mode = \"commit\"\ndestinations = [\"mi\"]\n\n\
-                 [[routes.plugins]]\nwasm = \"{}\"\n",
+                 [[routes]]\nname = \"vxu\"\nmessage_types = [\"VXU\"]\nack_mode = \"commit\"\ndestinations = [\"mi\"]\n\n\
+                 [[routes.plugins]]\nwasm = \"{}\"\n\n{extra}",
                 plugin("require_core_fields")
             ),
         )
@@ -581,6 +583,154 @@ impl Drop for Node {
     }
 }
 
+/// Console users with bearer tokens (`olga-token` operator, `vic-token`
+/// viewer, `ada-token` admin) and the nodes' shared secret, for `[admin]`.
+fn console_users() -> String {
+    let hash = izhub::admin::auth::hash_password("unused-password").unwrap();
+    let digest = |t: &str| {
+        use sha2::Digest;
+        sha2::Sha256::digest(t.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    format!(
+        "peer_token_env = \"IZHUB_TEST_PEER_TOKEN\"\n\n\
+         [[admin.users]]\nname = \"olga\"\nrole = \"operator\"\npassword_hash = \"{hash}\"\ntoken_sha256 = \"{}\"\n\n\
+         [[admin.users]]\nname = \"vic\"\nrole = \"viewer\"\npassword_hash = \"{hash}\"\ntoken_sha256 = \"{}\"\n\n\
+         [[admin.users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\ntoken_sha256 = \"{}\"\n",
+        digest("olga-token"),
+        digest("vic-token"),
+        digest("ada-token")
+    )
+}
+
+/// 4 (b) A bulk export runs on one node at a time and resumes on another:
+/// started through node a, whose `[bulk] dir` node b shares, and node a
+/// killed (SIGKILL) part way; node b takes the job's lease over once it
+/// lapses, finishes it, and serves its status and files. Every cohort
+/// patient is in the Patient file exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_export_resumes_on_another_node() {
+    let Some(pg) = shared() else { return };
+    let url = pg.database("bulkjobs").await;
+    let sim = start_sim(izhub::sim::SimOptions {
+        delay: Duration::from_millis(4),
+        query: izhub::sim::query::QueryOptions {
+            synthetic: true,
+            ..Default::default()
+        },
+        ..sim_named("MIIIS")
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let iis = sim.addr.to_string();
+    let shared_dir = dir.path().join("bulk-shared");
+    let extra = format!(
+        "[bulk]\ndir = \"{}\"\n\n[[routes]]\nname = \"qbp\"\nmessage_types = [\"QBP^Q11\"]\ndestinations = [\"mi\"]\n",
+        shared_dir.display()
+    );
+    let admin = console_users();
+    let mut a = Node::with_admin(dir.path(), "ja", &url, &iis, 2, &admin, &extra);
+    let b = Node::with_admin(dir.path(), "jb", &url, &iis, 2, &admin, &extra);
+    let admin_a: std::net::SocketAddr = format!("127.0.0.1:{}", a.admin).parse().unwrap();
+    let admin_b: std::net::SocketAddr = format!("127.0.0.1:{}", b.admin).parse().unwrap();
+    let n = 1500;
+    let mut csv = String::from("member_id,family,given,birth_date,sex,city,state,zip\n");
+    for i in 1..=n {
+        csv.push_str(&format!(
+            "M{i},Family{i},Given{i},2015-0{}-1{},F,Springfield,MA,01101\n",
+            1 + i % 9,
+            i % 9
+        ));
+    }
+    let olga = ("authorization", "Bearer olga-token");
+    for addr in [admin_a, admin_b] {
+        let up = Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                up.elapsed() < Duration::from_secs(20),
+                "node never listened on {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let made = http(
+        admin_a,
+        "POST",
+        "/fhir/Group",
+        &[olga, ("content-type", "text/csv")],
+        Some(&csv),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let group = made.json()["id"].as_str().unwrap().to_string();
+    let kick = http(
+        admin_a,
+        "GET",
+        &format!("/fhir/Group/{group}/$export"),
+        &[olga, ("prefer", "respond-async")],
+        None,
+    )
+    .await;
+    assert_eq!(kick.status, 202, "{}", kick.body);
+    let location = kick.header("content-location").unwrap().to_string();
+    let status_path = location[location.find("/fhir/").unwrap()..].to_string();
+    // Kill node a a part of the way in.
+    wait_until("node a querying", 20, || sim.state.received() >= 200).await;
+    a.kill();
+    let at_kill = sim.state.received();
+    assert!(
+        at_kill < n as u64,
+        "the job finished before the kill ({at_kill})"
+    );
+    // Node b serves the status (the job's files are shared) and, once the
+    // lease has lapsed, finishes the job.
+    let started = Instant::now();
+    let manifest = loop {
+        let answer = http(admin_b, "GET", &status_path, &[olga], None).await;
+        match answer.status {
+            202 => {}
+            200 => break answer.json(),
+            other => panic!("status {other}: {}", answer.body),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the export never finished on node b"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let patients = manifest["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["type"] == "Patient")
+        .expect("a Patient file")["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = &patients[patients.find("/fhir/").unwrap()..];
+    let file = http(admin_b, "GET", path, &[olga], None).await;
+    assert_eq!(file.status, 200);
+    let ids: Vec<String> = file
+        .body
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|p| p["identifier"].to_string())
+        .collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), n, "one Patient line per cohort row");
+    assert_eq!(unique.len(), n, "no patient twice");
+    // Patients done before the kill were not asked again: at most the
+    // uncommitted batch in flight was.
+    let asked = sim.state.received();
+    assert!(asked < (n as u64) + 600, "{asked} queries for {n} patients");
+    println!(
+        "bulk job over two nodes: {n} patients, {at_kill} queried before the kill, {asked} queries in all"
+    );
+    drop(b);
+}
+
 /// The secret the nodes of the console test share.
 const PEER_TOKEN: &str = "a-secret-the-nodes-share";
 
@@ -596,25 +746,9 @@ async fn any_nodes_console_shows_every_nodes_messages() {
     let sim = start_sim(sim_named("MIIIS")).await;
     let dir = tempfile::tempdir().unwrap();
     let iis = sim.addr.to_string();
-    let hash = izhub::admin::auth::hash_password("unused-password").unwrap();
-    let digest = |t: &str| {
-        use sha2::Digest;
-        sha2::Sha256::digest(t.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    let admin = format!(
-        "peer_token_env = \"IZHUB_TEST_PEER_TOKEN\"\n\n\
-         [[admin.users]]\nname = \"olga\"\nrole = \"operator\"\npassword_hash = \"{hash}\"\ntoken_sha256 = \"{}\"\n\n\
-         [[admin.users]]\nname = \"vic\"\nrole = \"viewer\"\npassword_hash = \"{hash}\"\ntoken_sha256 = \"{}\"\n\n\
-         [[admin.users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\ntoken_sha256 = \"{}\"\n",
-        digest("olga-token"),
-        digest("vic-token"),
-        digest("ada-token")
-    );
-    let a = Node::with_admin(dir.path(), "ca", &url, &iis, 10, &admin);
-    let b = Node::with_admin(dir.path(), "cb", &url, &iis, 10, &admin);
+    let admin = console_users();
+    let a = Node::with_admin(dir.path(), "ca", &url, &iis, 10, &admin, "");
+    let b = Node::with_admin(dir.path(), "cb", &url, &iis, 10, &admin, "");
     async fn send(port: u16, id: &str, patient: &str) {
         let mut client = loop {
             if let Ok(c) = izhub::mllp::MllpClient::connect(

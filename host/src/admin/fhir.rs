@@ -41,18 +41,28 @@ pub struct Exports {
     listener: ListenerSpec,
     gates: Gates,
     running: Mutex<HashMap<String, (Arc<Job>, CancellationToken)>>,
+    /// A shared journal: a job runs on the node holding its lease, and
+    /// another node resumes it when that lease lapses.
+    journal: Option<crate::store::Journal>,
 }
 
 impl Exports {
     /// For a configuration's `[bulk]` settings and destinations.
-    pub fn new(cfg: &crate::config::Config) -> Arc<Self> {
+    pub fn new(cfg: &crate::config::Config, journal: Option<crate::store::Journal>) -> Arc<Self> {
         Arc::new(Exports {
             dir: cfg.bulk.dir.clone(),
             bulk: cfg.bulk.clone(),
             listener: crate::bulk::listener_for(cfg),
             gates: Gates::new(&cfg.destinations),
             running: Mutex::new(HashMap::new()),
+            journal: journal.filter(|j| j.lease().is_some()),
         })
+    }
+
+    /// In a cluster, how often this node looks for jobs whose node has
+    /// stopped (a lease); `None` outside one.
+    pub fn scan_every(&self) -> Option<std::time::Duration> {
+        self.journal.as_ref()?.lease()
     }
 
     fn groups(&self) -> PathBuf {
@@ -78,9 +88,38 @@ impl Exports {
         };
         let (me, id) = (self.clone(), id.to_string());
         tokio::spawn(async move {
-            match job.run(env, cancel).await {
-                Ok(s) => tracing::info!(job = %id, state = ?s, "bulk export stopped"),
-                Err(e) => tracing::warn!(job = %id, error = %e, "bulk export failed"),
+            let keeper = match &me.journal {
+                Some(journal) => match journal.job_lease(&id).await {
+                    Ok(true) => Some(tokio::spawn(keep_lease(
+                        journal.clone(),
+                        id.clone(),
+                        job.clone(),
+                        cancel.clone(),
+                    ))),
+                    Ok(false) => {
+                        tracing::debug!(job = %id, "bulk export runs on another node");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %id, error = %e, "cannot take the bulk export's lease; not running it now");
+                        None
+                    }
+                },
+                None => None,
+            };
+            if me.journal.is_none() || keeper.is_some() {
+                match job.run(env, cancel).await {
+                    Ok(s) => tracing::info!(job = %id, state = ?s, "bulk export stopped"),
+                    Err(e) => tracing::warn!(job = %id, error = %e, "bulk export failed"),
+                }
+            }
+            if let Some(k) = keeper {
+                k.abort();
+                if let Some(journal) = &me.journal
+                    && let Err(e) = journal.job_release(&id).await
+                {
+                    tracing::debug!(job = %id, error = %e, "the bulk export's lease ends by itself");
+                }
             }
             if let Ok(mut running) = me.running.lock() {
                 running.remove(&id);
@@ -98,9 +137,15 @@ impl Exports {
             if !valid_id(&id) {
                 continue;
             }
+            let here = self.running.lock().is_ok_and(|r| r.contains_key(&id));
+            if here {
+                continue;
+            }
             match Job::open(&entry.path()) {
                 Ok(job) if matches!(job.state(), Ok(JobState::Running)) => {
-                    tracing::info!(job = %id, "resuming bulk export");
+                    if self.journal.is_none() {
+                        tracing::info!(job = %id, "resuming bulk export");
+                    }
                     self.start(state, &id, Arc::new(job));
                 }
                 Ok(_) => {}
@@ -117,6 +162,45 @@ impl Exports {
             return Some(job.clone());
         }
         Job::open(&self.jobs().join(id)).ok().map(Arc::new)
+    }
+}
+
+/// Renews this node's lease on a running job every third of a lease; stops
+/// the run when the lease is lost (another node took the job over) or
+/// cannot be renewed for a whole lease, or when the job was cancelled on
+/// another node.
+async fn keep_lease(
+    journal: crate::store::Journal,
+    id: String,
+    job: Arc<Job>,
+    cancel: CancellationToken,
+) {
+    let Some(lease) = journal.lease() else { return };
+    tracing::info!(job = %id, "bulk export runs on this node (its lease taken)");
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(lease / 3) => {}
+        }
+        if !matches!(job.state(), Ok(JobState::Running)) {
+            cancel.cancel();
+            return;
+        }
+        match journal.job_lease(&id).await {
+            Ok(true) => renewed = tokio::time::Instant::now(),
+            Ok(false) => {
+                tracing::warn!(job = %id, "another node took the bulk export over; stopping it here");
+                cancel.cancel();
+                return;
+            }
+            Err(e) if renewed.elapsed() >= lease => {
+                tracing::warn!(job = %id, error = %e, "the bulk export's lease could not be renewed; stopping it here");
+                cancel.cancel();
+                return;
+            }
+            Err(_) => {}
+        }
     }
 }
 

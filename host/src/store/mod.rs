@@ -209,6 +209,22 @@ pub trait Store: Send + Sync + 'static {
     fn node_number(&self) -> Option<i32> {
         None
     }
+    /// Takes or renews this node's lease on bulk job `job` (renew it every
+    /// third of [`Store::lease`]): false while another node holds it. A
+    /// store one engine owns always gives it.
+    fn job_lease<'a>(&'a self, job: &'a str) -> StoreFuture<'a, bool> {
+        let _ = job;
+        Box::pin(async { Ok(true) })
+    }
+    /// Gives up this node's lease on bulk job `job` (it ended here).
+    fn job_release<'a>(&'a self, job: &'a str) -> StoreFuture<'a, ()> {
+        let _ = job;
+        Box::pin(async { Ok(()) })
+    }
+    /// How long a node's leases last without renewal (`None`: no leases).
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
     /// The other live nodes whose consoles this node's console asks.
     fn peers(&self) -> StoreFuture<'_, Vec<Peer>> {
         Box::pin(async { Ok(Vec::new()) })

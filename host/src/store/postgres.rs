@@ -39,7 +39,7 @@ const MIGRATION_LOCK: i64 = 0x697a_6875_622d_6d67;
 
 /// Schema migrations, applied in order under [`MIGRATION_LOCK`]; each is
 /// recorded in `schema_migrations`.
-pub const MIGRATIONS: [&str; 2] = [
+pub const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE SEQUENCE fencing_tokens;
 CREATE TABLE deliveries (
@@ -87,6 +87,13 @@ ALTER TABLE nodes ADD COLUMN console_url TEXT NOT NULL DEFAULT '';
 CREATE TABLE node_numbers (
     name TEXT PRIMARY KEY,
     number SERIAL NOT NULL UNIQUE
+);
+"#,
+    r#"
+CREATE TABLE bulk_jobs (
+    id TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    lease_until BIGINT NOT NULL
 );
 "#,
 ];
@@ -616,6 +623,34 @@ impl Inner {
         }
     }
 
+    /// Takes or renews this node's lease on bulk job `job`: false while
+    /// another node's lease on it runs.
+    async fn job_lease(&self, job: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(write_err)?;
+        let sql = format!(
+            "INSERT INTO bulk_jobs (id, node, lease_until) VALUES ($1, $2, {DB_NOW} + $3)
+             ON CONFLICT (id) DO UPDATE SET node = $2, lease_until = {DB_NOW} + $3
+             WHERE bulk_jobs.node = $2 OR bulk_jobs.lease_until < {DB_NOW}"
+        );
+        let n = client
+            .execute(sql.as_str(), &[&job, &self.node, &self.lease_ms])
+            .await
+            .map_err(write_err)?;
+        Ok(n == 1)
+    }
+
+    async fn job_release(&self, job: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(write_err)?;
+        client
+            .execute(
+                "DELETE FROM bulk_jobs WHERE id = $1 AND node = $2",
+                &[&job, &self.node],
+            )
+            .await
+            .map_err(write_err)?;
+        Ok(())
+    }
+
     /// The other live nodes with a console address, one per name (the
     /// newest process of each), with their numbers.
     async fn peers(&self) -> Result<Vec<Peer>, StoreError> {
@@ -865,6 +900,18 @@ impl Store for PgStore {
 
     fn node_number(&self) -> Option<i32> {
         Some(self.inner.number)
+    }
+
+    fn job_lease<'a>(&'a self, job: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.inner.job_lease(job))
+    }
+
+    fn job_release<'a>(&'a self, job: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(self.inner.job_release(job))
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.inner.lease_ms.max(0) as u64))
     }
 
     fn peers(&self) -> StoreFuture<'_, Vec<Peer>> {
