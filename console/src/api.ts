@@ -46,6 +46,21 @@ export interface Dashboard {
   destinations: DestinationStats[];
 }
 
+export interface ClusterNode {
+  id: string;
+  started_at: number;
+  heartbeat_at: number;
+  heartbeat_age_ms: number;
+  leases: number;
+}
+
+export interface Cluster {
+  node: string;
+  lease_ms: number;
+  fenced: number;
+  nodes: ClusterNode[];
+}
+
 export interface FlowEvent {
   id: number | string;
   time: string;

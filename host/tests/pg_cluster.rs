@@ -891,6 +891,14 @@ async fn any_nodes_console_shows_every_nodes_messages() {
         audit.contains("\"olga\"") && audit.contains("unmask") && audit.contains("reprocess"),
         "{audit}"
     );
+    // The console's view of the cluster: both nodes, their heartbeats and leases.
+    let answer = http(admin_a, "GET", "/api/cluster", &olga, None).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let c: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    let nodes = c["cluster"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{c}");
+    assert!(nodes.iter().all(|n| n["leases"].is_i64() && n["heartbeat_age_ms"].is_i64()), "{c}");
+    assert!(c["cluster"]["node"].as_str().unwrap().starts_with("ca-"), "{c}");
     // A request that says it comes from a node but has the wrong secret.
     let forged = [
         ("x-izhub-peer", "not-the-secret-at-all"),

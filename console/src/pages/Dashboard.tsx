@@ -1,6 +1,6 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { api, canAct, errorMessage, type Dashboard as DashboardData, type Me } from '../api';
+import { api, canAct, errorMessage, type Cluster, type Dashboard as DashboardData, type Me } from '../api';
 import { ActionButton, ErrorBox } from '../components';
 import { onDashboard } from '../events';
 import { fmtAge, fmtNum, fmtTime } from '../util';
@@ -81,7 +81,27 @@ export function Dashboard({ me }: { me: Me }) {
   const [data, setData] = useState<DashboardData | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [done, setDone] = useState<string | null>(null);
+  const [cluster, setCluster] = useState<Cluster | null>(null);
   const operator = canAct(me);
+
+  // Nodes sharing the journal, read every 5 s (absent for one engine).
+  useEffect(() => {
+    let live = true;
+    async function read() {
+      try {
+        const c = await api<{ cluster: Cluster | null }>('GET', '/api/cluster');
+        if (live) setCluster(c.cluster);
+      } catch {
+        // The dashboard itself says when the engine cannot be reached.
+      }
+    }
+    read();
+    const t = setInterval(read, 5000);
+    return () => {
+      live = false;
+      clearInterval(t);
+    };
+  }, []);
 
   // The stream and the fetch may answer in either order: keep the newer snapshot.
   function newer(d: DashboardData) {
@@ -195,6 +215,34 @@ export function Dashboard({ me }: { me: Me }) {
               </table>
             )}
           </section>
+          {cluster && (
+            <section>
+              <h2>Cluster</h2>
+              <p class="muted">
+                Nodes sharing the journal; this node is {cluster.node}. A node's deliveries pass to the others when it has been silent for a lease ({fmtNum(cluster.lease_ms / 1000)} s). Outcomes refused by fencing here: {fmtNum(cluster.fenced)}.
+              </p>
+              <table class="grid" data-testid="cluster">
+                <thead>
+                  <tr>
+                    <th>Node</th>
+                    <th>Started</th>
+                    <th>Last heartbeat</th>
+                    <th>Leases held</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {cluster.nodes.map((n) => (
+                    <tr key={n.id} class={n.heartbeat_age_ms > cluster.lease_ms ? 'warn' : ''}>
+                      <th scope="row">{n.id}</th>
+                      <td>{fmtTime(n.started_at)}</td>
+                      <td>{fmtAge(n.heartbeat_age_ms / 1000)} ago</td>
+                      <td class="n">{fmtNum(n.leases)}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </section>
+          )}
           <p class="muted small">Updated {fmtTime(data.generated_at)}</p>
         </>
       )}

@@ -53,6 +53,7 @@ pub fn router() -> Router<Shared> {
         .route("/console/", get(index))
         .route("/console/{*path}", get(asset))
         .route("/api/dashboard", get(dashboard))
+        .route("/api/cluster", get(cluster))
         .route("/api/events", get(events))
         .route("/api/messages", get(messages))
         .route("/api/messages/search", post(messages_post))
@@ -157,6 +158,21 @@ async fn dashboard(State(state): State<Shared>, user: CurrentUser) -> Response {
             }),
     )
     .into_response()
+}
+
+/// The nodes sharing the journal (`{"cluster": null}` for one engine).
+async fn cluster(State(state): State<Shared>, user: CurrentUser) -> Response {
+    if let Err(r) = user.require(Role::Viewer) {
+        return refused(r);
+    }
+    let cluster = match &state.journal {
+        Some(j) => match j.cluster().await {
+            Ok(c) => c,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+        None => None,
+    };
+    Json(json!({ "cluster": cluster })).into_response()
 }
 
 /// Counts an open event stream; the count drops with it.
