@@ -897,8 +897,16 @@ async fn any_nodes_console_shows_every_nodes_messages() {
     let c: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     let nodes = c["cluster"]["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 2, "{c}");
-    assert!(nodes.iter().all(|n| n["leases"].is_i64() && n["heartbeat_age_ms"].is_i64()), "{c}");
-    assert!(c["cluster"]["node"].as_str().unwrap().starts_with("ca-"), "{c}");
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["leases"].is_i64() && n["heartbeat_age_ms"].is_i64()),
+        "{c}"
+    );
+    assert!(
+        c["cluster"]["node"].as_str().unwrap().starts_with("ca-"),
+        "{c}"
+    );
     // A request that says it comes from a node but has the wrong secret.
     let forged = [
         ("x-izhub-peer", "not-the-secret-at-all"),
