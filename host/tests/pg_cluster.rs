@@ -891,6 +891,21 @@ async fn any_nodes_console_shows_every_nodes_messages() {
         audit.contains("\"olga\"") && audit.contains("unmask") && audit.contains("reprocess"),
         "{audit}"
     );
+    // A filtered reprocess asked on node a covers both nodes' logs: counted
+    // first, then done.
+    let filter = r#"{"filter":{"control_id":"ON-A-1"},"confirm":false}"#;
+    let count = http(admin_a, "POST", "/api/reprocess", &olga, Some(filter)).await;
+    assert_eq!(count.status, 200, "{}", count.body);
+    assert!(count.body.contains("\"count\":1"), "{}", count.body);
+    let all = r#"{"filter":{"type":"VXU^V04"},"confirm":false}"#;
+    let count = http(admin_a, "POST", "/api/reprocess", &olga, Some(all)).await;
+    let c: serde_json::Value = serde_json::from_str(&count.body).unwrap();
+    // ON-A-1 on a; ON-B-1 and its reprocessed copy on b.
+    assert_eq!(c["count"], 3, "{c}");
+    let go = r#"{"filter":{"control_id":"ON-A-1"},"confirm":true}"#;
+    let done = http(admin_a, "POST", "/api/reprocess", &olga, Some(go)).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    wait_until("ON-A-1 reprocessed", 20, || sim.state.count("ON-A-1") == 2).await;
     // The console's view of the cluster: both nodes, their heartbeats and leases.
     let answer = http(admin_a, "GET", "/api/cluster", &olga, None).await;
     assert_eq!(answer.status, 200, "{}", answer.body);

@@ -1003,7 +1003,7 @@ async fn reprocess_one(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
 #[serde(default)]
 struct BulkBody {
     filter: SearchParams,
@@ -1018,29 +1018,90 @@ async fn reprocess_many(
     if let Err(r) = user.require(Role::Operator) {
         return refused(r);
     }
-    let log = match log_of(&state) {
-        Ok(l) => l.clone(),
-        Err(r) => return r,
+    let Some(peers) = state
+        .peers
+        .clone()
+        .filter(|_| body.filter.local != Some(true) && !user.by_peer())
+    else {
+        return match reprocess_here(&state, &user, &body).await {
+            Ok(v) => Json(v).into_response(),
+            Err(r) => r,
+        };
     };
-    let search = match search_of(&body.filter, &user) {
-        Ok(s) => s,
+    // In a cluster each node reprocesses the matching messages in its own
+    // log; the counts are added up.
+    let mut ask = body.clone();
+    ask.filter.local = Some(true);
+    let ask = serde_json::to_value(&ask).unwrap_or(Value::Null);
+    let mut answers = vec![match reprocess_here(&state, &user, &body).await {
+        Ok(v) => v,
         Err(r) => return r,
-    };
+    }];
+    let mut unreachable = Vec::new();
+    for node in peers.list().await {
+        match peers
+            .call(
+                &node,
+                axum::http::Method::POST,
+                "/api/reprocess",
+                &user.name,
+                Some(&ask),
+            )
+            .await
+        {
+            Ok((status, bytes)) if status.is_success() => {
+                match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(v) => answers.push(v),
+                    Err(_) => unreachable.push(node.name.clone()),
+                }
+            }
+            Ok((status, bytes)) if status.is_client_error() => {
+                return (status, [(header::CONTENT_TYPE, "application/json")], bytes)
+                    .into_response();
+            }
+            Ok(_) | Err(_) => unreachable.push(node.name.clone()),
+        }
+    }
+    let sum = |key: &str| -> u64 { answers.iter().filter_map(|v| v.get(key)?.as_u64()).sum() };
+    if !body.confirm {
+        return Json(
+            json!({ "count": sum("count"), "limit": MAX_BULK, "unreachable": unreachable }),
+        )
+        .into_response();
+    }
+    let failed = sum("failed");
+    Json(json!({
+        "ok": failed == 0 && unreachable.is_empty(),
+        "reprocessed": sum("reprocessed"),
+        "failed": failed,
+        "unreachable": unreachable,
+    }))
+    .into_response()
+}
+
+/// Reprocesses (or, unconfirmed, counts) the matching messages of this
+/// node's log.
+async fn reprocess_here(
+    state: &Shared,
+    user: &CurrentUser,
+    body: &BulkBody,
+) -> Result<Value, Response> {
+    let log = log_of(state)?.clone();
+    let search = search_of(&body.filter, user)?;
     if search.contains.is_some() {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "a bulk reprocess takes no content search",
-        );
+        ));
     }
     // Every matching id, newest first, up to the cap.
     let l = log.clone();
-    let ids: Vec<i64> = match blocking(move || l.search_all(&search, MAX_BULK)).await {
-        Ok(Ok(metas)) => metas.iter().map(|m| m.id).collect(),
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(r) => return r,
+    let ids: Vec<i64> = match blocking(move || l.search_all(&search, MAX_BULK)).await? {
+        Ok(metas) => metas.iter().map(|m| m.id).collect(),
+        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
     if !body.confirm {
-        return Json(json!({ "count": ids.len(), "limit": MAX_BULK })).into_response();
+        return Ok(json!({ "count": ids.len(), "limit": MAX_BULK }));
     }
     let (mut ok, mut failed) = (0usize, 0usize);
     // Oldest first, as they came.
@@ -1054,19 +1115,19 @@ async fn reprocess_many(
                 continue;
             }
         };
-        match reprocess(&state, &full).await {
+        match reprocess(state, &full).await {
             Ok(_) => ok += 1,
             Err(_) => failed += 1,
         }
     }
     audit(
-        &state,
-        &user,
+        state,
+        user,
         "reprocess-filtered",
         &format!("{} messages", ids.len()),
         &format!("{ok} reprocessed, {failed} failed"),
     );
-    Json(json!({ "ok": failed == 0, "reprocessed": ok, "failed": failed })).into_response()
+    Ok(json!({ "ok": failed == 0, "reprocessed": ok, "failed": failed }))
 }
 
 /// The journal rows of a logged message.

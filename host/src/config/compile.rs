@@ -445,7 +445,7 @@ fn compile_str(source: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), 
                                 .as_ref()
                                 .and_then(|s| s.url.as_ref().and(s.node.as_ref()))
                             {
-                                Some(node) => format!("data/messages-{node}.db").into(),
+                                Some(node) => format!("data/messages-{node}.db"),
                                 None => "data/messages.db".into(),
                             }
                         })),
