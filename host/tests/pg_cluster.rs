@@ -906,6 +906,42 @@ async fn any_nodes_console_shows_every_nodes_messages() {
     let done = http(admin_a, "POST", "/api/reprocess", &olga, Some(go)).await;
     assert_eq!(done.status, 200, "{}", done.body);
     wait_until("ON-A-1 reprocessed", 20, || sim.state.count("ON-A-1") == 2).await;
+    // Node a's live view shows a message node b answers, within a second
+    // or so of its answer (metadata only).
+    let mut live = tokio::net::TcpStream::connect(admin_a).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut live,
+        b"GET /api/events HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer olga-token\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // The stream is open (its headers came) before the message is sent.
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+        let n = tokio::io::AsyncReadExt::read(&mut live, &mut chunk).await.unwrap();
+        assert!(n > 0, "the live view closed");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(b.port, "ON-B-LIVE", "PL").await;
+    let answered = Instant::now();
+    let shown = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = tokio::io::AsyncReadExt::read(&mut live, &mut chunk).await.unwrap();
+            assert!(n > 0, "the live view closed");
+            seen.extend_from_slice(&chunk[..n]);
+            if String::from_utf8_lossy(&seen).contains("ON-B-LIVE") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(shown.is_ok(), "node b's message never showed in node a's live view");
+    let text = String::from_utf8_lossy(&seen).to_string();
+    assert!(!text.contains("\"PL\""), "no patient id in the live view: {text}");
+    println!("node b's message in node a's live view {:?} after its answer", answered.elapsed());
+    drop(live);
     // The console's view of the cluster: both nodes, their heartbeats and leases.
     let answer = http(admin_a, "GET", "/api/cluster", &olga, None).await;
     assert_eq!(answer.status, 200, "{}", answer.body);

@@ -202,6 +202,27 @@ async fn events(State(state): State<Shared>, user: CurrentUser) -> Response {
     let slot = StreamSlot;
     let rx = flow.subscribe();
     let tick = tokio::time::interval(Duration::from_millis(1000));
+    // In a cluster the other nodes' messages join the stream; their
+    // followers end with it.
+    let (peer_tx, peer_rx) = tokio::sync::mpsc::channel::<String>(256);
+    let followers = state.shutdown.child_token();
+    if let Some(peers) = state.peers.clone().filter(|_| !user.by_peer()) {
+        for node in peers.list().await {
+            let (peers, tx, stop, name) = (
+                peers.clone(),
+                peer_tx.clone(),
+                followers.clone(),
+                user.name.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = peers.follow(&node, &name, tx, stop).await {
+                    tracing::warn!(error = %e, "another node's live view could not be followed");
+                }
+            });
+        }
+    }
+    drop(peer_tx);
+    let peer_rx = (peer_rx, followers.drop_guard());
     // The slot travels with the stream (it counts it); the token ends it
     // at shutdown.
     let start = (
@@ -210,14 +231,19 @@ async fn events(State(state): State<Shared>, user: CurrentUser) -> Response {
         None::<u64>,
         flow,
         user,
-        (slot, state.shutdown.clone()),
+        (slot, state.shutdown.clone(), peer_rx),
     );
     let stream = futures::stream::unfold(
         start,
-        |(mut rx, mut tick, mut sent, flow, user, slot)| async move {
+        |(mut rx, mut tick, mut sent, flow, user, mut slot)| async move {
             loop {
                 tokio::select! {
                     _ = slot.1.cancelled() => return None,
+                    Some(data) = slot.2.0.recv() => {
+                        // Already filtered for this user by the node it came from.
+                        let event = Event::default().event("message").data(data);
+                        return Some((Ok(event), (rx, tick, sent, flow, user, slot)));
+                    }
                     got = rx.recv() => match got {
                         Ok(ev) => {
                             let visible = user.may_see_route(&ev.route)

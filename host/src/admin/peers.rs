@@ -22,6 +22,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest answer taken from another node.
 const MAX_ANSWER: usize = 16 << 20;
 
+/// The largest live event taken from another node.
+const MAX_EVENT: usize = 64 * 1024;
+
 /// This node's way to the others.
 pub struct Peers {
     token: String,
@@ -72,6 +75,75 @@ impl Peers {
             return None;
         }
         self.list().await.into_iter().find(|p| p.number == number)
+    }
+
+    /// Follows `peer`'s live view (`/api/events`) for `user` until `stop`
+    /// or until the peer ends it, handing each `message` event's data to
+    /// `tx` (dropped when `tx` is full: a live view may skip, never block).
+    pub async fn follow(
+        &self,
+        peer: &Peer,
+        user: &str,
+        tx: tokio::sync::mpsc::Sender<String>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<(), String> {
+        let authority = peer
+            .console_url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("node {}: only http:// is supported", peer.name))?
+            .to_string();
+        let connect = async {
+            let stream = TcpStream::connect(&authority)
+                .await
+                .map_err(|e| format!("node {} ({authority}): {e}", peer.name))?;
+            let _ = stream.set_nodelay(true);
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let request = Request::builder()
+                .method(Method::GET)
+                .uri("/api/events")
+                .header("host", authority.as_str())
+                .header("accept", "text/event-stream")
+                .header(PEER_HEADER, self.token.as_str())
+                .header(ON_BEHALF_HEADER, user)
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| e.to_string())?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("node {}: {e}", peer.name))?;
+            if !response.status().is_success() {
+                return Err(format!("node {}: {}", peer.name, response.status()));
+            }
+            Ok(response.into_body())
+        };
+        let mut body = tokio::time::timeout(TIMEOUT, connect)
+            .await
+            .map_err(|_| format!("node {} did not answer within {TIMEOUT:?}", peer.name))??;
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            let frame = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                f = body.frame() => f,
+            };
+            let Some(frame) = frame else { return Ok(()) };
+            let frame = frame.map_err(|e| format!("node {}: {e}", peer.name))?;
+            let Ok(data) = frame.into_data() else { continue };
+            pending.extend_from_slice(&data);
+            while let Some(end) = find_blank_line(&pending) {
+                let event: Vec<u8> = pending.drain(..end).collect();
+                if let Some(data) = message_data(&event) {
+                    let _ = tx.try_send(data);
+                }
+            }
+            if pending.len() > MAX_EVENT {
+                return Err(format!("node {}: a live event over {MAX_EVENT} bytes", peer.name));
+            }
+        }
     }
 
     /// Asks `peer` for `path_and_query` on behalf of `user`; its status and
@@ -131,5 +203,49 @@ impl Peers {
         tokio::time::timeout(TIMEOUT, exchange)
             .await
             .map_err(|_| format!("node {} did not answer within {TIMEOUT:?}", peer.name))?
+    }
+}
+
+/// Where the first event of a server-sent event stream ends (after its
+/// blank line).
+fn find_blank_line(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The data of a `message` event, `None` for any other event.
+fn message_data(event: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(event).ok()?;
+    let mut kind = "message";
+    let mut data: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if let Some(k) = line.strip_prefix("event:") {
+            kind = k.trim();
+        } else if let Some(d) = line.strip_prefix("data:") {
+            data.push(d.strip_prefix(' ').unwrap_or(d));
+        }
+    }
+    (kind == "message" && !data.is_empty()).then(|| data.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_sent_events_are_split_and_only_messages_kept() {
+        let stream = b"event: dashboard\ndata: {\"routes\":[]}\n\nevent: message\ndata: {\"id\":1}\n\n: keep-alive\n\nevent: mess";
+        let mut buf = stream.to_vec();
+        let mut got = Vec::new();
+        while let Some(end) = find_blank_line(&buf) {
+            let event: Vec<u8> = buf.drain(..end).collect();
+            got.extend(message_data(&event));
+        }
+        assert_eq!(got, vec!["{\"id\":1}".to_string()]);
+        assert_eq!(buf, b"event: mess");
     }
 }
