@@ -919,7 +919,9 @@ async fn any_nodes_console_shows_every_nodes_messages() {
     let mut seen = Vec::new();
     let mut chunk = [0u8; 8192];
     while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
-        let n = tokio::io::AsyncReadExt::read(&mut live, &mut chunk).await.unwrap();
+        let n = tokio::io::AsyncReadExt::read(&mut live, &mut chunk)
+            .await
+            .unwrap();
         assert!(n > 0, "the live view closed");
         seen.extend_from_slice(&chunk[..n]);
     }
@@ -928,7 +930,9 @@ async fn any_nodes_console_shows_every_nodes_messages() {
     let answered = Instant::now();
     let shown = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            let n = tokio::io::AsyncReadExt::read(&mut live, &mut chunk).await.unwrap();
+            let n = tokio::io::AsyncReadExt::read(&mut live, &mut chunk)
+                .await
+                .unwrap();
             assert!(n > 0, "the live view closed");
             seen.extend_from_slice(&chunk[..n]);
             if String::from_utf8_lossy(&seen).contains("ON-B-LIVE") {
@@ -937,10 +941,19 @@ async fn any_nodes_console_shows_every_nodes_messages() {
         }
     })
     .await;
-    assert!(shown.is_ok(), "node b's message never showed in node a's live view");
+    assert!(
+        shown.is_ok(),
+        "node b's message never showed in node a's live view"
+    );
     let text = String::from_utf8_lossy(&seen).to_string();
-    assert!(!text.contains("\"PL\""), "no patient id in the live view: {text}");
-    println!("node b's message in node a's live view {:?} after its answer", answered.elapsed());
+    assert!(
+        !text.contains("\"PL\""),
+        "no patient id in the live view: {text}"
+    );
+    println!(
+        "node b's message in node a's live view {:?} after its answer",
+        answered.elapsed()
+    );
     drop(live);
     // The console's view of the cluster: both nodes, their heartbeats and leases.
     let answer = http(admin_a, "GET", "/api/cluster", &olga, None).await;

@@ -132,7 +132,9 @@ impl Peers {
             };
             let Some(frame) = frame else { return Ok(()) };
             let frame = frame.map_err(|e| format!("node {}: {e}", peer.name))?;
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             pending.extend_from_slice(&data);
             while let Some(end) = find_blank_line(&pending) {
                 let event: Vec<u8> = pending.drain(..end).collect();
@@ -141,7 +143,10 @@ impl Peers {
                 }
             }
             if pending.len() > MAX_EVENT {
-                return Err(format!("node {}: a live event over {MAX_EVENT} bytes", peer.name));
+                return Err(format!(
+                    "node {}: a live event over {MAX_EVENT} bytes",
+                    peer.name
+                ));
             }
         }
     }
