@@ -316,6 +316,17 @@ pub enum Cursor {
     Nodes(String),
 }
 
+impl Cursor {
+    /// The one message id it names: a number, or a number written as text
+    /// (a query string carries every value as text).
+    fn id(&self) -> Option<i64> {
+        match self {
+            Cursor::Id(id) => Some(*id),
+            Cursor::Nodes(text) => text.trim().parse().ok(),
+        }
+    }
+}
+
 /// Per node number: the id its next page starts below (`None`: done).
 type NodeCursors = std::collections::BTreeMap<i32, Option<i64>>;
 
@@ -483,13 +494,15 @@ fn search_of(p: &SearchParams, user: &CurrentUser) -> Result<Search, Response> {
         contains,
         before: match &p.before {
             None => None,
-            Some(Cursor::Id(id)) => Some(*id),
-            Some(Cursor::Nodes(_)) => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "before: a cluster cursor needs the cluster's search",
-                ));
-            }
+            Some(c) => match c.id() {
+                Some(id) => Some(id),
+                None => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        "before: a cluster cursor needs the cluster's search",
+                    ));
+                }
+            },
         },
         limit: p.limit.unwrap_or(50).clamp(1, 200),
         routes_allowed: user.routes.clone(),
@@ -610,11 +623,14 @@ async fn search_cluster(
 ) -> Response {
     let mut cursors = match &p.before {
         None => NodeCursors::new(),
-        Some(Cursor::Nodes(text)) => match parse_cursor(text) {
-            Ok(c) => c,
-            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Some(c) => match (c.id(), c) {
+            (Some(id), _) => NodeCursors::from([(crate::flow::log::node_of(id), Some(id))]),
+            (None, Cursor::Nodes(text)) => match parse_cursor(text) {
+                Ok(c) => c,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            },
+            (None, Cursor::Id(_)) => NodeCursors::new(),
         },
-        Some(Cursor::Id(id)) => NodeCursors::from([(crate::flow::log::node_of(*id), Some(*id))]),
     };
     let limit = p.limit.unwrap_or(50).clamp(1, 200);
     let me = peers.number();
@@ -1690,6 +1706,23 @@ async fn audit_trail(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_from_a_query_string_or_json() {
+        let uri: axum::http::Uri = "/api/messages?before=42&limit=5".parse().unwrap();
+        let Query(q) = Query::<SearchParams>::try_from_uri(&uri).unwrap();
+        assert_eq!(q.before.as_ref().and_then(Cursor::id), Some(42));
+        let j: SearchParams = serde_json::from_str(r#"{"before":42}"#).unwrap();
+        assert_eq!(j.before, Some(Cursor::Id(42)));
+        let c: SearchParams = serde_json::from_str(r#"{"before":"3:10,4:done"}"#).unwrap();
+        assert_eq!(c.before.as_ref().and_then(Cursor::id), None);
+        let parsed = parse_cursor("3:10,4:done").unwrap();
+        assert_eq!(parsed.get(&3), Some(&Some(10)));
+        assert_eq!(parsed.get(&4), Some(&None));
+        assert_eq!(cursor_text(&parsed), "3:10,4:done");
+        assert!(parse_cursor("3:x").is_err());
+        assert!(parse_cursor("nope").is_err());
+    }
 
     #[test]
     fn times() {
