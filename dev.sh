@@ -219,7 +219,7 @@ bench() {
         --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
     log "relay mode, the console's message log on (target) vs off ([console] record = false, baseline), same plugins, alternating rounds"
     "$BIN" bench --to 127.0.0.1:2575 --baseline 127.0.0.1:2585 --patients "$patients" \
-        --cpu-from 127.0.0.1:9480 --baseline-cpu-from 127.0.0.1:9490 --rounds "${BENCH_ROUNDS:-3}" \
+        --cpu-from 127.0.0.1:9480 --baseline-cpu-from 127.0.0.1:9490 --rounds "${BENCH_ROUNDS:-5}" \
         --connections "${BENCH_LOG_CONNECTIONS:-8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
     log "commit mode (AA once journaled, then delivered from the journal), same plugins, vs the IIS simulator alone"
     "$BIN" bench --to 127.0.0.1:2576 --baseline 127.0.0.1:2601 --patients "$patients" \
