@@ -731,6 +731,22 @@ async fn a_bulk_export_resumes_on_another_node() {
     drop(b);
 }
 
+/// An MLLP connection to a node's listener, once the node has started.
+async fn connect_when_up(port: u16) -> izhub::mllp::MllpClient {
+    loop {
+        if let Ok(c) = izhub::mllp::MllpClient::connect(
+            &format!("127.0.0.1:{port}"),
+            Duration::from_millis(200),
+            1 << 20,
+        )
+        .await
+        {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The secret the nodes of the console test share.
 const PEER_TOKEN: &str = "a-secret-the-nodes-share";
 
@@ -750,18 +766,7 @@ async fn any_nodes_console_shows_every_nodes_messages() {
     let a = Node::with_admin(dir.path(), "ca", &url, &iis, 10, &admin, "");
     let b = Node::with_admin(dir.path(), "cb", &url, &iis, 10, &admin, "");
     async fn send(port: u16, id: &str, patient: &str) {
-        let mut client = loop {
-            if let Ok(c) = izhub::mllp::MllpClient::connect(
-                &format!("127.0.0.1:{port}"),
-                Duration::from_millis(200),
-                1 << 20,
-            )
-            .await
-            {
-                break c;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let mut client = connect_when_up(port).await;
         let answer = client
             .exchange(vxu(id, patient).as_bytes(), TIMEOUT)
             .await
@@ -1146,18 +1151,7 @@ async fn a_stalled_node_is_fenced_when_it_resumes() {
     let a = Node::new(dir.path(), "a", &url, &iis, 2);
     // Messages for 30 patients, all acknowledged by node a.
     let ids: Vec<String> = (0..30).map(|i| format!("S{i}-0")).collect();
-    let mut client = loop {
-        if let Ok(c) = izhub::mllp::MllpClient::connect(
-            &format!("127.0.0.1:{}", a.port),
-            Duration::from_millis(200),
-            1 << 20,
-        )
-        .await
-        {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut client = connect_when_up(a.port).await;
     for (i, id) in ids.iter().enumerate() {
         let answer = client
             .exchange(vxu(id, &format!("Q{i}")).as_bytes(), TIMEOUT)

@@ -77,6 +77,52 @@ impl Peers {
         self.list().await.into_iter().find(|p| p.number == number)
     }
 
+    /// Connects to `peer` and sends one request for `user`, with the
+    /// nodes' secret; its response, body unread.
+    async fn send(
+        &self,
+        peer: &Peer,
+        method: Method,
+        path_and_query: &str,
+        user: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let authority = peer
+            .console_url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("node {}: only http:// is supported", peer.name))?;
+        let stream = TcpStream::connect(authority)
+            .await
+            .map_err(|e| format!("node {} ({authority}): {e}", peer.name))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header("host", authority)
+            .header(PEER_HEADER, self.token.as_str())
+            .header(ON_BEHALF_HEADER, user);
+        let payload = match body {
+            Some(v) => {
+                request = request.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(v).map_err(|e| e.to_string())?)
+            }
+            None => Bytes::new(),
+        };
+        let request = request
+            .body(Full::new(payload))
+            .map_err(|e| e.to_string())?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("node {}: {e}", peer.name))
+    }
+
     /// Follows `peer`'s live view (`/api/events`) for `user` until `stop`
     /// or until the peer ends it, handing each `message` event's data to
     /// `tx` (dropped when `tx` is full: a live view may skip, never block).
@@ -87,43 +133,16 @@ impl Peers {
         tx: tokio::sync::mpsc::Sender<String>,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<(), String> {
-        let authority = peer
-            .console_url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("node {}: only http:// is supported", peer.name))?
-            .to_string();
-        let connect = async {
-            let stream = TcpStream::connect(&authority)
-                .await
-                .map_err(|e| format!("node {} ({authority}): {e}", peer.name))?;
-            let _ = stream.set_nodelay(true);
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let request = Request::builder()
-                .method(Method::GET)
-                .uri("/api/events")
-                .header("host", authority.as_str())
-                .header("accept", "text/event-stream")
-                .header(PEER_HEADER, self.token.as_str())
-                .header(ON_BEHALF_HEADER, user)
-                .body(Full::new(Bytes::new()))
-                .map_err(|e| e.to_string())?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| format!("node {}: {e}", peer.name))?;
-            if !response.status().is_success() {
-                return Err(format!("node {}: {}", peer.name, response.status()));
-            }
-            Ok(response.into_body())
-        };
-        let mut body = tokio::time::timeout(TIMEOUT, connect)
-            .await
-            .map_err(|_| format!("node {} did not answer within {TIMEOUT:?}", peer.name))??;
+        let response = tokio::time::timeout(
+            TIMEOUT,
+            self.send(peer, Method::GET, "/api/events", user, None),
+        )
+        .await
+        .map_err(|_| format!("node {} did not answer within {TIMEOUT:?}", peer.name))??;
+        if !response.status().is_success() {
+            return Err(format!("node {}: {}", peer.name, response.status()));
+        }
+        let mut body = response.into_body();
         let mut pending: Vec<u8> = Vec::new();
         loop {
             let frame = tokio::select! {
@@ -161,42 +180,8 @@ impl Peers {
         user: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<(StatusCode, Bytes), String> {
-        let authority = peer
-            .console_url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("node {}: only http:// is supported", peer.name))?
-            .to_string();
         let exchange = async {
-            let stream = TcpStream::connect(&authority)
-                .await
-                .map_err(|e| format!("node {} ({authority}): {e}", peer.name))?;
-            let _ = stream.set_nodelay(true);
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let mut request = Request::builder()
-                .method(method)
-                .uri(path_and_query)
-                .header("host", authority.as_str())
-                .header(PEER_HEADER, self.token.as_str())
-                .header(ON_BEHALF_HEADER, user);
-            let payload = match body {
-                Some(v) => {
-                    request = request.header("content-type", "application/json");
-                    Bytes::from(serde_json::to_vec(v).map_err(|e| e.to_string())?)
-                }
-                None => Bytes::new(),
-            };
-            let request = request
-                .body(Full::new(payload))
-                .map_err(|e| e.to_string())?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| format!("node {}: {e}", peer.name))?;
+            let response = self.send(peer, method, path_and_query, user, body).await?;
             let status = response.status();
             let bytes = Limited::new(response.into_body(), MAX_ANSWER)
                 .collect()
@@ -234,7 +219,15 @@ fn message_data(event: &[u8]) -> Option<String> {
             data.push(d.strip_prefix(' ').unwrap_or(d));
         }
     }
-    (kind == "message" && !data.is_empty()).then(|| data.join("\n"))
+    if kind != "message" || data.is_empty() {
+        return None;
+    }
+    // Passed on to browsers only as what it must be: one JSON object,
+    // written out again here.
+    match serde_json::from_str::<serde_json::Value>(&data.join("\n")).ok()? {
+        v @ serde_json::Value::Object(_) => Some(v.to_string()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
