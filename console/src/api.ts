@@ -44,6 +44,10 @@ export interface Dashboard {
   generated_at: string;
   routes: RouteStats[];
   destinations: DestinationStats[];
+  /** In a cluster: how many nodes' counts are added up. */
+  nodes?: number;
+  /** In a cluster: nodes that could not be asked this time. */
+  unreachable?: string[];
 }
 
 export interface ClusterNode {

@@ -281,6 +281,13 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
                 .with_context(|| format!("admin: cannot bind {addr}"))?;
             let local = socket.local_addr()?;
             let tls = plan.admin_tls.clone().map(|t| Arc::new(AdminTls::new(t)));
+            let peers_tls = match config.postgres.as_ref().and_then(|p| p.console_ca.as_ref()) {
+                Some(ca) => Some(
+                    crate::tls::client_config(ca, None)
+                        .map_err(|e| anyhow::anyhow!("store.console_ca: {e}"))?,
+                ),
+                None => None,
+            };
             let state = Arc::new(AdminState {
                 metrics: metrics.clone(),
                 listeners: bound.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -295,6 +302,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
                 peers: crate::admin::peers::Peers::new(
                     crate::admin::auth::peer_token(&config.admin_access),
                     journal.as_ref(),
+                    peers_tls,
                 ),
             });
             if let Some(exports) = &state.bulk {

@@ -252,6 +252,7 @@ fn spec(url: &str, node: &str, lease: Duration) -> PostgresSpec {
         node: Some(node.to_string()),
         lease,
         console_url: None,
+        console_ca: None,
     }
 }
 
@@ -514,13 +515,28 @@ impl Node {
         admin_extra: &str,
         extra: &str,
     ) -> Node {
+        Node::configured(dir, name, url, iis, lease_s, admin_extra, "", extra)
+    }
+
+    /// As `with_admin`, with `store_extra` added to `[store]`.
+    #[allow(clippy::too_many_arguments)]
+    fn configured(
+        dir: &Path,
+        name: &str,
+        url: &str,
+        iis: &str,
+        lease_s: u64,
+        admin_extra: &str,
+        store_extra: &str,
+        extra: &str,
+    ) -> Node {
         let (port, admin) = (free_port(), free_port());
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
                 "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{admin_extra}\n[listeners.ehr]\nlisten = \"127.0.0.1:{port}\"\n\n\
-                 [store]\nurl = \"{url}\"\nnode = \"{name}\"\nlease_seconds = {lease_s}\n\n\
+                 [store]\nurl = \"{url}\"\nnode = \"{name}\"\nlease_seconds = {lease_s}\n{store_extra}\n\n\
                  [destinations.mi]\nmllp = \"{iis}\"\nconnect_timeout_ms = 200\nanswer_timeout_ms = 2000\n\
                  retry_initial_ms = 50\nretry_max_ms = 400\nbreaker_failures = 3\nbreaker_open_ms = 300\n\n\
                  [[routes]]\nname = \"vxu\"\nmessage_types = [\"VXU\"]\nack_mode = \"commit\"\ndestinations = [\"mi\"]\n\n\
@@ -960,6 +976,79 @@ async fn any_nodes_console_shows_every_nodes_messages() {
         answered.elapsed()
     );
     drop(live);
+    // The dashboard on node a adds both nodes' counts up; each node's own
+    // is what it gives another node.
+    let own = [
+        ("x-izhub-peer", PEER_TOKEN),
+        ("x-izhub-on-behalf-of", "olga"),
+    ];
+    let received = |d: &serde_json::Value| -> u64 {
+        d["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "vxu")
+            .map_or(0, |r| r["received"].as_u64().unwrap())
+    };
+    let mut boards = Vec::new();
+    for _ in 0..50 {
+        let mut read = Vec::new();
+        for (addr, headers) in [
+            (admin_a, &own[..]),
+            (admin_b, &own[..]),
+            (admin_a, &olga[..]),
+        ] {
+            let answer = http(addr, "GET", "/api/dashboard", headers, None).await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            read.push(serde_json::from_str::<serde_json::Value>(&answer.body).unwrap());
+        }
+        // Every message answered and delivered.
+        let settled = received(&read[2]) == received(&read[0]) + received(&read[1])
+            && read[2]["destinations"][0]["queued"] == 0;
+        boards = read;
+        if settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (on_a, on_b, cluster) = (&boards[0], &boards[1], &boards[2]);
+    assert!(received(on_a) >= 1 && received(on_b) >= 2, "{on_a} {on_b}");
+    assert_eq!(
+        received(cluster),
+        received(on_a) + received(on_b),
+        "{cluster}"
+    );
+    assert_eq!(cluster["nodes"], 2, "{cluster}");
+    assert_eq!(cluster["unreachable"], serde_json::json!([]), "{cluster}");
+    assert!(on_a["nodes"].is_null(), "a node's own board: {on_a}");
+    let mi = &cluster["destinations"][0];
+    assert_eq!(
+        (&mi["name"], &mi["queued"]),
+        (&"mi".into(), &0.into()),
+        "{cluster}"
+    );
+    // Pausing a destination through node a pauses it on every node.
+    let paused = http(admin_a, "POST", "/api/destinations/mi/pause", &olga, None).await;
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    assert!(paused.body.contains("\"ok\":true"), "{}", paused.body);
+    // The board shows it once the destination's worker has seen it.
+    let shows = |paused: &'static str| async move {
+        let mut body = String::new();
+        for _ in 0..50 {
+            body = http(admin_b, "GET", "/api/dashboard", &own, None)
+                .await
+                .body;
+            if body.contains(paused) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("node b's board never showed {paused}: {body}");
+    };
+    shows("\"paused\":true").await;
+    let resumed = http(admin_a, "POST", "/api/destinations/mi/resume", &olga, None).await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    shows("\"paused\":false").await;
     // The console's view of the cluster: both nodes, their heartbeats and leases.
     let answer = http(admin_a, "GET", "/api/cluster", &olga, None).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -991,6 +1080,129 @@ async fn any_nodes_console_shows_every_nodes_messages() {
     .await;
     assert_eq!(answer.status, 401, "{}", answer.body);
     drop((a, b));
+}
+
+/// 4 (c) With HTTPS on the admin address, nodes reach each other over
+/// HTTPS, checking each other's certificate against `[store] console_ca`:
+/// a message node b answered is found and read unmasked through node a. A
+/// node whose `console_ca` the others' certificate does not chain to
+/// reaches neither, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_each_other_over_https() {
+    let Some(pg) = shared() else { return };
+    let url = pg.database("https_nodes").await;
+    let sim = start_sim(sim_named("MIIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let iis = sim.addr.to_string();
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let cert = rcgen::generate_simple_self_signed(names.clone()).unwrap();
+    std::fs::write(dir.path().join("admin.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("admin.key"),
+        cert.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let other = rcgen::generate_simple_self_signed(names).unwrap();
+    std::fs::write(dir.path().join("other.pem"), other.cert.pem()).unwrap();
+    // The users' entries come before [admin.tls], a table of its own.
+    let admin = format!(
+        "{}\n[admin.tls]\ncert = \"admin.pem\"\nkey = \"admin.key\"\n",
+        console_users()
+    );
+    let node = |name: &str, ca: &str| {
+        Node::configured(
+            dir.path(),
+            name,
+            &url,
+            &iis,
+            10,
+            &admin,
+            &format!("console_ca = \"{ca}\""),
+            "",
+        )
+    };
+    let a = node("ha", "admin.pem");
+    let b = node("hb", "admin.pem");
+    let mut client = connect_when_up(b.port).await;
+    let answer = client
+        .exchange(vxu("TLS-B-1", "PTLS").as_bytes(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(msa(&answer).0, "AA");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let https = |admin: u16, method: &'static str, path: String, body: Option<&'static str>| {
+        let connector = connector.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", admin))
+                .await
+                .unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let tls = connector.connect(name, tcp).await.unwrap();
+            let headers = [
+                ("authorization", "Bearer olga-token"),
+                ("content-type", "application/json"),
+            ];
+            exchange(tls, method, &path, &headers, body).await
+        }
+    };
+    let search = r#"{"control_id":"TLS-B-1"}"#;
+    let mut found = None;
+    for _ in 0..100 {
+        let answer = https(a.admin, "POST", "/api/messages/search".into(), Some(search)).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(v["unreachable"], serde_json::json!([]), "{v}");
+        if let Some(item) = v["items"].as_array().and_then(|i| i.first()) {
+            found = Some(item.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let item = found.expect("node a finds node b's message over HTTPS");
+    assert_eq!(item["node"], "hb", "{item}");
+    let id = item["id"].as_i64().unwrap();
+    let detail = https(
+        a.admin,
+        "GET",
+        format!("/api/messages/{id}?unmask=true"),
+        None,
+    )
+    .await;
+    assert_eq!(detail.status, 200, "{}", detail.body);
+    assert!(detail.body.contains("PTLS"), "unmasked: {}", detail.body);
+    // A node trusting another CA cannot reach the others.
+    let c = node("hc", "other.pem");
+    let mut unreachable = serde_json::Value::Null;
+    for _ in 0..100 {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", c.admin)).await;
+        if tcp.is_ok() {
+            let answer = https(c.admin, "POST", "/api/messages/search".into(), Some(search)).await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+            unreachable = v["unreachable"].clone();
+            assert_eq!(v["items"], serde_json::json!([]), "{v}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut names: Vec<&str> = unreachable
+        .as_array()
+        .expect("a search answered by node c")
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ha", "hb"], "{unreachable}");
+    drop((a, b, c));
 }
 
 /// EHR connections sending messages in order per patient, each to the

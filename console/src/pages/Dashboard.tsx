@@ -151,6 +151,14 @@ export function Dashboard({ me }: { me: Me }) {
         !error && <p class="muted">Loading…</p>
       ) : (
         <>
+          {data.nodes !== undefined && (
+            <p class="muted small" data-testid="nodes-counted">
+              Counts of {fmtNum(data.nodes)} nodes added up; queued is the shared queue; p95 is the highest node's.
+              {data.unreachable && data.unreachable.length > 0 && (
+                <span class="warn"> Not counted (did not answer): {data.unreachable.join(', ')}.</span>
+              )}
+            </p>
+          )}
           <StatsTable kind="route" title="Routes" rows={data.routes} cols={ROUTE_COLS} />
           <StatsTable
             kind="dest"

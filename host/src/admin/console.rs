@@ -29,6 +29,7 @@ use super::auth::{CurrentUser, Refusal};
 use super::mask::{mask_hl7, mask_id};
 use crate::config::Role;
 use crate::flow::Flow;
+use crate::flow::board::Dashboard;
 use crate::flow::log::{Full, Meta, Search};
 use crate::hl7::days_from_civil;
 use crate::store::now_ms;
@@ -148,16 +149,54 @@ async fn dashboard(State(state): State<Shared>, user: CurrentUser) -> Response {
         return refused(r);
     }
     let flow = match flow_of(&state) {
-        Ok(f) => f,
+        Ok(f) => f.clone(),
         Err(r) => return r,
     };
-    Json(
-        flow.board
-            .dashboard(now_ms(), &|r| user.may_see_route(r), &|d| {
-                user.may_see_destination(d)
-            }),
-    )
-    .into_response()
+    Json(board_for(&state, &flow, &user).await).into_response()
+}
+
+/// The dashboard `user` may see. In a cluster (asked by a browser, not by
+/// another node) every live node's counts are added up, and what is queued
+/// is read from the shared queue.
+async fn board_for(state: &AdminState, flow: &Flow, user: &CurrentUser) -> Dashboard {
+    let mut board = flow
+        .board
+        .dashboard(now_ms(), &|r| user.may_see_route(r), &|d| {
+            user.may_see_destination(d)
+        });
+    let Some(peers) = state.peers.clone().filter(|_| !user.by_peer()) else {
+        return board;
+    };
+    let mut nodes = 1u32;
+    let mut unreachable = Vec::new();
+    for (node, answer) in peers
+        .call_all(axum::http::Method::GET, "/api/dashboard", &user.name, None)
+        .await
+    {
+        match answer.map(|(status, body)| (status, serde_json::from_slice::<Dashboard>(&body))) {
+            Ok((status, Ok(other))) if status.is_success() => {
+                board.add(other);
+                nodes += 1;
+            }
+            Ok(_) | Err(_) => unreachable.push(node.name),
+        }
+    }
+    if let Some(journal) = &state.journal {
+        match journal.queued_by_destination().await {
+            Ok(rows) => {
+                let now = now_ms();
+                for row in &mut board.destinations {
+                    let queued = rows.iter().find(|(d, _, _)| *d == row.name);
+                    row.queued = Some(queued.map_or(0, |q| q.1));
+                    row.oldest_queued_secs = queued.map(|q| ((now - q.2) / 1000).max(0));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the shared queue's counts"),
+        }
+    }
+    board.nodes = Some(nodes);
+    board.unreachable = Some(unreachable);
+    board
 }
 
 /// The nodes sharing the journal (`{"cluster": null}` for one engine).
@@ -225,17 +264,18 @@ async fn events(State(state): State<Shared>, user: CurrentUser) -> Response {
     let peer_rx = (peer_rx, followers.drop_guard());
     // The slot travels with the stream (it counts it); the token ends it
     // at shutdown.
+    let cluster = state.peers.is_some() && !user.by_peer();
     let start = (
         rx,
         tick,
-        None::<u64>,
+        None::<i64>,
         flow,
         user,
-        (slot, state.shutdown.clone(), peer_rx),
+        (slot, state.shutdown.clone(), peer_rx, state.clone()),
     );
     let stream = futures::stream::unfold(
         start,
-        |(mut rx, mut tick, mut sent, flow, user, mut slot)| async move {
+        move |(mut rx, mut tick, mut sent, flow, user, mut slot)| async move {
             loop {
                 tokio::select! {
                     _ = slot.1.cancelled() => return None,
@@ -260,12 +300,14 @@ async fn events(State(state): State<Shared>, user: CurrentUser) -> Response {
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                     },
                     _ = tick.tick() => {
-                        let version = flow.board.version();
+                        // In a cluster the other nodes' counts move too: sent
+                        // every other second, whatever changed here.
+                        let version = if cluster { now_ms() / 2000 } else { flow.board.version() as i64 };
                         if sent == Some(version) {
                             continue;
                         }
                         sent = Some(version);
-                        let board = flow.board.dashboard(now_ms(), &|r| user.may_see_route(r), &|d| user.may_see_destination(d));
+                        let board = board_for(&slot.3, &flow, &user).await;
                         let Ok(event) = Event::default().event("dashboard").json_data(&board) else {
                             continue;
                         };
@@ -1060,50 +1102,27 @@ async fn reprocess_many(
     if let Err(r) = user.require(Role::Operator) {
         return refused(r);
     }
-    let Some(peers) = state
-        .peers
-        .clone()
-        .filter(|_| body.filter.local != Some(true) && !user.by_peer())
-    else {
+    if state.peers.is_none() || body.filter.local == Some(true) || user.by_peer() {
         return match reprocess_here(&state, &user, &body).await {
             Ok(v) => Json(v).into_response(),
             Err(r) => r,
         };
-    };
+    }
     // In a cluster each node reprocesses the matching messages in its own
     // log; the counts are added up.
     let mut ask = body.clone();
     ask.filter.local = Some(true);
     let ask = serde_json::to_value(&ask).unwrap_or(Value::Null);
-    let mut answers = vec![match reprocess_here(&state, &user, &body).await {
+    let mine = match reprocess_here(&state, &user, &body).await {
         Ok(v) => v,
         Err(r) => return r,
-    }];
-    let mut unreachable = Vec::new();
-    for node in peers.list().await {
-        match peers
-            .call(
-                &node,
-                axum::http::Method::POST,
-                "/api/reprocess",
-                &user.name,
-                Some(&ask),
-            )
-            .await
-        {
-            Ok((status, bytes)) if status.is_success() => {
-                match serde_json::from_slice::<Value>(&bytes) {
-                    Ok(v) => answers.push(v),
-                    Err(_) => unreachable.push(node.name.clone()),
-                }
-            }
-            Ok((status, bytes)) if status.is_client_error() => {
-                return (status, [(header::CONTENT_TYPE, "application/json")], bytes)
-                    .into_response();
-            }
-            Ok(_) | Err(_) => unreachable.push(node.name.clone()),
-        }
-    }
+    };
+    let (mut answers, unreachable) =
+        match on_every_node(&state, &user, "/api/reprocess", Some(&ask)).await {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+    answers.push(mine);
     let sum = |key: &str| -> u64 { answers.iter().filter_map(|v| v.get(key)?.as_u64()).sum() };
     if !body.confirm {
         return Json(
@@ -1288,10 +1307,62 @@ async fn destination_action(
     }
     dest.wake().notify_one();
     audit(&state, &user, &action, &format!("destination {name}"), "ok");
-    Json(json!({ "ok": true })).into_response()
+    // In a cluster every node delivers: each pauses, resumes or resets its own.
+    let path = format!("/api/destinations/{name}/{action}");
+    match on_every_node(&state, &user, &path, None).await {
+        Err(r) => r,
+        Ok((_, unreachable)) => {
+            Json(json!({ "ok": unreachable.is_empty(), "unreachable": unreachable }))
+                .into_response()
+        }
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// In a cluster, when a browser (not another node) asked: the same request
+/// made of every other live node for the same user. Their answers (JSON
+/// objects) and the nodes that could not carry it out; a request another
+/// node refuses (4xx) is that refusal.
+async fn on_every_node(
+    state: &AdminState,
+    user: &CurrentUser,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(Vec<Value>, Vec<String>), Response> {
+    let Some(peers) = state.peers.clone().filter(|_| !user.by_peer()) else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let mut answers = Vec::new();
+    let mut unreachable = Vec::new();
+    for (node, answer) in peers
+        .call_all(axum::http::Method::POST, path, &user.name, body)
+        .await
+    {
+        match answer {
+            Ok((status, bytes)) if status.is_success() => {
+                match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(v) if v.is_object() => answers.push(v),
+                    _ => unreachable.push(node.name),
+                }
+            }
+            Ok((status, bytes)) if status.is_client_error() => {
+                return Err(
+                    (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+                );
+            }
+            Ok((status, _)) => {
+                tracing::warn!(node = %node.name, %status, path, "another node could not carry out an action");
+                unreachable.push(node.name);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "another node could not be asked to carry out an action");
+                unreachable.push(node.name);
+            }
+        }
+    }
+    Ok((answers, unreachable))
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
 struct ResolveBody {
     ids: Vec<i64>,
@@ -1393,7 +1464,21 @@ async fn resolve(
         &target,
         &format!("{resolved} resolved"),
     );
-    Json(json!({ "ok": true, "resolved": resolved })).into_response()
+    // In a cluster every node clears its own counts and the messages its
+    // log holds.
+    let ask = serde_json::to_value(&body).unwrap_or(Value::Null);
+    match on_every_node(&state, &user, "/api/errors/resolve", Some(&ask)).await {
+        Err(r) => r,
+        Ok((answers, unreachable)) => {
+            let resolved = resolved as u64
+                + answers
+                    .iter()
+                    .filter_map(|v| v.get("resolved")?.as_u64())
+                    .sum::<u64>();
+            Json(json!({ "ok": unreachable.is_empty(), "resolved": resolved, "unreachable": unreachable }))
+                .into_response()
+        }
+    }
 }
 
 // ---- data quality, code sets, audit ----

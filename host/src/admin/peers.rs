@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::auth::{ON_BEHALF_HEADER, PEER_HEADER};
+use crate::mllp::Io;
 use crate::store::{Journal, Peer};
 
 /// How long another node has to answer.
@@ -30,6 +31,9 @@ pub struct Peers {
     token: String,
     journal: Journal,
     number: i32,
+    /// For other nodes whose admin API is HTTPS: the CA their certificates
+    /// chain to (`[store] console_ca`).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -42,14 +46,57 @@ impl std::fmt::Debug for Peers {
 
 impl Peers {
     /// `None` unless the journal is shared and a secret is configured.
-    pub fn new(token: Option<String>, journal: Option<&Journal>) -> Option<Arc<Peers>> {
+    pub fn new(
+        token: Option<String>,
+        journal: Option<&Journal>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Option<Arc<Peers>> {
         let journal = journal?;
         let number = journal.node_number()?;
         Some(Arc::new(Peers {
             token: token?,
             journal: journal.clone(),
             number,
+            tls,
         }))
+    }
+
+    /// Opens a connection to `url` (`http://host:port` or
+    /// `https://host:port`, as the node published it); the authority to name
+    /// in `Host` and the stream.
+    async fn connect(&self, name: &str, url: &str) -> Result<(String, Box<dyn Io>), String> {
+        let (https, authority) = match url.split_once("://") {
+            Some(("http", a)) => (false, a),
+            Some(("https", a)) => (true, a),
+            _ => {
+                return Err(format!(
+                    "node {name}: '{url}' is neither http:// nor https://"
+                ));
+            }
+        };
+        let stream = TcpStream::connect(authority)
+            .await
+            .map_err(|e| format!("node {name} ({authority}): {e}"))?;
+        let _ = stream.set_nodelay(true);
+        if !https {
+            return Ok((authority.to_string(), Box::new(stream)));
+        }
+        let Some(config) = &self.tls else {
+            return Err(format!(
+                "node {name} ({authority}) is https:// but [store] console_ca is not set on this node"
+            ));
+        };
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let server_name = crate::tls::server_name(host).map_err(|e| format!("node {name}: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(server_name, stream)
+            .await
+            .map_err(|e| format!("node {name} ({authority}): TLS: {e}"))?;
+        Ok((authority.to_string(), Box::new(tls)))
     }
 
     /// This node's number.
@@ -87,14 +134,7 @@ impl Peers {
         user: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-        let authority = peer
-            .console_url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("node {}: only http:// is supported", peer.name))?;
-        let stream = TcpStream::connect(authority)
-            .await
-            .map_err(|e| format!("node {} ({authority}): {e}", peer.name))?;
-        let _ = stream.set_nodelay(true);
+        let (authority, stream) = self.connect(&peer.name, &peer.console_url).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
@@ -104,7 +144,7 @@ impl Peers {
         let mut request = Request::builder()
             .method(method)
             .uri(path_and_query)
-            .header("host", authority)
+            .header("host", authority.as_str())
             .header(PEER_HEADER, self.token.as_str())
             .header(ON_BEHALF_HEADER, user);
         let payload = match body {
@@ -193,6 +233,23 @@ impl Peers {
         tokio::time::timeout(TIMEOUT, exchange)
             .await
             .map_err(|_| format!("node {} did not answer within {TIMEOUT:?}", peer.name))?
+    }
+
+    /// Asks every other live node for `path_and_query` on behalf of `user`,
+    /// all at once; each node with its answer.
+    pub async fn call_all(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        user: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Vec<(Peer, Result<(StatusCode, Bytes), String>)> {
+        let nodes = self.list().await;
+        let calls = nodes
+            .iter()
+            .map(|node| self.call(node, method.clone(), path_and_query, user, body));
+        let answers = futures::future::join_all(calls).await;
+        nodes.into_iter().zip(answers).collect()
     }
 }
 

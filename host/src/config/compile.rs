@@ -83,6 +83,7 @@ fn compile_postgres(
     base: &Path,
     store: Option<&super::file::StoreFile>,
     admin: Option<SocketAddr>,
+    admin_tls: bool,
 ) -> Option<super::spec::PostgresSpec> {
     let store = store?;
     let url = store.url.clone()?;
@@ -135,20 +136,38 @@ fn compile_postgres(
     }
     let console_url = match &store.console_url {
         Some(u) => {
-            let host = u.strip_prefix("http://").map(|r| r.trim_end_matches('/'));
+            let (scheme, rest) = match u.split_once("://") {
+                Some(("http", r)) => ("http", Some(r)),
+                Some(("https", r)) => ("https", Some(r)),
+                _ => ("http", None),
+            };
+            let host = rest.map(|r| r.trim_end_matches('/'));
             if host.is_none_or(|h| h.is_empty() || h.contains(['/', '?', '#', '@', ' '])) {
                 errs.push(
                     None,
                     "store.console_url",
-                    "must be http://host:port (the admin API as the other nodes reach it; HTTPS between nodes is not supported yet)".to_string(),
+                    "must be http://host:port or https://host:port (the admin API as the other nodes reach it)".to_string(),
                 );
             }
-            host.map(|h| format!("http://{h}"))
+            host.map(|h| format!("{scheme}://{h}"))
         }
-        None => admin
-            .filter(|a| !a.ip().is_unspecified())
-            .map(|a| format!("http://{a}")),
+        None => admin.filter(|a| !a.ip().is_unspecified()).map(|a| {
+            let scheme = if admin_tls { "https" } else { "http" };
+            format!("{scheme}://{a}")
+        }),
     };
+    let console_ca = store.console_ca.as_ref().map(|c| base.join(c));
+    if console_ca.is_none()
+        && console_url
+            .as_ref()
+            .is_some_and(|u| u.starts_with("https://"))
+    {
+        errs.push(
+            None,
+            "store.console_ca",
+            "is needed when the admin API is HTTPS: the CA (PEM) the other nodes' admin certificates chain to, so that this node can reach them".to_string(),
+        );
+    }
     Some(super::spec::PostgresSpec {
         url,
         password_env: store.password_env.clone(),
@@ -156,6 +175,7 @@ fn compile_postgres(
         node: store.node.clone(),
         lease: Duration::from_secs(lease.clamp(2, 300)),
         console_url,
+        console_ca,
     })
 }
 
@@ -398,9 +418,15 @@ fn compile_str(source: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), 
     });
 
     let routes = super::routes::compile(&mut errs, &base, &file, &tables, codesets.is_some());
-    let postgres = compile_postgres(&mut errs, &base, file.store.as_ref(), admin);
-    let commit = routes.iter().any(|r| r.ack_mode == AckMode::Commit);
     let admin_access = super::admin::compile(&mut errs, &base, &file);
+    let postgres = compile_postgres(
+        &mut errs,
+        &base,
+        file.store.as_ref(),
+        admin,
+        admin_access.tls.is_some(),
+    );
+    let commit = routes.iter().any(|r| r.ack_mode == AckMode::Commit);
     {
         let config = Config {
             path: path.to_path_buf(),
@@ -619,6 +645,45 @@ grants = ["lookup:nope", "fly"]
         assert!(
             joined.contains(":20:11: routes[0].plugins[0].grants: no table named 'nope'"),
             "{joined}"
+        );
+    }
+
+    #[test]
+    fn nodes_reach_an_https_admin_api_only_with_a_ca() {
+        let base = "[admin]\nlisten = \"127.0.0.1:9480\"\n\n[admin.tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n\n\
+                    [destinations.d]\nmllp = \"127.0.0.1:1\"\n\n\
+                    [[routes]]\nname = \"r\"\nack_mode = \"commit\"\ndestinations = [\"d\"]\n\n\
+                    [store]\nurl = \"postgres://izhub@db/izhub\"\n";
+        let errs = load_str(base, Path::new("x.toml")).unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|e| e.contains("store.console_ca: is needed")),
+            "{text:?}"
+        );
+        let config = load_str(
+            &format!("{base}console_ca = \"ca.pem\"\n"),
+            Path::new("/etc/izhub/x.toml"),
+        )
+        .unwrap();
+        let pg = config.postgres.unwrap();
+        // With [admin.tls], the URL the other nodes use is https.
+        assert_eq!(pg.console_url.as_deref(), Some("https://127.0.0.1:9480"));
+        assert_eq!(
+            pg.console_ca,
+            Some(std::path::PathBuf::from("/etc/izhub/ca.pem"))
+        );
+        let explicit = load_str(
+            "[store]\nurl = \"postgres://izhub@db/izhub\"\nconsole_url = \"ftp://a:1\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            explicit.iter().any(|e| e
+                .to_string()
+                .contains("must be http://host:port or https://host:port")),
+            "{explicit:?}"
         );
     }
 

@@ -302,9 +302,13 @@ pub struct StoreFile {
     /// (seconds, default 10): a dead node's deliveries resume after it.
     pub lease_seconds: Option<u64>,
     /// Where the other nodes reach this node's admin API, for a console that
-    /// shows every node's messages: `http://host:port` (default: the admin
-    /// address, when it names a host rather than 0.0.0.0 or [::]).
+    /// shows every node's messages: `http://host:port` or `https://host:port`
+    /// (default: the admin address, when it names a host rather than 0.0.0.0
+    /// or [::]; https when `[admin.tls]` is set).
     pub console_url: Option<String>,
+    /// CA certificate (PEM) the other nodes' admin certificates chain to,
+    /// for a `console_url` that is https (required then).
+    pub console_ca: Option<String>,
 }
 
 /// `[[routes]]`

@@ -58,6 +58,9 @@ pub struct PostgresSpec {
     pub lease: Duration,
     /// Where the other nodes reach this node's admin API.
     pub console_url: Option<String>,
+    /// The CA the other nodes' admin certificates chain to (HTTPS between
+    /// nodes).
+    pub console_ca: Option<PathBuf>,
 }
 
 /// How bulk queries are made (`[bulk]`).

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Outcome;
 
@@ -155,7 +155,7 @@ pub struct Board {
 }
 
 /// One row of the dashboard.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Row {
     pub name: String,
     pub received: u64,
@@ -167,22 +167,83 @@ pub struct Row {
     pub unresolved_errors: u64,
     pub rate_per_min: f64,
     pub p95_ms: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_queued_secs: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub breaker: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
 }
 
 /// The dashboard.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Dashboard {
     pub generated_at: String,
     pub routes: Vec<Row>,
     pub destinations: Vec<Row>,
+    /// In a cluster: how many nodes' counts are added up here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u32>,
+    /// In a cluster: nodes that could not be asked this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<Vec<String>>,
+}
+
+/// Most rows taken from another node's dashboard.
+const MAX_MERGED_ROWS: usize = MAX_NAMES;
+
+/// How bad a breaker state is, to show the worst of several nodes'.
+fn breaker_rank(state: Option<&str>) -> u8 {
+    match state {
+        Some("open") => 3,
+        Some("half-open") => 2,
+        Some(_) => 1,
+        None => 0,
+    }
+}
+
+impl Dashboard {
+    /// Adds another node's dashboard to this one: counts and rates add up,
+    /// the p95 is the highest of the nodes' (an upper bound of the cluster's),
+    /// a breaker shows its worst state and a destination is paused when any
+    /// node holds it paused. What is queued keeps the larger figure and the
+    /// oldest age (the console then reads it from the shared queue).
+    pub fn add(&mut self, other: Dashboard) {
+        fn merge(into: &mut Vec<Row>, rows: Vec<Row>) {
+            for r in rows.into_iter().take(MAX_MERGED_ROWS) {
+                let Some(mine) = into.iter_mut().find(|m| m.name == r.name) else {
+                    if into.len() < MAX_MERGED_ROWS {
+                        into.push(r);
+                    }
+                    continue;
+                };
+                mine.received = mine.received.saturating_add(r.received);
+                mine.accepted = mine.accepted.saturating_add(r.accepted);
+                mine.accepted_with_warnings = mine
+                    .accepted_with_warnings
+                    .saturating_add(r.accepted_with_warnings);
+                mine.rejected_by_izhub = mine.rejected_by_izhub.saturating_add(r.rejected_by_izhub);
+                mine.rejected_by_iis = mine.rejected_by_iis.saturating_add(r.rejected_by_iis);
+                mine.errored = mine.errored.saturating_add(r.errored);
+                mine.unresolved_errors = mine.unresolved_errors.saturating_add(r.unresolved_errors);
+                mine.rate_per_min = ((mine.rate_per_min + r.rate_per_min) * 10.0).round() / 10.0;
+                mine.p95_ms = mine.p95_ms.max(r.p95_ms);
+                mine.queued = mine.queued.max(r.queued);
+                mine.oldest_queued_secs = mine.oldest_queued_secs.max(r.oldest_queued_secs);
+                if breaker_rank(r.breaker.as_deref()) > breaker_rank(mine.breaker.as_deref()) {
+                    mine.breaker = r.breaker;
+                }
+                if r.paused == Some(true) {
+                    mine.paused = Some(true);
+                }
+            }
+            into.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        merge(&mut self.routes, other.routes);
+        merge(&mut self.destinations, other.destinations);
+    }
 }
 
 fn row(name: &str, t: &Tally, now_sec: u64) -> Row {
@@ -375,7 +436,7 @@ impl Board {
             .map(|(n, (t, q))| Row {
                 queued: Some(q.queued),
                 oldest_queued_secs: q.oldest_queued_ms.map(|o| ((now_ms - o) / 1000).max(0)),
-                breaker: Some(q.breaker),
+                breaker: Some(q.breaker.to_string()),
                 paused: Some(q.paused),
                 ..row(n, t, now_sec)
             })
@@ -384,6 +445,8 @@ impl Board {
             generated_at: crate::hl7::rfc3339_now(),
             routes,
             destinations,
+            nodes: None,
+            unreachable: None,
         }
     }
 }
@@ -452,7 +515,12 @@ mod tests {
         assert_eq!(d.destinations.len(), 1);
         let mi = &d.destinations[0];
         assert_eq!(
-            (mi.queued, mi.oldest_queued_secs, mi.breaker, mi.paused),
+            (
+                mi.queued,
+                mi.oldest_queued_secs,
+                mi.breaker.as_deref(),
+                mi.paused
+            ),
             (Some(1), Some(60), Some("open"), Some(true))
         );
         b.delivered("mi", Outcome::RejectedByIis, Some("vxu"));
@@ -473,5 +541,36 @@ mod tests {
                 .rejected_by_iis,
             1
         );
+    }
+
+    #[test]
+    fn nodes_dashboards_add_up() {
+        let a = Board::default();
+        let b = Board::default();
+        a.know(&["vxu".into()], &["mi".into()]);
+        b.know(&["vxu".into(), "qbp".into()], &["mi".into()]);
+        for _ in 0..3 {
+            a.answered(Some("vxu"), Some("mi"), Outcome::Accepted, 2, 5, 0);
+        }
+        b.answered(Some("vxu"), Some("mi"), Outcome::RejectedByIis, 400, 5, 0);
+        b.answered(Some("qbp"), None, Outcome::Accepted, 2, 5, 0);
+        a.queue_state("mi", Some(7), Some(50_000), "closed", false);
+        b.queue_state("mi", Some(7), Some(40_000), "open", false);
+        let mut d = a.dashboard(61_000, &all, &all);
+        d.add(b.dashboard(61_000, &all, &all));
+        let vxu = d.routes.iter().find(|r| r.name == "vxu").unwrap();
+        assert_eq!((vxu.received, vxu.accepted, vxu.rejected_by_iis), (4, 3, 1));
+        assert_eq!(vxu.unresolved_errors, 1);
+        assert_eq!(vxu.rate_per_min, 0.8);
+        assert_eq!(vxu.p95_ms, Some(500), "the highest node's p95");
+        assert!(d.routes.iter().any(|r| r.name == "qbp" && r.received == 1));
+        let mi = &d.destinations[0];
+        assert_eq!(mi.queued, Some(7), "the shared queue, not counted twice");
+        assert_eq!(mi.oldest_queued_secs, Some(21));
+        assert_eq!(mi.breaker.as_deref(), Some("open"), "the worst node's");
+        // A dashboard survives its trip between nodes.
+        let text = serde_json::to_string(&d).unwrap();
+        let back: Dashboard = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, d);
     }
 }
