@@ -1154,6 +1154,20 @@ async fn nodes_reach_each_other_over_https() {
             exchange(tls, method, &path, &headers, body).await
         }
     };
+    // A node's admin address listens once it has started.
+    async fn listening(port: u16) {
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("nothing listens on {port}");
+    }
+    listening(a.admin).await;
     let search = r#"{"control_id":"TLS-B-1"}"#;
     let mut found = None;
     for _ in 0..100 {
@@ -1181,19 +1195,12 @@ async fn nodes_reach_each_other_over_https() {
     assert!(detail.body.contains("PTLS"), "unmasked: {}", detail.body);
     // A node trusting another CA cannot reach the others.
     let c = node("hc", "other.pem");
-    let mut unreachable = serde_json::Value::Null;
-    for _ in 0..100 {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", c.admin)).await;
-        if tcp.is_ok() {
-            let answer = https(c.admin, "POST", "/api/messages/search".into(), Some(search)).await;
-            assert_eq!(answer.status, 200, "{}", answer.body);
-            let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
-            unreachable = v["unreachable"].clone();
-            assert_eq!(v["items"], serde_json::json!([]), "{v}");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    listening(c.admin).await;
+    let answer = https(c.admin, "POST", "/api/messages/search".into(), Some(search)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(v["items"], serde_json::json!([]), "{v}");
+    let unreachable = v["unreachable"].clone();
     let mut names: Vec<&str> = unreachable
         .as_array()
         .expect("a search answered by node c")

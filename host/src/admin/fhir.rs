@@ -44,6 +44,9 @@ pub struct Exports {
     /// A shared journal: a job runs on the node holding its lease, and
     /// another node resumes it when that lease lapses.
     journal: Option<crate::store::Journal>,
+    /// Jobs found completed or cancelled (they never run again), left out
+    /// of later scans for jobs no node runs.
+    finished: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Exports {
@@ -56,6 +59,7 @@ impl Exports {
             gates: Gates::new(&cfg.destinations),
             running: Mutex::new(HashMap::new()),
             journal: journal.filter(|j| j.lease().is_some()),
+            finished: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -132,25 +136,38 @@ impl Exports {
         let Ok(entries) = std::fs::read_dir(self.jobs()) else {
             return;
         };
+        let mut seen = std::collections::HashSet::new();
         for entry in entries.flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
             if !valid_id(&id) {
                 continue;
             }
+            seen.insert(id.clone());
             let here = self.running.lock().is_ok_and(|r| r.contains_key(&id));
-            if here {
+            if here || self.finished.lock().is_ok_and(|f| f.contains(&id)) {
                 continue;
             }
             match Job::open(&entry.path()) {
-                Ok(job) if matches!(job.state(), Ok(JobState::Running)) => {
-                    if self.journal.is_none() {
-                        tracing::info!(job = %id, "resuming bulk export");
+                Ok(job) => match job.state() {
+                    Ok(JobState::Running) => {
+                        if self.journal.is_none() {
+                            tracing::info!(job = %id, "resuming bulk export");
+                        }
+                        self.start(state, &id, Arc::new(job));
                     }
-                    self.start(state, &id, Arc::new(job));
-                }
-                Ok(_) => {}
+                    Ok(_) => {
+                        if let Ok(mut f) = self.finished.lock() {
+                            f.insert(id);
+                        }
+                    }
+                    Err(_) => {}
+                },
                 Err(e) => tracing::warn!(job = %id, error = %e, "bulk export not resumable"),
             }
+        }
+        // Jobs deleted since are forgotten.
+        if let Ok(mut f) = self.finished.lock() {
+            f.retain(|id| seen.contains(id));
         }
     }
 
