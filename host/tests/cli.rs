@@ -249,6 +249,41 @@ async fn send_prints_answers_and_bench_checks_acks() {
     .await;
     assert_eq!(stdout.matches("AA=200").count(), 2, "{stdout}");
     assert_eq!(h.sim("MA").received(), 401);
+
+    // At a set rate: 100 messages at 200 a second cannot finish before
+    // their schedule (half a second), however fast the engine answers.
+    let started = std::time::Instant::now();
+    let stdout = izhub_ok([
+        "bench",
+        "--to",
+        &addr,
+        "--connections",
+        "4",
+        "--messages",
+        "100",
+        "--warmup",
+        "0",
+        "--rate",
+        "200",
+        "--file",
+        &path,
+    ])
+    .await;
+    assert!(stdout.contains("offered   200 msgs/s"), "{stdout}");
+    assert!(stdout.contains("AA=100"), "{stdout}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(490),
+        "{stdout}"
+    );
+    assert_eq!(h.sim("MA").received(), 501);
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_izhub"))
+        .args(["bench", "--to", &addr, "--rate", "0", "--file", &path])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("'0' is not a rate"), "{stderr}");
     h.stop().await;
 }
 

@@ -266,7 +266,22 @@ pub enum Command {
         /// and compare the medians (msgs/s and p99): a noisy moment then falls on both.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// Offer this many messages a second in all, spread over the connections, instead of
+        /// sending each as soon as the last answer came: latency at a given load rather than at
+        /// saturation. Latencies are timed from when each message was due.
+        #[arg(long, value_parser = positive_rate)]
+        rate: Option<f64>,
     },
+}
+
+/// A `--rate`: a positive number of messages a second.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1e6 => Ok(r),
+        _ => Err(format!(
+            "'{text}' is not a rate from 0 to 1,000,000 messages a second"
+        )),
+    }
 }
 
 /// `izhub bulk …`

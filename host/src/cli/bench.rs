@@ -19,6 +19,8 @@ pub(super) struct Load {
     pub(super) baseline_cpu_from: Option<String>,
     /// Runs per target, alternating between them.
     pub(super) rounds: usize,
+    /// Messages a second offered (`None`: as fast as answers come).
+    pub(super) rate: Option<f64>,
 }
 
 /// Waits until the engine at `admin` has had `expected` more deliveries
@@ -58,7 +60,11 @@ pub(super) async fn bench(
         cpu_from,
         baseline_cpu_from,
         rounds,
+        rate,
     } = load;
+    if let Some(r) = rate {
+        println!("offered   {r:.0} msgs/s in all; latencies timed from when each message was due");
+    }
     let rounds = rounds.max(1);
     let mut targets = Vec::new();
     if let Some(b) = baseline {
@@ -89,6 +95,7 @@ pub(super) async fn bench(
                     timeout,
                     run_id: format!("W{stamp}{role}{conns}r{round}"),
                     patients,
+                    rate,
                 };
                 let drain = delivered_from.as_deref().filter(|_| *role == "target");
                 let before = match drain {

@@ -247,6 +247,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             cpu_from,
             baseline_cpu_from,
             rounds,
+            rate,
         } => {
             let raw = tools::read_message_file(&file)?;
             let message = String::from_utf8(raw)
@@ -261,6 +262,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 cpu_from: cpu_from.or_else(|| delivered_from.clone()),
                 baseline_cpu_from,
                 rounds,
+                rate,
             };
             bench(to, baseline, load, delivered_from).await
         }

@@ -1,5 +1,6 @@
 //! `izhub bench`: N connections each send their share of M messages one after
-//! another (as an EHR does), every answer checked for MSA-2 = MSH-10.
+//! another (as an EHR does), as fast as answers come or at a set rate, every
+//! answer checked for MSA-2 = MSH-10.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,11 @@ pub struct BenchOptions {
     /// Spread the messages over this many patients (PID-3.1 gets a suffix);
     /// 0 or 1 sends the file's patient every time.
     pub patients: usize,
+    /// Messages a second offered in all, spread evenly over the connections
+    /// (`None`: each connection sends as soon as its last answer came). A
+    /// latency is timed from when its message was due, so an answer that
+    /// holds the next message back counts against that one too.
+    pub rate: Option<f64>,
 }
 
 /// What one run measured.
@@ -100,7 +106,15 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchResult> {
                     }
                 }
                 let Some(cl) = client.as_mut() else { continue };
-                let t = Instant::now();
+                let due = match opts.rate.filter(|r| r.is_finite() && *r > 0.0) {
+                    Some(rate) => {
+                        let at = started + Duration::from_secs_f64((i * conns + c) as f64 / rate);
+                        tokio::time::sleep_until(at.into()).await;
+                        at
+                    }
+                    None => Instant::now(),
+                };
+                let t = due.min(Instant::now());
                 match cl.exchange(msg.as_bytes(), opts.timeout).await {
                     Ok(answer) => {
                         lat.push(t.elapsed());
