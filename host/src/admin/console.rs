@@ -155,6 +155,9 @@ async fn dashboard(State(state): State<Shared>, user: CurrentUser) -> Response {
     Json(board_for(&state, &flow, &user).await).into_response()
 }
 
+/// How long the dashboard waits for another node's counts.
+const DASHBOARD_WAIT: Duration = Duration::from_secs(1);
+
 /// The dashboard `user` may see. In a cluster (asked by a browser, not by
 /// another node) every live node's counts are added up, and what is queued
 /// is read from the shared queue.
@@ -169,8 +172,15 @@ async fn board_for(state: &AdminState, flow: &Flow, user: &CurrentUser) -> Dashb
     };
     let mut nodes = 1u32;
     let mut unreachable = Vec::new();
+    // A dashboard does not wait for a node that is slow to answer.
     for (node, answer) in peers
-        .call_all(axum::http::Method::GET, "/api/dashboard", &user.name, None)
+        .call_all(
+            DASHBOARD_WAIT,
+            axum::http::Method::GET,
+            "/api/dashboard",
+            &user.name,
+            None,
+        )
         .await
     {
         match answer.map(|(status, body)| (status, serde_json::from_slice::<Dashboard>(&body))) {
@@ -1334,7 +1344,13 @@ async fn on_every_node(
     let mut answers = Vec::new();
     let mut unreachable = Vec::new();
     for (node, answer) in peers
-        .call_all(axum::http::Method::POST, path, &user.name, body)
+        .call_all(
+            super::peers::TIMEOUT,
+            axum::http::Method::POST,
+            path,
+            &user.name,
+            body,
+        )
         .await
     {
         match answer {

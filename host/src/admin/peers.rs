@@ -19,7 +19,7 @@ use crate::mllp::Io;
 use crate::store::{Journal, Peer};
 
 /// How long another node has to answer.
-const TIMEOUT: Duration = Duration::from_secs(5);
+pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest answer taken from another node.
 const MAX_ANSWER: usize = 16 << 20;
 
@@ -220,6 +220,20 @@ impl Peers {
         user: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<(StatusCode, Bytes), String> {
+        self.call_within(TIMEOUT, peer, method, path_and_query, user, body)
+            .await
+    }
+
+    /// [`Peers::call`], with `timeout` for the whole exchange.
+    async fn call_within(
+        &self,
+        timeout: Duration,
+        peer: &Peer,
+        method: Method,
+        path_and_query: &str,
+        user: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(StatusCode, Bytes), String> {
         let exchange = async {
             let response = self.send(peer, method, path_and_query, user, body).await?;
             let status = response.status();
@@ -230,24 +244,25 @@ impl Peers {
                 .to_bytes();
             Ok((status, bytes))
         };
-        tokio::time::timeout(TIMEOUT, exchange)
+        tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| format!("node {} did not answer within {TIMEOUT:?}", peer.name))?
+            .map_err(|_| format!("node {} did not answer within {timeout:?}", peer.name))?
     }
 
     /// Asks every other live node for `path_and_query` on behalf of `user`,
-    /// all at once; each node with its answer.
+    /// all at once, each within `timeout`; each node with its answer.
     pub async fn call_all(
         &self,
+        timeout: Duration,
         method: Method,
         path_and_query: &str,
         user: &str,
         body: Option<&serde_json::Value>,
     ) -> Vec<(Peer, Result<(StatusCode, Bytes), String>)> {
         let nodes = self.list().await;
-        let calls = nodes
-            .iter()
-            .map(|node| self.call(node, method.clone(), path_and_query, user, body));
+        let calls = nodes.iter().map(|node| {
+            self.call_within(timeout, node, method.clone(), path_and_query, user, body)
+        });
         let answers = futures::future::join_all(calls).await;
         nodes.into_iter().zip(answers).collect()
     }

@@ -212,9 +212,15 @@ impl Dashboard {
     /// oldest age (the console then reads it from the shared queue).
     pub fn add(&mut self, other: Dashboard) {
         fn merge(into: &mut Vec<Row>, rows: Vec<Row>) {
+            let mut at: std::collections::HashMap<String, usize> = into
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.name.clone(), i))
+                .collect();
             for r in rows.into_iter().take(MAX_MERGED_ROWS) {
-                let Some(mine) = into.iter_mut().find(|m| m.name == r.name) else {
+                let Some(mine) = at.get(&r.name).and_then(|&i| into.get_mut(i)) else {
                     if into.len() < MAX_MERGED_ROWS {
+                        at.insert(r.name.clone(), into.len());
                         into.push(r);
                     }
                     continue;
