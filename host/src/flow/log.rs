@@ -35,6 +35,11 @@ const BATCH: usize = 1_024;
 /// How long the writer gathers records before a transaction.
 const GATHER: Duration = Duration::from_millis(250);
 
+/// An attempt's answer that is the answer sent back (relay mode, where the
+/// IIS's answer is usually relayed unchanged), kept once: in the message's
+/// body. HL7 never starts with NUL.
+const SAME_AS_ANSWER: &[u8] = b"\0same";
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY,
@@ -629,6 +634,15 @@ impl MessageLog {
                 .prepare_cached("SELECT id FROM messages WHERE reprocess_of = ? ORDER BY id LIMIT 100")?
                 .query_map(params![id], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<i64>>>()?;
+            let attempts = attempts
+                .into_iter()
+                .map(|mut a| {
+                    if a.answer.as_deref() == Some(SAME_AS_ANSWER) {
+                        a.answer = Some(body.3.clone());
+                    }
+                    a
+                })
+                .collect();
             Ok(Some(Full {
                 meta,
                 reprocess_of,
@@ -1042,13 +1056,19 @@ fn write_batch(
                         det.execute(params![d, r.id])?;
                     }
                     if let Some(a) = &r.attempt {
+                        let answer = match a.answer.as_deref() {
+                            Some(x) if !x.is_empty() && x == r.answer.as_slice() => {
+                                Some(SAME_AS_ANSWER)
+                            }
+                            other => other,
+                        };
                         att.execute(params![
                             r.id,
                             a.at,
                             a.destination,
                             a.result,
                             a.class,
-                            a.answer
+                            answer
                         ])?;
                     }
                 }
@@ -1173,6 +1193,66 @@ mod tests {
             reprocess_of: None,
         });
         id
+    }
+
+    #[test]
+    fn a_relayed_answer_is_kept_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let log = MessageLog::open(&path, Duration::from_secs(86_400), 1_000, None).unwrap();
+        let relayed = b"MSH|^~\\&|IIS\rMSA|AA|C1\r".to_vec();
+        let mut ids = Vec::new();
+        // The IIS's answer relayed as it came, then one the engine changed.
+        for (n, sent) in [relayed.clone(), b"MSH|^~\\&|IZHUB\rMSA|AE|C2\r".to_vec()]
+            .into_iter()
+            .enumerate()
+        {
+            let id = log.next_id();
+            ids.push(id);
+            log.record(Record {
+                id,
+                received_at: crate::store::now_ms(),
+                listener: "ehr".into(),
+                sender: "CLINIC".into(),
+                message_type: "VXU^V04".into(),
+                control_id: format!("C{n}"),
+                patient_id: "PX".into(),
+                route: "vxu".into(),
+                destination: "mi".into(),
+                outcome: Outcome::Accepted,
+                ack: "AA".into(),
+                detections: Vec::new(),
+                latency_us: 1,
+                received: b"MSH|^~\\&|EHR\r".to_vec(),
+                stages: String::new(),
+                issues: String::new(),
+                answer: sent,
+                journal_ids: Vec::new(),
+                attempt: Some(super::super::AttemptInfo {
+                    at: 1,
+                    destination: "mi".into(),
+                    result: "delivered".into(),
+                    class: "accepted".into(),
+                    answer: Some(relayed.clone()),
+                }),
+                completeness: String::new(),
+                reprocess_of: None,
+            });
+        }
+        log.sync();
+        for id in &ids {
+            let full = log.get(*id).unwrap().unwrap();
+            assert_eq!(full.attempts[0].answer.as_deref(), Some(relayed.as_slice()));
+        }
+        let c = Connection::open(&path).unwrap();
+        let stored: Vec<Vec<u8>> = c
+            .prepare("SELECT answer FROM attempts ORDER BY message_id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored, [SAME_AS_ANSWER.to_vec(), relayed]);
     }
 
     #[test]
