@@ -11,12 +11,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
-use common::{Answer, exchange, http};
+use common::{Answer, exchange, http, tls_connector_trusting};
 use izhub::admin::auth::{self, Auth, ClientAddr, CurrentUser, Refusal, Role};
 use izhub::serve::{self, Running, ServeOptions};
 use serde_json::Value;
@@ -312,16 +311,7 @@ async fn https_on_the_admin_address() {
     let running = engine(dir.path(), &config_text(extra, &hash()), false).await;
     let admin = running.admin.unwrap();
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let connector = tls_connector_trusting(cert.cert.der());
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let https = |method: &'static str,
                  path: &'static str,

@@ -621,6 +621,30 @@ fn console_users() -> String {
     )
 }
 
+/// Asks a console search until its answer lists an item (10 s at most; the
+/// message log is written off the answer path): the first item. Every
+/// answer is a 200 and passes `check`.
+async fn first_found<F, Fut>(
+    mut search: F,
+    check: impl Fn(&serde_json::Value),
+) -> Option<serde_json::Value>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    for _ in 0..100 {
+        let answer = search().await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        check(&v);
+        if let Some(item) = v["items"].as_array().and_then(|i| i.first()) {
+            return Some(item.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
 /// 4 (b) A bulk export runs on one node at a time and resumes on another:
 /// started through node a, whose `[bulk] dir` node b shares, and node a
 /// killed (SIGKILL) part way; node b takes the job's lease over once it
@@ -801,25 +825,18 @@ async fn any_nodes_console_shows_every_nodes_messages() {
         ("content-type", "application/json"),
     ];
     // Search on a for b's message; the log is written off the answer path.
-    let mut found = None;
-    for _ in 0..100 {
-        let answer = http(
+    let search = || {
+        http(
             admin_a,
             "POST",
             "/api/messages/search",
             &olga,
             Some(r#"{"control_id":"ON-B-1"}"#),
         )
-        .await;
-        assert_eq!(answer.status, 200, "{}", answer.body);
-        let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
-        if let Some(item) = v["items"].as_array().and_then(|i| i.first()) {
-            found = Some(item.clone());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let item = found.expect("node a's search finds the message node b answered");
+    };
+    let item = first_found(search, |_| {})
+        .await
+        .expect("node a's search finds the message node b answered");
     assert_eq!(item["node"], "cb", "{item}");
     assert_eq!(item["control_id"], "ON-B-1");
     assert_ne!(item["patient_id"], "PB", "masked in the list: {item}");
@@ -1129,16 +1146,7 @@ async fn nodes_reach_each_other_over_https() {
         .await
         .unwrap();
     assert_eq!(msa(&answer).0, "AA");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let connector = tls_connector_trusting(cert.cert.der());
     let https = |admin: u16, method: &'static str, path: String, body: Option<&'static str>| {
         let connector = connector.clone();
         async move {
@@ -1169,19 +1177,12 @@ async fn nodes_reach_each_other_over_https() {
     }
     listening(a.admin).await;
     let search = r#"{"control_id":"TLS-B-1"}"#;
-    let mut found = None;
-    for _ in 0..100 {
-        let answer = https(a.admin, "POST", "/api/messages/search".into(), Some(search)).await;
-        assert_eq!(answer.status, 200, "{}", answer.body);
-        let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
-        assert_eq!(v["unreachable"], serde_json::json!([]), "{v}");
-        if let Some(item) = v["items"].as_array().and_then(|i| i.first()) {
-            found = Some(item.clone());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let item = found.expect("node a finds node b's message over HTTPS");
+    let item = first_found(
+        || https(a.admin, "POST", "/api/messages/search".into(), Some(search)),
+        |v| assert_eq!(v["unreachable"], serde_json::json!([]), "{v}"),
+    )
+    .await
+    .expect("node a finds node b's message over HTTPS");
     assert_eq!(item["node"], "hb", "{item}");
     let id = item["id"].as_i64().unwrap();
     let detail = https(

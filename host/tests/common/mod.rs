@@ -441,6 +441,23 @@ pub async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     }
 }
 
+/// A TLS connector trusting only `cert` (DER), as a client of a server with
+/// a generated certificate.
+pub fn tls_connector_trusting(
+    cert: &rustls::pki_types::CertificateDer<'static>,
+) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
+}
+
 /// The body of a `Transfer-Encoding: chunked` answer.
 fn dechunk(mut rest: &str) -> String {
     let mut body = String::new();
