@@ -206,7 +206,7 @@ bench() {
     "$BIN" sim-iis --listen 127.0.0.1:2601 --name MAIIS --log warn & PIDS+=($!)
     "$BIN" sim-iis --listen 127.0.0.1:2602 --name PAIIS --log warn & PIDS+=($!)
     wait_port 2601 && wait_port 2602
-    rm -f build/demo-messages.db* build/bench-journal.db* build/bench-commit-messages.db*
+    rm -rf build/demo-messages.db* build/bench-journal.db* build/bench-commit-messages.db*
     "$BIN" serve --config samples/demo/izhub.toml --log warn & PIDS+=($!)
     "$BIN" serve --config samples/bench/izhub-relay-nolog.toml --log warn & PIDS+=($!)
     "$BIN" serve --config samples/bench/izhub-commit.toml --log warn & PIDS+=($!)
@@ -348,7 +348,7 @@ bench_cluster() {
     trap 'stop_all; pg_down' EXIT INT TERM
     "$BIN" sim-iis --listen 127.0.0.1:2601 --name MAIIS --log warn & PIDS+=($!)
     wait_port 2601
-    mkdir -p build/bench-cluster && rm -f build/bench-cluster/*
+    mkdir -p build/bench-cluster && rm -rf build/bench-cluster/*
     # config NAME LISTEN ADMIN STORE-LINES
     config() {
         sed -e "s|127.0.0.1:2577|127.0.0.1:$3|; s|127.0.0.1:2576|127.0.0.1:$2|" \

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
 
+use super::bodies::{self, Body, BodyRef};
 use super::{Attempt, Record};
 
 /// In a cluster a node's message ids start at its number shifted this far,
@@ -57,7 +58,9 @@ CREATE TABLE IF NOT EXISTS messages (
     latency_us INTEGER NOT NULL,
     resolved INTEGER NOT NULL DEFAULT 0,
     completeness TEXT NOT NULL DEFAULT '',
-    reprocess_of INTEGER
+    reprocess_of INTEGER,
+    body_ref INTEGER,
+    body_len INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_time ON messages(received_at);
 CREATE INDEX IF NOT EXISTS messages_sender ON messages(sender, id);
@@ -76,6 +79,10 @@ CREATE TABLE IF NOT EXISTS message_detections (
     id INTEGER NOT NULL,
     PRIMARY KEY (detection, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS body_segments (
+    seg INTEGER PRIMARY KEY,
+    max_id INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS message_bodies (
     id INTEGER PRIMARY KEY,
     received BLOB NOT NULL,
@@ -136,6 +143,8 @@ pub enum LogError {
 pub struct MessageLog {
     tx: std_mpsc::SyncSender<Op>,
     reader: Arc<Mutex<Connection>>,
+    /// Where the bodies are ([`bodies`]).
+    bodies: std::path::PathBuf,
     next_id: AtomicI64,
     dropped: AtomicU64,
     pace: Arc<Pace>,
@@ -346,6 +355,11 @@ impl MessageLog {
                 path: path.display().to_string(),
                 detail: e.to_string(),
             })?;
+        let body_dir = bodies::dir_of(path);
+        let body_writer = open_bodies(&writer, &body_dir).map_err(|detail| LogError::Open {
+            path: body_dir.display().to_string(),
+            detail,
+        })?;
         let reader = open_conn(path)?;
         let (tx, rx) = std_mpsc::sync_channel(QUEUE);
         let pace = Arc::new(Pace::default());
@@ -356,7 +370,7 @@ impl MessageLog {
                 writer_pace.tid.store(current_tid(), Ordering::Relaxed);
                 let can_raise = writer_priority(None, true);
                 writer_pace.can_raise.store(can_raise, Ordering::Relaxed);
-                write_loop(writer, rx, keep, keep_messages, &writer_pace)
+                write_loop(writer, body_writer, rx, keep, keep_messages, &writer_pace)
             })
             .map_err(|e| LogError::Open {
                 path: path.display().to_string(),
@@ -365,6 +379,7 @@ impl MessageLog {
         Ok(Arc::new(MessageLog {
             tx,
             reader: Arc::new(Mutex::new(reader)),
+            bodies: body_dir,
             next_id: AtomicI64::new(max + 1),
             dropped: AtomicU64::new(0),
             pace,
@@ -540,12 +555,8 @@ impl MessageLog {
                 break;
             };
             for m in batch {
-                let body: Option<Vec<u8>> = self.read(|c| {
-                    c.prepare_cached("SELECT received FROM message_bodies WHERE id = ?")?
-                        .query_row(params![m.id], |r| r.get(0))
-                        .optional()
-                })?;
-                if body.is_some_and(|b| memchr::memmem::find(&b, &needle).is_some()) {
+                let body = self.body(m.id)?;
+                if body.is_some_and(|b| memchr::memmem::find(&b.received, &needle).is_some()) {
                     items.push(m);
                     if items.len() > limit {
                         break;
@@ -596,7 +607,7 @@ impl MessageLog {
 
     /// One message in full.
     pub fn get(&self, id: i64) -> Result<Option<Full>, LogError> {
-        self.read(|c| {
+        let found = self.read(|c| {
             let meta = c
                 .prepare_cached("SELECT id, received_at, listener, sender, type, control_id, patient_id, route, destination, status, ack, detections, latency_us, resolved FROM messages WHERE id = ?")?
                 .query_row(params![id], meta_of)
@@ -604,13 +615,6 @@ impl MessageLog {
             let Some(meta) = meta else {
                 return Ok(None);
             };
-            let body = c
-                .prepare_cached("SELECT received, stages, issues, answer FROM message_bodies WHERE id = ?")?
-                .query_row(params![id], |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?))
-                })
-                .optional()?
-                .unwrap_or_default();
             let mut stmt = c.prepare_cached(
                 "SELECT at, destination, result, class, answer FROM attempts WHERE message_id = ? ORDER BY at, rowid",
             )?;
@@ -634,26 +638,72 @@ impl MessageLog {
                 .prepare_cached("SELECT id FROM messages WHERE reprocess_of = ? ORDER BY id LIMIT 100")?
                 .query_map(params![id], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<i64>>>()?;
-            let attempts = attempts
-                .into_iter()
-                .map(|mut a| {
-                    if a.answer.as_deref() == Some(SAME_AS_ANSWER) {
-                        a.answer = Some(body.3.clone());
-                    }
-                    a
+            Ok(Some((meta, reprocess_of, reprocessed_as, attempts)))
+        })?;
+        let Some((meta, reprocess_of, reprocessed_as, attempts)) = found else {
+            return Ok(None);
+        };
+        let body = self.body(id)?.unwrap_or_default();
+        let attempts = attempts
+            .into_iter()
+            .map(|mut a| {
+                if a.answer.as_deref() == Some(SAME_AS_ANSWER) {
+                    a.answer = Some(body.answer.clone());
+                }
+                a
+            })
+            .collect();
+        Ok(Some(Full {
+            meta,
+            reprocess_of,
+            reprocessed_as,
+            received: body.received,
+            stages: body.stages,
+            issues: body.issues,
+            answer: body.answer,
+            attempts,
+        }))
+    }
+
+    /// A message's body: from its segment, or from `message_bodies` for a
+    /// message logged before bodies moved out of the file.
+    fn body(&self, id: i64) -> Result<Option<Body>, LogError> {
+        let at = self.read(|c| {
+            let at = c
+                .prepare_cached("SELECT body_ref, body_len FROM messages WHERE id = ?")?
+                .query_row(params![id], |r| {
+                    Ok(
+                        match (r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?) {
+                            (Some(at), Some(len)) => Some(BodyRef { at, len }),
+                            _ => None,
+                        },
+                    )
                 })
-                .collect();
-            Ok(Some(Full {
-                meta,
-                reprocess_of,
-                reprocessed_as,
-                received: body.0,
-                stages: body.1,
-                issues: body.2,
-                answer: body.3,
-                attempts,
-            }))
-        })
+                .optional()?;
+            match at {
+                Some(Some(at)) => Ok(Ok(at)),
+                None => Ok(Err(None)),
+                Some(None) => c
+                    .prepare_cached(
+                        "SELECT received, stages, issues, answer FROM message_bodies WHERE id = ?",
+                    )?
+                    .query_row(params![id], |r| {
+                        Ok(Body {
+                            received: r.get(0)?,
+                            stages: r.get(1)?,
+                            issues: r.get(2)?,
+                            answer: r.get(3)?,
+                        })
+                    })
+                    .optional()
+                    .map(Err),
+            }
+        })?;
+        match at {
+            Ok(at) => bodies::read(&self.bodies, at, id)
+                .map_err(|e| LogError::Read(format!("message {id}'s body: {e}"))),
+            Err(old) => Ok(old),
+        }
     }
 
     /// The newest audit entries.
@@ -866,6 +916,22 @@ fn meta_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Meta> {
     })
 }
 
+/// Opens the bodies' folder: segments no row points into are deleted, and
+/// writing starts in a new segment.
+fn open_bodies(conn: &Connection, dir: &Path) -> Result<bodies::Writer, String> {
+    bodies::make_dir(dir).map_err(|e| e.to_string())?;
+    let known = conn
+        .prepare("SELECT seg FROM body_segments")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get::<_, i64>(0))?
+                .map(|r| r.map(|n| u64::try_from(n).unwrap_or(0)))
+                .collect::<rusqlite::Result<std::collections::BTreeSet<u64>>>()
+        })
+        .map_err(|e| e.to_string())?;
+    let last = bodies::tidy(dir, &known).map_err(|e| e.to_string())?;
+    Ok(bodies::Writer::new(dir.to_path_buf(), last))
+}
+
 /// Brings a log written by an earlier version up to this schema.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let has_reprocess_of: bool = conn
@@ -873,6 +939,16 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         .exists([])?;
     if !has_reprocess_of {
         conn.execute_batch("ALTER TABLE messages ADD COLUMN reprocess_of INTEGER")?;
+    }
+    // Bodies moved to segment files; rows written before keep theirs in
+    // message_bodies (body_ref NULL).
+    let has_body_ref: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'body_ref'")?
+        .exists([])?;
+    if !has_body_ref {
+        conn.execute_batch(
+            "ALTER TABLE messages ADD COLUMN body_ref INTEGER; ALTER TABLE messages ADD COLUMN body_len INTEGER;",
+        )?;
     }
     // Only reprocessed messages are in this index.
     conn.execute_batch(
@@ -958,6 +1034,7 @@ mod sched {
 
 fn write_loop(
     mut conn: Connection,
+    mut body_writer: bodies::Writer,
     rx: std_mpsc::Receiver<Op>,
     keep: Duration,
     keep_messages: u64,
@@ -990,13 +1067,14 @@ fn write_loop(
         }
         let mut waiters = Vec::new();
         let mut prune = last_prune.elapsed() >= prune_every;
-        if let Err(e) = write_batch(&mut conn, ops, &mut waiters, &mut prune) {
+        if let Err(e) = write_batch(&mut conn, &mut body_writer, ops, &mut waiters, &mut prune) {
+            body_writer.discard();
             tracing::warn!(error = %e, "the message log could not write a batch");
         }
         pace.settle();
         if prune {
             last_prune = Instant::now();
-            match prune_log(&conn, keep, keep_messages) {
+            match prune_log(&conn, &body_writer, keep, keep_messages) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(messages = n, "message log: pruned old messages"),
                 Err(e) => tracing::warn!(error = %e, "message log pruning failed"),
@@ -1008,29 +1086,40 @@ fn write_loop(
     }
 }
 
+/// Why a batch was not written.
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error("message bodies: {0}")]
+    Bodies(#[from] std::io::Error),
+}
+
 fn write_batch(
     conn: &mut Connection,
+    body_writer: &mut bodies::Writer,
     ops: Vec<Op>,
     waiters: &mut Vec<std::sync::mpsc::SyncSender<()>>,
     prune: &mut bool,
-) -> rusqlite::Result<()> {
+) -> Result<(), BatchError> {
     if ops.is_empty() {
         return Ok(());
     }
     let tx = conn.transaction()?;
     {
-        let mut msg = tx.prepare_cached("INSERT OR REPLACE INTO messages (id, received_at, listener, sender, type, control_id, patient_id, route, destination, status, ack, detections, latency_us, completeness, reprocess_of) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)")?;
+        let mut msg = tx.prepare_cached("INSERT OR IGNORE INTO messages (id, received_at, listener, sender, type, control_id, patient_id, route, destination, status, ack, detections, latency_us, completeness, reprocess_of, body_ref, body_len) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)")?;
         let mut link = tx.prepare_cached(
             "INSERT OR REPLACE INTO journal_links (journal_id, id) VALUES (?1, ?2)",
         )?;
-        let mut body = tx.prepare_cached("INSERT OR REPLACE INTO message_bodies (id, received, stages, issues, answer) VALUES (?1, ?2, ?3, ?4, ?5)")?;
         let mut det = tx.prepare_cached(
             "INSERT OR IGNORE INTO message_detections (detection, id) VALUES (?1, ?2)",
         )?;
-        let mut att = tx.prepare_cached("INSERT INTO attempts (message_id, at, destination, result, class, answer) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        let mut att = tx.prepare_cached("INSERT OR IGNORE INTO attempts (message_id, at, destination, result, class, answer) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         for op in ops {
             match op {
                 Op::Record(r) => {
+                    let body =
+                        body_writer.append(r.id, &r.received, &r.stages, &r.issues, &r.answer)?;
                     msg.execute(params![
                         r.id,
                         r.received_at,
@@ -1047,11 +1136,12 @@ fn write_batch(
                         r.latency_us,
                         r.completeness,
                         r.reprocess_of,
+                        body.at,
+                        body.len,
                     ])?;
                     for j in &r.journal_ids {
                         link.execute(params![j, r.id])?;
                     }
-                    body.execute(params![r.id, r.received, r.stages, r.issues, r.answer])?;
                     for d in &r.detections {
                         det.execute(params![d, r.id])?;
                     }
@@ -1111,11 +1201,22 @@ fn write_batch(
                 Op::Sync(w) => waiters.push(w),
             }
         }
+        // The bodies are on file before the rows that point at them.
+        body_writer.flush()?;
+        let mut seg = tx.prepare_cached("INSERT INTO body_segments (seg, max_id) VALUES (?1, ?2) ON CONFLICT(seg) DO UPDATE SET max_id = MAX(max_id, excluded.max_id)")?;
+        for (n, max_id) in body_writer.take_touched() {
+            seg.execute(params![i64::try_from(n).unwrap_or(i64::MAX), max_id])?;
+        }
     }
-    tx.commit()
+    Ok(tx.commit()?)
 }
 
-fn prune_log(conn: &Connection, keep: Duration, keep_messages: u64) -> rusqlite::Result<usize> {
+fn prune_log(
+    conn: &Connection,
+    body_writer: &bodies::Writer,
+    keep: Duration,
+    keep_messages: u64,
+) -> Result<usize, BatchError> {
     let cutoff_time = crate::store::now_ms() - keep.as_millis() as i64;
     let max: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
         r.get(0)
@@ -1152,6 +1253,16 @@ fn prune_log(conn: &Connection, keep: Duration, keep_messages: u64) -> rusqlite:
         if upto >= below {
             break;
         }
+    }
+    // A segment goes once every row pointing into it has gone.
+    let current = i64::try_from(body_writer.current()).unwrap_or(i64::MAX);
+    let done: Vec<i64> = conn
+        .prepare("SELECT seg FROM body_segments WHERE max_id <= ?1 AND seg <> ?2")?
+        .query_map(params![below, current], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for seg in done {
+        bodies::remove(body_writer.dir(), u64::try_from(seg).unwrap_or(0))?;
+        conn.execute("DELETE FROM body_segments WHERE seg = ?1", params![seg])?;
     }
     Ok(removed)
 }
@@ -1407,6 +1518,54 @@ mod tests {
         log.audit("olivia", "reprocess", "message 5", "ok");
         log.sync();
         assert_eq!(log.audit_entries(None, 10).unwrap()[0].action, "reprocess");
+    }
+
+    #[test]
+    fn bodies_outlive_a_restart_and_go_with_their_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let segments = || {
+            let mut s: Vec<String> = std::fs::read_dir(dir.path().join("m.db-bodies"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            s.sort();
+            s
+        };
+        let open = || MessageLog::open(&path, Duration::from_secs(86_400), 10, None).unwrap();
+        let log = open();
+        let first: Vec<i64> = (0..25)
+            .map(|n| record(&log, n, "A", Outcome::Accepted, &[]))
+            .collect();
+        log.sync();
+        drop(log);
+        let log = open();
+        let full = log.get(first[24]).unwrap().unwrap();
+        assert_eq!(full.received, b"MSH|^~\\&|A|A\rPID|1||P0\r");
+        assert_eq!(full.answer, b"MSH|^~\\&\rMSA|AA|C1\r");
+        let second: Vec<i64> = (25..40)
+            .map(|n| record(&log, n, "A", Outcome::Accepted, &[]))
+            .collect();
+        log.sync();
+        assert_eq!(segments(), ["0000000001.body", "0000000002.body"]);
+        // Keeping the newest 10: every message of the first segment goes,
+        // and the segment with them.
+        log.prune();
+        log.sync();
+        assert_eq!(segments(), ["0000000002.body"]);
+        assert!(log.get(first[24]).unwrap().is_none());
+        assert_eq!(
+            log.get(second[14]).unwrap().unwrap().received,
+            b"MSH|^~\\&|A|A\rPID|1||P0\r"
+        );
+        // A message logged before bodies had their own files.
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch("INSERT INTO messages (id, received_at, listener, sender, type, control_id, patient_id, route, destination, status, ack, detections, latency_us) VALUES (5000, 1, 'l', 's', 'VXU^V04', 'C', 'P', 'r', 'd', 'accepted', 'AA', '', 1); INSERT INTO message_bodies (id, received, stages, issues, answer) VALUES (5000, X'4D5348', '[]', '', X'4D5341');").unwrap();
+        let old = log.get(5000).unwrap().unwrap();
+        assert_eq!(
+            (old.received.as_slice(), old.answer.as_slice()),
+            (&b"MSH"[..], &b"MSA"[..])
+        );
     }
 
     #[test]

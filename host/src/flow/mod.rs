@@ -4,6 +4,7 @@
 //! [`log::MessageLog`] off the ACK path.
 
 pub mod board;
+pub mod bodies;
 pub mod log;
 
 use std::collections::HashMap;
