@@ -1118,6 +1118,11 @@ fn write_batch(
         for op in ops {
             match op {
                 Op::Record(r) => {
+                    let detections = if r.detections.is_empty() {
+                        super::detections(&String::from_utf8_lossy(&r.answer))
+                    } else {
+                        r.detections.clone()
+                    };
                     let body =
                         body_writer.append(r.id, &r.received, &r.stages, &r.issues, &r.answer)?;
                     msg.execute(params![
@@ -1132,7 +1137,7 @@ fn write_batch(
                         r.destination,
                         r.outcome.as_str(),
                         r.ack,
-                        r.detections.join(" "),
+                        detections.join(" "),
                         r.latency_us,
                         r.completeness,
                         r.reprocess_of,
@@ -1142,7 +1147,7 @@ fn write_batch(
                     for j in &r.journal_ids {
                         link.execute(params![j, r.id])?;
                     }
-                    for d in &r.detections {
+                    for d in &detections {
                         det.execute(params![d, r.id])?;
                     }
                     if let Some(a) = &r.attempt {

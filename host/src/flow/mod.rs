@@ -101,6 +101,7 @@ pub struct Record {
     pub outcome: Outcome,
     /// MSA-1 of the answer sent back.
     pub ack: String,
+    /// Filled in by the log's writer from the answer when empty.
     pub detections: Vec<String>,
     pub latency_us: i64,
     /// The message as received.
@@ -150,6 +151,26 @@ pub fn meta_value(text: &str) -> String {
         .take(MAX_META)
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// Detection ids at the end of ERR-8 texts (`… [patient-birth-date-missing]`).
+pub fn detections(answer: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for seg in answer.split(['\r', '\n']).filter(|s| s.starts_with("ERR")) {
+        let Some(text) = seg.get(3..).and_then(|r| {
+            let sep = r.chars().next()?;
+            r.split(sep).nth(8)
+        }) else {
+            continue;
+        };
+        if let Some(id) = crate::report::detection_id(text)
+            && !out.iter().any(|d| d == id)
+            && out.len() < 64
+        {
+            out.push(id.to_string());
+        }
+    }
+    out
 }
 
 /// What an operator asked of a destination's queue.
@@ -242,5 +263,19 @@ impl Flow {
         if let Some(log) = &self.log {
             log.record(record);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::detections;
+
+    #[test]
+    fn detection_ids_from_err_texts() {
+        let ack = "MSH|^~\\&|A\rMSA|AE|1\rERR||PID^1^7|101^x^HL70357|E||||The birth date is empty. [patient-birth-date-missing]\rERR||RXA^1^15|101|W||||Lot. [vaccination-lot-missing]\rERR||||E||||plain text\r";
+        assert_eq!(
+            detections(ack),
+            vec!["patient-birth-date-missing", "vaccination-lot-missing"]
+        );
     }
 }

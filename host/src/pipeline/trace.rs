@@ -74,26 +74,6 @@ impl Trace {
     }
 }
 
-/// Detection ids at the end of ERR-8 texts (`… [patient-birth-date-missing]`).
-fn detections(answer: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for seg in answer.split(['\r', '\n']).filter(|s| s.starts_with("ERR")) {
-        let Some(text) = seg.get(3..).and_then(|r| {
-            let sep = r.chars().next()?;
-            r.split(sep).nth(8)
-        }) else {
-            continue;
-        };
-        if let Some(id) = crate::report::detection_id(text)
-            && !out.iter().any(|d| d == id)
-            && out.len() < 64
-        {
-            out.push(id.to_string());
-        }
-    }
-    out
-}
-
 impl Pipeline {
     /// Hands a finished message to the console's flow.
     pub(super) fn record(
@@ -105,19 +85,17 @@ impl Pipeline {
         trace: Trace,
         took: Duration,
     ) {
-        let (answer_bytes, ack): (&[u8], String) = match answer {
-            Answer::Reply(b) => (
-                b,
-                hl7::read_msa(&String::from_utf8_lossy(b))
-                    .map(|(code, _)| meta_value(&code))
-                    .unwrap_or_default(),
-            ),
-            Answer::Close(_) => (&[], String::new()),
+        let answer_bytes: &[u8] = match answer {
+            Answer::Reply(b) => b,
+            Answer::Close(_) => &[],
         };
         let answer_text = String::from_utf8_lossy(answer_bytes);
-        let has_err = answer_text
-            .split(['\r', '\n'])
-            .any(|s| s.starts_with("ERR"));
+        let ack = hl7::read_msa(&answer_text)
+            .map(|(code, _)| meta_value(&code))
+            .unwrap_or_default();
+        let has_err = answer_bytes.starts_with(b"ERR")
+            || memchr::memmem::find(answer_bytes, b"\rERR").is_some()
+            || memchr::memmem::find(answer_bytes, b"\nERR").is_some();
         let outcome = match (ack.as_str(), answer) {
             (_, Answer::Close(_)) => Outcome::Errored,
             ("AA" | "CA", _) if trace.queued > 0 => Outcome::Queued,
@@ -140,11 +118,8 @@ impl Pipeline {
             destination: meta_value(&trace.destinations.join(",")),
             outcome,
             ack,
-            detections: if keep {
-                detections(&answer_text)
-            } else {
-                Vec::new()
-            },
+            // Read from the answer by the log's writer, off the ACK path.
+            detections: Vec::new(),
             latency_us: took.as_micros().min(i64::MAX as u128) as i64,
             received: if keep { raw.to_vec() } else { Vec::new() },
             stages: if keep {
@@ -164,19 +139,5 @@ impl Pipeline {
             reprocess_of: trace.reprocess_of,
         };
         flow.answered(record, trace.queued);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::detections;
-
-    #[test]
-    fn detection_ids_from_err_texts() {
-        let ack = "MSH|^~\\&|A\rMSA|AE|1\rERR||PID^1^7|101^x^HL70357|E||||The birth date is empty. [patient-birth-date-missing]\rERR||RXA^1^15|101|W||||Lot. [vaccination-lot-missing]\rERR||||E||||plain text\r";
-        assert_eq!(
-            detections(ack),
-            vec!["patient-birth-date-missing", "vaccination-lot-missing"]
-        );
     }
 }
