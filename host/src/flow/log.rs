@@ -1119,7 +1119,7 @@ fn write_batch(
             match op {
                 Op::Record(r) => {
                     let detections = if r.detections.is_empty() {
-                        super::detections(&String::from_utf8_lossy(&r.answer))
+                        super::detections(&r.answer)
                     } else {
                         r.detections.clone()
                     };

@@ -154,9 +154,19 @@ pub fn meta_value(text: &str) -> String {
 }
 
 /// Detection ids at the end of ERR-8 texts (`… [patient-birth-date-missing]`).
-pub fn detections(answer: &str) -> Vec<String> {
+/// Only the ERR segments are decoded: an answer is mostly other segments.
+pub fn detections(answer: &[u8]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for seg in answer.split(['\r', '\n']).filter(|s| s.starts_with("ERR")) {
+    for pos in memchr::memmem::find_iter(answer, b"ERR") {
+        let starts_segment = match pos.checked_sub(1) {
+            None => true,
+            Some(before) => matches!(answer.get(before), Some(b'\r' | b'\n')),
+        };
+        let Some(rest) = answer.get(pos..).filter(|_| starts_segment) else {
+            continue;
+        };
+        let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+        let seg = String::from_utf8_lossy(rest.get(..end).unwrap_or_default());
         let Some(text) = seg.get(3..).and_then(|r| {
             let sep = r.chars().next()?;
             r.split(sep).nth(8)
@@ -274,8 +284,12 @@ mod tests {
     fn detection_ids_from_err_texts() {
         let ack = "MSH|^~\\&|A\rMSA|AE|1\rERR||PID^1^7|101^x^HL70357|E||||The birth date is empty. [patient-birth-date-missing]\rERR||RXA^1^15|101|W||||Lot. [vaccination-lot-missing]\rERR||||E||||plain text\r";
         assert_eq!(
-            detections(ack),
+            detections(ack.as_bytes()),
             vec!["patient-birth-date-missing", "vaccination-lot-missing"]
         );
+        // ERR inside another segment is not a segment; one at the start is.
+        assert!(detections(b"MSH|^~\\&|ERR||||E||||x [a-b]\r").is_empty());
+        assert_eq!(detections(b"ERR||||E||||x [a-b]"), vec!["a-b"]);
+        assert!(detections(b"").is_empty());
     }
 }
