@@ -33,6 +33,8 @@ pub fn node_of(id: i64) -> i32 {
 const QUEUE: usize = 32_768;
 /// Records per transaction at most.
 const BATCH: usize = 1_024;
+/// The writer's nice value while it is raised to catch up.
+const RAISED_NICE: i32 = 5;
 /// How long the writer gathers records before a transaction.
 const GATHER: Duration = Duration::from_millis(250);
 
@@ -150,10 +152,10 @@ pub struct MessageLog {
     pace: Arc<Pace>,
 }
 
-/// How far behind the writer is, and whether it runs at normal priority to
+/// How far behind the writer is, and whether it runs as a normal thread to
 /// catch up. It idles (SCHED_IDLE) while it keeps up, so the answers to
 /// clinics never wait for it; once half the queue is waiting it is raised
-/// to normal priority, since a dropped record is worse than a slower
+/// to SCHED_OTHER (at nice [`RAISED_NICE`]), since a dropped record is worse than a slower
 /// answer, and it goes back to idling once it has caught up.
 #[derive(Default)]
 struct Pace {
@@ -177,7 +179,7 @@ impl Pace {
                 writer_priority(Some(tid), false);
                 tracing::debug!(
                     waiting,
-                    "the message log writer is behind; raised to normal priority"
+                    "the message log writer is behind; raised to SCHED_OTHER"
                 );
             }
         }
@@ -960,7 +962,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 /// leave it again (root, CAP_SYS_NICE, or an RLIMIT_NICE of 20, systemd's
 /// `LimitNICE=20`): the writer then runs only on a core nothing else wants
 /// and gives way at once when a connection's task wakes, and is raised to
-/// normal priority when it falls behind. Elsewhere it runs at nice 19 all
+/// SCHED_OTHER at nice [`RAISED_NICE`] when it falls behind. Elsewhere it runs at nice 19 all
 /// the time and is never raised. Returns whether it can be raised. `tid`
 /// names the writer when another thread changes it (`None`: the caller).
 fn writer_priority(tid: Option<i32>, idle: bool) -> bool {
@@ -972,6 +974,15 @@ fn writer_priority(tid: Option<i32>, idle: bool) -> bool {
                 tracing::debug!(error = %e, "the message log writer keeps its priority");
             }
             return false;
+        }
+        if tid.is_none() && idle {
+            // Raised, it runs at this nice value: it needs a tenth of a core
+            // to keep pace with a saturated engine, and at nice 0 it would
+            // take a third of the machine in bursts while it catches up.
+            let me = rustix::thread::gettid();
+            if let Err(e) = rustix::process::setpriority_process(Some(me), RAISED_NICE) {
+                tracing::debug!(error = %e, "the message log writer keeps its nice value");
+            }
         }
         if let Err(e) = sched::set(tid.unwrap_or(0), idle) {
             tracing::debug!(error = %e, idle, "the message log writer keeps its scheduling policy");
@@ -1042,26 +1053,31 @@ fn write_loop(
 ) {
     let mut last_prune = Instant::now();
     let prune_every = Duration::from_secs(60);
+    // The last batch was full: more is waiting, so no gathering pause.
+    let mut behind = false;
     loop {
         let first = match rx.recv_timeout(prune_every) {
             Ok(op) => Some(op),
             Err(std_mpsc::RecvTimeoutError::Timeout) => None,
             Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        // Gather for a moment before writing: one transaction per many
-        // messages dirties each index page once, not once per message.
-        // A sync (an operator waiting for the log) writes at once.
-        let gather = first.is_some();
+        // Let records gather before writing: one transaction per many
+        // messages dirties each index page once, not once per message. The
+        // writer sleeps meanwhile rather than wait on the queue, since a
+        // record sent to a waiting receiver wakes it (a syscall on the ACK
+        // path, and a wakeup per message); a sleeping one it does not.
+        // A sync (an operator waiting for the log) is written at once.
         let mut ops: Vec<Op> = first.into_iter().collect();
-        let deadline = Instant::now() + GATHER;
-        while gather && ops.len() < BATCH && !matches!(ops.last(), Some(Op::Sync(_))) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
+        if !behind && matches!(ops.last(), Some(op) if !matches!(op, Op::Sync(_))) {
+            std::thread::sleep(GATHER);
+        }
+        while ops.len() < BATCH && !matches!(ops.last(), None | Some(Op::Sync(_))) {
+            match rx.try_recv() {
                 Ok(op) => ops.push(op),
-                Err(std_mpsc::RecvTimeoutError::Timeout) => break,
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(_) => break,
             }
         }
+        behind = ops.len() >= BATCH;
         for _ in &ops {
             pace.taken();
         }
