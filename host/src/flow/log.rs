@@ -674,18 +674,13 @@ impl MessageLog {
             let at = c
                 .prepare_cached("SELECT body_ref, body_len FROM messages WHERE id = ?")?
                 .query_row(params![id], |r| {
-                    Ok(
-                        match (r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?) {
-                            (Some(at), Some(len)) => Some(BodyRef { at, len }),
-                            _ => None,
-                        },
-                    )
+                    Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
                 })
                 .optional()?;
-            match at {
-                Some(Some(at)) => Ok(Ok(at)),
-                None => Ok(Err(None)),
-                Some(None) => c
+            Ok(match at {
+                None => None,
+                Some((Some(at), Some(len))) => Some(Ok(BodyRef { at, len })),
+                Some(_) => Some(Err(c
                     .prepare_cached(
                         "SELECT received, stages, issues, answer FROM message_bodies WHERE id = ?",
                     )?
@@ -697,14 +692,15 @@ impl MessageLog {
                             answer: r.get(3)?,
                         })
                     })
-                    .optional()
-                    .map(Err),
-            }
+                    .optional()?)),
+            })
         })?;
         match at {
-            Ok(at) => bodies::read(&self.bodies, at, id)
+            None => Ok(None),
+            Some(Ok(at)) => bodies::read(&self.bodies, at, id)
                 .map_err(|e| LogError::Read(format!("message {id}'s body: {e}"))),
-            Err(old) => Ok(old),
+            // Logged before bodies had files of their own.
+            Some(Err(old)) => Ok(old),
         }
     }
 
