@@ -640,12 +640,13 @@ impl MessageLog {
                 .prepare_cached("SELECT id FROM messages WHERE reprocess_of = ? ORDER BY id LIMIT 100")?
                 .query_map(params![id], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<i64>>>()?;
-            Ok(Some((meta, reprocess_of, reprocessed_as, attempts)))
+            let place = body_place(c, id)?;
+            Ok(Some((meta, reprocess_of, reprocessed_as, attempts, place)))
         })?;
-        let Some((meta, reprocess_of, reprocessed_as, attempts)) = found else {
+        let Some((meta, reprocess_of, reprocessed_as, attempts, place)) = found else {
             return Ok(None);
         };
-        let body = self.body(id)?.unwrap_or_default();
+        let body = self.read_body(id, place)?.unwrap_or_default();
         let attempts = attempts
             .into_iter()
             .map(|mut a| {
@@ -670,37 +671,16 @@ impl MessageLog {
     /// A message's body: from its segment, or from `message_bodies` for a
     /// message logged before bodies moved out of the file.
     fn body(&self, id: i64) -> Result<Option<Body>, LogError> {
-        let at = self.read(|c| {
-            let at = c
-                .prepare_cached("SELECT body_ref, body_len FROM messages WHERE id = ?")?
-                .query_row(params![id], |r| {
-                    Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
-                })
-                .optional()?;
-            Ok(match at {
-                None => None,
-                Some((Some(at), Some(len))) => Some(Ok(BodyRef { at, len })),
-                Some(_) => Some(Err(c
-                    .prepare_cached(
-                        "SELECT received, stages, issues, answer FROM message_bodies WHERE id = ?",
-                    )?
-                    .query_row(params![id], |r| {
-                        Ok(Body {
-                            received: r.get(0)?,
-                            stages: r.get(1)?,
-                            issues: r.get(2)?,
-                            answer: r.get(3)?,
-                        })
-                    })
-                    .optional()?)),
-            })
-        })?;
-        match at {
+        let place = self.read(|c| body_place(c, id))?;
+        self.read_body(id, place)
+    }
+
+    fn read_body(&self, id: i64, place: Option<BodyPlace>) -> Result<Option<Body>, LogError> {
+        match place {
             None => Ok(None),
-            Some(Ok(at)) => bodies::read(&self.bodies, at, id)
+            Some(BodyPlace::Segment(at)) => bodies::read(&self.bodies, at, id)
                 .map_err(|e| LogError::Read(format!("message {id}'s body: {e}"))),
-            // Logged before bodies had files of their own.
-            Some(Err(old)) => Ok(old),
+            Some(BodyPlace::Row(old)) => Ok(old),
         }
     }
 
@@ -911,6 +891,42 @@ fn meta_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Meta> {
             .collect(),
         latency_ms: r.get::<_, i64>(12)? as f64 / 1000.0,
         resolved: r.get::<_, i64>(13)? != 0,
+    })
+}
+
+/// Where a logged message's body is.
+enum BodyPlace {
+    /// In a segment file.
+    Segment(BodyRef),
+    /// Logged before bodies had files of their own: in `message_bodies`.
+    Row(Option<Body>),
+}
+
+/// Where message `id`'s body is (`None`: no such message).
+fn body_place(c: &Connection, id: i64) -> rusqlite::Result<Option<BodyPlace>> {
+    let at = c
+        .prepare_cached("SELECT body_ref, body_len FROM messages WHERE id = ?")?
+        .query_row(params![id], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
+        })
+        .optional()?;
+    Ok(match at {
+        None => None,
+        Some((Some(at), Some(len))) => Some(BodyPlace::Segment(BodyRef { at, len })),
+        Some(_) => Some(BodyPlace::Row(
+            c.prepare_cached(
+                "SELECT received, stages, issues, answer FROM message_bodies WHERE id = ?",
+            )?
+            .query_row(params![id], |r| {
+                Ok(Body {
+                    received: r.get(0)?,
+                    stages: r.get(1)?,
+                    issues: r.get(2)?,
+                    answer: r.get(3)?,
+                })
+            })
+            .optional()?,
+        )),
     })
 }
 
