@@ -83,6 +83,8 @@ pub(super) async fn bench(
     for &conns in &connections {
         // Per target: (msgs/s, p99 ms, CPU ms per message) of each round.
         let mut results: Vec<Vec<(f64, f64, Option<f64>)>> = vec![Vec::new(); targets.len()];
+        // Per target: every round's latencies together.
+        let mut pooled: Vec<Vec<Duration>> = vec![Vec::new(); targets.len()];
         // Rounds alternate between the targets, so that a noisy moment of a
         // shared machine falls on both rather than on one.
         for round in 0..rounds {
@@ -164,6 +166,11 @@ pub(super) async fn bench(
                 if let Some(slot) = results.get_mut(i) {
                     slot.push((r.rate(), r.p99.as_secs_f64() * 1e3, cpu_ms));
                 }
+                if rounds > 1
+                    && let Some(slot) = pooled.get_mut(i)
+                {
+                    slot.extend_from_slice(&r.latencies);
+                }
             }
         }
         let medians: Vec<(f64, f64)> = results
@@ -175,10 +182,25 @@ pub(super) async fn bench(
                 )
             })
             .collect();
+        // The p99 of all rounds' messages together: a round's p99 rests on
+        // its hundredth-slowest answers, so a single stall of a shared
+        // machine moves it; over every round it rests on many more.
+        let pooled_p99: Vec<f64> = pooled
+            .iter_mut()
+            .map(|all| {
+                all.sort_unstable();
+                tools::percentile(all, 0.99).as_secs_f64() * 1e3
+            })
+            .collect();
         if rounds > 1 {
-            for ((role, addr, _), (rate, p99)) in targets.iter().zip(&medians) {
+            for (((role, addr, _), (rate, p99)), (all_p99, all)) in targets
+                .iter()
+                .zip(&medians)
+                .zip(pooled_p99.iter().zip(&pooled))
+            {
                 println!(
-                    "median    {role} {addr} at {conns} connections over {rounds} rounds: {rate:.0} msgs/s, p99 {p99:.3} ms"
+                    "median    {role} {addr} at {conns} connections over {rounds} rounds: {rate:.0} msgs/s, p99 {p99:.3} ms; p99 of all {} messages {all_p99:.3} ms",
+                    all.len()
                 );
             }
         }
@@ -194,6 +216,25 @@ pub(super) async fn bench(
                 } else {
                     String::new()
                 }
+            );
+        }
+        if let ([base_all, target_all], [base_runs, target_runs]) =
+            (pooled_p99.as_slice(), results.as_slice())
+            && rounds > 1
+        {
+            // Each round's target p99 against the baseline round run just
+            // before it.
+            let paired: Vec<f64> = base_runs
+                .iter()
+                .zip(target_runs)
+                .map(|(b, t)| t.1 / b.1.max(1e-9))
+                .collect();
+            let lo = paired.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = paired.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            println!(
+                "ratio     p99 target/baseline at {conns} connections, all {rounds} rounds' messages together: {:.2} (round by round: median {:.2}, {lo:.2} to {hi:.2})",
+                target_all / base_all.max(1e-9),
+                median(paired.iter().copied()),
             );
         }
     }

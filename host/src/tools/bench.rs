@@ -43,6 +43,8 @@ pub struct BenchResult {
     pub p50: Duration,
     pub p99: Duration,
     pub max: Duration,
+    /// Every answered message's latency, shortest first.
+    pub latencies: Vec<Duration>,
 }
 
 impl BenchResult {
@@ -148,15 +150,7 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchResult> {
     }
     let elapsed = started.elapsed();
     all.sort_unstable();
-    let pct = |p: f64| -> Duration {
-        if all.is_empty() {
-            return Duration::ZERO;
-        }
-        let idx = ((all.len() as f64 * p).ceil() as usize)
-            .saturating_sub(1)
-            .min(all.len() - 1);
-        all.get(idx).copied().unwrap_or_default()
-    };
+    let pct = |p: f64| percentile(&all, p);
     Ok(BenchResult {
         sent: opts.messages,
         answered: all.len(),
@@ -167,7 +161,20 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchResult> {
         p50: pct(0.50),
         p99: pct(0.99),
         max: all.last().copied().unwrap_or_default(),
+        latencies: all,
     })
+}
+
+/// The `p` quantile (0–1, nearest rank) of latencies sorted shortest
+/// first; zero when there are none.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return Duration::ZERO;
+    };
+    let idx = ((sorted.len() as f64 * p).ceil() as usize)
+        .saturating_sub(1)
+        .min(last);
+    sorted.get(idx).copied().unwrap_or_default()
 }
 
 /// The number of deliveries an engine's IIS answered so far: the sum of

@@ -9,7 +9,9 @@ pub mod plugin_dev;
 pub mod plugin_kit;
 mod send;
 
-pub use bench::{BenchOptions, BenchResult, answered_deliveries, engine_cpu_seconds, run_bench};
+pub use bench::{
+    BenchOptions, BenchResult, answered_deliveries, engine_cpu_seconds, percentile, run_bench,
+};
 pub use send::{read_message_file, send_files};
 
 /// `GET path` over plain HTTP/1.1 (the engine's admin endpoint): the body of
