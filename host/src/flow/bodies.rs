@@ -8,7 +8,11 @@
 //! pruning has removed every row that points into it.
 //!
 //! A segment is `NNNNNNNNNN.body`; each body in it is a header (magic, the
-//! message's id, the four parts' lengths) and the parts. A reader checks
+//! message's id, the parts' lengths) and the parts: what was received, the
+//! stages, the issues and the answer sent back, then (`IZB2`, not in bodies
+//! written as `IZB1`) the relay-mode delivery attempt: the IIS's own answer
+//! when the engine changed it before sending it back, and the attempt's
+//! metadata as the log wrote it. A reader checks
 //! the magic, the id and the lengths, so a body that is missing or torn
 //! (the file is not synced: after a crash of the machine, not of the engine,
 //! the newest bodies may be lost) reads as missing, never as another
@@ -21,9 +25,14 @@ use std::path::{Path, PathBuf};
 
 /// A segment is closed and the next one started beyond this size.
 const SEGMENT_BYTES: u64 = 64 << 20;
-const MAGIC: &[u8; 4] = b"IZB1";
-/// Magic, id, four lengths.
-const HEADER: usize = 4 + 8 + 4 * 4;
+/// Bodies with six parts; the ones written before have four.
+const MAGIC: &[u8; 4] = b"IZB2";
+const MAGIC_FOUR_PARTS: &[u8; 4] = b"IZB1";
+const PARTS: usize = 6;
+/// Magic, id, six lengths.
+const HEADER: usize = 4 + 8 + 4 * PARTS;
+/// The shortest header (four lengths).
+const MIN_HEADER: usize = 4 + 8 + 4 * 4;
 /// A body bigger than this is not read back (none is written: messages and
 /// answers are bounded far below it).
 const MAX_BODY: u64 = 1 << 30;
@@ -35,6 +44,22 @@ pub struct Body {
     pub stages: String,
     pub issues: String,
     pub answer: Vec<u8>,
+    /// The IIS's answer to the relay-mode delivery, when the answer sent
+    /// back is not that answer unchanged; else empty.
+    pub iis_answer: Vec<u8>,
+    /// The relay-mode delivery attempt, as the log wrote it; else empty.
+    pub attempt: Vec<u8>,
+}
+
+/// A body to write: [`Body`]'s parts, borrowed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Parts<'a> {
+    pub received: &'a [u8],
+    pub stages: &'a str,
+    pub issues: &'a str,
+    pub answer: &'a [u8],
+    pub iis_answer: &'a [u8],
+    pub attempt: &'a [u8],
 }
 
 /// Where a body is: its segment and offset (`segment << 32 | offset`) and
@@ -162,17 +187,17 @@ impl Writer {
     }
 
     /// Queues message `id`'s body; written by the next [`Writer::flush`].
-    pub fn append(
-        &mut self,
-        id: i64,
-        received: &[u8],
-        stages: &str,
-        issues: &str,
-        answer: &[u8],
-    ) -> std::io::Result<BodyRef> {
-        let parts: [&[u8]; 4] = [received, stages.as_bytes(), issues.as_bytes(), answer];
+    pub fn append(&mut self, id: i64, body: &Parts<'_>) -> std::io::Result<BodyRef> {
+        let parts: [&[u8]; PARTS] = [
+            body.received,
+            body.stages.as_bytes(),
+            body.issues.as_bytes(),
+            body.answer,
+            body.iis_answer,
+            body.attempt,
+        ];
         let size = HEADER + parts.iter().map(|p| p.len()).sum::<usize>();
-        let mut lens = [0u32; 4];
+        let mut lens = [0u32; PARTS];
         for (l, p) in lens.iter_mut().zip(parts) {
             *l = u32::try_from(p.len()).map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, "a body part over 4 GB")
@@ -259,7 +284,7 @@ impl Writer {
 /// Reads message `id`'s body, `None` when it is missing or not whole.
 pub fn read(dir: &Path, at: BodyRef, id: i64) -> std::io::Result<Option<Body>> {
     let len = u64::try_from(at.len).unwrap_or(0);
-    if !(HEADER as u64..=MAX_BODY).contains(&len) {
+    if !(MIN_HEADER as u64..=MAX_BODY).contains(&len) {
         return Ok(None);
     }
     let file = match File::open(segment_path(dir, at.segment())) {
@@ -277,12 +302,17 @@ pub fn read(dir: &Path, at: BodyRef, id: i64) -> std::io::Result<Option<Body>> {
 }
 
 fn decode(buf: &[u8], id: i64) -> Option<Body> {
-    let (head, mut rest) = buf.split_at_checked(HEADER)?;
-    if head.get(..4)? != MAGIC || head.get(4..12)? != id.to_le_bytes() {
+    let count = match buf.get(..4)? {
+        m if m == MAGIC => PARTS,
+        m if m == MAGIC_FOUR_PARTS => 4,
+        _ => return None,
+    };
+    let (head, mut rest) = buf.split_at_checked(4 + 8 + 4 * count)?;
+    if head.get(4..12)? != id.to_le_bytes() {
         return None;
     }
-    let mut parts: Vec<Vec<u8>> = Vec::with_capacity(4);
-    for k in 0..4 {
+    let mut parts: Vec<Vec<u8>> = Vec::with_capacity(count);
+    for k in 0..count {
         let l = head.get(12 + 4 * k..16 + 4 * k)?;
         let l = u32::from_le_bytes(l.try_into().ok()?) as usize;
         let (part, more) = rest.split_at_checked(l)?;
@@ -298,6 +328,8 @@ fn decode(buf: &[u8], id: i64) -> Option<Body> {
         stages: String::from_utf8(parts.next()?).ok()?,
         issues: String::from_utf8(parts.next()?).ok()?,
         answer: parts.next()?,
+        iis_answer: parts.next().unwrap_or_default(),
+        attempt: parts.next().unwrap_or_default(),
     })
 }
 
@@ -324,8 +356,30 @@ mod tests {
         let dir = tmp.path().join("m.db-bodies");
         make_dir(&dir).unwrap();
         let mut w = Writer::new(dir.clone(), tidy(&dir, &BTreeSet::new()).unwrap());
-        let a = w.append(7, b"MSH|a\r", "[]", "", b"MSA|AA\r").unwrap();
-        let b = w.append(8, b"MSH|b\r", "[{}]", "x", b"").unwrap();
+        let a = w
+            .append(
+                7,
+                &Parts {
+                    received: b"MSH|a\r",
+                    stages: "[]",
+                    answer: b"MSA|AA\r",
+                    ..Parts::default()
+                },
+            )
+            .unwrap();
+        let b = w
+            .append(
+                8,
+                &Parts {
+                    received: b"MSH|b\r",
+                    stages: "[{}]",
+                    issues: "x",
+                    answer: b"MSA|AA\rERR\r",
+                    iis_answer: b"MSA|AA\r",
+                    attempt: b"{}",
+                },
+            )
+            .unwrap();
         // Not written yet: missing, not garbage.
         assert_eq!(read(&dir, a, 7).unwrap(), None);
         w.flush().unwrap();
@@ -333,6 +387,11 @@ mod tests {
         let got = read(&dir, b, 8).unwrap().unwrap();
         assert_eq!(got.received, b"MSH|b\r");
         assert_eq!((got.stages.as_str(), got.issues.as_str()), ("[{}]", "x"));
+        assert_eq!(
+            (got.answer.as_slice(), got.iis_answer.as_slice()),
+            (b"MSA|AA\rERR\r".as_slice(), b"MSA|AA\r".as_slice())
+        );
+        assert_eq!(got.attempt, b"{}");
         assert_eq!(read(&dir, a, 7).unwrap().unwrap().answer, b"MSA|AA\r");
         // Another message's id, a length past the end, a cut header.
         assert_eq!(read(&dir, a, 8).unwrap(), None);
@@ -365,11 +424,59 @@ mod tests {
         // A reopened writer starts a new segment; unlisted segments go.
         let known: BTreeSet<u64> = [1].into();
         let mut w2 = Writer::new(dir.clone(), tidy(&dir, &known).unwrap());
-        let c = w2.append(9, b"MSH|c\r", "", "", b"").unwrap();
+        let c = w2
+            .append(
+                9,
+                &Parts {
+                    received: b"MSH|c\r",
+                    ..Parts::default()
+                },
+            )
+            .unwrap();
         w2.flush().unwrap();
         assert_eq!(c.segment(), 2);
         assert_eq!(tidy(&dir, &known).unwrap(), 2);
         assert_eq!(read(&dir, c, 9).unwrap(), None);
         assert_eq!(read(&dir, b, 8).unwrap().unwrap().received, b"MSH|b\r");
+    }
+
+    #[test]
+    fn bodies_of_four_parts_still_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("m.db-bodies");
+        make_dir(&dir).unwrap();
+        // A body as written before the fifth part: IZB1, four lengths.
+        let mut old = b"IZB1".to_vec();
+        old.extend_from_slice(&5i64.to_le_bytes());
+        for l in [6u32, 2, 0, 7] {
+            old.extend_from_slice(&l.to_le_bytes());
+        }
+        old.extend_from_slice(b"MSH|a\r[]MSA|AA\r");
+        std::fs::write(segment_path(&dir, 1), &old).unwrap();
+        let at = BodyRef {
+            at: 1 << 32,
+            len: old.len() as i64,
+        };
+        let got = read(&dir, at, 5).unwrap().unwrap();
+        assert_eq!(got.received, b"MSH|a\r");
+        assert_eq!(got.answer, b"MSA|AA\r");
+        assert!(got.iis_answer.is_empty() && got.attempt.is_empty());
+        // Its lengths must still add up.
+        assert_eq!(
+            read(
+                &dir,
+                BodyRef {
+                    len: at.len - 1,
+                    ..at
+                },
+                5
+            )
+            .unwrap(),
+            None
+        );
+        // A magic of neither kind reads as missing.
+        old[3] = b'9';
+        std::fs::write(segment_path(&dir, 1), &old).unwrap();
+        assert_eq!(read(&dir, at, 5).unwrap(), None);
     }
 }

@@ -38,10 +38,27 @@ const RAISED_NICE: i32 = 5;
 /// How long the writer gathers records before a transaction.
 const GATHER: Duration = Duration::from_millis(250);
 
-/// An attempt's answer that is the answer sent back (relay mode, where the
-/// IIS's answer is usually relayed unchanged), kept once: in the message's
-/// body. HL7 never starts with NUL.
+/// An attempt's answer that is the answer sent back, kept once: in the
+/// message's body. Earlier versions wrote relay-mode attempts into the
+/// attempts table with this marker; they are still read. HL7 never starts
+/// with NUL.
 const SAME_AS_ANSWER: &[u8] = b"\0same";
+
+/// Detections inserted by one statement.
+const DETECTIONS_PER_INSERT: usize = 8;
+
+/// The relay-mode delivery attempt, kept in its message's body rather than
+/// as a row of `attempts`: one row and one index entry fewer per message.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct BodyAttempt {
+    at: i64,
+    destination: String,
+    result: String,
+    class: String,
+    /// `same` (the answer sent back), `own` (the body's IIS answer part)
+    /// or `none`.
+    answer: String,
+}
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
@@ -647,7 +664,7 @@ impl MessageLog {
             return Ok(None);
         };
         let body = self.read_body(id, place)?.unwrap_or_default();
-        let attempts = attempts
+        let mut attempts: Vec<AttemptRow> = attempts
             .into_iter()
             .map(|mut a| {
                 if a.answer.as_deref() == Some(SAME_AS_ANSWER) {
@@ -656,6 +673,21 @@ impl MessageLog {
                 a
             })
             .collect();
+        // The relay-mode delivery, kept in the body.
+        if let Ok(a) = serde_json::from_slice::<BodyAttempt>(&body.attempt) {
+            attempts.push(AttemptRow {
+                time: a.at,
+                destination: a.destination,
+                result: a.result,
+                class: a.class,
+                answer: match a.answer.as_str() {
+                    "same" => Some(body.answer.clone()),
+                    "own" => Some(body.iis_answer.clone()),
+                    _ => None,
+                },
+            });
+            attempts.sort_by_key(|a| a.time);
+        }
         Ok(Some(Full {
             meta,
             reprocess_of,
@@ -834,7 +866,7 @@ impl MessageLog {
                         received: sample.to_vec(),
                         stages: String::new(),
                         issues: String::new(),
-                        answer: Vec::new(),
+                        answer: bytes::Bytes::new(),
                         journal_ids: Vec::new(),
                         attempt: None,
                         completeness: if i % 3 == 0 {
@@ -923,6 +955,8 @@ fn body_place(c: &Connection, id: i64) -> rusqlite::Result<Option<BodyPlace>> {
                     stages: r.get(1)?,
                     issues: r.get(2)?,
                     answer: r.get(3)?,
+                    iis_answer: Vec::new(),
+                    attempt: Vec::new(),
                 })
             })
             .optional()?,
@@ -1139,9 +1173,6 @@ fn write_batch(
         let mut link = tx.prepare_cached(
             "INSERT OR REPLACE INTO journal_links (journal_id, id) VALUES (?1, ?2)",
         )?;
-        let mut det = tx.prepare_cached(
-            "INSERT OR IGNORE INTO message_detections (detection, id) VALUES (?1, ?2)",
-        )?;
         let mut att = tx.prepare_cached("INSERT OR IGNORE INTO attempts (message_id, at, destination, result, class, answer) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         for op in ops {
             match op {
@@ -1151,8 +1182,37 @@ fn write_batch(
                     } else {
                         r.detections.clone()
                     };
-                    let body =
-                        body_writer.append(r.id, &r.received, &r.stages, &r.issues, &r.answer)?;
+                    // The relayed delivery goes with the body, its answer kept
+                    // once when it is the answer sent back.
+                    let (iis_answer, attempt): (&[u8], Vec<u8>) = match &r.attempt {
+                        Some(a) => {
+                            let (kind, own) = match a.answer.as_deref() {
+                                Some(x) if !x.is_empty() && x == &r.answer[..] => ("same", &[][..]),
+                                Some(x) if !x.is_empty() => ("own", x),
+                                _ => ("none", &[][..]),
+                            };
+                            let meta = BodyAttempt {
+                                at: a.at,
+                                destination: a.destination.clone(),
+                                result: a.result.clone(),
+                                class: a.class.clone(),
+                                answer: kind.to_string(),
+                            };
+                            (own, serde_json::to_vec(&meta).unwrap_or_default())
+                        }
+                        None => (&[], Vec::new()),
+                    };
+                    let body = body_writer.append(
+                        r.id,
+                        &bodies::Parts {
+                            received: &r.received,
+                            stages: &r.stages,
+                            issues: &r.issues,
+                            answer: &r.answer,
+                            iis_answer,
+                            attempt: &attempt,
+                        },
+                    )?;
                     msg.execute(params![
                         r.id,
                         r.received_at,
@@ -1175,24 +1235,21 @@ fn write_batch(
                     for j in &r.journal_ids {
                         link.execute(params![j, r.id])?;
                     }
-                    for d in &detections {
-                        det.execute(params![d, r.id])?;
-                    }
-                    if let Some(a) = &r.attempt {
-                        let answer = match a.answer.as_deref() {
-                            Some(x) if !x.is_empty() && x == r.answer.as_slice() => {
-                                Some(SAME_AS_ANSWER)
-                            }
-                            other => other,
-                        };
-                        att.execute(params![
-                            r.id,
-                            a.at,
-                            a.destination,
-                            a.result,
-                            a.class,
-                            answer
-                        ])?;
+                    // A few rows per statement: most of an insert's cost is
+                    // the statement's, not the row's.
+                    for chunk in detections.chunks(DETECTIONS_PER_INSERT) {
+                        let mut sql = String::from(
+                            "INSERT OR IGNORE INTO message_detections (detection, id) VALUES ",
+                        );
+                        for k in 0..chunk.len() {
+                            sql.push_str(if k == 0 { "(?,?)" } else { ",(?,?)" });
+                        }
+                        let mut stmt = tx.prepare_cached(&sql)?;
+                        for (k, d) in chunk.iter().enumerate() {
+                            stmt.raw_bind_parameter(2 * k + 1, d)?;
+                            stmt.raw_bind_parameter(2 * k + 2, r.id)?;
+                        }
+                        stmt.raw_execute()?;
                     }
                 }
                 Op::Attempt(a) => {
@@ -1330,7 +1387,7 @@ mod tests {
             received: format!("MSH|^~\\&|A|{sender}\rPID|1||P{}\r", n % 3).into_bytes(),
             stages: String::new(),
             issues: String::new(),
-            answer: b"MSH|^~\\&\rMSA|AA|C1\r".to_vec(),
+            answer: bytes::Bytes::from_static(b"MSH|^~\\&\rMSA|AA|C1\r"),
             journal_ids: vec![1000 + n],
             attempt: None,
             completeness: String::new(),
@@ -1370,14 +1427,14 @@ mod tests {
                 received: b"MSH|^~\\&|EHR\r".to_vec(),
                 stages: String::new(),
                 issues: String::new(),
-                answer: sent,
+                answer: sent.into(),
                 journal_ids: Vec::new(),
                 attempt: Some(super::super::AttemptInfo {
                     at: 1,
                     destination: "mi".into(),
                     result: "delivered".into(),
                     class: "accepted".into(),
-                    answer: Some(relayed.clone()),
+                    answer: Some(relayed.clone().into()),
                 }),
                 completeness: String::new(),
                 reprocess_of: None,
@@ -1396,7 +1453,38 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(stored, [SAME_AS_ANSWER.to_vec(), relayed]);
+        // Both are in their message's body, not in the attempts table.
+        assert!(stored.is_empty());
+        let second = log.get(ids[1]).unwrap().unwrap();
+        assert_eq!(second.answer, b"MSH|^~\\&|IZHUB\rMSA|AE|C2\r");
+        assert_eq!(
+            (
+                second.attempts.len(),
+                second.attempts[0].destination.as_str(),
+                second.attempts[0].result.as_str(),
+                second.attempts[0].class.as_str(),
+                second.attempts[0].time
+            ),
+            (1, "mi", "delivered", "accepted", 1)
+        );
+        // An attempt an earlier version wrote with the marker still reads
+        // as the answer sent back, in time order after the body's.
+        c.execute(
+            "INSERT INTO attempts (message_id, at, destination, result, class, answer) VALUES (?1, 5, 'mi', 'delivered', 'accepted', ?2)",
+            params![ids[1], SAME_AS_ANSWER],
+        )
+        .unwrap();
+        let again = log.get(ids[1]).unwrap().unwrap();
+        assert_eq!(again.attempts.len(), 2);
+        assert_eq!(again.attempts[1].time, 5);
+        assert_eq!(
+            again.attempts[1].answer.as_deref(),
+            Some(b"MSH|^~\\&|IZHUB\rMSA|AE|C2\r".as_slice())
+        );
+        assert_eq!(
+            again.attempts[0].answer.as_deref(),
+            Some(relayed.as_slice())
+        );
     }
 
     #[test]

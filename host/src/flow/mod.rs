@@ -66,7 +66,8 @@ pub struct AttemptInfo {
     /// How the IIS answer was classified (`accepted`, `rejected`, …), or
     /// the error kind.
     pub class: String,
-    pub answer: Option<Vec<u8>>,
+    /// The IIS's answer (shares the bytes relayed back).
+    pub answer: Option<bytes::Bytes>,
 }
 
 /// A delivery attempt of a journaled message, from its queue.
@@ -111,7 +112,7 @@ pub struct Record {
     /// Every issue (one JSON array).
     pub issues: String,
     /// The answer sent back.
-    pub answer: Vec<u8>,
+    pub answer: bytes::Bytes,
     /// The journal rows (one per destination) in commit mode.
     pub journal_ids: Vec<i64>,
     /// The relay-mode delivery, when there was one.
@@ -154,7 +155,8 @@ pub fn meta_value(text: &str) -> String {
 }
 
 /// Detection ids at the end of ERR-8 texts (`… [patient-birth-date-missing]`).
-/// Only the ERR segments are decoded: an answer is mostly other segments.
+/// Only the ERR segments are looked at, as bytes: an answer is mostly other
+/// segments, and an id is ASCII whatever the answer's character set.
 pub fn detections(answer: &[u8]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for pos in memchr::memmem::find_iter(answer, b"ERR") {
@@ -162,18 +164,28 @@ pub fn detections(answer: &[u8]) -> Vec<String> {
             None => true,
             Some(before) => matches!(answer.get(before), Some(b'\r' | b'\n')),
         };
-        let Some(rest) = answer.get(pos..).filter(|_| starts_segment) else {
+        let Some(rest) = answer.get(pos + 3..).filter(|_| starts_segment) else {
             continue;
         };
-        let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
-        let seg = String::from_utf8_lossy(rest.get(..end).unwrap_or_default());
-        let Some(text) = seg.get(3..).and_then(|r| {
-            let sep = r.chars().next()?;
-            r.split(sep).nth(8)
-        }) else {
+        let seg = rest
+            .get(..memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len()))
+            .unwrap_or_default();
+        // The field separator follows the segment's name; ERR-8 lies
+        // between the eighth and the ninth.
+        let Some(&sep) = seg.first().filter(|b| b.is_ascii()) else {
             continue;
         };
-        if let Some(id) = crate::report::detection_id(text)
+        let mut seps = memchr::memchr_iter(sep, seg);
+        let Some(start) = seps.nth(7).map(|at| at + 1) else {
+            continue;
+        };
+        let text = seg
+            .get(start..seps.next().unwrap_or(seg.len()))
+            .unwrap_or_default();
+        let tail = memchr::memrchr(b'[', text)
+            .and_then(|open| text.get(open..))
+            .and_then(|t| std::str::from_utf8(t).ok());
+        if let Some(id) = tail.and_then(crate::report::detection_id)
             && !out.iter().any(|d| d == id)
             && out.len() < 64
         {
@@ -291,5 +303,16 @@ mod tests {
         assert!(detections(b"MSH|^~\\&|ERR||||E||||x [a-b]\r").is_empty());
         assert_eq!(detections(b"ERR||||E||||x [a-b]"), vec!["a-b"]);
         assert!(detections(b"").is_empty());
+        // Another separator; ERR-9 after the text; a text that is not UTF-8
+        // before its id; ERR-8 too short or not there at all.
+        assert_eq!(
+            detections(b"MSA#AA\rERR####W####Lot. [lot-missing]#more\r"),
+            vec!["lot-missing"]
+        );
+        assert_eq!(
+            detections(b"ERR||||W||||caf\xe9 [a-b]\rERR||||W||||x [c]   \r"),
+            vec!["a-b", "c"]
+        );
+        assert!(detections(b"ERR||||W||||[a b]\rERR||||W|||\rERR\rERR|").is_empty());
     }
 }

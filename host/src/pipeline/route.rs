@@ -398,7 +398,7 @@ impl Pipeline {
                     destination: dest.name().to_string(),
                     result: "delivered".into(),
                     class: class.as_str().into(),
-                    answer: keep.then(|| answer.to_vec()),
+                    answer: keep.then(|| answer.clone()),
                 });
                 tracing::debug!(route = %route.spec.name, message_id = %id, class = class.as_str(), "IIS answered");
                 self.metrics

@@ -85,17 +85,17 @@ impl Pipeline {
         trace: Trace,
         took: Duration,
     ) {
-        let answer_bytes: &[u8] = match answer {
-            Answer::Reply(b) => b,
-            Answer::Close(_) => &[],
+        let answer_bytes: bytes::Bytes = match answer {
+            Answer::Reply(b) => b.clone(),
+            Answer::Close(_) => bytes::Bytes::new(),
         };
-        let answer_text = String::from_utf8_lossy(answer_bytes);
+        let answer_text = String::from_utf8_lossy(&answer_bytes);
         let ack = hl7::read_msa(&answer_text)
             .map(|(code, _)| meta_value(&code))
             .unwrap_or_default();
         let has_err = answer_bytes.starts_with(b"ERR")
-            || memchr::memmem::find(answer_bytes, b"\rERR").is_some()
-            || memchr::memmem::find(answer_bytes, b"\nERR").is_some();
+            || memchr::memmem::find(&answer_bytes, b"\rERR").is_some()
+            || memchr::memmem::find(&answer_bytes, b"\nERR").is_some();
         let outcome = match (ack.as_str(), answer) {
             (_, Answer::Close(_)) => Outcome::Errored,
             ("AA" | "CA", _) if trace.queued > 0 => Outcome::Queued,
@@ -129,9 +129,9 @@ impl Pipeline {
             },
             issues: String::new(),
             answer: if keep {
-                answer_bytes.to_vec()
+                answer_bytes
             } else {
-                Vec::new()
+                bytes::Bytes::new()
             },
             journal_ids: trace.journal_ids,
             attempt: trace.attempt,
