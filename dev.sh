@@ -219,11 +219,11 @@ bench() {
         --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
     log "relay mode, the console's message log on (target) vs off ([console] record = false, baseline), same plugins, alternating rounds"
     "$BIN" bench --to 127.0.0.1:2575 --baseline 127.0.0.1:2585 --patients "$patients" \
-        --cpu-from 127.0.0.1:9480 --baseline-cpu-from 127.0.0.1:9490 --rounds "${BENCH_ROUNDS:-5}" \
+        --cpu-from 127.0.0.1:9480 --baseline-cpu-from 127.0.0.1:9490 --rounds "${BENCH_ROUNDS:-9}" \
         --connections "${BENCH_LOG_CONNECTIONS:-8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
     log "relay mode, the message log on vs off at a set load (${BENCH_LOG_RATE:-1000} msgs/s offered; latencies from when each message was due)"
     "$BIN" bench --to 127.0.0.1:2575 --baseline 127.0.0.1:2585 --patients "$patients" \
-        --cpu-from 127.0.0.1:9480 --baseline-cpu-from 127.0.0.1:9490 --rounds "${BENCH_ROUNDS:-5}" \
+        --cpu-from 127.0.0.1:9480 --baseline-cpu-from 127.0.0.1:9490 --rounds "${BENCH_ROUNDS:-9}" \
         --rate "${BENCH_LOG_RATE:-1000}" --connections 8 --messages 10000 --file "$file"
     log "commit mode (AA once journaled, then delivered from the journal), same plugins, vs the IIS simulator alone"
     "$BIN" bench --to 127.0.0.1:2576 --baseline 127.0.0.1:2601 --patients "$patients" \
