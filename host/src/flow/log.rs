@@ -355,6 +355,9 @@ impl MessageLog {
                 path: path.display().to_string(),
                 detail: e.to_string(),
             })?;
+        // Room for every statement the writer prepares (the detection
+        // inserts come in up to DETECTIONS_PER_INSERT shapes).
+        writer.set_prepared_statement_cache_capacity(32);
         writer.execute_batch(SCHEMA).map_err(|e| LogError::Open {
             path: path.display().to_string(),
             detail: e.to_string(),
@@ -1440,11 +1443,52 @@ mod tests {
                 reprocess_of: None,
             });
         }
+        // A delivery that failed: no answer from the IIS.
+        let failed = log.next_id();
+        log.record(Record {
+            id: failed,
+            received_at: crate::store::now_ms(),
+            listener: "ehr".into(),
+            sender: "CLINIC".into(),
+            message_type: "VXU^V04".into(),
+            control_id: "C3".into(),
+            patient_id: "PX".into(),
+            route: "vxu".into(),
+            destination: "mi".into(),
+            outcome: Outcome::Errored,
+            ack: "AE".into(),
+            detections: Vec::new(),
+            latency_us: 1,
+            received: b"MSH|^~\\&|EHR\r".to_vec(),
+            stages: String::new(),
+            issues: String::new(),
+            answer: bytes::Bytes::from_static(b"MSH|^~\\&|IZHUB\rMSA|AE|C3\r"),
+            journal_ids: Vec::new(),
+            attempt: Some(super::super::AttemptInfo {
+                at: 2,
+                destination: "mi".into(),
+                result: "failed".into(),
+                class: "timeout".into(),
+                answer: None,
+            }),
+            completeness: String::new(),
+            reprocess_of: None,
+        });
         log.sync();
         for id in &ids {
             let full = log.get(*id).unwrap().unwrap();
             assert_eq!(full.attempts[0].answer.as_deref(), Some(relayed.as_slice()));
         }
+        let f = log.get(failed).unwrap().unwrap();
+        assert_eq!(
+            (
+                f.attempts.len(),
+                f.attempts[0].result.as_str(),
+                f.attempts[0].class.as_str(),
+                f.attempts[0].answer.is_none()
+            ),
+            (1, "failed", "timeout", true)
+        );
         let c = Connection::open(&path).unwrap();
         let stored: Vec<Vec<u8>> = c
             .prepare("SELECT answer FROM attempts ORDER BY message_id")
