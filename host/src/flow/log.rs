@@ -47,6 +47,20 @@ const SAME_AS_ANSWER: &[u8] = b"\0same";
 /// Detections inserted by one statement.
 const DETECTIONS_PER_INSERT: usize = 8;
 
+/// The insert of `n` detections (1 to [`DETECTIONS_PER_INSERT`]), each
+/// shape built once.
+fn detections_insert(n: usize) -> &'static str {
+    static SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        (1..=DETECTIONS_PER_INSERT)
+            .map(|n| {
+                let rows = vec!["(?,?)"; n].join(",");
+                format!("INSERT OR IGNORE INTO message_detections (detection, id) VALUES {rows}")
+            })
+            .collect()
+    });
+    SQL.get(n.saturating_sub(1)).map_or("", String::as_str)
+}
+
 /// The relay-mode delivery attempt, kept in its message's body rather than
 /// as a row of `attempts`: one row and one index entry fewer per message.
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -55,9 +69,19 @@ struct BodyAttempt {
     destination: String,
     result: String,
     class: String,
-    /// `same` (the answer sent back), `own` (the body's IIS answer part)
-    /// or `none`.
-    answer: String,
+    answer: AttemptAnswer,
+}
+
+/// Where a body's attempt has its answer.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AttemptAnswer {
+    /// The answer sent back.
+    Same,
+    /// The body's IIS answer part.
+    Own,
+    /// The IIS did not answer.
+    None,
 }
 
 const SCHEMA: &str = r#"
@@ -683,10 +707,10 @@ impl MessageLog {
                 destination: a.destination,
                 result: a.result,
                 class: a.class,
-                answer: match a.answer.as_str() {
-                    "same" => Some(body.answer.clone()),
-                    "own" => Some(body.iis_answer.clone()),
-                    _ => None,
+                answer: match a.answer {
+                    AttemptAnswer::Same => Some(body.answer.clone()),
+                    AttemptAnswer::Own => Some(body.iis_answer.clone()),
+                    AttemptAnswer::None => None,
                 },
             });
             attempts.sort_by_key(|a| a.time);
@@ -1190,16 +1214,18 @@ fn write_batch(
                     let (iis_answer, attempt): (&[u8], Vec<u8>) = match &r.attempt {
                         Some(a) => {
                             let (kind, own) = match a.answer.as_deref() {
-                                Some(x) if !x.is_empty() && x == &r.answer[..] => ("same", &[][..]),
-                                Some(x) if !x.is_empty() => ("own", x),
-                                _ => ("none", &[][..]),
+                                Some(x) if !x.is_empty() && x == &r.answer[..] => {
+                                    (AttemptAnswer::Same, &[][..])
+                                }
+                                Some(x) if !x.is_empty() => (AttemptAnswer::Own, x),
+                                _ => (AttemptAnswer::None, &[][..]),
                             };
                             let meta = BodyAttempt {
                                 at: a.at,
                                 destination: a.destination.clone(),
                                 result: a.result.clone(),
                                 class: a.class.clone(),
-                                answer: kind.to_string(),
+                                answer: kind,
                             };
                             (own, serde_json::to_vec(&meta).unwrap_or_default())
                         }
@@ -1241,13 +1267,7 @@ fn write_batch(
                     // A few rows per statement: most of an insert's cost is
                     // the statement's, not the row's.
                     for chunk in detections.chunks(DETECTIONS_PER_INSERT) {
-                        let mut sql = String::from(
-                            "INSERT OR IGNORE INTO message_detections (detection, id) VALUES ",
-                        );
-                        for k in 0..chunk.len() {
-                            sql.push_str(if k == 0 { "(?,?)" } else { ",(?,?)" });
-                        }
-                        let mut stmt = tx.prepare_cached(&sql)?;
+                        let mut stmt = tx.prepare_cached(detections_insert(chunk.len()))?;
                         for (k, d) in chunk.iter().enumerate() {
                             stmt.raw_bind_parameter(2 * k + 1, d)?;
                             stmt.raw_bind_parameter(2 * k + 2, r.id)?;

@@ -286,10 +286,15 @@ impl Pipeline {
         trace.bulk = bulk;
         let (route, answer) = self.process(listener, raw, identity, &mut trace).await;
         let route_name = route.unwrap_or("none");
-        let code = match &answer {
-            Answer::Reply(bytes) => hl7::read_msa(&String::from_utf8_lossy(bytes))
-                .map_or("none", |(c, _)| ack_code_label(&c)),
-            Answer::Close(_) => "closed",
+        // MSA-1 of the answer, read once: for the metric and for the flow.
+        let msa_code = match &answer {
+            Answer::Reply(bytes) => hl7::read_msa(&String::from_utf8_lossy(bytes)).map(|(c, _)| c),
+            Answer::Close(_) => None,
+        };
+        let code = match (&answer, &msa_code) {
+            (Answer::Close(_), _) => "closed",
+            (_, Some(c)) => ack_code_label(c),
+            (_, None) => "none",
         };
         self.metrics
             .answers_out
@@ -301,7 +306,8 @@ impl Pipeline {
             .observe(started.elapsed().as_secs_f64());
         let bulk_wait = trace.bulk_wait.take();
         if let Some(flow) = &self.flow {
-            self.record(flow, listener, raw, &answer, trace, started.elapsed());
+            let ack = msa_code.as_deref().unwrap_or_default();
+            self.record(flow, listener, raw, &answer, ack, trace, started.elapsed());
         }
         (answer, bulk_wait)
     }

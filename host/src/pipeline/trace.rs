@@ -75,13 +75,16 @@ impl Trace {
 }
 
 impl Pipeline {
-    /// Hands a finished message to the console's flow.
+    /// Hands a finished message to the console's flow; `ack` is the
+    /// answer's MSA-1 (empty when it has none).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn record(
         &self,
         flow: &Flow,
         listener: &ListenerSpec,
         raw: &[u8],
         answer: &Answer,
+        ack: &str,
         trace: Trace,
         took: Duration,
     ) {
@@ -89,10 +92,7 @@ impl Pipeline {
             Answer::Reply(b) => b.clone(),
             Answer::Close(_) => bytes::Bytes::new(),
         };
-        let answer_text = String::from_utf8_lossy(&answer_bytes);
-        let ack = hl7::read_msa(&answer_text)
-            .map(|(code, _)| meta_value(&code))
-            .unwrap_or_default();
+        let ack = meta_value(ack);
         let has_err = answer_bytes.starts_with(b"ERR")
             || memchr::memmem::find(&answer_bytes, b"\rERR").is_some()
             || memchr::memmem::find(&answer_bytes, b"\nERR").is_some();
