@@ -51,9 +51,14 @@ fn main() {
 fn embed_kit(manifest: &Path) -> Result<(), String> {
     let root = manifest.join("..");
     let sdk = root.join("plugins/sdk");
+    let hl7 = root.join("hl7");
     let wit = root.join("wit");
     let mut sdk_files = Vec::new();
     collect(&sdk.join("src"), &sdk.join("src"), &mut sdk_files);
+    let mut hl7_files = Vec::new();
+    collect(&hl7.join("src"), &hl7.join("src"), &mut hl7_files);
+    hl7_files.retain(|(name, _)| name.ends_with(".rs"));
+    hl7_files.sort();
     let mut wit_files = Vec::new();
     collect(&wit, &wit, &mut wit_files);
     sdk_files.retain(|(name, _)| name.ends_with(".rs"));
@@ -62,9 +67,13 @@ fn embed_kit(manifest: &Path) -> Result<(), String> {
     wit_files.sort();
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let workspace = read(&root.join("Cargo.toml"))?;
-    let sdk_manifest = resolve_sdk_manifest(&read(&sdk.join("Cargo.toml"))?, &workspace)?;
+    let sdk_manifest =
+        resolve_manifest("plugins/sdk", &read(&sdk.join("Cargo.toml"))?, &workspace)?;
+    let hl7_manifest = resolve_manifest("hl7", &read(&hl7.join("Cargo.toml"))?, &workspace)?;
     for p in [
         sdk.join("Cargo.toml"),
+        hl7.join("Cargo.toml"),
+        hl7.join("src"),
         root.join("Cargo.toml"),
         root.join("Cargo.lock"),
         sdk.join("src"),
@@ -76,6 +85,15 @@ fn embed_kit(manifest: &Path) -> Result<(), String> {
         "/// The SDK's source files: path under the crate, text.\npub static SDK_FILES: &[(&str, &str)] = &[\n",
     );
     for (name, path) in &sdk_files {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let _ = writeln!(
+            out,
+            "    (\"src/{name}\", include_str!({:?})),",
+            path.display().to_string()
+        );
+    }
+    out.push_str("];\n/// The shared HL7 crate's source files (the SDK depends on it).\npub static HL7_FILES: &[(&str, &str)] = &[\n");
+    for (name, path) in &hl7_files {
         println!("cargo:rerun-if-changed={}", path.display());
         let _ = writeln!(
             out,
@@ -98,7 +116,7 @@ fn embed_kit(manifest: &Path) -> Result<(), String> {
         .map_err(|e| format!("Cargo.lock: {e}"))?;
     let _ = writeln!(
         out,
-        "];\n/// The SDK's `Cargo.toml`, standing alone.\npub static SDK_MANIFEST: &str = {sdk_manifest:?};\n/// The workspace's lockfile: the dependency versions the SDK was tested with.\npub static LOCKFILE: &str = include_str!({:?});",
+        "];\n/// The SDK's `Cargo.toml`, standing alone.\npub static SDK_MANIFEST: &str = {sdk_manifest:?};\n/// The shared HL7 crate's `Cargo.toml`, standing alone.\npub static HL7_MANIFEST: &str = {hl7_manifest:?};\n/// The workspace's lockfile: the dependency versions the SDK was tested with.\npub static LOCKFILE: &str = include_str!({:?});",
         lock.display().to_string()
     );
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
@@ -115,10 +133,12 @@ fn embed_kit(manifest: &Path) -> Result<(), String> {
     std::fs::write(&dest, format!("{version:?}")).map_err(|e| format!("{}: {e}", dest.display()))
 }
 
-/// The SDK's manifest with every `workspace = true` replaced by the
-/// workspace's value, and the workspace lints left out, so that it builds
-/// outside the workspace.
-fn resolve_sdk_manifest(sdk: &str, workspace: &str) -> Result<String, String> {
+/// A vendored crate's manifest (`crate_dir` in the workspace) with every
+/// `workspace = true` replaced by the workspace's value, and the workspace
+/// lints left out, so that it builds outside the workspace. A dependency on
+/// another of the workspace's crates points at its vendored copy beside it
+/// (`../NAME`).
+fn resolve_manifest(crate_dir: &str, sdk: &str, workspace: &str) -> Result<String, String> {
     // `[workspace.package]` and `[workspace.dependencies]` entries, one per line.
     let mut inherited = std::collections::HashMap::new();
     let mut section = "";
@@ -150,13 +170,17 @@ fn resolve_sdk_manifest(sdk: &str, workspace: &str) -> Result<String, String> {
         if let Some(key) = t.strip_suffix(".workspace = true") {
             let package = section == "[package]";
             let value = inherited.get(&(package, key.to_string())).ok_or_else(|| {
-                format!("plugins/sdk/Cargo.toml: `{key}` is not set in the workspace")
+                format!("{crate_dir}/Cargo.toml: `{key}` is not set in the workspace")
             })?;
-            let _ = writeln!(out, "{key} = {value}");
+            if !package && value.contains("path =") {
+                let _ = writeln!(out, "{key} = {{ path = \"../{key}\" }}");
+            } else {
+                let _ = writeln!(out, "{key} = {value}");
+            }
             continue;
         }
         if t.contains("workspace") {
-            return Err(format!("plugins/sdk/Cargo.toml: cannot write out `{t}`"));
+            return Err(format!("{crate_dir}/Cargo.toml: cannot write out `{t}`"));
         }
         let _ = writeln!(out, "{line}");
     }

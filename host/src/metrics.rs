@@ -48,6 +48,9 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     /// IIS answers by destination, sending facility and class (accepted, …).
     pub iis_answers: Family<Labels, Counter>,
+    /// IIS answers discarded because they named another message (MSA-2,
+    /// QAK-1), by destination.
+    pub iis_answers_mismatched: Family<Labels, Counter>,
     /// Data completeness reported by plugins (race, ethnicity…), by sender.
     pub completeness: Family<Labels, Counter>,
     /// 1 while a destination's circuit breaker is open.
@@ -90,6 +93,7 @@ impl Metrics {
             connections: Family::default(),
             reloads: Family::default(),
             iis_answers: Family::default(),
+            iis_answers_mismatched: Family::default(),
             completeness: Family::default(),
             breaker_open: Family::default(),
             breaker_transitions: Family::default(),
@@ -164,6 +168,11 @@ impl Metrics {
             "iis_answers",
             "IIS answers by destination, sender and class",
             m.iis_answers.clone(),
+        );
+        registry.register(
+            "iis_answers_mismatched",
+            "IIS answers discarded because they named another message, by destination",
+            m.iis_answers_mismatched.clone(),
         );
         registry.register(
             "completeness",

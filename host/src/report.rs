@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::hl7::{Issue, Severity};
+use crate::hl7::{Issue, Severity, detection_id};
 use crate::pipeline::{DryOutcome, DryRun};
 
 /// How many different detections a report keeps apart; any more are counted
@@ -70,18 +70,6 @@ pub struct Report {
     pub detections: BTreeMap<String, DetectionStats>,
     /// Whether quoted values stay in the sentences.
     pub show_values: bool,
-}
-
-/// The detection id at the end of an issue text (`… [patient-birth-date-missing]`).
-pub(crate) fn detection_id(text: &str) -> Option<&str> {
-    let inner = text.trim_end().strip_suffix(']')?;
-    let (_, id) = inner.rsplit_once('[')?;
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    ok.then_some(id)
 }
 
 /// The text without the quoted value (`Value sent: '…'.`) a plugin added.
@@ -477,7 +465,7 @@ mod tests {
     use crate::hl7::AckCode;
 
     fn issue(sev: Severity, text: &str, at: &str) -> Issue {
-        let mut i = Issue::error("101", text).at(at);
+        let mut i = Issue::error("101").text(text).at(at);
         i.severity = sev;
         i
     }

@@ -591,3 +591,67 @@ async fn reconciliation_lists_what_each_side_lacks() {
     let csv = lines(&out.join("reconciliation.csv"));
     assert_eq!(csv.len(), found.len() + 1, "a header and one row per line");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_answers_never_put_another_patient_into_an_export() {
+    // Each IIS sends every tenth answer twice on its persistent connection.
+    let stray = |name: &str| SimOptions {
+        wire: izhub::sim::Wire {
+            stray_every: 10,
+            ..Default::default()
+        },
+        ..synthetic(name)
+    };
+    let ma = common::start_sim(stray("MAIIS")).await;
+    let pa = common::start_sim(stray("PAIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("izhub.toml");
+    let text = routes(ma.addr, pa.addr, "connections = 2\nbulk_max_in_flight = 2");
+    std::fs::write(&cfg, text).unwrap();
+    let n = 147;
+    let cohort_path = dir.path().join("cohort.csv");
+    std::fs::write(&cohort_path, cohort(n)).unwrap();
+    let out = dir.path().join("out");
+    let run = izhub(&[
+        "bulk",
+        "run",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--cohort",
+        cohort_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The strays happened: each IIS answered more than once in ten twice.
+    assert!(ma.state.received() >= 10 && pa.state.received() >= 10);
+    let patients = lines(&out.join("Patient.ndjson"));
+    assert_eq!(patients.len(), n, "every cohort row found once");
+    for line in &patients {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let member = v["identifier"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["system"] == "urn:izhub:cohort:member-id")
+            .and_then(|i| i["value"].as_str())
+            .unwrap_or_else(|| panic!("no member id: {line}"));
+        let row = member.trim_start_matches('M');
+        assert_eq!(
+            v["name"][0]["family"].as_str(),
+            Some(format!("Family{row}").as_str()),
+            "member {member} was exported with another person's answer: {line}"
+        );
+    }
+    let status = izhub(&["bulk", "status", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&status.stdout).contains("Completed"));
+}

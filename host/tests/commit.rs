@@ -485,3 +485,50 @@ async fn reloads_during_delivery_deliver_each_message_once() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_id_answer_is_never_taken_as_the_delivery_acknowledgement() {
+    // The IIS answers every second message with the answer to the one before.
+    let sim = start_sim(izhub::sim::SimOptions {
+        wire: izhub::sim::Wire {
+            wrong_id_every: 2,
+            ..Default::default()
+        },
+        ..sim_named("MIIIS")
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = commit_config(dir.path(), &sim.addr.to_string(), "connections = 1");
+    let engine = start_engine(&path).await;
+    let mut client = connect(&engine, "ehr").await;
+    for (id, patient) in [("W-1", "P1"), ("W-2", "P2")] {
+        let answer = client
+            .exchange(vxu(id, patient).as_bytes(), TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(msa(&answer).0, "AA");
+        // One after the other: W-2 is the IIS's second message.
+        wait_until("an attempt", 10, || sim.state.count(id) >= 1).await;
+    }
+    // W-2's first answer named W-1: discarded; W-2 was sent again and its
+    // own answer taken.
+    wait_until("W-2 sent again", 10, || sim.state.count("W-2") == 2).await;
+    let admin = engine.admin.unwrap();
+    let metrics = http_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("izhub_iis_answers_mismatched_total{destination=\"mi\"} 1"),
+        "{metrics}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    engine.stop().await;
+    assert_eq!(sim.state.count("W-1"), 1);
+    assert_eq!(sim.state.count("W-2"), 2, "delivered once, after one retry");
+    let journal = izhub::store::open(&dir.path().join("data/journal.db")).unwrap();
+    for id in ["W-1", "W-2"] {
+        assert_eq!(
+            journal.status_of(id).await.unwrap().as_deref(),
+            Some("delivered"),
+            "{id}"
+        );
+    }
+}

@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
 
 mod common;
+#[path = "engine/correlation.rs"]
+mod correlation;
 
 use std::time::{Duration, Instant};
 

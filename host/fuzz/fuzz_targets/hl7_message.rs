@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = hl7::check_structure(&text);
     let _ = hl7::first_value(&text, "PID", 3);
     if let Ok(msh) = Msh::read(&text) {
-        let issue = Issue::error("101", text.chars().take(50).collect::<String>()).at(&text.chars().take(12).collect::<String>());
+        let issue = Issue::error("101").text(text.chars().take(50).collect::<String>()).at(&text.chars().take(12).collect::<String>());
         let ack = hl7::build_ack(&msh, AckCode::AE, &[issue.clone()], "X");
         assert!(ack.starts_with("MSH|^~\\&|"));
         assert!(hl7::read_msa(&ack).is_some());

@@ -578,16 +578,7 @@ pub fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    // Civil date from days (inverse of days_from_civil).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::hl7::civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
@@ -1581,7 +1572,7 @@ fn example_of(full: &Full, detection: &str) -> Value {
         errs.iter().find(|e| {
             e["text"]
                 .as_str()
-                .and_then(crate::report::detection_id)
+                .and_then(crate::hl7::detection_id)
                 .is_some_and(|d| d == detection)
         })
     });
@@ -1703,7 +1694,7 @@ fn as_dry_run(full: &Full) -> crate::pipeline::DryRun {
             errs.iter()
                 .map(|e| {
                     let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                    let mut issue = Issue::error(&s("code"), s("text")).at(&s("location"));
+                    let mut issue = Issue::error(&s("code")).text(s("text")).at(&s("location"));
                     issue.severity = match s("severity").as_str() {
                         "W" => Severity::Warning,
                         "I" => Severity::Info,
@@ -1722,7 +1713,7 @@ fn as_dry_run(full: &Full) -> crate::pipeline::DryRun {
             .as_str()
             .is_some_and(|c| c != "AA" && c != "CA")
     {
-        issues.push(Issue::error("207", text));
+        issues.push(Issue::error("207").text(text));
     }
     let outcome = match full.meta.status.as_str() {
         "rejected_by_izhub" | "rejected_by_iis" | "errored" => {

@@ -145,6 +145,20 @@ pub enum Command {
         /// Drop the connection instead of answering every Nth message (0: never).
         #[arg(long, default_value_t = 0)]
         drop_every: u64,
+        /// Send every Nth answer twice, as an IIS that replays a frame (0: never).
+        #[arg(long, default_value_t = 0)]
+        stray_every: u64,
+        /// Answer every Nth message with the answer to another message (another
+        /// MSA-2 and patient) and never with its own (0: never).
+        #[arg(long, default_value_t = 0)]
+        wrong_id_every: u64,
+        /// Send answers this many milliseconds late, answering later messages on
+        /// the same connection meanwhile (0: never).
+        #[arg(long, default_value_t = 0)]
+        late_ms: u64,
+        /// With --late-ms: only every Nth answer is late.
+        #[arg(long, default_value_t = 1)]
+        late_every: u64,
         /// Also answer CDC WSDL SOAP (submitSingleMessage, connectivityTest) on this address.
         #[arg(long)]
         soap: Option<String>,

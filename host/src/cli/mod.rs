@@ -138,6 +138,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             delay_ms,
             refuse,
             drop_every,
+            stray_every,
+            wrong_id_every,
+            late_ms,
+            late_every,
             soap,
             soap_users,
             synthetic,
@@ -155,6 +159,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 delay: Duration::from_millis(delay_ms),
                 refuse,
                 drop_every,
+                wire: crate::sim::Wire {
+                    stray_every,
+                    wrong_id_every,
+                    late: Duration::from_millis(late_ms),
+                    late_every,
+                },
                 query: crate::sim::query::QueryOptions {
                     synthetic,
                     not_found_percent,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::file::FileConfig;
 use super::spec::*;
+use crate::hl7::AnswerMatch;
 use crate::mllp::DEFAULT_MAX_FRAME;
 
 /// Reads and checks a configuration file.
@@ -368,6 +369,20 @@ fn compile_str(source: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), 
                 retry_max: Duration::from_millis(d.retry_max_ms.unwrap_or(60_000).max(1)),
                 breaker_failures: d.breaker_failures.unwrap_or(5).max(1),
                 breaker_open: Duration::from_millis(d.breaker_open_ms.unwrap_or(5000).max(1)),
+                answer_match: match &d.answer_match {
+                    None => AnswerMatch::Strict,
+                    Some(m) => AnswerMatch::parse(m.get_ref()).unwrap_or_else(|| {
+                        errs.push(
+                            Some(m.span()),
+                            format!("destinations.{name}.answer_match"),
+                            format!(
+                                "'{}' is not one of \"strict\", \"control-id\", \"off\"",
+                                m.get_ref()
+                            ),
+                        );
+                        AnswerMatch::Strict
+                    }),
+                },
             },
             bulk: BulkLimits {
                 max_in_flight: d.bulk_max_in_flight.unwrap_or(1).clamp(1, 256),

@@ -225,6 +225,10 @@ pub struct DestinationFile {
     pub connections: Option<usize>,
     /// Largest answer accepted, in bytes (default 1 MiB).
     pub max_frame_bytes: Option<usize>,
+    /// How an answer must name the message it answers: "strict" (default:
+    /// MSA-2 = MSH-10 sent, QAK-1 = QPD-2), "control-id" (an answer without
+    /// MSA-2 is taken too) or "off" (any frame is the answer).
+    pub answer_match: Option<Spanned<String>>,
     /// Commit mode: attempts before a message is dead-lettered (default 10).
     pub max_attempts: Option<u32>,
     /// Commit mode: first retry delay in milliseconds, doubled each time (default 500).

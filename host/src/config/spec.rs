@@ -99,6 +99,22 @@ impl Config {
                 "admin: console users log in over plain HTTP on {addr}, which is not a loopback address: passwords and session cookies cross the network in clear text; add [admin.tls]"
             ));
         }
+        for d in &self.destinations {
+            let relaxed = match d.delivery.answer_match {
+                crate::hl7::AnswerMatch::Strict => continue,
+                crate::hl7::AnswerMatch::ControlId => {
+                    "an answer without MSA-2 is taken as the answer to the message in flight, so a stray answer without MSA-2 could reach the wrong sender"
+                }
+                crate::hl7::AnswerMatch::Off => {
+                    "any frame the IIS sends is taken as the answer to the message in flight, so a stray, duplicated or late answer reaches the wrong sender"
+                }
+            };
+            out.push(format!(
+                "destinations.{}.answer_match: answers are matched '{}': {relaxed}; use \"strict\" unless this IIS cannot echo MSH-10 in MSA-2",
+                d.name,
+                d.delivery.answer_match.as_str()
+            ));
+        }
         for l in &self.listeners {
             let Some(soap) = &l.soap else { continue };
             for (user, u) in &soap.users {
@@ -362,6 +378,8 @@ pub struct DeliverySettings {
     pub retry_max: Duration,
     pub breaker_failures: u32,
     pub breaker_open: Duration,
+    /// How an answer must name the message it answers.
+    pub answer_match: crate::hl7::AnswerMatch,
 }
 
 /// How a route answers the sender.

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::hl7::{IisAnswer, Question};
 use crate::mllp::{MllpClient, MllpClientError};
 
 pub mod queue;
@@ -28,6 +30,9 @@ pub enum DeliveryError {
     Closed { dest: String },
     #[error("IIS '{dest}' failed: {detail}")]
     Failed { dest: String, detail: String },
+    /// SOAP: the answer names another message (MSA-2 or QAK-1).
+    #[error("IIS '{dest}' answered another message, not this one")]
+    Mismatched { dest: String },
     #[error("IIS '{dest}' has too many messages waiting")]
     Busy { dest: String },
     #[error("IIS '{dest}' refused the message: {detail}")]
@@ -51,6 +56,7 @@ impl DeliveryError {
             DeliveryError::Closed { .. } => "closed",
             DeliveryError::Failed { .. } => "failed",
             DeliveryError::Busy { .. } => "busy",
+            DeliveryError::Mismatched { .. } => "mismatched",
             DeliveryError::Refused {
                 permanent: true, ..
             } => "refused",
@@ -89,12 +95,14 @@ pub struct Target {
 /// Where a job's answer goes: back to the caller, or (a copy for an extra
 /// destination in relay mode) only into the metrics.
 enum Reply {
-    Caller(oneshot::Sender<Result<Bytes, DeliveryError>>),
+    Caller(oneshot::Sender<Result<IisAnswer, DeliveryError>>),
     Copy(Arc<crate::metrics::Metrics>),
 }
 
 struct Job {
     message: Bytes,
+    /// What the answer must name.
+    question: Question,
     reply: Reply,
     /// Not written to the IIS after this instant (a lapsed claim).
     send_by: Option<tokio::time::Instant>,
@@ -117,20 +125,31 @@ pub struct Destination {
     /// SOAP: bounds concurrent requests to `connections`.
     soap_slots: Arc<tokio::sync::Semaphore>,
     workers: Workers,
+    /// Answers that named another message (`iis_answers_mismatched`).
+    mismatched: Counter,
 }
 
 impl Destination {
     /// Starts the destination's connection workers. `wake` is its delivery
     /// queue's doorbell, shared by every destination of the same name across
     /// configuration reloads.
-    pub fn start(spec: Target, wake: Arc<Notify>, workers: Workers) -> Arc<Self> {
+    /// `mismatched` counts answers that name another message.
+    pub fn start(
+        spec: Target,
+        wake: Arc<Notify>,
+        workers: Workers,
+        mismatched: Counter,
+    ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         if spec.soap.is_none() {
             for _ in 0..spec.delivery.connections {
-                workers
-                    .tracker
-                    .spawn(worker(spec.clone(), rx.clone(), workers.drain.clone()));
+                workers.tracker.spawn(worker(
+                    spec.clone(),
+                    rx.clone(),
+                    workers.drain.clone(),
+                    mismatched.clone(),
+                ));
             }
         }
         let soap_slots = Arc::new(tokio::sync::Semaphore::new(spec.delivery.connections));
@@ -140,6 +159,7 @@ impl Destination {
             wake,
             soap_slots,
             workers,
+            mismatched,
         })
     }
 
@@ -151,17 +171,23 @@ impl Destination {
     /// Sends a copy of a message without waiting for the answer (relay mode's
     /// extra destinations); the outcome is counted in `deliveries`. A copy
     /// that finds the queue full is dropped and counted as `busy`.
-    pub fn send_copy(self: &Arc<Self>, message: Bytes, metrics: Arc<crate::metrics::Metrics>) {
+    pub fn send_copy(
+        self: &Arc<Self>,
+        message: Bytes,
+        question: Question,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) {
         if self.spec.soap.is_some() {
             let dest = self.clone();
             self.workers.tracker.spawn(async move {
-                let result = dest.deliver(message).await;
+                let result = dest.deliver(message, &question).await;
                 record(&metrics, dest.name(), &result);
             });
             return;
         }
         let job = Job {
             message,
+            question,
             reply: Reply::Copy(metrics),
             send_by: None,
         };
@@ -189,9 +215,14 @@ impl Destination {
         &self.spec.name
     }
 
-    /// Sends one message and waits for the IIS's answer.
-    pub async fn deliver(&self, message: Bytes) -> Result<Bytes, DeliveryError> {
-        self.deliver_by(message, None).await
+    /// Sends one message and waits for the IIS's answer to it: an answer
+    /// that names another message is never returned (see [`exchange`]).
+    pub async fn deliver(
+        &self,
+        message: Bytes,
+        question: &Question,
+    ) -> Result<IisAnswer, DeliveryError> {
+        self.deliver_by(message, question, None).await
     }
 
     /// Sends one message and waits for the IIS's answer, unless it cannot
@@ -201,21 +232,23 @@ impl Destination {
     pub async fn deliver_by(
         &self,
         message: Bytes,
+        question: &Question,
         send_by: Option<tokio::time::Instant>,
-    ) -> Result<Bytes, DeliveryError> {
+    ) -> Result<IisAnswer, DeliveryError> {
         if let Some(target) = &self.spec.soap {
             if lapsed(send_by) {
                 return Err(DeliveryError::Lapsed {
                     dest: self.spec.name.clone(),
                 });
             }
-            return self.deliver_soap(target, &message).await;
+            return self.deliver_soap(target, &message, question).await;
         }
         let (reply, rx) = oneshot::channel();
         let dest = self.spec.name.clone();
         let wait = self.spec.delivery.connect_timeout + self.spec.delivery.answer_timeout;
         let job = Job {
             message,
+            question: question.clone(),
             reply: Reply::Caller(reply),
             send_by,
         };
@@ -243,7 +276,8 @@ impl Destination {
         &self,
         target: &crate::soap::client::SoapTarget,
         message: &[u8],
-    ) -> Result<Bytes, DeliveryError> {
+        question: &Question,
+    ) -> Result<IisAnswer, DeliveryError> {
         let dest = self.spec.name.clone();
         let _slot = self
             .soap_slots
@@ -257,7 +291,15 @@ impl Destination {
         };
         let timeout = self.spec.delivery.connect_timeout + self.spec.delivery.answer_timeout;
         match crate::soap::client::submit(target, &text, timeout).await {
-            Ok(answer) => Ok(Bytes::from(answer.into_bytes())),
+            Ok(answer) => {
+                let answer = IisAnswer::parse(Bytes::from(answer.into_bytes()));
+                if answer.answers(question, self.spec.delivery.answer_match) {
+                    Ok(answer)
+                } else {
+                    mismatch(&self.spec.name, &self.mismatched, question, &answer);
+                    Err(DeliveryError::Mismatched { dest })
+                }
+            }
             Err(crate::soap::client::SoapError::Timeout(after)) => {
                 Err(DeliveryError::NoAnswer { dest, after })
             }
@@ -277,7 +319,7 @@ impl Destination {
 pub fn record(
     metrics: &crate::metrics::Metrics,
     dest: &str,
-    result: &Result<Bytes, DeliveryError>,
+    result: &Result<IisAnswer, DeliveryError>,
 ) {
     let outcome = match result {
         Ok(_) => "answered",
@@ -292,7 +334,12 @@ pub fn record(
         .inc();
 }
 
-async fn worker(spec: Target, rx: Arc<Mutex<mpsc::Receiver<Job>>>, drain: CancellationToken) {
+async fn worker(
+    spec: Target,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    drain: CancellationToken,
+    mismatched: Counter,
+) {
     let mut conn: Option<MllpClient> = None;
     loop {
         let job = {
@@ -307,18 +354,15 @@ async fn worker(spec: Target, rx: Arc<Mutex<mpsc::Receiver<Job>>>, drain: Cancel
                 _ = drain.cancelled() => return,
             }
         };
+        let result = match &job.reply {
+            Reply::Caller(reply) if reply.is_closed() => continue,
+            _ => exchange(&spec, &mut conn, &job, &mismatched).await,
+        };
         match job.reply {
             Reply::Caller(reply) => {
-                if reply.is_closed() {
-                    continue;
-                }
-                let result = exchange(&spec, &mut conn, &job.message, job.send_by).await;
                 let _ = reply.send(result);
             }
-            Reply::Copy(metrics) => {
-                let result = exchange(&spec, &mut conn, &job.message, job.send_by).await;
-                record(&metrics, &spec.name, &result);
-            }
+            Reply::Copy(metrics) => record(&metrics, &spec.name, &result),
         }
     }
 }
@@ -328,13 +372,44 @@ fn lapsed(send_by: Option<tokio::time::Instant>) -> bool {
     send_by.is_some_and(|by| tokio::time::Instant::now() >= by)
 }
 
+/// A control id fit for a log line: printable, at most 64 characters.
+fn shown(id: &str) -> String {
+    id.chars()
+        .take(64)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Counts and logs an answer that names another message than the one
+/// asked (control ids only: no PHI).
+fn mismatch(dest: &str, counter: &Counter, question: &Question, answer: &IisAnswer) {
+    counter.inc();
+    tracing::warn!(
+        destination = %dest,
+        sent_control_id = %shown(question.control_id()),
+        answer_control_id = %shown(answer.control_id()),
+        sent_query_tag = %shown(question.query_tag()),
+        answer_query_tag = %shown(answer.query_tag()),
+        "the IIS answered another message than the one sent; the answer is discarded"
+    );
+}
+
+/// One message over the destination's connection: connect if needed, send,
+/// then read frames until one answers it or the answer timeout passes.
+///
+/// A frame that names another message (a duplicate, a stray, a late or
+/// foreign answer) is discarded, counted and logged, and reading goes on.
+/// After such a frame the connection is closed once the exchange ends: its
+/// stream can no longer be trusted. With no matching answer in time the
+/// connection is closed too, so a late answer cannot reach the next message.
 async fn exchange(
     spec: &Target,
     conn: &mut Option<MllpClient>,
-    message: &[u8],
-    send_by: Option<tokio::time::Instant>,
-) -> Result<Bytes, DeliveryError> {
+    job: &Job,
+    mismatched: &Counter,
+) -> Result<IisAnswer, DeliveryError> {
     let dest = || spec.name.clone();
+    let mode = spec.delivery.answer_match;
     // A kept-alive connection may have been closed by the IIS while idle; in
     // that case the send or read fails at once and one fresh attempt follows.
     // The message keeps its MSH-10, so an IIS that saw it can drop the copy.
@@ -342,58 +417,67 @@ async fn exchange(
     loop {
         let client = match conn {
             Some(c) => c,
-            None => {
-                let c = match &spec.tls {
-                    Some(tls) => {
-                        MllpClient::connect_tls(
-                            &spec.addr,
-                            spec.delivery.connect_timeout,
-                            spec.delivery.max_frame,
-                            tls,
-                        )
-                        .await
-                    }
-                    None => {
-                        MllpClient::connect(
-                            &spec.addr,
-                            spec.delivery.connect_timeout,
-                            spec.delivery.max_frame,
-                        )
-                        .await
-                    }
-                };
-                let c = c.map_err(|e| DeliveryError::Unreachable {
-                    dest: dest(),
-                    detail: e.to_string(),
-                })?;
-                conn.insert(c)
-            }
+            None => conn.insert(connect(spec).await?),
         };
         // Checked after connecting, as close to the write as it can be.
-        if lapsed(send_by) {
+        if lapsed(job.send_by) {
             return Err(DeliveryError::Lapsed { dest: dest() });
         }
-        match client.exchange(message, spec.delivery.answer_timeout).await {
-            Ok(answer) => return Ok(answer),
-            Err(e) => {
-                *conn = None;
-                let stale = matches!(e, MllpClientError::Closed | MllpClientError::Send(_));
-                if reused && stale {
-                    reused = false;
-                    continue;
+        let deadline = tokio::time::Instant::now() + spec.delivery.answer_timeout;
+        let mut tainted = false;
+        let sent = client.send(&job.message).await;
+        let failure = match sent {
+            Err(e) => e,
+            Ok(()) => loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match client.receive(left).await {
+                    Ok(frame) => {
+                        let answer = IisAnswer::parse(frame);
+                        if answer.answers(&job.question, mode) {
+                            if tainted {
+                                *conn = None;
+                            }
+                            return Ok(answer);
+                        }
+                        mismatch(&spec.name, mismatched, &job.question, &answer);
+                        tainted = true;
+                    }
+                    Err(MllpClientError::AnswerTimeout(_)) => {
+                        break MllpClientError::AnswerTimeout(spec.delivery.answer_timeout);
+                    }
+                    Err(e) => break e,
                 }
-                return Err(match e {
-                    MllpClientError::AnswerTimeout(after) => DeliveryError::NoAnswer {
-                        dest: dest(),
-                        after,
-                    },
-                    MllpClientError::Closed => DeliveryError::Closed { dest: dest() },
-                    other => DeliveryError::Failed {
-                        dest: dest(),
-                        detail: other.to_string(),
-                    },
-                });
-            }
+            },
+        };
+        *conn = None;
+        let stale = matches!(failure, MllpClientError::Closed | MllpClientError::Send(_));
+        if reused && stale && !tainted {
+            reused = false;
+            continue;
         }
+        return Err(match failure {
+            MllpClientError::AnswerTimeout(after) => DeliveryError::NoAnswer {
+                dest: dest(),
+                after,
+            },
+            MllpClientError::Closed => DeliveryError::Closed { dest: dest() },
+            other => DeliveryError::Failed {
+                dest: dest(),
+                detail: other.to_string(),
+            },
+        });
     }
+}
+
+/// A new connection to the destination, over TLS when configured.
+async fn connect(spec: &Target) -> Result<MllpClient, DeliveryError> {
+    let d = &spec.delivery;
+    let c = match &spec.tls {
+        Some(tls) => MllpClient::connect_tls(&spec.addr, d.connect_timeout, d.max_frame, tls).await,
+        None => MllpClient::connect(&spec.addr, d.connect_timeout, d.max_frame).await,
+    };
+    c.map_err(|e| DeliveryError::Unreachable {
+        dest: spec.name.clone(),
+        detail: e.to_string(),
+    })
 }

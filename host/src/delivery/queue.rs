@@ -299,8 +299,10 @@ async fn attempt(
             return Attempt::Lost;
         }
     }
+    // The answer must name the message as it was journaled for delivery.
+    let question = hl7::Question::of_bytes(&row.payload);
     let result = dest
-        .deliver_by(bytes::Bytes::from(row.payload), send_by)
+        .deliver_by(bytes::Bytes::from(row.payload), &question, send_by)
         .await;
     match result {
         Err(DeliveryError::Lapsed { .. }) => {
@@ -316,10 +318,8 @@ async fn attempt(
             Attempt::Lost
         }
         Ok(answer) => {
-            let text = String::from_utf8_lossy(&answer).into_owned();
-            let class = hl7::classify_answer(&text);
-            let permanent =
-                hl7::read_msa(&text).is_some_and(|(code, _)| code == "AR" || code == "CR");
+            let class = answer.class();
+            let permanent = answer.refused_for_good();
             let status = if permanent {
                 Status::Dead
             } else {
@@ -336,13 +336,11 @@ async fn attempt(
                 attempts,
                 next_attempt_at: 0,
                 error,
-                answer: Some((answer.to_vec(), class.as_str().into())),
+                answer: Some((answer.bytes().to_vec(), class.as_str().into())),
             };
             record(journal, metrics, &spec.name, row_id, outcome).await;
             if let Some(f) = flow {
-                let ack = hl7::read_msa(&text)
-                    .map(|(c, _)| crate::flow::meta_value(&c))
-                    .unwrap_or_default();
+                let ack = answer.ack().map(|c| c.as_str()).unwrap_or_default();
                 let final_outcome = crate::flow::outcome_of(class);
                 f.board.delivered(&spec.name, final_outcome, Some(&route));
                 if let Some(log) = &f.log {
@@ -352,9 +350,9 @@ async fn attempt(
                         destination: spec.name.clone(),
                         result: if permanent { "dead" } else { "delivered" }.into(),
                         class: class.as_str().into(),
-                        answer: Some(answer.to_vec()),
+                        answer: Some(answer.bytes().to_vec()),
                         final_outcome: Some(final_outcome),
-                        ack,
+                        ack: ack.to_string(),
                     });
                 }
             }
@@ -427,6 +425,7 @@ mod tests {
                 retry_max: Duration::from_millis(1000),
                 breaker_failures: 5,
                 breaker_open: Duration::from_secs(1),
+                answer_match: crate::hl7::AnswerMatch::Strict,
             },
         };
         let b1 = backoff(&spec, 1, 7);

@@ -185,7 +185,7 @@ pub fn detections(answer: &[u8]) -> Vec<String> {
         let tail = memchr::memrchr(b'[', text)
             .and_then(|open| text.get(open..))
             .and_then(|t| std::str::from_utf8(t).ok());
-        if let Some(id) = tail.and_then(crate::report::detection_id)
+        if let Some(id) = tail.and_then(crate::hl7::detection_id)
             && !out.iter().any(|d| d == id)
             && out.len() < 64
         {

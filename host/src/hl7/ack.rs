@@ -2,58 +2,9 @@
 //! and merging plugin issues into an IIS's answer.
 
 use super::msh::Msh;
-use super::text::{escape, escape_into, has_control};
+use izhub_hl7::{escape, escape_into, has_control};
 
-/// How serious an issue is (HL7 table 0516, ERR-4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    Error,
-    Warning,
-    Info,
-}
-
-impl Severity {
-    /// The ERR-4 code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Severity::Error => "E",
-            Severity::Warning => "W",
-            Severity::Info => "I",
-        }
-    }
-}
-
-/// One finding to report in an ERR segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
-    pub severity: Severity,
-    /// HL7 table 0357 code.
-    pub code: String,
-    /// CDC table 0533 code, or empty.
-    pub app_code: String,
-    /// `PID-7`, `RXA[2]-5.1`, or empty.
-    pub location: String,
-    pub text: String,
-}
-
-impl Issue {
-    /// An error-severity issue with a 0357 code and no location.
-    pub fn error(code: &str, text: impl Into<String>) -> Self {
-        Issue {
-            severity: Severity::Error,
-            code: code.to_string(),
-            app_code: String::new(),
-            location: String::new(),
-            text: text.into(),
-        }
-    }
-
-    /// Sets the location (`PID-7`).
-    pub fn at(mut self, location: &str) -> Self {
-        self.location = location.to_string();
-        self
-    }
-}
+pub use izhub_hl7::{Issue, Severity};
 
 /// MSA-1 acknowledgment code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,7 +308,7 @@ mod tests {
         let answer = "MSH|^~\\&|X\rMSA|AA|1\rERR||PID^1^5||W\rQAK|1|OK\r";
         let w = Issue {
             severity: Severity::Warning,
-            ..Issue::error("103", "local code")
+            ..Issue::error("103").text("local code")
         };
         let merged = merge_issues_into_answer(answer, &[w]);
         let segs: Vec<&str> = merged.split('\r').collect();

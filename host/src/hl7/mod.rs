@@ -5,12 +5,17 @@
 mod ack;
 mod answer;
 mod charset;
+mod inbound;
 mod msh;
 mod text;
 
 pub use ack::{AckCode, Issue, Severity, build_ack, err_segment, merge_issues_into_answer};
-pub use answer::{AnswerClass, classify_answer};
+pub use answer::{
+    AnswerClass, AnswerError, AnswerMatch, IisAnswer, MsaCode, Question, classify_answer,
+    detection_id,
+};
 pub use charset::{Charset, CharsetError, decode, encode};
+pub use inbound::{Inbound, InboundError};
 pub use msh::{Msh, MshError, check_structure, first_value, normalize_segments};
 pub use text::{
     civil_from_days, days_from_civil, escape, has_control, hl7_timestamp, new_control_id,

@@ -3,69 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Escapes the standard HL7 delimiters (`|^~\&`) in free text, and turns line
-/// breaks and every other control character (MLLP's 0x0B and 0x1C among
-/// them) into spaces, so the text stays inside its segment and its frame.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    escape_into(&mut out, text);
-    out
-}
-
-/// [`escape`], appending to `out`: runs without delimiters are copied whole.
-pub fn escape_into(out: &mut String, text: &str) {
-    let mut rest = text;
-    while let Some(at) = rest.find(needs_escape) {
-        let (plain, tail) = rest.split_at(at);
-        out.push_str(plain);
-        let mut chars = tail.chars();
-        out.push_str(match chars.next() {
-            Some('|') => "\\F\\",
-            Some('^') => "\\S\\",
-            Some('~') => "\\R\\",
-            Some('&') => "\\T\\",
-            Some('\\') => "\\E\\",
-            _ => " ",
-        });
-        rest = chars.as_str();
-    }
-    out.push_str(rest);
-}
-
-fn needs_escape(c: char) -> bool {
-    matches!(c, '|' | '^' | '~' | '&' | '\\') || c.is_control()
-}
-
-/// Whether `text` holds a control character (anything below 0x20, DEL, or
-/// the C1 controls): such text is never copied into a frame as it is.
-pub fn has_control(text: &str) -> bool {
-    text.chars().any(char::is_control)
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Civil date (y, m, d) from days since 1970-01-01 (Howard Hinnant's algorithm).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+pub use izhub_hl7::{civil_from_days, days_from_civil, escape, escape_into, has_control};
 
 fn utc_parts(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
     let dur = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -114,26 +52,6 @@ pub fn new_control_id(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_delimiters() {
-        assert_eq!(
-            escape("a|b^c~d&e\\f\rg"),
-            "a\\F\\b\\S\\c\\R\\d\\T\\e\\E\\f g"
-        );
-        assert_eq!(escape("|é\r\nñ^"), "\\F\\é  ñ\\S\\");
-        assert_eq!(escape("plain"), "plain");
-        assert_eq!(escape("a\u{1c}\r\u{0b}MSH\tb\u{7f}"), "a   MSH b ");
-        assert!(has_control("x\u{0b}") && !has_control("é|^"));
-        assert_eq!(escape(""), "");
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-    }
 
     #[test]
     fn timestamp_shape() {

@@ -179,10 +179,9 @@ fn oversized_answer(head: &[u8], len: usize, limit: usize) -> Answer {
     // The head may end mid-segment; only the MSH line is needed.
     match Msh::read(&text) {
         Ok(msh) if text.contains('\r') => {
-            let issue = Issue::error(
-                "207",
-                format!("the message is {len} bytes; this interface accepts at most {limit} bytes"),
-            );
+            let issue = Issue::error("207").text(format!(
+                "the message is {len} bytes; this interface accepts at most {limit} bytes"
+            ));
             let ack = hl7::build_ack(&msh, AckCode::AR, &[issue], &hl7::new_control_id("IZH"));
             Answer::Reply(bytes::Bytes::from(ack.into_bytes()))
         }

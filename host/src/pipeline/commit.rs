@@ -1,39 +1,38 @@
 //! Commit mode: the message is journaled durably for each destination
 //! before the sender gets AA; the destinations' queues deliver it.
 
-use bytes::Bytes;
-
 use super::reply::ack;
-use super::route::Route;
+use super::route::{Outbound, Route};
 use super::{Answer, Pipeline};
 use crate::config::ListenerSpec;
-use crate::hl7::{self, AckCode, Charset, Issue, Msh};
+use crate::hl7::{self, AckCode, Inbound, Issue};
 use crate::metrics::l;
 use crate::store::NewDelivery;
 
 impl Pipeline {
     /// Commit mode: journal the message durably for each destination, then AA.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn commit(
         &self,
         route: &Route,
         listener: &ListenerSpec,
-        raw: &[u8],
-        original: &Msh,
-        text: &str,
-        payload: Bytes,
-        targets: &[String],
-        mut issues: Vec<Issue>,
-        stages: String,
-        charset: Charset,
+        inbound: &Inbound<'_>,
+        outbound: Outbound<'_>,
         trace: &mut super::trace::Trace,
     ) -> Answer {
+        let (original, charset) = (&inbound.msh, inbound.charset);
+        let Outbound {
+            text,
+            payload,
+            targets,
+            mut issues,
+            stages,
+        } = outbound;
         let Some(journal) = &self.journal else {
             trace.errored = true;
-            issues.push(Issue::error(
-                "207",
-                "the journal is not available; send the message again later",
-            ));
+            issues.push(
+                Issue::error("207")
+                    .text("the journal is not available; send the message again later"),
+            );
             return ack(original, AckCode::AE, &issues, charset);
         };
         let sender = original.component(4, 1).to_string();
@@ -48,7 +47,7 @@ impl Pipeline {
                 message_type: format!("{}^{}", original.message_code(), original.trigger()),
                 order_key: order_key.clone(),
                 destination: d.clone(),
-                raw: raw.to_vec(),
+                raw: inbound.raw.to_vec(),
                 payload: payload.to_vec(),
                 stages: stages.clone(),
                 dedupe: trace.reprocess_of.is_none(),
@@ -72,10 +71,9 @@ impl Pipeline {
             Err(e) => {
                 trace.errored = true;
                 tracing::error!(route = %route.spec.name, error = %e, "could not journal a message; it was not acknowledged");
-                issues.push(Issue::error(
-                    "207",
-                    "the message could not be stored; send it again",
-                ));
+                issues.push(
+                    Issue::error("207").text("the message could not be stored; send it again"),
+                );
                 ack(original, AckCode::AE, &issues, charset)
             }
         }

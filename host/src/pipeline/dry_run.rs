@@ -59,7 +59,7 @@ impl Pipeline {
                         &msh,
                         None,
                         AckCode::AR,
-                        vec![Issue::error("102", e.to_string()).at("MSH-18")],
+                        vec![Issue::error("102").text(e.to_string()).at("MSH-18")],
                     ),
                     Err(read) => DryRun::unanswerable(format!("{read}; also {e}")),
                 };
@@ -79,21 +79,19 @@ impl Pipeline {
         });
         let Some(chosen) = chosen else {
             let mtype = format!("{}^{}", msh.message_code(), msh.trigger());
-            let issue = Issue::error(
-                "200",
-                format!(
+            let issue = Issue::error("200")
+                .text(format!(
                     "no route accepts message type {mtype} from sending facility '{}'",
                     msh.component(4, 1)
-                ),
-            )
-            .at("MSH-9");
+                ))
+                .at("MSH-9");
             return blocked(&msh, None, AckCode::AR, vec![issue]);
         };
         let name = Some(chosen.spec.name.clone());
         let id = hl7::new_control_id("v");
         let received_at = hl7::rfc3339_now();
         match self
-            .run_plugins(chosen, "validate", &id, &received_at, text, None)
+            .run_plugins(chosen, "validate", &id, &received_at, &text, None)
             .await
         {
             Chain::Stopped { code, issues, .. } => blocked(&msh, name, code, issues),
@@ -104,13 +102,10 @@ impl Pipeline {
             }) => {
                 let targets = route_to.unwrap_or_else(|| chosen.spec.destinations.clone());
                 if targets.is_empty() {
-                    issues.push(Issue::error(
-                        "207",
-                        format!(
-                            "route '{}' found no destination for this message",
-                            chosen.spec.name
-                        ),
-                    ));
+                    issues.push(Issue::error("207").text(format!(
+                        "route '{}' found no destination for this message",
+                        chosen.spec.name
+                    )));
                     return blocked(&msh, name, AckCode::AE, issues);
                 }
                 DryRun {

@@ -307,7 +307,8 @@ impl Pipeline {
         let bulk_wait = trace.bulk_wait.take();
         if let Some(flow) = &self.flow {
             let ack = msa_code.as_deref().unwrap_or_default();
-            self.record(flow, listener, raw, &answer, ack, trace, started.elapsed());
+            trace.took = started.elapsed();
+            self.record(flow, listener, raw, &answer, ack, trace);
         }
         (answer, bulk_wait)
     }
@@ -319,66 +320,59 @@ impl Pipeline {
         identity: Option<&Identity>,
         trace: &mut trace::Trace,
     ) -> (Option<&'s str>, Answer) {
-        let (text, charset) = match hl7::decode(raw) {
-            Ok(ok) => ok,
-            Err(e) => return (None, self.reject_undecodable(raw, e)),
+        let inbound = match hl7::Inbound::read(raw) {
+            Ok(inbound) => inbound,
+            Err(hl7::InboundError::Charset(e)) => return (None, self.reject_undecodable(raw, e)),
+            Err(hl7::InboundError::Msh(e)) => {
+                return (None, Answer::Close(format!("cannot answer: {e}")));
+            }
         };
-        let text = hl7::normalize_segments(&text).into_owned();
-        let msh = match Msh::read(&text) {
-            Ok(m) => m,
-            Err(e) => return (None, Answer::Close(format!("cannot answer: {e}"))),
-        };
+        let (msh, text, charset) = (&inbound.msh, &inbound.text, inbound.charset);
         if self.flow.is_some() {
-            trace.header(&msh, &text);
+            trace.header(msh, text);
         }
         if let Some(Identity::Refused(reason)) = identity {
             tracing::debug!(listener = %listener.name, reason = %reason, "message refused: the connection has no usable sender identity");
-            let issue = Issue::error("207", reason.to_string());
-            return (None, ack(&msh, AckCode::AR, &[issue], charset));
+            let issue = Issue::error("207").text(reason.to_string());
+            return (None, ack(msh, AckCode::AR, &[issue], charset));
         }
-        if let Some(issue) = frame_problem(&msh, &text) {
-            return (None, ack(&msh, AckCode::AR, &[issue], charset));
+        if let Some(issue) = frame_problem(msh, text) {
+            return (None, ack(msh, AckCode::AR, &[issue], charset));
         }
         let sender = msh.component(4, 1).to_string();
         if let Some(Identity::Proven(peer)) = identity
             && !peer.may_send_for(&sender)
         {
             tracing::warn!(listener = %listener.name, sender = ?sender, peer = %peer.name, "sender is not among the facilities its identity may send for");
-            let issue = Issue::error(
-                "207",
-                format!(
+            let issue = Issue::error("207")
+                .text(format!(
                     "sending facility '{sender}' is not one the {} may send for",
                     peer.name
-                ),
-            )
-            .at("MSH-4");
-            return (None, ack(&msh, AckCode::AR, &[issue], charset));
+                ))
+                .at("MSH-4");
+            return (None, ack(msh, AckCode::AR, &[issue], charset));
         }
         if !listener.allowed_senders.is_empty() && !listener.allowed_senders.contains(&sender) {
             tracing::warn!(listener = %listener.name, sender = ?sender, "sender not allowed on this listener");
-            let issue = Issue::error(
-                "207",
-                format!("sending facility '{sender}' is not allowed to send to this interface"),
-            )
-            .at("MSH-4");
-            return (None, ack(&msh, AckCode::AR, &[issue], charset));
+            let issue = Issue::error("207")
+                .text(format!(
+                    "sending facility '{sender}' is not allowed to send to this interface"
+                ))
+                .at("MSH-4");
+            return (None, ack(msh, AckCode::AR, &[issue], charset));
         }
         let Some(route) = self
             .routes
             .iter()
-            .find(|r| matches(&r.spec, &listener.name, &msh))
+            .find(|r| matches(&r.spec, &listener.name, msh))
         else {
             let mtype = format!("{}^{}", msh.message_code(), msh.trigger());
-            let issue = Issue::error(
-                "200",
-                format!("no route accepts message type {mtype} from sending facility '{sender}' on this interface"),
+            let issue = Issue::error("200").text(format!("no route accepts message type {mtype} from sending facility '{sender}' on this interface"),
             )
             .at("MSH-9");
-            return (None, ack(&msh, AckCode::AR, &[issue], charset));
+            return (None, ack(msh, AckCode::AR, &[issue], charset));
         };
-        let answer = self
-            .run_route(route, listener, raw, text, msh, charset, trace)
-            .await;
+        let answer = self.run_route(route, listener, inbound, trace).await;
         (Some(route.spec.name.as_str()), answer)
     }
 
@@ -389,7 +383,7 @@ impl Pipeline {
         let text = hl7::normalize_segments(&lossy);
         match Msh::read(&text) {
             Ok(msh) => {
-                let issue = Issue::error("102", err.to_string()).at("MSH-18");
+                let issue = Issue::error("102").text(err.to_string()).at("MSH-18");
                 ack(&msh, AckCode::AR, &[issue], Charset::Utf8)
             }
             Err(e) => Answer::Close(format!("cannot answer: {e}; also {err}")),
@@ -403,7 +397,7 @@ pub(super) fn frame_problem(msh: &Msh, text: &str) -> Option<Issue> {
     header_problem(msh).or_else(|| {
         hl7::check_structure(text)
             .err()
-            .map(|why| Issue::error("102", why))
+            .map(|why| Issue::error("102").text(why))
     })
 }
 
@@ -411,14 +405,14 @@ pub(super) fn frame_problem(msh: &Msh, text: &str) -> Option<Issue> {
 pub(super) fn header_problem(msh: &Msh) -> Option<Issue> {
     if msh.message_code().is_empty() {
         return Some(
-            Issue::error("101", "MSH-9 (message type, e.g. VXU^V04^VXU_V04) is empty").at("MSH-9"),
+            Issue::error("101")
+                .text("MSH-9 (message type, e.g. VXU^V04^VXU_V04) is empty")
+                .at("MSH-9"),
         );
     }
     if msh.control_id().is_empty() {
         return Some(
-            Issue::error(
-                "101",
-                "MSH-10 (message control id) is empty; each message needs a unique id so its answer can be matched",
+            Issue::error("101").text("MSH-10 (message control id) is empty; each message needs a unique id so its answer can be matched",
             )
             .at("MSH-10"),
         );

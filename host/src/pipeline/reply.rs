@@ -4,34 +4,31 @@
 use bytes::Bytes;
 
 use super::Answer;
-use crate::hl7::{self, AckCode, Charset, Issue, Msh, Severity};
+use crate::hl7::{self, AckCode, Charset, IisAnswer, Issue, Msh, Severity};
 
 /// The IIS's answer goes back as it came, unless it must change: plugin
 /// warnings merged in, MSA-2 set back to the sender's own MSH-10 (a plugin
 /// may renumber the message; the IIS answers the id it received), and MLLP
 /// framing bytes taken out so the answer stays one frame.
-pub(super) fn relay(answer: Bytes, original: &Msh, issues: &[Issue]) -> Answer {
+///
+/// Only an answer already matched to the message it answers comes here
+/// (delivery correlates MSA-2 and QAK-1 first).
+pub(super) fn relay(answer: &IisAnswer, original: &Msh, issues: &[Issue]) -> Answer {
     let extra: Vec<Issue> = issues
         .iter()
         .filter(|i| i.severity != Severity::Error)
         .cloned()
         .collect();
-    let acked = hl7::read_msa(&String::from_utf8_lossy(&answer)).map(|(_, id)| id);
-    let renumber = acked.as_deref() != Some(original.control_id());
-    if let Some(acked) = acked.as_deref()
-        && renumber
-    {
-        tracing::debug!(expected = ?original.control_id(), got = ?acked, "the IIS answer's MSA-2 is not the sender's MSH-10; answering with the sender's");
+    let renumber = answer.ack().is_some() && answer.control_id() != original.control_id();
+    if renumber {
+        tracing::debug!(expected = ?original.control_id(), got = ?answer.control_id(), "the IIS answer's MSA-2 is not the sender's MSH-10; answering with the sender's");
     }
-    let framing = memchr::memchr2(0x0b, 0x1c, &answer).is_some();
+    let framing = memchr::memchr2(0x0b, 0x1c, answer.bytes()).is_some();
     if extra.is_empty() && !renumber && !framing {
-        return Answer::Reply(answer);
+        return Answer::Reply(answer.bytes().clone());
     }
-    let (text, charset) = match hl7::decode(&answer) {
-        Ok(ok) => ok,
-        Err(_) => (String::from_utf8_lossy(&answer).into_owned(), Charset::Utf8),
-    };
-    let mut text = hl7::merge_issues_into_answer(&text, &extra);
+    let charset = answer.charset();
+    let mut text = hl7::merge_issues_into_answer(answer.text(), &extra);
     if renumber {
         text = hl7::set_msa_control_id(&text, original.control_id());
     }

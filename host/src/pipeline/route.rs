@@ -1,6 +1,7 @@
 //! One route's run: each plugin in order on a fresh instance, its verdict
 //! applied, then delivery (relay mode) or the journal (commit mode).
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use super::untrusted::checked_replacement;
 use super::{Answer, Pipeline};
 use crate::config::{AckMode, ListenerSpec, RouteSpec};
 use crate::flow::AttemptInfo;
-use crate::hl7::{self, AckCode, Charset, Issue, Msh, Severity};
+use crate::hl7::{self, AckCode, Inbound, Issue, Severity};
 use crate::metrics::{Metrics, l};
 use crate::plugin::{Envelope, LoadedPlugin, Verdict};
 
@@ -66,9 +67,9 @@ impl PluginSeries {
 }
 
 /// What a route's plugins made of a message.
-pub(super) enum Chain {
+pub(super) enum Chain<'t> {
     /// Every plugin let it through.
-    Passed(Passed),
+    Passed(Passed<'t>),
     /// A plugin stopped it (or failed, then `errored`): the answer's code
     /// and every issue.
     Stopped {
@@ -78,10 +79,21 @@ pub(super) enum Chain {
     },
 }
 
+/// What commit mode journals: the message as the plugins left it, for its
+/// destinations.
+pub(super) struct Outbound<'a> {
+    pub(super) text: &'a str,
+    pub(super) payload: Bytes,
+    pub(super) targets: &'a [String],
+    pub(super) issues: Vec<Issue>,
+    pub(super) stages: String,
+}
+
 /// A message every plugin of its route let through.
-pub(super) struct Passed {
-    /// The text as the last plugin left it.
-    pub(super) text: String,
+pub(super) struct Passed<'t> {
+    /// The text as the last plugin left it (the received text when none
+    /// changed it).
+    pub(super) text: Cow<'t, str>,
     /// Warnings and notes the plugins reported.
     pub(super) issues: Vec<Issue>,
     /// Attributes the plugins set.
@@ -96,15 +108,16 @@ impl Pipeline {
     /// Runs `route`'s plugins in order on `text`, each on a fresh instance,
     /// applying each verdict: what the engine does before delivery, and all
     /// `izhub validate` does.
-    pub(super) async fn run_plugins(
+    pub(super) async fn run_plugins<'t>(
         &self,
         route: &Route,
         source: &str,
         id: &str,
         received_at: &str,
-        mut text: String,
+        text: &'t str,
         mut trace: Option<&mut Vec<Stage>>,
-    ) -> Chain {
+    ) -> Chain<'t> {
+        let mut text = Cow::Borrowed(text);
         let mut attributes: Vec<(String, String)> = Vec::new();
         let mut issues: Vec<Issue> = Vec::new();
         let mut route_to: Option<Vec<String>> = None;
@@ -131,7 +144,7 @@ impl Pipeline {
                         .plugin_errors
                         .get_or_create(&vec![l("plugin", plugin.name()), l("kind", e.kind())])
                         .inc();
-                    issues.push(Issue::error("207", e.to_string()));
+                    issues.push(Issue::error("207").text(e.to_string()));
                     if let Some(stages) = trace.as_deref_mut() {
                         stages.push(Stage {
                             plugin: plugin.label().to_string(),
@@ -150,7 +163,7 @@ impl Pipeline {
             };
             merge_attributes(&mut attributes, outcome.attributes);
             if let Some(stages) = trace.as_deref_mut() {
-                let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if *t != text);
+                let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if t.as_str() != text.as_ref());
                 stages.push(Stage {
                     plugin: plugin.label().to_string(),
                     verdict: match &outcome.verdict {
@@ -178,7 +191,7 @@ impl Pipeline {
             };
             counter.inc();
             if route.spec.ack_mode == AckMode::Commit {
-                let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if *t != text);
+                let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if t.as_str() != text.as_ref());
                 stages.push_str(&format!(
                     "{}\t{verdict}\tissues={}\t{}\n",
                     plugin.label(),
@@ -197,7 +210,7 @@ impl Pipeline {
                     // MSH-10 may change (some HIEs renumber); the sender is
                     // still answered with its own, from `original`.
                     match checked_replacement(&new_text, &text) {
-                        Ok(_) => text = new_text,
+                        Ok(_) => text = Cow::Owned(new_text),
                         Err(why) => {
                             tracing::warn!(route = %route.spec.name, message_id = %id, plugin = plugin.name(), reason = %why, "plugin returned a message that cannot be sent on");
                             self.metrics
@@ -207,13 +220,10 @@ impl Pipeline {
                                     l("kind", "bad_output"),
                                 ])
                                 .inc();
-                            issues.push(Issue::error(
-                                "207",
-                                format!(
-                                    "plugin '{}' returned a message that cannot be sent on: {why}",
-                                    plugin.name()
-                                ),
-                            ));
+                            issues.push(Issue::error("207").text(format!(
+                                "plugin '{}' returned a message that cannot be sent on: {why}",
+                                plugin.name()
+                            )));
                             return Chain::Stopped {
                                 code: AckCode::AE,
                                 issues,
@@ -236,10 +246,10 @@ impl Pipeline {
                         AckCode::AE
                     };
                     if !issues.iter().any(|i| i.severity == Severity::Error) {
-                        issues.push(Issue::error(
-                            "207",
-                            format!("rejected by plugin '{}'", plugin.name()),
-                        ));
+                        issues.push(
+                            Issue::error("207")
+                                .text(format!("rejected by plugin '{}'", plugin.name())),
+                        );
                     }
                     return Chain::Stopped {
                         code,
@@ -253,9 +263,7 @@ impl Pipeline {
                         tracing::warn!(route = %route.spec.name, message_id = %id, plugin = plugin.name(), "plugin routed a message to a destination its route does not grant");
                         let granted: Vec<&str> =
                             route.spec.route_to.iter().map(String::as_str).collect();
-                        issues.push(Issue::error(
-                            "207",
-                            format!(
+                        issues.push(Issue::error("207").text(format!(
                                 "plugin '{}' routed the message to '{refused}', which route '{}' does not grant (route_to: {})",
                                 plugin.name(),
                                 route.spec.name,
@@ -281,19 +289,15 @@ impl Pipeline {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn run_route(
         &self,
         route: &Route,
         listener: &ListenerSpec,
-        raw: &[u8],
-        text: String,
-        original: Msh,
-        charset: Charset,
+        inbound: Inbound<'_>,
         trace: &mut Trace,
     ) -> Answer {
         let id = hl7::new_control_id("m");
-        let received_at = hl7::rfc3339_now();
+        let (original, charset) = (&inbound.msh, inbound.charset);
         trace.route = route.spec.name.clone();
         let keep = trace.keep;
         let Passed {
@@ -307,8 +311,8 @@ impl Pipeline {
                 route,
                 &listener.name,
                 &id,
-                &received_at,
-                text,
+                &inbound.received_at,
+                &inbound.text,
                 keep.then_some(&mut trace.stages),
             )
             .await
@@ -344,35 +348,35 @@ impl Pipeline {
         let targets = route_to.unwrap_or_else(|| route.spec.destinations.clone());
         trace.destinations = targets.clone();
         let Some(first) = targets.first() else {
-            issues.push(Issue::error(
-                "207",
-                format!(
-                    "route '{}' found no destination for this message",
-                    route.spec.name
-                ),
-            ));
+            issues.push(Issue::error("207").text(format!(
+                "route '{}' found no destination for this message",
+                route.spec.name
+            )));
             return ack(&original, AckCode::AE, &issues, charset);
         };
         let payload = Bytes::from(hl7::encode(&text, charset));
         if route.spec.ack_mode == AckMode::Commit {
+            let outbound = Outbound {
+                text: &text,
+                payload,
+                targets: &targets,
+                issues,
+                stages,
+            };
             return self
-                .commit(
-                    route, listener, raw, &original, &text, payload, &targets, issues, stages,
-                    charset, trace,
-                )
+                .commit(route, listener, &inbound, outbound, trace)
                 .await;
         }
+        // What the IIS's answer must name: the message as delivered.
+        let question = hl7::Question::of(&text);
         // Extra destinations get a copy; the sender is answered with the first one's answer.
         for extra in targets.iter().skip(1) {
             if let Some(dest) = self.destinations.get(extra) {
-                dest.send_copy(payload.clone(), self.metrics.clone());
+                dest.send_copy(payload.clone(), question.clone(), self.metrics.clone());
             }
         }
         let Some(dest) = self.destinations.get(first) else {
-            issues.push(Issue::error(
-                "207",
-                format!("unknown destination '{first}'"),
-            ));
+            issues.push(Issue::error("207").text(format!("unknown destination '{first}'")));
             return ack(&original, AckCode::AE, &issues, charset);
         };
         // A bulk query waits for its place at the destination's gate.
@@ -380,25 +384,25 @@ impl Pipeline {
             Some(gates) => match gates.pass(dest.name()).await {
                 Ok(pass) => Some(pass),
                 Err(not_now) => {
-                    issues.push(Issue::error("207", not_now.to_string()));
+                    issues.push(Issue::error("207").text(not_now.to_string()));
                     trace.bulk_wait = Some(not_now);
                     return ack(&original, AckCode::AE, &issues, charset);
                 }
             },
             None => None,
         };
-        let result = dest.deliver(payload).await;
+        let result = dest.deliver(payload, &question).await;
         crate::delivery::record(&self.metrics, dest.name(), &result);
         match result {
             Ok(answer) => {
-                let class = hl7::classify_answer(&String::from_utf8_lossy(&answer));
+                let class = answer.class();
                 trace.by_iis = true;
                 trace.attempt = Some(AttemptInfo {
                     at: crate::store::now_ms(),
                     destination: dest.name().to_string(),
                     result: "delivered".into(),
                     class: class.as_str().into(),
-                    answer: keep.then(|| answer.clone()),
+                    answer: keep.then(|| answer.bytes().clone()),
                 });
                 tracing::debug!(route = %route.spec.name, message_id = %id, class = class.as_str(), "IIS answered");
                 self.metrics
@@ -409,7 +413,7 @@ impl Pipeline {
                         l("class", class.as_str()),
                     ])
                     .inc();
-                relay(answer, &original, &issues)
+                relay(&answer, &original, &issues)
             }
             Err(e) => {
                 trace.errored = true;
@@ -421,7 +425,7 @@ impl Pipeline {
                     answer: None,
                 });
                 tracing::warn!(route = %route.spec.name, message_id = %id, error = %e, "delivery failed");
-                issues.push(Issue::error("207", e.to_string()));
+                issues.push(Issue::error("207").text(e.to_string()));
                 ack(&original, AckCode::AE, &issues, charset)
             }
         }

@@ -51,6 +51,8 @@ pub(super) struct Trace {
     pub bulk: Option<crate::bulk::gate::Gates>,
     /// A bulk query the gate turned back, and why.
     pub bulk_wait: Option<crate::bulk::gate::NotNow>,
+    /// How long the message took, from frame in to answer out.
+    pub took: Duration,
 }
 
 impl Trace {
@@ -77,7 +79,6 @@ impl Trace {
 impl Pipeline {
     /// Hands a finished message to the console's flow; `ack` is the
     /// answer's MSA-1 (empty when it has none).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn record(
         &self,
         flow: &Flow,
@@ -86,8 +87,8 @@ impl Pipeline {
         answer: &Answer,
         ack: &str,
         trace: Trace,
-        took: Duration,
     ) {
+        let took = trace.took;
         let answer_bytes: bytes::Bytes = match answer {
             Answer::Reply(b) => b.clone(),
             Answer::Close(_) => bytes::Bytes::new(),

@@ -33,6 +33,8 @@ pub struct SimOptions {
     pub refuse: bool,
     /// Close the connection instead of answering every Nth message (0: never).
     pub drop_every: u64,
+    /// Misbehaviour on the wire: stray, foreign and late answers.
+    pub wire: Wire,
     /// Largest frame accepted.
     pub max_frame: usize,
     /// Serve MLLP over TLS with this configuration.
@@ -48,10 +50,38 @@ impl Default for SimOptions {
             delay: Duration::ZERO,
             refuse: false,
             drop_every: 0,
+            wire: Wire::default(),
             max_frame: crate::mllp::DEFAULT_MAX_FRAME,
             tls: None,
             query: query::QueryOptions::default(),
         }
+    }
+}
+
+/// How the simulator misbehaves on the wire, as real IIS connections
+/// sometimes do, so operators can rehearse it. Counts are over every
+/// message the simulator receives (0: never).
+#[derive(Debug, Clone, Default)]
+pub struct Wire {
+    /// Send every Nth answer twice (a retry inside the IIS, a replayed frame).
+    pub stray_every: u64,
+    /// Answer every Nth message with the answer to another message (another
+    /// MSA-2, another patient), and never with its own.
+    pub wrong_id_every: u64,
+    /// Answer late: after this long, while later messages on the same
+    /// connection are answered meanwhile.
+    pub late: Duration,
+    /// Only every Nth answer is late (with `late`; 0 or 1: every one).
+    pub late_every: u64,
+}
+
+impl Wire {
+    fn hits(every: u64, n: u64) -> bool {
+        every > 0 && n.is_multiple_of(every)
+    }
+
+    fn is_late(&self, n: u64) -> bool {
+        !self.late.is_zero() && (self.late_every <= 1 || n.is_multiple_of(self.late_every))
     }
 }
 
@@ -112,6 +142,9 @@ pub struct SimState {
     /// Per query tag (QPD-2): how many times it was asked (at most
     /// [`KEEP_TAGS`] tags are counted).
     tags: Mutex<HashMap<String, u64>>,
+    /// The last answer sent as it should be, with the MSH-10 it answers:
+    /// what a wrong-id answer sends instead.
+    last_answer: Mutex<Option<(String, String)>>,
 }
 
 /// Query tags counted at most.
@@ -232,11 +265,20 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     state: Arc<SimState>,
     shutdown: CancellationToken,
 ) {
-    let mut framed = Framed::new(stream, MllpCodec::new(opts.max_frame, true));
+    let (mut sink, mut frames) = Framed::new(stream, MllpCodec::new(opts.max_frame, true)).split();
+    // Late answers come back here after their delay, to be written between
+    // the answers to later messages.
+    let (late_tx, mut late_rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     loop {
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return,
-            f = framed.next() => f,
+            Some(late) = late_rx.recv() => {
+                if sink.send(late).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            f = frames.next() => f,
         };
         let bytes = match frame {
             Some(Ok(MllpFrame::Message(b))) => b,
@@ -260,14 +302,47 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             return;
         };
         drop(flight);
-        if framed
-            .send(Bytes::from(hl7::encode(&answer, charset)))
-            .await
-            .is_err()
-        {
-            return;
+        let answer = on_the_wire(&opts.wire, &state, n, &text, answer);
+        let answer = Bytes::from(hl7::encode(&answer, charset));
+        if opts.wire.is_late(n) {
+            let (late_tx, late) = (late_tx.clone(), opts.wire.late);
+            tokio::spawn(async move {
+                tokio::time::sleep(late).await;
+                let _ = late_tx.send(answer).await;
+            });
+            continue;
+        }
+        let copies = if Wire::hits(opts.wire.stray_every, n) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            if sink.send(answer.clone()).await.is_err() {
+                return;
+            }
         }
     }
+}
+
+/// The answer as it goes on the wire: for a wrong-id message, the last
+/// answer sent to another message (or this one's with another MSA-2) instead
+/// of its own. Every answer sent as it should be is remembered.
+fn on_the_wire(wire: &Wire, state: &SimState, n: u64, text: &str, answer: String) -> String {
+    let id = Msh::read(text)
+        .map(|m| m.control_id().to_string())
+        .unwrap_or_default();
+    let Ok(mut last) = state.last_answer.lock() else {
+        return answer;
+    };
+    if Wire::hits(wire.wrong_id_every, n) {
+        return match &*last {
+            Some((other, earlier)) if *other != id => earlier.clone(),
+            _ => hl7::set_msa_control_id(&answer, &format!("NOT-{n}")),
+        };
+    }
+    *last = Some((id, answer.clone()));
+    answer
 }
 
 /// Counts a received message and remembers it by MSH-10; returns its
@@ -326,6 +401,7 @@ pub async fn run_soap(
                 ));
             }
             answer_within(&text, &opts, &state, flight.over.as_deref())
+                .map(|answer| on_the_wire(&opts.wire, &state, n, &text, answer))
                 .ok_or_else(|| Fault::Unknown("the message has no readable MSH".into()))
         })
     });
@@ -368,7 +444,7 @@ fn answer_within(
             Some(iis_ack(
                 &msh,
                 AckCode::AE,
-                &[Issue::error("207", why)],
+                &[Issue::error("207").text(why)],
                 &opts.name,
             ))
         }
@@ -383,19 +459,13 @@ pub fn answer(text: &str, opts: &SimOptions, state: &SimState) -> Option<String>
     if opts.refuse {
         return ack(
             AckCode::AR,
-            &[Issue::error(
-                "207",
-                "The IIS is not accepting submissions at this time",
-            )],
+            &[Issue::error("207").text("The IIS is not accepting submissions at this time")],
         );
     }
     if let Err(e) = hl7::check_structure(text) {
         return ack(
             AckCode::AR,
-            &[Issue::error(
-                "102",
-                format!("message could not be parsed: {e}"),
-            )],
+            &[Issue::error("102").text(format!("message could not be parsed: {e}"))],
         );
     }
     let msg = Segments::new(text, msh.field_separator());
@@ -404,11 +474,9 @@ pub fn answer(text: &str, opts: &SimOptions, state: &SimState) -> Option<String>
         ("QBP", "Q11") => Some(qbp(&msh, &msg, opts, state)),
         (code, trigger) => ack(
             AckCode::AR,
-            &[Issue::error(
-                "200",
-                format!("message type {code}^{trigger} is not supported"),
-            )
-            .at("MSH-9")],
+            &[Issue::error("200")
+                .text(format!("message type {code}^{trigger} is not supported"))
+                .at("MSH-9")],
         ),
     }
 }
@@ -477,20 +545,28 @@ fn iis_ack(msh: &Msh, code: AckCode, issues: &[Issue], name: &str) -> String {
 fn vxu(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimState) -> String {
     let mut issues = Vec::new();
     if msg.segment("PID").is_none() {
-        issues.push(Issue::error("100", "PID segment is required").at("PID"));
+        issues.push(
+            Issue::error("100")
+                .text("PID segment is required")
+                .at("PID"),
+        );
     } else if field(msg, "PID", 7).is_empty() {
-        let mut i = Issue::error("101", "Patient birth date is required");
+        let mut i = Issue::error("101").text("Patient birth date is required");
         i.location = "PID-7".into();
         i.app_code = "7".into();
         issues.push(i);
     }
     let rxas: Vec<_> = msg.named("RXA").collect();
     if rxas.is_empty() {
-        issues.push(Issue::error("100", "RXA segment is required").at("RXA"));
+        issues.push(
+            Issue::error("100")
+                .text("RXA segment is required")
+                .at("RXA"),
+        );
     }
     for (i, rxa) in rxas.iter().enumerate() {
         if msg.field_of(rxa, 5).is_empty() {
-            let mut issue = Issue::error("101", "Vaccine code (RXA-5) is required");
+            let mut issue = Issue::error("101").text("Vaccine code (RXA-5) is required");
             issue.location = format!("RXA[{}]-5", i + 1);
             issue.app_code = "7".into();
             issues.push(issue);

@@ -121,6 +121,10 @@ pub fn new_plugin(
                         "vendor/izhub-plugin/Cargo.toml",
                         embedded::SDK_MANIFEST,
                     )?;
+                    for (rel, text) in embedded::HL7_FILES {
+                        put(&dir, &format!("vendor/izhub-hl7/{rel}"), text)?;
+                    }
+                    put(&dir, "vendor/izhub-hl7/Cargo.toml", embedded::HL7_MANIFEST)?;
                     // The versions izhub was tested with; cargo drops what the
                     // plugin does not use.
                     put(&dir, "Cargo.lock", embedded::LOCKFILE)?;
@@ -567,6 +571,13 @@ mod tests {
         assert!(embedded::SDK_FILES.iter().any(|(p, _)| *p == "src/lib.rs"));
         assert!(embedded::WIT_FILES.iter().any(|(p, _)| *p == "plugin.wit"));
         assert!(!embedded::SDK_MANIFEST.contains("workspace"));
+        assert!(!embedded::HL7_MANIFEST.contains("workspace"));
+        assert!(embedded::HL7_FILES.iter().any(|(p, _)| *p == "src/lib.rs"));
+        assert!(
+            embedded::SDK_MANIFEST.contains("izhub-hl7 = { path = \"../izhub-hl7\" }"),
+            "{}",
+            embedded::SDK_MANIFEST
+        );
         assert_eq!(sdk_version(), env!("CARGO_PKG_VERSION"));
         // The SDK finds the WIT at ../../wit: vendor/izhub-plugin → wit/.
         let lib = embedded::SDK_FILES

@@ -89,7 +89,17 @@ impl Deliveries {
                     .filter(|old| old.spec() == spec)
                     .cloned();
                 let dest = reused.unwrap_or_else(|| {
-                    Destination::start(spec.clone(), self.wake(&spec.name), self.workers.clone())
+                    let mismatched = self
+                        .metrics
+                        .iis_answers_mismatched
+                        .get_or_create(&vec![crate::metrics::l("destination", &spec.name)])
+                        .clone();
+                    Destination::start(
+                        spec.clone(),
+                        self.wake(&spec.name),
+                        self.workers.clone(),
+                        mismatched,
+                    )
                 });
                 (spec.name.clone(), dest)
             })

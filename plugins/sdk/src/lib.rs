@@ -42,70 +42,10 @@ pub mod bindings {
     });
 }
 
-/// How serious an issue is: ERR-4 E, W or I.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Error,
-    Warning,
-    Info,
-}
+pub use izhub_hl7::{Issue, Severity};
 
-/// One finding, answered to the sender as an ERR segment. Build it with
-/// [`Issue::error`], [`Issue::warning`] or [`Issue::info`] and the setters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
-    pub severity: Severity,
-    /// HL7 table 0357 code (ERR-3).
-    pub code: String,
-    /// CDC table 0533 code (ERR-5), or empty.
-    pub app_code: String,
-    /// `PID-7`, `RXA[2]-5.1`, or empty.
-    pub location: String,
-    /// A sentence a clinic's staff can act on (ERR-8).
-    pub text: String,
-}
-
-impl Issue {
-    fn new(severity: Severity, code: &str) -> Issue {
-        Issue {
-            severity,
-            code: code.to_string(),
-            app_code: String::new(),
-            location: String::new(),
-            text: String::new(),
-        }
-    }
-    /// An error with an HL7 0357 code (101 required field missing, 102 data
-    /// type error, 103 table value not found, 207 application error...).
-    pub fn error(code: &str) -> Issue {
-        Issue::new(Severity::Error, code)
-    }
-    /// A warning: the message goes on, the sender is told.
-    pub fn warning(code: &str) -> Issue {
-        Issue::new(Severity::Warning, code)
-    }
-    /// A note for the sender.
-    pub fn info(code: &str) -> Issue {
-        Issue::new(Severity::Info, code)
-    }
-    /// Where: `PID-7`, `RXA[2]-5`.
-    pub fn at(mut self, location: impl Into<String>) -> Issue {
-        self.location = location.into();
-        self
-    }
-    /// The CDC 0533 code: 1 illogical date, 2 invalid date, 3 illogical value,
-    /// 4 invalid value, 5 table value not found, 6 required observation
-    /// missing, 7 required data missing, 8 data was ignored.
-    pub fn app_code(mut self, code: &str) -> Issue {
-        self.app_code = code.to_string();
-        self
-    }
-    /// The sentence for a person.
-    pub fn text(mut self, text: impl Into<String>) -> Issue {
-        self.text = text.into();
-        self
-    }
-}
+/// The HL7 pieces the engine and the SDK share (issues, escaping, dates).
+pub use izhub_hl7 as hl7;
 
 /// What happens to the message next.
 #[derive(Debug, Clone, PartialEq, Eq)]
