@@ -1694,7 +1694,7 @@ fn as_dry_run(full: &Full) -> crate::pipeline::DryRun {
             errs.iter()
                 .map(|e| {
                     let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                    let mut issue = Issue::error(&s("code")).text(s("text")).at(&s("location"));
+                    let mut issue = Issue::error(&s("code")).text(s("text")).at(s("location"));
                     issue.severity = match s("severity").as_str() {
                         "W" => Severity::Warning,
                         "I" => Severity::Info,

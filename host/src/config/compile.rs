@@ -841,6 +841,45 @@ key = "b.key"
         // The certificate files are read when planned, not here.
         assert_eq!(errs.len(), expect.len(), "{joined}");
     }
+
+    #[test]
+    fn answer_match_is_strict_unless_relaxed_and_relaxing_it_is_warned_about() {
+        let src = |extra: &str| {
+            format!(
+                "[destinations.a]\nmllp = \"127.0.0.1:1\"\n\n[destinations.b]\nmllp = \"127.0.0.1:2\"\n{extra}\n"
+            )
+        };
+        let cfg = load_str(&src(""), Path::new("x.toml")).unwrap();
+        assert!(
+            cfg.destinations
+                .iter()
+                .all(|d| d.delivery.answer_match == AnswerMatch::Strict)
+        );
+        assert!(cfg.warnings().is_empty());
+        for (value, words) in [
+            ("control-id", "an answer without MSA-2"),
+            ("off", "any frame the IIS sends"),
+        ] {
+            let cfg = load_str(
+                &src(&format!("answer_match = \"{value}\"")),
+                Path::new("x.toml"),
+            )
+            .unwrap();
+            let warnings = cfg.warnings();
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(
+                warnings[0].starts_with(&format!(
+                    "destinations.b.answer_match: answers are matched '{value}': {words}"
+                )),
+                "{warnings:?}"
+            );
+        }
+        let text = load_str(&src("answer_match = \"loose\""), Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("destinations.b.answer_match"), "{text}");
+        assert!(text.contains("'loose' is not one of"), "{text}");
+    }
 }
 
 /// `HH:MM-HH:MM` → minutes of the day `[start, end)`; start and end differ.

@@ -12,7 +12,7 @@ mod trace;
 mod untrusted;
 
 pub use dry_run::{DryOutcome, DryRun};
-use reply::{ack, ack_code_label};
+use reply::ack;
 use route::{PluginSeries, Route};
 
 use std::collections::HashMap;
@@ -286,14 +286,17 @@ impl Pipeline {
         trace.bulk = bulk;
         let (route, answer) = self.process(listener, raw, identity, &mut trace).await;
         let route_name = route.unwrap_or("none");
-        // MSA-1 of the answer, read once: for the metric and for the flow.
-        let msa_code = match &answer {
-            Answer::Reply(bytes) => hl7::read_msa(&String::from_utf8_lossy(bytes)).map(|(c, _)| c),
-            Answer::Close(_) => None,
+        // MSA-1 of the answer, for the metric and for the flow: a relayed
+        // IIS answer's was read when it arrived; the engine's own ACK is read.
+        let msa_code = match (&answer, &trace.relayed) {
+            (Answer::Close(_), _) => None,
+            (_, Some(relayed)) => relayed.code.map(hl7::MsaCode::as_str),
+            (Answer::Reply(bytes), None) => hl7::read_msa(&String::from_utf8_lossy(bytes))
+                .map(|(c, _)| hl7::MsaCode::parse(&c).as_str()),
         };
-        let code = match (&answer, &msa_code) {
+        let code = match (&answer, msa_code) {
             (Answer::Close(_), _) => "closed",
-            (_, Some(c)) => ack_code_label(c),
+            (_, Some(c)) => c,
             (_, None) => "none",
         };
         self.metrics
@@ -306,7 +309,7 @@ impl Pipeline {
             .observe(started.elapsed().as_secs_f64());
         let bulk_wait = trace.bulk_wait.take();
         if let Some(flow) = &self.flow {
-            let ack = msa_code.as_deref().unwrap_or_default();
+            let ack = msa_code.unwrap_or_default();
             trace.took = started.elapsed();
             self.record(flow, listener, raw, &answer, ack, trace);
         }

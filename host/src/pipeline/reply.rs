@@ -42,17 +42,3 @@ pub(super) fn ack(msh: &Msh, code: AckCode, issues: &[Issue], charset: Charset) 
     let text = hl7::build_ack(msh, code, issues, &hl7::new_control_id("IZH"));
     Answer::Reply(Bytes::from(hl7::encode(&text, charset)))
 }
-
-/// MSA-1 as a metric label: the codes HL7 defines, anything else `other`
-/// (the answer may come from an IIS).
-pub(super) fn ack_code_label(code: &str) -> &'static str {
-    match code {
-        "AA" => "AA",
-        "AE" => "AE",
-        "AR" => "AR",
-        "CA" => "CA",
-        "CE" => "CE",
-        "CR" => "CR",
-        _ => "other",
-    }
-}

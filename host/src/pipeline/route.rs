@@ -324,7 +324,7 @@ impl Pipeline {
                 errored,
             } => {
                 trace.errored = errored;
-                return ack(&original, code, &issues, charset);
+                return ack(original, code, &issues, charset);
             }
         };
         for (k, v) in &attributes {
@@ -352,7 +352,7 @@ impl Pipeline {
                 "route '{}' found no destination for this message",
                 route.spec.name
             )));
-            return ack(&original, AckCode::AE, &issues, charset);
+            return ack(original, AckCode::AE, &issues, charset);
         };
         let payload = Bytes::from(hl7::encode(&text, charset));
         if route.spec.ack_mode == AckMode::Commit {
@@ -377,7 +377,7 @@ impl Pipeline {
         }
         let Some(dest) = self.destinations.get(first) else {
             issues.push(Issue::error("207").text(format!("unknown destination '{first}'")));
-            return ack(&original, AckCode::AE, &issues, charset);
+            return ack(original, AckCode::AE, &issues, charset);
         };
         // A bulk query waits for its place at the destination's gate.
         let _pass = match &trace.bulk {
@@ -386,7 +386,7 @@ impl Pipeline {
                 Err(not_now) => {
                     issues.push(Issue::error("207").text(not_now.to_string()));
                     trace.bulk_wait = Some(not_now);
-                    return ack(&original, AckCode::AE, &issues, charset);
+                    return ack(original, AckCode::AE, &issues, charset);
                 }
             },
             None => None,
@@ -413,7 +413,13 @@ impl Pipeline {
                         l("class", class.as_str()),
                     ])
                     .inc();
-                relay(&answer, &original, &issues)
+                let extra =
+                    answer.ack().is_some() && issues.iter().any(|i| i.severity != Severity::Error);
+                trace.relayed = Some(super::trace::Relayed {
+                    code: answer.ack(),
+                    has_err: !answer.errors().is_empty() || extra,
+                });
+                relay(&answer, original, &issues)
             }
             Err(e) => {
                 trace.errored = true;
@@ -426,7 +432,7 @@ impl Pipeline {
                 });
                 tracing::warn!(route = %route.spec.name, message_id = %id, error = %e, "delivery failed");
                 issues.push(Issue::error("207").text(e.to_string()));
-                ack(&original, AckCode::AE, &issues, charset)
+                ack(original, AckCode::AE, &issues, charset)
             }
         }
     }

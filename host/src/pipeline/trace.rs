@@ -53,6 +53,18 @@ pub(super) struct Trace {
     pub bulk_wait: Option<crate::bulk::gate::NotNow>,
     /// How long the message took, from frame in to answer out.
     pub took: Duration,
+    /// What the relayed IIS answer said, read once when it arrived (relay
+    /// mode); `None` when the engine answered itself.
+    pub relayed: Option<Relayed>,
+}
+
+/// The facts of a relayed answer the metrics and the console need.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Relayed {
+    /// MSA-1 (the engine never changes it).
+    pub code: Option<hl7::MsaCode>,
+    /// The answer sent back has ERR segments (the IIS's or merged warnings).
+    pub has_err: bool,
 }
 
 impl Trace {
@@ -94,9 +106,13 @@ impl Pipeline {
             Answer::Close(_) => bytes::Bytes::new(),
         };
         let ack = meta_value(ack);
-        let has_err = answer_bytes.starts_with(b"ERR")
-            || memchr::memmem::find(&answer_bytes, b"\rERR").is_some()
-            || memchr::memmem::find(&answer_bytes, b"\nERR").is_some();
+        let has_err = match &trace.relayed {
+            Some(relayed) => relayed.has_err,
+            None => {
+                answer_bytes.starts_with(b"ERR")
+                    || memchr::memmem::find(&answer_bytes, b"\rERR").is_some()
+            }
+        };
         let outcome = match (ack.as_str(), answer) {
             (_, Answer::Close(_)) => Outcome::Errored,
             ("AA" | "CA", _) if trace.queued > 0 => Outcome::Queued,
