@@ -156,6 +156,45 @@ async fn soap_in_soap_out_and_mllp_in_soap_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soap_response_naming_another_message_is_refused() {
+    // The IIS answers every second request with the answer to the one before.
+    let sim = soap_sim_with(
+        &[("izhub", "sim-secret")],
+        izhub::sim::SimOptions {
+            wire: izhub::sim::Wire {
+                wrong_id_every: 2,
+                ..Default::default()
+            },
+            ..sim_named("MAIIS")
+        },
+    )
+    .await;
+    let (engine, _dir) = engine(&sim, "sim-secret").await;
+    let mut client =
+        izhub::mllp::MllpClient::connect(&engine.listeners["mllp"].to_string(), TIMEOUT, 1 << 20)
+            .await
+            .unwrap();
+    let first = client
+        .exchange(nist("S-1").as_bytes(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(msa(&first), ("AA".into(), "S-1".into()));
+    let second = client
+        .exchange(nist("S-2").as_bytes(), TIMEOUT)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&second);
+    assert_eq!(msa(&second), ("AE".into(), "S-2".into()), "{text}");
+    assert!(text.contains("answered another message"), "{text}");
+    assert!(
+        !text.contains("|MAIIS|"),
+        "S-1's answer must not come back: {text}"
+    );
+    assert_eq!(sim.state.count("S-2"), 1);
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wsdl_faults() {
     let sim = soap_sim(&[("izhub", "sim-secret")]).await;
     // The engine holds the wrong password for the IIS.

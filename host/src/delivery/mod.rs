@@ -19,6 +19,10 @@ pub mod queue;
 /// Messages waiting for a connection, per destination.
 const QUEUE: usize = 1024;
 
+/// Frames naming other messages read in one exchange at most; an IIS that
+/// sends more is flooding the connection, which is then given up.
+const MAX_DISCARDED: usize = 64;
+
 /// Why a message could not be delivered.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DeliveryError {
@@ -424,7 +428,7 @@ async fn exchange(
             return Err(DeliveryError::Lapsed { dest: dest() });
         }
         let deadline = tokio::time::Instant::now() + spec.delivery.answer_timeout;
-        let mut tainted = false;
+        let mut discarded = 0usize;
         let sent = client.send(&job.message).await;
         let failure = match sent {
             Err(e) => e,
@@ -434,13 +438,22 @@ async fn exchange(
                     Ok(frame) => {
                         let answer = IisAnswer::parse(frame);
                         if answer.answers(&job.question, mode) {
-                            if tainted {
+                            if discarded > 0 {
                                 *conn = None;
                             }
                             return Ok(answer);
                         }
                         mismatch(&spec.name, mismatched, &job.question, &answer);
-                        tainted = true;
+                        discarded += 1;
+                        if discarded >= MAX_DISCARDED {
+                            *conn = None;
+                            return Err(DeliveryError::Failed {
+                                dest: dest(),
+                                detail: format!(
+                                    "{discarded} answers to other messages and none to this one"
+                                ),
+                            });
+                        }
                     }
                     Err(MllpClientError::AnswerTimeout(_)) => {
                         break MllpClientError::AnswerTimeout(spec.delivery.answer_timeout);
@@ -451,7 +464,7 @@ async fn exchange(
         };
         *conn = None;
         let stale = matches!(failure, MllpClientError::Closed | MllpClientError::Send(_));
-        if reused && stale && !tainted {
+        if reused && stale && discarded == 0 {
             reused = false;
             continue;
         }
