@@ -84,32 +84,11 @@ fn embed_kit(manifest: &Path) -> Result<(), String> {
     let mut out = String::from(
         "/// The SDK's source files: path under the crate, text.\npub static SDK_FILES: &[(&str, &str)] = &[\n",
     );
-    for (name, path) in &sdk_files {
-        println!("cargo:rerun-if-changed={}", path.display());
-        let _ = writeln!(
-            out,
-            "    (\"src/{name}\", include_str!({:?})),",
-            path.display().to_string()
-        );
-    }
+    include_all(&mut out, "src/", &sdk_files);
     out.push_str("];\n/// The shared HL7 crate's source files (the SDK depends on it).\npub static HL7_FILES: &[(&str, &str)] = &[\n");
-    for (name, path) in &hl7_files {
-        println!("cargo:rerun-if-changed={}", path.display());
-        let _ = writeln!(
-            out,
-            "    (\"src/{name}\", include_str!({:?})),",
-            path.display().to_string()
-        );
-    }
+    include_all(&mut out, "src/", &hl7_files);
     out.push_str("];\n/// The WIT files: path under `wit/`, text.\npub static WIT_FILES: &[(&str, &str)] = &[\n");
-    for (name, path) in &wit_files {
-        println!("cargo:rerun-if-changed={}", path.display());
-        let _ = writeln!(
-            out,
-            "    ({name:?}, include_str!({:?})),",
-            path.display().to_string()
-        );
-    }
+    include_all(&mut out, "", &wit_files);
     let lock = root
         .join("Cargo.lock")
         .canonicalize()
@@ -131,6 +110,20 @@ fn embed_kit(manifest: &Path) -> Result<(), String> {
         .ok_or("wit/plugin.wit: no `package izhub:plugin@VERSION;` line")?;
     let dest = out_dir.join("wit_version.rs");
     std::fs::write(&dest, format!("{version:?}")).map_err(|e| format!("{}: {e}", dest.display()))
+}
+
+/// One `(name, text)` entry per file, its name under `prefix`, its text
+/// included at compile time (and watched for changes).
+fn include_all(out: &mut String, prefix: &str, files: &[(String, PathBuf)]) {
+    for (name, path) in files {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let _ = writeln!(
+            out,
+            "    ({:?}, include_str!({:?})),",
+            format!("{prefix}{name}"),
+            path.display().to_string()
+        );
+    }
 }
 
 /// A vendored crate's manifest (`crate_dir` in the workspace) with every

@@ -436,6 +436,28 @@ fn izhub(args: &[&str]) -> std::process::Command {
     c
 }
 
+/// `izhub bulk run` with these arguments after `run`; asserts it succeeded.
+fn bulk_run(cfg: &Path, cohort: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "bulk",
+        "run",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--cohort",
+        cohort.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let run = izhub(&args).output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -558,25 +580,11 @@ async fn reconciliation_lists_what_each_side_lacks() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let run = izhub(&[
-        "bulk",
-        "run",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--cohort",
-        cohort_path.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--ehr-history",
-        ehr.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        run.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
+    bulk_run(
+        &cfg,
+        &cohort_path,
+        &out,
+        &["--ehr-history", ehr.to_str().unwrap()],
     );
     let found = lines(&out.join("reconciliation.ndjson"));
     let text = found.join("\n");
@@ -612,24 +620,7 @@ async fn stray_answers_never_put_another_patient_into_an_export() {
     let cohort_path = dir.path().join("cohort.csv");
     std::fs::write(&cohort_path, cohort(n)).unwrap();
     let out = dir.path().join("out");
-    let run = izhub(&[
-        "bulk",
-        "run",
-        "-c",
-        cfg.to_str().unwrap(),
-        "--cohort",
-        cohort_path.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        run.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    bulk_run(&cfg, &cohort_path, &out, &[]);
     // The strays happened: each IIS answered more than once in ten twice.
     assert!(ma.state.received() >= 10 && pa.state.received() >= 10);
     let patients = lines(&out.join("Patient.ndjson"));
