@@ -239,7 +239,10 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
             workers.clone(),
             true,
         )
-        .with_flow(flow.clone()),
+        .with_watch(
+            flow.clone()
+                .map(|f| f as Arc<dyn crate::delivery::QueueWatch>),
+        ),
     );
     // The queued counts the console starts from; it keeps them from then on.
     if let (Some(flow), Some(journal)) = (&flow, &journal) {

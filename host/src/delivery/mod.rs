@@ -15,6 +15,9 @@ use crate::hl7::{IisAnswer, Question};
 use crate::mllp::{MllpClient, MllpClientError};
 
 pub mod queue;
+mod watch;
+
+pub use watch::{AttemptOutcome, AttemptReport, Control, QueueState, QueueWatch};
 
 /// Messages waiting for a connection, per destination.
 const QUEUE: usize = 1024;

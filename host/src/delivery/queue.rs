@@ -11,8 +11,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{DeliveryError, Destination};
-use crate::flow::{Attempt as FlowAttempt, Flow};
+use super::{
+    AttemptOutcome, AttemptReport, Control, DeliveryError, Destination, QueueState, QueueWatch,
+};
 use crate::hl7;
 use crate::metrics::{Metrics, l};
 use crate::store::{Attempted, Journal, Pending, Status, now_ms};
@@ -63,9 +64,9 @@ pub async fn run(
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-    flow: Option<Arc<Flow>>,
+    watch: Option<Arc<dyn QueueWatch>>,
 ) {
-    let control = flow.as_ref().map(|f| f.control(&name));
+    let control: Arc<Control> = watch.as_ref().map(|w| w.control(&name)).unwrap_or_default();
     let breaker_gauge = metrics
         .breaker_open
         .get_or_create(&vec![l("destination", &name)])
@@ -76,24 +77,29 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return;
         }
-        if let Some(c) = &control {
-            if c.reset.swap(false, Ordering::Relaxed) && open_until.take().is_some() {
-                consecutive_failures = 0;
-                breaker_gauge.set(0);
-                tracing::info!(destination = %name, "circuit breaker closed by an operator");
+        if control.reset.swap(false, Ordering::Relaxed) && open_until.take().is_some() {
+            consecutive_failures = 0;
+            breaker_gauge.set(0);
+            tracing::info!(destination = %name, "circuit breaker closed by an operator");
+        }
+        if control.paused.load(Ordering::Relaxed) {
+            if let Some(w) = &watch {
+                w.queue_state(
+                    &name,
+                    QueueState {
+                        queued: None,
+                        oldest_ms: None,
+                        breaker: breaker_state(open_until),
+                        paused: true,
+                    },
+                );
             }
-            if c.paused.load(Ordering::Relaxed) {
-                if let Some(f) = &flow {
-                    f.board
-                        .queue_state(&name, None, None, breaker_state(open_until), true);
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                continue;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
+            continue;
         }
         let dest = current.borrow_and_update().clone();
         let Some(dest) = dest else {
@@ -121,13 +127,15 @@ pub async fn run(
                 continue;
             }
         };
-        if let Some(f) = &flow {
-            f.board.queue_state(
+        if let Some(w) = &watch {
+            w.queue_state(
                 &name,
-                rows.is_empty().then_some(0),
-                rows.first().map(|r| r.received_at),
-                breaker_state(open_until),
-                false,
+                QueueState {
+                    queued: rows.is_empty().then_some(0),
+                    oldest_ms: rows.first().map(|r| r.received_at),
+                    breaker: breaker_state(open_until),
+                    paused: false,
+                },
             );
         }
         // Per order key, only the oldest queued message may go, and only when due.
@@ -176,13 +184,13 @@ pub async fn run(
         let lanes = Arc::new(std::sync::Mutex::new(lanes));
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..spec.delivery.connections.max(1) {
-            let (lanes, dest, journal, metrics, spec, flow) = (
+            let (lanes, dest, journal, metrics, spec, watch) = (
                 lanes.clone(),
                 dest.clone(),
                 journal.clone(),
                 metrics.clone(),
                 spec.clone(),
-                flow.clone(),
+                watch.clone(),
             );
             workers.spawn(async move {
                 let (mut ok, mut failed) = (0u32, 0u32);
@@ -190,7 +198,7 @@ pub async fn run(
                     let lane = lanes.lock().ok().and_then(|mut l| l.pop());
                     let Some(mut lane) = lane else { break };
                     while let Some(row) = lane.pop_front() {
-                        match attempt(&dest, &journal, &metrics, &spec, row, flow.as_deref()).await
+                        match attempt(&dest, &journal, &metrics, &spec, row, watch.as_deref()).await
                         {
                             Attempt::Delivered => ok += 1,
                             Attempt::Failed => {
@@ -277,7 +285,7 @@ async fn attempt(
     metrics: &Metrics,
     spec: &super::Target,
     row: Pending,
-    flow: Option<&Flow>,
+    watch: Option<&dyn QueueWatch>,
 ) -> Attempt {
     let attempts = row.attempts + 1;
     let (row_id, route) = (row.id, row.route.clone());
@@ -339,22 +347,16 @@ async fn attempt(
                 answer: Some((answer.bytes().to_vec(), class.as_str().into())),
             };
             record(journal, metrics, &spec.name, row_id, outcome).await;
-            if let Some(f) = flow {
-                let ack = answer.ack().map(|c| c.as_str()).unwrap_or_default();
-                let final_outcome = crate::flow::outcome_of(class);
-                f.board.delivered(&spec.name, final_outcome, Some(&route));
-                if let Some(log) = &f.log {
-                    log.attempt(FlowAttempt {
-                        journal_id: row_id,
-                        at: now_ms(),
-                        destination: spec.name.clone(),
-                        result: if permanent { "dead" } else { "delivered" }.into(),
-                        class: class.as_str().into(),
-                        answer: Some(answer.bytes().to_vec()),
-                        final_outcome: Some(final_outcome),
-                        ack: ack.to_string(),
-                    });
-                }
+            if let Some(w) = watch {
+                w.attempted(AttemptReport {
+                    journal_id: row_id,
+                    destination: &spec.name,
+                    route: &route,
+                    outcome: AttemptOutcome::Answered {
+                        answer: &answer,
+                        dead: permanent,
+                    },
+                });
             }
             Attempt::Delivered
         }
@@ -381,23 +383,13 @@ async fn attempt(
                 answer: None,
             };
             record(journal, metrics, &spec.name, row_id, outcome).await;
-            if let Some(f) = flow {
-                let final_outcome = dead.then_some(crate::flow::Outcome::Errored);
-                if let Some(o) = final_outcome {
-                    f.board.delivered(&spec.name, o, Some(&route));
-                }
-                if let Some(log) = &f.log {
-                    log.attempt(FlowAttempt {
-                        journal_id: row_id,
-                        at: now_ms(),
-                        destination: spec.name.clone(),
-                        result: if dead { "dead" } else { "failed" }.into(),
-                        class: kind.into(),
-                        answer: None,
-                        final_outcome,
-                        ack: String::new(),
-                    });
-                }
+            if let Some(w) = watch {
+                w.attempted(AttemptReport {
+                    journal_id: row_id,
+                    destination: &spec.name,
+                    route: &route,
+                    outcome: AttemptOutcome::Failed { kind, dead },
+                });
             }
             Attempt::Failed
         }

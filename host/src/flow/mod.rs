@@ -8,7 +8,6 @@ pub mod bodies;
 pub mod log;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -195,14 +194,7 @@ pub fn detections(answer: &[u8]) -> Vec<String> {
     out
 }
 
-/// What an operator asked of a destination's queue.
-#[derive(Debug, Default)]
-pub struct Control {
-    /// Deliveries wait while set.
-    pub paused: AtomicBool,
-    /// The breaker closes at the next round.
-    pub reset: AtomicBool,
-}
+pub use crate::delivery::Control;
 
 /// Where records go.
 pub struct Flow {
@@ -284,6 +276,63 @@ impl Flow {
         }
         if let Some(log) = &self.log {
             log.record(record);
+        }
+    }
+}
+
+/// The console follows the delivery queue: its board counts each attempt
+/// that ends a delivery and shows what waits; its log keeps every attempt.
+impl crate::delivery::QueueWatch for Flow {
+    fn control(&self, destination: &str) -> Arc<Control> {
+        Flow::control(self, destination)
+    }
+
+    fn queue_state(&self, destination: &str, state: crate::delivery::QueueState) {
+        self.board.queue_state(
+            destination,
+            state.queued,
+            state.oldest_ms,
+            state.breaker,
+            state.paused,
+        );
+    }
+
+    fn attempted(&self, report: crate::delivery::AttemptReport<'_>) {
+        use crate::delivery::AttemptOutcome;
+        let (result, class, answer, final_outcome, ack) = match report.outcome {
+            AttemptOutcome::Answered { answer, dead } => (
+                if dead { "dead" } else { "delivered" },
+                answer.class().as_str(),
+                Some(answer.bytes().to_vec()),
+                Some(outcome_of(answer.class())),
+                answer
+                    .ack()
+                    .map(crate::hl7::MsaCode::as_str)
+                    .unwrap_or_default(),
+            ),
+            AttemptOutcome::Failed { kind, dead } => (
+                if dead { "dead" } else { "failed" },
+                kind,
+                None,
+                dead.then_some(Outcome::Errored),
+                "",
+            ),
+        };
+        if let Some(outcome) = final_outcome {
+            self.board
+                .delivered(report.destination, outcome, Some(report.route));
+        }
+        if let Some(log) = &self.log {
+            log.attempt(Attempt {
+                journal_id: report.journal_id,
+                at: crate::store::now_ms(),
+                destination: report.destination.to_string(),
+                result: result.into(),
+                class: class.into(),
+                answer,
+                final_outcome,
+                ack: ack.into(),
+            });
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod plan;
 
 pub use plan::{Plan, plan};
 
-use crate::delivery::{Destination, Target, Workers};
+use crate::delivery::{Destination, QueueWatch, Target, Workers};
 use crate::metrics::Metrics;
 use crate::store::Journal;
 
@@ -40,8 +40,8 @@ pub struct Deliveries {
     workers: Workers,
     /// Run queue consumers (false for tools that only journal).
     deliver: bool,
-    /// Where deliveries are reported for the console.
-    flow: Option<Arc<crate::flow::Flow>>,
+    /// Who follows the queues' work and holds their controls (the console).
+    watch: Option<Arc<dyn QueueWatch>>,
 }
 
 impl Deliveries {
@@ -63,13 +63,14 @@ impl Deliveries {
             tasks,
             workers,
             deliver,
-            flow: None,
+            watch: None,
         }
     }
 
-    /// Reports deliveries to `flow` (the console) and takes its controls.
-    pub fn with_flow(mut self, flow: Option<Arc<crate::flow::Flow>>) -> Self {
-        self.flow = flow;
+    /// Reports the queues' work to `watch` (the console) and takes its
+    /// controls.
+    pub fn with_watch(mut self, watch: Option<Arc<dyn QueueWatch>>) -> Self {
+        self.watch = watch;
         self
     }
 
@@ -128,7 +129,7 @@ impl Deliveries {
                     consumer.wake.clone(),
                     self.metrics.clone(),
                     self.shutdown.clone(),
-                    self.flow.clone(),
+                    self.watch.clone(),
                 ));
             }
         }
