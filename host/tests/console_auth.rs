@@ -676,9 +676,17 @@ ack_mode = "commit"
         &format!("/api/messages/{id}?unmask=true"),
         None,
     )
-    .await
-    .json();
+    .await;
+    // PHI shown in full is never kept by a browser or a proxy.
+    assert_eq!(open.header("Cache-Control"), Some("no-store"));
+    let open = open.json();
     assert!(open["received"].as_str().unwrap().contains("20070706"));
+    let masked = call(admin, "GET", &format!("/api/messages/{id}"), None).await;
+    assert_eq!(masked.header("Cache-Control"), None);
+    // The admin address's root leads to the console.
+    let root = http(admin, "GET", "/", &[], None).await;
+    assert_eq!(root.status, 303, "{root:?}");
+    assert_eq!(root.header("Location"), Some("/console/"));
 
     // A viewer limited to route `bad` sees neither vxu's messages nor its row.
     let vic = login(admin, "vic", PASSWORD).await;

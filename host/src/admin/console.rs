@@ -50,6 +50,10 @@ type Shared = Arc<AdminState>;
 /// The console's routes, to merge into the admin router.
 pub fn router() -> Router<Shared> {
     Router::new()
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/console/") }),
+        )
         .route("/console", get(index))
         .route("/console/", get(index))
         .route("/console/{*path}", get(asset))
@@ -989,7 +993,9 @@ async fn message(
         .get("err")
         .cloned()
         .unwrap_or(Value::Array(Vec::new()));
-    Json(json!({
+    // PHI shown in full must not be kept by a browser or a proxy.
+    let cache = unmask.then_some([(axum::http::header::CACHE_CONTROL, "no-store")]);
+    let body = Json(json!({
         "meta": meta_json(&full.meta, unmask),
         "received": shown(&received),
         "stages": stages,
@@ -1000,8 +1006,8 @@ async fn message(
         "masked": !unmask,
         "reprocess_of": full.reprocess_of,
         "reprocessed_as": full.reprocessed_as,
-    }))
-    .into_response()
+    }));
+    (cache, body).into_response()
 }
 
 // ---- actions ----
