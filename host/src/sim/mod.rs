@@ -327,8 +327,12 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 
 /// The answer as it goes on the wire: for a wrong-id message, the last
 /// answer sent to another message (or this one's with another MSA-2) instead
-/// of its own. Every answer sent as it should be is remembered.
+/// of its own. With wrong-id answers on, every answer sent as it should be
+/// is remembered for that.
 fn on_the_wire(wire: &Wire, state: &SimState, n: u64, text: &str, answer: String) -> String {
+    if wire.wrong_id_every == 0 {
+        return answer;
+    }
     let id = Msh::read(text)
         .map(|m| m.control_id().to_string())
         .unwrap_or_default();
