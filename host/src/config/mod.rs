@@ -5,6 +5,7 @@
 
 mod admin;
 mod compile;
+mod destinations;
 mod file;
 mod listeners;
 mod routes;

@@ -381,10 +381,7 @@ fn lapsed(send_by: Option<tokio::time::Instant>) -> bool {
 
 /// A control id fit for a log line: printable, at most 64 characters.
 fn shown(id: &str) -> String {
-    id.chars()
-        .take(64)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::hl7::printable(id, 64)
 }
 
 /// Counts and logs an answer that names another message than the one

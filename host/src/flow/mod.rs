@@ -147,10 +147,7 @@ const MAX_META: usize = 200;
 
 /// A value from a message, fit for metadata: printable, bounded.
 pub fn meta_value(text: &str) -> String {
-    text.chars()
-        .take(MAX_META)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::hl7::printable(text, MAX_META)
 }
 
 /// Detection ids at the end of ERR-8 texts (`… [patient-birth-date-missing]`).

@@ -2,8 +2,6 @@
 //! decoded with its MSH-18, its header, and when it arrived. Everything
 //! after the listener reads this one value.
 
-use std::time::Instant;
-
 use super::charset::{Charset, CharsetError, decode};
 use super::msh::{Msh, MshError, normalize_segments};
 
@@ -18,9 +16,8 @@ pub struct Inbound<'a> {
     pub msh: Msh,
     /// The character set its bytes are in (and its answer goes back in).
     pub charset: Charset,
-    /// When it arrived (RFC 3339, for plugins), and the instant.
+    /// When it arrived (RFC 3339, for plugins).
     pub received_at: String,
-    pub received: Instant,
 }
 
 /// Why a frame cannot be read as a message.
@@ -38,7 +35,6 @@ impl<'a> Inbound<'a> {
     /// Reads a frame: decodes it, normalizes its segment separators and
     /// reads its MSH.
     pub fn read(raw: &'a [u8]) -> Result<Self, InboundError> {
-        let received = Instant::now();
         let (text, charset) = decode(raw)?;
         let text = match normalize_segments(&text) {
             std::borrow::Cow::Borrowed(_) => text,
@@ -51,17 +47,6 @@ impl<'a> Inbound<'a> {
             msh,
             charset,
             received_at: super::rfc3339_now(),
-            received,
         })
-    }
-
-    /// MSH-10.
-    pub fn control_id(&self) -> &str {
-        self.msh.control_id()
-    }
-
-    /// MSH-4.1, the sending facility.
-    pub fn sender(&self) -> &str {
-        self.msh.component(4, 1)
     }
 }

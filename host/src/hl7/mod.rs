@@ -19,7 +19,7 @@ pub use inbound::{Inbound, InboundError};
 pub use msh::{Msh, MshError, check_structure, first_value, normalize_segments};
 pub use text::{
     civil_from_days, days_from_civil, escape, has_control, hl7_timestamp, new_control_id,
-    rfc3339_now,
+    printable, rfc3339_now,
 };
 
 /// Sets MSA-2 of the first MSA segment of an answer to `control_id`

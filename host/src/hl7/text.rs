@@ -5,6 +5,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use izhub_hl7::{civil_from_days, days_from_civil, escape, escape_into, has_control};
 
+/// A value from outside made fit for metadata and log lines: control
+/// characters become spaces, at most `max` characters are kept.
+pub fn printable(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 fn utc_parts(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
     let dur = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = dur.as_secs();
