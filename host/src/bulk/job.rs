@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cohort::{Cohort, Patient};
 use super::fhir::{self, Context, Outcome};
-use super::gate::Gates;
+use crate::delivery::gate::Gates;
 use super::qbp::{QueryParams, build_qbp};
 use super::reconcile;
 use crate::config::{BulkSpec, ListenerSpec};

@@ -1,9 +1,8 @@
 //! Bulk queries: a cohort of patients in, one QBP^Q11 per patient through
-//! the routes (throttled per IIS by [`gate`]), FHIR R4 NDJSON out ([`job`]).
+//! the routes (throttled per IIS by [`crate::delivery::gate`]), FHIR R4 NDJSON out ([`job`]).
 
 pub mod cohort;
 pub mod fhir;
-pub mod gate;
 pub mod job;
 pub mod qbp;
 pub mod reconcile;

@@ -135,7 +135,7 @@ async fn run(job: Arc<Job>, cfg: &config::Config) -> anyhow::Result<ExitCode> {
     let env = RunEnv {
         pipeline: Box::new(move || pipeline.clone()),
         listener: crate::bulk::listener_for(cfg),
-        gates: crate::bulk::gate::Gates::new(&cfg.destinations),
+        gates: crate::delivery::gate::Gates::new(&cfg.destinations),
         bulk: cfg.bulk.clone(),
     };
     let cancel = CancellationToken::new();

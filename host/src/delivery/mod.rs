@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::hl7::{IisAnswer, Question};
 use crate::mllp::{MllpClient, MllpClientError};
 
+pub mod gate;
 pub mod queue;
 mod watch;
 

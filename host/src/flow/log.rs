@@ -18,11 +18,7 @@ use serde::Serialize;
 use super::bodies::{self, Body, BodyRef};
 use super::{Attempt, Record};
 
-/// In a cluster a node's message ids start at its number shifted this far,
-/// so an id names the node whose log holds it.
-pub const NODE_SHIFT: u32 = 40;
-/// The highest node number: ids stay below 2^53, exact in a browser.
-pub const MAX_NODE_NUMBER: i32 = (1 << (53 - NODE_SHIFT)) - 1;
+pub use crate::store::{MAX_NODE_NUMBER, NODE_SHIFT};
 
 /// The node number of a logged message's id (0 outside a cluster).
 pub fn node_of(id: i64) -> i32 {

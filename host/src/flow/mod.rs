@@ -13,61 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-/// What happened to a message, as the dashboard counts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The IIS accepted it and nobody had anything to say.
-    Accepted,
-    /// Accepted, with warnings from a plugin or the IIS.
-    AcceptedWithWarnings,
-    /// izhub answered AE/AR itself: a plugin or the engine refused it.
-    RejectedByIzhub,
-    /// The IIS answered AE or AR.
-    RejectedByIis,
-    /// It could not be delivered or processed (a plugin failed, the IIS did
-    /// not answer, the journal could not store it).
-    Errored,
-    /// Journaled, waiting for delivery (commit mode).
-    Queued,
-}
-
-impl Outcome {
-    /// The name stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Accepted => "accepted",
-            Outcome::AcceptedWithWarnings => "accepted_with_warnings",
-            Outcome::RejectedByIzhub => "rejected_by_izhub",
-            Outcome::RejectedByIis => "rejected_by_iis",
-            Outcome::Errored => "errored",
-            Outcome::Queued => "queued",
-        }
-    }
-
-    /// Whether the dashboard counts it as an error to resolve.
-    pub fn is_error(self) -> bool {
-        matches!(
-            self,
-            Outcome::RejectedByIzhub | Outcome::RejectedByIis | Outcome::Errored
-        )
-    }
-}
-
-/// One delivery attempt.
-#[derive(Debug, Clone)]
-pub struct AttemptInfo {
-    /// ms since the epoch.
-    pub at: i64,
-    pub destination: String,
-    /// `delivered`, `failed`, `dead`.
-    pub result: String,
-    /// How the IIS answer was classified (`accepted`, `rejected`, …), or
-    /// the error kind.
-    pub class: String,
-    /// The IIS's answer (shares the bytes relayed back).
-    pub answer: Option<bytes::Bytes>,
-}
+pub use crate::pipeline::observe::{AttemptInfo, Outcome, outcome_of};
 
 /// A delivery attempt of a journaled message, from its queue.
 #[derive(Debug, Clone)]
@@ -141,13 +87,9 @@ pub struct LiveEvent {
     pub latency_ms: f64,
 }
 
-/// Most text kept of one metadata value (sender, MSH-10, …): they come from
-/// clients.
-const MAX_META: usize = 200;
-
 /// A value from a message, fit for metadata: printable, bounded.
 pub fn meta_value(text: &str) -> String {
-    crate::hl7::printable(text, MAX_META)
+    crate::pipeline::observe::field(text)
 }
 
 /// Detection ids at the end of ERR-8 texts (`… [patient-birth-date-missing]`).
@@ -199,17 +141,6 @@ pub struct Flow {
     pub log: Option<Arc<log::MessageLog>>,
     live: broadcast::Sender<Arc<LiveEvent>>,
     controls: Mutex<HashMap<String, Arc<Control>>>,
-}
-
-/// The outcome an IIS answer class stands for.
-pub fn outcome_of(class: crate::hl7::AnswerClass) -> Outcome {
-    use crate::hl7::AnswerClass as C;
-    match class {
-        C::Accepted => Outcome::Accepted,
-        C::AcceptedWithWarnings => Outcome::AcceptedWithWarnings,
-        C::RejectedPartly | C::Rejected => Outcome::RejectedByIis,
-        C::Unreadable => Outcome::Errored,
-    }
 }
 
 impl Flow {
@@ -274,6 +205,46 @@ impl Flow {
         if let Some(log) = &self.log {
             log.record(record);
         }
+    }
+}
+
+/// The console is told of every message the pipeline answered.
+impl crate::pipeline::observe::Observer for Flow {
+    fn keeps_texts(&self) -> bool {
+        self.log.is_some()
+    }
+
+    fn handled(&self, event: crate::pipeline::observe::Handled) {
+        let keep = self.log.is_some();
+        let record = Record {
+            id: self.next_id(),
+            received_at: crate::store::now_ms(),
+            listener: event.listener,
+            sender: event.sender,
+            message_type: event.message_type,
+            control_id: event.control_id,
+            patient_id: event.patient_id,
+            route: event.route,
+            destination: event.destination,
+            outcome: event.outcome,
+            ack: event.ack,
+            // Read from the answer by the log's writer, off the ACK path.
+            detections: Vec::new(),
+            latency_us: event.took.as_micros().min(i64::MAX as u128) as i64,
+            received: event.received,
+            stages: if keep {
+                serde_json::to_string(&event.stages).unwrap_or_default()
+            } else {
+                String::new()
+            },
+            issues: String::new(),
+            answer: event.answer,
+            journal_ids: event.journal_ids,
+            attempt: event.attempt,
+            completeness: event.completeness,
+            reprocess_of: event.reprocess_of,
+        };
+        self.answered(record, event.queued);
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod commit;
 mod dry_run;
+pub mod observe;
 mod reply;
 mod route;
 mod trace;
@@ -22,13 +23,14 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::config::{ListenerSpec, RouteSpec};
-use crate::delivery::Destination;
+use crate::delivery::{Destination, gate};
 use crate::hl7::{self, AckCode, Charset, CharsetError, Issue, Msh};
 use crate::identity::Identity;
 use crate::metrics::{Metrics, l};
 use crate::plugin::Runtime;
 use crate::store::Journal;
 use crate::topology::Plan;
+use observe::Observer;
 
 /// Everything needed to process messages; built once from a [`Plan`].
 pub struct Pipeline {
@@ -40,8 +42,8 @@ pub struct Pipeline {
     /// Sending facilities that may appear as metric labels: those named in
     /// the configuration, up to its cap; every other counts as `other`.
     sender_labels: std::collections::HashSet<String>,
-    /// Where answered messages are reported for the console, if anywhere.
-    flow: Option<Arc<crate::flow::Flow>>,
+    /// Who is told of every answered message, if anyone.
+    observer: Option<Arc<dyn Observer>>,
     /// The configured listeners, by name (reprocessing needs them).
     listeners: HashMap<String, ListenerSpec>,
     /// The code sets loaded, for the console.
@@ -146,7 +148,7 @@ impl Pipeline {
             metrics: metrics.clone(),
             journal,
             sender_labels: plan.config.sender_labels(),
-            flow: None,
+            observer: None,
             listeners: plan
                 .config
                 .listeners
@@ -163,9 +165,9 @@ impl Pipeline {
         (&self.codesets, self.codeset_max_age_days)
     }
 
-    /// Reports every answered message to `flow` (the console).
-    pub fn with_flow(mut self, flow: Option<Arc<crate::flow::Flow>>) -> Self {
-        self.flow = flow;
+    /// Tells `observer` of every answered message.
+    pub fn with_observer(mut self, observer: Option<Arc<dyn Observer>>) -> Self {
+        self.observer = observer;
         self
     }
 
@@ -262,8 +264,8 @@ impl Pipeline {
         &self,
         listener: &ListenerSpec,
         raw: &[u8],
-        gates: &crate::bulk::gate::Gates,
-    ) -> (Answer, Option<crate::bulk::gate::NotNow>) {
+        gates: &gate::Gates,
+    ) -> (Answer, Option<gate::NotNow>) {
         self.handle_traced(listener, raw, None, None, Some(gates.clone()))
             .await
     }
@@ -274,14 +276,14 @@ impl Pipeline {
         raw: &[u8],
         identity: Option<&Identity>,
         reprocess_of: Option<i64>,
-        bulk: Option<crate::bulk::gate::Gates>,
-    ) -> (Answer, Option<crate::bulk::gate::NotNow>) {
+        bulk: Option<gate::Gates>,
+    ) -> (Answer, Option<gate::NotNow>) {
         let started = Instant::now();
         self.metrics
             .messages_in
             .get_or_create(&vec![l("listener", &listener.name)])
             .inc();
-        let mut trace = trace::Trace::new(self.flow.as_ref().is_some_and(|f| f.log.is_some()));
+        let mut trace = trace::Trace::new(self.observer.as_ref().is_some_and(|o| o.keeps_texts()));
         trace.reprocess_of = reprocess_of;
         trace.bulk = bulk;
         let (route, answer) = self.process(listener, raw, identity, &mut trace).await;
@@ -308,10 +310,10 @@ impl Pipeline {
             .get_or_create(&vec![l("route", route_name)])
             .observe(started.elapsed().as_secs_f64());
         let bulk_wait = trace.bulk_wait.take();
-        if let Some(flow) = &self.flow {
+        if let Some(observer) = &self.observer {
             let ack = msa_code.unwrap_or_default();
             trace.took = started.elapsed();
-            self.record(flow, listener, raw, &answer, ack, trace);
+            self.record(observer.as_ref(), listener, raw, &answer, ack, trace);
         }
         (answer, bulk_wait)
     }
@@ -331,7 +333,7 @@ impl Pipeline {
             }
         };
         let (msh, text, charset) = (&inbound.msh, &inbound.text, inbound.charset);
-        if self.flow.is_some() {
+        if self.observer.is_some() {
             trace.header(msh, text);
         }
         if let Some(Identity::Refused(reason)) = identity {

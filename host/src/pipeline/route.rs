@@ -9,11 +9,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::reply::{ack, relay};
-use super::trace::{Stage, Trace};
+use super::observe::{AttemptInfo, Stage};
+use super::trace::Trace;
 use super::untrusted::checked_replacement;
 use super::{Answer, Pipeline};
 use crate::config::{AckMode, ListenerSpec, RouteSpec};
-use crate::flow::AttemptInfo;
 use crate::hl7::{self, AckCode, Inbound, Issue, Severity};
 use crate::metrics::{Metrics, l};
 use crate::plugin::{Envelope, LoadedPlugin, Verdict};

@@ -1,27 +1,14 @@
-//! What the console keeps of one message's way through the pipeline,
-//! collected as it goes and turned into a [`Record`] once it is answered.
+//! What observers are told of one message's way through the pipeline,
+//! collected as it goes and turned into a [`Handled`] event once it is
+//! answered.
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::{Answer, Pipeline};
+use super::observe::{AttemptInfo, Handled, Observer, Outcome, Stage, field};
 use crate::config::ListenerSpec;
-use crate::flow::{AttemptInfo, Flow, Outcome, Record, meta_value};
+use crate::delivery::gate;
 use crate::hl7;
-
-/// One plugin's part.
-#[derive(Debug, Clone, Serialize)]
-pub(super) struct Stage {
-    pub plugin: String,
-    pub verdict: &'static str,
-    /// Issues the plugin reported.
-    pub issues: usize,
-    pub changed: bool,
-    /// The message as the plugin left it, when it changed it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-}
 
 /// Collected along the way.
 #[derive(Debug, Default)]
@@ -48,9 +35,9 @@ pub(super) struct Trace {
     /// The logged message this one reprocesses.
     pub reprocess_of: Option<i64>,
     /// A bulk query: it waits at its destination's gate.
-    pub bulk: Option<crate::bulk::gate::Gates>,
+    pub bulk: Option<gate::Gates>,
     /// A bulk query the gate turned back, and why.
-    pub bulk_wait: Option<crate::bulk::gate::NotNow>,
+    pub bulk_wait: Option<gate::NotNow>,
     /// How long the message took, from frame in to answer out.
     pub took: Duration,
     /// What the relayed IIS answer said, read once when it arrived (relay
@@ -77,35 +64,34 @@ impl Trace {
 
     /// The header fields, once MSH is read.
     pub fn header(&mut self, msh: &hl7::Msh, text: &str) {
-        self.sender = meta_value(msh.component(4, 1));
-        self.message_type = meta_value(&format!("{}^{}", msh.message_code(), msh.trigger()));
-        self.control_id = meta_value(msh.control_id());
+        self.sender = field(msh.component(4, 1));
+        self.message_type = field(&format!("{}^{}", msh.message_code(), msh.trigger()));
+        self.control_id = field(msh.control_id());
         let patient = match hl7::first_value(text, "PID", 3) {
             "" => hl7::first_value(text, "QPD", 3),
             p => p,
         };
-        self.patient_id = meta_value(patient);
+        self.patient_id = field(patient);
     }
 }
 
 impl Pipeline {
-    /// Hands a finished message to the console's flow; `ack` is the
-    /// answer's MSA-1 (empty when it has none).
+    /// Tells `observer` of a finished message; `ack` is the answer's MSA-1
+    /// (empty when it has none).
     pub(super) fn record(
         &self,
-        flow: &Flow,
+        observer: &dyn Observer,
         listener: &ListenerSpec,
         raw: &[u8],
         answer: &Answer,
         ack: &str,
         trace: Trace,
     ) {
-        let took = trace.took;
         let answer_bytes: bytes::Bytes = match answer {
             Answer::Reply(b) => b.clone(),
             Answer::Close(_) => bytes::Bytes::new(),
         };
-        let ack = meta_value(ack);
+        let ack = field(ack);
         let has_err = match &trace.relayed {
             Some(relayed) => relayed.has_err,
             None => {
@@ -122,39 +108,30 @@ impl Pipeline {
             _ if trace.errored => Outcome::Errored,
             _ => Outcome::RejectedByIzhub,
         };
-        let keep = flow.log.is_some();
-        let record = Record {
-            id: flow.next_id(),
-            received_at: crate::store::now_ms(),
-            listener: meta_value(&listener.name),
+        let keep = trace.keep;
+        observer.handled(Handled {
+            listener: field(&listener.name),
             sender: trace.sender,
             message_type: trace.message_type,
             control_id: trace.control_id,
             patient_id: trace.patient_id,
             route: trace.route,
-            destination: meta_value(&trace.destinations.join(",")),
+            destination: field(&trace.destinations.join(",")),
             outcome,
             ack,
-            // Read from the answer by the log's writer, off the ACK path.
-            detections: Vec::new(),
-            latency_us: took.as_micros().min(i64::MAX as u128) as i64,
+            took: trace.took,
             received: if keep { raw.to_vec() } else { Vec::new() },
-            stages: if keep {
-                serde_json::to_string(&trace.stages).unwrap_or_default()
-            } else {
-                String::new()
-            },
-            issues: String::new(),
+            stages: trace.stages,
             answer: if keep {
                 answer_bytes
             } else {
                 bytes::Bytes::new()
             },
+            queued: trace.queued,
             journal_ids: trace.journal_ids,
             attempt: trace.attempt,
             completeness: trace.completeness,
             reprocess_of: trace.reprocess_of,
-        };
-        flow.answered(record, trace.queued);
+        });
     }
 }

@@ -20,6 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use sqlite::SqliteStore;
+
+/// In a cluster a node's message ids start at its number shifted this far,
+/// so an id names the node whose log holds it.
+pub const NODE_SHIFT: u32 = 40;
+/// The highest node number: ids stay below 2^53, exact in a browser.
+pub const MAX_NODE_NUMBER: i32 = (1 << (53 - NODE_SHIFT)) - 1;
 pub(crate) use sqlite::private_files;
 
 /// Milliseconds since the Unix epoch.

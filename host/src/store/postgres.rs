@@ -240,10 +240,10 @@ impl PgStore {
         let number = node_number(&pool, &name)
             .await
             .map_err(|e| open_err(format!("{where_}: {e}")))?;
-        if !(1..=crate::flow::log::MAX_NODE_NUMBER).contains(&number) {
+        if !(1..=super::MAX_NODE_NUMBER).contains(&number) {
             return Err(open_err(format!(
                 "node '{name}' has number {number}; at most {} node names fit (delete unused rows from node_numbers)",
-                crate::flow::log::MAX_NODE_NUMBER
+                super::MAX_NODE_NUMBER
             )));
         }
         let inner = Arc::new(Inner {
