@@ -280,17 +280,17 @@ bench_console() {
     node console/tests/dashboard-load.mjs http://127.0.0.1:9495 bench bench-password route-199 10
 }
 
-# libFuzzer targets in host/fuzz (cargo fuzz). They need unstable compiler
+# libFuzzer targets in engine/fuzz (cargo fuzz). They need unstable compiler
 # flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
 fuzz() {
     local seconds="${1:-600}"
     command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
     local targets=(mllp_codec hl7_message iis_answer soap_envelope)
-    (cd host && for t in "${targets[@]}"; do mkdir -p "fuzz/corpus/$t"; done)
-    cp samples/messages/vxu/*.hl7 host/fuzz/corpus/hl7_message/
-    cp samples/corpus/*/*.hl7 host/fuzz/corpus/iis_answer/
+    (cd engine && for t in "${targets[@]}"; do mkdir -p "fuzz/corpus/$t"; done)
+    cp samples/messages/vxu/*.hl7 engine/fuzz/corpus/hl7_message/
+    cp samples/corpus/*/*.hl7 engine/fuzz/corpus/iis_answer/
     run_one() {
-        (cd host && CARGO_TARGET_DIR="$CARGO_TARGET_DIR-fuzz" RUSTC_BOOTSTRAP=1 cargo fuzz run "$1" --sanitizer none --release -- \
+        (cd engine && CARGO_TARGET_DIR="$CARGO_TARGET_DIR-fuzz" RUSTC_BOOTSTRAP=1 cargo fuzz run "$1" --sanitizer none --release -- \
             -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1)
     }
     for ((i = 0; i < ${#targets[@]}; i += 2)); do

@@ -100,16 +100,7 @@ fn embed_kit(manifest: &Path) -> Result<(), String> {
     );
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
     let dest = out_dir.join("plugin_kit.rs");
-    std::fs::write(&dest, out).map_err(|e| format!("{}: {e}", dest.display()))?;
-    // The contract's version, which every component's manifest is checked against.
-    let contract = read(&wit.join("plugin.wit"))?;
-    let version = contract
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("package izhub:plugin@"))
-        .and_then(|v| v.strip_suffix(';'))
-        .ok_or("wit/plugin.wit: no `package izhub:plugin@VERSION;` line")?;
-    let dest = out_dir.join("wit_version.rs");
-    std::fs::write(&dest, format!("{version:?}")).map_err(|e| format!("{}: {e}", dest.display()))
+    std::fs::write(&dest, out).map_err(|e| format!("{}: {e}", dest.display()))
 }
 
 /// One `(name, text)` entry per file, its name under `prefix`, its text

@@ -2,29 +2,22 @@
 //! run through a route of sandboxed WebAssembly plugins, are delivered to the
 //! right state IIS, and the IIS's answer goes back to the sender.
 //!
-//! Layers, from the wire inwards: [`mllp`] frames bytes, [`listener`] serves
-//! connections, [`pipeline`] routes and answers, [`plugin`] runs plugins,
-//! [`delivery`] talks to the IIS. Nothing below calls up.
+//! The core (listeners, pipeline, plugins, delivery, journal) is the
+//! `izhub-engine` crate, re-exported here under its own module names. This
+//! crate holds its wings: the console and admin API ([`admin`], [`flow`]),
+//! bulk queries ([`bulk`]), the command line ([`cli`], [`serve`], [`tools`])
+//! and the IIS simulator ([`sim`]). Wings call the core; the core calls them
+//! only through the traits it defines.
+
+pub use izhub_engine::{
+    admission, config, delivery, hl7, identity, listener, metrics, mllp, pipeline, plugin, report,
+    soap, store, tls, topology,
+};
 
 pub mod admin;
-pub mod admission;
 pub mod bulk;
 pub mod cli;
-pub mod config;
-pub mod delivery;
 pub mod flow;
-pub mod hl7;
-pub mod identity;
-pub mod listener;
-pub mod metrics;
-pub mod mllp;
-pub mod pipeline;
-pub mod plugin;
-pub mod report;
 pub mod serve;
 pub mod sim;
-pub mod soap;
-pub mod store;
-pub mod tls;
 pub mod tools;
-pub mod topology;

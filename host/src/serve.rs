@@ -259,7 +259,10 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
     let plan = crate::topology::plan(config)?;
     let destinations = deliveries.start(&plan.targets, None);
     let pipeline = Pipeline::build(&plan, &runtime, &metrics, journal.clone(), destinations)?
-        .with_observer(flow.clone().map(|f| f as Arc<dyn crate::pipeline::observe::Observer>));
+        .with_observer(
+            flow.clone()
+                .map(|f| f as Arc<dyn crate::pipeline::observe::Observer>),
+        );
     if let Some(flow) = &flow {
         let (routes, dests) = pipeline.names();
         flow.board.know(&routes, &dests);
@@ -582,7 +585,10 @@ impl Watcher {
                 let previous = slot.current();
                 let destinations = deliveries.start(&plan.targets, Some(previous.destinations()));
                 let pipeline = Pipeline::build(&plan, &runtime, &metrics, journal, destinations)?
-                    .with_observer(flow.clone().map(|f| f as Arc<dyn crate::pipeline::observe::Observer>));
+                    .with_observer(
+                        flow.clone()
+                            .map(|f| f as Arc<dyn crate::pipeline::observe::Observer>),
+                    );
                 if let Some(flow) = &flow {
                     let (routes, dests) = pipeline.names();
                     flow.board.know(&routes, &dests);

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use super::AdminState;
 use super::auth::{CurrentUser, Role};
 use crate::bulk::fhir::operation_outcome;
-use crate::delivery::gate::Gates;
 use crate::bulk::job::{Job, JobSpec, RunEnv, State as JobState, TYPES};
 use crate::config::{BulkSpec, ListenerSpec};
+use crate::delivery::gate::Gates;
 
 type Shared = Arc<AdminState>;
 

@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::cohort::{Cohort, Patient};
 use super::fhir::{self, Context, Outcome};
-use crate::delivery::gate::Gates;
 use super::qbp::{QueryParams, build_qbp};
 use super::reconcile;
 use crate::config::{BulkSpec, ListenerSpec};
+use crate::delivery::gate::Gates;
 use crate::pipeline::{Answer, Pipeline};
 
 /// The resource types a job writes, each to `<Type>.ndjson`.

@@ -26,7 +26,7 @@ pub use sqlite::SqliteStore;
 pub const NODE_SHIFT: u32 = 40;
 /// The highest node number: ids stay below 2^53, exact in a browser.
 pub const MAX_NODE_NUMBER: i32 = (1 << (53 - NODE_SHIFT)) - 1;
-pub(crate) use sqlite::private_files;
+pub use sqlite::private_files;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

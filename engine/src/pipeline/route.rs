@@ -8,8 +8,8 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::reply::{ack, relay};
 use super::observe::{AttemptInfo, Stage};
+use super::reply::{ack, relay};
 use super::trace::Trace;
 use super::untrusted::checked_replacement;
 use super::{Answer, Pipeline};

@@ -3,7 +3,7 @@
 //! produced for every message whose MSH can be read.
 #![no_main]
 
-use izhub::hl7::{self, AckCode, Issue, Msh};
+use izhub_engine::hl7::{self, AckCode, Issue, Msh};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

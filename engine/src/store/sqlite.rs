@@ -617,7 +617,7 @@ impl Store for SqliteStore {
 /// is made private; a directory that others can enter is reported, not
 /// changed (it may be shared, like /tmp).
 #[cfg(unix)]
-pub(crate) fn private_files(path: &Path) -> std::io::Result<()> {
+pub fn private_files(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     if path.as_os_str() == ":memory:" {
         return Ok(());
@@ -660,7 +660,7 @@ pub(crate) fn private_files(path: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-pub(crate) fn private_files(path: &Path) -> std::io::Result<()> {
+pub fn private_files(path: &Path) -> std::io::Result<()> {
     match path.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(dir) => std::fs::create_dir_all(dir),
         None => Ok(()),

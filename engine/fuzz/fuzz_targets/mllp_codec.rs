@@ -3,7 +3,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use izhub::mllp::{MllpCodec, MllpFrame};
+use izhub_engine::mllp::{MllpCodec, MllpFrame};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
 

@@ -2,7 +2,7 @@
 //! submission survives a round trip through our own envelope.
 #![no_main]
 
-use izhub::soap::{Call, parse_request, parse_response, submit_request};
+use izhub_engine::soap::{Call, parse_request, parse_response, submit_request};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use super::{Answer, Pipeline};
 use super::observe::{AttemptInfo, Handled, Observer, Outcome, Stage, field};
+use super::{Answer, Pipeline};
 use crate::config::ListenerSpec;
 use crate::delivery::gate;
 use crate::hl7;

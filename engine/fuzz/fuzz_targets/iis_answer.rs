@@ -5,6 +5,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let _ = izhub::hl7::classify_answer(&text);
-    let _ = izhub::hl7::read_msa(&text);
+    let _ = izhub_engine::hl7::classify_answer(&text);
+    let _ = izhub_engine::hl7::read_msa(&text);
 });
