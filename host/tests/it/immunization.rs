@@ -1,13 +1,10 @@
 //! The immunization plugins through the engine with the shipped code sets:
 //! NDC → CVX, race and ethnicity to CDCREC, completeness and IIS-answer
 //! metrics, and code sets updated while the engine runs.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use izhub::serve::{self, ServeOptions};
 
 fn config(codesets: &std::path::Path, sim: &str) -> String {

@@ -15,7 +15,7 @@ use izhub::mllp::{MllpClient, MllpCodec, MllpFrame};
 use izhub::sim::{SimOptions, Wire};
 use proptest::prelude::*;
 
-use super::common::*;
+use crate::common::*;
 
 /// A QBP^Q11 Z34 for one patient, with its own MSH-10 and query tag.
 fn qbp(control_id: &str, tag: &str, family: &str) -> String {

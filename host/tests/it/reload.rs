@@ -2,16 +2,13 @@
 //! sender; good changes take effect, bad ones are refused and the old
 //! configuration stays; every message gets its ACK on the same connection.
 //! Also the compiled-component cache across restarts.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use izhub::serve::{self, ServeOptions};
 
 fn write_config(path: &Path, wasm: &Path, sim: &str, organization: &str) {

@@ -1,13 +1,10 @@
 //! Native timing of the plugin on the 3 KB NIST benchmark message. Ignored by
 //! default; run with
-//! `cargo test --release -p validate-iz --test speed -- --ignored --nocapture`.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
+//! `cargo test --release -p validate-iz --test it speed -- --ignored --nocapture`.
 
 use std::time::Instant;
 
-use common::{NOW_NIST, host, read, run};
+use crate::common::{NOW_NIST, host, read, run};
 use izhub_plugin::Severity;
 
 const BENCH: &str = "../../samples/bench/vxu-nist-3kb.hl7";

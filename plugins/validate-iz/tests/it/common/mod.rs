@@ -1,6 +1,5 @@
 //! Shared helpers for the validate-iz tests: code sets, a host, message
 //! files and mutations.
-#![allow(dead_code)]
 
 use std::sync::OnceLock;
 

@@ -3,11 +3,8 @@
 //! stripped of control bytes, the sender is always answered with its own
 //! MSH-10, a plugin routes only where its route grants, and metric labels do
 //! not grow with message content.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// A valid VXU from `sender` with MSH-10 `id` (a Michigan patient).
 fn vxu_from(sender: &str, id: &str) -> String {

@@ -1,13 +1,10 @@
 //! A plugin author's path from plugins/README.md, end to end: `izhub plugin
 //! new`, the generated crate's own tests, `izhub plugin build`, `izhub plugin
 //! test` with golden files, and the plugin running in a route.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn izhub() -> Command {
     Command::new(env!("CARGO_BIN_EXE_izhub"))

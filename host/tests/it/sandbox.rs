@@ -2,13 +2,10 @@
 //! with its own error, an AE for its message, a metric, and no harm to the
 //! next message; plugins that import what the sandbox does not offer are
 //! refused at load; lookups follow grants.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 async fn expect_contained(h: &Harness, sender: &str, needle: &str) {
     let base = sample_text("messages/vxu/vxu-valid-testgood-01.hl7");

@@ -1,13 +1,10 @@
 //! One positive and one negative test per detection: a mutation of a
 //! conformant base message makes the detection fire; the base does not.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::collections::BTreeSet;
 
-use common::Mutation::{Append, Drop, Dup, Set};
-use common::{CVRS_GOOD, Mutation, NIST, NOW_CVRS, NOW_NIST, host, mutate, read, run};
+use crate::common::Mutation::{Append, Drop, Dup, Set};
+use crate::common::{CVRS_GOOD, Mutation, NIST, NOW_CVRS, NOW_NIST, host, mutate, read, run};
 use izhub_plugin::Severity;
 use validate_iz::detections::DETECTIONS;
 
@@ -326,7 +323,7 @@ fn nist_message_has_no_errors() {
 
 #[test]
 fn nist_message_without_clock_or_tables() {
-    let (rejected, _) = run(&common::host(&[]), &read(NIST), "");
+    let (rejected, _) = run(&crate::common::host(&[]), &read(NIST), "");
     assert!(!rejected);
     let bare = izhub_plugin::testing::TestHost::new();
     let (rejected, seen) = run(&bare, &read(NIST), "not a date");

@@ -1,8 +1,6 @@
 //! Test harness: real simulators and a real engine on loopback, with the real
 //! plugins built for wasm32-wasip2 (by `./dev.sh test` into `build/plugins`).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

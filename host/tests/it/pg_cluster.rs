@@ -10,9 +10,6 @@
 //! and removes its directory when the test binary exits. Without the
 //! binaries the tests say so loudly and pass, unless `IZHUB_PG_REQUIRED` is
 //! set (as `./dev.sh test` does once it has installed them).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -20,7 +17,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use izhub::config::PostgresSpec;
 use izhub::store::postgres::{MIGRATIONS, PgStore};
 use izhub::store::{Attempted, NewDelivery, Status, Store, StoreError};

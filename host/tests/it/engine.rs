@@ -1,13 +1,9 @@
 //! End-to-end tests: real sockets, real simulators, real wasm plugins.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
-#[path = "engine/correlation.rs"]
 mod correlation;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn state_of(message: &str) -> String {
     let msg = izhub_plugin::Message::parse(message).unwrap();

@@ -1,11 +1,8 @@
 //! The CDC IIS open-tools CVRS test messages: each `testerror` file carries
 //! one seeded error, named by its ORC-3 tag; validate-iz must flag that field
 //! (as an error or a warning). The matching `testgood` files should pass.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
 
-mod common;
-
-use common::{NOW_CVRS, Seen, host, read, run};
+use crate::common::{NOW_CVRS, Seen, host, read, run};
 use izhub_plugin::{Message, Severity};
 
 const CORPUS: &str = "../../samples/corpus/cdc-iis-open-tools";

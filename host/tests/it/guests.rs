@@ -1,11 +1,8 @@
 //! Plugins written in Python (componentize-py) and JavaScript (componentize-js),
 //! built by `./dev.sh test`, running end to end through the engine next to
 //! the Rust version of the same plugin.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use izhub::serve::{self, ServeOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

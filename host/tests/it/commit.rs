@@ -1,15 +1,12 @@
 //! `commit` ACK mode: AA only once the message is journaled, delivery from
 //! the queue with retries, a circuit breaker through an IIS outage, order per
 //! patient, and nothing acknowledged lost when the engine is killed.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn commit_config(dir: &std::path::Path, iis: &str, extra_dest: &str) -> std::path::PathBuf {
     let path = dir.join("izhub.toml");

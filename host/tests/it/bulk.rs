@@ -4,16 +4,13 @@
 //! simulator, clinics' queries answered while a bulk job runs, and a job
 //! killed with SIGKILL that resumes without querying finished patients
 //! again or writing a line twice.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Answer, http};
+use crate::common::{Answer, http};
 use izhub::sim::SimOptions;
 use izhub::sim::query::QueryOptions;
 use serde_json::Value;
@@ -51,7 +48,7 @@ fn synthetic(name: &str) -> SimOptions {
             ambiguous: vec!["Ambig".into()],
             ..QueryOptions::default()
         },
-        ..common::sim_named(name)
+        ..crate::common::sim_named(name)
     }
 }
 
@@ -106,7 +103,7 @@ wasm = "{router}"
 MA = "ma-iis"
 PA = "pa-iis"
 "#,
-        router = common::plugin("route_by_jurisdiction"),
+        router = crate::common::plugin("route_by_jurisdiction"),
     )
 }
 
@@ -138,9 +135,9 @@ fn issue_code(a: &Answer) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
-    let ma = common::start_sim(synthetic("MAIIS")).await;
-    let pa = common::start_sim(synthetic("PAIIS")).await;
-    let (running, _dir) = common::engine_from(&config(
+    let ma = crate::common::start_sim(synthetic("MAIIS")).await;
+    let pa = crate::common::start_sim(synthetic("PAIIS")).await;
+    let (running, _dir) = crate::common::engine_from(&config(
         ma.addr,
         pa.addr,
         "connections = 4\nbulk_max_in_flight = 3",
@@ -319,7 +316,7 @@ async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
     let errors_path = downloads.path().join("OperationOutcome.ndjson");
     std::fs::write(&errors_path, &e.body).unwrap();
     saved.push(errors_path);
-    common::assert_valid_fhir(&saved);
+    crate::common::assert_valid_fhir(&saved);
     // A path that is not one of the job's files.
     let probe = call(
         admin,
@@ -350,10 +347,10 @@ async fn throttle_holds_and_clinics_are_answered_during_a_bulk_job() {
         delay: Duration::from_millis(40),
         ..synthetic(name)
     };
-    let ma = common::start_sim(slow("MAIIS")).await;
-    let pa = common::start_sim(slow("PAIIS")).await;
+    let ma = crate::common::start_sim(slow("MAIIS")).await;
+    let pa = crate::common::start_sim(slow("PAIIS")).await;
     // Asked for 6 at once, but 4 connections keep one for clinics: 3.
-    let (running, _dir) = common::engine_from(&config(
+    let (running, _dir) = crate::common::engine_from(&config(
         ma.addr,
         pa.addr,
         "connections = 4\nbulk_max_in_flight = 6",
@@ -384,15 +381,15 @@ async fn throttle_holds_and_clinics_are_answered_during_a_bulk_job() {
 
     // Meanwhile a clinic queries: answered in about the IIS's own time.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let query = common::sample_text("messages/qbp/qbp-q11-z34-01.hl7");
+    let query = crate::common::sample_text("messages/qbp/qbp-q11-z34-01.hl7");
     let query =
-        common::with_msh(&query, 10, "CLINIC-Q1").replace("^Myfaircity^GA^", "^Myfaircity^MA^");
-    let mut client = common::connect(&running, "ehr").await;
+        crate::common::with_msh(&query, 10, "CLINIC-Q1").replace("^Myfaircity^GA^", "^Myfaircity^MA^");
+    let mut client = crate::common::connect(&running, "ehr").await;
     let mut worst = Duration::ZERO;
     for _ in 0..5 {
         let t = Instant::now();
         let answer = client
-            .exchange(query.as_bytes(), common::TIMEOUT)
+            .exchange(query.as_bytes(), crate::common::TIMEOUT)
             .await
             .unwrap();
         worst = worst.max(t.elapsed());
@@ -472,8 +469,8 @@ async fn a_job_killed_with_sigkill_resumes_exactly_once() {
         delay: Duration::from_millis(3),
         ..synthetic(name)
     };
-    let ma = common::start_sim(slow("MAIIS")).await;
-    let pa = common::start_sim(slow("PAIIS")).await;
+    let ma = crate::common::start_sim(slow("MAIIS")).await;
+    let pa = crate::common::start_sim(slow("PAIIS")).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("izhub.toml");
     let text = routes(ma.addr, pa.addr, "connections = 5\nbulk_max_in_flight = 4");
@@ -565,8 +562,8 @@ async fn a_job_killed_with_sigkill_resumes_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_lists_what_each_side_lacks() {
-    let ma = common::start_sim(synthetic("MAIIS")).await;
-    let pa = common::start_sim(synthetic("PAIIS")).await;
+    let ma = crate::common::start_sim(synthetic("MAIIS")).await;
+    let pa = crate::common::start_sim(synthetic("PAIIS")).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("izhub.toml");
     std::fs::write(&cfg, routes(ma.addr, pa.addr, "")).unwrap();
@@ -610,8 +607,8 @@ async fn stray_answers_never_put_another_patient_into_an_export() {
         },
         ..synthetic(name)
     };
-    let ma = common::start_sim(stray("MAIIS")).await;
-    let pa = common::start_sim(stray("PAIIS")).await;
+    let ma = crate::common::start_sim(stray("MAIIS")).await;
+    let pa = crate::common::start_sim(stray("PAIIS")).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("izhub.toml");
     let text = routes(ma.addr, pa.addr, "connections = 2\nbulk_max_in_flight = 2");

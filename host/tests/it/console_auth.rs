@@ -5,9 +5,6 @@
 //! the console's API on an engine delivering to simulated IIS: the message
 //! log, masking and unmasking, route limits, pause and resume, resend,
 //! resolve, bulk reprocess, the per-sender report and the audit trail.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
-use common::{Answer, exchange, http, tls_connector_trusting};
+use crate::common::{Answer, exchange, http, tls_connector_trusting};
 use izhub::admin::auth::{self, Auth, ClientAddr, CurrentUser, Refusal, Role};
 use izhub::serve::{self, Running, ServeOptions};
 use serde_json::Value;
@@ -566,10 +563,10 @@ async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_api_over_a_delivering_engine() {
-    let good = common::start_sim(common::sim_named("MIIIS")).await;
-    let refusing = common::start_sim(izhub::sim::SimOptions {
+    let good = crate::common::start_sim(crate::common::sim_named("MIIIS")).await;
+    let refusing = crate::common::start_sim(izhub::sim::SimOptions {
         refuse: true,
-        ..common::sim_named("ARIIS")
+        ..crate::common::sim_named("ARIIS")
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -621,20 +618,20 @@ ack_mode = "commit"
     );
     let running = engine(dir.path(), &text, false).await;
     let admin = running.admin.unwrap();
-    let base = common::sample_text("messages/vxu/vxu-nist-iz-1.1-admin-child-max.hl7");
-    let mut client = common::connect(&running, "ehr").await;
+    let base = crate::common::sample_text("messages/vxu/vxu-nist-iz-1.1-admin-child-max.hl7");
+    let mut client = crate::common::connect(&running, "ehr").await;
     let send =
-        |sender: &str, id: &str| common::with_msh(&common::with_msh(&base, 4, sender), 10, id);
+        |sender: &str, id: &str| crate::common::with_msh(&crate::common::with_msh(&base, 4, sender), 10, id);
     for (sender, id) in [
         ("CLINIC-A", "A-1"),
         ("CLINIC-A", "A-2"),
         ("CLINIC-B", "B-1"),
     ] {
         let answer = client
-            .exchange(send(sender, id).as_bytes(), common::TIMEOUT)
+            .exchange(send(sender, id).as_bytes(), crate::common::TIMEOUT)
             .await
             .unwrap();
-        assert_eq!(common::msa(&answer).0, "AA", "{id}");
+        assert_eq!(crate::common::msa(&answer).0, "AA", "{id}");
     }
 
     // Logged, delivered, searchable by MSH-10; PHI masked until unmasked.
@@ -744,10 +741,10 @@ ack_mode = "commit"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answer = client
-        .exchange(send("CLINIC-A", "A-3").as_bytes(), common::TIMEOUT)
+        .exchange(send("CLINIC-A", "A-3").as_bytes(), crate::common::TIMEOUT)
         .await
         .unwrap();
-    assert_eq!(common::msa(&answer).0, "AA");
+    assert_eq!(crate::common::msa(&answer).0, "AA");
     until(admin, "/api/dashboard", "A-3 queued while paused", |v| {
         v["destinations"]
             .as_array()

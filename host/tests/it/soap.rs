@@ -1,14 +1,11 @@
 //! The CDC WSDL SOAP transport, end to end: an EHR submitting by SOAP, the
 //! engine delivering by SOAP, MLLP in and SOAP out, and the WSDL's faults.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use izhub::soap::client::{SoapError, SoapTarget, connectivity_test, submit};
 use izhub::soap::{Fault, connectivity_request, submit_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,11 +1,8 @@
 //! The `izhub` binary itself: `check`, `send`, and a third-party MLLP client.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn izhub() -> Command {
     Command::new(env!("CARGO_BIN_EXE_izhub"))

@@ -3,15 +3,12 @@
 //! output line (resources and OperationOutcomes) validated as R4 by the
 //! PyPI `fhir.resources` models (`host/tests/fhir_validate.py`, pinned in
 //! `host/tests/requirements-fhir.txt`).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::root;
+use crate::common::root;
 use izhub::bulk::cohort::{Cohort, Patient};
 use izhub::bulk::fhir::{Context, Converted, Outcome, convert};
 use izhub::bulk::reconcile::reconcile;
@@ -378,7 +375,7 @@ fn every_output_line_is_valid_fhir_r4() {
 
     let dir = tempfile::tempdir().unwrap();
     let paths = write_ndjson(dir.path(), &files);
-    common::assert_valid_fhir(&paths);
+    crate::common::assert_valid_fhir(&paths);
 }
 
 #[test]

@@ -3,12 +3,9 @@
 //! report-only delivers everything. And the three defects that blocked
 //! certification messages: 4-4-2 NDCs, dates of different precision, and
 //! expired lots on historical doses.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
 
-mod common;
-
-use common::Mutation::{Drop, Set};
-use common::{NIST, NOW_NIST, Seen, host, mutate, read, run, run_texts, run_with};
+use crate::common::Mutation::{Drop, Set};
+use crate::common::{NIST, NOW_NIST, Seen, host, mutate, read, run, run_texts, run_with};
 use izhub_plugin::Severity;
 use validate_iz::detections::{
     DETECTIONS, IIS_PRACTICE_DEPARTURES, IIS_PRACTICE_ERRORS, Level, Profile, find,

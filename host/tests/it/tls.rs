@@ -1,13 +1,10 @@
 //! MLLP over TLS: a listener with mutual TLS whose client certificates name
 //! the sender, and a destination that verifies the IIS; certificates are
 //! generated for the test.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, CustomExtension, DistinguishedName,
     DnType, DnValue, IsCa, KeyPair,

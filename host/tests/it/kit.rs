@@ -8,15 +8,12 @@
 //! someone else, pinned to another version or built for another WIT
 //! version (hot reload included). JavaScript and Python where their
 //! toolchains are present.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test that panics has failed
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use izhub::plugin::manifest::{MANIFEST_SECTION, Manifest, rewrite};
 use izhub::serve::{self, ServeOptions};
 
