@@ -153,7 +153,7 @@ audit() {
     fi
 }
 
-# The cluster tests (host/tests/pg_cluster.rs) start their own PostgreSQL
+# The cluster tests (host/tests/it/pg_cluster.rs) start their own PostgreSQL
 # from Debian's binaries: initdb into a temporary directory, run as an
 # unprivileged user. Installed here when missing; if that is impossible the
 # tests are skipped, loudly, and IZHUB_PG_REQUIRED stays unset.
@@ -385,7 +385,7 @@ bench_cluster() {
     run_one "commit mode, PostgreSQL, two nodes (8 and 32 connections in all)" \
         "$(config pg-a 2586 2588 "$pg/two\"")" "$(config pg-b 2587 2589 "$pg/two\"")"
     log "claim latency with 10,000 queued (PostgreSQL)"
-    IZHUB_PG_BIN="$IZHUB_PG_BIN" cargo test --release -p izhub --test pg_cluster -- --ignored --nocapture claim_latency 2>&1 \
+    IZHUB_PG_BIN="$IZHUB_PG_BIN" cargo test --release -p izhub --test it -- --ignored --nocapture pg_cluster::claim_latency 2>&1 \
         | grep -E "^claim of|test result"
 }
 

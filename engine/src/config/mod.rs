@@ -8,6 +8,7 @@ mod compile;
 mod destinations;
 mod file;
 mod listeners;
+pub mod plugin_id;
 mod routes;
 mod spec;
 

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use super::compile::{Errors, list};
 use super::file::{FileConfig, PluginFile};
+use super::plugin_id::{PublicKey, check_name, check_version};
 use super::spec::{AckMode, Grant, PluginSpec, RouteSpec};
-use crate::plugin::manifest::{check_name, check_version};
-use crate::plugin::signature::PublicKey;
 use toml::Spanned;
 
 /// Checks every route of `file`; `tables` are those under `[tables]` and

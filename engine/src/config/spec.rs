@@ -477,7 +477,7 @@ pub struct PluginSpec {
     pub pin: Option<(String, String)>,
     /// Publisher keys one of which must have signed the component; `None`
     /// accepts an unsigned one.
-    pub trusted: Option<Vec<crate::plugin::signature::PublicKey>>,
+    pub trusted: Option<Vec<super::plugin_id::PublicKey>>,
 }
 
 /// One problem in a configuration file.

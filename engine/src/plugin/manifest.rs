@@ -12,6 +12,9 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 use wasm_encoder::ComponentSection as _;
 
+use crate::config::plugin_id::parse_core;
+pub use crate::config::plugin_id::{check_name, check_version};
+
 /// The custom section holding the manifest (JSON).
 pub const MANIFEST_SECTION: &str = "izhub-manifest";
 /// The custom section holding the signature (JSON); always the last section.
@@ -298,60 +301,6 @@ impl Manifest {
         }
         Ok(())
     }
-}
-
-/// A plugin name: 1 to 64 lower-case letters, digits, `-` and `_`.
-pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "'{}' is not a plugin name (1 to 64 lower-case letters, digits, '-' and '_')",
-            name.escape_debug()
-        ))
-    }
-}
-
-/// A version: `MAJOR.MINOR.PATCH`, optionally with `-pre` and `+build`
-/// made of letters, digits, `.` and `-`; at most 64 characters.
-pub fn check_version(version: &str) -> Result<(), String> {
-    let bad = || {
-        format!(
-            "'{}' is not a version like 1.2.0 (MAJOR.MINOR.PATCH[-pre][+build], at most 64 characters)",
-            version.escape_debug()
-        )
-    };
-    if version.len() > 64 {
-        return Err(bad());
-    }
-    let (core, rest) = version
-        .find(['-', '+'])
-        .map_or((version, ""), |i| version.split_at(i));
-    if !rest
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'))
-    {
-        return Err(bad());
-    }
-    parse_core(core).map(|_| ()).ok_or_else(bad)
-}
-
-/// `MAJOR.MINOR.PATCH` as numbers.
-fn parse_core(core: &str) -> Option<(u64, u64, u64)> {
-    let mut parts = core.split('.');
-    let mut next = || {
-        parts
-            .next()
-            .filter(|p| !p.is_empty() && p.len() <= 18 && p.chars().all(|c| c.is_ascii_digit()))
-            .and_then(|p| p.parse::<u64>().ok())
-    };
-    let v = (next()?, next()?, next()?);
-    parts.next().is_none().then_some(v)
 }
 
 /// Free text: no control characters, at most `max` characters.

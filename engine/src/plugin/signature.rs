@@ -13,13 +13,14 @@
 //! printed or logged; public keys are written `ed25519:<64 hex digits>`.
 
 use std::fmt;
-use std::str::FromStr;
 
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::manifest::{ComponentError, SIGNATURE_SECTION, rewrite, sections};
+pub use crate::config::plugin_id::PublicKey;
+use crate::config::plugin_id::{hex, unhex};
 
 /// What is signed: this context, then the SHA-256 of the signed bytes.
 const CONTEXT: &[u8] = b"izhub plugin signature v1\0";
@@ -27,46 +28,6 @@ const CONTEXT: &[u8] = b"izhub plugin signature v1\0";
 const MAX_SIGNATURE_BYTES: usize = 4096;
 /// Largest secret key file.
 pub const MAX_KEY_FILE: u64 = 16 << 10;
-
-/// A publisher's Ed25519 public key.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PublicKey([u8; 32]);
-
-impl PublicKey {
-    /// A short form for tables: the first 8 bytes in hex.
-    pub fn short(&self) -> String {
-        hex(self.0.get(..8).unwrap_or_default())
-    }
-}
-
-impl fmt::Display for PublicKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ed25519:{}", hex(&self.0))
-    }
-}
-
-impl fmt::Debug for PublicKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl FromStr for PublicKey {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            format!(
-                "'{}' is not a publisher key: write it as ed25519:<64 hex digits> (the .pub file of `izhub plugin keygen`)",
-                s.chars().take(80).collect::<String>().escape_debug()
-            )
-        };
-        let digits = s.trim().strip_prefix("ed25519:").ok_or_else(bad)?;
-        let bytes = unhex(digits).ok_or_else(bad)?;
-        <[u8; 32]>::try_from(bytes.as_slice())
-            .map(PublicKey)
-            .map_err(|_| bad())
-    }
-}
 
 /// Why a component's signature does not hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,7 +87,7 @@ impl SigningKey {
         if pk.len() == 32 {
             key.copy_from_slice(pk);
         }
-        PublicKey(key)
+        PublicKey::from_bytes(key)
     }
 }
 
@@ -206,7 +167,7 @@ pub fn signer(bytes: &[u8]) -> Result<PublicKey, SignatureError> {
         .filter(|s| s.len() == 64)
         .ok_or_else(|| SignatureError::Malformed("the signature is not 64 bytes of hex".into()))?;
     let content = bytes.get(..section.range.start).unwrap_or_default();
-    UnparsedPublicKey::new(&ED25519, key.0)
+    UnparsedPublicKey::new(&ED25519, key.bytes())
         .verify(&message(content), &sig)
         .map_err(|_| SignatureError::Mismatch)?;
     Ok(key)
@@ -227,27 +188,6 @@ pub fn verify(bytes: &[u8], trusted: &[PublicKey]) -> Result<PublicKey, Signatur
                 .join(", "),
         })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || text.len() > 256 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|d| u8::from_str_radix(d, 16).ok())
-        })
-        .collect()
 }
 
 #[cfg(test)]

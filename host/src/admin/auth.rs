@@ -15,7 +15,13 @@
 //! changes its password ends its sessions.
 
 mod limit;
+mod password;
 mod sessions;
+mod user;
+
+use password::{decoy_hash, hex, sha256};
+pub use password::{hash_password, new_token, verify_password};
+pub use user::{Admin, ClientAddr, ClientIp, CurrentUser, Operator, Viewer};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -241,137 +247,6 @@ enum Via {
     Peer,
 }
 
-/// The user a request is made by, as the configuration says now. Take it as
-/// a handler argument: requests without a valid session or token are
-/// answered 401 before the handler runs.
-#[derive(Clone)]
-pub struct CurrentUser {
-    pub name: String,
-    pub role: Role,
-    /// Routes whose messages the user sees and acts on; `None`: all.
-    pub routes: Option<Vec<String>>,
-    /// Destinations whose messages the user sees and acts on; `None`: all.
-    pub destinations: Option<Vec<String>>,
-    via: Via,
-}
-
-impl std::fmt::Debug for CurrentUser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CurrentUser")
-            .field("name", &self.name)
-            .field("role", &self.role)
-            .field("routes", &self.routes)
-            .field("destinations", &self.destinations)
-            .field("by_token", &self.by_token())
-            .finish()
-    }
-}
-
-impl CurrentUser {
-    fn new(user: &AdminUserSpec, via: Via) -> Self {
-        CurrentUser {
-            name: user.name.clone(),
-            role: user.role,
-            routes: user.routes.clone(),
-            destinations: user.destinations.clone(),
-            via,
-        }
-    }
-
-    /// Whether the user may see and act on messages of route `route`.
-    pub fn may_see_route(&self, route: &str) -> bool {
-        self.routes
-            .as_ref()
-            .is_none_or(|r| r.iter().any(|x| x == route))
-    }
-
-    /// Whether the user may see and act on messages for destination `destination`.
-    pub fn may_see_destination(&self, destination: &str) -> bool {
-        self.destinations
-            .as_ref()
-            .is_none_or(|d| d.iter().any(|x| x == destination))
-    }
-
-    /// Whether the user may see a message taken by `route` for
-    /// `destination`: a user limited to some routes (destinations) does not
-    /// see a message with no route (destination).
-    pub fn may_see_message(&self, route: Option<&str>, destination: Option<&str>) -> bool {
-        let route_ok = match route {
-            Some(r) => self.may_see_route(r),
-            None => self.routes.is_none(),
-        };
-        let destination_ok = match destination {
-            Some(d) => self.may_see_destination(d),
-            None => self.destinations.is_none(),
-        };
-        route_ok && destination_ok
-    }
-
-    /// `Ok` when the user's role is `role` or above; else a 403 refusal.
-    pub fn require(&self, role: Role) -> Result<(), Refusal> {
-        if self.role >= role {
-            Ok(())
-        } else {
-            Err(Refusal::forbidden(format!(
-                "this needs the {role} role; {} is {}",
-                self.name, self.role
-            )))
-        }
-    }
-
-    /// The session's CSRF token (`None` for a bearer token).
-    pub fn csrf(&self) -> Option<&str> {
-        match &self.via {
-            Via::Session { csrf, .. } => Some(csrf),
-            Via::Token | Via::Peer => None,
-        }
-    }
-
-    /// Whether the request came with a bearer token rather than a session.
-    pub fn by_token(&self) -> bool {
-        matches!(self.via, Via::Token)
-    }
-
-    /// Whether another node of the cluster asked, for this user.
-    pub fn by_peer(&self) -> bool {
-        matches!(self.via, Via::Peer)
-    }
-}
-
-impl<S> FromRequestParts<S> for CurrentUser
-where
-    Auth: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = Refusal;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Auth::from_ref(state).authenticate(&parts.method, &parts.headers)
-    }
-}
-
-/// The client's IP address, when the server recorded it (the admin
-/// endpoint serves with [`ClientAddr`] connect info).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub Option<IpAddr>);
-
-/// The peer address of an admin connection, recorded for every request.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ext = &parts.extensions;
-        let ip = ext
-            .get::<ConnectInfo<ClientAddr>>()
-            .map(|c| c.0.0.ip())
-            .or_else(|| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
-        Ok(ClientIp(ip))
-    }
-}
-
 /// A successful login.
 #[derive(Debug, Clone)]
 pub struct Login {
@@ -381,64 +256,6 @@ pub struct Login {
     pub csrf: String,
     /// The `Set-Cookie` value carrying the session id.
     pub cookie: String,
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A hash checked when the user name is unknown, so that an unknown name
-/// takes as long to refuse as a wrong password.
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| {
-        let mut secret = [0u8; 32];
-        let _ = SystemRandom::new().fill(&mut secret);
-        hash_password(&hex(&secret)).unwrap_or_default()
-    })
-}
-
-/// Hashes a password with argon2id (default parameters) and a random salt
-/// from the operating system; returns the PHC string.
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let mut salt = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut salt)
-        .map_err(|_| "the operating system gave no random bytes".to_string())?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
-}
-
-/// Whether `password` matches the PHC string `phc` (compared by the
-/// argon2 crate in constant time).
-pub fn verify_password(phc: &str, password: &str) -> bool {
-    if password.len() > MAX_PASSWORD_BYTES {
-        return false;
-    }
-    PasswordHash::new(phc).is_ok_and(|hash| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok()
-    })
-}
-
-/// A new random bearer token (32 bytes, hex) and its SHA-256 in hex, as
-/// `token_sha256` and `metrics_token_sha256` take it.
-pub fn new_token() -> Result<(String, String), String> {
-    let mut bytes = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| "the operating system gave no random bytes".to_string())?;
-    let token = hex(&bytes);
-    let digest = hex(&sha256(token.as_bytes()));
-    Ok((token, digest))
 }
 
 impl Auth {

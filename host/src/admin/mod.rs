@@ -51,6 +51,42 @@ pub struct AdminState {
     pub peers: Option<Arc<peers::Peers>>,
 }
 
+impl AdminState {
+    /// Writes an audit entry for an action of `user`'s: durably, before the
+    /// caller goes on (it is the caller's to refuse the action, or report
+    /// it, when the entry cannot be written). Without a message log there
+    /// is nowhere to keep it, and the log line is the record.
+    pub async fn audit(
+        &self,
+        user: &str,
+        action: &str,
+        target: &str,
+        result: &str,
+    ) -> Result<(), crate::flow::log::LogError> {
+        // Quoted: a target can carry a route or destination name from the request.
+        tracing::info!(user = %user, action, target = ?target, result = ?result, "console action");
+        let Some(log) = self.flow.as_ref().and_then(|f| f.log.clone()) else {
+            return Ok(());
+        };
+        let entry = [user, action, target, result].map(str::to_string);
+        let written = tokio::task::spawn_blocking(move || {
+            let [user, action, target, result] = &entry;
+            log.audit(user, action, target, result)
+        })
+        .await;
+        let written = match written {
+            Ok(w) => w,
+            Err(e) => Err(crate::flow::log::LogError::Read(format!(
+                "audit writer stopped: {e}"
+            ))),
+        };
+        if let Err(e) = &written {
+            tracing::error!(user = %user, action, error = %e, "an audit entry could not be written");
+        }
+        written
+    }
+}
+
 impl FromRef<Arc<AdminState>> for Auth {
     fn from_ref(state: &Arc<AdminState>) -> Auth {
         state.auth.clone()

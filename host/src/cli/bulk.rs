@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::args::BulkCommand;
 use crate::bulk::job::{Job, JobSpec, RunEnv, State};
 use crate::config;
-use crate::plugin::{Runtime, RuntimeOptions};
+use izhub_engine::engine::{Engine, EngineOptions, Mode, Wings};
 
 pub(super) async fn bulk_command(cmd: BulkCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -105,33 +105,15 @@ fn load(path: &Path) -> Option<config::Config> {
 
 /// Runs a job through this configuration's routes, showing progress.
 async fn run(job: Arc<Job>, cfg: &config::Config) -> anyhow::Result<ExitCode> {
-    let runtime = Arc::new(Runtime::new(RuntimeOptions::default())?);
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let journal = match &cfg.journal {
-        Some(path) => Some(crate::store::open(path)?),
-        None => None,
-    };
-    // The engine's queues deliver what commit routes journal; none here.
-    let deliveries = crate::topology::Deliveries::new(
-        journal.clone(),
-        metrics.clone(),
-        CancellationToken::new(),
-        tokio_util::task::TaskTracker::new(),
-        crate::delivery::Workers {
-            tracker: tokio_util::task::TaskTracker::new(),
-            drain: CancellationToken::new(),
-        },
-        false,
-    );
+    // The configured journal (SQLite or PostgreSQL) for commit routes; the
+    // running engine's queues deliver what they journal.
     let plan = crate::topology::plan(cfg)?;
-    let destinations = deliveries.start(&plan.targets, None);
-    let pipeline = Arc::new(crate::pipeline::Pipeline::build(
-        &plan,
-        &runtime,
-        &metrics,
-        journal,
-        destinations,
-    )?);
+    let (_engine, pipeline) =
+        Engine::build(&plan, Mode::JournalOnly, EngineOptions::default(), |_| {
+            Ok(Wings::default())
+        })
+        .await?;
+    let pipeline = Arc::new(pipeline);
     let env = RunEnv {
         pipeline: Box::new(move || pipeline.clone()),
         listener: crate::bulk::listener_for(cfg),

@@ -3,14 +3,13 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use super::args::CacheArgs;
 use crate::config::{self, Grant, PluginSpec};
 use crate::pipeline::Pipeline;
-use crate::plugin::Runtime;
 use crate::plugin::manifest::Asks;
 use crate::topology::Plan;
+use izhub_engine::engine::{Engine, EngineOptions, Mode, Wings};
 
 /// Checks the configuration at `config`; exit code 2 when it is refused.
 pub(super) async fn run(config: &Path, cache: &CacheArgs) -> anyhow::Result<ExitCode> {
@@ -42,11 +41,13 @@ pub(super) async fn run(config: &Path, cache: &CacheArgs) -> anyhow::Result<Exit
     // contract is a configuration error the operator must see now. With no
     // journal and no destinations: checking opens nothing and starts nothing.
     let started = std::time::Instant::now();
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let runtime = Arc::new(Runtime::new(cache.runtime_options())?);
-    match crate::pipeline::Pipeline::build(&plan, &runtime, &metrics, None, Default::default()) {
-        Ok(pipeline) => {
-            let (compiled, from_disk, _) = runtime.cache().counts();
+    let opts = EngineOptions {
+        runtime: cache.runtime_options(),
+        ..EngineOptions::default()
+    };
+    match Engine::build(&plan, Mode::DryRun, opts, |_| Ok(Wings::default())).await {
+        Ok((engine, pipeline)) => {
+            let (compiled, from_disk, _) = engine.runtime.cache().counts();
             println!(
                 "{}: OK ({} listeners, {} destinations, {} routes, {} plugins; {compiled} compiled, {from_disk} from cache, {} ms)",
                 config.display(),

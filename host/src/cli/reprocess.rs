@@ -2,12 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
 
 use crate::config;
-use crate::plugin::{Runtime, RuntimeOptions};
+use izhub_engine::engine::{Engine, EngineOptions, Mode, Wings};
 
 pub(super) async fn reprocess(
     config: PathBuf,
@@ -24,7 +21,13 @@ pub(super) async fn reprocess(
             return Ok(ExitCode::from(2));
         }
     };
-    let Some(journal) = crate::store::open_configured(&cfg).await? else {
+    let plan = crate::topology::plan(&cfg)?;
+    let (engine, pipeline) =
+        Engine::build(&plan, Mode::JournalOnly, EngineOptions::default(), |_| {
+            Ok(Wings::default())
+        })
+        .await?;
+    let Some(journal) = engine.journal.clone() else {
         anyhow::bail!("no route uses ack_mode = \"commit\", so nothing is journaled");
     };
     if let Some(s) = &status
@@ -60,25 +63,6 @@ pub(super) async fn reprocess(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let runtime = Arc::new(Runtime::new(RuntimeOptions::default())?);
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let workers = crate::delivery::Workers {
-        tracker: tokio_util::task::TaskTracker::new(),
-        drain: CancellationToken::new(),
-    };
-    // The running engine delivers what this journals: no queue consumers here.
-    let deliveries = crate::topology::Deliveries::new(
-        Some(journal.clone()),
-        metrics.clone(),
-        CancellationToken::new(),
-        tokio_util::task::TaskTracker::new(),
-        workers,
-        false,
-    );
-    let plan = crate::topology::plan(&cfg)?;
-    let destinations = deliveries.start(&plan.targets, None);
-    let pipeline =
-        crate::pipeline::Pipeline::build(&plan, &runtime, &metrics, Some(journal), destinations)?;
     let mut failed = 0;
     for crate::store::Journaled {
         id,

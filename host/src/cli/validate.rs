@@ -4,14 +4,13 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::args::{CacheArgs, ReportFormat};
 use crate::config;
-use crate::plugin::Runtime;
 use crate::report::Report;
 use crate::tools::batch;
+use izhub_engine::engine::{Engine, EngineOptions, Mode, Wings};
 
 /// What `izhub validate` was asked.
 pub(super) struct Options {
@@ -45,10 +44,12 @@ pub(super) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
     };
     // The route's plugins, with no journal and no destinations: a dry run
     // opens nothing and sends nothing.
-    let metrics = Arc::new(crate::metrics::Metrics::new());
-    let runtime = Arc::new(Runtime::new(opts.cache.runtime_options())?);
-    let pipeline =
-        crate::pipeline::Pipeline::build(&plan, &runtime, &metrics, None, Default::default())?;
+    let engine_opts = EngineOptions {
+        runtime: opts.cache.runtime_options(),
+        ..EngineOptions::default()
+    };
+    let (_engine, pipeline) =
+        Engine::build(&plan, Mode::DryRun, engine_opts, |_| Ok(Wings::default())).await?;
     if let Some(name) = &opts.route
         && !pipeline.route_names().any(|r| r == name)
     {

@@ -382,8 +382,8 @@ async fn throttle_holds_and_clinics_are_answered_during_a_bulk_job() {
     // Meanwhile a clinic queries: answered in about the IIS's own time.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let query = crate::common::sample_text("messages/qbp/qbp-q11-z34-01.hl7");
-    let query =
-        crate::common::with_msh(&query, 10, "CLINIC-Q1").replace("^Myfaircity^GA^", "^Myfaircity^MA^");
+    let query = crate::common::with_msh(&query, 10, "CLINIC-Q1")
+        .replace("^Myfaircity^GA^", "^Myfaircity^MA^");
     let mut client = crate::common::connect(&running, "ehr").await;
     let mut worst = Duration::ZERO;
     for _ in 0..5 {

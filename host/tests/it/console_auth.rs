@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::common::{Answer, exchange, http, tls_connector_trusting};
 use axum::Router;
 use axum::routing::post;
-use crate::common::{Answer, exchange, http, tls_connector_trusting};
 use izhub::admin::auth::{self, Auth, ClientAddr, CurrentUser, Refusal, Role};
 use izhub::serve::{self, Running, ServeOptions};
 use serde_json::Value;
@@ -620,8 +620,9 @@ ack_mode = "commit"
     let admin = running.admin.unwrap();
     let base = crate::common::sample_text("messages/vxu/vxu-nist-iz-1.1-admin-child-max.hl7");
     let mut client = crate::common::connect(&running, "ehr").await;
-    let send =
-        |sender: &str, id: &str| crate::common::with_msh(&crate::common::with_msh(&base, 4, sender), 10, id);
+    let send = |sender: &str, id: &str| {
+        crate::common::with_msh(&crate::common::with_msh(&base, 4, sender), 10, id)
+    };
     for (sender, id) in [
         ("CLINIC-A", "A-1"),
         ("CLINIC-A", "A-2"),

@@ -202,7 +202,7 @@ pub fn markdown() -> String {
     let mut out = String::new();
     out.push_str("<!-- Generated from plugins/validate-iz/src/detections.rs; do not edit.\n");
     out.push_str(
-        "     Regenerate: IZHUB_BLESS=1 cargo test -p validate-iz --test profiles -->\n\n",
+        "     Regenerate: IZHUB_BLESS=1 cargo test -p validate-iz --test it profiles -->\n\n",
     );
     out.push_str("# validate-iz detections\n\n");
     out.push_str(&format!(

@@ -28,6 +28,10 @@ use crate::delivery::gate::Gates;
 
 type Shared = Arc<AdminState>;
 
+mod jobs;
+
+use jobs::*;
+
 /// Largest cohort upload.
 const MAX_COHORT_BYTES: usize = 256 * 1024 * 1024;
 /// Export jobs kept at most.
@@ -306,11 +310,25 @@ fn exports(state: &AdminState) -> Result<&Arc<Exports>, Response> {
     })
 }
 
-fn audit(state: &AdminState, user: &CurrentUser, action: &str, target: &str, result: &str) {
-    if let Some(log) = state.flow.as_ref().and_then(|f| f.log.as_ref()) {
-        log.audit(&user.name, action, target, result);
-    }
-    tracing::info!(user = %user.name, action, target = ?target, result = ?result, "bulk export action");
+/// Writes the audit entry of an export action; a download of PHI does not
+/// go on without one.
+async fn audit(
+    state: &AdminState,
+    user: &CurrentUser,
+    action: &str,
+    target: &str,
+    result: &str,
+) -> Result<(), Response> {
+    state
+        .audit(&user.name, action, target, result)
+        .await
+        .map_err(|e| {
+            outcome(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                &e.to_string(),
+            )
+        })
 }
 
 /// The base URL the client used, for absolute URLs in answers.
@@ -402,13 +420,17 @@ async fn create_group(
         }],
     });
     let _ = std::fs::write(ex.groups().join(&id).join("group.json"), group.to_string());
-    audit(
+    if let Err(r) = audit(
         &state,
         &user,
         "bulk-group",
         &format!("group {id}"),
         &format!("{ok} patients, {bad} unreadable rows"),
-    );
+    )
+    .await
+    {
+        return r;
+    }
     let mut r = fhir_json(StatusCode::CREATED, &group);
     if let Ok(v) = format!("{}/fhir/Group/{id}", base_url(&state, &headers)).parse() {
         r.headers_mut().insert(header::LOCATION, v);
@@ -431,317 +453,6 @@ async fn read_group(
     match std::fs::read_to_string(ex.groups().join(&id).join("group.json")) {
         Ok(text) => ([(header::CONTENT_TYPE, "application/fhir+json")], text).into_response(),
         Err(_) => outcome(StatusCode::NOT_FOUND, "not-found", "no such Group"),
-    }
-}
-
-/// `GET /fhir/Group/{id}/$export`: checks the parameters as the Bulk Data
-/// spec says (an unsupported one is a 400 with an OperationOutcome), makes
-/// the job and answers 202 with its status URL.
-async fn kick_off(
-    State(state): State<Shared>,
-    user: CurrentUser,
-    headers: HeaderMap,
-    Path((id, op)): Path<(String, String)>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Response {
-    if op != "$export" {
-        return outcome(
-            StatusCode::NOT_FOUND,
-            "not-supported",
-            "only $export is supported on a Group",
-        );
-    }
-    let ex = match access(&state, &user) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    let prefer = headers
-        .get("prefer")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !prefer.split(',').any(|p| p.trim() == "respond-async") {
-        return outcome(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            "a bulk export needs the header Prefer: respond-async",
-        );
-    }
-    let cohort = ["csv", "ndjson"]
-        .iter()
-        .map(|ext| ex.groups().join(&id).join(format!("cohort.{ext}")))
-        .find(|p| valid_id(&id) && p.exists());
-    let Some(cohort) = cohort else {
-        return outcome(StatusCode::NOT_FOUND, "not-found", "no such Group");
-    };
-    let mut spec = JobSpec {
-        tolerance_days: 7,
-        request: format!("{}/fhir/Group/{id}/$export", base_url(&state, &headers)),
-        ..JobSpec::default()
-    };
-    for (k, v) in &params {
-        match k.as_str() {
-            "_outputFormat" => {
-                if !["application/fhir+ndjson", "application/ndjson", "ndjson"]
-                    .contains(&v.as_str())
-                {
-                    return outcome(
-                        StatusCode::BAD_REQUEST,
-                        "not-supported",
-                        &format!(
-                            "_outputFormat {v:?} is not supported; use application/fhir+ndjson"
-                        ),
-                    );
-                }
-            }
-            "_type" => {
-                for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                    if !TYPES.contains(&t) {
-                        return outcome(
-                            StatusCode::BAD_REQUEST,
-                            "not-supported",
-                            &format!(
-                                "_type {t:?} is not exported; the types are {}",
-                                TYPES.join(", ")
-                            ),
-                        );
-                    }
-                    if !spec.types.iter().any(|x| x == t) {
-                        spec.types.push(t.to_string());
-                    }
-                }
-            }
-            "_since" => match crate::bulk::since_date(v) {
-                Ok(d) => spec.since = Some(d),
-                Err(e) => {
-                    return outcome(StatusCode::BAD_REQUEST, "invalid", &format!("_since: {e}"));
-                }
-            },
-            // izhub's own: the evaluated history and forecast (Z44).
-            "forecast" => spec.forecast = v == "true",
-            other => {
-                return outcome(
-                    StatusCode::BAD_REQUEST,
-                    "not-supported",
-                    &format!("parameter {other:?} is not supported"),
-                );
-            }
-        }
-    }
-    // A forecast asked for by type.
-    if spec
-        .types
-        .iter()
-        .any(|t| t == "ImmunizationRecommendation" || t == "ImmunizationEvaluation")
-    {
-        spec.forecast = true;
-    }
-    let jobs = ex.jobs();
-    if std::fs::read_dir(&jobs).map(|d| d.count()).unwrap_or(0) >= MAX_JOBS {
-        return outcome(
-            StatusCode::TOO_MANY_REQUESTS,
-            "throttled",
-            "too many export jobs are kept; delete finished ones first",
-        );
-    }
-    let job_id = new_id();
-    let dir = jobs.join(&job_id);
-    let made = tokio::task::spawn_blocking(move || Job::create(&dir, &cohort, None, spec)).await;
-    let job = match made {
-        Ok(Ok(j)) => Arc::new(j),
-        Ok(Err(e)) => return outcome(StatusCode::BAD_REQUEST, "invalid", &e.to_string()),
-        Err(e) => {
-            return outcome(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "exception",
-                &e.to_string(),
-            );
-        }
-    };
-    ex.start(&state, &job_id, job);
-    audit(
-        &state,
-        &user,
-        "bulk-export",
-        &format!("group {id}"),
-        &format!("job {job_id}"),
-    );
-    let mut r = StatusCode::ACCEPTED.into_response();
-    if let Ok(v) = format!("{}/fhir/bulkstatus/{job_id}", base_url(&state, &headers)).parse() {
-        r.headers_mut().insert(header::CONTENT_LOCATION, v);
-    }
-    r
-}
-
-/// `GET /fhir/bulkstatus/{job}`: 202 with `X-Progress` while it runs, 200
-/// with the manifest once complete.
-async fn status(
-    State(state): State<Shared>,
-    user: CurrentUser,
-    headers: HeaderMap,
-    Path(job_id): Path<String>,
-) -> Response {
-    let ex = match access(&state, &user) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    let Some(job) = ex.job(&job_id) else {
-        return outcome(StatusCode::NOT_FOUND, "not-found", "no such export job");
-    };
-    let progress = &job.progress;
-    let load = |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);
-    match job.state() {
-        Ok(JobState::Running) => {
-            let mut r = StatusCode::ACCEPTED.into_response();
-            let text = format!(
-                "{}/{} patients",
-                load(&progress.done),
-                load(&progress.total)
-            );
-            if let Ok(v) = text.parse() {
-                r.headers_mut().insert("x-progress", v);
-            }
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
-            r
-        }
-        Ok(JobState::Cancelled) => outcome(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "the export job was cancelled",
-        ),
-        Ok(JobState::Completed) => {
-            let base = base_url(&state, &headers);
-            let files = job.files().unwrap_or_default();
-            let url = |name: &str| {
-                format!(
-                    "{base}/fhir/bulkfiles/{job_id}/{}",
-                    crate::bulk::job::file_name(name)
-                )
-            };
-            let output: Vec<Value> = files
-                .iter()
-                .filter(|(name, lines)| TYPES.contains(&name.as_str()) && *lines > 0)
-                .map(|(name, lines)| json!({"type": name, "url": url(name), "count": lines}))
-                .collect();
-            let error: Vec<Value> = files
-                .iter()
-                .filter(|(name, lines)| name == crate::bulk::job::ERRORS && *lines > 0)
-                .map(|(name, lines)| json!({"type": "OperationOutcome", "url": url(name), "count": lines}))
-                .collect();
-            let manifest = json!({
-                "transactionTime": job.transaction_time,
-                "request": job.spec.request,
-                "requiresAccessToken": true,
-                "output": output,
-                "error": error,
-                "extension": {"izhub": progress.to_json()},
-            });
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                manifest.to_string(),
-            )
-                .into_response()
-        }
-        Err(e) => outcome(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "exception",
-            &e.to_string(),
-        ),
-    }
-}
-
-/// `DELETE /fhir/bulkstatus/{job}`: cancels the job and deletes its files.
-async fn cancel(
-    State(state): State<Shared>,
-    user: CurrentUser,
-    Path(job_id): Path<String>,
-) -> Response {
-    let ex = match access(&state, &user) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    let Some(job) = ex.job(&job_id) else {
-        return outcome(StatusCode::NOT_FOUND, "not-found", "no such export job");
-    };
-    let _ = job.cancel();
-    let running = ex.running.lock().ok().and_then(|mut r| r.remove(&job_id));
-    if let Some((_, token)) = running {
-        token.cancel();
-    }
-    let dir = job.dir().to_path_buf();
-    drop(job);
-    let removed = tokio::task::spawn_blocking(move || remove_later(&dir)).await;
-    audit(
-        &state,
-        &user,
-        "bulk-cancel",
-        &format!("job {job_id}"),
-        if matches!(removed, Ok(true)) {
-            "deleted"
-        } else {
-            "cancelled"
-        },
-    );
-    StatusCode::ACCEPTED.into_response()
-}
-
-/// Deletes a cancelled job's directory once its run has let go of it.
-fn remove_later(dir: &FsPath) -> bool {
-    for _ in 0..50 {
-        if std::fs::remove_dir_all(dir).is_ok() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    false
-}
-
-/// `GET /fhir/bulkfiles/{job}/{file}`: one NDJSON file, streamed.
-async fn file(
-    State(state): State<Shared>,
-    user: CurrentUser,
-    Path((job_id, name)): Path<(String, String)>,
-) -> Response {
-    let ex = match access(&state, &user) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    let known: Vec<String> = TYPES
-        .iter()
-        .chain(std::iter::once(&crate::bulk::job::ERRORS))
-        .map(|t| crate::bulk::job::file_name(t))
-        .collect();
-    if !valid_id(&job_id) || !known.contains(&name) {
-        return outcome(StatusCode::NOT_FOUND, "not-found", "no such file");
-    }
-    let Some(job) = ex.job(&job_id) else {
-        return outcome(StatusCode::NOT_FOUND, "not-found", "no such export job");
-    };
-    if !matches!(job.state(), Ok(JobState::Completed)) {
-        return outcome(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "the export is not complete",
-        );
-    }
-    let path = job.dir().join(&name);
-    match tokio::fs::File::open(&path).await {
-        Ok(f) => {
-            audit(
-                &state,
-                &user,
-                "bulk-download",
-                &format!("job {job_id} {name}"),
-                "ok",
-            );
-            (
-                [(header::CONTENT_TYPE, "application/fhir+ndjson")],
-                Body::from_stream(tokio_util::io::ReaderStream::new(f)),
-            )
-                .into_response()
-        }
-        Err(_) => outcome(StatusCode::NOT_FOUND, "not-found", "no such file"),
     }
 }
 

@@ -1,0 +1,467 @@
+//! The journal's and the cluster's statements on PostgreSQL: claims under
+//! a lease with a fencing token, attempts, heartbeats, job leases, the
+//! operator's queries.
+
+use super::*;
+
+impl Inner {
+    pub(super) async fn heartbeat(&self, first: bool) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(write_err)?;
+        let sql = format!(
+            "INSERT INTO nodes (node_id, started_at, heartbeat_at, name, console_url)
+             VALUES ($1, {DB_NOW}, {DB_NOW}, $2, $3)
+             ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = {DB_NOW}"
+        );
+        client
+            .execute(sql.as_str(), &[&self.node, &self.name, &self.console_url])
+            .await
+            .map_err(write_err)?;
+        if first {
+            let forget = format!("DELETE FROM nodes WHERE heartbeat_at < {DB_NOW} - $1");
+            client
+                .execute(forget.as_str(), &[&FORGET_NODES_MS])
+                .await
+                .map_err(write_err)?;
+        }
+        Ok(())
+    }
+
+    /// Extends the leases of the deliveries being sent now, as long as
+    /// their tokens still match.
+    pub(super) async fn renew(&self) -> Result<(), StoreError> {
+        let (ids, tokens): (Vec<i64>, Vec<i64>) = self
+            .claims
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .iter()
+            .filter(|(_, (_, sending))| *sending)
+            .map(|(id, (token, _))| (*id, *token))
+            .unzip();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let client = self.pool.get().await.map_err(write_err)?;
+        let sql = format!(
+            "UPDATE deliveries d SET lease_until = {DB_NOW} + $3
+             FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token)
+             WHERE d.id = h.id AND d.lease_token = h.token AND d.status = 'queued'"
+        );
+        client
+            .execute(sql.as_str(), &[&ids, &tokens, &self.lease_ms])
+            .await
+            .map_err(write_err)?;
+        Ok(())
+    }
+
+    pub(super) fn token(&self, id: i64) -> Option<i64> {
+        self.claims
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&id).map(|(t, _)| *t))
+    }
+
+    pub(super) async fn insert(&self, batch: Vec<NewDelivery>) -> Result<Vec<i64>, StoreError> {
+        let mut client = self.pool.get().await.map_err(write_err)?;
+        let tx = client.transaction().await.map_err(write_err)?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO deliveries (received_at, listener, route, sender, control_id, message_type,
+                 order_key, destination, status, updated_at, dedupe_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $1, $9)
+                 ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id",
+            )
+            .await
+            .map_err(write_err)?;
+        let body = tx
+            .prepare_cached("INSERT INTO bodies (id, raw, payload, stages) VALUES ($1, $2, $3, $4)")
+            .await
+            .map_err(write_err)?;
+        let now = now_ms();
+        let mut ids = Vec::with_capacity(batch.len());
+        for d in &batch {
+            // Sender, MSH-10 and destination: a resend finds its first copy.
+            let key = (d.dedupe && !d.sender.is_empty() && !d.control_id.is_empty())
+                .then(|| format!("{}\u{1f}{}\u{1f}{}", d.sender, d.control_id, d.destination));
+            let row = tx
+                .query_opt(
+                    &insert,
+                    &[
+                        &now,
+                        &d.listener,
+                        &d.route,
+                        &d.sender,
+                        &d.control_id,
+                        &d.message_type,
+                        &d.order_key,
+                        &d.destination,
+                        &key,
+                    ],
+                )
+                .await
+                .map_err(write_err)?;
+            match row {
+                Some(row) => {
+                    let id: i64 = row.get(0);
+                    let payload: &[u8] = if d.payload == d.raw { &[] } else { &d.payload };
+                    tx.execute(&body, &[&id, &d.raw, &payload, &d.stages])
+                        .await
+                        .map_err(write_err)?;
+                    ids.push(id);
+                }
+                None => {
+                    let first = tx
+                        .query_one("SELECT id FROM deliveries WHERE dedupe_key = $1", &[&key])
+                        .await
+                        .map_err(write_err)?;
+                    tracing::info!(
+                        id = first.get::<_, i64>(0),
+                        "a message sent again was already journaled; answered without a second delivery"
+                    );
+                    ids.push(first.get(0));
+                }
+            }
+        }
+        tx.commit().await.map_err(write_err)?;
+        Ok(ids)
+    }
+
+    pub(super) async fn claim(
+        &self,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        let client = self.pool.get().await.map_err(read_err)?;
+        // Heads only: the oldest queued delivery of each order key. The lock
+        // re-checks status and lease on the current row, so a head recorded
+        // meanwhile by another node is passed over.
+        let sql = format!(
+            "WITH heads AS (
+                SELECT DISTINCT ON (order_key) id FROM deliveries
+                WHERE destination = $1 AND status = 'queued'
+                ORDER BY order_key, id
+            ), picked AS (
+                SELECT d.id FROM deliveries d JOIN heads h ON h.id = d.id
+                WHERE d.status = 'queued' AND d.next_attempt_at <= $5
+                  AND (d.lease_until < {DB_NOW} OR d.lease_node = $3)
+                ORDER BY d.id LIMIT $2
+                FOR UPDATE OF d SKIP LOCKED
+            )
+            UPDATE deliveries d SET lease_node = $3, lease_until = {DB_NOW} + $4,
+                lease_token = nextval('fencing_tokens')
+            FROM picked, bodies b
+            WHERE d.id = picked.id AND b.id = d.id
+            RETURNING d.id, d.order_key, d.control_id,
+                CASE WHEN length(b.payload) = 0 THEN b.raw ELSE b.payload END,
+                d.attempts, d.next_attempt_at, d.received_at, d.route, d.lease_token"
+        );
+        let rows = client
+            .query(
+                sql.as_str(),
+                &[
+                    &destination,
+                    &(limit as i64),
+                    &self.node,
+                    &self.lease_ms,
+                    &now_ms(),
+                ],
+            )
+            .await
+            .map_err(read_err)?;
+        let mut pending = Vec::with_capacity(rows.len());
+        let mut claims = self.claims.lock().map_err(|_| StoreError::Closed)?;
+        for r in rows {
+            let id: i64 = r.get(0);
+            claims.insert(id, (r.get(8), false));
+            pending.push(Pending {
+                id,
+                order_key: r.get(1),
+                control_id: r.get(2),
+                payload: r.get(3),
+                attempts: r.get::<_, i32>(4).max(0) as u32,
+                next_attempt_at: r.get(5),
+                received_at: r.get(6),
+                route: r.get(7),
+            });
+        }
+        pending.sort_by_key(|p| p.id);
+        Ok(pending)
+    }
+
+    pub(super) async fn hold(&self, id: i64) -> Result<bool, StoreError> {
+        let Some(token) = self.token(id) else {
+            return Ok(false);
+        };
+        let client = self.pool.get().await.map_err(write_err)?;
+        let sql = format!(
+            "UPDATE deliveries SET lease_until = {DB_NOW} + $3
+             WHERE id = $1 AND lease_token = $2 AND status = 'queued'"
+        );
+        let held = client
+            .execute(sql.as_str(), &[&id, &token, &self.lease_ms])
+            .await
+            .map_err(write_err)?
+            == 1;
+        if let Ok(mut claims) = self.claims.lock() {
+            if held {
+                claims.insert(id, (token, true));
+            } else {
+                claims.remove(&id);
+            }
+        }
+        Ok(held)
+    }
+
+    pub(super) async fn release(&self, id: i64) -> Result<(), StoreError> {
+        let token = self.claims.lock().ok().and_then(|mut c| c.remove(&id));
+        let Some((token, _)) = token else {
+            return Ok(());
+        };
+        let client = self.pool.get().await.map_err(write_err)?;
+        client
+            .execute(
+                "UPDATE deliveries SET lease_node = NULL, lease_until = 0
+                 WHERE id = $1 AND lease_token = $2",
+                &[&id, &token],
+            )
+            .await
+            .map_err(write_err)?;
+        Ok(())
+    }
+
+    pub(super) async fn record(&self, id: i64, outcome: &Attempted) -> Result<(), StoreError> {
+        let token = self.claims.lock().ok().and_then(|mut c| c.remove(&id));
+        let Some((token, _)) = token else {
+            self.fenced.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Fenced(id));
+        };
+        let (answer, class) = match &outcome.answer {
+            Some((a, c)) => (Some(a.as_slice()), Some(c.as_str())),
+            None => (None, None),
+        };
+        let attempts = outcome.attempts.min(i32::MAX as u32) as i32;
+        // A database restarting is waited for, within the lease: past it the
+        // delivery is another node's anyway.
+        let give_up = tokio::time::Instant::now() + Duration::from_millis(self.lease_ms as u64);
+        loop {
+            let result = async {
+                let client = self.pool.get().await.map_err(write_err)?;
+                client
+                    .execute(
+                        "UPDATE deliveries SET status = $3, attempts = $4, next_attempt_at = $5,
+                         last_error = $6, answer = COALESCE($7, answer),
+                         answer_class = COALESCE($8, answer_class), updated_at = $9,
+                         lease_node = NULL, lease_until = 0
+                         WHERE id = $1 AND lease_token = $2",
+                        &[
+                            &id,
+                            &token,
+                            &outcome.status.as_str(),
+                            &attempts,
+                            &outcome.next_attempt_at,
+                            &outcome.error,
+                            &answer,
+                            &class,
+                            &now_ms(),
+                        ],
+                    )
+                    .await
+                    .map_err(write_err)
+            }
+            .await;
+            match result {
+                Ok(1) => return Ok(()),
+                Ok(_) => {
+                    self.fenced.fetch_add(1, Ordering::Relaxed);
+                    return Err(StoreError::Fenced(id));
+                }
+                Err(e) if tokio::time::Instant::now() >= give_up => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    /// Takes or renews this node's lease on bulk job `job`: false while
+    /// another node's lease on it runs.
+    pub(super) async fn job_lease(&self, job: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(write_err)?;
+        let sql = format!(
+            "INSERT INTO bulk_jobs (id, node, lease_until) VALUES ($1, $2, {DB_NOW} + $3)
+             ON CONFLICT (id) DO UPDATE SET node = $2, lease_until = {DB_NOW} + $3
+             WHERE bulk_jobs.node = $2 OR bulk_jobs.lease_until < {DB_NOW}"
+        );
+        let n = client
+            .execute(sql.as_str(), &[&job, &self.node, &self.lease_ms])
+            .await
+            .map_err(write_err)?;
+        Ok(n == 1)
+    }
+
+    pub(super) async fn job_release(&self, job: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(write_err)?;
+        client
+            .execute(
+                "DELETE FROM bulk_jobs WHERE id = $1 AND node = $2",
+                &[&job, &self.node],
+            )
+            .await
+            .map_err(write_err)?;
+        Ok(())
+    }
+
+    /// The other live nodes with a console address, one per name (the
+    /// newest process of each), with their numbers.
+    pub(super) async fn peers(&self) -> Result<Vec<Peer>, StoreError> {
+        let client = self.pool.get().await.map_err(read_err)?;
+        let sql = format!(
+            "SELECT DISTINCT ON (n.name) n.name, n.console_url, k.number
+             FROM nodes n JOIN node_numbers k ON k.name = n.name
+             WHERE n.name <> $1 AND n.console_url <> ''
+               AND n.heartbeat_at >= {DB_NOW} - $2
+             ORDER BY n.name, n.heartbeat_at DESC"
+        );
+        let rows = client
+            .query(sql.as_str(), &[&self.name, &(self.lease_ms * 3)])
+            .await
+            .map_err(read_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| Peer {
+                name: r.get(0),
+                console_url: r.get(1),
+                number: r.get(2),
+            })
+            .collect())
+    }
+
+    pub(super) async fn cluster(&self) -> Result<Cluster, StoreError> {
+        let client = self.pool.get().await.map_err(read_err)?;
+        let sql = format!(
+            "SELECT n.node_id, n.started_at, n.heartbeat_at, {DB_NOW} - n.heartbeat_at,
+                (SELECT COUNT(*) FROM deliveries d WHERE d.lease_node = n.node_id
+                    AND d.status = 'queued' AND d.lease_until >= {DB_NOW})
+             FROM nodes n ORDER BY n.node_id"
+        );
+        let rows = client.query(sql.as_str(), &[]).await.map_err(read_err)?;
+        Ok(Cluster {
+            node: self.node.clone(),
+            lease_ms: self.lease_ms,
+            fenced: self.fenced.load(Ordering::Relaxed),
+            nodes: rows
+                .iter()
+                .map(|r| NodeState {
+                    id: r.get(0),
+                    started_at: r.get(1),
+                    heartbeat_at: r.get(2),
+                    heartbeat_age_ms: r.get(3),
+                    leases: r.get(4),
+                })
+                .collect(),
+        })
+    }
+
+    pub(super) async fn select(&self, filter: &Filter) -> Result<Vec<Journaled>, StoreError> {
+        let client = self.pool.get().await.map_err(read_err)?;
+        let mut conditions = String::new();
+        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let mut add = |cond: &str, value: Box<dyn ToSql + Sync + Send>| {
+            args.push(value);
+            conditions.push_str(&cond.replace('?', &format!("${}", args.len())));
+        };
+        if !filter.ids.is_empty() {
+            add(" AND d.id = ANY(?)", Box::new(filter.ids.clone()));
+        }
+        if let Some(s) = &filter.sender {
+            add(" AND d.sender = ?", Box::new(s.clone()));
+        }
+        if let Some(s) = &filter.status {
+            add(" AND d.status = ?", Box::new(s.clone()));
+        }
+        if let Some(t) = filter.since_ms {
+            add(" AND d.received_at >= ?", Box::new(t));
+        }
+        let sql = format!(
+            "SELECT id, listener, raw, control_id FROM (
+                SELECT DISTINCT ON (d.received_at, d.control_id, d.listener)
+                    d.id, d.listener, b.raw, d.control_id
+                FROM deliveries d JOIN bodies b ON b.id = d.id WHERE true{conditions}
+                ORDER BY d.received_at, d.control_id, d.listener, d.id
+             ) s ORDER BY id LIMIT 100000"
+        );
+        let params: Vec<&(dyn ToSql + Sync)> = args
+            .iter()
+            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = client
+            .query(sql.as_str(), &params)
+            .await
+            .map_err(read_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| Journaled {
+                id: r.get(0),
+                listener: r.get(1),
+                raw: r.get(2),
+                control_id: r.get(3),
+            })
+            .collect())
+    }
+
+    pub(super) async fn prune(
+        &self,
+        max_age: Duration,
+        max_finished: Option<u64>,
+    ) -> Result<usize, StoreError> {
+        let client = self.pool.get().await.map_err(write_err)?;
+        let cutoff = now_ms() - max_age.as_millis() as i64;
+        let mut deleted = client
+            .execute(
+                "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND updated_at < $1",
+                &[&cutoff],
+            )
+            .await
+            .map_err(write_err)?;
+        if let Some(keep) = max_finished {
+            deleted += client
+                .execute(
+                    "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND id NOT IN
+                     (SELECT id FROM deliveries WHERE status IN ('delivered', 'dead') ORDER BY id DESC LIMIT $1)",
+                    &[&(keep.min(i64::MAX as u64) as i64)],
+                )
+                .await
+                .map_err(write_err)?;
+        }
+        Ok(deleted as usize)
+    }
+
+    /// One text column of the newest delivery with this MSH-10.
+    pub(super) async fn newest(
+        &self,
+        control_id: &str,
+        column: &'static str,
+    ) -> Result<Option<String>, StoreError> {
+        let client = self.pool.get().await.map_err(read_err)?;
+        let sql = format!(
+            "SELECT {column} FROM deliveries d JOIN bodies b ON b.id = d.id
+             WHERE d.control_id = $1 ORDER BY d.id DESC LIMIT 1"
+        );
+        let row = client
+            .query_opt(sql.as_str(), &[&control_id])
+            .await
+            .map_err(read_err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// An update returning the destination of the row it changed.
+    pub(super) async fn update_one(
+        &self,
+        sql: &'static str,
+        id: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let client = self.pool.get().await.map_err(write_err)?;
+        let row = client
+            .query_opt(sql, &[&id, &now_ms()])
+            .await
+            .map_err(write_err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}

@@ -1,0 +1,264 @@
+//! The operator console's JSON API and pages (see `docs/console-api.md`):
+//! the dashboard, live events, the message browser, actions, data quality,
+//! code sets and the audit trail. Every handler takes the [`CurrentUser`]
+//! (401 without one), checks the role, and shows only the routes and
+//! destinations the user may see. PHI is masked unless an operator unmasks
+//! one message, which is audited.
+
+// Helpers answer `Result<_, Response>`: the error is the HTTP answer itself,
+// built once on a path that ends the request.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::AdminState;
+use super::auth::{Admin, CurrentUser, Operator, Refusal, Viewer};
+use super::mask::{mask_hl7, mask_id};
+use crate::config::Role;
+use crate::flow::Flow;
+use crate::flow::board::Dashboard;
+use crate::flow::log::{Full, Meta, Search};
+use crate::hl7::days_from_civil;
+use crate::store::now_ms;
+
+mod actions;
+mod audit;
+mod cluster;
+mod codesets;
+mod dashboard;
+mod live;
+mod messages;
+mod quality;
+
+use actions::*;
+use audit::*;
+use cluster::*;
+use codesets::*;
+use dashboard::*;
+use live::*;
+use messages::*;
+use quality::*;
+
+mod assets {
+    include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
+}
+
+/// Live-event streams open at once, at most.
+const MAX_STREAMS: usize = 64;
+/// Messages one bulk reprocess may take.
+const MAX_BULK: usize = 10_000;
+
+static STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+type Shared = Arc<AdminState>;
+
+/// The console's routes, to merge into the admin router.
+pub fn router() -> Router<Shared> {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/console/") }),
+        )
+        .route("/console", get(index))
+        .route("/console/", get(index))
+        .route("/console/{*path}", get(asset))
+        .route("/api/dashboard", get(dashboard))
+        .route("/api/cluster", get(cluster))
+        .route("/api/events", get(events))
+        .route("/api/messages", get(messages))
+        .route("/api/messages/search", post(messages_post))
+        .route("/api/messages/{id}", get(message))
+        .route("/api/messages/{id}/reprocess", post(reprocess_one))
+        .route("/api/messages/{id}/retry", post(retry))
+        .route("/api/messages/{id}/resend", post(resend))
+        .route("/api/reprocess", post(reprocess_many))
+        .route(
+            "/api/destinations/{name}/{action}",
+            post(destination_action),
+        )
+        .route("/api/errors/resolve", post(resolve))
+        .route("/api/quality", get(quality))
+        .route("/api/quality/report", get(quality_report))
+        .route("/api/codesets", get(codesets))
+        .route("/api/audit", get(audit_trail))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn refused(r: Refusal) -> Response {
+    error(r.status(), r.message())
+}
+
+fn flow_of(state: &AdminState) -> Result<&Arc<Flow>, Response> {
+    state
+        .flow
+        .as_ref()
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "the console is not enabled"))
+}
+
+fn log_of(state: &AdminState) -> Result<&Arc<crate::flow::log::MessageLog>, Response> {
+    flow_of(state)?.log.as_ref().ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "messages are not recorded ([console] record = false)",
+        )
+    })
+}
+
+/// Runs blocking log work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the request did not finish: {e}"),
+        )
+    })
+}
+
+async fn index() -> Response {
+    asset_named("index.html")
+}
+
+async fn asset(Path(path): Path<String>) -> Response {
+    if path.is_empty() {
+        return asset_named("index.html");
+    }
+    asset_named(&path)
+}
+
+fn asset_named(name: &str) -> Response {
+    match assets::ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, ctype, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *ctype),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+                ),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such console file"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_from_a_query_string_or_json() {
+        let uri: axum::http::Uri = "/api/messages?before=42&limit=5".parse().unwrap();
+        let Query(q) = Query::<SearchParams>::try_from_uri(&uri).unwrap();
+        assert_eq!(q.before.as_ref().and_then(Cursor::id), Some(42));
+        let j: SearchParams = serde_json::from_str(r#"{"before":42}"#).unwrap();
+        assert_eq!(j.before, Some(Cursor::Id(42)));
+        let c: SearchParams = serde_json::from_str(r#"{"before":"3:10,4:done"}"#).unwrap();
+        assert_eq!(c.before.as_ref().and_then(Cursor::id), None);
+        let parsed = parse_cursor("3:10,4:done").unwrap();
+        assert_eq!(parsed.get(&3), Some(&Some(10)));
+        assert_eq!(parsed.get(&4), Some(&None));
+        assert_eq!(cursor_text(&parsed), "3:10,4:done");
+        assert!(parse_cursor("3:x").is_err());
+        assert!(parse_cursor("nope").is_err());
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("0"), Some(0));
+        assert_eq!(parse_time("1970-01-02"), Some(86_400_000));
+        assert_eq!(parse_time("2026-11-29T10:00:00Z"), Some(1_795_946_400_000));
+        assert_eq!(
+            parse_time("2026-11-29T11:00:00+01:00"),
+            Some(1_795_946_400_000)
+        );
+        assert_eq!(
+            parse_time("2026-11-29T10:00:00.250Z"),
+            Some(1_795_946_400_250)
+        );
+        assert_eq!(parse_time("2026-13-01"), None);
+        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(rfc3339(1_795_946_400_250), "2026-11-29T10:00:00.250Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn detection_examples_are_masked_and_cut() {
+        let meta = Meta {
+            id: 9,
+            time: 0,
+            listener: "ehr".into(),
+            sender: "CLINIC".into(),
+            message_type: "VXU^V04".into(),
+            control_id: "C9".into(),
+            patient_id: "P1".into(),
+            route: "vxu".into(),
+            destination: "mi".into(),
+            status: "rejected_by_izhub".into(),
+            ack: "AE".into(),
+            detections: vec!["patient-birth-date-invalid".into()],
+            latency_ms: 1.0,
+            resolved: false,
+        };
+        let full = Full {
+            meta,
+            received: b"MSH|^~\\&|EHR|CLINIC|||20260101||VXU^V04|C9|P|2.5.1\rPID|1||P123^^^MRN^MR||DOE^JANE||2026130\rRXA|0|1|20260101|20260101|08^HepB^CVX|999\r".to_vec(),
+            stages: String::new(),
+            issues: String::new(),
+            answer: b"MSH|^~\\&|IZHUB\rMSA|AE|C9\rERR||PID^1^7|102^Data type error^HL70357|E||||The birth date is not a valid date. Value sent: '2026130'. [patient-birth-date-invalid]\r".to_vec(),
+            attempts: Vec::new(),
+            reprocess_of: None,
+            reprocessed_as: Vec::new(),
+        };
+        let ex = example_of(&full, "patient-birth-date-invalid");
+        assert_eq!(ex["location"], "PID-1-7");
+        assert_eq!(
+            ex["text"],
+            "The birth date is not a valid date. [patient-birth-date-invalid]"
+        );
+        let segment = ex["segment"].as_str().unwrap_or("");
+        assert!(segment.starts_with("PID|"), "{segment}");
+        for phi in ["DOE", "JANE", "2026130", "P123"] {
+            assert!(!segment.contains(phi), "{phi} in {segment}");
+        }
+        // A detection the answer does not name has no location.
+        assert_eq!(example_of(&full, "other")["segment"], "");
+    }
+
+    #[test]
+    fn answers_decoded() {
+        let d = decode_answer(
+            "MSH|^~\\&|A\rMSA|AE|C1|bad\rERR||PID^1^7|101^Required field missing^HL70357|E|7|||Birth date. [patient-birth-date-missing]\r",
+        );
+        assert_eq!(d["msa"]["code"], "AE");
+        assert_eq!(d["err"][0]["location"], "PID-1-7");
+        assert_eq!(d["err"][0]["code"], "101");
+        assert_eq!(d["err"][0]["severity"], "E");
+        assert!(
+            d["err"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("[patient-birth-date-missing]")
+        );
+    }
+}
