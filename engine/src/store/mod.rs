@@ -163,7 +163,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 ///   recorded before it is committed: visible to `claim` and `select`, and
 ///   kept if the engine process dies. (A record lost to a power cut only
 ///   means a message is delivered twice: delivery is at least once.)
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Cluster + Send + Sync + 'static {
     /// Stores deliveries durably and returns their ids, in order.
     fn insert(&self, batch: Vec<NewDelivery>) -> StoreFuture<'_, Vec<i64>>;
     /// Claims up to `limit` queued deliveries of `destination` (due or not:
@@ -195,62 +195,46 @@ pub trait Store: Send + Sync + 'static {
     /// (ms since the epoch). Read once at start; the console keeps the
     /// numbers up to date from then on.
     fn queued_by_destination(&self) -> StoreFuture<'_, Vec<(String, i64, i64)>>;
+}
+
+/// What a journal shared by several engines (nodes) adds: leases on claims
+/// and bulk jobs, node numbers, the other nodes. A journal one engine owns
+/// answers as the only node.
+pub trait Cluster {
     /// Called just before delivery `id` is sent: whether this caller still
     /// holds its claim (a shared store also extends the lease and keeps it
     /// renewed until [`Store::record`]). A store with one engine always
     /// holds its claims.
-    fn hold(&self, id: i64) -> StoreFuture<'_, bool> {
-        let _ = id;
-        Box::pin(async { Ok(true) })
-    }
-    /// How long after a successful [`Store::hold`] (timed from before it
+    fn hold(&self, id: i64) -> StoreFuture<'_, bool>;
+    /// How long after a successful [`Cluster::hold`] (timed from before it
     /// was asked) the delivery may still be written to the IIS: past it
     /// another node may have taken the delivery over, so it is not sent.
     /// `None` for a store one engine owns.
-    fn send_window(&self) -> Option<Duration> {
-        None
-    }
+    fn send_window(&self) -> Option<Duration>;
     /// This node's number in a shared store (its console's message ids are
     /// numbered from it), `None` for a store one engine owns.
-    fn node_number(&self) -> Option<i32> {
-        None
-    }
+    fn node_number(&self) -> Option<i32>;
     /// Takes or renews this node's lease on bulk job `job` (renew it every
-    /// third of [`Store::lease`]): false while another node holds it. A
+    /// third of [`Cluster::lease`]): false while another node holds it. A
     /// store one engine owns always gives it.
-    fn job_lease<'a>(&'a self, job: &'a str) -> StoreFuture<'a, bool> {
-        let _ = job;
-        Box::pin(async { Ok(true) })
-    }
+    fn job_lease<'a>(&'a self, job: &'a str) -> StoreFuture<'a, bool>;
     /// Gives up this node's lease on bulk job `job` (it ended here).
-    fn job_release<'a>(&'a self, job: &'a str) -> StoreFuture<'a, ()> {
-        let _ = job;
-        Box::pin(async { Ok(()) })
-    }
+    fn job_release<'a>(&'a self, job: &'a str) -> StoreFuture<'a, ()>;
     /// How long a node's leases last without renewal (`None`: no leases).
-    fn lease(&self) -> Option<Duration> {
-        None
-    }
+    fn lease(&self) -> Option<Duration>;
     /// The other live nodes whose consoles this node's console asks.
-    fn peers(&self) -> StoreFuture<'_, Vec<Peer>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
+    fn peers(&self) -> StoreFuture<'_, Vec<Peer>>;
     /// Gives back a claim that was held but not used (nothing was sent), so
     /// the delivery can be claimed again at once instead of after its lease.
-    fn release(&self, id: i64) -> StoreFuture<'_, ()> {
-        let _ = id;
-        Box::pin(async { Ok(()) })
-    }
+    fn release(&self, id: i64) -> StoreFuture<'_, ()>;
     /// The nodes sharing this store, for `/healthz`; `None` for a store one
     /// engine owns.
-    fn cluster(&self) -> StoreFuture<'_, Option<Cluster>> {
-        Box::pin(async { Ok(None) })
-    }
+    fn cluster(&self) -> StoreFuture<'_, Option<ClusterState>>;
 }
 
 /// Engine nodes sharing one store, as `/healthz` shows them.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Cluster {
+pub struct ClusterState {
     /// This node's id.
     pub node: String,
     pub lease_ms: i64,

@@ -17,6 +17,7 @@ mod engine;
 mod framing;
 mod guests;
 mod immunization;
+mod journal_contract;
 mod kit;
 mod pg_cluster;
 mod reload;

@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use izhub::config::PostgresSpec;
 use izhub::store::postgres::{MIGRATIONS, PgStore};
-use izhub::store::{Attempted, NewDelivery, Status, Store, StoreError};
+use izhub::store::{Attempted, Cluster, NewDelivery, Status, Store, StoreError};
 
 /// The unprivileged user PostgreSQL runs as when the tests run as root.
 const PG_USER: &str = "izhub-pg";
 
 /// A PostgreSQL server started for these tests.
-struct PgServer {
+pub(crate) struct PgServer {
     port: u16,
     bin: PathBuf,
     data: PathBuf,
@@ -195,7 +195,7 @@ impl PgServer {
     }
 
     /// A fresh, empty database on this server; its URL.
-    async fn database(&self, name: &str) -> String {
+    pub(crate) async fn database(&self, name: &str) -> String {
         let admin = format!("postgres://izhub@127.0.0.1:{}/postgres", self.port);
         let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
             .await
@@ -223,7 +223,7 @@ fn run_as(as_root: bool, program: &Path, args: &[&str]) -> std::process::Output 
 }
 
 /// The server shared by the tests of this binary, started once.
-fn shared() -> Option<&'static PgServer> {
+pub(crate) fn shared() -> Option<&'static PgServer> {
     static SERVER: OnceLock<Option<PgServer>> = OnceLock::new();
     SERVER.get_or_init(PgServer::start).as_ref()
 }
@@ -241,7 +241,7 @@ fn free_port() -> u16 {
     }
 }
 
-fn spec(url: &str, node: &str, lease: Duration) -> PostgresSpec {
+pub(crate) fn spec(url: &str, node: &str, lease: Duration) -> PostgresSpec {
     PostgresSpec {
         url: url.to_string(),
         password_env: None,

@@ -25,8 +25,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
 
 use super::{
-    Attempted, Cluster, Filter, Journaled, NewDelivery, NodeState, Peer, Pending, Status, Store,
-    StoreError, StoreFuture, now_ms,
+    Attempted, Cluster, ClusterState, Filter, Journaled, NewDelivery, NodeState, Peer, Pending,
+    Status, Store, StoreError, StoreFuture, now_ms,
 };
 use crate::config::PostgresSpec;
 
@@ -433,12 +433,16 @@ impl Store for PgStore {
                 .collect())
         })
     }
+}
 
+/// Nodes sharing the database: claims and bulk jobs under leases, with
+/// fencing tokens.
+impl Cluster for PgStore {
     fn hold(&self, id: i64) -> StoreFuture<'_, bool> {
         Box::pin(self.inner.hold(id))
     }
 
-    fn cluster(&self) -> StoreFuture<'_, Option<Cluster>> {
+    fn cluster(&self) -> StoreFuture<'_, Option<ClusterState>> {
         Box::pin(async move { self.inner.cluster().await.map(Some) })
     }
 

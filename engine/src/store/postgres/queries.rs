@@ -333,7 +333,7 @@ impl Inner {
             .collect())
     }
 
-    pub(super) async fn cluster(&self) -> Result<Cluster, StoreError> {
+    pub(super) async fn cluster(&self) -> Result<ClusterState, StoreError> {
         let client = self.pool.get().await.map_err(read_err)?;
         let sql = format!(
             "SELECT n.node_id, n.started_at, n.heartbeat_at, {DB_NOW} - n.heartbeat_at,
@@ -342,7 +342,7 @@ impl Inner {
              FROM nodes n ORDER BY n.node_id"
         );
         let rows = client.query(sql.as_str(), &[]).await.map_err(read_err)?;
-        Ok(Cluster {
+        Ok(ClusterState {
             node: self.node.clone(),
             lease_ms: self.lease_ms,
             fenced: self.fenced.load(Ordering::Relaxed),

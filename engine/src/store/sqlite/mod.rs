@@ -13,8 +13,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    Attempted, Filter, Journaled, NewDelivery, Pending, Status, Store, StoreError, StoreFuture,
-    now_ms,
+    Attempted, Cluster, ClusterState, Filter, Journaled, NewDelivery, Peer, Pending, Status, Store,
+    StoreError, StoreFuture, now_ms,
 };
 
 /// Schema migrations, applied in order; the journal records which ran.
@@ -408,6 +408,38 @@ impl Store for SqliteStore {
             rows.collect::<Result<Vec<_>, _>>()
                 .map_err(|e| StoreError::Read(e.to_string()))
         }))
+    }
+}
+
+/// One engine owns a SQLite journal: it is the only node, its claims and
+/// bulk jobs are always its own, and there is no one to ask.
+impl Cluster for SqliteStore {
+    fn hold(&self, _id: i64) -> StoreFuture<'_, bool> {
+        Box::pin(async { Ok(true) })
+    }
+    fn send_window(&self) -> Option<Duration> {
+        None
+    }
+    fn node_number(&self) -> Option<i32> {
+        None
+    }
+    fn job_lease<'a>(&'a self, _job: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async { Ok(true) })
+    }
+    fn job_release<'a>(&'a self, _job: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+    fn peers(&self) -> StoreFuture<'_, Vec<Peer>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn release(&self, _id: i64) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn cluster(&self) -> StoreFuture<'_, Option<ClusterState>> {
+        Box::pin(async { Ok(None) })
     }
 }
 
