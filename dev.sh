@@ -193,7 +193,10 @@ run_tests() {
     audit
     log "cargo test"
     cargo test --workspace --release
-    build_host
+    # cargo test built the engine's binary ($BIN) for the integration tests;
+    # the browser test runs that one (`cargo build` alone would build it
+    # again, with the features of the engine's dependencies the tests do
+    # not need).
     browser_tests
 }
 

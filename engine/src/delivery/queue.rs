@@ -51,22 +51,39 @@ enum Attempt {
     Lost,
 }
 
+/// What one destination name's queue consumer runs with.
+pub struct Queue {
+    pub name: String,
+    /// The destination it delivers through (`None` once removed).
+    pub current: watch::Receiver<Option<Arc<Destination>>>,
+    pub journal: Journal,
+    /// Rung when a message for it is journaled.
+    pub wake: Arc<Notify>,
+    /// The operator's pause and breaker reset.
+    pub control: Arc<Control>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+    /// Who follows its work (the console).
+    pub watch: Option<Arc<dyn QueueWatch>>,
+}
+
 /// Runs the queue of the destination called `name` until `shutdown`: the one
 /// consumer of that name's deliveries for the life of the engine. A
 /// configuration reload hands it the new [`Destination`] through `current`;
 /// the round in progress finishes on the old one, the next starts on the new
 /// one, so no delivery is ever claimed twice. While `current` holds `None`
 /// (the destination was removed) it waits.
-pub async fn run(
-    name: String,
-    mut current: watch::Receiver<Option<Arc<Destination>>>,
-    journal: Journal,
-    wake: Arc<Notify>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    watch: Option<Arc<dyn QueueWatch>>,
-) {
-    let control: Arc<Control> = watch.as_ref().map(|w| w.control(&name)).unwrap_or_default();
+pub async fn run(queue: Queue) {
+    let Queue {
+        name,
+        mut current,
+        journal,
+        wake,
+        control,
+        metrics,
+        shutdown,
+        watch,
+    } = queue;
     let breaker_gauge = metrics
         .breaker_open
         .get_or_create(&vec![l("destination", &name)])

@@ -1,6 +1,7 @@
 //! What the delivery queue tells whoever watches it (the console), and the
-//! controls it obeys. The queue knows only this trait: the console
-//! implements it, so the data plane never reaches up into the console.
+//! operator's controls it obeys (held by `topology::Deliveries`). The queue
+//! knows only this trait: the console implements it, so the data plane
+//! never reaches up into the console.
 
 use std::sync::atomic::AtomicBool;
 
@@ -48,10 +49,8 @@ pub enum AttemptOutcome<'a> {
     Failed { kind: &'static str, dead: bool },
 }
 
-/// Whoever follows the queue's work and holds its controls.
+/// Whoever follows the queue's work.
 pub trait QueueWatch: Send + Sync {
-    /// The controls of `destination`'s queue, the same for its whole life.
-    fn control(&self, destination: &str) -> std::sync::Arc<Control>;
     /// What is waiting for `destination`.
     fn queue_state(&self, destination: &str, state: QueueState);
     /// One attempt's outcome.

@@ -14,7 +14,7 @@ pub mod plan;
 
 pub use plan::{Plan, plan};
 
-use crate::delivery::{Destination, QueueWatch, Target, Workers};
+use crate::delivery::{Control, Destination, QueueWatch, Target, Workers};
 use crate::metrics::Metrics;
 use crate::store::Journal;
 
@@ -26,6 +26,8 @@ struct Consumer {
     wake: Arc<Notify>,
     /// Whether its task runs (only with a journal and delivery on).
     running: bool,
+    /// The operator's pause and breaker reset, for the engine's life.
+    control: Arc<Control>,
 }
 
 /// Destinations and their delivery queues, across configuration reloads.
@@ -40,7 +42,7 @@ pub struct Deliveries {
     workers: Workers,
     /// Run queue consumers (false for tools that only journal).
     deliver: bool,
-    /// Who follows the queues' work and holds their controls (the console).
+    /// Who follows the queues' work (the console).
     watch: Option<Arc<dyn QueueWatch>>,
 }
 
@@ -67,8 +69,7 @@ impl Deliveries {
         }
     }
 
-    /// Reports the queues' work to `watch` (the console) and takes its
-    /// controls.
+    /// Reports the queues' work to `watch` (the console).
     pub fn with_watch(mut self, watch: Option<Arc<dyn QueueWatch>>) -> Self {
         self.watch = watch;
         self
@@ -122,15 +123,17 @@ impl Deliveries {
                 && let Some(journal) = &self.journal
             {
                 consumer.running = true;
-                self.tasks.spawn(crate::delivery::queue::run(
-                    name.clone(),
-                    consumer.current.subscribe(),
-                    journal.clone(),
-                    consumer.wake.clone(),
-                    self.metrics.clone(),
-                    self.shutdown.clone(),
-                    self.watch.clone(),
-                ));
+                self.tasks
+                    .spawn(crate::delivery::queue::run(crate::delivery::queue::Queue {
+                        name: name.clone(),
+                        current: consumer.current.subscribe(),
+                        journal: journal.clone(),
+                        wake: consumer.wake.clone(),
+                        control: consumer.control.clone(),
+                        metrics: self.metrics.clone(),
+                        shutdown: self.shutdown.clone(),
+                        watch: self.watch.clone(),
+                    }));
             }
         }
     }
@@ -142,6 +145,17 @@ impl Deliveries {
             .entry(name.to_string())
             .or_insert_with(Consumer::new)
             .wake
+            .clone()
+    }
+
+    /// The operator's controls of destination `name`'s queue (pause,
+    /// breaker reset), the same for the engine's life.
+    pub fn control(&self, name: &str) -> Arc<Control> {
+        let mut consumers = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        consumers
+            .entry(name.to_string())
+            .or_insert_with(Consumer::new)
+            .control
             .clone()
     }
 
@@ -158,6 +172,7 @@ impl Consumer {
             current: watch::channel(None).0,
             wake: Arc::new(Notify::new()),
             running: false,
+            control: Arc::new(Control::default()),
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct AdminState {
     pub flow: Option<Arc<crate::flow::Flow>>,
     /// The commit-mode journal, for retry and resend.
     pub journal: Option<crate::store::Journal>,
+    /// The destinations' queues: an operator pauses, resumes and resets
+    /// their breakers.
+    pub deliveries: Arc<crate::topology::Deliveries>,
     /// Console users and sessions.
     pub auth: Auth,
     /// The certificate when the address serves HTTPS.

@@ -7,8 +7,7 @@ pub mod board;
 pub mod bodies;
 pub mod log;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -133,14 +132,11 @@ pub fn detections(answer: &[u8]) -> Vec<String> {
     out
 }
 
-pub use crate::delivery::Control;
-
 /// Where records go.
 pub struct Flow {
     pub board: board::Board,
     pub log: Option<Arc<log::MessageLog>>,
     live: broadcast::Sender<Arc<LiveEvent>>,
-    controls: Mutex<HashMap<String, Arc<Control>>>,
 }
 
 impl Flow {
@@ -151,14 +147,7 @@ impl Flow {
             board: board::Board::default(),
             log,
             live,
-            controls: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// The operator's controls of destination `name`'s queue.
-    pub fn control(&self, name: &str) -> Arc<Control> {
-        let mut controls = self.controls.lock().unwrap_or_else(|p| p.into_inner());
-        controls.entry(name.to_string()).or_default().clone()
     }
 
     /// A new message id.
@@ -251,10 +240,6 @@ impl crate::pipeline::observe::Observer for Flow {
 /// The console follows the delivery queue: its board counts each attempt
 /// that ends a delivery and shows what waits; its log keeps every attempt.
 impl crate::delivery::QueueWatch for Flow {
-    fn control(&self, destination: &str) -> Arc<Control> {
-        Flow::control(self, destination)
-    }
-
     fn queue_state(&self, destination: &str, state: crate::delivery::QueueState) {
         self.board.queue_state(
             destination,

@@ -219,6 +219,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
                 reload: status.clone(),
                 flow: flow.clone(),
                 journal: journal.clone(),
+                deliveries: deliveries.clone(),
                 auth: Auth::new(&config.admin_access, tls.is_some()),
                 tls,
                 shutdown: shutdown.clone(),

@@ -291,15 +291,11 @@ pub(super) async fn destination_action(
     if !user.may_see_destination(&name) {
         return error(StatusCode::NOT_FOUND, "no such destination");
     }
-    let flow = match flow_of(&state) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
     let pipeline = state.slot.current();
     let Some(dest) = pipeline.destinations().get(&name) else {
         return error(StatusCode::NOT_FOUND, "no such destination");
     };
-    let control = flow.control(&name);
+    let control = state.deliveries.control(&name);
     match action.as_str() {
         "pause" => control.paused.store(true, Ordering::Relaxed),
         "resume" => control.paused.store(false, Ordering::Relaxed),
