@@ -29,13 +29,16 @@ export interface DestinationStats {
   received: number;
   accepted: number;
   accepted_with_warnings: number;
+  rejected_by_izhub: number;
   rejected_by_iis: number;
   errored: number;
   unresolved_errors: number;
-  queued: number;
-  oldest_queued_secs: number | null;
-  breaker: 'closed' | 'open' | 'half-open' | string;
-  paused: boolean;
+  /** The queue's fields are absent until its queue has reported (and for relay-only destinations). */
+  queued?: number;
+  /** Absent when nothing is queued. */
+  oldest_queued_secs?: number | null;
+  breaker?: 'closed' | 'open' | 'half-open' | string;
+  paused?: boolean;
   rate_per_min: number;
   p95_ms: number | null;
 }
@@ -119,7 +122,8 @@ export interface Stage {
   /** How many issues the plugin reported (they are listed with the message's issues). */
   issues: number | Issue[];
   changed: boolean;
-  text: string | null;
+  /** The message as the plugin left it; absent when it did not change it or the text was not kept. */
+  text?: string | null;
 }
 
 export interface Attempt {

@@ -14,7 +14,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { freePort, launchChromium, repoRoot, sleep, watchPage } from './lib.mjs';
+import { apiInterfaces, drift, freePort, launchChromium, repoRoot, sleep, watchPage } from './lib.mjs';
 
 const IZHUB_BIN = process.env.IZHUB_BIN;
 const PLUGINS = process.env.IZHUB_PLUGINS ?? join(repoRoot, 'build/plugins');
@@ -386,6 +386,40 @@ step('(e) the server refuses a viewer\'s Reprocess with 403', async () => {
   } finally {
     await context.close();
   }
+});
+
+step('(h) the engine\'s answers have the fields console/src/api.ts declares', async () => {
+  assert.ok(messageId, 'step (c) found no message');
+  const declared = apiInterfaces(readFileSync(join(repoRoot, 'console/src/api.ts'), 'utf8'));
+  for (const name of ['Me', 'Dashboard', 'RouteStats', 'DestinationStats', 'MessagePage', 'MessageMeta', 'MessageDetail', 'Stage', 'Attempt', 'Codeset']) {
+    assert.ok(declared[name] && Object.keys(declared[name]).length > 0, `api.ts declares ${name}`);
+  }
+  const got = await page.evaluate(async (id) => {
+    const get = async (path) => (await fetch(path, { credentials: 'same-origin' })).json();
+    return {
+      me: await get('/api/me'),
+      dashboard: await get('/api/dashboard'),
+      page: await get('/api/messages?limit=5'),
+      detail: await get(`/api/messages/${encodeURIComponent(id)}`),
+      codesets: await get('/api/codesets'),
+    };
+  }, String(messageId));
+  const problems = [
+    ...drift('Me', got.me, declared.Me),
+    ...drift('Dashboard', got.dashboard, declared.Dashboard),
+    ...got.dashboard.routes.flatMap((r) => drift('RouteStats', r, declared.RouteStats)),
+    ...got.dashboard.destinations.flatMap((d) => drift('DestinationStats', d, declared.DestinationStats)),
+    ...drift('MessagePage', got.page, declared.MessagePage),
+    ...got.page.items.flatMap((m) => drift('MessageMeta', m, declared.MessageMeta)),
+    ...drift('MessageDetail', got.detail, declared.MessageDetail),
+    ...drift('MessageDetail.meta', got.detail.meta, declared.MessageMeta),
+    ...got.detail.stages.flatMap((s) => drift('Stage', s, declared.Stage)),
+    ...got.detail.attempts.flatMap((a) => drift('Attempt', a, declared.Attempt)),
+    ...got.codesets.flatMap((c) => drift('Codeset', c, declared.Codeset)),
+  ];
+  assert.ok(got.dashboard.routes.length > 0 && got.page.items.length > 0 && got.detail.stages.length > 0 && got.codesets.length > 0,
+    'every list checked has something in it');
+  assert.deepEqual(problems, []);
 });
 
 step('(g) no script errors in the pages', async () => {

@@ -97,3 +97,43 @@ export function watchPage(page, sink) {
 export function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/**
+ * The interfaces of console/src/api.ts: name → fields, each { optional }.
+ * Only what the console reads of the engine's JSON: `interface X { a: T; b?: T; }`
+ * at the top level, fields at the first level of braces.
+ */
+export function apiInterfaces(source) {
+  const out = {};
+  const re = /export interface (\w+) \{\n([\s\S]*?)\n\}/g;
+  for (const m of source.matchAll(re)) {
+    const fields = {};
+    let depth = 0;
+    for (const line of m[2].split('\n')) {
+      const field = depth === 0 ? /^ {2}(\w+)(\?)?:/.exec(line) : null;
+      if (field) fields[field[1]] = { optional: field[2] === '?' };
+      depth += (line.match(/\{/g) ?? []).length - (line.match(/\}/g) ?? []).length;
+    }
+    out[m[1]] = fields;
+  }
+  return out;
+}
+
+/**
+ * What differs between a JSON object the engine sent and the interface the
+ * console declares for it: fields it lacks, fields it has that the console
+ * does not declare.
+ */
+export function drift(name, value, fields) {
+  const problems = [];
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return [`${name}: not an object: ${JSON.stringify(value)?.slice(0, 80)}`];
+  }
+  for (const [field, { optional }] of Object.entries(fields)) {
+    if (!optional && !(field in value)) problems.push(`${name}.${field}: declared in api.ts, missing from the engine's answer`);
+  }
+  for (const key of Object.keys(value)) {
+    if (!(key in fields)) problems.push(`${name}.${key}: sent by the engine, not declared in api.ts`);
+  }
+  return problems;
+}
