@@ -29,9 +29,11 @@ use crate::tls::ListenerTls;
 use crate::topology::Deliveries;
 use izhub_engine::engine::{Engine, EngineOptions, Mode, Wings};
 
+mod admin_address;
 mod listeners;
 mod watch;
 
+use admin_address::*;
 use listeners::*;
 use watch::*;
 
@@ -199,61 +201,25 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         .collect();
     let status = Arc::new(Mutex::new(ReloadStatus::default()));
     let admin_addr = match config.admin {
-        Some(addr) => {
-            let socket = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("admin: cannot bind {addr}"))?;
-            let local = socket.local_addr()?;
-            let tls = plan.admin_tls.clone().map(|t| Arc::new(AdminTls::new(t)));
-            let peers_tls = match config.postgres.as_ref().and_then(|p| p.console_ca.as_ref()) {
-                Some(ca) => Some(
-                    crate::tls::client_config(ca, None)
-                        .map_err(|e| anyhow::anyhow!("store.console_ca: {e}"))?,
-                ),
-                None => None,
-            };
-            let state = Arc::new(AdminState {
-                metrics: metrics.clone(),
-                listeners: bound.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                slot: slot.clone(),
-                reload: status.clone(),
-                flow: flow.clone(),
-                journal: journal.clone(),
-                deliveries: deliveries.clone(),
-                auth: Auth::new(&config.admin_access, tls.is_some()),
-                tls,
-                shutdown: shutdown.clone(),
-                bulk: Some(crate::admin::fhir::Exports::new(config, journal.clone())),
-                peers: crate::admin::peers::Peers::new(
-                    crate::admin::auth::peer_token(&config.admin_access),
-                    journal.as_ref(),
-                    peers_tls,
-                ),
-            });
-            if let Some(exports) = &state.bulk {
-                exports.resume_all(&state);
-                // In a cluster, jobs whose node stopped are taken over.
-                if let Some(every) = exports.scan_every() {
-                    let (exports, state, stop) = (exports.clone(), state.clone(), shutdown.clone());
-                    tracker.spawn(async move {
-                        loop {
-                            tokio::select! {
-                                _ = stop.cancelled() => return,
-                                _ = tokio::time::sleep(every) => exports.resume_all(&state),
-                            }
-                        }
-                    });
-                }
-            }
-            tracing::info!(
-                addr = %local,
-                https = state.tls.is_some(),
-                users = config.admin_access.users.len(),
-                "admin endpoint on /healthz, /metrics and /api"
-            );
-            tracker.spawn(admin::run(socket, state.clone(), shutdown.clone()));
-            Some((local, state))
-        }
+        Some(addr) => Some(
+            start_admin(
+                addr,
+                AdminParts {
+                    config,
+                    plan: &plan,
+                    metrics: metrics.clone(),
+                    listeners: bound.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    slot: slot.clone(),
+                    reload: status.clone(),
+                    flow: flow.clone(),
+                    journal: journal.clone(),
+                    deliveries: deliveries.clone(),
+                    shutdown: shutdown.clone(),
+                    tracker: tracker.clone(),
+                },
+            )
+            .await?,
+        ),
         None => None,
     };
     let (admin_addr, admin_state) = admin_addr.unzip();
