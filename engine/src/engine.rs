@@ -54,15 +54,6 @@ pub struct EngineOptions {
     pub workers: Workers,
 }
 
-impl Default for Workers {
-    fn default() -> Self {
-        Workers {
-            tracker: TaskTracker::new(),
-            drain: CancellationToken::new(),
-        }
-    }
-}
-
 /// The long-lived parts of an assembled engine; a reload builds a new
 /// pipeline from them ([`Engine::rebuild`]).
 pub struct Engine {

@@ -125,6 +125,16 @@ pub struct Workers {
     pub drain: CancellationToken,
 }
 
+impl Default for Workers {
+    /// Workers of their own, for tools that run no engine beside them.
+    fn default() -> Self {
+        Workers {
+            tracker: TaskTracker::new(),
+            drain: CancellationToken::new(),
+        }
+    }
+}
+
 /// One IIS destination with its connection pool.
 pub struct Destination {
     spec: Target,

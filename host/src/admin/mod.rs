@@ -77,12 +77,7 @@ impl AdminState {
             log.audit(user, action, target, result)
         })
         .await;
-        let written = match written {
-            Ok(w) => w,
-            Err(e) => Err(crate::flow::log::LogError::Read(format!(
-                "audit writer stopped: {e}"
-            ))),
-        };
+        let written = written.unwrap_or_else(|e| Err(crate::flow::log::LogError::AuditStopped(e)));
         if let Err(e) = &written {
             tracing::error!(user = %user, action, error = %e, "an audit entry could not be written");
         }

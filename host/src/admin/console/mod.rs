@@ -1,9 +1,10 @@
-//! The operator console's JSON API and pages (see `docs/console-api.md`):
-//! the dashboard, live events, the message browser, actions, data quality,
-//! code sets and the audit trail. Every handler takes the [`CurrentUser`]
-//! (401 without one), checks the role, and shows only the routes and
-//! destinations the user may see. PHI is masked unless an operator unmasks
-//! one message, which is audited.
+//! The operator console's JSON API and pages (see `docs/console-api.md`),
+//! one file per resource: the dashboard, live events, the message browser,
+//! actions, data quality, code sets, the audit trail and the cluster. Every
+//! handler takes the role it needs as an extractor ([`Viewer`],
+//! [`Operator`], [`Admin`]: 401 without a user, 403 without the role) and
+//! shows only the routes and destinations the user may see. PHI is masked
+//! unless an operator unmasks one message, which is audited first.
 
 // Helpers answer `Result<_, Response>`: the error is the HTTP answer itself,
 // built once on a path that ends the request.

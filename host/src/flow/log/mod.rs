@@ -182,6 +182,8 @@ pub enum LogError {
     Read(String),
     #[error("message log: the audit entry could not be written: {0}")]
     Audit(#[source] rusqlite::Error),
+    #[error("message log: the audit writer stopped: {0}")]
+    AuditStopped(#[source] tokio::task::JoinError),
 }
 
 /// The message log.
