@@ -103,113 +103,124 @@ impl Metrics {
             message_log_dropped: Gauge::default(),
             registry: Registry::default(),
         };
+        m.register_messages(&mut registry);
+        m.register_deliveries(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Messages, plugins and frames.
+    fn register_messages(&self, registry: &mut Registry) {
         registry.register(
             "messages_in",
             "Frames received by listener",
-            m.messages_in.clone(),
+            self.messages_in.clone(),
         );
         registry.register(
             "answers_out",
             "Answers sent by route and MSA-1 code",
-            m.answers_out.clone(),
+            self.answers_out.clone(),
         );
         registry.register(
             "plugin_call_seconds",
             "Plugin call latency",
-            m.plugin_seconds.clone(),
+            self.plugin_seconds.clone(),
         );
         registry.register(
             "plugin_verdicts",
             "Plugin verdicts",
-            m.plugin_verdicts.clone(),
+            self.plugin_verdicts.clone(),
         );
         registry.register(
             "plugin_errors",
             "Plugin failures by kind",
-            m.plugin_errors.clone(),
+            self.plugin_errors.clone(),
         );
         registry.register(
             "plugin_messages",
             "Messages each plugin handled, by route, plugin and version",
-            m.plugin_messages.clone(),
+            self.plugin_messages.clone(),
         );
+    }
+
+    /// Deliveries, IIS answers, breakers, the journal, connections and the
+    /// process.
+    fn register_deliveries(&self, registry: &mut Registry) {
         registry.register(
             "deliveries",
             "Deliveries by destination and result",
-            m.deliveries.clone(),
+            self.deliveries.clone(),
         );
         registry.register(
             "message_seconds",
             "Time from frame in to answer out",
-            m.message_seconds.clone(),
+            self.message_seconds.clone(),
         );
         registry.register(
             "mllp_junk_bytes",
             "Bytes skipped outside MLLP frames",
-            m.junk_bytes.clone(),
+            self.junk_bytes.clone(),
         );
         registry.register(
             "mllp_oversized_frames",
             "Frames over the size limit",
-            m.oversized_frames.clone(),
+            self.oversized_frames.clone(),
         );
         registry.register(
             "unanswerable_frames",
             "Frames closed without an answer",
-            m.unanswerable.clone(),
+            self.unanswerable.clone(),
         );
-        registry.register("connections", "Open connections", m.connections.clone());
+        registry.register("connections", "Open connections", self.connections.clone());
         registry.register(
             "config_reloads",
             "Configuration reloads by result",
-            m.reloads.clone(),
+            self.reloads.clone(),
         );
         registry.register(
             "iis_answers",
             "IIS answers by destination, sender and class",
-            m.iis_answers.clone(),
+            self.iis_answers.clone(),
         );
         registry.register(
             "iis_answers_mismatched",
             "IIS answers discarded because they named another message, by destination",
-            m.iis_answers_mismatched.clone(),
+            self.iis_answers_mismatched.clone(),
         );
         registry.register(
             "completeness",
             "Data completeness by sender, field and status",
-            m.completeness.clone(),
+            self.completeness.clone(),
         );
         registry.register(
             "breaker_open",
             "1 while the circuit breaker is open",
-            m.breaker_open.clone(),
+            self.breaker_open.clone(),
         );
         registry.register(
             "breaker_transitions",
             "Circuit breaker openings and closings",
-            m.breaker_transitions.clone(),
+            self.breaker_transitions.clone(),
         );
         registry.register(
             "journaled",
             "Messages journaled in commit mode",
-            m.journaled.clone(),
+            self.journaled.clone(),
         );
         registry.register(
             "refused_connections",
             "Connections refused by the per-address limit",
-            m.refused_connections.clone(),
+            self.refused_connections.clone(),
         );
         registry.register(
             "process_cpu_seconds",
             "CPU time used by the engine process (user and system)",
-            m.process_cpu_seconds.clone(),
+            self.process_cpu_seconds.clone(),
         );
         registry.register(
             "message_log_dropped",
             "Records the message log dropped since start because its writer could not keep up",
-            m.message_log_dropped.clone(),
+            self.message_log_dropped.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// The Prometheus text exposition of every metric.

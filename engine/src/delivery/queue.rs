@@ -17,6 +17,7 @@ use super::{
 use crate::hl7;
 use crate::metrics::{Metrics, l};
 use crate::store::{Attempted, Journal, Pending, Status, now_ms};
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::atomic::Ordering;
 
 /// The breaker's state as the console shows it.
@@ -84,19 +85,19 @@ pub async fn run(queue: Queue) {
         shutdown,
         watch,
     } = queue;
-    let breaker_gauge = metrics
-        .breaker_open
-        .get_or_create(&vec![l("destination", &name)])
-        .clone();
-    let mut consecutive_failures = 0u32;
-    let mut open_until: Option<i64> = None;
+    let mut breaker = Breaker {
+        failures: 0,
+        open_until: None,
+        gauge: metrics
+            .breaker_open
+            .get_or_create(&vec![l("destination", &name)])
+            .clone(),
+    };
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        if control.reset.swap(false, Ordering::Relaxed) && open_until.take().is_some() {
-            consecutive_failures = 0;
-            breaker_gauge.set(0);
+        if control.reset.swap(false, Ordering::Relaxed) && breaker.close() {
             tracing::info!(destination = %name, "circuit breaker closed by an operator");
         }
         if control.paused.load(Ordering::Relaxed) {
@@ -106,7 +107,7 @@ pub async fn run(queue: Queue) {
                     QueueState {
                         queued: None,
                         oldest_ms: None,
-                        breaker: breaker_state(open_until),
+                        breaker: breaker_state(breaker.open_until),
                         paused: true,
                     },
                 );
@@ -127,7 +128,7 @@ pub async fn run(queue: Queue) {
             continue;
         };
         let spec = dest.spec().clone();
-        if let Some(until) = open_until {
+        if let Some(until) = breaker.open_until {
             let wait = until - now_ms();
             if wait > 0 {
                 tokio::select! {
@@ -150,35 +151,13 @@ pub async fn run(queue: Queue) {
                 QueueState {
                     queued: rows.is_empty().then_some(0),
                     oldest_ms: rows.first().map(|r| r.received_at),
-                    breaker: breaker_state(open_until),
+                    breaker: breaker_state(breaker.open_until),
                     paused: false,
                 },
             );
         }
-        // Per order key, only the oldest queued message may go, and only when due.
         let now = now_ms();
-        let mut blocked = HashSet::new();
-        let mut lanes: Vec<VecDeque<Pending>> = Vec::new();
-        let mut lane_of: HashMap<String, usize> = HashMap::new();
-        let mut next_due: Option<i64> = None;
-        for row in rows {
-            if blocked.contains(&row.order_key) {
-                continue;
-            }
-            if row.next_attempt_at > now {
-                next_due =
-                    Some(next_due.map_or(row.next_attempt_at, |d: i64| d.min(row.next_attempt_at)));
-                blocked.insert(row.order_key.clone());
-                continue;
-            }
-            let lane = *lane_of.entry(row.order_key.clone()).or_insert_with(|| {
-                lanes.push(VecDeque::new());
-                lanes.len() - 1
-            });
-            if let Some(l) = lanes.get_mut(lane) {
-                l.push_back(row);
-            }
-        }
+        let (mut lanes, next_due) = lanes_of(rows, now);
         if lanes.is_empty() {
             let wait = next_due.map_or(1000, |d| (d - now).clamp(1, 1000)) as u64;
             drop(dest);
@@ -191,82 +170,168 @@ pub async fn run(queue: Queue) {
             continue;
         }
         // While half-open after the breaker tripped, one message tries the way.
-        let half_open = open_until.is_some();
+        let half_open = breaker.open_until.is_some();
         if half_open {
             lanes.truncate(1);
             if let Some(l) = lanes.first_mut() {
                 l.truncate(1);
             }
         }
-        let lanes = Arc::new(std::sync::Mutex::new(lanes));
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..spec.delivery.connections.max(1) {
-            let (lanes, dest, journal, metrics, spec, watch) = (
-                lanes.clone(),
-                dest.clone(),
-                journal.clone(),
-                metrics.clone(),
-                spec.clone(),
-                watch.clone(),
-            );
-            workers.spawn(async move {
-                let (mut ok, mut failed) = (0u32, 0u32);
-                loop {
-                    let lane = lanes.lock().ok().and_then(|mut l| l.pop());
-                    let Some(mut lane) = lane else { break };
-                    while let Some(row) = lane.pop_front() {
-                        match attempt(&dest, &journal, &metrics, &spec, row, watch.as_deref()).await
-                        {
-                            Attempt::Delivered => ok += 1,
-                            Attempt::Failed => {
-                                // The rest of this lane waits for the failed one.
-                                failed += 1;
-                                break;
-                            }
-                            Attempt::Lost => break,
-                        }
-                    }
-                }
-                (ok, failed)
-            });
-        }
-        drop(dest);
-        let (mut ok, mut failed) = (0, 0);
-        while let Some(r) = workers.join_next().await {
-            if let Ok((o, f)) = r {
-                ok += o;
-                failed += f;
-            }
-        }
+        let (ok, failed) = deliver_round(lanes, dest, &journal, &metrics, &spec, &watch).await;
         // Make sure every outcome of this round is committed before re-reading.
         if let Err(e) = journal.flush().await {
             tracing::error!(destination = %name, error = %e, "journal flush failed");
         }
+        breaker.after_round(
+            ok,
+            failed,
+            spec.delivery.breaker_failures,
+            spec.delivery.breaker_open,
+            &metrics,
+            &name,
+        );
+    }
+}
+
+/// A destination's circuit breaker: open after `breaker_failures` failed
+/// attempts in a row, half-open (one message tries the way) once
+/// `breaker_open` has passed, closed by a delivery or by an operator.
+struct Breaker {
+    failures: u32,
+    /// While set, open until then (ms since the epoch); half-open after.
+    open_until: Option<i64>,
+    gauge: Gauge,
+}
+
+impl Breaker {
+    /// Closes the breaker when it is open (and forgets the failures that
+    /// opened it); whether it was open.
+    fn close(&mut self) -> bool {
+        let was_open = self.open_until.take().is_some();
+        if was_open {
+            self.failures = 0;
+            self.gauge.set(0);
+        }
+        was_open
+    }
+
+    /// Counts a round's outcome: a delivery closes it, enough failures in
+    /// a row open it (again).
+    fn after_round(
+        &mut self,
+        ok: u32,
+        failed: u32,
+        max_failures: u32,
+        open_for: Duration,
+        metrics: &Metrics,
+        name: &str,
+    ) {
+        let transition = |state: &str| {
+            metrics
+                .breaker_transitions
+                .get_or_create(&vec![l("destination", name), l("state", state)])
+                .inc();
+        };
         if ok > 0 {
-            consecutive_failures = 0;
-            if open_until.take().is_some() {
-                breaker_gauge.set(0);
+            self.failures = 0;
+            if self.close() {
                 tracing::info!(destination = %name, "circuit breaker closed: the IIS answers again");
-                metrics
-                    .breaker_transitions
-                    .get_or_create(&vec![l("destination", &name), l("state", "closed")])
-                    .inc();
+                transition("closed");
             }
         } else if failed > 0 {
-            consecutive_failures += failed;
-            if consecutive_failures >= spec.delivery.breaker_failures {
-                if open_until.is_none() {
-                    tracing::warn!(destination = %name, failures = consecutive_failures, "circuit breaker open: pausing deliveries");
-                    metrics
-                        .breaker_transitions
-                        .get_or_create(&vec![l("destination", &name), l("state", "open")])
-                        .inc();
+            self.failures += failed;
+            if self.failures >= max_failures {
+                if self.open_until.is_none() {
+                    tracing::warn!(destination = %name, failures = self.failures, "circuit breaker open: pausing deliveries");
+                    transition("open");
                 }
-                breaker_gauge.set(1);
-                open_until = Some(now_ms() + spec.delivery.breaker_open.as_millis() as i64);
+                self.gauge.set(1);
+                self.open_until = Some(now_ms() + open_for.as_millis() as i64);
             }
         }
     }
+}
+
+/// One round: the lanes shared by the destination's connections, each
+/// lane's messages in order, a lane stopping at its first failure. Returns
+/// how many were delivered and how many failed.
+async fn deliver_round(
+    lanes: Vec<VecDeque<Pending>>,
+    dest: Arc<Destination>,
+    journal: &Journal,
+    metrics: &Arc<Metrics>,
+    spec: &super::Target,
+    watch: &Option<Arc<dyn QueueWatch>>,
+) -> (u32, u32) {
+    let lanes = Arc::new(std::sync::Mutex::new(lanes));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..spec.delivery.connections.max(1) {
+        let (lanes, dest, journal, metrics, spec, watch) = (
+            lanes.clone(),
+            dest.clone(),
+            journal.clone(),
+            metrics.clone(),
+            spec.clone(),
+            watch.clone(),
+        );
+        workers.spawn(async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            loop {
+                let lane = lanes.lock().ok().and_then(|mut l| l.pop());
+                let Some(mut lane) = lane else { break };
+                while let Some(row) = lane.pop_front() {
+                    match attempt(&dest, &journal, &metrics, &spec, row, watch.as_deref()).await {
+                        Attempt::Delivered => ok += 1,
+                        Attempt::Failed => {
+                            // The rest of this lane waits for the failed one.
+                            failed += 1;
+                            break;
+                        }
+                        Attempt::Lost => break,
+                    }
+                }
+            }
+            (ok, failed)
+        });
+    }
+    drop(dest);
+    let (mut ok, mut failed) = (0, 0);
+    while let Some(r) = workers.join_next().await {
+        if let Ok((o, f)) = r {
+            ok += o;
+            failed += f;
+        }
+    }
+    (ok, failed)
+}
+
+/// Per order key, only the oldest queued message may go, and only when due:
+/// the lanes of messages that may go now (one per order key, in order), and
+/// when the next one that may not is due.
+fn lanes_of(rows: Vec<Pending>, now: i64) -> (Vec<VecDeque<Pending>>, Option<i64>) {
+    let mut blocked = HashSet::new();
+    let mut lanes: Vec<VecDeque<Pending>> = Vec::new();
+    let mut lane_of: HashMap<String, usize> = HashMap::new();
+    let mut next_due: Option<i64> = None;
+    for row in rows {
+        if blocked.contains(&row.order_key) {
+            continue;
+        }
+        if row.next_attempt_at > now {
+            next_due =
+                Some(next_due.map_or(row.next_attempt_at, |d: i64| d.min(row.next_attempt_at)));
+            blocked.insert(row.order_key.clone());
+            continue;
+        }
+        let lane = *lane_of.entry(row.order_key.clone()).or_insert_with(|| {
+            lanes.push(VecDeque::new());
+            lanes.len() - 1
+        });
+        if let Some(l) = lanes.get_mut(lane) {
+            l.push_back(row);
+        }
+    }
+    (lanes, next_due)
 }
 
 /// Records an attempt's outcome. A shared journal refuses it when this

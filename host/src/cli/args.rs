@@ -129,59 +129,7 @@ pub enum Command {
         cache: CacheArgs,
     },
     /// Run a simulated state IIS that answers VXU and QBP^Q11 over MLLP.
-    SimIis {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:2601")]
-        listen: String,
-        /// The IIS's name in its answers (MSH-3/MSH-4).
-        #[arg(long, default_value = "SIMIIS")]
-        name: String,
-        /// Wait this many milliseconds before each answer.
-        #[arg(long, default_value_t = 0)]
-        delay_ms: u64,
-        /// Answer every message AR, as an IIS that refuses submissions.
-        #[arg(long)]
-        refuse: bool,
-        /// Drop the connection instead of answering every Nth message (0: never).
-        #[arg(long, default_value_t = 0)]
-        drop_every: u64,
-        /// Send every Nth answer twice, as an IIS that replays a frame (0: never).
-        #[arg(long, default_value_t = 0)]
-        stray_every: u64,
-        /// Answer every Nth message with the answer to another message (another
-        /// MSA-2 and patient) and never with its own (0: never).
-        #[arg(long, default_value_t = 0)]
-        wrong_id_every: u64,
-        /// Send answers this many milliseconds late, answering later messages on
-        /// the same connection meanwhile (0: never).
-        #[arg(long, default_value_t = 0)]
-        late_ms: u64,
-        /// With --late-ms: only every Nth answer is late.
-        #[arg(long, default_value_t = 1)]
-        late_every: u64,
-        /// Also answer CDC WSDL SOAP (submitSingleMessage, connectivityTest) on this address.
-        #[arg(long)]
-        soap: Option<String>,
-        /// A SOAP user the simulator accepts, `user:password` (repeatable; none: any).
-        #[arg(long = "soap-user")]
-        soap_users: Vec<String>,
-        /// Find every queried patient, making up a history for those it has no VXU for
-        /// (for load tests of bulk queries).
-        #[arg(long)]
-        synthetic: bool,
-        /// Answer this share of queries (0-100) "not found", chosen by a hash of the patient.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
-        not_found_percent: u8,
-        /// Answer queries for this family name with a candidate list (Z31) (repeatable).
-        #[arg(long = "ambiguous")]
-        ambiguous: Vec<String>,
-        /// Messages handled at once at most; more are answered AE, as a busy IIS does (0: no limit).
-        #[arg(long, default_value_t = 0)]
-        max_in_flight: usize,
-        /// Messages a second at most; more are answered AE (0: no limit).
-        #[arg(long, default_value_t = 0)]
-        max_per_second: u32,
-    },
+    SimIis(SimArgs),
     /// Send HL7 files over MLLP and print each answer.
     Send {
         /// Message files (one message each; LF or CR line ends).
@@ -236,56 +184,7 @@ pub enum Command {
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Load-test an MLLP endpoint: msgs/s and latency percentiles, with every ACK checked.
-    Bench {
-        /// Address to test, host:port.
-        #[arg(long)]
-        to: String,
-        /// A second address measured in the same run as the baseline (e.g. the IIS simulator).
-        #[arg(long)]
-        baseline: Option<String>,
-        /// Concurrent connections; a comma-separated list runs each in turn.
-        #[arg(long, default_value = "8", value_delimiter = ',')]
-        connections: Vec<usize>,
-        /// Messages per run.
-        #[arg(long, default_value_t = 10_000)]
-        messages: usize,
-        /// The message to send; its MSH-10 is made unique per message.
-        #[arg(long)]
-        file: PathBuf,
-        /// Warm-up messages sent before each measured run.
-        #[arg(long, default_value_t = 200)]
-        warmup: usize,
-        /// Seconds to wait for each answer.
-        #[arg(long, default_value_t = 30)]
-        timeout: u64,
-        /// Spread the messages over this many patients (PID-3.1 gets a suffix), as real
-        /// traffic is; 1 sends the file's patient every time.
-        #[arg(long, default_value_t = 1)]
-        patients: usize,
-        /// The target engine's admin address (host:port): after each run, wait until its IIS
-        /// answered every acknowledged message (commit mode delivers after the AA) and report
-        /// that end-to-end rate too.
-        #[arg(long)]
-        delivered_from: Option<String>,
-        /// The target engine's admin address, to report the engine's CPU time per message
-        /// (from its izhub_process_cpu_seconds; default: --delivered-from). CPU per message
-        /// compares across machines better than msgs/s.
-        #[arg(long)]
-        cpu_from: Option<String>,
-        /// The baseline's admin address, when the baseline is an engine too (e.g. the same
-        /// route with a feature switched off): its CPU per message is reported as well.
-        #[arg(long)]
-        baseline_cpu_from: Option<String>,
-        /// Measure each target this many times, alternating between target and baseline,
-        /// and compare the medians (msgs/s and p99): a noisy moment then falls on both.
-        #[arg(long, default_value_t = 1)]
-        rounds: usize,
-        /// Offer this many messages a second in all, spread over the connections, instead of
-        /// sending each as soon as the last answer came: latency at a given load rather than at
-        /// saturation. Latencies are timed from when each message was due.
-        #[arg(long, value_parser = positive_rate)]
-        rate: Option<f64>,
-    },
+    Bench(BenchArgs),
 }
 
 /// A `--rate`: a positive number of messages a second.
@@ -549,4 +448,113 @@ pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 pub(crate) fn parse_table(s: &str) -> Result<(String, PathBuf), String> {
     parse_key_value(s).map(|(k, v)| (k, PathBuf::from(v)))
+}
+
+/// `izhub sim-iis`: what the simulated IIS does.
+#[derive(Debug, clap::Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:2601")]
+    pub listen: String,
+    /// The IIS's name in its answers (MSH-3/MSH-4).
+    #[arg(long, default_value = "SIMIIS")]
+    pub name: String,
+    /// Wait this many milliseconds before each answer.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Answer every message AR, as an IIS that refuses submissions.
+    #[arg(long)]
+    pub refuse: bool,
+    /// Drop the connection instead of answering every Nth message (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub drop_every: u64,
+    /// Send every Nth answer twice, as an IIS that replays a frame (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub stray_every: u64,
+    /// Answer every Nth message with the answer to another message (another
+    /// MSA-2 and patient) and never with its own (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub wrong_id_every: u64,
+    /// Send answers this many milliseconds late, answering later messages on
+    /// the same connection meanwhile (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub late_ms: u64,
+    /// With --late-ms: only every Nth answer is late.
+    #[arg(long, default_value_t = 1)]
+    pub late_every: u64,
+    /// Also answer CDC WSDL SOAP (submitSingleMessage, connectivityTest) on this address.
+    #[arg(long)]
+    pub soap: Option<String>,
+    /// A SOAP user the simulator accepts, `user:password` (repeatable; none: any).
+    #[arg(long = "soap-user")]
+    pub soap_users: Vec<String>,
+    /// Find every queried patient, making up a history for those it has no VXU for
+    /// (for load tests of bulk queries).
+    #[arg(long)]
+    pub synthetic: bool,
+    /// Answer this share of queries (0-100) "not found", chosen by a hash of the patient.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub not_found_percent: u8,
+    /// Answer queries for this family name with a candidate list (Z31) (repeatable).
+    #[arg(long = "ambiguous")]
+    pub ambiguous: Vec<String>,
+    /// Messages handled at once at most; more are answered AE, as a busy IIS does (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_in_flight: usize,
+    /// Messages a second at most; more are answered AE (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_per_second: u32,
+}
+
+/// `izhub bench`: what to load and how.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Address to test, host:port.
+    #[arg(long)]
+    pub to: String,
+    /// A second address measured in the same run as the baseline (e.g. the IIS simulator).
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Concurrent connections; a comma-separated list runs each in turn.
+    #[arg(long, default_value = "8", value_delimiter = ',')]
+    pub connections: Vec<usize>,
+    /// Messages per run.
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: usize,
+    /// The message to send; its MSH-10 is made unique per message.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// Warm-up messages sent before each measured run.
+    #[arg(long, default_value_t = 200)]
+    pub warmup: usize,
+    /// Seconds to wait for each answer.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// Spread the messages over this many patients (PID-3.1 gets a suffix), as real
+    /// traffic is; 1 sends the file's patient every time.
+    #[arg(long, default_value_t = 1)]
+    pub patients: usize,
+    /// The target engine's admin address (host:port): after each run, wait until its IIS
+    /// answered every acknowledged message (commit mode delivers after the AA) and report
+    /// that end-to-end rate too.
+    #[arg(long)]
+    pub delivered_from: Option<String>,
+    /// The target engine's admin address, to report the engine's CPU time per message
+    /// (from its izhub_process_cpu_seconds; default: --delivered-from). CPU per message
+    /// compares across machines better than msgs/s.
+    #[arg(long)]
+    pub cpu_from: Option<String>,
+    /// The baseline's admin address, when the baseline is an engine too (e.g. the same
+    /// route with a feature switched off): its CPU per message is reported as well.
+    #[arg(long)]
+    pub baseline_cpu_from: Option<String>,
+    /// Measure each target this many times, alternating between target and baseline,
+    /// and compare the medians (msgs/s and p99): a noisy moment then falls on both.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Offer this many messages a second in all, spread over the connections, instead of
+    /// sending each as soon as the last answer came: latency at a given load rather than at
+    /// saturation. Latencies are timed from when each message was due.
+    #[arg(long, value_parser = positive_rate)]
+    pub rate: Option<f64>,
 }

@@ -132,79 +132,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
             .await
         }
-        Command::SimIis {
-            listen,
-            name,
-            delay_ms,
-            refuse,
-            drop_every,
-            stray_every,
-            wrong_id_every,
-            late_ms,
-            late_every,
-            soap,
-            soap_users,
-            synthetic,
-            not_found_percent,
-            ambiguous,
-            max_in_flight,
-            max_per_second,
-        } => {
-            let listener = tokio::net::TcpListener::bind(&listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-            tracing::info!(addr = %listener.local_addr()?, name = %name, "simulated IIS listening for MLLP");
-            let opts = SimOptions {
-                name,
-                delay: Duration::from_millis(delay_ms),
-                refuse,
-                drop_every,
-                wire: crate::sim::Wire {
-                    stray_every,
-                    wrong_id_every,
-                    late: Duration::from_millis(late_ms),
-                    late_every,
-                },
-                query: crate::sim::query::QueryOptions {
-                    synthetic,
-                    not_found_percent,
-                    ambiguous,
-                    max_in_flight,
-                    max_per_second,
-                },
-                ..SimOptions::default()
-            };
-            let token = CancellationToken::new();
-            let state = Arc::new(SimState::default());
-            if let Some(addr) = soap {
-                let users = soap_users
-                    .iter()
-                    .map(|u| {
-                        u.split_once(':')
-                            .map(|(a, b)| (a.to_string(), b.to_string()))
-                            .ok_or_else(|| {
-                                anyhow::anyhow!("--soap-user '{u}' is not user:password")
-                            })
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-                let soap_listener = tokio::net::TcpListener::bind(&addr)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-                tracing::info!(addr = %soap_listener.local_addr()?, "simulated IIS answering CDC WSDL SOAP");
-                tokio::spawn(sim::run_soap(
-                    soap_listener,
-                    opts.clone(),
-                    users,
-                    state.clone(),
-                    token.clone(),
-                ));
-            }
-            let server = tokio::spawn(sim::run(listener, opts, state, token.clone()));
-            shutdown_signal().await;
-            token.cancel();
-            let _ = server.await;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::SimIis(args) => sim_iis(args).await,
         Command::Plugin(cmd) => plugin_command(cmd).await,
         Command::User(cmd) => user::user_command(cmd),
         Command::Reprocess {
@@ -244,39 +172,117 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Bench {
-            to,
-            baseline,
-            connections,
-            messages,
-            file,
-            warmup,
-            timeout,
-            patients,
-            delivered_from,
-            cpu_from,
-            baseline_cpu_from,
-            rounds,
-            rate,
-        } => {
-            let raw = tools::read_message_file(&file)?;
-            let message = String::from_utf8(raw)
-                .map_err(|_| anyhow::anyhow!("{}: not UTF-8", file.display()))?;
-            let load = Load {
-                connections,
-                messages,
-                message,
-                warmup,
-                timeout: Duration::from_secs(timeout),
-                patients,
-                cpu_from: cpu_from.or_else(|| delivered_from.clone()),
-                baseline_cpu_from,
-                rounds,
-                rate,
-            };
-            bench(to, baseline, load, delivered_from).await
-        }
+        Command::Bench(args) => bench_command(args).await,
     }
+}
+
+/// `izhub sim-iis`: a simulated state IIS on MLLP (and SOAP), until Ctrl-C.
+async fn sim_iis(args: args::SimArgs) -> anyhow::Result<ExitCode> {
+    let args::SimArgs {
+        listen,
+        name,
+        delay_ms,
+        refuse,
+        drop_every,
+        stray_every,
+        wrong_id_every,
+        late_ms,
+        late_every,
+        soap,
+        soap_users,
+        synthetic,
+        not_found_percent,
+        ambiguous,
+        max_in_flight,
+        max_per_second,
+    } = args;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, name = %name, "simulated IIS listening for MLLP");
+    let opts = SimOptions {
+        name,
+        delay: Duration::from_millis(delay_ms),
+        refuse,
+        drop_every,
+        wire: crate::sim::Wire {
+            stray_every,
+            wrong_id_every,
+            late: Duration::from_millis(late_ms),
+            late_every,
+        },
+        query: crate::sim::query::QueryOptions {
+            synthetic,
+            not_found_percent,
+            ambiguous,
+            max_in_flight,
+            max_per_second,
+        },
+        ..SimOptions::default()
+    };
+    let token = CancellationToken::new();
+    let state = Arc::new(SimState::default());
+    if let Some(addr) = soap {
+        let users = soap_users
+            .iter()
+            .map(|u| {
+                u.split_once(':')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| anyhow::anyhow!("--soap-user '{u}' is not user:password"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let soap_listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        tracing::info!(addr = %soap_listener.local_addr()?, "simulated IIS answering CDC WSDL SOAP");
+        tokio::spawn(sim::run_soap(
+            soap_listener,
+            opts.clone(),
+            users,
+            state.clone(),
+            token.clone(),
+        ));
+    }
+    let server = tokio::spawn(sim::run(listener, opts, state, token.clone()));
+    shutdown_signal().await;
+    token.cancel();
+    let _ = server.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `izhub bench`: loads the message file and measures.
+async fn bench_command(args: args::BenchArgs) -> anyhow::Result<ExitCode> {
+    let args::BenchArgs {
+        to,
+        baseline,
+        connections,
+        messages,
+        file,
+        warmup,
+        timeout,
+        patients,
+        delivered_from,
+        cpu_from,
+        baseline_cpu_from,
+        rounds,
+        rate,
+    } = args;
+    let raw = tools::read_message_file(&file)?;
+    let message =
+        String::from_utf8(raw).map_err(|_| anyhow::anyhow!("{}: not UTF-8", file.display()))?;
+    let load = Load {
+        connections,
+        messages,
+        message,
+        warmup,
+        timeout: Duration::from_secs(timeout),
+        patients,
+        cpu_from: cpu_from.or_else(|| delivered_from.clone()),
+        baseline_cpu_from,
+        rounds,
+        rate,
+    };
+    bench(to, baseline, load, delivered_from).await
 }
 
 /// `izhub console seed`: synthetic messages into the configured message log.
