@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::compile::{Errors, list};
-use super::file::{FileConfig, PluginFile};
+use super::file::{FileConfig, PluginFile, RouteFile};
 use super::plugin_id::{PublicKey, check_name, check_version};
 use super::spec::{AckMode, Grant, PluginSpec, RouteSpec};
 use toml::Spanned;
@@ -32,25 +32,7 @@ pub(super) fn compile(
         let span = r.span();
         let r = r.get_ref();
         let prefix = format!("routes[{i}]");
-        let key = format!("{prefix}.trusted_publishers");
-        let trusted = match (&engine_trusted, &r.trusted_publishers) {
-            (None, None) => None,
-            (Some(engine), None) => Some(engine.clone()),
-            (None, Some(list)) => Some(publishers(errs, list, &key)),
-            (Some(engine), Some(list)) => {
-                let own = publishers(errs, list, &key);
-                let within: Vec<PublicKey> =
-                    own.iter().filter(|k| engine.contains(k)).copied().collect();
-                if within.len() < own.len() {
-                    errs.push(
-                        list.first().map(|k| k.span()).or(Some(span.clone())),
-                        key.clone(),
-                        "names a key that is not in the engine-wide trusted_publishers: a route may narrow that list, not widen it",
-                    );
-                }
-                Some(within)
-            }
-        };
+        let trusted = route_publishers(errs, engine_trusted.as_deref(), r, &prefix, &span);
         if !route_names.insert(r.name.clone()) {
             errs.push(
                 Some(span.clone()),
@@ -58,32 +40,22 @@ pub(super) fn compile(
                 format!("route name '{}' is used twice", r.name),
             );
         }
-        for l in &r.listeners {
-            if !listener_names.contains(l.get_ref().as_str()) {
-                errs.push(
-                    Some(l.span()),
-                    format!("{prefix}.listeners"),
-                    format!(
-                        "unknown listener '{}' (defined: {})",
-                        l.get_ref(),
-                        list(&listener_names)
-                    ),
-                );
-            }
-        }
-        for d in &r.destinations {
-            if !dest_names.contains(d.get_ref().as_str()) {
-                errs.push(
-                    Some(d.span()),
-                    format!("{prefix}.destinations"),
-                    format!(
-                        "unknown destination '{}' (defined: {})",
-                        d.get_ref(),
-                        list(&dest_names)
-                    ),
-                );
-            }
-        }
+        let listeners_key = format!("{prefix}.listeners");
+        known(
+            errs,
+            &r.listeners,
+            &listener_names,
+            &listeners_key,
+            "listener",
+        );
+        let destinations_key = format!("{prefix}.destinations");
+        known(
+            errs,
+            &r.destinations,
+            &dest_names,
+            &destinations_key,
+            "destination",
+        );
         let ack_mode = match r
             .ack_mode
             .as_ref()
@@ -100,23 +72,7 @@ pub(super) fn compile(
                 AckMode::Relay
             }
         };
-        let mut message_types = Vec::new();
-        for t in &r.message_types {
-            let mut parts = t.split('^');
-            let code = parts.next().unwrap_or("").trim().to_string();
-            let trigger = parts
-                .next()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty() && s != "*");
-            if code.is_empty() {
-                errs.push(
-                    Some(span.clone()),
-                    format!("{prefix}.message_types"),
-                    format!("'{t}' is not a message type like VXU^V04"),
-                );
-            }
-            message_types.push((code, trigger));
-        }
+        let message_types = message_types(errs, &r.message_types, &prefix, &span);
         let mut plugins = Vec::new();
         let mut plugin_names = BTreeSet::new();
         for (j, p) in r.plugins.iter().enumerate() {
@@ -137,65 +93,7 @@ pub(super) fn compile(
                 plugins.push(spec);
             }
         }
-        let route_to = match &r.route_to {
-            Some(granted) => {
-                for d in granted {
-                    if !dest_names.contains(d.get_ref().as_str()) {
-                        errs.push(
-                            Some(d.span()),
-                            format!("{prefix}.route_to"),
-                            format!(
-                                "unknown destination '{}' (defined: {})",
-                                d.get_ref(),
-                                list(&dest_names)
-                            ),
-                        );
-                    }
-                }
-                let granted: BTreeSet<String> =
-                    granted.iter().map(|d| d.get_ref().clone()).collect();
-                // A plugin set up to choose a destination the route does not
-                // grant would fail every such message: say so now.
-                for (j, p) in plugins.iter().enumerate() {
-                    for (key, value) in &p.config {
-                        for d in value.split(',').map(str::trim) {
-                            if dest_names.contains(d) && !granted.contains(d) {
-                                errs.push(
-                                    r.plugins.get(j).map(|p| p.span()),
-                                    format!("{prefix}.plugins[{j}].config.{key}"),
-                                    format!(
-                                        "names destination '{d}', which this route's route_to does not grant (route_to: {})",
-                                        granted.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
-                                    ),
-                                );
-                            }
-                        }
-                    }
-                }
-                for d in &r.destinations {
-                    if !granted.contains(d.get_ref()) {
-                        errs.push(
-                            Some(d.span()),
-                            format!("{prefix}.destinations"),
-                            format!("'{}' is not in this route's route_to", d.get_ref()),
-                        );
-                    }
-                }
-                granted
-            }
-            None => r
-                .destinations
-                .iter()
-                .map(|d| d.get_ref().clone())
-                .chain(plugins.iter().flat_map(|p| {
-                    p.config
-                        .values()
-                        .flat_map(|v| v.split(',').map(|d| d.trim().to_string()))
-                        .filter(|d| dest_names.contains(d.as_str()))
-                        .collect::<Vec<_>>()
-                }))
-                .collect(),
-        };
+        let route_to = route_to(errs, r, &plugins, &dest_names, &prefix);
         routes.push(RouteSpec {
             name: r.name.clone(),
             route_to,
@@ -209,6 +107,150 @@ pub(super) fn compile(
         });
     }
     routes
+}
+
+/// The trusted publishers of route `r`: the engine's list, narrowed by the
+/// route's own (which may not name a key the engine's does not).
+fn route_publishers(
+    errs: &mut Errors<'_>,
+    engine: Option<&[PublicKey]>,
+    r: &RouteFile,
+    prefix: &str,
+    span: &std::ops::Range<usize>,
+) -> Option<Vec<PublicKey>> {
+    let key = format!("{prefix}.trusted_publishers");
+    match (engine, &r.trusted_publishers) {
+        (None, None) => None,
+        (Some(engine), None) => Some(engine.to_vec()),
+        (None, Some(list)) => Some(publishers(errs, list, &key)),
+        (Some(engine), Some(list)) => {
+            let own = publishers(errs, list, &key);
+            let within: Vec<PublicKey> =
+                own.iter().filter(|k| engine.contains(k)).copied().collect();
+            if within.len() < own.len() {
+                errs.push(
+                    list.first().map(|k| k.span()).or(Some(span.clone())),
+                    key.clone(),
+                    "names a key that is not in the engine-wide trusted_publishers: a route may narrow that list, not widen it",
+                );
+            }
+            Some(within)
+        }
+    }
+}
+
+/// A route's `message_types` as (message code, trigger event or any).
+fn message_types(
+    errs: &mut Errors<'_>,
+    types: &[String],
+    prefix: &str,
+    span: &std::ops::Range<usize>,
+) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    for t in types {
+        let mut parts = t.split('^');
+        let code = parts.next().unwrap_or("").trim().to_string();
+        let trigger = parts
+            .next()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty() && s != "*");
+        if code.is_empty() {
+            errs.push(
+                Some(span.clone()),
+                format!("{prefix}.message_types"),
+                format!("'{t}' is not a message type like VXU^V04"),
+            );
+        }
+        out.push((code, trigger));
+    }
+    out
+}
+
+/// Reports every name in `names` that is not one of `defined` (a `what`).
+fn known(
+    errs: &mut Errors<'_>,
+    names: &[Spanned<String>],
+    defined: &BTreeSet<&str>,
+    key: &str,
+    what: &str,
+) {
+    for n in names {
+        if !defined.contains(n.get_ref().as_str()) {
+            errs.push(
+                Some(n.span()),
+                key,
+                format!(
+                    "unknown {what} '{}' (defined: {})",
+                    n.get_ref(),
+                    list(defined)
+                ),
+            );
+        }
+    }
+}
+
+/// The destinations route `r`'s plugins may send to: its `route_to` when
+/// given (checked against its destinations and its plugins' settings), else
+/// its destinations and every destination its plugins' settings name.
+fn route_to(
+    errs: &mut Errors<'_>,
+    r: &RouteFile,
+    plugins: &[PluginSpec],
+    dest_names: &BTreeSet<&str>,
+    prefix: &str,
+) -> BTreeSet<String> {
+    match &r.route_to {
+        Some(granted) => {
+            known(
+                errs,
+                granted,
+                dest_names,
+                &format!("{prefix}.route_to"),
+                "destination",
+            );
+            let granted: BTreeSet<String> = granted.iter().map(|d| d.get_ref().clone()).collect();
+            // A plugin set up to choose a destination the route does not
+            // grant would fail every such message: say so now.
+            for (j, p) in plugins.iter().enumerate() {
+                for (key, value) in &p.config {
+                    for d in value.split(',').map(str::trim) {
+                        if dest_names.contains(d) && !granted.contains(d) {
+                            errs.push(
+                            r.plugins.get(j).map(|p| p.span()),
+                            format!("{prefix}.plugins[{j}].config.{key}"),
+                            format!(
+                                "names destination '{d}', which this route's route_to does not grant (route_to: {})",
+                                granted.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                            ),
+                        );
+                        }
+                    }
+                }
+            }
+            for d in &r.destinations {
+                if !granted.contains(d.get_ref()) {
+                    errs.push(
+                        Some(d.span()),
+                        format!("{prefix}.destinations"),
+                        format!("'{}' is not in this route's route_to", d.get_ref()),
+                    );
+                }
+            }
+            granted
+        }
+        None => r
+            .destinations
+            .iter()
+            .map(|d| d.get_ref().clone())
+            .chain(plugins.iter().flat_map(|p| {
+                p.config
+                    .values()
+                    .flat_map(|v| v.split(',').map(|d| d.trim().to_string()))
+                    .filter(|d| dest_names.contains(d.as_str()))
+                    .collect::<Vec<_>>()
+            }))
+            .collect(),
+    }
 }
 
 fn compile_plugin(
