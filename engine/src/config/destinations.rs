@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::compile::Errors;
-use super::file::FileConfig;
+use super::file::{DestinationFile, FileConfig};
 use super::spec::*;
 use crate::hl7::AnswerMatch;
 use crate::mllp::DEFAULT_MAX_FRAME;
@@ -21,91 +21,8 @@ pub(super) fn compile(
     for (name, d) in &file.destinations {
         let span = d.span();
         let d = d.get_ref();
-        let host_port_ok = |addr: &str| {
-            addr.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            })
-        };
-        let mut transport = Transport::Mllp {
-            addr: String::new(),
-        };
-        match (&d.mllp, &d.soap) {
-            (Some(m), None) => {
-                let addr = m.get_ref().trim().to_string();
-                if !host_port_ok(&addr) {
-                    errs.push(
-                        Some(m.span()),
-                        format!("destinations.{name}.mllp"),
-                        format!("'{addr}' is not a host:port address"),
-                    );
-                }
-                transport = Transport::Mllp { addr };
-            }
-            (None, Some(url)) => {
-                let u = url.get_ref().trim();
-                let authority = u
-                    .strip_prefix("http://")
-                    .or_else(|| u.strip_prefix("https://"))
-                    .map(|r| r.split('/').next().unwrap_or(""));
-                if !authority.is_some_and(host_port_ok) {
-                    errs.push(
-                        Some(url.span()),
-                        format!("destinations.{name}.soap"),
-                        format!("'{u}' is not an http://host:port/path URL"),
-                    );
-                }
-                let password = match (&d.password, &d.password_env) {
-                    (_, Some(var)) => Secret::Env {
-                        var: var.get_ref().clone(),
-                        at: errs.origin(var.span(), format!("destinations.{name}.password_env")),
-                    },
-                    (Some(p), None) => Secret::Inline(p.clone()),
-                    (None, None) => Secret::None,
-                };
-                transport = Transport::Soap {
-                    url: u.to_string(),
-                    username: d.username.clone().unwrap_or_default(),
-                    password,
-                    facility_id: d.facility_id.clone().unwrap_or_default(),
-                };
-            }
-            _ => errs.push(
-                Some(span),
-                format!("destinations.{name}"),
-                "give exactly one of mllp = \"host:port\" or soap = \"http://host:port/path\"",
-            ),
-        }
-        let tls = d.tls.as_ref().map(|t| {
-            let span = t.span();
-            let t = t.get_ref();
-            let authority = match &transport {
-                Transport::Mllp { addr } => addr.as_str(),
-                Transport::Soap { url, .. } => url
-                    .split("://")
-                    .nth(1)
-                    .and_then(|r| r.split('/').next())
-                    .unwrap_or(""),
-            };
-            let host = authority.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
-            let client = match (&t.cert, &t.key) {
-                (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
-                (None, None) => None,
-                _ => {
-                    errs.push(
-                        Some(span.clone()),
-                        format!("destinations.{name}.tls"),
-                        "give both cert and key, or neither",
-                    );
-                    None
-                }
-            };
-            DestinationTlsSpec {
-                ca: base.join(&t.ca),
-                server_name: t.server_name.clone().unwrap_or_else(|| host.to_string()),
-                client,
-                at: errs.origin(span, format!("destinations.{name}.tls")),
-            }
-        });
+        let transport = transport(errs, name, d, span);
+        let tls = tls(errs, base, name, d, &transport);
         destinations.push(DestinationSpec {
             name: name.clone(),
             transport,
@@ -157,6 +74,114 @@ pub(super) fn compile(
         });
     }
     destinations
+}
+
+/// Where destination `name` is: MLLP `host:port` or a SOAP URL with its
+/// credentials (exactly one).
+fn transport(
+    errs: &mut Errors<'_>,
+    name: &str,
+    d: &DestinationFile,
+    span: std::ops::Range<usize>,
+) -> Transport {
+    let host_port_ok = |addr: &str| {
+        addr.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        })
+    };
+    match (&d.mllp, &d.soap) {
+        (Some(m), None) => {
+            let addr = m.get_ref().trim().to_string();
+            if !host_port_ok(&addr) {
+                errs.push(
+                    Some(m.span()),
+                    format!("destinations.{name}.mllp"),
+                    format!("'{addr}' is not a host:port address"),
+                );
+            }
+            Transport::Mllp { addr }
+        }
+        (None, Some(url)) => {
+            let u = url.get_ref().trim();
+            let authority = u
+                .strip_prefix("http://")
+                .or_else(|| u.strip_prefix("https://"))
+                .map(|r| r.split('/').next().unwrap_or(""));
+            if !authority.is_some_and(host_port_ok) {
+                errs.push(
+                    Some(url.span()),
+                    format!("destinations.{name}.soap"),
+                    format!("'{u}' is not an http://host:port/path URL"),
+                );
+            }
+            let password = match (&d.password, &d.password_env) {
+                (_, Some(var)) => Secret::Env {
+                    var: var.get_ref().clone(),
+                    at: errs.origin(var.span(), format!("destinations.{name}.password_env")),
+                },
+                (Some(p), None) => Secret::Inline(p.clone()),
+                (None, None) => Secret::None,
+            };
+            Transport::Soap {
+                url: u.to_string(),
+                username: d.username.clone().unwrap_or_default(),
+                password,
+                facility_id: d.facility_id.clone().unwrap_or_default(),
+            }
+        }
+        _ => {
+            errs.push(
+                Some(span),
+                format!("destinations.{name}"),
+                "give exactly one of mllp = \"host:port\" or soap = \"http://host:port/path\"",
+            );
+            Transport::Mllp {
+                addr: String::new(),
+            }
+        }
+    }
+}
+
+/// Destination `name`'s TLS: the CA, the server name (the address's host
+/// unless given) and an optional client certificate.
+fn tls(
+    errs: &mut Errors<'_>,
+    base: &Path,
+    name: &str,
+    d: &DestinationFile,
+    transport: &Transport,
+) -> Option<DestinationTlsSpec> {
+    d.tls.as_ref().map(|t| {
+        let span = t.span();
+        let t = t.get_ref();
+        let authority = match transport {
+            Transport::Mllp { addr } => addr.as_str(),
+            Transport::Soap { url, .. } => url
+                .split("://")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+                .unwrap_or(""),
+        };
+        let host = authority.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
+        let client = match (&t.cert, &t.key) {
+            (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
+            (None, None) => None,
+            _ => {
+                errs.push(
+                    Some(span.clone()),
+                    format!("destinations.{name}.tls"),
+                    "give both cert and key, or neither",
+                );
+                None
+            }
+        };
+        DestinationTlsSpec {
+            ca: base.join(&t.ca),
+            server_name: t.server_name.clone().unwrap_or_else(|| host.to_string()),
+            client,
+            at: errs.origin(span, format!("destinations.{name}.tls")),
+        }
+    })
 }
 
 /// `HH:MM-HH:MM` → minutes of the day `[start, end)`; start and end differ.
