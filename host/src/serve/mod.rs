@@ -147,10 +147,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
     }
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let workers = Workers {
-        tracker: TaskTracker::new(),
-        drain: CancellationToken::new(),
-    };
+    let workers = Workers::default();
     let plan = crate::topology::plan(config)?;
     let engine_opts = EngineOptions {
         runtime: opts.runtime.clone(),
