@@ -302,116 +302,116 @@ fn compile_str(source: &str, path: &Path) -> Result<(Config, Vec<ConfigError>), 
         admin_access.tls.is_some(),
     );
     let commit = routes.iter().any(|r| r.ack_mode == AckMode::Commit);
-    {
-        let config = Config {
-            path: path.to_path_buf(),
-            admin,
-            admin_access,
-            max_sender_labels: file
-                .admin
+    let store = file.store.as_ref();
+    let config = Config {
+        path: path.to_path_buf(),
+        admin,
+        admin_access,
+        max_sender_labels: file
+            .admin
+            .as_ref()
+            .and_then(|a| a.max_sender_labels)
+            .unwrap_or(500),
+        listeners,
+        destinations,
+        tables,
+        codesets,
+        journal: (commit && postgres.is_none()).then(|| {
+            base.join(
+                store
+                    .and_then(|s| s.path.clone())
+                    .unwrap_or_else(|| "data/izhub.db".into()),
+            )
+        }),
+        postgres: postgres.filter(|_| commit),
+        max_finished: store.and_then(|s| s.max_finished),
+        retention: Duration::from_secs(
+            store.and_then(|s| s.retention_days).unwrap_or(30).max(1) * 86_400,
+        ),
+        routes,
+        console: compile_console(&base, &file, admin.is_some()),
+        codeset_max_age_days: file
+            .console
+            .as_ref()
+            .and_then(|c| c.codeset_max_age_days)
+            .unwrap_or(90),
+        bulk: compile_bulk(&mut errs, &base, file.bulk.as_ref()),
+    };
+    Ok((config, errs.list))
+}
+
+/// `[console]`: the message log's file and how long it keeps messages;
+/// `None` without an admin listener or with `record = false`.
+fn compile_console(
+    base: &Path,
+    file: &FileConfig,
+    admin: bool,
+) -> Option<super::spec::ConsoleSpec> {
+    let c = file.console.as_ref();
+    (admin && c.and_then(|c| c.record).unwrap_or(true)).then(|| super::spec::ConsoleSpec {
+        // Nodes sharing a directory keep a log each.
+        log: base.join(c.and_then(|c| c.log.clone()).unwrap_or_else(|| {
+            match file
+                .store
                 .as_ref()
-                .and_then(|a| a.max_sender_labels)
-                .unwrap_or(500),
-            listeners,
-            destinations,
-            tables,
-            codesets,
-            journal: (commit && postgres.is_none()).then(|| {
-                base.join(
-                    file.store
-                        .as_ref()
-                        .and_then(|s| s.path.clone())
-                        .unwrap_or_else(|| "data/izhub.db".into()),
-                )
-            }),
-            postgres: postgres.filter(|_| commit),
-            max_finished: file.store.as_ref().and_then(|s| s.max_finished),
-            retention: Duration::from_secs(
-                file.store
-                    .as_ref()
-                    .and_then(|s| s.retention_days)
-                    .unwrap_or(30)
-                    .max(1)
-                    * 86_400,
-            ),
-            routes,
-            console: {
-                let c = file.console.as_ref();
-                (admin.is_some() && c.and_then(|c| c.record).unwrap_or(true)).then(|| {
-                    super::spec::ConsoleSpec {
-                        // Nodes sharing a directory keep a log each.
-                        log: base.join(c.and_then(|c| c.log.clone()).unwrap_or_else(|| {
-                            match file
-                                .store
-                                .as_ref()
-                                .and_then(|s| s.url.as_ref().and(s.node.as_ref()))
-                            {
-                                Some(node) => format!("data/messages-{node}.db"),
-                                None => "data/messages.db".into(),
-                            }
-                        })),
-                        keep: Duration::from_secs(
-                            c.and_then(|c| c.keep_days).unwrap_or(30).max(1) * 86_400,
-                        ),
-                        keep_messages: c.and_then(|c| c.keep_messages).unwrap_or(1_000_000).max(1),
-                    }
-                })
-            },
-            codeset_max_age_days: file
-                .console
-                .as_ref()
-                .and_then(|c| c.codeset_max_age_days)
-                .unwrap_or(90),
-            bulk: {
-                let b = file.bulk.as_ref();
-                let mut name = |v: Option<&String>, default: &str, key: &str| -> String {
-                    match v {
-                        Some(v)
-                            if !v.is_empty()
-                                && v.len() <= 64
-                                && !crate::hl7::has_control(v)
-                                && !v.contains(['|', '^', '~', '\\', '&']) =>
-                        {
-                            v.clone()
-                        }
-                        Some(v) => {
-                            errs.push(
-                                None,
-                                format!("bulk.{key}"),
-                                format!(
-                                    "'{}' must be 1 to 64 characters without HL7 delimiters",
-                                    v.escape_debug()
-                                ),
-                            );
-                            default.to_string()
-                        }
-                        None => default.to_string(),
-                    }
-                };
-                BulkSpec {
-                    dir: base.join(
-                        b.and_then(|b| b.dir.clone())
-                            .unwrap_or_else(|| "data/bulk".into()),
+                .and_then(|s| s.url.as_ref().and(s.node.as_ref()))
+            {
+                Some(node) => format!("data/messages-{node}.db"),
+                None => "data/messages.db".into(),
+            }
+        })),
+        keep: Duration::from_secs(c.and_then(|c| c.keep_days).unwrap_or(30).max(1) * 86_400),
+        keep_messages: c.and_then(|c| c.keep_messages).unwrap_or(1_000_000).max(1),
+    })
+}
+
+/// `[bulk]`: where jobs live, how their queries name themselves, and their
+/// limits.
+fn compile_bulk(errs: &mut Errors<'_>, base: &Path, b: Option<&super::file::BulkFile>) -> BulkSpec {
+    let mut name = |v: Option<&String>, default: &str, key: &str| -> String {
+        match v {
+            Some(v)
+                if !v.is_empty()
+                    && v.len() <= 64
+                    && !crate::hl7::has_control(v)
+                    && !v.contains(['|', '^', '~', '\\', '&']) =>
+            {
+                v.clone()
+            }
+            Some(v) => {
+                errs.push(
+                    None,
+                    format!("bulk.{key}"),
+                    format!(
+                        "'{}' must be 1 to 64 characters without HL7 delimiters",
+                        v.escape_debug()
                     ),
-                    sending_application: name(
-                        b.and_then(|b| b.sending_application.as_ref()),
-                        "IZHUB",
-                        "sending_application",
-                    ),
-                    sending_facility: name(
-                        b.and_then(|b| b.sending_facility.as_ref()),
-                        "IZHUB-BULK",
-                        "sending_facility",
-                    ),
-                    listener: b
-                        .and_then(|b| b.listener.clone())
-                        .unwrap_or_else(|| "bulk".into()),
-                    max_attempts: b.and_then(|b| b.max_attempts).unwrap_or(5).clamp(1, 100),
-                    max_records: b.and_then(|b| b.max_records).unwrap_or(10).clamp(1, 1000),
-                }
-            },
-        };
-        Ok((config, errs.list))
+                );
+                default.to_string()
+            }
+            None => default.to_string(),
+        }
+    };
+    BulkSpec {
+        dir: base.join(
+            b.and_then(|b| b.dir.clone())
+                .unwrap_or_else(|| "data/bulk".into()),
+        ),
+        sending_application: name(
+            b.and_then(|b| b.sending_application.as_ref()),
+            "IZHUB",
+            "sending_application",
+        ),
+        sending_facility: name(
+            b.and_then(|b| b.sending_facility.as_ref()),
+            "IZHUB-BULK",
+            "sending_facility",
+        ),
+        listener: b
+            .and_then(|b| b.listener.clone())
+            .unwrap_or_else(|| "bulk".into()),
+        max_attempts: b.and_then(|b| b.max_attempts).unwrap_or(5).clamp(1, 100),
+        max_records: b.and_then(|b| b.max_records).unwrap_or(10).clamp(1, 1000),
     }
 }
 

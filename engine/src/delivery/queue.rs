@@ -101,17 +101,16 @@ pub async fn run(queue: Queue) {
             tracing::info!(destination = %name, "circuit breaker closed by an operator");
         }
         if control.paused.load(Ordering::Relaxed) {
-            if let Some(w) = &watch {
-                w.queue_state(
-                    &name,
-                    QueueState {
-                        queued: None,
-                        oldest_ms: None,
-                        breaker: breaker_state(breaker.open_until),
-                        paused: true,
-                    },
-                );
-            }
+            tell(
+                watch.as_deref(),
+                &name,
+                QueueState {
+                    queued: None,
+                    oldest_ms: None,
+                    breaker: breaker_state(breaker.open_until),
+                    paused: true,
+                },
+            );
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = wake.notified() => {}
@@ -128,14 +127,10 @@ pub async fn run(queue: Queue) {
             continue;
         };
         let spec = dest.spec().clone();
-        if let Some(until) = breaker.open_until {
-            let wait = until - now_ms();
-            if wait > 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
-                }
-            }
+        if let Some(until) = breaker.open_until
+            && stopped_within(&shutdown, until - now_ms()).await
+        {
+            return;
         }
         let rows = match journal.claim(&name, BATCH).await {
             Ok(r) => r,
@@ -145,17 +140,16 @@ pub async fn run(queue: Queue) {
                 continue;
             }
         };
-        if let Some(w) = &watch {
-            w.queue_state(
-                &name,
-                QueueState {
-                    queued: rows.is_empty().then_some(0),
-                    oldest_ms: rows.first().map(|r| r.received_at),
-                    breaker: breaker_state(breaker.open_until),
-                    paused: false,
-                },
-            );
-        }
+        tell(
+            watch.as_deref(),
+            &name,
+            QueueState {
+                queued: rows.is_empty().then_some(0),
+                oldest_ms: rows.first().map(|r| r.received_at),
+                breaker: breaker_state(breaker.open_until),
+                paused: false,
+            },
+        );
         let now = now_ms();
         let (mut lanes, next_due) = lanes_of(rows, now);
         if lanes.is_empty() {
@@ -170,8 +164,7 @@ pub async fn run(queue: Queue) {
             continue;
         }
         // While half-open after the breaker tripped, one message tries the way.
-        let half_open = breaker.open_until.is_some();
-        if half_open {
+        if breaker.open_until.is_some() {
             lanes.truncate(1);
             if let Some(l) = lanes.first_mut() {
                 l.truncate(1);
@@ -190,6 +183,25 @@ pub async fn run(queue: Queue) {
             &metrics,
             &name,
         );
+    }
+}
+
+/// Waits `ms` milliseconds (none when not positive); `true` when the
+/// engine began shutting down meanwhile.
+async fn stopped_within(shutdown: &CancellationToken, ms: i64) -> bool {
+    if ms <= 0 {
+        return false;
+    }
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(Duration::from_millis(ms as u64)) => false,
+    }
+}
+
+/// Tells the watcher (the console's board), if any, a queue's state.
+fn tell(watch: Option<&dyn QueueWatch>, name: &str, state: QueueState) {
+    if let Some(w) = watch {
+        w.queue_state(name, state);
     }
 }
 
@@ -371,7 +383,6 @@ async fn attempt(
 ) -> Attempt {
     let attempts = row.attempts + 1;
     let (row_id, route) = (row.id, row.route.clone());
-    let dest_label = l("destination", &spec.name);
     let asked = tokio::time::Instant::now();
     let send_by = journal.send_window().map(|w| asked + w);
     match journal.hold(row_id).await {
@@ -382,10 +393,7 @@ async fn attempt(
             } else {
                 tracing::warn!(destination = %spec.name, message_id = row_id, "the claim on a delivery lapsed before it was sent; another node has it");
             }
-            metrics
-                .deliveries
-                .get_or_create(&vec![dest_label, l("result", "lost_claim")])
-                .inc();
+            count(metrics, &spec.name, "lost_claim");
             return Attempt::Lost;
         }
     }
@@ -398,55 +406,41 @@ async fn attempt(
         Err(DeliveryError::Lapsed { .. }) => {
             // Nothing was sent; whoever holds the claim now delivers it.
             tracing::warn!(destination = %spec.name, message_id = row_id, "the claim on a delivery lapsed before it could be written; another node has it");
-            metrics
-                .deliveries
-                .get_or_create(&vec![dest_label, l("result", "lost_claim")])
-                .inc();
+            count(metrics, &spec.name, "lost_claim");
             if let Err(e) = journal.release(row_id).await {
                 tracing::warn!(destination = %spec.name, message_id = row_id, error = %e, "cannot give back a lapsed claim; it frees itself when the lease ends");
             }
             Attempt::Lost
         }
         Ok(answer) => {
-            let class = answer.class();
             let permanent = answer.refused_for_good();
-            let status = if permanent {
-                Status::Dead
-            } else {
-                Status::Delivered
+            let (status, counted) = match permanent {
+                true => (Status::Dead, "dead"),
+                false => (Status::Delivered, "answered"),
             };
-            let outcome = if permanent { "dead" } else { "answered" };
-            metrics
-                .deliveries
-                .get_or_create(&vec![dest_label, l("result", outcome)])
-                .inc();
-            let error = permanent.then(|| "the IIS rejected the message (AR)".to_string());
+            count(metrics, &spec.name, counted);
             let outcome = Attempted {
                 status,
                 attempts,
                 next_attempt_at: 0,
-                error,
-                answer: Some((answer.bytes().to_vec(), class.as_str().into())),
+                error: permanent.then(|| "the IIS rejected the message (AR)".to_string()),
+                answer: Some((answer.bytes().to_vec(), answer.class().as_str().into())),
             };
             record(journal, metrics, &spec.name, row_id, outcome).await;
-            if let Some(w) = watch {
-                w.attempted(AttemptReport {
-                    journal_id: row_id,
-                    destination: &spec.name,
-                    route: &route,
-                    outcome: AttemptOutcome::Answered {
-                        answer: &answer,
-                        dead: permanent,
-                    },
-                });
-            }
+            report(
+                watch,
+                row_id,
+                &spec.name,
+                &route,
+                AttemptOutcome::Answered {
+                    answer: &answer,
+                    dead: permanent,
+                },
+            );
             Attempt::Delivered
         }
         Err(e) => {
-            metrics
-                .deliveries
-                .get_or_create(&vec![dest_label, l("result", e.kind())])
-                .inc();
+            count(metrics, &spec.name, e.kind());
             let dead = attempts >= spec.delivery.max_attempts || e.is_permanent();
             let (status, next) = if dead {
                 (Status::Dead, 0)
@@ -465,16 +459,41 @@ async fn attempt(
                 answer: None,
             };
             record(journal, metrics, &spec.name, row_id, outcome).await;
-            if let Some(w) = watch {
-                w.attempted(AttemptReport {
-                    journal_id: row_id,
-                    destination: &spec.name,
-                    route: &route,
-                    outcome: AttemptOutcome::Failed { kind, dead },
-                });
-            }
+            report(
+                watch,
+                row_id,
+                &spec.name,
+                &route,
+                AttemptOutcome::Failed { kind, dead },
+            );
             Attempt::Failed
         }
+    }
+}
+
+/// Counts one delivery attempt's result at a destination.
+fn count(metrics: &Metrics, destination: &str, result: &str) {
+    metrics
+        .deliveries
+        .get_or_create(&vec![l("destination", destination), l("result", result)])
+        .inc();
+}
+
+/// Tells the watcher (the console), if any, how an attempt went.
+fn report(
+    watch: Option<&dyn QueueWatch>,
+    journal_id: i64,
+    destination: &str,
+    route: &str,
+    outcome: AttemptOutcome<'_>,
+) {
+    if let Some(w) = watch {
+        w.attempted(AttemptReport {
+            journal_id,
+            destination,
+            route,
+            outcome,
+        });
     }
 }
 

@@ -104,6 +104,56 @@ pub(super) struct Passed<'t> {
     pub(super) stages: String,
 }
 
+/// What one plugin's verdict means for the run.
+enum Step {
+    /// Go on to the next plugin.
+    Next,
+    /// Stop here with this result.
+    Stop(Chain<'static>),
+}
+
+/// The verdict's name, as metrics and the trace spell it.
+fn verdict_name(verdict: &Verdict) -> &'static str {
+    match verdict {
+        Verdict::Continue(_) => "continue",
+        Verdict::Reject(_) => "reject",
+        Verdict::RouteTo(_) => "route_to",
+    }
+}
+
+/// Whether a verdict replaces the text with a different one.
+fn changes(verdict: &Verdict, text: &str) -> bool {
+    matches!(verdict, Verdict::Continue(Some(t)) if t.as_str() != text)
+}
+
+/// The trace's record of one plugin's step.
+fn stage_of(plugin: &LoadedPlugin, outcome: &crate::plugin::Outcome, text: &str) -> Stage {
+    let changed = changes(&outcome.verdict, text);
+    Stage {
+        plugin: plugin.label().to_string(),
+        verdict: verdict_name(&outcome.verdict),
+        issues: outcome.issues.len()
+            + match &outcome.verdict {
+                Verdict::Reject(found) => found.len(),
+                _ => 0,
+            },
+        changed,
+        text: match &outcome.verdict {
+            Verdict::Continue(Some(t)) if changed => Some(t.clone()),
+            _ => None,
+        },
+    }
+}
+
+/// A stop for a plugin that failed or misbehaved: AE, with the issues so far.
+fn errored(issues: Vec<Issue>) -> Step {
+    Step::Stop(Chain::Stopped {
+        code: AckCode::AE,
+        issues,
+        errored: true,
+    })
+}
+
 impl Pipeline {
     /// Runs `route`'s plugins in order on `text`, each on a fresh instance,
     /// applying each verdict: what the engine does before delivery, and all
@@ -140,10 +190,7 @@ impl Pipeline {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::warn!(route = %route.spec.name, message_id = %id, error = %e, "plugin failed");
-                    self.metrics
-                        .plugin_errors
-                        .get_or_create(&vec![l("plugin", plugin.name()), l("kind", e.kind())])
-                        .inc();
+                    self.plugin_error(plugin, e.kind());
                     issues.push(Issue::error("207").text(e.to_string()));
                     if let Some(stages) = trace.as_deref_mut() {
                         stages.push(Stage {
@@ -161,123 +208,31 @@ impl Pipeline {
                     };
                 }
             };
-            merge_attributes(&mut attributes, outcome.attributes);
             if let Some(stages) = trace.as_deref_mut() {
-                let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if t.as_str() != text.as_ref());
-                stages.push(Stage {
-                    plugin: plugin.label().to_string(),
-                    verdict: match &outcome.verdict {
-                        Verdict::Continue(_) => "continue",
-                        Verdict::Reject(_) => "reject",
-                        Verdict::RouteTo(_) => "route_to",
-                    },
-                    issues: outcome.issues.len()
-                        + match &outcome.verdict {
-                            Verdict::Reject(found) => found.len(),
-                            _ => 0,
-                        },
-                    changed,
-                    text: match &outcome.verdict {
-                        Verdict::Continue(Some(t)) if changed => Some(t.clone()),
-                        _ => None,
-                    },
-                });
+                stages.push(stage_of(plugin, &outcome, &text));
             }
+            merge_attributes(&mut attributes, outcome.attributes);
             issues.extend(outcome.issues);
-            let (verdict, counter) = match &outcome.verdict {
-                Verdict::Continue(_) => ("continue", &series.continued),
-                Verdict::Reject(_) => ("reject", &series.rejected),
-                Verdict::RouteTo(_) => ("route_to", &series.routed),
-            };
-            counter.inc();
-            if route.spec.ack_mode == AckMode::Commit {
-                let changed = matches!(&outcome.verdict, Verdict::Continue(Some(t)) if t.as_str() != text.as_ref());
-                stages.push_str(&format!(
-                    "{}\t{verdict}\tissues={}\t{}\n",
-                    plugin.label(),
-                    issues.len(),
-                    if changed { "changed" } else { "unchanged" }
-                ));
-                if let (true, Verdict::Continue(Some(t))) = (changed, &outcome.verdict) {
-                    stages.push_str(t);
-                    stages.push('\n');
-                }
+            match &outcome.verdict {
+                Verdict::Continue(_) => &series.continued,
+                Verdict::Reject(_) => &series.rejected,
+                Verdict::RouteTo(_) => &series.routed,
             }
-            match outcome.verdict {
-                Verdict::Continue(None) => {}
-                Verdict::Continue(Some(new_text)) => {
-                    let new_text = hl7::normalize_segments(&new_text).into_owned();
-                    // MSH-10 may change (some HIEs renumber); the sender is
-                    // still answered with its own, from `original`.
-                    match checked_replacement(&new_text, &text) {
-                        Ok(_) => text = Cow::Owned(new_text),
-                        Err(why) => {
-                            tracing::warn!(route = %route.spec.name, message_id = %id, plugin = plugin.name(), reason = %why, "plugin returned a message that cannot be sent on");
-                            self.metrics
-                                .plugin_errors
-                                .get_or_create(&vec![
-                                    l("plugin", plugin.name()),
-                                    l("kind", "bad_output"),
-                                ])
-                                .inc();
-                            issues.push(Issue::error("207").text(format!(
-                                "plugin '{}' returned a message that cannot be sent on: {why}",
-                                plugin.name()
-                            )));
-                            return Chain::Stopped {
-                                code: AckCode::AE,
-                                issues,
-                                errored: true,
-                            };
-                        }
-                    }
-                }
-                Verdict::Reject(found) => {
-                    issues.extend(found);
-                    // AR (not processable at all) when an error says the
-                    // message type, event, processing id or version is not
-                    // supported; a warning with such a code does not.
-                    let code = if issues.iter().any(|i| {
-                        i.severity == Severity::Error
-                            && matches!(i.code.as_str(), "200" | "201" | "202" | "203")
-                    }) {
-                        AckCode::AR
-                    } else {
-                        AckCode::AE
-                    };
-                    if !issues.iter().any(|i| i.severity == Severity::Error) {
-                        issues.push(
-                            Issue::error("207")
-                                .text(format!("rejected by plugin '{}'", plugin.name())),
-                        );
-                    }
-                    return Chain::Stopped {
-                        code,
-                        issues,
-                        errored: false,
-                    };
-                }
-                Verdict::RouteTo(dests) => {
-                    if let Some(refused) = dests.iter().find(|d| !route.spec.route_to.contains(*d))
-                    {
-                        tracing::warn!(route = %route.spec.name, message_id = %id, plugin = plugin.name(), "plugin routed a message to a destination its route does not grant");
-                        let granted: Vec<&str> =
-                            route.spec.route_to.iter().map(String::as_str).collect();
-                        issues.push(Issue::error("207").text(format!(
-                                "plugin '{}' routed the message to '{refused}', which route '{}' does not grant (route_to: {})",
-                                plugin.name(),
-                                route.spec.name,
-                                if granted.is_empty() { "none".to_string() } else { granted.join(", ") }
-                            ),
-                        ));
-                        return Chain::Stopped {
-                            code: AckCode::AE,
-                            issues,
-                            errored: true,
-                        };
-                    }
-                    route_to = Some(dests);
-                }
+            .inc();
+            if route.spec.ack_mode == AckMode::Commit {
+                journal_stage(&mut stages, plugin, &outcome.verdict, &text, issues.len());
+            }
+            let step = self.apply(
+                route,
+                id,
+                plugin,
+                outcome.verdict,
+                &mut text,
+                &mut issues,
+                &mut route_to,
+            );
+            if let Step::Stop(stopped) = step {
+                return stopped;
             }
         }
         Chain::Passed(Passed {
@@ -287,6 +242,92 @@ impl Pipeline {
             route_to,
             stages,
         })
+    }
+
+    /// Counts a plugin's failure of `kind`.
+    fn plugin_error(&self, plugin: &LoadedPlugin, kind: &str) {
+        self.metrics
+            .plugin_errors
+            .get_or_create(&vec![l("plugin", plugin.name()), l("kind", kind)])
+            .inc();
+    }
+
+    /// Applies one plugin's verdict: a checked replacement text, a reject's
+    /// answer code, or a route the route grants.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        route: &Route,
+        id: &str,
+        plugin: &LoadedPlugin,
+        verdict: Verdict,
+        text: &mut Cow<'_, str>,
+        issues: &mut Vec<Issue>,
+        route_to: &mut Option<Vec<String>>,
+    ) -> Step {
+        match verdict {
+            Verdict::Continue(None) => Step::Next,
+            Verdict::Continue(Some(new_text)) => {
+                let new_text = hl7::normalize_segments(&new_text).into_owned();
+                // MSH-10 may change (some HIEs renumber); the sender is
+                // still answered with its own, from `original`.
+                match checked_replacement(&new_text, text) {
+                    Ok(_) => {
+                        *text = Cow::Owned(new_text);
+                        Step::Next
+                    }
+                    Err(why) => {
+                        tracing::warn!(route = %route.spec.name, message_id = %id, plugin = plugin.name(), reason = %why, "plugin returned a message that cannot be sent on");
+                        self.plugin_error(plugin, "bad_output");
+                        issues.push(Issue::error("207").text(format!(
+                            "plugin '{}' returned a message that cannot be sent on: {why}",
+                            plugin.name()
+                        )));
+                        errored(std::mem::take(issues))
+                    }
+                }
+            }
+            Verdict::Reject(found) => {
+                issues.extend(found);
+                // AR (not processable at all) when an error says the
+                // message type, event, processing id or version is not
+                // supported; a warning with such a code does not.
+                let code = if issues.iter().any(|i| {
+                    i.severity == Severity::Error
+                        && matches!(i.code.as_str(), "200" | "201" | "202" | "203")
+                }) {
+                    AckCode::AR
+                } else {
+                    AckCode::AE
+                };
+                if !issues.iter().any(|i| i.severity == Severity::Error) {
+                    issues.push(
+                        Issue::error("207").text(format!("rejected by plugin '{}'", plugin.name())),
+                    );
+                }
+                Step::Stop(Chain::Stopped {
+                    code,
+                    issues: std::mem::take(issues),
+                    errored: false,
+                })
+            }
+            Verdict::RouteTo(dests) => {
+                if let Some(refused) = dests.iter().find(|d| !route.spec.route_to.contains(*d)) {
+                    tracing::warn!(route = %route.spec.name, message_id = %id, plugin = plugin.name(), "plugin routed a message to a destination its route does not grant");
+                    let granted: Vec<&str> =
+                        route.spec.route_to.iter().map(String::as_str).collect();
+                    issues.push(Issue::error("207").text(format!(
+                        "plugin '{}' routed the message to '{refused}', which route '{}' does not grant (route_to: {})",
+                        plugin.name(),
+                        route.spec.name,
+                        if granted.is_empty() { "none".to_string() } else { granted.join(", ") }
+                    )));
+                    return errored(std::mem::take(issues));
+                }
+                *route_to = Some(dests);
+                Step::Next
+            }
+        }
     }
 
     pub(super) async fn run_route(
@@ -327,19 +368,7 @@ impl Pipeline {
                 return ack(original, code, &issues, charset);
             }
         };
-        for (k, v) in &attributes {
-            if let Some(field) = k.strip_prefix("completeness.")
-                && COMPLETENESS.contains(&v.as_str())
-                && field.len() <= 32
-                && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && trace.completeness.len() < 256
-            {
-                if !trace.completeness.is_empty() {
-                    trace.completeness.push(' ');
-                }
-                trace.completeness.push_str(&format!("{field}={v}"));
-            }
-        }
+        note_completeness(trace, &attributes);
         count_completeness(
             &self.metrics,
             self.sender_label(original.component(4, 1)),
@@ -393,22 +422,39 @@ impl Pipeline {
         };
         let result = dest.deliver(payload, &question).await;
         crate::delivery::record(&self.metrics, dest.name(), &result);
+        self.answer_sender(route, &id, &inbound, dest.name(), result, issues, trace)
+    }
+
+    /// The sender's answer from the IIS's answer (relayed with the plugins'
+    /// issues) or from a failed delivery (AE 207); the trace notes which.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_sender(
+        &self,
+        route: &Route,
+        id: &str,
+        inbound: &Inbound<'_>,
+        destination: &str,
+        result: Result<hl7::IisAnswer, crate::delivery::DeliveryError>,
+        mut issues: Vec<Issue>,
+        trace: &mut Trace,
+    ) -> Answer {
+        let (original, charset) = (&inbound.msh, inbound.charset);
         match result {
             Ok(answer) => {
                 let class = answer.class();
                 trace.by_iis = true;
                 trace.attempt = Some(AttemptInfo {
                     at: crate::store::now_ms(),
-                    destination: dest.name().to_string(),
+                    destination: destination.to_string(),
                     result: "delivered".into(),
                     class: class.as_str().into(),
-                    answer: keep.then(|| answer.bytes().clone()),
+                    answer: trace.keep.then(|| answer.bytes().clone()),
                 });
                 tracing::debug!(route = %route.spec.name, message_id = %id, class = class.as_str(), "IIS answered");
                 self.metrics
                     .iis_answers
                     .get_or_create(&vec![
-                        l("destination", dest.name()),
+                        l("destination", destination),
                         l("sender", self.sender_label(original.component(4, 1))),
                         l("class", class.as_str()),
                     ])
@@ -425,7 +471,7 @@ impl Pipeline {
                 trace.errored = true;
                 trace.attempt = Some(AttemptInfo {
                     at: crate::store::now_ms(),
-                    destination: dest.name().to_string(),
+                    destination: destination.to_string(),
                     result: "failed".into(),
                     class: e.kind().into(),
                     answer: None,
@@ -435,6 +481,40 @@ impl Pipeline {
                 ack(original, AckCode::AE, &issues, charset)
             }
         }
+    }
+}
+
+/// Appends one plugin's step to the journal's stage record (commit mode).
+fn journal_stage(
+    stages: &mut String,
+    plugin: &LoadedPlugin,
+    verdict: &Verdict,
+    text: &str,
+    issues: usize,
+) {
+    let changed = changes(verdict, text);
+    stages.push_str(&format!(
+        "{}\t{}\tissues={issues}\t{}\n",
+        plugin.label(),
+        verdict_name(verdict),
+        if changed { "changed" } else { "unchanged" }
+    ));
+    if let (true, Verdict::Continue(Some(t))) = (changed, verdict) {
+        stages.push_str(t);
+        stages.push('\n');
+    }
+}
+
+/// Notes the plugins' `completeness.<field>` attributes on the trace.
+fn note_completeness(trace: &mut Trace, attributes: &[(String, String)]) {
+    for (field, v) in attributes.iter().filter_map(completeness) {
+        if trace.completeness.len() >= 256 {
+            break;
+        }
+        if !trace.completeness.is_empty() {
+            trace.completeness.push(' ');
+        }
+        trace.completeness.push_str(&format!("{field}={v}"));
     }
 }
 
@@ -453,24 +533,27 @@ const COMPLETENESS: [&str; 6] = [
     "present", "mapped", "enriched", "missing", "unknown", "invalid",
 ];
 
+/// A `completeness.<field>` attribute a plugin may report: a short field
+/// name and one of the known values; anything else is ignored, so a plugin
+/// cannot flood the metrics or put data in them.
+fn completeness((key, value): &(String, String)) -> Option<(&str, &str)> {
+    let field = key.strip_prefix("completeness.")?;
+    (field.len() <= 32
+        && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && COMPLETENESS.contains(&value.as_str()))
+    .then_some((field, value.as_str()))
+}
+
 /// Counts `completeness.race`-style attributes per sending facility.
 fn count_completeness(metrics: &Metrics, sender: &str, attributes: &[(String, String)]) {
-    for (key, value) in attributes {
-        let Some(field) = key.strip_prefix("completeness.") else {
-            continue;
-        };
-        if field.len() <= 32
-            && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && COMPLETENESS.contains(&value.as_str())
-        {
-            metrics
-                .completeness
-                .get_or_create(&vec![
-                    l("sender", sender),
-                    l("field", field),
-                    l("status", value),
-                ])
-                .inc();
-        }
+    for (field, value) in attributes.iter().filter_map(completeness) {
+        metrics
+            .completeness
+            .get_or_create(&vec![
+                l("sender", sender),
+                l("field", field),
+                l("status", value),
+            ])
+            .inc();
     }
 }

@@ -168,20 +168,7 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
     .await?;
     let (metrics, journal) = (engine.metrics.clone(), engine.journal.clone());
     if let Some(flow) = &flow {
-        // The queued counts the console starts from; it keeps them from then on.
-        if let Some(journal) = &journal {
-            match journal.queued_by_destination().await {
-                Ok(rows) => {
-                    for (dest, n, oldest) in rows {
-                        flow.board
-                            .queue_state(&dest, Some(n), Some(oldest), "closed", false);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read the queued counts"),
-            }
-        }
-        let (routes, dests) = pipeline.names();
-        flow.board.know(&routes, &dests);
+        seed_board(flow, journal.as_ref(), &pipeline).await;
     }
     let slot = Arc::new(PipelineSlot::new(pipeline));
     engine.deliveries.hand_over(slot.current().destinations());
@@ -255,6 +242,29 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         slot,
         deliveries,
     })
+}
+
+/// What the console's board starts from: the queued counts in the journal
+/// (it keeps them from then on) and the names of the routes and
+/// destinations.
+async fn seed_board(
+    flow: &crate::flow::Flow,
+    journal: Option<&crate::store::Journal>,
+    pipeline: &crate::pipeline::Pipeline,
+) {
+    if let Some(journal) = journal {
+        match journal.queued_by_destination().await {
+            Ok(rows) => {
+                for (dest, n, oldest) in rows {
+                    flow.board
+                        .queue_state(&dest, Some(n), Some(oldest), "closed", false);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the queued counts"),
+        }
+    }
+    let (routes, dests) = pipeline.names();
+    flow.board.know(&routes, &dests);
 }
 
 /// Runs until `signal` completes, then shuts down gracefully.

@@ -234,49 +234,7 @@ pub(super) fn qbp(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimS
         given.to_ascii_uppercase(),
         dob.get(..8).unwrap_or(dob)
     );
-    let q = &opts.query;
-    let ambiguous = q
-        .ambiguous
-        .iter()
-        .any(|f| !family.is_empty() && f.eq_ignore_ascii_case(family));
-    let not_found =
-        q.not_found_percent > 0 && query::stable_hash(&key) % 100 < u64::from(q.not_found_percent);
-    let on_file = state.patients.lock().ok().and_then(|patients| {
-        ids.split('~')
-            .map(|cx| component(cx, 1))
-            .filter(|id| !id.is_empty())
-            .find_map(|id| patients.get(id).cloned())
-            .or_else(|| {
-                patients
-                    .values()
-                    .find(|p| {
-                        !family.is_empty()
-                            && component(&p.name, 1).eq_ignore_ascii_case(family)
-                            && component(&p.name, 2).eq_ignore_ascii_case(given)
-                            && p.dob.get(..8) == dob.get(..8)
-                    })
-                    .cloned()
-            })
-    });
-    let found = if ambiguous || not_found {
-        None
-    } else {
-        on_file.or_else(|| {
-            q.synthetic.then(|| Patient {
-                id: format!("S{}", query::stable_hash(&key) % 1_000_000_000),
-                name: name.split('~').next().unwrap_or("").to_string(),
-                dob: dob.to_string(),
-                sex: sex.to_string(),
-                history: query::synthetic_history(&key, dob)
-                    .into_iter()
-                    .map(|segments| Dose {
-                        key: String::new(),
-                        segments,
-                    })
-                    .collect(),
-            })
-        })
-    };
+    let (found, ambiguous) = look_up(opts, state, &key, ids, name, dob, sex);
     let (profile, status) = match (&found, ambiguous) {
         (_, true) => ("Z31", "OK"),
         (Some(_), _) if forecast => ("Z42", "OK"),
@@ -334,4 +292,63 @@ pub(super) fn qbp(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimS
         }
     }
     out
+}
+
+/// The patient a query finds: one on file (by id, else by name and birth
+/// date), else a synthetic one when the simulator makes them up; none when
+/// the name is set up as ambiguous (then `true`) or as not found.
+fn look_up(
+    opts: &SimOptions,
+    state: &SimState,
+    key: &str,
+    ids: &str,
+    name: &str,
+    dob: &str,
+    sex: &str,
+) -> (Option<Patient>, bool) {
+    let (family, given) = (component(name, 1), component(name, 2));
+    let q = &opts.query;
+    let ambiguous = q
+        .ambiguous
+        .iter()
+        .any(|f| !family.is_empty() && f.eq_ignore_ascii_case(family));
+    let not_found =
+        q.not_found_percent > 0 && query::stable_hash(key) % 100 < u64::from(q.not_found_percent);
+    let on_file = state.patients.lock().ok().and_then(|patients| {
+        ids.split('~')
+            .map(|cx| component(cx, 1))
+            .filter(|id| !id.is_empty())
+            .find_map(|id| patients.get(id).cloned())
+            .or_else(|| {
+                patients
+                    .values()
+                    .find(|p| {
+                        !family.is_empty()
+                            && component(&p.name, 1).eq_ignore_ascii_case(family)
+                            && component(&p.name, 2).eq_ignore_ascii_case(given)
+                            && p.dob.get(..8) == dob.get(..8)
+                    })
+                    .cloned()
+            })
+    });
+    let found = if ambiguous || not_found {
+        None
+    } else {
+        on_file.or_else(|| {
+            q.synthetic.then(|| Patient {
+                id: format!("S{}", query::stable_hash(key) % 1_000_000_000),
+                name: name.split('~').next().unwrap_or("").to_string(),
+                dob: dob.to_string(),
+                sex: sex.to_string(),
+                history: query::synthetic_history(key, dob)
+                    .into_iter()
+                    .map(|segments| Dose {
+                        key: String::new(),
+                        segments,
+                    })
+                    .collect(),
+            })
+        })
+    };
+    (found, ambiguous)
 }

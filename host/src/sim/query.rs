@@ -294,6 +294,14 @@ pub fn evaluated(history: &[Vec<String>], birth: &str) -> Vec<String> {
             ));
         }
     }
+    forecast(&mut out, &given, birth, obx);
+    out
+}
+
+/// The forecast after the evaluated history: for each series, the next
+/// dose with its dates, as Z42 carries them (OBX numbering goes on from
+/// `obx`).
+fn forecast(out: &mut Vec<String>, given: &[(usize, String)], birth: &str, mut obx: usize) {
     let now = today();
     for (index, series) in SCHEDULE.iter().enumerate() {
         let done = given.iter().filter(|(i, _)| *i == index).count();
@@ -357,7 +365,6 @@ pub fn evaluated(history: &[Vec<String>], birth: &str) -> Vec<String> {
             ));
         }
     }
-    out
 }
 
 #[cfg(test)]

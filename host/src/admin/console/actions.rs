@@ -354,60 +354,10 @@ pub(super) async fn resolve(
     {
         return error(StatusCode::NOT_FOUND, "no such route or destination");
     }
-    let mut resolved = 0usize;
-    if let Some(log) = flow.log.clone() {
-        // The messages concerned: the ids given, or every unresolved one of the scope.
-        let metas: Vec<Meta> = if body.ids.is_empty() {
-            let search = Search {
-                unresolved: true,
-                route: route.clone(),
-                destination: destination.clone(),
-                routes_allowed: user.routes.clone(),
-                destinations_allowed: user.destinations.clone(),
-                ..Search::default()
-            };
-            let l = log.clone();
-            match blocking(move || l.search_all(&search, 100_000)).await {
-                Ok(Ok(metas)) => metas,
-                Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-                Err(r) => return r,
-            }
-        } else {
-            let mut all = Vec::new();
-            for id in &body.ids {
-                if let Ok(f) = visible_message(&state, &user, *id).await {
-                    all.push(f.meta);
-                }
-            }
-            all
-        };
-        let open: Vec<&Meta> = metas
-            .iter()
-            .filter(|m| {
-                !m.resolved
-                    && matches!(
-                        m.status.as_str(),
-                        "rejected_by_izhub" | "rejected_by_iis" | "errored"
-                    )
-            })
-            .collect();
-        resolved = open.len();
-        if body.ids.is_empty() {
-            flow.board
-                .resolve(route.as_deref(), destination.as_deref(), None);
-        } else {
-            for m in &open {
-                flow.board.resolve(Some(&m.route), None, Some(1));
-                for d in m.destination.split(',').filter(|d| !d.is_empty()) {
-                    flow.board.resolve(None, Some(d), Some(1));
-                }
-            }
-        }
-        log.resolve(open.iter().map(|m| m.id).collect());
-    } else {
-        flow.board
-            .resolve(route.as_deref(), destination.as_deref(), None);
-    }
+    let resolved = match resolve_here(&state, &user, &flow, &body, &route, &destination).await {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
     let target = match (&route, &destination) {
         (Some(r), _) => format!("route {r}"),
         (None, Some(d)) => format!("destination {d}"),
@@ -440,4 +390,71 @@ pub(super) async fn resolve(
                 .into_response()
         }
     }
+}
+
+/// Resolves on this node: the messages given by id, or every unresolved one
+/// of the scope, in the log and on the board; how many were open.
+async fn resolve_here(
+    state: &Shared,
+    user: &CurrentUser,
+    flow: &Flow,
+    body: &ResolveBody,
+    route: &Option<String>,
+    destination: &Option<String>,
+) -> Result<usize, Response> {
+    let mut resolved = 0usize;
+    if let Some(log) = flow.log.clone() {
+        // The messages concerned: the ids given, or every unresolved one of the scope.
+        let metas: Vec<Meta> = if body.ids.is_empty() {
+            let search = Search {
+                unresolved: true,
+                route: route.clone(),
+                destination: destination.clone(),
+                routes_allowed: user.routes.clone(),
+                destinations_allowed: user.destinations.clone(),
+                ..Search::default()
+            };
+            let l = log.clone();
+            match blocking(move || l.search_all(&search, 100_000)).await {
+                Ok(Ok(metas)) => metas,
+                Ok(Err(e)) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+                Err(r) => return Err(r),
+            }
+        } else {
+            let mut all = Vec::new();
+            for id in &body.ids {
+                if let Ok(f) = visible_message(state, user, *id).await {
+                    all.push(f.meta);
+                }
+            }
+            all
+        };
+        let open: Vec<&Meta> = metas
+            .iter()
+            .filter(|m| {
+                !m.resolved
+                    && matches!(
+                        m.status.as_str(),
+                        "rejected_by_izhub" | "rejected_by_iis" | "errored"
+                    )
+            })
+            .collect();
+        resolved = open.len();
+        if body.ids.is_empty() {
+            flow.board
+                .resolve(route.as_deref(), destination.as_deref(), None);
+        } else {
+            for m in &open {
+                flow.board.resolve(Some(&m.route), None, Some(1));
+                for d in m.destination.split(',').filter(|d| !d.is_empty()) {
+                    flow.board.resolve(None, Some(d), Some(1));
+                }
+            }
+        }
+        log.resolve(open.iter().map(|m| m.id).collect());
+    } else {
+        flow.board
+            .resolve(route.as_deref(), destination.as_deref(), None);
+    }
+    Ok(resolved)
 }

@@ -122,36 +122,7 @@ pub(super) async fn search_cluster(
             }
         }
     }
-    // Newest first; RFC 3339 times of one format sort as text.
-    let mut merged: Vec<(String, i64, i32, Value)> = pages
-        .iter()
-        .flat_map(|pg| {
-            pg.items.iter().map(move |v| {
-                let time = v
-                    .get("time")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let id = v.get("id").and_then(Value::as_i64).unwrap_or(0);
-                (time, id, pg.number, v.clone())
-            })
-        })
-        .collect();
-    merged.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
-    merged.truncate(limit);
-    for pg in &pages {
-        let taken: Vec<i64> = merged
-            .iter()
-            .filter(|m| m.2 == pg.number)
-            .map(|m| m.1)
-            .collect();
-        let all_taken = taken.len() == pg.items.len();
-        if pg.items.is_empty() || (all_taken && !pg.more) {
-            cursors.insert(pg.number, None);
-        } else if let Some(lowest) = taken.iter().min() {
-            cursors.insert(pg.number, Some(*lowest));
-        }
-    }
+    let merged = merge_pages(&pages, limit, &mut cursors);
     let names: std::collections::HashMap<i32, String> =
         nodes.iter().map(|n| (n.number, n.name.clone())).collect();
     let done = pages
@@ -281,4 +252,45 @@ pub(super) async fn on_every_node(
         }
     }
     Ok((answers, unreachable))
+}
+
+/// The newest `limit` items of every node's page together, each with its
+/// node's number; moves each node's cursor past what was taken, or ends it
+/// when the node has nothing more.
+fn merge_pages(
+    pages: &[NodePage],
+    limit: usize,
+    cursors: &mut NodeCursors,
+) -> Vec<(String, i64, i32, Value)> {
+    // Newest first; RFC 3339 times of one format sort as text.
+    let mut merged: Vec<(String, i64, i32, Value)> = pages
+        .iter()
+        .flat_map(|pg| {
+            pg.items.iter().map(move |v| {
+                let time = v
+                    .get("time")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let id = v.get("id").and_then(Value::as_i64).unwrap_or(0);
+                (time, id, pg.number, v.clone())
+            })
+        })
+        .collect();
+    merged.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+    merged.truncate(limit);
+    for pg in pages {
+        let taken: Vec<i64> = merged
+            .iter()
+            .filter(|m| m.2 == pg.number)
+            .map(|m| m.1)
+            .collect();
+        let all_taken = taken.len() == pg.items.len();
+        if pg.items.is_empty() || (all_taken && !pg.more) {
+            cursors.insert(pg.number, None);
+        } else if let Some(lowest) = taken.iter().min() {
+            cursors.insert(pg.number, Some(*lowest));
+        }
+    }
+    merged
 }

@@ -47,62 +47,8 @@ pub(super) async fn kick_off(
         request: format!("{}/fhir/Group/{id}/$export", base_url(&state, &headers)),
         ..JobSpec::default()
     };
-    for (k, v) in &params {
-        match k.as_str() {
-            "_outputFormat" => {
-                if !["application/fhir+ndjson", "application/ndjson", "ndjson"]
-                    .contains(&v.as_str())
-                {
-                    return outcome(
-                        StatusCode::BAD_REQUEST,
-                        "not-supported",
-                        &format!(
-                            "_outputFormat {v:?} is not supported; use application/fhir+ndjson"
-                        ),
-                    );
-                }
-            }
-            "_type" => {
-                for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                    if !TYPES.contains(&t) {
-                        return outcome(
-                            StatusCode::BAD_REQUEST,
-                            "not-supported",
-                            &format!(
-                                "_type {t:?} is not exported; the types are {}",
-                                TYPES.join(", ")
-                            ),
-                        );
-                    }
-                    if !spec.types.iter().any(|x| x == t) {
-                        spec.types.push(t.to_string());
-                    }
-                }
-            }
-            "_since" => match crate::bulk::since_date(v) {
-                Ok(d) => spec.since = Some(d),
-                Err(e) => {
-                    return outcome(StatusCode::BAD_REQUEST, "invalid", &format!("_since: {e}"));
-                }
-            },
-            // izhub's own: the evaluated history and forecast (Z44).
-            "forecast" => spec.forecast = v == "true",
-            other => {
-                return outcome(
-                    StatusCode::BAD_REQUEST,
-                    "not-supported",
-                    &format!("parameter {other:?} is not supported"),
-                );
-            }
-        }
-    }
-    // A forecast asked for by type.
-    if spec
-        .types
-        .iter()
-        .any(|t| t == "ImmunizationRecommendation" || t == "ImmunizationEvaluation")
-    {
-        spec.forecast = true;
+    if let Err(r) = export_params(&mut spec, &params) {
+        return r;
     }
     let jobs = ex.jobs();
     if std::fs::read_dir(&jobs).map(|d| d.count()).unwrap_or(0) >= MAX_JOBS {
@@ -324,4 +270,55 @@ pub(super) async fn file(
         }
         Err(_) => outcome(StatusCode::NOT_FOUND, "not-found", "no such file"),
     }
+}
+
+/// Reads a kick-off's parameters into `spec`; an unsupported one is a 400
+/// with an OperationOutcome, as the Bulk Data spec says.
+fn export_params(spec: &mut JobSpec, params: &[(String, String)]) -> Result<(), Response> {
+    let bad = |code: &str, text: String| outcome(StatusCode::BAD_REQUEST, code, &text);
+    for (k, v) in params {
+        match k.as_str() {
+            "_outputFormat" => {
+                if !["application/fhir+ndjson", "application/ndjson", "ndjson"]
+                    .contains(&v.as_str())
+                {
+                    return Err(bad(
+                        "not-supported",
+                        format!(
+                            "_outputFormat {v:?} is not supported; use application/fhir+ndjson"
+                        ),
+                    ));
+                }
+            }
+            "_type" => {
+                for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    if !TYPES.contains(&t) {
+                        return Err(bad(
+                            "not-supported",
+                            format!(
+                                "_type {t:?} is not exported; the types are {}",
+                                TYPES.join(", ")
+                            ),
+                        ));
+                    }
+                    if !spec.types.iter().any(|x| x == t) {
+                        spec.types.push(t.to_string());
+                    }
+                }
+            }
+            "_since" => match crate::bulk::since_date(v) {
+                Ok(d) => spec.since = Some(d),
+                Err(e) => return Err(bad("invalid", format!("_since: {e}"))),
+            },
+            // izhub's own: the evaluated history and forecast (Z44).
+            "forecast" => spec.forecast = v == "true",
+            other => {
+                return Err(bad(
+                    "not-supported",
+                    format!("parameter {other:?} is not supported"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -253,18 +253,7 @@ pub(super) fn immunization(group: &Group<'_>, ctx: &Context, n: usize, notes: &m
             }),
         ),
     };
-    match rxa.text(9, 1).as_str() {
-        "" => {}
-        "00" => {
-            imm.insert("primarySource".into(), json!(true));
-        }
-        _ => {
-            imm.insert("primarySource".into(), json!(false));
-            if let Some(origin) = concept(rxa.rep(9)) {
-                imm.insert("reportOrigin".into(), origin);
-            }
-        }
-    }
+    source(rxa, &mut imm);
     let facility = rxa.rep(11).map(|r| {
         [r.s(4, 1), r.c(1)]
             .into_iter()
@@ -274,21 +263,8 @@ pub(super) fn immunization(group: &Group<'_>, ctx: &Context, n: usize, notes: &m
     if let Some(f) = facility.filter(|f| !f.is_empty()) {
         imm.insert("location".into(), json!({"display": f}));
     }
-    let (mvx, maker) = (rxa.text(17, 1), rxa.text(17, 2));
-    if !mvx.is_empty() || !maker.is_empty() {
-        let mut m = Map::new();
-        put(
-            &mut m,
-            "display",
-            if maker.is_empty() { mvx.clone() } else { maker },
-        );
-        if !mvx.is_empty() {
-            m.insert(
-                "identifier".into(),
-                json!({"system": "http://terminology.hl7.org/CodeSystem/MVX", "value": mvx}),
-            );
-        }
-        imm.insert("manufacturer".into(), Value::Object(m));
+    if let Some(m) = manufacturer(rxa) {
+        imm.insert("manufacturer".into(), m);
     }
     put(&mut imm, "lotNumber", rxa.text(15, 1));
     if let Some(d) = notes.date(&rxa.text(16, 1), false, "RXA-16") {
@@ -324,6 +300,44 @@ pub(super) fn immunization(group: &Group<'_>, ctx: &Context, n: usize, notes: &m
         imm.insert("fundingSource".into(), funding);
     }
     Value::Object(imm)
+}
+
+/// RXA-9 as `primarySource`: true for a new dose given here ("00"), else
+/// false with the record's origin.
+fn source(rxa: &Seg<'_>, imm: &mut Map<String, Value>) {
+    match rxa.text(9, 1).as_str() {
+        "" => {}
+        "00" => {
+            imm.insert("primarySource".into(), json!(true));
+        }
+        _ => {
+            imm.insert("primarySource".into(), json!(false));
+            if let Some(origin) = concept(rxa.rep(9)) {
+                imm.insert("reportOrigin".into(), origin);
+            }
+        }
+    }
+}
+
+/// RXA-17 as the manufacturer: its name, and its MVX code as an identifier.
+fn manufacturer(rxa: &Seg<'_>) -> Option<Value> {
+    let (mvx, maker) = (rxa.text(17, 1), rxa.text(17, 2));
+    if mvx.is_empty() && maker.is_empty() {
+        return None;
+    }
+    let mut m = Map::new();
+    put(
+        &mut m,
+        "display",
+        if maker.is_empty() { mvx.clone() } else { maker },
+    );
+    if !mvx.is_empty() {
+        m.insert(
+            "identifier".into(),
+            json!({"system": "http://terminology.hl7.org/CodeSystem/MVX", "value": mvx}),
+        );
+    }
+    Some(Value::Object(m))
 }
 
 /// A dose number as FHIR's `doseNumberPositiveInt` or `doseNumberString`.

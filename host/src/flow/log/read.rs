@@ -2,6 +2,7 @@
 //! quality; on the reader connection, never waiting for the writer.
 
 use super::*;
+use rusqlite::types::Value;
 
 impl MessageLog {
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LogError> {
@@ -12,68 +13,16 @@ impl MessageLog {
     /// Messages matching `search`, newest first.
     pub fn search(&self, search: &Search, cancel: &dyn Fn() -> bool) -> Result<Page, LogError> {
         let limit = search.limit.clamp(1, 200);
-        let (mut sql, mut args) = (String::new(), Vec::<rusqlite::types::Value>::new());
-        use rusqlite::types::Value as V;
-        sql.push_str("SELECT m.id, m.received_at, m.listener, m.sender, m.type, m.control_id, m.patient_id, m.route, m.destination, m.status, m.ack, m.detections, m.latency_us, m.resolved FROM messages m");
-        // With a detection, walk its index (detection, id) newest first and
-        // look each message up; else walk the messages newest first.
-        let key = if search.detection.is_some() {
-            "md.id"
-        } else {
-            "m.id"
-        };
-        if let Some(d) = &search.detection {
-            sql.push_str(" JOIN message_detections md ON md.id = m.id AND md.detection = ?");
-            args.push(V::Text(d.clone()));
-        }
-        sql.push_str(" WHERE 1=1");
-        let mut eq = |col: &str, v: &Option<String>| {
-            if let Some(v) = v {
-                sql.push_str(&format!(" AND m.{col} = ?"));
-                args.push(V::Text(v.clone()));
-            }
-        };
-        eq("sender", &search.sender);
-        eq("type", &search.message_type);
-        eq("control_id", &search.control_id);
-        eq("patient_id", &search.patient_id);
-        eq("status", &search.status);
-        eq("route", &search.route);
-        eq("destination", &search.destination);
-        if let Some(from) = search.from_ms {
-            sql.push_str(" AND m.received_at >= ?");
-            args.push(V::Integer(from));
-        }
-        if let Some(to) = search.to_ms {
-            sql.push_str(" AND m.received_at <= ?");
-            args.push(V::Integer(to));
-        }
-        if search.unresolved {
-            sql.push_str(" AND m.resolved = 0 AND m.status IN ('rejected_by_izhub','rejected_by_iis','errored')");
-        }
-        for (col, allowed) in [
-            ("route", &search.routes_allowed),
-            ("destination", &search.destinations_allowed),
-        ] {
-            if let Some(allowed) = allowed {
-                sql.push_str(&format!(" AND m.{col} IN ("));
-                for (i, a) in allowed.iter().enumerate() {
-                    sql.push_str(if i == 0 { "?" } else { ",?" });
-                    args.push(V::Text(a.clone()));
-                }
-                if allowed.is_empty() {
-                    sql.push_str("NULL");
-                }
-                sql.push(')');
-            }
-        }
+        let filter = Filter::of(search);
         let Some(needle) = &search.contains else {
+            let (mut sql, mut args) = (filter.sql, filter.args);
+            let key = filter.key;
             if let Some(before) = search.before {
                 sql.push_str(&format!(" AND {key} < ?"));
-                args.push(V::Integer(before));
+                args.push(Value::Integer(before));
             }
             sql.push_str(&format!(" ORDER BY {key} DESC LIMIT ?"));
-            args.push(V::Integer(limit as i64 + 1));
+            args.push(Value::Integer(limit as i64 + 1));
             let mut items = self.read(|c| {
                 let mut stmt = c.prepare_cached(&sql)?;
                 let rows = stmt.query_map(params_from_iter(args.iter()), meta_of)?;
@@ -89,20 +38,30 @@ impl MessageLog {
                 partial: false,
             });
         };
-        // Content search: batches of ids walked newest first, each body
-        // looked at, until the page is full, the time is up or the asker
-        // went away.
+        self.search_bodies(&filter, search.before, needle.as_bytes(), limit, cancel)
+    }
+
+    /// Content search: batches of ids walked newest first, each body looked
+    /// at, until the page is full, the time is up or the asker went away.
+    fn search_bodies(
+        &self,
+        filter: &Filter,
+        before: Option<i64>,
+        needle: &[u8],
+        limit: usize,
+        cancel: &dyn Fn() -> bool,
+    ) -> Result<Page, LogError> {
+        let key = filter.key;
         let started = Instant::now();
-        let needle = needle.as_bytes().to_vec();
         let mut items = Vec::new();
-        let mut cursor = search.before;
+        let mut cursor = before;
         let mut partial = false;
         loop {
-            let mut batch_sql = sql.clone();
-            let mut batch_args = args.clone();
+            let mut batch_sql = filter.sql.clone();
+            let mut batch_args = filter.args.clone();
             if let Some(c) = cursor {
                 batch_sql.push_str(&format!(" AND {key} < ?"));
-                batch_args.push(V::Integer(c));
+                batch_args.push(Value::Integer(c));
             }
             batch_sql.push_str(&format!(" ORDER BY {key} DESC LIMIT 500"));
             let batch = self.read(|c| {
@@ -115,7 +74,7 @@ impl MessageLog {
             };
             for m in batch {
                 let body = self.body(m.id)?;
-                if body.is_some_and(|b| memchr::memmem::find(&b.received, &needle).is_some()) {
+                if body.is_some_and(|b| memchr::memmem::find(&b.received, needle).is_some()) {
                     items.push(m);
                     if items.len() > limit {
                         break;
@@ -423,4 +382,72 @@ pub(super) fn body_place(c: &Connection, id: i64) -> rusqlite::Result<Option<Bod
             .optional()?,
         )),
     })
+}
+
+/// A search's conditions as SQL: the query up to its `WHERE` clauses, its
+/// arguments, and the id column it pages by.
+struct Filter {
+    sql: String,
+    args: Vec<Value>,
+    key: &'static str,
+}
+
+impl Filter {
+    fn of(search: &Search) -> Filter {
+        let (mut sql, mut args) = (String::new(), Vec::<Value>::new());
+        sql.push_str("SELECT m.id, m.received_at, m.listener, m.sender, m.type, m.control_id, m.patient_id, m.route, m.destination, m.status, m.ack, m.detections, m.latency_us, m.resolved FROM messages m");
+        // With a detection, walk its index (detection, id) newest first and
+        // look each message up; else walk the messages newest first.
+        let key = if search.detection.is_some() {
+            "md.id"
+        } else {
+            "m.id"
+        };
+        if let Some(d) = &search.detection {
+            sql.push_str(" JOIN message_detections md ON md.id = m.id AND md.detection = ?");
+            args.push(Value::Text(d.clone()));
+        }
+        sql.push_str(" WHERE 1=1");
+        let mut eq = |col: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                sql.push_str(&format!(" AND m.{col} = ?"));
+                args.push(Value::Text(v.clone()));
+            }
+        };
+        eq("sender", &search.sender);
+        eq("type", &search.message_type);
+        eq("control_id", &search.control_id);
+        eq("patient_id", &search.patient_id);
+        eq("status", &search.status);
+        eq("route", &search.route);
+        eq("destination", &search.destination);
+        if let Some(from) = search.from_ms {
+            sql.push_str(" AND m.received_at >= ?");
+            args.push(Value::Integer(from));
+        }
+        if let Some(to) = search.to_ms {
+            sql.push_str(" AND m.received_at <= ?");
+            args.push(Value::Integer(to));
+        }
+        if search.unresolved {
+            sql.push_str(" AND m.resolved = 0 AND m.status IN ('rejected_by_izhub','rejected_by_iis','errored')");
+        }
+        for (col, allowed) in [
+            ("route", &search.routes_allowed),
+            ("destination", &search.destinations_allowed),
+        ] {
+            if let Some(allowed) = allowed {
+                sql.push_str(&format!(" AND m.{col} IN ("));
+                for (i, a) in allowed.iter().enumerate() {
+                    sql.push_str(if i == 0 { "?" } else { ",?" });
+                    args.push(Value::Text(a.clone()));
+                }
+                if allowed.is_empty() {
+                    sql.push_str("NULL");
+                }
+                sql.push(')');
+            }
+        }
+        Filter { sql, args, key }
+    }
 }

@@ -296,78 +296,7 @@ pub(super) fn write_batch(
         let mut att = tx.prepare_cached("INSERT OR IGNORE INTO attempts (message_id, at, destination, result, class, answer) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         for op in ops {
             match op {
-                Op::Record(r) => {
-                    let detections = if r.detections.is_empty() {
-                        crate::flow::detections(&r.answer)
-                    } else {
-                        r.detections.clone()
-                    };
-                    // The relayed delivery goes with the body, its answer kept
-                    // once when it is the answer sent back.
-                    let (iis_answer, attempt): (&[u8], Vec<u8>) = match &r.attempt {
-                        Some(a) => {
-                            let (kind, own) = match a.answer.as_deref() {
-                                Some(x) if !x.is_empty() && x == &r.answer[..] => {
-                                    (AttemptAnswer::Same, &[][..])
-                                }
-                                Some(x) if !x.is_empty() => (AttemptAnswer::Own, x),
-                                _ => (AttemptAnswer::None, &[][..]),
-                            };
-                            let meta = BodyAttempt {
-                                at: a.at,
-                                destination: a.destination.clone(),
-                                result: a.result.clone(),
-                                class: a.class.clone(),
-                                answer: kind,
-                            };
-                            (own, serde_json::to_vec(&meta).unwrap_or_default())
-                        }
-                        None => (&[], Vec::new()),
-                    };
-                    let body = body_writer.append(
-                        r.id,
-                        &bodies::Parts {
-                            received: &r.received,
-                            stages: &r.stages,
-                            issues: &r.issues,
-                            answer: &r.answer,
-                            iis_answer,
-                            attempt: &attempt,
-                        },
-                    )?;
-                    msg.execute(params![
-                        r.id,
-                        r.received_at,
-                        r.listener,
-                        r.sender,
-                        r.message_type,
-                        r.control_id,
-                        r.patient_id,
-                        r.route,
-                        r.destination,
-                        r.outcome.as_str(),
-                        r.ack,
-                        detections.join(" "),
-                        r.latency_us,
-                        r.completeness,
-                        r.reprocess_of,
-                        body.at,
-                        body.len,
-                    ])?;
-                    for j in &r.journal_ids {
-                        link.execute(params![j, r.id])?;
-                    }
-                    // A few rows per statement: most of an insert's cost is
-                    // the statement's, not the row's.
-                    for chunk in detections.chunks(DETECTIONS_PER_INSERT) {
-                        let mut stmt = tx.prepare_cached(detections_insert(chunk.len()))?;
-                        for (k, d) in chunk.iter().enumerate() {
-                            stmt.raw_bind_parameter(2 * k + 1, d)?;
-                            stmt.raw_bind_parameter(2 * k + 2, r.id)?;
-                        }
-                        stmt.raw_execute()?;
-                    }
-                }
+                Op::Record(r) => write_record(&tx, body_writer, &r, &mut msg, &mut link)?,
                 Op::Attempt(a) => {
                     let id: Option<i64> = tx
                         .prepare_cached("SELECT id FROM journal_links WHERE journal_id = ?1")?
@@ -465,4 +394,83 @@ pub(super) fn prune_log(
         conn.execute("DELETE FROM body_segments WHERE seg = ?1", params![seg])?;
     }
     Ok(removed)
+}
+
+/// One message's row, body, journal links and detection index.
+fn write_record(
+    tx: &rusqlite::Transaction<'_>,
+    body_writer: &mut bodies::Writer,
+    r: &Record,
+    msg: &mut rusqlite::CachedStatement<'_>,
+    link: &mut rusqlite::CachedStatement<'_>,
+) -> Result<(), BatchError> {
+    let detections = if r.detections.is_empty() {
+        crate::flow::detections(&r.answer)
+    } else {
+        r.detections.clone()
+    };
+    // The relayed delivery goes with the body, its answer kept once when it
+    // is the answer sent back.
+    let (iis_answer, attempt): (&[u8], Vec<u8>) = match &r.attempt {
+        Some(a) => {
+            let (kind, own) = match a.answer.as_deref() {
+                Some(x) if !x.is_empty() && x == &r.answer[..] => (AttemptAnswer::Same, &[][..]),
+                Some(x) if !x.is_empty() => (AttemptAnswer::Own, x),
+                _ => (AttemptAnswer::None, &[][..]),
+            };
+            let meta = BodyAttempt {
+                at: a.at,
+                destination: a.destination.clone(),
+                result: a.result.clone(),
+                class: a.class.clone(),
+                answer: kind,
+            };
+            (own, serde_json::to_vec(&meta).unwrap_or_default())
+        }
+        None => (&[], Vec::new()),
+    };
+    let body = body_writer.append(
+        r.id,
+        &bodies::Parts {
+            received: &r.received,
+            stages: &r.stages,
+            issues: &r.issues,
+            answer: &r.answer,
+            iis_answer,
+            attempt: &attempt,
+        },
+    )?;
+    msg.execute(params![
+        r.id,
+        r.received_at,
+        r.listener,
+        r.sender,
+        r.message_type,
+        r.control_id,
+        r.patient_id,
+        r.route,
+        r.destination,
+        r.outcome.as_str(),
+        r.ack,
+        detections.join(" "),
+        r.latency_us,
+        r.completeness,
+        r.reprocess_of,
+        body.at,
+        body.len,
+    ])?;
+    for j in &r.journal_ids {
+        link.execute(params![j, r.id])?;
+    }
+    // A few rows per statement: most of an insert's cost is the statement's,
+    // not the row's.
+    for chunk in detections.chunks(DETECTIONS_PER_INSERT) {
+        let mut stmt = tx.prepare_cached(detections_insert(chunk.len()))?;
+        for (k, d) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(2 * k + 1, d)?;
+            stmt.raw_bind_parameter(2 * k + 2, r.id)?;
+        }
+        stmt.raw_execute()?;
+    }
+    Ok(())
 }
