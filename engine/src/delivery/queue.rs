@@ -85,14 +85,7 @@ pub async fn run(queue: Queue) {
         shutdown,
         watch,
     } = queue;
-    let mut breaker = Breaker {
-        failures: 0,
-        open_until: None,
-        gauge: metrics
-            .breaker_open
-            .get_or_create(&vec![l("destination", &name)])
-            .clone(),
-    };
+    let mut breaker = Breaker::new(&metrics, &name);
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -101,16 +94,7 @@ pub async fn run(queue: Queue) {
             tracing::info!(destination = %name, "circuit breaker closed by an operator");
         }
         if control.paused.load(Ordering::Relaxed) {
-            tell(
-                watch.as_deref(),
-                &name,
-                QueueState {
-                    queued: None,
-                    oldest_ms: None,
-                    breaker: breaker_state(breaker.open_until),
-                    paused: true,
-                },
-            );
+            tell(watch.as_deref(), &name, breaker.state(None, None, true));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = wake.notified() => {}
@@ -140,15 +124,14 @@ pub async fn run(queue: Queue) {
                 continue;
             }
         };
+        let (queued, oldest) = (
+            rows.is_empty().then_some(0),
+            rows.first().map(|r| r.received_at),
+        );
         tell(
             watch.as_deref(),
             &name,
-            QueueState {
-                queued: rows.is_empty().then_some(0),
-                oldest_ms: rows.first().map(|r| r.received_at),
-                breaker: breaker_state(breaker.open_until),
-                paused: false,
-            },
+            breaker.state(queued, oldest, false),
         );
         let now = now_ms();
         let (mut lanes, next_due) = lanes_of(rows, now);
@@ -216,6 +199,28 @@ struct Breaker {
 }
 
 impl Breaker {
+    /// A closed breaker for the destination `name`.
+    fn new(metrics: &Metrics, name: &str) -> Breaker {
+        Breaker {
+            failures: 0,
+            open_until: None,
+            gauge: metrics
+                .breaker_open
+                .get_or_create(&vec![l("destination", name)])
+                .clone(),
+        }
+    }
+
+    /// The queue's state to report, with this breaker's.
+    fn state(&self, queued: Option<i64>, oldest_ms: Option<i64>, paused: bool) -> QueueState {
+        QueueState {
+            queued,
+            oldest_ms,
+            breaker: breaker_state(self.open_until),
+            paused,
+        }
+    }
+
     /// Closes the breaker when it is open (and forgets the failures that
     /// opened it); whether it was open.
     fn close(&mut self) -> bool {

@@ -6,26 +6,14 @@ use super::args::PluginCommand;
 
 pub(super) async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     use crate::tools::plugin_dev::{self, TestSetup};
-    use crate::tools::plugin_kit::{self, Lang};
+    use crate::tools::plugin_kit;
     match cmd {
         PluginCommand::New {
             name,
             dir,
             lang,
             sdk,
-        } => {
-            let created = plugin_kit::new_plugin(&name, &dir, lang, sdk.as_deref())?;
-            println!("created {}", created.display());
-            let first = match lang {
-                Lang::Rust => "cargo test && ",
-                Lang::Js | Lang::Python => "",
-            };
-            println!(
-                "next: cd {} && {first}izhub plugin build",
-                created.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => new_plugin(&name, &dir, lang, sdk.as_deref()),
         PluginCommand::Build { dir } => {
             let (wasm, manifest) = plugin_kit::build_plugin(&dir)?;
             eprintln!(
@@ -104,4 +92,25 @@ pub(super) async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `izhub plugin new`: a plugin project from the kit, and what to run next.
+fn new_plugin(
+    name: &str,
+    dir: &std::path::Path,
+    lang: crate::tools::plugin_kit::Lang,
+    sdk: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    use crate::tools::plugin_kit::{self, Lang};
+    let created = plugin_kit::new_plugin(name, dir, lang, sdk)?;
+    println!("created {}", created.display());
+    let first = match lang {
+        Lang::Rust => "cargo test && ",
+        Lang::Js | Lang::Python => "",
+    };
+    println!(
+        "next: cd {} && {first}izhub plugin build",
+        created.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

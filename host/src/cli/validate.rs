@@ -101,6 +101,18 @@ pub(super) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
         }
     }
     progress.done(report.messages);
+    write_report(&opts, &report)?;
+    Ok(if unreadable > 0 {
+        ExitCode::from(2)
+    } else if report.blocked.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Writes the report in the format asked for, to its file or to stdout.
+fn write_report(opts: &Options, report: &Report) -> anyhow::Result<()> {
     let text = match opts.format {
         ReportFormat::Text => report.to_text(opts.max_listed),
         ReportFormat::Csv => report.to_csv(),
@@ -123,13 +135,7 @@ pub(super) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
             stdout.flush()?;
         }
     }
-    Ok(if unreadable > 0 {
-        ExitCode::from(2)
-    } else if report.blocked.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(())
 }
 
 /// Progress on standard error for batches that take a while: a line that

@@ -132,11 +132,9 @@ fn console_flow(
 }
 
 /// Binds every listener and starts serving.
-pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<Running> {
-    let started = Instant::now();
-    for warning in config.warnings() {
-        tracing::warn!("{warning}");
-    }
+/// A cluster's nodes call each other with a shared token: refuse to start
+/// when the variable named for it is unset or too short.
+fn check_peer_token(config: &Config) -> anyhow::Result<()> {
     if let Some(var) = &config.admin_access.peer_token_env
         && crate::admin::auth::peer_token(&config.admin_access).is_none()
     {
@@ -145,6 +143,15 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
             crate::admin::auth::MIN_PEER_TOKEN
         );
     }
+    Ok(())
+}
+
+pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<Running> {
+    let started = Instant::now();
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    check_peer_token(config)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let workers = Workers::default();
@@ -222,15 +229,8 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         };
         tracker.spawn(watcher.run(shutdown.clone()));
     }
-    let (compiled, from_disk, _) = runtime.cache().counts();
     let startup = started.elapsed();
-    tracing::info!(
-        ms = startup.as_millis() as u64,
-        plugins = config.routes.iter().map(|r| r.plugins.len()).sum::<usize>(),
-        compiled,
-        from_disk,
-        "engine started"
-    );
+    log_started(config, &runtime, startup);
     Ok(Running {
         listeners: bound,
         admin: admin_addr,
@@ -242,6 +242,19 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
         slot,
         deliveries,
     })
+}
+
+/// The startup line: how long it took and how many plugins were compiled
+/// or read from the cache.
+fn log_started(config: &Config, runtime: &crate::plugin::Runtime, startup: Duration) {
+    let (compiled, from_disk, _) = runtime.cache().counts();
+    tracing::info!(
+        ms = startup.as_millis() as u64,
+        plugins = config.routes.iter().map(|r| r.plugins.len()).sum::<usize>(),
+        compiled,
+        from_disk,
+        "engine started"
+    );
 }
 
 /// What the console's board starts from: the queued counts in the journal

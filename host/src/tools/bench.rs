@@ -85,55 +85,7 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchResult> {
         let share = opts.messages / conns + usize::from(c < opts.messages % conns);
         let (prefix, rest, opts) = (prefix.clone(), rest.clone(), opts.clone());
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(share);
-            let (mut mismatched, mut errors) = (0usize, 0usize);
-            let mut codes = std::collections::BTreeMap::<String, usize>::new();
-            let mut client = None;
-            for i in 0..share {
-                let id = format!("{}-{c}-{i}", opts.run_id);
-                let msg = match rest.as_ref() {
-                    Rest::Fixed(suffix) => format!("{prefix}{id}{suffix}"),
-                    Rest::Patients(before, after) => {
-                        let patient = (c + i * conns) % opts.patients;
-                        format!("{prefix}{id}{before}{patient}{after}")
-                    }
-                };
-                if client.is_none() {
-                    match MllpClient::connect(&opts.to, opts.timeout, DEFAULT_MAX_FRAME).await {
-                        Ok(cl) => client = Some(cl),
-                        Err(_) => {
-                            errors += 1;
-                            continue;
-                        }
-                    }
-                }
-                let Some(cl) = client.as_mut() else { continue };
-                let due = match opts.rate.filter(|r| r.is_finite() && *r > 0.0) {
-                    Some(rate) => {
-                        let at = started + Duration::from_secs_f64((i * conns + c) as f64 / rate);
-                        tokio::time::sleep_until(at.into()).await;
-                        at
-                    }
-                    None => Instant::now(),
-                };
-                let t = due.min(Instant::now());
-                match cl.exchange(msg.as_bytes(), opts.timeout).await {
-                    Ok(answer) => {
-                        lat.push(t.elapsed());
-                        let (code, acked) =
-                            hl7::read_msa(&String::from_utf8_lossy(&answer)).unwrap_or_default();
-                        if acked != id {
-                            mismatched += 1;
-                        }
-                        *codes.entry(code).or_default() += 1;
-                    }
-                    Err(_) => {
-                        errors += 1;
-                        client = None;
-                    }
-                }
-            }
-            (lat, mismatched, errors, codes)
+            one_connection(c, share, &prefix, &rest, &opts, started).await
         }));
     }
     let mut all = Vec::with_capacity(opts.messages);
@@ -163,6 +115,77 @@ pub async fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchResult> {
         max: all.last().copied().unwrap_or_default(),
         latencies: all,
     })
+}
+
+/// What one connection measured: latencies, answers naming another
+/// message, errors, and answers by MSA-1.
+type Measured = (
+    Vec<Duration>,
+    usize,
+    usize,
+    std::collections::BTreeMap<String, usize>,
+);
+
+/// Connection `c`'s share of a bench run: each message with its own MSH-10
+/// (and patient), sent when due, its answer checked and timed.
+async fn one_connection(
+    c: usize,
+    share: usize,
+    prefix: &str,
+    rest: &Rest,
+    opts: &BenchOptions,
+    started: Instant,
+) -> Measured {
+    let conns = opts.connections.max(1);
+    let mut lat = Vec::with_capacity(share);
+    let (mut mismatched, mut errors) = (0usize, 0usize);
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    let mut client = None;
+    for i in 0..share {
+        let id = format!("{}-{c}-{i}", opts.run_id);
+        let msg = match rest {
+            Rest::Fixed(suffix) => format!("{prefix}{id}{suffix}"),
+            Rest::Patients(before, after) => {
+                let patient = (c + i * conns) % opts.patients;
+                format!("{prefix}{id}{before}{patient}{after}")
+            }
+        };
+        if client.is_none() {
+            match MllpClient::connect(&opts.to, opts.timeout, DEFAULT_MAX_FRAME).await {
+                Ok(cl) => client = Some(cl),
+                Err(_) => {
+                    errors += 1;
+                    continue;
+                }
+            }
+        }
+        let Some(cl) = client.as_mut() else { continue };
+        let due = match opts.rate.filter(|r| r.is_finite() && *r > 0.0) {
+            Some(rate) => {
+                let at = started + Duration::from_secs_f64((i * conns + c) as f64 / rate);
+                tokio::time::sleep_until(at.into()).await;
+                at
+            }
+            None => Instant::now(),
+        };
+        let t = due.min(Instant::now());
+        match cl.exchange(msg.as_bytes(), opts.timeout).await {
+            Ok(answer) => {
+                lat.push(t.elapsed());
+                let (code, acked) =
+                    hl7::read_msa(&String::from_utf8_lossy(&answer)).unwrap_or_default();
+                if acked != id {
+                    mismatched += 1;
+                }
+                *codes.entry(code).or_default() += 1;
+            }
+            Err(_) => {
+                errors += 1;
+                client = None;
+            }
+        }
+    }
+    (lat, mismatched, errors, codes)
 }
 
 /// The `p` quantile (0–1, nearest rank) of latencies sorted shortest

@@ -42,22 +42,28 @@ pub(super) fn node_page(number: i32, v: &Value) -> NodePage {
 /// page below its own cursor, the pages are merged newest first, and the
 /// cursor says per node where the next page starts. Nodes that cannot be
 /// asked are named in `unreachable` and asked again for the next page.
+/// Where each node's page starts: a message id names its node; a cluster
+/// cursor names every node's.
+fn cursors_of(before: Option<&Cursor>) -> Result<NodeCursors, String> {
+    Ok(match before {
+        None => NodeCursors::new(),
+        Some(c) => match (c.id(), c) {
+            (Some(id), _) => NodeCursors::from([(crate::flow::log::node_of(id), Some(id))]),
+            (None, Cursor::Nodes(text)) => parse_cursor(text)?,
+            (None, Cursor::Id(_)) => NodeCursors::new(),
+        },
+    })
+}
+
 pub(super) async fn search_cluster(
     state: Shared,
     peers: Arc<crate::admin::peers::Peers>,
     user: CurrentUser,
     p: SearchParams,
 ) -> Response {
-    let mut cursors = match &p.before {
-        None => NodeCursors::new(),
-        Some(c) => match (c.id(), c) {
-            (Some(id), _) => NodeCursors::from([(crate::flow::log::node_of(id), Some(id))]),
-            (None, Cursor::Nodes(text)) => match parse_cursor(text) {
-                Ok(c) => c,
-                Err(e) => return error(StatusCode::BAD_REQUEST, e),
-            },
-            (None, Cursor::Id(_)) => NodeCursors::new(),
-        },
+    let mut cursors = match cursors_of(p.before.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let limit = p.limit.unwrap_or(50).clamp(1, 200);
     let me = peers.number();

@@ -322,24 +322,11 @@ pub fn convert(rsp_text: &str, ctx: &Context) -> Converted {
     let segs: Vec<Seg<'_>> = rsp::segments(&msg).collect();
     let h = header(&segs);
     let pids: Vec<Seg<'_>> = segs.iter().copied().filter(|s| s.name() == "PID").collect();
-    // QAK-2 decides; MSA-1 only when there is no QAK-2 at all.
-    let status = if h.qak_status.is_empty() {
-        match h.msa_code.as_str() {
-            "AE" | "CE" => "AE",
-            "AR" | "CR" => "AR",
-            _ => "",
-        }
-        .to_string()
-    } else {
-        h.qak_status.clone()
-    };
+    let status = query_status(&h);
     match status.as_str() {
         "NF" => return not_found(&mut notes, &h),
-        "TM" | "PD" | "AE" | "AR" => {
-            let words = iis_words(&h);
-            return refused(&mut notes, &status, &words);
-        }
         "" | "OK" => {}
+        // TM, PD, AE, AR and anything else an IIS may say.
         other => {
             let words = iis_words(&h);
             return refused(&mut notes, other, &words);
@@ -408,6 +395,21 @@ pub fn convert(rsp_text: &str, ctx: &Context) -> Converted {
         outcome: Outcome::Found,
         resources,
         errors: notes.list,
+    }
+}
+
+/// The query's status: QAK-2 decides; MSA-1 only when there is no QAK-2 at
+/// all.
+fn query_status(h: &Header) -> String {
+    if h.qak_status.is_empty() {
+        match h.msa_code.as_str() {
+            "AE" | "CE" => "AE",
+            "AR" | "CR" => "AR",
+            _ => "",
+        }
+        .to_string()
+    } else {
+        h.qak_status.clone()
     }
 }
 

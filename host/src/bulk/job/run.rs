@@ -55,22 +55,7 @@ impl Job {
                     },
                 };
                 let Ok(patient) = serde_json::from_str::<Patient>(&data) else {
-                    let _ = tx
-                        .send(Done {
-                            idx,
-                            outcome: "failed",
-                            lines: vec![(
-                                ERRORS,
-                                fhir::operation_outcome(
-                                    "error",
-                                    "exception",
-                                    "the stored patient could not be read",
-                                    None,
-                                )
-                                .to_string(),
-                            )],
-                        })
-                        .await;
+                    let _ = tx.send(unreadable(idx)).await;
                     continue;
                 };
                 let (job, env, tx, cancel, ehr) = (
@@ -191,27 +176,7 @@ impl Job {
                 }
             };
             if retry && attempt >= env.bulk.max_attempts {
-                return Some(Done {
-                    idx,
-                    outcome: "failed",
-                    lines: vec![(
-                        ERRORS,
-                        with_tag(
-                            fhir::operation_outcome(
-                                "error",
-                                "transient",
-                                &format!(
-                                    "no answer after {attempt} attempts: {}",
-                                    crate::report::without_value(&last_words)
-                                ),
-                                None,
-                            ),
-                            &tag,
-                            patient.row,
-                        )
-                        .to_string(),
-                    )],
-                });
+                return Some(gave_up(idx, patient, &tag, attempt, &last_words));
             }
             let backoff = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6)))
                 .min(Duration::from_secs(10));
@@ -435,5 +400,33 @@ impl RunEnv {
             .ok()
             .map(|m| m.component(4, 1).to_string())
             .filter(|s| !s.is_empty() && s.len() <= 64)
+    }
+}
+
+/// A patient the IIS did not answer for after every attempt: an
+/// OperationOutcome in the errors file, without the values the last error
+/// quoted.
+fn gave_up(idx: i64, patient: &Patient, tag: &str, attempt: u32, last_words: &str) -> Done {
+    let text = format!(
+        "no answer after {attempt} attempts: {}",
+        crate::report::without_value(last_words)
+    );
+    let outcome = fhir::operation_outcome("error", "transient", &text, None);
+    Done {
+        idx,
+        outcome: "failed",
+        lines: vec![(ERRORS, with_tag(outcome, tag, patient.row).to_string())],
+    }
+}
+
+/// A stored patient row that no longer reads: failed, with an
+/// OperationOutcome saying so.
+fn unreadable(idx: i64) -> Done {
+    let text = "the stored patient could not be read";
+    let outcome = fhir::operation_outcome("error", "exception", text, None);
+    Done {
+        idx,
+        outcome: "failed",
+        lines: vec![(ERRORS, outcome.to_string())],
     }
 }
