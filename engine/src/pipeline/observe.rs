@@ -110,25 +110,34 @@ pub struct Stage {
     pub text: Option<String>,
 }
 
-/// One message handled: where it came from, what the route did with it,
-/// and the answer that went back. Header values are already [`field`]s;
-/// the texts are empty unless the observer [keeps them](Observer::keeps_texts).
-#[derive(Debug, Clone)]
-pub struct Handled {
+/// A handled message as lists and live views show it: where it came from,
+/// where it went and how it ended. Metadata only: values are already
+/// [`field`]s and none is PHI.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
     pub listener: String,
     pub sender: String,
     /// `VXU^V04`.
+    #[serde(rename = "type")]
     pub message_type: String,
     /// MSH-10.
     pub control_id: String,
-    /// PID-3 (or QPD-3 of a query).
-    pub patient_id: String,
     pub route: String,
     /// Comma-separated.
     pub destination: String,
     pub outcome: Outcome,
     /// MSA-1 of the answer sent back.
     pub ack: String,
+}
+
+/// One message handled: its [`Summary`], what the route did with it, and
+/// the answer that went back. The texts are empty unless the observer
+/// [keeps them](Observer::keeps_texts).
+#[derive(Debug, Clone)]
+pub struct Handled {
+    pub summary: Summary,
+    /// PID-3 (or QPD-3 of a query).
+    pub patient_id: String,
     /// From frame in to answer out.
     pub took: Duration,
     /// The message as received.

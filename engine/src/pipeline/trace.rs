@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::observe::{AttemptInfo, Handled, Observer, Outcome, Stage, field};
+use super::observe::{AttemptInfo, Handled, Observer, Outcome, Stage, Summary, field};
 use super::{Answer, Pipeline};
 use crate::config::ListenerSpec;
 use crate::delivery::gate;
@@ -110,15 +110,17 @@ impl Pipeline {
         };
         let keep = trace.keep;
         observer.handled(Handled {
-            listener: field(&listener.name),
-            sender: trace.sender,
-            message_type: trace.message_type,
-            control_id: trace.control_id,
+            summary: Summary {
+                listener: field(&listener.name),
+                sender: trace.sender,
+                message_type: trace.message_type,
+                control_id: trace.control_id,
+                route: trace.route,
+                destination: field(&trace.destinations.join(",")),
+                outcome,
+                ack,
+            },
             patient_id: trace.patient_id,
-            route: trace.route,
-            destination: field(&trace.destinations.join(",")),
-            outcome,
-            ack,
             took: trace.took,
             received: if keep { raw.to_vec() } else { Vec::new() },
             stages: trace.stages,

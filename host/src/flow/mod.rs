@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-pub use crate::pipeline::observe::{AttemptInfo, Outcome, outcome_of};
+pub use crate::pipeline::observe::{AttemptInfo, Handled, Outcome, Summary, outcome_of};
 
 /// A delivery attempt of a journaled message, from its queue.
 #[derive(Debug, Clone)]
@@ -30,42 +30,44 @@ pub struct Attempt {
     pub ack: String,
 }
 
-/// One answered message, whole.
+/// One answered message, whole, as the log keeps it.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub id: i64,
     /// ms since the epoch.
     pub received_at: i64,
-    pub listener: String,
-    pub sender: String,
-    pub message_type: String,
-    pub control_id: String,
-    pub patient_id: String,
-    pub route: String,
-    pub destination: String,
-    pub outcome: Outcome,
-    /// MSA-1 of the answer sent back.
-    pub ack: String,
+    /// What the pipeline reported.
+    pub message: Handled,
     /// Filled in by the log's writer from the answer when empty.
     pub detections: Vec<String>,
-    pub latency_us: i64,
-    /// The message as received.
-    pub received: Vec<u8>,
-    /// What each plugin did (one JSON array).
-    pub stages: String,
     /// Every issue (one JSON array).
     pub issues: String,
-    /// The answer sent back.
-    pub answer: bytes::Bytes,
-    /// The journal rows (one per destination) in commit mode.
-    pub journal_ids: Vec<i64>,
-    /// The relay-mode delivery, when there was one.
-    pub attempt: Option<AttemptInfo>,
-    /// `race=mapped ethnicity=missing`: what plugins reported of
-    /// completeness (`completeness.*` attributes).
-    pub completeness: String,
-    /// The logged message an operator reprocessed to make this one.
-    pub reprocess_of: Option<i64>,
+}
+
+impl Record {
+    /// A record of a message known by its metadata only: no texts, no
+    /// delivery (what seeding and tests start from).
+    pub fn of(id: i64, received_at: i64, summary: Summary, patient_id: String) -> Record {
+        Record {
+            id,
+            received_at,
+            message: Handled {
+                summary,
+                patient_id,
+                took: std::time::Duration::ZERO,
+                received: Vec::new(),
+                stages: Vec::new(),
+                answer: bytes::Bytes::new(),
+                queued: 0,
+                journal_ids: Vec::new(),
+                attempt: None,
+                completeness: String::new(),
+                reprocess_of: None,
+            },
+            detections: Vec::new(),
+            issues: String::new(),
+        }
+    }
 }
 
 /// What live watchers get: metadata only.
@@ -74,15 +76,8 @@ pub struct LiveEvent {
     pub id: i64,
     /// RFC 3339.
     pub time: String,
-    pub listener: String,
-    pub sender: String,
-    #[serde(rename = "type")]
-    pub message_type: String,
-    pub control_id: String,
-    pub route: String,
-    pub destination: String,
-    pub outcome: Outcome,
-    pub ack: String,
+    #[serde(flatten)]
+    pub summary: Summary,
     pub latency_ms: f64,
 }
 
@@ -161,33 +156,27 @@ impl Flow {
     }
 
     /// Counts, announces and logs one answered message. Never waits.
-    pub fn answered(&self, record: Record, queued: usize) {
-        let latency_ms = record.latency_us as f64 / 1000.0;
+    pub fn answered(&self, record: Record) {
+        let m = &record.message;
+        let latency_ms = m.took.as_secs_f64() * 1000.0;
         let now_ms = crate::store::now_ms();
         self.board.answered(
-            Some(&record.route)
+            Some(&m.summary.route)
                 .filter(|r| !r.is_empty())
                 .map(String::as_str),
-            Some(&record.destination)
+            Some(&m.summary.destination)
                 .filter(|d| !d.is_empty())
                 .map(String::as_str),
-            record.outcome,
+            m.summary.outcome,
             latency_ms.ceil() as u32,
             (now_ms / 1000).max(0) as u64,
-            queued,
+            m.queued,
         );
         if self.live.receiver_count() > 0 {
             let _ = self.live.send(Arc::new(LiveEvent {
                 id: record.id,
                 time: crate::hl7::rfc3339_now(),
-                listener: record.listener.clone(),
-                sender: record.sender.clone(),
-                message_type: record.message_type.clone(),
-                control_id: record.control_id.clone(),
-                route: record.route.clone(),
-                destination: record.destination.clone(),
-                outcome: record.outcome,
-                ack: record.ack.clone(),
+                summary: m.summary.clone(),
                 latency_ms,
             }));
         }
@@ -203,37 +192,15 @@ impl crate::pipeline::observe::Observer for Flow {
         self.log.is_some()
     }
 
-    fn handled(&self, event: crate::pipeline::observe::Handled) {
-        let keep = self.log.is_some();
-        let record = Record {
+    fn handled(&self, event: Handled) {
+        self.answered(Record {
             id: self.next_id(),
             received_at: crate::store::now_ms(),
-            listener: event.listener,
-            sender: event.sender,
-            message_type: event.message_type,
-            control_id: event.control_id,
-            patient_id: event.patient_id,
-            route: event.route,
-            destination: event.destination,
-            outcome: event.outcome,
-            ack: event.ack,
+            message: event,
             // Read from the answer by the log's writer, off the ACK path.
             detections: Vec::new(),
-            latency_us: event.took.as_micros().min(i64::MAX as u128) as i64,
-            received: event.received,
-            stages: if keep {
-                serde_json::to_string(&event.stages).unwrap_or_default()
-            } else {
-                String::new()
-            },
             issues: String::new(),
-            answer: event.answer,
-            journal_ids: event.journal_ids,
-            attempt: event.attempt,
-            completeness: event.completeness,
-            reprocess_of: event.reprocess_of,
-        };
-        self.answered(record, event.queued);
+        });
     }
 }
 

@@ -72,9 +72,9 @@ pub(super) async fn events(State(state): State<Shared>, Viewer(user): Viewer) ->
                     }
                     got = rx.recv() => match got {
                         Ok(ev) => {
-                            let visible = user.may_see_route(&ev.route)
-                                && ev.destination.split(',').filter(|d| !d.is_empty()).all(|d| user.may_see_destination(d));
-                            if !visible || (ev.route.is_empty() && user.routes.is_some()) {
+                            let visible = user.may_see_route(&ev.summary.route)
+                                && ev.summary.destination.split(',').filter(|d| !d.is_empty()).all(|d| user.may_see_destination(d));
+                            if !visible || (ev.summary.route.is_empty() && user.routes.is_some()) {
                                 continue;
                             }
                             let Ok(event) = Event::default().event("message").json_data(&*ev) else {

@@ -16,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
 
 use super::bodies::{self, Body, BodyRef};
-use super::{Attempt, Record};
+use super::{Attempt, Record, Summary};
 
 mod read;
 mod write;
@@ -527,6 +527,19 @@ mod tests {
     use super::super::Outcome;
     use super::*;
 
+    fn summary(sender: &str, control_id: &str, outcome: Outcome, ack: &str) -> Summary {
+        Summary {
+            listener: "ehr".into(),
+            sender: sender.into(),
+            message_type: "VXU^V04".into(),
+            control_id: control_id.into(),
+            route: "vxu".into(),
+            destination: "mi".into(),
+            outcome,
+            ack: ack.into(),
+        }
+    }
+
     fn record(
         log: &MessageLog,
         n: i64,
@@ -535,29 +548,18 @@ mod tests {
         detections: &[&str],
     ) -> i64 {
         let id = log.next_id();
-        log.record(Record {
+        let mut r = Record::of(
             id,
-            received_at: crate::store::now_ms() - 1000 + n,
-            listener: "ehr".into(),
-            sender: sender.into(),
-            message_type: "VXU^V04".into(),
-            control_id: format!("C{n}"),
-            patient_id: format!("P{}", n % 3),
-            route: "vxu".into(),
-            destination: "mi".into(),
-            outcome,
-            ack: "AA".into(),
-            detections: detections.iter().map(|d| d.to_string()).collect(),
-            latency_us: 2000,
-            received: format!("MSH|^~\\&|A|{sender}\rPID|1||P{}\r", n % 3).into_bytes(),
-            stages: String::new(),
-            issues: String::new(),
-            answer: bytes::Bytes::from_static(b"MSH|^~\\&\rMSA|AA|C1\r"),
-            journal_ids: vec![1000 + n],
-            attempt: None,
-            completeness: String::new(),
-            reprocess_of: None,
-        });
+            crate::store::now_ms() - 1000 + n,
+            summary(sender, &format!("C{n}"), outcome, "AA"),
+            format!("P{}", n % 3),
+        );
+        r.detections = detections.iter().map(|d| d.to_string()).collect();
+        r.message.took = Duration::from_micros(2000);
+        r.message.received = format!("MSH|^~\\&|A|{sender}\rPID|1||P{}\r", n % 3).into_bytes();
+        r.message.answer = bytes::Bytes::from_static(b"MSH|^~\\&\rMSA|AA|C1\r");
+        r.message.journal_ids = vec![1000 + n];
+        log.record(r);
         id
     }
 
@@ -575,67 +577,43 @@ mod tests {
         {
             let id = log.next_id();
             ids.push(id);
-            log.record(Record {
+            let mut r = Record::of(
                 id,
-                received_at: crate::store::now_ms(),
-                listener: "ehr".into(),
-                sender: "CLINIC".into(),
-                message_type: "VXU^V04".into(),
-                control_id: format!("C{n}"),
-                patient_id: "PX".into(),
-                route: "vxu".into(),
+                crate::store::now_ms(),
+                summary("CLINIC", &format!("C{n}"), Outcome::Accepted, "AA"),
+                "PX".into(),
+            );
+            r.message.took = Duration::from_micros(1);
+            r.message.received = b"MSH|^~\\&|EHR\r".to_vec();
+            r.message.answer = sent.into();
+            r.message.attempt = Some(super::super::AttemptInfo {
+                at: 1,
                 destination: "mi".into(),
-                outcome: Outcome::Accepted,
-                ack: "AA".into(),
-                detections: Vec::new(),
-                latency_us: 1,
-                received: b"MSH|^~\\&|EHR\r".to_vec(),
-                stages: String::new(),
-                issues: String::new(),
-                answer: sent.into(),
-                journal_ids: Vec::new(),
-                attempt: Some(super::super::AttemptInfo {
-                    at: 1,
-                    destination: "mi".into(),
-                    result: "delivered".into(),
-                    class: "accepted".into(),
-                    answer: Some(relayed.clone().into()),
-                }),
-                completeness: String::new(),
-                reprocess_of: None,
+                result: "delivered".into(),
+                class: "accepted".into(),
+                answer: Some(relayed.clone().into()),
             });
+            log.record(r);
         }
         // A delivery that failed: no answer from the IIS.
         let failed = log.next_id();
-        log.record(Record {
-            id: failed,
-            received_at: crate::store::now_ms(),
-            listener: "ehr".into(),
-            sender: "CLINIC".into(),
-            message_type: "VXU^V04".into(),
-            control_id: "C3".into(),
-            patient_id: "PX".into(),
-            route: "vxu".into(),
+        let mut r = Record::of(
+            failed,
+            crate::store::now_ms(),
+            summary("CLINIC", "C3", Outcome::Errored, "AE"),
+            "PX".into(),
+        );
+        r.message.took = Duration::from_micros(1);
+        r.message.received = b"MSH|^~\\&|EHR\r".to_vec();
+        r.message.answer = bytes::Bytes::from_static(b"MSH|^~\\&|IZHUB\rMSA|AE|C3\r");
+        r.message.attempt = Some(super::super::AttemptInfo {
+            at: 2,
             destination: "mi".into(),
-            outcome: Outcome::Errored,
-            ack: "AE".into(),
-            detections: Vec::new(),
-            latency_us: 1,
-            received: b"MSH|^~\\&|EHR\r".to_vec(),
-            stages: String::new(),
-            issues: String::new(),
-            answer: bytes::Bytes::from_static(b"MSH|^~\\&|IZHUB\rMSA|AE|C3\r"),
-            journal_ids: Vec::new(),
-            attempt: Some(super::super::AttemptInfo {
-                at: 2,
-                destination: "mi".into(),
-                result: "failed".into(),
-                class: "timeout".into(),
-                answer: None,
-            }),
-            completeness: String::new(),
-            reprocess_of: None,
+            result: "failed".into(),
+            class: "timeout".into(),
+            answer: None,
         });
+        log.record(r);
         log.sync();
         for id in &ids {
             let full = log.get(*id).unwrap().unwrap();

@@ -22,42 +22,33 @@ impl MessageLog {
                         2..=5 => crate::flow::Outcome::AcceptedWithWarnings,
                         _ => crate::flow::Outcome::Accepted,
                     };
-                    Record {
-                        id,
-                        received_at: now - span + (span / n.max(1) as i64) * i as i64,
+                    let summary = Summary {
                         listener: "ehr".into(),
                         sender: format!("CLINIC-{}", i % 200),
                         message_type: "VXU^V04".into(),
                         control_id: format!("SEED-{i}"),
-                        patient_id: format!("P{}", i % 250_000),
                         route: format!("route-{}", i % 200),
                         destination: format!("iis-{}", i % 5),
                         outcome: status,
-                        ack: if matches!(status, crate::flow::Outcome::RejectedByIzhub) {
-                            "AE"
-                        } else {
-                            "AA"
+                        ack: match status {
+                            crate::flow::Outcome::RejectedByIzhub => "AE",
+                            _ => "AA",
                         }
                         .into(),
-                        detections: if i % 7 == 0 {
-                            vec!["vaccination-lot-missing".into()]
-                        } else {
-                            Vec::new()
-                        },
-                        latency_us: 1_500,
-                        received: sample.to_vec(),
-                        stages: String::new(),
-                        issues: String::new(),
-                        answer: bytes::Bytes::new(),
-                        journal_ids: Vec::new(),
-                        attempt: None,
-                        completeness: if i % 3 == 0 {
-                            "race=missing ethnicity=present".into()
-                        } else {
-                            "race=present ethnicity=present".into()
-                        },
-                        reprocess_of: None,
+                    };
+                    let at = now - span + (span / n.max(1) as i64) * i as i64;
+                    let mut r = Record::of(id, at, summary, format!("P{}", i % 250_000));
+                    if i % 7 == 0 {
+                        r.detections = vec!["vaccination-lot-missing".into()];
                     }
+                    r.message.took = Duration::from_micros(1_500);
+                    r.message.received = sample.to_vec();
+                    r.message.completeness = match i % 3 {
+                        0 => "race=missing ethnicity=present",
+                        _ => "race=present ethnicity=present",
+                    }
+                    .into();
+                    r
                 })
                 .collect();
             for r in records {
@@ -400,14 +391,19 @@ pub(super) fn prune_log(
 fn write_record(
     tx: &rusqlite::Transaction<'_>,
     body_writer: &mut bodies::Writer,
-    r: &Record,
+    record: &Record,
     msg: &mut rusqlite::CachedStatement<'_>,
     link: &mut rusqlite::CachedStatement<'_>,
 ) -> Result<(), BatchError> {
-    let detections = if r.detections.is_empty() {
+    let (r, summary) = (&record.message, &record.message.summary);
+    let stages = match r.stages.is_empty() {
+        true => String::new(),
+        false => serde_json::to_string(&r.stages).unwrap_or_default(),
+    };
+    let detections = if record.detections.is_empty() {
         crate::flow::detections(&r.answer)
     } else {
-        r.detections.clone()
+        record.detections.clone()
     };
     // The relayed delivery goes with the body, its answer kept once when it
     // is the answer sent back.
@@ -430,37 +426,37 @@ fn write_record(
         None => (&[], Vec::new()),
     };
     let body = body_writer.append(
-        r.id,
+        record.id,
         &bodies::Parts {
             received: &r.received,
-            stages: &r.stages,
-            issues: &r.issues,
+            stages: &stages,
+            issues: &record.issues,
             answer: &r.answer,
             iis_answer,
             attempt: &attempt,
         },
     )?;
     msg.execute(params![
-        r.id,
-        r.received_at,
-        r.listener,
-        r.sender,
-        r.message_type,
-        r.control_id,
+        record.id,
+        record.received_at,
+        summary.listener,
+        summary.sender,
+        summary.message_type,
+        summary.control_id,
         r.patient_id,
-        r.route,
-        r.destination,
-        r.outcome.as_str(),
-        r.ack,
+        summary.route,
+        summary.destination,
+        summary.outcome.as_str(),
+        summary.ack,
         detections.join(" "),
-        r.latency_us,
+        r.took.as_micros().min(i64::MAX as u128) as i64,
         r.completeness,
         r.reprocess_of,
         body.at,
         body.len,
     ])?;
     for j in &r.journal_ids {
-        link.execute(params![j, r.id])?;
+        link.execute(params![j, record.id])?;
     }
     // A few rows per statement: most of an insert's cost is the statement's,
     // not the row's.
@@ -468,7 +464,7 @@ fn write_record(
         let mut stmt = tx.prepare_cached(detections_insert(chunk.len()))?;
         for (k, d) in chunk.iter().enumerate() {
             stmt.raw_bind_parameter(2 * k + 1, d)?;
-            stmt.raw_bind_parameter(2 * k + 2, r.id)?;
+            stmt.raw_bind_parameter(2 * k + 2, record.id)?;
         }
         stmt.raw_execute()?;
     }
