@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::compile::{Errors, list};
+use super::compile::Errors;
 use super::file::{AdminUserFile, FileConfig};
 use super::spec::{AdminAccessSpec, AdminUserSpec, ListenerTlsSpec, Role};
 
@@ -213,19 +213,7 @@ fn names_in(
             format!("is empty: leave it out to allow every {what}"),
         );
     }
-    for n in written.get_ref() {
-        if !defined.contains(n.get_ref().as_str()) {
-            errs.push(
-                Some(n.span()),
-                key,
-                format!(
-                    "unknown {what} '{}' (defined: {})",
-                    n.get_ref(),
-                    list(defined)
-                ),
-            );
-        }
-    }
+    super::routes::known(errs, written.get_ref(), defined, key, what);
     written
         .get_ref()
         .iter()

@@ -167,7 +167,7 @@ fn message_types(
 }
 
 /// Reports every name in `names` that is not one of `defined` (a `what`).
-fn known(
+pub(super) fn known(
     errs: &mut Errors<'_>,
     names: &[Spanned<String>],
     defined: &BTreeSet<&str>,

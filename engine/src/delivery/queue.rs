@@ -407,7 +407,7 @@ async fn attempt(
     let result = dest
         .deliver_by(bytes::Bytes::from(row.payload), &question, send_by)
         .await;
-    match result {
+    let (outcome, watched, attempt) = match &result {
         Err(DeliveryError::Lapsed { .. }) => {
             // Nothing was sent; whoever holds the claim now delivers it.
             tracing::warn!(destination = %spec.name, message_id = row_id, "the claim on a delivery lapsed before it could be written; another node has it");
@@ -415,7 +415,7 @@ async fn attempt(
             if let Err(e) = journal.release(row_id).await {
                 tracing::warn!(destination = %spec.name, message_id = row_id, error = %e, "cannot give back a lapsed claim; it frees itself when the lease ends");
             }
-            Attempt::Lost
+            return Attempt::Lost;
         }
         Ok(answer) => {
             let permanent = answer.refused_for_good();
@@ -431,31 +431,24 @@ async fn attempt(
                 error: permanent.then(|| "the IIS rejected the message (AR)".to_string()),
                 answer: Some((answer.bytes().to_vec(), answer.class().as_str().into())),
             };
-            record(journal, metrics, &spec.name, row_id, outcome).await;
-            report(
-                watch,
-                row_id,
-                &spec.name,
-                &route,
-                AttemptOutcome::Answered {
-                    answer: &answer,
-                    dead: permanent,
-                },
-            );
-            Attempt::Delivered
+            let watched = AttemptOutcome::Answered {
+                answer,
+                dead: permanent,
+            };
+            (outcome, watched, Attempt::Delivered)
         }
         Err(e) => {
-            count(metrics, &spec.name, e.kind());
+            let kind = e.kind();
+            count(metrics, &spec.name, kind);
             let dead = attempts >= spec.delivery.max_attempts || e.is_permanent();
             let (status, next) = if dead {
                 (Status::Dead, 0)
             } else {
-                (Status::Queued, now_ms() + backoff(spec, attempts, row.id))
+                (Status::Queued, now_ms() + backoff(spec, attempts, row_id))
             };
             if dead {
-                tracing::error!(destination = %spec.name, message_id = row.id, attempts, "giving up on a message; it is dead-lettered");
+                tracing::error!(destination = %spec.name, message_id = row_id, attempts, "giving up on a message; it is dead-lettered");
             }
-            let kind = e.kind();
             let outcome = Attempted {
                 status,
                 attempts,
@@ -463,17 +456,16 @@ async fn attempt(
                 error: Some(e.to_string()),
                 answer: None,
             };
-            record(journal, metrics, &spec.name, row_id, outcome).await;
-            report(
-                watch,
-                row_id,
-                &spec.name,
-                &route,
+            (
+                outcome,
                 AttemptOutcome::Failed { kind, dead },
-            );
-            Attempt::Failed
+                Attempt::Failed,
+            )
         }
-    }
+    };
+    record(journal, metrics, &spec.name, row_id, outcome).await;
+    report(watch, row_id, &spec.name, &route, watched);
+    attempt
 }
 
 /// Counts one delivery attempt's result at a destination.

@@ -99,35 +99,7 @@ pub enum Command {
     /// with the sentence the clinic would read. Nothing is delivered or
     /// journaled. Exit code: 0 nothing would be blocked, 1 some would, 2 the
     /// configuration or an input could not be read.
-    Validate {
-        /// Message files or directories (searched for *.hl7 and *.txt). A file
-        /// may hold one message or many (each starts with MSH; FHS/BHS batch
-        /// headers are skipped).
-        #[arg(required = true)]
-        inputs: Vec<PathBuf>,
-        /// Configuration file whose routes and plugins are used.
-        #[arg(long, short, default_value = "izhub.toml")]
-        config: PathBuf,
-        /// The route to run (default: the route each message would take by its
-        /// type, sender and receiver).
-        #[arg(long)]
-        route: Option<String>,
-        /// Report format.
-        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
-        format: ReportFormat,
-        /// Write the report here instead of standard output.
-        #[arg(long, short)]
-        out: Option<PathBuf>,
-        /// Keep the values quoted from messages (`Value sent: '…'`) in the
-        /// report; left out by default, as reports are mailed and printed.
-        #[arg(long)]
-        show_values: bool,
-        /// Blocked messages listed in text and HTML reports (CSV lists all).
-        #[arg(long, default_value_t = 200)]
-        max_listed: usize,
-        #[command(flatten)]
-        cache: CacheArgs,
-    },
+    Validate(ValidateArgs),
     /// Run a simulated state IIS that answers VXU and QBP^Q11 over MLLP.
     SimIis(SimArgs),
     /// Send HL7 files over MLLP and print each answer.
@@ -557,4 +529,36 @@ pub struct BenchArgs {
     /// saturation. Latencies are timed from when each message was due.
     #[arg(long, value_parser = positive_rate)]
     pub rate: Option<f64>,
+}
+
+/// What `izhub validate` is asked.
+#[derive(clap::Args, Debug)]
+pub struct ValidateArgs {
+    /// Message files or directories (searched for *.hl7 and *.txt). A file
+    /// may hold one message or many (each starts with MSH; FHS/BHS batch
+    /// headers are skipped).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Configuration file whose routes and plugins are used.
+    #[arg(long, short, default_value = "izhub.toml")]
+    pub config: PathBuf,
+    /// The route to run (default: the route each message would take by its
+    /// type, sender and receiver).
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Write the report here instead of standard output.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Keep the values quoted from messages (`Value sent: '…'`) in the
+    /// report; left out by default, as reports are mailed and printed.
+    #[arg(long)]
+    pub show_values: bool,
+    /// Blocked messages listed in text and HTML reports (CSV lists all).
+    #[arg(long, default_value_t = 200)]
+    pub max_listed: usize,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }

@@ -110,28 +110,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, cache } => check::run(&config, &cache).await,
-        Command::Validate {
-            inputs,
-            config,
-            route,
-            format,
-            out,
-            show_values,
-            max_listed,
-            cache,
-        } => {
-            validate::run(validate::Options {
-                inputs,
-                config,
-                route,
-                format,
-                out,
-                show_values,
-                max_listed,
-                cache,
-            })
-            .await
-        }
+        Command::Validate(args) => validate::run(args).await,
         Command::SimIis(args) => sim_iis(args).await,
         Command::Plugin(cmd) => plugin_command(cmd).await,
         Command::User(cmd) => user::user_command(cmd),

@@ -2,27 +2,14 @@
 //! and a report of what would happen to them.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use super::args::{CacheArgs, ReportFormat};
+use super::args::{ReportFormat, ValidateArgs as Options};
 use crate::config;
 use crate::report::Report;
 use crate::tools::batch;
 use izhub_engine::engine::{Engine, EngineOptions, Mode, Wings};
-
-/// What `izhub validate` was asked.
-pub(super) struct Options {
-    pub inputs: Vec<PathBuf>,
-    pub config: PathBuf,
-    pub route: Option<String>,
-    pub format: ReportFormat,
-    pub out: Option<PathBuf>,
-    pub show_values: bool,
-    pub max_listed: usize,
-    pub cache: CacheArgs,
-}
 
 /// Runs the dry run and writes the report. Exit code 0 when no message
 /// would be blocked, 1 when some would, 2 when the configuration or an

@@ -271,31 +271,54 @@ pub fn evaluated(history: &[Vec<String>], birth: &str) -> Vec<String> {
             .unwrap_or(0);
         given.push((index, date.get(..8).unwrap_or(date).to_string()));
         let number = given.iter().filter(|(i, _)| *i == index).count();
-        for (code, name, kind, value) in [
-            (
-                "30956-7",
-                "vaccine type",
-                "CE",
-                format!("{}^{}^CVX", series.group, series.group_name),
-            ),
-            (
-                "59779-9",
-                "Immunization Schedule used",
-                "CE",
-                "VXC16^ACIP^CDCPHINVS".into(),
-            ),
+        let [vaccine, schedule] = series_rows(series);
+        let rows = [
+            vaccine,
+            schedule,
             ("59781-5", "Dose validity", "ID", "Y".into()),
             ("30973-2", "dose number in series", "NM", number.to_string()),
-        ] {
-            obx += 1;
-            out.push(format!(
-                "OBX|{obx}|{kind}|{code}^{name}^LN|{}|{value}||||||F",
-                given.len()
-            ));
-        }
+        ];
+        push_obx(&mut out, &mut obx, given.len(), rows);
     }
     forecast(&mut out, &given, birth, obx);
     out
+}
+
+/// One OBX of an evaluation or forecast: LOINC code, its name, value
+/// type, value.
+type Obx = (&'static str, &'static str, &'static str, String);
+
+/// The OBX rows every evaluation and forecast group starts with: the
+/// vaccine group and the schedule used.
+fn series_rows(series: &Series) -> [Obx; 2] {
+    [
+        (
+            "30956-7",
+            "vaccine type",
+            "CE",
+            format!("{}^{}^CVX", series.group, series.group_name),
+        ),
+        (
+            "59779-9",
+            "Immunization Schedule used",
+            "CE",
+            "VXC16^ACIP^CDCPHINVS".into(),
+        ),
+    ]
+}
+
+/// Appends the rows with a value as OBX segments of observation sub-id
+/// `sub`, numbered on from `obx`.
+fn push_obx<const N: usize>(out: &mut Vec<String>, obx: &mut usize, sub: usize, rows: [Obx; N]) {
+    for (code, name, kind, value) in rows {
+        if value.is_empty() {
+            continue;
+        }
+        *obx += 1;
+        out.push(format!(
+            "OBX|{obx}|{kind}|{code}^{name}^LN|{sub}|{value}||||||F"
+        ));
+    }
 }
 
 /// The forecast after the evaluated history: for each series, the next
@@ -326,19 +349,10 @@ fn forecast(out: &mut Vec<String>, given: &[(usize, String)], birth: &str, mut o
         out.push(format!(
             "RXA|0|1|{now}|{now}|998^No vaccine administered^CVX|999||||||||||||||NA"
         ));
-        for (code, name, kind, value) in [
-            (
-                "30956-7",
-                "vaccine type",
-                "CE",
-                format!("{}^{}^CVX", series.group, series.group_name),
-            ),
-            (
-                "59779-9",
-                "Immunization Schedule used",
-                "CE",
-                "VXC16^ACIP^CDCPHINVS".into(),
-            ),
+        let [vaccine, schedule] = series_rows(series);
+        let rows = [
+            vaccine,
+            schedule,
             (
                 "59783-1",
                 "Status in immunization series",
@@ -351,19 +365,12 @@ fn forecast(out: &mut Vec<String>, given: &[(usize, String)], birth: &str, mut o
                 "NM",
                 (done + 1).to_string(),
             ),
-            ("30981-5", "Earliest date to give", "DT", earliest.clone()),
-            ("30980-7", "Date vaccine due", "DT", due.clone()),
-            ("59778-1", "Date dose is overdue", "DT", overdue.clone()),
-            ("59777-3", "Latest date to give", "DT", latest.clone()),
-        ] {
-            if value.is_empty() {
-                continue;
-            }
-            obx += 1;
-            out.push(format!(
-                "OBX|{obx}|{kind}|{code}^{name}^LN|{sub}|{value}||||||F"
-            ));
-        }
+            ("30981-5", "Earliest date to give", "DT", earliest),
+            ("30980-7", "Date vaccine due", "DT", due),
+            ("59778-1", "Date dose is overdue", "DT", overdue),
+            ("59777-3", "Latest date to give", "DT", latest),
+        ];
+        push_obx(out, &mut obx, sub, rows);
     }
 }
 

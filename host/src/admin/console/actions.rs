@@ -141,7 +141,7 @@ pub(super) async fn reprocess_here(
 ) -> Result<Value, Response> {
     let log = log_of(state)?.clone();
     let search = search_of(&body.filter, user)?;
-    if search.contains.is_some() {
+    if search.matching.contains.is_some() {
         return Err(error(
             StatusCode::BAD_REQUEST,
             "a bulk reprocess takes no content search",
@@ -333,12 +333,9 @@ pub(super) struct ResolveBody {
 pub(super) async fn resolve(
     State(state): State<Shared>,
     Operator(user): Operator,
+    Console(flow): Console,
     Json(body): Json<ResolveBody>,
 ) -> Response {
-    let flow = match flow_of(&state) {
-        Ok(f) => f.clone(),
-        Err(r) => return r,
-    };
     if body.ids.len() > MAX_BULK {
         return error(
             StatusCode::BAD_REQUEST,
@@ -408,8 +405,11 @@ async fn resolve_here(
         let metas: Vec<Meta> = if body.ids.is_empty() {
             let search = Search {
                 unresolved: true,
-                route: route.clone(),
-                destination: destination.clone(),
+                matching: Matching {
+                    route: route.clone(),
+                    destination: destination.clone(),
+                    ..Matching::default()
+                },
                 routes_allowed: user.routes.clone(),
                 destinations_allowed: user.destinations.clone(),
                 ..Search::default()

@@ -3,11 +3,11 @@
 
 use super::*;
 
-pub(super) async fn dashboard(State(state): State<Shared>, Viewer(user): Viewer) -> Response {
-    let flow = match flow_of(&state) {
-        Ok(f) => f.clone(),
-        Err(r) => return r,
-    };
+pub(super) async fn dashboard(
+    State(state): State<Shared>,
+    Viewer(user): Viewer,
+    Console(flow): Console,
+) -> Response {
     Json(board_for(&state, &flow, &user).await).into_response()
 }
 

@@ -12,11 +12,11 @@ impl Drop for StreamSlot {
     }
 }
 
-pub(super) async fn events(State(state): State<Shared>, Viewer(user): Viewer) -> Response {
-    let flow = match flow_of(&state) {
-        Ok(f) => f.clone(),
-        Err(r) => return r,
-    };
+pub(super) async fn events(
+    State(state): State<Shared>,
+    Viewer(user): Viewer,
+    Console(flow): Console,
+) -> Response {
     if STREAMS.fetch_add(1, Ordering::Relaxed) >= MAX_STREAMS {
         STREAMS.fetch_sub(1, Ordering::Relaxed);
         return error(

@@ -9,16 +9,8 @@ use super::*;
 pub struct SearchParams {
     pub from: Option<String>,
     pub to: Option<String>,
-    pub sender: Option<String>,
-    #[serde(rename = "type")]
-    pub message_type: Option<String>,
-    pub control_id: Option<String>,
-    pub patient_id: Option<String>,
-    pub status: Option<String>,
-    pub route: Option<String>,
-    pub destination: Option<String>,
-    pub detection: Option<String>,
-    pub contains: Option<String>,
+    #[serde(flatten)]
+    pub matching: Matching,
     pub unresolved: Option<bool>,
     /// Where the previous page ended: the `next` it gave.
     pub before: Option<Cursor>,
@@ -150,11 +142,7 @@ pub fn parse_time(text: &str) -> Option<i64> {
     Some(ms - offset)
 }
 
-pub(super) fn nonempty(v: &Option<String>) -> Option<String> {
-    v.as_ref()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty() && s.len() <= 200)
-}
+pub(super) use crate::flow::log::nonempty;
 
 /// The search a user may make with these parameters.
 pub(super) fn search_of(p: &SearchParams, user: &CurrentUser) -> Result<Search, Response> {
@@ -171,8 +159,8 @@ pub(super) fn search_of(p: &SearchParams, user: &CurrentUser) -> Result<Search, 
     };
     let from_ms = time(&p.from, "from")?;
     let to_ms = time(&p.to, "to")?;
-    let contains = nonempty(&p.contains);
-    if contains.is_some() {
+    let matching = p.matching.trimmed();
+    if matching.contains.is_some() {
         match (from_ms, to_ms) {
             (Some(f), Some(t)) if t >= f && t - f <= 86_400_000 => {}
             _ => {
@@ -183,8 +171,7 @@ pub(super) fn search_of(p: &SearchParams, user: &CurrentUser) -> Result<Search, 
             }
         }
     }
-    let status = nonempty(&p.status);
-    if let Some(s) = &status {
+    if let Some(s) = &matching.status {
         const KNOWN: [&str; 6] = [
             "accepted",
             "accepted_with_warnings",
@@ -203,16 +190,8 @@ pub(super) fn search_of(p: &SearchParams, user: &CurrentUser) -> Result<Search, 
     Ok(Search {
         from_ms,
         to_ms,
-        sender: nonempty(&p.sender),
-        message_type: nonempty(&p.message_type),
-        control_id: nonempty(&p.control_id),
-        patient_id: nonempty(&p.patient_id),
-        status,
-        route: nonempty(&p.route),
-        destination: nonempty(&p.destination),
-        detection: nonempty(&p.detection),
+        matching,
         unresolved: p.unresolved.unwrap_or(false),
-        contains,
         before: match &p.before {
             None => None,
             Some(c) => match c.id() {

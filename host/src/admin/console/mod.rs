@@ -31,7 +31,7 @@ use super::mask::{mask_hl7, mask_id};
 use crate::config::Role;
 use crate::flow::Flow;
 use crate::flow::board::Dashboard;
-use crate::flow::log::{Full, Meta, Search};
+use crate::flow::log::{Full, Matching, Meta, Search};
 use crate::hl7::days_from_civil;
 use crate::store::now_ms;
 
@@ -120,6 +120,35 @@ fn log_of(state: &AdminState) -> Result<&Arc<crate::flow::log::MessageLog>, Resp
         )
     })
 }
+
+/// A handler argument taken from the engine's state by `$part`, which
+/// answers (404) before the handler runs when that part is switched off.
+macro_rules! state_part {
+    ($(#[$doc:meta])* $name:ident($ty:ty) = $part:ident) => {
+        $(#[$doc])*
+        struct $name($ty);
+
+        impl axum::extract::FromRequestParts<Shared> for $name {
+            type Rejection = Response;
+
+            async fn from_request_parts(
+                _: &mut axum::http::request::Parts,
+                state: &Shared,
+            ) -> Result<Self, Response> {
+                $part(state).cloned().map($name)
+            }
+        }
+    };
+}
+
+state_part!(
+    /// The message log (off without the console or with `record = false`).
+    Log(Arc<crate::flow::log::MessageLog>) = log_of
+);
+state_part!(
+    /// The console's view of the flow (off without the console).
+    Console(Arc<Flow>) = flow_of
+);
 
 /// Runs blocking log work off the async threads.
 async fn blocking<T: Send + 'static>(

@@ -12,14 +12,10 @@ pub(super) struct QualityParams {
 }
 
 pub(super) async fn quality(
-    State(state): State<Shared>,
     Viewer(user): Viewer,
+    Log(log): Log,
     Query(p): Query<QualityParams>,
 ) -> Response {
-    let log = match log_of(&state) {
-        Ok(l) => l.clone(),
-        Err(r) => return r,
-    };
     let days = p.days.unwrap_or(30).clamp(1, 366);
     let since = now_ms() - days * 86_400_000;
     let sender = nonempty(&p.sender);
@@ -120,14 +116,10 @@ pub(super) fn example_of(full: &Full, detection: &str) -> Value {
 /// The per-sender report an HIE hands a clinic: the validation report of
 /// the sender's messages over the period, from the log.
 pub(super) async fn quality_report(
-    State(state): State<Shared>,
     Viewer(user): Viewer,
+    Log(log): Log,
     Query(p): Query<QualityParams>,
 ) -> Response {
-    let log = match log_of(&state) {
-        Ok(l) => l.clone(),
-        Err(r) => return r,
-    };
     let Some(sender) = nonempty(&p.sender) else {
         return error(StatusCode::BAD_REQUEST, "sender is required");
     };
@@ -141,7 +133,10 @@ pub(super) async fn quality_report(
             false,
         );
         let search = Search {
-            sender: Some(sender),
+            matching: Matching {
+                sender: Some(sender),
+                ..Matching::default()
+            },
             from_ms: Some(since),
             routes_allowed: routes,
             destinations_allowed: dests,

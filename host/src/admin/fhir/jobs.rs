@@ -73,16 +73,16 @@ pub(super) async fn kick_off(
         }
     };
     ex.start(&state, &job_id, job);
-    if let Err(r) = audit(
-        &state,
-        &user,
-        "bulk-export",
-        &format!("group {id}"),
-        &format!("job {job_id}"),
-    )
-    .await
+    if let Err(e) = state
+        .audit(
+            &user.name,
+            "bulk-export",
+            &format!("group {id}"),
+            &format!("job {job_id}"),
+        )
+        .await
     {
-        return r;
+        return exception(&e);
     }
     let mut r = StatusCode::ACCEPTED.into_response();
     if let Ok(v) = format!("{}/fhir/bulkstatus/{job_id}", base_url(&state, &headers)).parse() {
@@ -99,12 +99,9 @@ pub(super) async fn status(
     headers: HeaderMap,
     Path(job_id): Path<String>,
 ) -> Response {
-    let ex = match access(&state, &user) {
-        Ok(e) => e,
+    let (_, job) = match job_access(&state, &user, &job_id) {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let Some(job) = ex.job(&job_id) else {
-        return outcome(StatusCode::NOT_FOUND, "not-found", "no such export job");
     };
     let progress = &job.progress;
     let load = |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);
@@ -176,12 +173,9 @@ pub(super) async fn cancel(
     user: CurrentUser,
     Path(job_id): Path<String>,
 ) -> Response {
-    let ex = match access(&state, &user) {
-        Ok(e) => e,
+    let (ex, job) = match job_access(&state, &user, &job_id) {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let Some(job) = ex.job(&job_id) else {
-        return outcome(StatusCode::NOT_FOUND, "not-found", "no such export job");
     };
     let _ = job.cancel();
     let running = ex.running.lock().ok().and_then(|mut r| r.remove(&job_id));
@@ -191,20 +185,20 @@ pub(super) async fn cancel(
     let dir = job.dir().to_path_buf();
     drop(job);
     let removed = tokio::task::spawn_blocking(move || remove_later(&dir)).await;
-    if let Err(r) = audit(
-        &state,
-        &user,
-        "bulk-cancel",
-        &format!("job {job_id}"),
-        if matches!(removed, Ok(true)) {
-            "deleted"
-        } else {
-            "cancelled"
-        },
-    )
-    .await
+    if let Err(e) = state
+        .audit(
+            &user.name,
+            "bulk-cancel",
+            &format!("job {job_id}"),
+            if matches!(removed, Ok(true)) {
+                "deleted"
+            } else {
+                "cancelled"
+            },
+        )
+        .await
     {
-        return r;
+        return exception(&e);
     }
     StatusCode::ACCEPTED.into_response()
 }
@@ -239,7 +233,7 @@ pub(super) async fn file(
         return outcome(StatusCode::NOT_FOUND, "not-found", "no such file");
     }
     let Some(job) = ex.job(&job_id) else {
-        return outcome(StatusCode::NOT_FOUND, "not-found", "no such export job");
+        return no_such_job();
     };
     if !matches!(job.state(), Ok(JobState::Completed)) {
         return outcome(
@@ -251,16 +245,16 @@ pub(super) async fn file(
     let path = job.dir().join(&name);
     match tokio::fs::File::open(&path).await {
         Ok(f) => {
-            if let Err(r) = audit(
-                &state,
-                &user,
-                "bulk-download",
-                &format!("job {job_id} {name}"),
-                "ok",
-            )
-            .await
+            if let Err(e) = state
+                .audit(
+                    &user.name,
+                    "bulk-download",
+                    &format!("job {job_id} {name}"),
+                    "ok",
+                )
+                .await
             {
-                return r;
+                return exception(&e);
             }
             (
                 [(header::CONTENT_TYPE, "application/fhir+ndjson")],
@@ -321,4 +315,19 @@ fn export_params(spec: &mut JobSpec, params: &[(String, String)]) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// The export job `job_id` for `user`, who must be allowed exports.
+fn job_access(
+    state: &AdminState,
+    user: &CurrentUser,
+    job_id: &str,
+) -> Result<(Arc<Exports>, Arc<Job>), Response> {
+    let ex = access(state, user)?;
+    let job = ex.job(job_id).ok_or_else(no_such_job)?;
+    Ok((ex, job))
+}
+
+fn no_such_job() -> Response {
+    outcome(StatusCode::NOT_FOUND, "not-found", "no such export job")
 }

@@ -310,25 +310,14 @@ fn exports(state: &AdminState) -> Result<&Arc<Exports>, Response> {
     })
 }
 
-/// Writes the audit entry of an export action; a download of PHI does not
-/// go on without one.
-async fn audit(
-    state: &AdminState,
-    user: &CurrentUser,
-    action: &str,
-    target: &str,
-    result: &str,
-) -> Result<(), Response> {
-    state
-        .audit(&user.name, action, target, result)
-        .await
-        .map_err(|e| {
-            outcome(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "exception",
-                &e.to_string(),
-            )
-        })
+/// The answer when the audit entry of an export action cannot be
+/// written: a download of PHI does not go on without one.
+fn exception(e: &dyn std::fmt::Display) -> Response {
+    outcome(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "exception",
+        &e.to_string(),
+    )
 }
 
 /// The base URL the client used, for absolute URLs in answers.
@@ -420,16 +409,16 @@ async fn create_group(
         }],
     });
     let _ = std::fs::write(ex.groups().join(&id).join("group.json"), group.to_string());
-    if let Err(r) = audit(
-        &state,
-        &user,
-        "bulk-group",
-        &format!("group {id}"),
-        &format!("{ok} patients, {bad} unreadable rows"),
-    )
-    .await
+    if let Err(e) = state
+        .audit(
+            &user.name,
+            "bulk-group",
+            &format!("group {id}"),
+            &format!("{ok} patients, {bad} unreadable rows"),
+        )
+        .await
     {
-        return r;
+        return exception(&e);
     }
     let mut r = fhir_json(StatusCode::CREATED, &group);
     if let Ok(v) = format!("{}/fhir/Group/{id}", base_url(&state, &headers)).parse() {

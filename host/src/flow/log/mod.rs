@@ -252,12 +252,13 @@ impl Pace {
     }
 }
 
-/// A search over the log; every given condition must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Search {
-    pub from_ms: Option<i64>,
-    pub to_ms: Option<i64>,
+/// Conditions on a message's own values; every given one must hold. The
+/// console's search parameters carry the same, by the same names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Matching {
     pub sender: Option<String>,
+    #[serde(rename = "type")]
     pub message_type: Option<String>,
     pub control_id: Option<String>,
     pub patient_id: Option<String>,
@@ -265,10 +266,46 @@ pub struct Search {
     pub route: Option<String>,
     pub destination: Option<String>,
     pub detection: Option<String>,
-    /// Only messages with unresolved errors.
-    pub unresolved: bool,
     /// Text inside the received message (needs a bounded time range).
     pub contains: Option<String>,
+}
+
+impl Matching {
+    /// The same conditions with each value trimmed, and dropped when empty
+    /// or longer than 200 characters.
+    pub fn trimmed(&self) -> Matching {
+        let t = nonempty;
+        Matching {
+            sender: t(&self.sender),
+            message_type: t(&self.message_type),
+            control_id: t(&self.control_id),
+            patient_id: t(&self.patient_id),
+            status: t(&self.status),
+            route: t(&self.route),
+            destination: t(&self.destination),
+            detection: t(&self.detection),
+            contains: t(&self.contains),
+        }
+    }
+}
+
+/// A value as a condition: trimmed; none when empty or longer than 200
+/// characters.
+pub fn nonempty(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= 200)
+        .map(str::to_string)
+}
+
+/// A search over the log; every given condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Search {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub matching: Matching,
+    /// Only messages with unresolved errors.
+    pub unresolved: bool,
     /// Keyset: only ids below this.
     pub before: Option<i64>,
     pub limit: usize,
@@ -709,7 +746,10 @@ mod tests {
         let page = log
             .search(
                 &Search {
-                    sender: Some("A".into()),
+                    matching: Matching {
+                        sender: Some("A".into()),
+                        ..Matching::default()
+                    },
                     limit: 10,
                     ..Search::default()
                 },
@@ -724,7 +764,10 @@ mod tests {
         let rest = log
             .search(
                 &Search {
-                    sender: Some("A".into()),
+                    matching: Matching {
+                        sender: Some("A".into()),
+                        ..Matching::default()
+                    },
                     limit: 10,
                     before: page.next,
                     ..Search::default()
@@ -737,7 +780,10 @@ mod tests {
         let found = log
             .search(
                 &Search {
-                    control_id: Some("C7".into()),
+                    matching: Matching {
+                        control_id: Some("C7".into()),
+                        ..Matching::default()
+                    },
                     limit: 5,
                     ..Search::default()
                 },
@@ -748,7 +794,10 @@ mod tests {
         let det = log
             .search(
                 &Search {
-                    detection: Some("vaccination-lot-missing".into()),
+                    matching: Matching {
+                        detection: Some("vaccination-lot-missing".into()),
+                        ..Matching::default()
+                    },
                     limit: 50,
                     ..Search::default()
                 },
@@ -797,7 +846,10 @@ mod tests {
         let text = log
             .search(
                 &Search {
-                    contains: Some("PID|1||P2".into()),
+                    matching: Matching {
+                        contains: Some("PID|1||P2".into()),
+                        ..Matching::default()
+                    },
                     limit: 50,
                     ..Search::default()
                 },
@@ -810,7 +862,10 @@ mod tests {
         let with_attempt = log
             .search(
                 &Search {
-                    control_id: Some("C5".into()),
+                    matching: Matching {
+                        control_id: Some("C5".into()),
+                        ..Matching::default()
+                    },
                     limit: 5,
                     ..Search::default()
                 },
@@ -923,7 +978,10 @@ mod tests {
         let det = log
             .search(
                 &Search {
-                    detection: Some("x".into()),
+                    matching: Matching {
+                        detection: Some("x".into()),
+                        ..Matching::default()
+                    },
                     limit: 200,
                     ..Search::default()
                 },

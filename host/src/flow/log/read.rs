@@ -14,7 +14,7 @@ impl MessageLog {
     pub fn search(&self, search: &Search, cancel: &dyn Fn() -> bool) -> Result<Page, LogError> {
         let limit = search.limit.clamp(1, 200);
         let filter = Filter::of(search);
-        let Some(needle) = &search.contains else {
+        let Some(needle) = &search.matching.contains else {
             let (mut sql, mut args) = (filter.sql, filter.args);
             let key = filter.key;
             if let Some(before) = search.before {
@@ -398,12 +398,12 @@ impl Filter {
         sql.push_str("SELECT m.id, m.received_at, m.listener, m.sender, m.type, m.control_id, m.patient_id, m.route, m.destination, m.status, m.ack, m.detections, m.latency_us, m.resolved FROM messages m");
         // With a detection, walk its index (detection, id) newest first and
         // look each message up; else walk the messages newest first.
-        let key = if search.detection.is_some() {
+        let key = if search.matching.detection.is_some() {
             "md.id"
         } else {
             "m.id"
         };
-        if let Some(d) = &search.detection {
+        if let Some(d) = &search.matching.detection {
             sql.push_str(" JOIN message_detections md ON md.id = m.id AND md.detection = ?");
             args.push(Value::Text(d.clone()));
         }
@@ -414,13 +414,13 @@ impl Filter {
                 args.push(Value::Text(v.clone()));
             }
         };
-        eq("sender", &search.sender);
-        eq("type", &search.message_type);
-        eq("control_id", &search.control_id);
-        eq("patient_id", &search.patient_id);
-        eq("status", &search.status);
-        eq("route", &search.route);
-        eq("destination", &search.destination);
+        eq("sender", &search.matching.sender);
+        eq("type", &search.matching.message_type);
+        eq("control_id", &search.matching.control_id);
+        eq("patient_id", &search.matching.patient_id);
+        eq("status", &search.matching.status);
+        eq("route", &search.matching.route);
+        eq("destination", &search.matching.destination);
         if let Some(from) = search.from_ms {
             sql.push_str(" AND m.received_at >= ?");
             args.push(Value::Integer(from));
