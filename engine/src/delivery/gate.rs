@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -174,7 +176,7 @@ impl Gates {
                 *next = start + gap;
                 start
             };
-            tokio::time::sleep_until(start.into()).await;
+            tokio::time::sleep_until(start).await;
         }
         Ok(Pass { _slot: slot })
     }
@@ -183,6 +185,55 @@ impl Gates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The gates of one destination `iis` with 4 connections and these
+    /// `bulk_*` settings.
+    fn gates(bulk: &str) -> Gates {
+        let text = format!("[destinations.iis]\nmllp = \"127.0.0.1:1\"\nconnections = 4\n{bulk}\n");
+        let config = crate::config::load_str(&text, std::path::Path::new("gate.toml")).unwrap();
+        Gates::new(&config.destinations)
+    }
+
+    /// Bulk queries are paced: at 5 a second, the sixth passes one second
+    /// after the first (on tokio's paused clock: no real waiting).
+    #[tokio::test(start_paused = true)]
+    async fn queries_are_paced_per_second() {
+        let gates = gates("bulk_queries_per_second = 5\nbulk_max_in_flight = 3");
+        let started = Instant::now();
+        let mut at = Vec::new();
+        for _ in 0..6 {
+            let pass = gates.pass("iis").await.unwrap();
+            at.push(started.elapsed());
+            drop(pass);
+        }
+        let ms: Vec<u128> = at.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [0, 200, 400, 600, 800, 1000]);
+    }
+
+    /// No more than `max_in_flight` at once (and fewer than the
+    /// destination's connections): the next waits until one ends.
+    #[tokio::test(start_paused = true)]
+    async fn queries_in_flight_are_capped() {
+        let gates = gates("bulk_max_in_flight = 8");
+        assert_eq!(gates.at_once("iis"), 3, "kept below 4 connections");
+        let held: Vec<Pass> = [(); 3]
+            .iter()
+            .map(|_| gates.pass("iis"))
+            .collect::<futures::future::JoinAll<_>>()
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let gates2 = gates.clone();
+        let fourth = tokio::spawn(async move { gates2.pass("iis").await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(
+            !fourth.is_finished(),
+            "a fourth passed while three were in flight"
+        );
+        drop(held);
+        fourth.await.unwrap().unwrap();
+    }
 
     #[test]
     fn windows_wrap_midnight() {

@@ -115,21 +115,64 @@ impl Status {
     }
 }
 
-/// Why the journal failed.
+/// Why the journal failed. Each failure keeps the error it came from as
+/// its source; its text ends with that error's whole chain (a PostgreSQL
+/// failure's message and SQLSTATE, say).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("journal {path}: {detail}")]
-    Open { path: PathBuf, detail: String },
+    #[error("journal {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Cause,
+    },
     #[error("journal write failed: {0}")]
-    Write(String),
+    Write(#[source] Cause),
     #[error("journal read failed: {0}")]
-    Read(String),
+    Read(#[source] Cause),
     #[error("the journal is shut down")]
     Closed,
     /// The claim on delivery `0` lapsed and another node holds it now: the
     /// outcome was not recorded (the other node's counts).
     #[error("delivery {0}: the claim lapsed and another node took it over; outcome not recorded")]
     Fenced(i64),
+}
+
+/// The error a store's failure came from (the database driver's, the
+/// system's, or a text of ours), shared so one failed batch can answer
+/// each of its callers. Its text is the error's whole chain.
+#[derive(Debug, Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(error))
+    }
+
+    /// A cause that is only a text (a state of ours, not an error below).
+    pub fn text(text: impl Into<String>) -> Cause {
+        Cause(Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(
+            text.into(),
+        )))
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
 }
 
 /// The outcome of one delivery attempt, to record.

@@ -144,3 +144,28 @@ async fn postgresql_keeps_the_journal_contract() {
     assert!(j.node_number().is_some());
     contract(j).await.unwrap();
 }
+
+/// A PostgreSQL failure keeps the server's reason: its message and SQLSTATE
+/// in the text (the driver alone says "db error"), and the error it came
+/// from as its source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_failure_names_its_sqlstate_and_keeps_its_cause() {
+    let Some(pg) = crate::pg_cluster::shared() else {
+        return;
+    };
+    let url = pg.database("contract_reason").await;
+    let missing = url.replace("/contract_reason", "/no_such_database");
+    let Err(e) = izhub::store::postgres::PgStore::open(&crate::pg_cluster::spec(
+        &missing,
+        "reason",
+        Duration::from_secs(10),
+    ))
+    .await
+    else {
+        panic!("a database that does not exist was opened");
+    };
+    let text = e.to_string();
+    assert!(text.contains("SQLSTATE 3D000"), "{text}");
+    assert!(text.contains("no_such_database"), "{text}");
+    assert!(std::error::Error::source(&e).is_some(), "{e:?}");
+}

@@ -25,8 +25,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
 
 use super::{
-    Attempted, Cluster, ClusterState, Filter, Journaled, NewDelivery, NodeState, Peer, Pending,
-    Status, Store, StoreError, StoreFuture, now_ms,
+    Attempted, Cause, Cluster, ClusterState, Filter, Journaled, NewDelivery, NodeState, Peer,
+    Pending, Status, Store, StoreError, StoreFuture, now_ms,
 };
 use crate::config::PostgresSpec;
 
@@ -103,12 +103,77 @@ CREATE TABLE bulk_jobs (
 /// Nodes silent this long are dropped from `nodes`.
 const FORGET_NODES_MS: i64 = 86_400_000;
 
-fn write_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Write(e.to_string())
+fn write_err(e: impl Into<PgError>) -> StoreError {
+    StoreError::Write(Cause::new(e.into()))
 }
 
-fn read_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Read(e.to_string())
+fn read_err(e: impl Into<PgError>) -> StoreError {
+    StoreError::Read(Cause::new(e.into()))
+}
+
+/// A PostgreSQL failure as the journal reports it: the driver's error with
+/// the server's SQLSTATE, message and detail (the driver alone says only
+/// "db error"), or the pool's.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("{}", server_words(.0))]
+    Db(#[source] tokio_postgres::Error),
+    #[error("{}", describe_pool(.0))]
+    Pool(#[source] deadpool_postgres::PoolError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgError::Db(e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for PgError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        PgError::Pool(e)
+    }
+}
+
+impl From<String> for PgError {
+    fn from(e: String) -> Self {
+        PgError::Other(e)
+    }
+}
+
+/// A pool's failure: the server's words when making a connection failed
+/// there, else the pool's (a timeout, a closed pool).
+fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => {
+            format!("cannot get a database connection: {}", server_words(e))
+        }
+        other => format!("cannot get a database connection: {other}"),
+    }
+}
+
+/// The server's words for a database error: severity, message, SQLSTATE
+/// and detail; the driver's text for anything else (a broken connection).
+fn server_words(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            );
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            text
+        }
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 struct Inner {
@@ -184,19 +249,17 @@ fn node_id(name: &str) -> String {
 }
 
 /// The number of a node name, given once and kept.
-async fn node_number(pool: &Pool, name: &str) -> Result<i32, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+async fn node_number(pool: &Pool, name: &str) -> Result<i32, PgError> {
+    let client = pool.get().await?;
     client
         .execute(
             "INSERT INTO node_numbers (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
             &[&name],
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let row = client
         .query_one("SELECT number FROM node_numbers WHERE name = $1", &[&name])
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(row.get(0))
 }
 
@@ -206,7 +269,7 @@ impl PgStore {
     pub async fn open(spec: &PostgresSpec) -> Result<PgStore, StoreError> {
         let open_err = |detail: String| StoreError::Open {
             path: "[store] url".into(),
-            detail,
+            source: Cause::text(detail),
         };
         let mut config: tokio_postgres::Config =
             spec.url.parse().map_err(|e| open_err(format!("{e}")))?;
@@ -275,12 +338,11 @@ impl PgStore {
 
 /// Applies the missing migrations, one transaction each, under the
 /// advisory lock: a node that waits for it finds them applied.
-async fn migrate(pool: &Pool, node: &str) -> Result<(), String> {
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+async fn migrate(pool: &Pool, node: &str) -> Result<(), PgError> {
+    let mut client = pool.get().await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let result = async {
         client
             .batch_execute(
@@ -317,8 +379,8 @@ async fn migrate(pool: &Pool, node: &str) -> Result<(), String> {
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await;
-    result.map_err(|e| e.to_string())?;
-    unlocked.map_err(|e| e.to_string())?;
+    result?;
+    unlocked?;
     Ok(())
 }
 

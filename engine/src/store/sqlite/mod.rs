@@ -13,8 +13,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    Attempted, Cluster, ClusterState, Filter, Journaled, NewDelivery, Peer, Pending, Status, Store,
-    StoreError, StoreFuture, now_ms,
+    Attempted, Cause, Cluster, ClusterState, Filter, Journaled, NewDelivery, Peer, Pending, Status,
+    Store, StoreError, StoreFuture, now_ms,
 };
 
 /// Schema migrations, applied in order; the journal records which ran.
@@ -91,7 +91,7 @@ pub struct SqliteStore {
 fn open(path: &Path) -> Result<Connection, StoreError> {
     let err = |e: rusqlite::Error| StoreError::Open {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        source: Cause::new(e),
     };
     let conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
@@ -103,7 +103,7 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let err = |e: rusqlite::Error| StoreError::Open {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        source: Cause::new(e),
     };
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         .map_err(err)?;
@@ -135,14 +135,14 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         private_files(path).map_err(|e| StoreError::Open {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            source: Cause::new(e),
         })?;
         let mut conn = open(path)?;
         migrate(&mut conn, path)?;
         let reader = open(path)?;
         let spawn_err = |e: std::io::Error| StoreError::Open {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            source: Cause::new(e),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let checkpoints = open(path)?;
@@ -174,11 +174,13 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             let conn = reader
                 .lock()
-                .map_err(|_| StoreError::Read("reader lock poisoned".into()))?;
+                .map_err(|_| StoreError::Read(Cause::text("reader lock poisoned")))?;
             f(&conn)
         })
         .await
-        .map_err(|e| StoreError::Read(format!("the journal read did not finish: {e}")))?
+        .map_err(|e| {
+            StoreError::Read(Cause::text(format!("the journal read did not finish: {e}")))
+        })?
     }
 
     async fn insert_rows(&self, batch: Vec<NewDelivery>) -> Result<Vec<i64>, StoreError> {
@@ -210,7 +212,7 @@ impl SqliteStore {
                  d.attempts, d.next_attempt_at, d.received_at, d.route FROM deliveries d JOIN bodies b ON b.id = d.id
                  WHERE d.destination = ?1 AND d.status = 'queued' ORDER BY d.id LIMIT ?2",
             )
-            .map_err(|e| StoreError::Read(e.to_string()))?;
+            .map_err(|e| StoreError::Read(Cause::new(e)))?;
         let rows = stmt
             .query_map(params![destination, limit as i64], |r| {
                 Ok(Pending {
@@ -224,9 +226,9 @@ impl SqliteStore {
                     route: r.get(7)?,
                 })
             })
-            .map_err(|e| StoreError::Read(e.to_string()))?;
+            .map_err(|e| StoreError::Read(Cause::new(e)))?;
         rows.collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Read(e.to_string()))
+            .map_err(|e| StoreError::Read(Cause::new(e)))
     }
 
     fn count_rows(conn: &Connection, status: Status) -> Result<i64, StoreError> {
@@ -235,7 +237,7 @@ impl SqliteStore {
             params![status.as_str()],
             |r| r.get(0),
         )
-        .map_err(|e| StoreError::Read(e.to_string()))
+        .map_err(|e| StoreError::Read(Cause::new(e)))
     }
 
     /// One column of the newest delivery with this control id.
@@ -250,7 +252,7 @@ impl SqliteStore {
         );
         conn.query_row(&sql, params![control_id], |r| r.get(0))
             .optional()
-            .map_err(|e| StoreError::Read(e.to_string()))
+            .map_err(|e| StoreError::Read(Cause::new(e)))
     }
 
     fn select_rows(conn: &Connection, filter: &Filter) -> Result<Vec<Journaled>, StoreError> {
@@ -285,7 +287,7 @@ impl SqliteStore {
         );
         let mut stmt = conn
             .prepare(&sql)
-            .map_err(|e| StoreError::Read(e.to_string()))?;
+            .map_err(|e| StoreError::Read(Cause::new(e)))?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(args), |r| {
                 Ok(Journaled {
@@ -295,9 +297,9 @@ impl SqliteStore {
                     control_id: r.get(3)?,
                 })
             })
-            .map_err(|e| StoreError::Read(e.to_string()))?;
+            .map_err(|e| StoreError::Read(Cause::new(e)))?;
         rows.collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Read(e.to_string()))
+            .map_err(|e| StoreError::Read(Cause::new(e)))
     }
 
     fn prune_rows(
@@ -311,7 +313,7 @@ impl SqliteStore {
                 "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND updated_at < ?1",
                 params![cutoff],
             )
-            .map_err(|e| StoreError::Write(e.to_string()))?;
+            .map_err(|e| StoreError::Write(Cause::new(e)))?;
         // Size: keep at most `max_finished` finished messages, newest first.
         // Queued messages are never pruned.
         if let Some(keep) = max_finished {
@@ -321,7 +323,7 @@ impl SqliteStore {
                      (SELECT id FROM deliveries WHERE status IN ('delivered', 'dead') ORDER BY id DESC LIMIT ?1)",
                     params![keep as i64],
                 )
-                .map_err(|e| StoreError::Write(e.to_string()))?;
+                .map_err(|e| StoreError::Write(Cause::new(e)))?;
         }
         Ok(deleted)
     }
@@ -381,7 +383,7 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(|e| StoreError::Write(e.to_string()))
+            .map_err(|e| StoreError::Write(Cause::new(e)))
         }))
     }
 
@@ -393,7 +395,7 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(|e| StoreError::Write(e.to_string()))
+            .map_err(|e| StoreError::Write(Cause::new(e)))
         }))
     }
 
@@ -401,12 +403,12 @@ impl Store for SqliteStore {
         Box::pin(self.on_reader(move |c| {
             let mut stmt = c
                 .prepare("SELECT destination, COUNT(*), MIN(received_at) FROM deliveries WHERE status = 'queued' GROUP BY destination")
-                .map_err(|e| StoreError::Read(e.to_string()))?;
+                .map_err(|e| StoreError::Read(Cause::new(e)))?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(|e| StoreError::Read(e.to_string()))?;
+                .map_err(|e| StoreError::Read(Cause::new(e)))?;
             rows.collect::<Result<Vec<_>, _>>()
-                .map_err(|e| StoreError::Read(e.to_string()))
+                .map_err(|e| StoreError::Read(Cause::new(e)))
         }))
     }
 }

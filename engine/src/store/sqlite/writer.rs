@@ -84,7 +84,7 @@ pub(super) fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>, _checkpoi
             ops.push(op);
         }
         last_inserts = inserts;
-        let result = apply(&mut conn, &ops, &mut full_sync);
+        let result = apply(&mut conn, &ops, &mut full_sync).map_err(Cause::new);
         let mut ids = result
             .as_ref()
             .ok()
@@ -123,15 +123,14 @@ pub(super) fn apply(
     conn: &mut Connection,
     ops: &[Op],
     full_sync: &mut bool,
-) -> Result<Vec<i64>, String> {
+) -> Result<Vec<i64>, rusqlite::Error> {
     let must_sync = ops.iter().any(|op| matches!(op, Op::Insert(..)));
     if must_sync != *full_sync {
         let level = if must_sync { "FULL" } else { "NORMAL" };
-        conn.pragma_update(None, "synchronous", level)
-            .map_err(|e| e.to_string())?;
+        conn.pragma_update(None, "synchronous", level)?;
         *full_sync = must_sync;
     }
-    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    let tx = conn.transaction()?;
     let mut ids = Vec::new();
     {
         let now = now_ms();
@@ -140,38 +139,33 @@ pub(super) fn apply(
                 "INSERT INTO deliveries (received_at, listener, route, sender, control_id, message_type, order_key,
                  destination, status, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?1)",
-            )
-            .map_err(|e| e.to_string())?;
-        let mut body = tx
-            .prepare_cached("INSERT INTO bodies (id, raw, payload, stages) VALUES (?1, ?2, ?3, ?4)")
-            .map_err(|e| e.to_string())?;
+            )?;
+        let mut body = tx.prepare_cached(
+            "INSERT INTO bodies (id, raw, payload, stages) VALUES (?1, ?2, ?3, ?4)",
+        )?;
         let mut update = tx
             .prepare_cached(
                 "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_error = ?5,
                  answer = COALESCE(?6, answer), answer_class = COALESCE(?7, answer_class), updated_at = ?8 WHERE id = ?1",
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
         for op in ops {
             match op {
                 Op::Insert(batch, _) => {
                     for d in batch {
-                        insert
-                            .execute(params![
-                                now,
-                                d.listener,
-                                d.route,
-                                d.sender,
-                                d.control_id,
-                                d.message_type,
-                                d.order_key,
-                                d.destination,
-                            ])
-                            .map_err(|e| e.to_string())?;
+                        insert.execute(params![
+                            now,
+                            d.listener,
+                            d.route,
+                            d.sender,
+                            d.control_id,
+                            d.message_type,
+                            d.order_key,
+                            d.destination,
+                        ])?;
                         let id = tx.last_insert_rowid();
                         // Most messages go out as they came: keep one copy.
                         let payload: &[u8] = if d.payload == d.raw { &[] } else { &d.payload };
-                        body.execute(params![id, d.raw, payload, d.stages])
-                            .map_err(|e| e.to_string())?;
+                        body.execute(params![id, d.raw, payload, d.stages])?;
                         ids.push(id);
                     }
                 }
@@ -191,22 +185,20 @@ pub(super) fn apply(
                         Some((a, c)) => (Some(a.as_slice()), Some(c.as_str())),
                         None => (None, None),
                     };
-                    update
-                        .execute(params![
-                            id,
-                            status.as_str(),
-                            attempts,
-                            next_attempt_at,
-                            error,
-                            answer,
-                            class,
-                            now
-                        ])
-                        .map_err(|e| e.to_string())?;
+                    update.execute(params![
+                        id,
+                        status.as_str(),
+                        attempts,
+                        next_attempt_at,
+                        error,
+                        answer,
+                        class,
+                        now
+                    ])?;
                 }
             }
         }
     }
-    tx.commit().map_err(|e| e.to_string())?;
+    tx.commit()?;
     Ok(ids)
 }

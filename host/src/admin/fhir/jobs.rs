@@ -314,6 +314,14 @@ fn export_params(spec: &mut JobSpec, params: &[(String, String)]) -> Result<(), 
             }
         }
     }
+    // A forecast asked for by type.
+    if spec
+        .types
+        .iter()
+        .any(|t| t == "ImmunizationRecommendation" || t == "ImmunizationEvaluation")
+    {
+        spec.forecast = true;
+    }
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::bodies::{self, Body, BodyRef};
 use super::{Attempt, Record, Summary};
+use crate::store::Cause;
 
 mod read;
 mod write;
@@ -176,10 +177,14 @@ pub struct AuditEntry {
 /// Why the log could not be read or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("message log {path}: {detail}")]
-    Open { path: String, detail: String },
+    #[error("message log {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: Cause,
+    },
     #[error("message log read failed: {0}")]
-    Read(String),
+    Read(#[source] Cause),
     #[error("message log: the audit entry could not be written: {0}")]
     Audit(#[source] rusqlite::Error),
     #[error("message log: the audit writer stopped: {0}")]
@@ -385,7 +390,7 @@ pub struct Page {
 fn open_conn(path: &Path) -> Result<Connection, LogError> {
     let err = |e: rusqlite::Error| LogError::Open {
         path: path.display().to_string(),
-        detail: e.to_string(),
+        source: Cause::new(e),
     };
     let conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
@@ -411,7 +416,7 @@ impl MessageLog {
         // Messages hold PHI: the file is the engine user's alone, as the journal is.
         crate::store::private_files(path).map_err(|e| LogError::Open {
             path: path.display().to_string(),
-            detail: e.to_string(),
+            source: Cause::new(e),
         })?;
         let writer = open_conn(path)?;
         // A batch fits in the writer's page cache (no spilling mid-batch),
@@ -422,18 +427,18 @@ impl MessageLog {
             .execute_batch("PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=8192;")
             .map_err(|e| LogError::Open {
                 path: path.display().to_string(),
-                detail: e.to_string(),
+                source: Cause::new(e),
             })?;
         // Room for every statement the writer prepares (the detection
         // inserts come in up to DETECTIONS_PER_INSERT shapes).
         writer.set_prepared_statement_cache_capacity(32);
         writer.execute_batch(SCHEMA).map_err(|e| LogError::Open {
             path: path.display().to_string(),
-            detail: e.to_string(),
+            source: Cause::new(e),
         })?;
         migrate(&writer).map_err(|e| LogError::Open {
             path: path.display().to_string(),
-            detail: e.to_string(),
+            source: Cause::new(e),
         })?;
         let base = i64::from(node.unwrap_or(0).clamp(0, MAX_NODE_NUMBER)) << NODE_SHIFT;
         let max: i64 = writer
@@ -444,12 +449,12 @@ impl MessageLog {
             )
             .map_err(|e| LogError::Open {
                 path: path.display().to_string(),
-                detail: e.to_string(),
+                source: Cause::new(e),
             })?;
         let body_dir = bodies::dir_of(path);
         let body_writer = open_bodies(&writer, &body_dir).map_err(|detail| LogError::Open {
             path: body_dir.display().to_string(),
-            detail,
+            source: Cause::text(detail),
         })?;
         let reader = open_conn(path)?;
         let auditor = open_conn(path)?;
@@ -457,7 +462,7 @@ impl MessageLog {
             .execute_batch("PRAGMA synchronous=FULL;")
             .map_err(|e| LogError::Open {
                 path: path.display().to_string(),
-                detail: e.to_string(),
+                source: Cause::new(e),
             })?;
         let (tx, rx) = std_mpsc::sync_channel(QUEUE);
         let pace = Arc::new(Pace::default());
@@ -472,7 +477,7 @@ impl MessageLog {
             })
             .map_err(|e| LogError::Open {
                 path: path.display().to_string(),
-                detail: e.to_string(),
+                source: Cause::new(e),
             })?;
         Ok(Arc::new(MessageLog {
             tx,

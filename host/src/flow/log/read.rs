@@ -7,7 +7,7 @@ use rusqlite::types::Value;
 impl MessageLog {
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LogError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(|e| LogError::Read(e.to_string()))
+        f(&conn).map_err(|e| LogError::Read(Cause::new(e)))
     }
 
     /// Messages matching `search`, newest first.
@@ -210,7 +210,7 @@ impl MessageLog {
         match place {
             None => Ok(None),
             Some(BodyPlace::Segment(at)) => bodies::read(&self.bodies, at, id)
-                .map_err(|e| LogError::Read(format!("message {id}'s body: {e}"))),
+                .map_err(|e| LogError::Read(Cause::text(format!("message {id}'s body: {e}")))),
             Some(BodyPlace::Row(old)) => Ok(old),
         }
     }

@@ -62,7 +62,7 @@ impl MessageLog {
                             std::thread::sleep(Duration::from_millis(2));
                         }
                         Err(std_mpsc::TrySendError::Disconnected(_)) => {
-                            return Err(LogError::Read("the log writer stopped".into()));
+                            return Err(LogError::Read(Cause::text("the log writer stopped")));
                         }
                     }
                 }
