@@ -47,10 +47,27 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each after a colon, leaving out a cause its
+/// parent's text already quotes (journal and log errors end with theirs).
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn init_tracing(cli: &Cli) {
@@ -306,4 +323,22 @@ fn seed(
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain_text;
+    use crate::store::{Cause, StoreError};
+
+    #[test]
+    fn a_cause_its_parent_quotes_is_printed_once() {
+        let io = std::io::Error::other("disk full");
+        let e = anyhow::Error::new(StoreError::Write(Cause::new(io))).context("cannot start");
+        assert_eq!(
+            chain_text(&e),
+            "cannot start: journal write failed: disk full"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(chain_text(&plain), "outer: inner");
+    }
 }

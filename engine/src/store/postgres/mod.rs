@@ -112,8 +112,8 @@ fn read_err(e: impl Into<PgError>) -> StoreError {
 }
 
 /// A PostgreSQL failure as the journal reports it: the driver's error with
-/// the server's SQLSTATE, message and detail (the driver alone says only
-/// "db error"), or the pool's.
+/// the server's severity, message and SQLSTATE (the driver alone says
+/// only "db error"), or the pool's.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     #[error("{}", server_words(.0))]
@@ -153,21 +153,19 @@ fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
     }
 }
 
-/// The server's words for a database error: severity, message, SQLSTATE
-/// and detail; the driver's text for anything else (a broken connection).
+/// The server's words for a database error: severity, message and
+/// SQLSTATE; the driver's text for anything else (a broken connection).
 fn server_words(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
-            let mut text = format!(
+            // Not the DETAIL: for a constraint it quotes the row
+            // ("Failing row contains …"), which may hold a message.
+            format!(
                 "{}: {} (SQLSTATE {})",
                 db.severity(),
                 db.message(),
                 db.code().code()
-            );
-            if let Some(detail) = db.detail() {
-                text.push_str(&format!("; {detail}"));
-            }
-            text
+            )
         }
         None => match std::error::Error::source(e) {
             Some(cause) => format!("{e}: {cause}"),
