@@ -170,6 +170,46 @@ export interface AuditEntry {
   result: string;
 }
 
+/** What `/api/quality` answers per sending facility (MSH-4). */
+export interface Completeness {
+  race_reported: number;
+  race_complete: number;
+  ethnicity_reported: number;
+  ethnicity_complete: number;
+}
+export interface Day {
+  day: string;
+  messages: number;
+  rejected: number;
+  completeness: Completeness;
+}
+export interface Example {
+  id: number;
+  control_id: string;
+  location: string;
+  text: string;
+  segment: string;
+}
+export interface Detection {
+  id: string;
+  messages: number;
+  example_id: number;
+  example: Example | null;
+}
+export interface SenderQuality {
+  sender: string;
+  messages: number;
+  rejected: number;
+  by_day: Day[];
+  top_detections: Detection[];
+}
+
+/** `GET /api/quality`: the period in days and each sending facility. */
+export interface Quality {
+  days: number;
+  senders: SenderQuality[];
+}
+
 export class ApiError extends Error {
   constructor(readonly status: number, message: string) {
     super(message);

@@ -391,7 +391,7 @@ step('(e) the server refuses a viewer\'s Reprocess with 403', async () => {
 step('(h) the engine\'s answers have the fields console/src/api.ts declares', async () => {
   assert.ok(messageId, 'step (c) found no message');
   const declared = apiInterfaces(readFileSync(join(repoRoot, 'console/src/api.ts'), 'utf8'));
-  for (const name of ['Me', 'Dashboard', 'RouteStats', 'DestinationStats', 'MessagePage', 'MessageMeta', 'MessageDetail', 'Stage', 'Attempt', 'Codeset']) {
+  for (const name of ['Me', 'Dashboard', 'RouteStats', 'DestinationStats', 'MessagePage', 'MessageMeta', 'MessageDetail', 'Stage', 'Attempt', 'Codeset', 'Quality', 'SenderQuality', 'Day', 'Completeness', 'Detection', 'Example']) {
     assert.ok(declared[name] && Object.keys(declared[name]).length > 0, `api.ts declares ${name}`);
   }
   const got = await page.evaluate(async (id) => {
@@ -402,6 +402,7 @@ step('(h) the engine\'s answers have the fields console/src/api.ts declares', as
       page: await get('/api/messages?limit=5'),
       detail: await get(`/api/messages/${encodeURIComponent(id)}`),
       codesets: await get('/api/codesets'),
+      quality: await get('/api/quality?days=1'),
     };
   }, String(messageId));
   const problems = [
@@ -416,8 +417,18 @@ step('(h) the engine\'s answers have the fields console/src/api.ts declares', as
     ...got.detail.stages.flatMap((s) => drift('Stage', s, declared.Stage)),
     ...got.detail.attempts.flatMap((a) => drift('Attempt', a, declared.Attempt)),
     ...got.codesets.flatMap((c) => drift('Codeset', c, declared.Codeset)),
+    ...drift('Quality', got.quality, declared.Quality),
+    ...got.quality.senders.flatMap((q) => [
+      ...drift('SenderQuality', q, declared.SenderQuality),
+      ...q.by_day.flatMap((d) => [...drift('Day', d, declared.Day), ...drift('Completeness', d.completeness, declared.Completeness)]),
+      ...q.top_detections.flatMap((t) => [
+        ...drift('Detection', t, declared.Detection),
+        ...(t.example ? drift('Example', t.example, declared.Example) : []),
+      ]),
+    ]),
   ];
-  assert.ok(got.dashboard.routes.length > 0 && got.page.items.length > 0 && got.detail.stages.length > 0 && got.codesets.length > 0,
+  assert.ok(got.dashboard.routes.length > 0 && got.page.items.length > 0 && got.detail.stages.length > 0 && got.codesets.length > 0
+    && got.quality.senders.length > 0,
     'every list checked has something in it');
   assert.deepEqual(problems, []);
 });

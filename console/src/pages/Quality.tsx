@@ -1,40 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, errorMessage, query } from '../api';
+import type { Day, Quality, SenderQuality } from '../api';
 import { ErrorBox } from '../components';
-
-/** What `/api/quality` answers per sending facility (MSH-4). */
-interface Completeness {
-  race_reported: number;
-  race_complete: number;
-  ethnicity_reported: number;
-  ethnicity_complete: number;
-}
-interface Day {
-  day: string;
-  messages: number;
-  rejected: number;
-  completeness: Completeness;
-}
-interface Example {
-  id: number;
-  control_id: string;
-  location: string;
-  text: string;
-  segment: string;
-}
-interface Detection {
-  id: string;
-  messages: number;
-  example_id: number;
-  example: Example | null;
-}
-interface SenderQuality {
-  sender: string;
-  messages: number;
-  rejected: number;
-  by_day: Day[];
-  top_detections: Detection[];
-}
 
 const pct = (n: number, of: number) => (of > 0 ? `${Math.round((100 * n) / of)}%` : '–');
 
@@ -164,7 +131,7 @@ export function Quality() {
   async function load() {
     setError(null);
     try {
-      const body = await api<{ senders: SenderQuality[] }>('GET', `/api/quality${query({ sender: sender.trim(), days })}`);
+      const body = await api<Quality>('GET', `/api/quality${query({ sender: sender.trim(), days })}`);
       setSenders(body.senders ?? []);
     } catch (e) {
       setError(errorMessage(e));

@@ -42,7 +42,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -127,7 +126,9 @@ impl IntoResponse for Refusal {
         let mut response = (
             self.status,
             [(header::CACHE_CONTROL, "no-store")],
-            Json(json!({ "error": self.message })),
+            Json(ErrorBody {
+                error: self.message,
+            }),
         )
             .into_response();
         if let Some(wait) = self.retry_after {
@@ -549,9 +550,43 @@ async fn login(
             (header::SET_COOKIE, login.cookie),
             (header::CACHE_CONTROL, "no-store".to_string()),
         ],
-        Json(json!({ "user": login.user, "role": login.role.as_str(), "csrf": login.csrf })),
+        Json(Signed {
+            user: &login.user,
+            role: login.role.as_str(),
+            csrf: Some(&login.csrf),
+        }),
     )
         .into_response())
+}
+
+/// Every refusal's body: `{"error": "..."}`.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: String,
+}
+
+/// Who is signed in: the answer to a login.
+#[derive(Debug, serde::Serialize)]
+struct Signed<'a> {
+    user: &'a str,
+    role: &'static str,
+    /// The session's CSRF token (none for a bearer token).
+    csrf: Option<&'a str>,
+}
+
+/// `GET /api/me`: who is signed in and what they may see (`null`: all).
+#[derive(Debug, serde::Serialize)]
+struct Me<'a> {
+    #[serde(flatten)]
+    signed: Signed<'a>,
+    routes: Option<&'a [String]>,
+    destinations: Option<&'a [String]>,
+}
+
+/// An action's plain success.
+#[derive(Debug, serde::Serialize)]
+struct Done {
+    ok: bool,
 }
 
 async fn logout(State(auth): State<Auth>, user: CurrentUser) -> Response {
@@ -562,7 +597,7 @@ async fn logout(State(auth): State<Auth>, user: CurrentUser) -> Response {
             (header::SET_COOKIE, expired),
             (header::CACHE_CONTROL, "no-store".to_string()),
         ],
-        Json(json!({ "ok": true })),
+        Json(Done { ok: true }),
     )
         .into_response()
 }
@@ -570,13 +605,15 @@ async fn logout(State(auth): State<Auth>, user: CurrentUser) -> Response {
 async fn me(user: CurrentUser) -> Response {
     (
         no_store(),
-        Json(json!({
-            "user": user.name,
-            "role": user.role.as_str(),
-            "csrf": user.csrf(),
-            "routes": user.routes,
-            "destinations": user.destinations,
-        })),
+        Json(Me {
+            signed: Signed {
+                user: &user.name,
+                role: user.role.as_str(),
+                csrf: user.csrf(),
+            },
+            routes: user.routes.as_deref(),
+            destinations: user.destinations.as_deref(),
+        }),
     )
         .into_response()
 }

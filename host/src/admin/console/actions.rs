@@ -27,6 +27,59 @@ pub(super) async fn reprocess(state: &AdminState, full: &Full) -> Result<String,
     }
 }
 
+/// `POST /api/messages/{id}/reprocess`: the answer it got and the new
+/// message, once the log has it.
+#[derive(Debug, Serialize)]
+pub(super) struct Reprocessed {
+    ok: bool,
+    /// MSA-1 of the answer.
+    ack: String,
+    message: Option<i64>,
+}
+
+/// `POST /api/reprocess`: unconfirmed, how many match; confirmed, how it
+/// went. In a cluster, summed over the nodes, with those not asked.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(super) enum BulkAnswer {
+    Count {
+        count: u64,
+        limit: usize,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unreachable: Option<Vec<String>>,
+    },
+    Done {
+        ok: bool,
+        reprocessed: u64,
+        failed: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unreachable: Option<Vec<String>>,
+    },
+}
+
+/// `POST /api/messages/{id}/retry` and `/resend`: the destinations whose
+/// delivery was queued again.
+#[derive(Debug, Serialize)]
+pub(super) struct Requeued {
+    ok: bool,
+    destinations: Vec<String>,
+}
+
+/// An action every node of a cluster carries out: whether all did.
+#[derive(Debug, Serialize)]
+pub(super) struct OnEveryNode {
+    ok: bool,
+    unreachable: Vec<String>,
+}
+
+/// `POST /api/errors/resolve`: messages marked resolved, on every node.
+#[derive(Debug, Serialize)]
+pub(super) struct Resolved {
+    ok: bool,
+    resolved: u64,
+    unreachable: Vec<String>,
+}
+
 pub(super) async fn reprocess_one(
     State(state): State<Shared>,
     Operator(user): Operator,
@@ -63,7 +116,12 @@ pub(super) async fn reprocess_one(
                 }
                 Err(_) => None,
             };
-            Json(json!({ "ok": true, "ack": ack, "message": new_id })).into_response()
+            Json(Reprocessed {
+                ok: true,
+                ack,
+                message: new_id,
+            })
+            .into_response()
         }
         Err(why) => {
             if let Err(r) = audit(
@@ -96,7 +154,7 @@ pub(super) async fn reprocess_many(
 ) -> Response {
     if state.peers.is_none() || body.filter.local == Some(true) || user.by_peer() {
         return match reprocess_here(&state, &user, &body).await {
-            Ok(v) => Json(v).into_response(),
+            Ok(answer) => Json(answer).into_response(),
             Err(r) => r,
         };
     }
@@ -106,7 +164,7 @@ pub(super) async fn reprocess_many(
     ask.filter.local = Some(true);
     let ask = serde_json::to_value(&ask).unwrap_or(Value::Null);
     let mine = match reprocess_here(&state, &user, &body).await {
-        Ok(v) => v,
+        Ok(answer) => serde_json::to_value(answer).unwrap_or(Value::Null),
         Err(r) => return r,
     };
     let (mut answers, unreachable) =
@@ -117,18 +175,20 @@ pub(super) async fn reprocess_many(
     answers.push(mine);
     let sum = |key: &str| -> u64 { answers.iter().filter_map(|v| v.get(key)?.as_u64()).sum() };
     if !body.confirm {
-        return Json(
-            json!({ "count": sum("count"), "limit": MAX_BULK, "unreachable": unreachable }),
-        )
+        return Json(BulkAnswer::Count {
+            count: sum("count"),
+            limit: MAX_BULK,
+            unreachable: Some(unreachable),
+        })
         .into_response();
     }
     let failed = sum("failed");
-    Json(json!({
-        "ok": failed == 0 && unreachable.is_empty(),
-        "reprocessed": sum("reprocessed"),
-        "failed": failed,
-        "unreachable": unreachable,
-    }))
+    Json(BulkAnswer::Done {
+        ok: failed == 0 && unreachable.is_empty(),
+        reprocessed: sum("reprocessed"),
+        failed,
+        unreachable: Some(unreachable),
+    })
     .into_response()
 }
 
@@ -138,7 +198,7 @@ pub(super) async fn reprocess_here(
     state: &Shared,
     user: &CurrentUser,
     body: &BulkBody,
-) -> Result<Value, Response> {
+) -> Result<BulkAnswer, Response> {
     let log = log_of(state)?.clone();
     let search = search_of(&body.filter, user)?;
     if search.matching.contains.is_some() {
@@ -154,9 +214,13 @@ pub(super) async fn reprocess_here(
         Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
     if !body.confirm {
-        return Ok(json!({ "count": ids.len(), "limit": MAX_BULK }));
+        return Ok(BulkAnswer::Count {
+            count: ids.len() as u64,
+            limit: MAX_BULK,
+            unreachable: None,
+        });
     }
-    let (mut ok, mut failed) = (0usize, 0usize);
+    let (mut ok, mut failed) = (0u64, 0u64);
     // Oldest first, as they came.
     for id in ids.iter().rev() {
         let l = log.clone();
@@ -181,7 +245,12 @@ pub(super) async fn reprocess_here(
         &format!("{ok} reprocessed, {failed} failed"),
     )
     .await?;
-    Ok(json!({ "ok": failed == 0, "reprocessed": ok, "failed": failed }))
+    Ok(BulkAnswer::Done {
+        ok: failed == 0,
+        reprocessed: ok,
+        failed,
+        unreachable: None,
+    })
 }
 
 /// The journal rows of a logged message.
@@ -256,7 +325,11 @@ pub(super) async fn queue_action(
     {
         return r;
     }
-    Json(json!({ "ok": true, "destinations": done })).into_response()
+    Json(Requeued {
+        ok: true,
+        destinations: done,
+    })
+    .into_response()
 }
 
 pub(super) async fn retry(
@@ -315,10 +388,11 @@ pub(super) async fn destination_action(
     let path = format!("/api/destinations/{name}/{action}");
     match on_every_node(&state, &user, &path, None).await {
         Err(r) => r,
-        Ok((_, unreachable)) => {
-            Json(json!({ "ok": unreachable.is_empty(), "unreachable": unreachable }))
-                .into_response()
-        }
+        Ok((_, unreachable)) => Json(OnEveryNode {
+            ok: unreachable.is_empty(),
+            unreachable,
+        })
+        .into_response(),
     }
 }
 
@@ -383,8 +457,12 @@ pub(super) async fn resolve(
                     .iter()
                     .filter_map(|v| v.get("resolved")?.as_u64())
                     .sum::<u64>();
-            Json(json!({ "ok": unreachable.is_empty(), "resolved": resolved, "unreachable": unreachable }))
-                .into_response()
+            Json(Resolved {
+                ok: unreachable.is_empty(),
+                resolved,
+                unreachable,
+            })
+            .into_response()
         }
     }
 }

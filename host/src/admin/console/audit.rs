@@ -26,18 +26,35 @@ pub(super) struct AuditParams {
     limit: Option<usize>,
 }
 
+/// `GET /api/audit`: a page of the audit trail, newest first.
+#[derive(Debug, Serialize)]
+pub(super) struct AuditPage<'a> {
+    items: Vec<AuditView<'a>>,
+}
+
+/// An audit entry with its time in RFC 3339.
+#[derive(Debug, Serialize)]
+pub(super) struct AuditView<'a> {
+    time: String,
+    #[serde(flatten)]
+    entry: &'a crate::flow::log::AuditEntry,
+}
+
 pub(super) async fn audit_list(state: &AdminState, p: AuditParams) -> Response {
     let log = match log_of(state) {
         Ok(l) => l.clone(),
         Err(r) => return r,
     };
     match blocking(move || log.audit_entries(p.before, p.limit.unwrap_or(100))).await {
-        Ok(Ok(items)) => Json(json!({
-            "items": items.iter().map(|a| json!({
-                "id": a.id, "time": rfc3339(a.time), "user": a.user,
-                "action": a.action, "target": a.target, "result": a.result,
-            })).collect::<Vec<_>>()
-        }))
+        Ok(Ok(items)) => Json(AuditPage {
+            items: items
+                .iter()
+                .map(|entry| AuditView {
+                    time: rfc3339(entry.time),
+                    entry,
+                })
+                .collect(),
+        })
         .into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(r) => r,

@@ -4,6 +4,12 @@
 
 use super::*;
 
+/// `GET /api/cluster`.
+#[derive(Debug, Serialize)]
+pub(super) struct ClusterView {
+    cluster: Option<crate::store::ClusterState>,
+}
+
 /// The nodes sharing the journal (`{"cluster": null}` for one engine).
 pub(super) async fn cluster(State(state): State<Shared>, _: Viewer) -> Response {
     let cluster = match &state.journal {
@@ -13,7 +19,7 @@ pub(super) async fn cluster(State(state): State<Shared>, _: Viewer) -> Response 
         },
         None => None,
     };
-    Json(json!({ "cluster": cluster })).into_response()
+    Json(ClusterView { cluster }).into_response()
 }
 
 /// One node's page in a cluster search.
@@ -103,7 +109,10 @@ pub(super) async fn search_cluster(
     if let Some(q) = ask(me) {
         let local = search_messages_local(&state, &user, q).await;
         match local {
-            Ok(v) => pages.push(node_page(me, &v)),
+            Ok(page) => {
+                let v = serde_json::to_value(page_view(&page)).unwrap_or(Value::Null);
+                pages.push(node_page(me, &v));
+            }
             Err(r) => return r,
         }
     }
@@ -135,27 +144,46 @@ pub(super) async fn search_cluster(
         .iter()
         .all(|pg| cursors.get(&pg.number) == Some(&None))
         && unreachable.is_empty();
-    Json(json!({
-        "items": merged.into_iter().map(|(_, _, number, mut v)| {
+    let items = merged
+        .into_iter()
+        .map(|(_, _, number, mut v)| {
             if let Some(obj) = v.as_object_mut() {
-                let node = names.get(&number).cloned().unwrap_or_else(|| "this node".into());
+                let node = names
+                    .get(&number)
+                    .cloned()
+                    .unwrap_or_else(|| "this node".into());
                 obj.insert("node".into(), Value::String(node));
             }
             v
-        }).collect::<Vec<_>>(),
-        "next": if done { Value::Null } else { Value::String(cursor_text(&cursors)) },
-        "partial": pages.iter().any(|pg| pg.partial),
-        "unreachable": unreachable,
-    }))
+        })
+        .collect();
+    Json(ClusterPage {
+        items,
+        next: (!done).then(|| cursor_text(&cursors)),
+        partial: pages.iter().any(|pg| pg.partial),
+        unreachable,
+    })
     .into_response()
 }
 
-/// This node's page of a search, as JSON.
+/// A page of a search over every node. The items are the nodes' own
+/// answers (each a [`MetaView`]) with the node's name added.
+#[derive(Debug, Serialize)]
+pub(super) struct ClusterPage {
+    items: Vec<Value>,
+    /// Where each node's next page starts; none after the last.
+    next: Option<String>,
+    partial: bool,
+    /// Nodes that could not be asked this time.
+    unreachable: Vec<String>,
+}
+
+/// This node's page of a search.
 pub(super) async fn search_messages_local(
     state: &AdminState,
     user: &CurrentUser,
     p: SearchParams,
-) -> Result<Value, Response> {
+) -> Result<Page, Response> {
     let log = log_of(state)?.clone();
     let search = search_of(&p, user)?;
     let cancel = Arc::new(AtomicBool::new(false));
@@ -166,11 +194,16 @@ pub(super) async fn search_messages_local(
         Ok(Err(e)) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
         Err(r) => return Err(r),
     };
-    Ok(json!({
-        "items": page.items.iter().map(|m| meta_json(m, false)).collect::<Vec<_>>(),
-        "next": page.next,
-        "partial": page.partial,
-    }))
+    Ok(page)
+}
+
+/// A page as the console shows it: patient ids masked.
+pub(super) fn page_view(page: &Page) -> MessagePage<'_> {
+    MessagePage {
+        items: page.items.iter().map(|m| MetaView::of(m, false)).collect(),
+        next: page.next,
+        partial: page.partial,
+    }
 }
 
 /// When message `id` is in another node's log (and this request is not

@@ -210,15 +210,101 @@ pub(super) fn search_of(p: &SearchParams, user: &CurrentUser) -> Result<Search, 
     })
 }
 
-pub(super) fn meta_json(m: &Meta, unmask: bool) -> Value {
-    let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
-    if let Some(obj) = v.as_object_mut() {
-        if !unmask {
-            obj.insert("patient_id".into(), Value::String(mask_id(&m.patient_id)));
+/// A message's metadata as the console shows it: the log's [`Meta`] with
+/// its time in RFC 3339 and its patient id masked unless unmasked.
+#[derive(Debug, Serialize)]
+pub(super) struct MetaView<'a> {
+    time: String,
+    patient_id: String,
+    #[serde(flatten)]
+    meta: &'a Meta,
+}
+
+impl MetaView<'_> {
+    pub(super) fn of(meta: &Meta, unmask: bool) -> MetaView<'_> {
+        MetaView {
+            time: rfc3339(meta.time),
+            patient_id: match unmask {
+                true => meta.patient_id.clone(),
+                false => mask_id(&meta.patient_id),
+            },
+            meta,
         }
-        obj.insert("time".into(), Value::String(rfc3339(m.time)));
     }
-    v
+}
+
+/// A page of search results on one node.
+#[derive(Debug, Serialize)]
+pub(super) struct MessagePage<'a> {
+    pub(super) items: Vec<MetaView<'a>>,
+    /// Where the next page starts (`before`); none after the last.
+    pub(super) next: Option<i64>,
+    /// The content search stopped early (time or the asker went away).
+    pub(super) partial: bool,
+}
+
+/// A stage of the message's route as stored, its text masked when shown
+/// masked.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct StageView {
+    plugin: String,
+    verdict: String,
+    /// A count (older logs may hold a list).
+    issues: Value,
+    changed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+}
+
+/// A delivery attempt as shown.
+#[derive(Debug, Serialize)]
+pub(super) struct AttemptView {
+    time: String,
+    destination: String,
+    result: String,
+    class: String,
+    answer: Option<String>,
+}
+
+/// An answer's MSA.
+#[derive(Debug, Serialize)]
+pub(super) struct MsaView {
+    pub(super) code: String,
+    pub(super) control_id: String,
+    pub(super) text: String,
+}
+
+/// One ERR of an answer.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct ErrView {
+    pub(super) location: String,
+    pub(super) code: String,
+    pub(super) code_text: String,
+    pub(super) severity: String,
+    pub(super) app_code: String,
+    pub(super) text: String,
+}
+
+/// MSA and ERR of an answer, decoded.
+#[derive(Debug, Serialize)]
+pub(super) struct DecodedAnswer {
+    pub(super) msa: Option<MsaView>,
+    pub(super) err: Vec<ErrView>,
+}
+
+/// `GET /api/messages/{id}`: one message whole, masked unless unmasked.
+#[derive(Debug, Serialize)]
+pub(super) struct MessageDetail<'a> {
+    meta: MetaView<'a>,
+    received: String,
+    stages: Vec<StageView>,
+    issues: Vec<ErrView>,
+    answer: String,
+    answer_decoded: DecodedAnswer,
+    attempts: Vec<AttemptView>,
+    masked: bool,
+    reprocess_of: Option<i64>,
+    reprocessed_as: &'a [i64],
 }
 
 /// ms since the epoch → RFC 3339 (UTC).
@@ -272,7 +358,7 @@ pub(super) async fn search_messages(state: Shared, user: CurrentUser, p: SearchP
         return search_cluster(state, peers, user, p).await;
     }
     match search_messages_local(&state, &user, p).await {
-        Ok(v) => Json(v).into_response(),
+        Ok(page) => Json(page_view(&page)).into_response(),
         Err(r) => r,
     }
 }
@@ -318,35 +404,44 @@ pub(super) struct DetailParams {
 }
 
 /// MSA and ERR of an answer, decoded.
-pub(super) fn decode_answer(text: &str) -> Value {
+pub(super) fn decode_answer(text: &str) -> DecodedAnswer {
     let sep = text
         .strip_prefix("MSH")
         .and_then(|r| r.chars().next())
         .unwrap_or('|');
     let comp = text.get(4..5).and_then(|c| c.chars().next()).unwrap_or('^');
-    let mut msa = Value::Null;
-    let mut errs = Vec::new();
+    let mut decoded = DecodedAnswer {
+        msa: None,
+        err: Vec::new(),
+    };
     for seg in text.split(['\r', '\n']) {
         let fields: Vec<&str> = seg.split(sep).collect();
         let f = |i: usize| fields.get(i).copied().unwrap_or("");
+        let part = |i: usize, n: usize| f(i).split(comp).nth(n).unwrap_or("").to_string();
         match f(0) {
-            "MSA" if msa.is_null() => {
-                msa = json!({ "code": f(1), "control_id": f(2), "text": f(3) });
+            "MSA" if decoded.msa.is_none() => {
+                decoded.msa = Some(MsaView {
+                    code: f(1).into(),
+                    control_id: f(2).into(),
+                    text: f(3).into(),
+                });
             }
-            "ERR" if errs.len() < 100 => {
-                errs.push(json!({
-                    "location": f(2).split(comp).filter(|c| !c.is_empty()).collect::<Vec<_>>().join("-"),
-                    "code": f(3).split(comp).next().unwrap_or(""),
-                    "code_text": f(3).split(comp).nth(1).unwrap_or(""),
-                    "severity": f(4),
-                    "app_code": f(5).split(comp).next().unwrap_or(""),
-                    "text": f(8),
-                }));
-            }
+            "ERR" if decoded.err.len() < 100 => decoded.err.push(ErrView {
+                location: f(2)
+                    .split(comp)
+                    .filter(|c| !c.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("-"),
+                code: part(3, 0),
+                code_text: part(3, 1),
+                severity: f(4).into(),
+                app_code: part(5, 0),
+                text: f(8).into(),
+            }),
             _ => {}
         }
     }
-    json!({ "msa": msa, "err": errs })
+    decoded
 }
 
 pub(super) async fn message(
@@ -388,47 +483,42 @@ pub(super) async fn message(
     }
     let received = String::from_utf8_lossy(&full.received).into_owned();
     let answer = String::from_utf8_lossy(&full.answer).into_owned();
-    let stages: Vec<Value> = serde_json::from_str::<Vec<Value>>(&full.stages)
+    let stages: Vec<StageView> = serde_json::from_str::<Vec<StageView>>(&full.stages)
         .unwrap_or_default()
         .into_iter()
-        .map(|mut s| {
-            if let Some(t) = s.get("text").and_then(Value::as_str).map(&shown) {
-                s["text"] = Value::String(t);
-            }
-            s
+        .map(|s| StageView {
+            text: s.text.as_deref().map(&shown),
+            ..s
         })
         .collect();
-    let attempts: Vec<Value> = full
+    let attempts: Vec<AttemptView> = full
         .attempts
         .iter()
-        .map(|a| {
-            json!({
-                "time": rfc3339(a.time),
-                "destination": a.destination,
-                "result": a.result,
-                "class": a.class,
-                "answer": a.answer.as_ref().map(|b| shown(&String::from_utf8_lossy(b))),
-            })
+        .map(|a| AttemptView {
+            time: rfc3339(a.time),
+            destination: a.destination.clone(),
+            result: a.result.clone(),
+            class: a.class.clone(),
+            answer: a
+                .answer
+                .as_ref()
+                .map(|b| shown(&String::from_utf8_lossy(b))),
         })
         .collect();
     let decoded = decode_answer(&answer);
-    let issues = decoded
-        .get("err")
-        .cloned()
-        .unwrap_or(Value::Array(Vec::new()));
     // PHI shown in full must not be kept by a browser or a proxy.
     let cache = unmask.then_some([(axum::http::header::CACHE_CONTROL, "no-store")]);
-    let body = Json(json!({
-        "meta": meta_json(&full.meta, unmask),
-        "received": shown(&received),
-        "stages": stages,
-        "issues": issues,
-        "answer": shown(&answer),
-        "answer_decoded": decoded,
-        "attempts": attempts,
-        "masked": !unmask,
-        "reprocess_of": full.reprocess_of,
-        "reprocessed_as": full.reprocessed_as,
-    }));
+    let body = Json(MessageDetail {
+        meta: MetaView::of(&full.meta, unmask),
+        received: shown(&received),
+        stages,
+        issues: decoded.err.clone(),
+        answer: shown(&answer),
+        answer_decoded: decoded,
+        attempts,
+        masked: !unmask,
+        reprocess_of: full.reprocess_of,
+        reprocessed_as: &full.reprocessed_as,
+    });
     (cache, body).into_response()
 }

@@ -11,6 +11,53 @@ pub(super) struct QualityParams {
     format: Option<String>,
 }
 
+/// `GET /api/quality`: per sender, messages and rejections by day and the
+/// most frequent detections, each with a masked example.
+#[derive(Debug, Serialize)]
+pub(super) struct QualityView {
+    days: i64,
+    senders: Vec<SenderQuality>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct SenderQuality {
+    sender: String,
+    messages: i64,
+    rejected: i64,
+    by_day: Vec<DayQuality>,
+    top_detections: Vec<TopDetection>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct DayQuality {
+    /// `YYYY-MM-DD`.
+    day: String,
+    messages: i64,
+    rejected: i64,
+    /// Race and ethnicity: how many reported them, how many complete.
+    completeness: Value,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct TopDetection {
+    id: String,
+    messages: i64,
+    example_id: i64,
+    /// For the first few detections of the first senders only.
+    example: Option<Example>,
+}
+
+/// A masked example of a detection: where, what the clinic read (quoted
+/// values cut out) and the segment with its PHI masked.
+#[derive(Debug, Serialize)]
+pub(super) struct Example {
+    id: i64,
+    control_id: String,
+    location: String,
+    text: String,
+    segment: String,
+}
+
 pub(super) async fn quality(
     Viewer(user): Viewer,
     Log(log): Log,
@@ -20,14 +67,23 @@ pub(super) async fn quality(
     let since = now_ms() - days * 86_400_000;
     let sender = nonempty(&p.sender);
     let one_sender = sender.is_some();
-    let limited = user.routes.is_some() || user.destinations.is_some();
+    // A user limited to some routes sees no cross-route statistics.
+    if user.routes.is_some() || user.destinations.is_some() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "data quality covers every route; this user is limited to some",
+        );
+    }
     let result = blocking(move || {
         let rows = log.quality(since, sender.as_deref())?;
         let mut detections = log.detections_by_sender(since, sender.as_deref(), 10)?;
-        let mut senders: Vec<Value> = Vec::new();
+        let mut senders: Vec<SenderQuality> = Vec::new();
         let mut by_sender: HashMap<String, Vec<(String, i64, i64, Value)>> = HashMap::new();
         for (s, day, n, rejected, completeness) in rows {
-            by_sender.entry(s).or_default().push((day, n, rejected, completeness));
+            by_sender
+                .entry(s)
+                .or_default()
+                .push((day, n, rejected, completeness));
         }
         let mut names: Vec<String> = by_sender.keys().cloned().collect();
         names.sort();
@@ -42,27 +98,43 @@ pub(super) async fn quality(
             let with_examples = senders.len() < senders_with;
             let mut examples = Vec::new();
             for (rank, (id, _, example)) in top.iter().enumerate() {
-                let full = if with_examples && rank < ranks { log.get(*example)? } else { None };
-                examples.push(full.map(|f| example_of(&f, id)).unwrap_or(Value::Null));
+                let full = if with_examples && rank < ranks {
+                    log.get(*example)?
+                } else {
+                    None
+                };
+                examples.push(full.map(|f| example_of(&f, id)));
             }
-            senders.push(json!({
-                "sender": s,
-                "messages": messages,
-                "rejected": rejected,
-                "by_day": days_rows.iter().map(|(d, n, r, c)| json!({"day": d, "messages": n, "rejected": r, "completeness": c})).collect::<Vec<_>>(),
-                "top_detections": top.iter().zip(examples).map(|((id, n, example_id), example)| json!({"id": id, "messages": n, "example_id": example_id, "example": example})).collect::<Vec<_>>(),
-            }));
+            senders.push(SenderQuality {
+                sender: s,
+                messages,
+                rejected,
+                by_day: days_rows
+                    .into_iter()
+                    .map(|(day, messages, rejected, completeness)| DayQuality {
+                        day,
+                        messages,
+                        rejected,
+                        completeness,
+                    })
+                    .collect(),
+                top_detections: top
+                    .into_iter()
+                    .zip(examples)
+                    .map(|((id, messages, example_id), example)| TopDetection {
+                        id,
+                        messages,
+                        example_id,
+                        example,
+                    })
+                    .collect(),
+            });
         }
         Ok::<_, crate::flow::log::LogError>(senders)
     })
     .await;
     match result {
-        // A user limited to some routes sees no cross-route statistics.
-        Ok(Ok(_)) if limited => error(
-            StatusCode::FORBIDDEN,
-            "data quality covers every route; this user is limited to some",
-        ),
-        Ok(Ok(senders)) => Json(json!({ "days": days, "senders": senders })).into_response(),
+        Ok(Ok(senders)) => Json(QualityView { days, senders }).into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(r) => r,
     }
@@ -71,24 +143,16 @@ pub(super) async fn quality(
 /// A masked example of a detection in one message: where it was found, the
 /// sentence the clinic read (quoted values cut out) and that segment with
 /// its PHI masked.
-pub(super) fn example_of(full: &Full, detection: &str) -> Value {
+pub(super) fn example_of(full: &Full, detection: &str) -> Example {
     let answer = String::from_utf8_lossy(&full.answer);
     let decoded = decode_answer(&answer);
-    let err = decoded["err"].as_array().and_then(|errs| {
-        errs.iter().find(|e| {
-            e["text"]
-                .as_str()
-                .and_then(crate::hl7::detection_id)
-                .is_some_and(|d| d == detection)
-        })
-    });
-    let location = err
-        .and_then(|e| e["location"].as_str())
-        .unwrap_or("")
-        .to_string();
+    let err = decoded
+        .err
+        .iter()
+        .find(|e| crate::hl7::detection_id(&e.text).is_some_and(|d| d == detection));
+    let location = err.map(|e| e.location.clone()).unwrap_or_default();
     let text = err
-        .and_then(|e| e["text"].as_str())
-        .map(crate::report::without_value)
+        .map(|e| crate::report::without_value(&e.text))
         .unwrap_or_default();
     let mut parts = location.split('-');
     let name = parts.next().unwrap_or("");
@@ -104,13 +168,13 @@ pub(super) fn example_of(full: &Full, detection: &str) -> Value {
         })
         .flatten()
         .unwrap_or_default();
-    json!({
-        "id": full.meta.id,
-        "control_id": full.meta.control_id,
-        "location": location,
-        "text": text,
-        "segment": segment,
-    })
+    Example {
+        id: full.meta.id,
+        control_id: full.meta.control_id.clone(),
+        location,
+        text,
+        segment,
+    }
 }
 
 /// The per-sender report an HIE hands a clinic: the validation report of
@@ -190,32 +254,29 @@ pub(super) fn as_dry_run(full: &Full) -> crate::pipeline::DryRun {
     use crate::pipeline::{DryOutcome, DryRun};
     let answer = String::from_utf8_lossy(&full.answer);
     let decoded = decode_answer(&answer);
-    let issues: Vec<Issue> = decoded["err"]
-        .as_array()
-        .map(|errs| {
-            errs.iter()
-                .map(|e| {
-                    let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                    let mut issue = Issue::error(&s("code")).text(s("text")).at(s("location"));
-                    issue.severity = match s("severity").as_str() {
-                        "W" => Severity::Warning,
-                        "I" => Severity::Info,
-                        _ => Severity::Error,
-                    };
-                    issue
-                })
-                .collect()
+    let mut issues: Vec<Issue> = decoded
+        .err
+        .iter()
+        .map(|e| {
+            let mut issue = Issue::error(&e.code)
+                .text(e.text.clone())
+                .at(e.location.clone());
+            issue.severity = match e.severity.as_str() {
+                "W" => Severity::Warning,
+                "I" => Severity::Info,
+                _ => Severity::Error,
+            };
+            issue
         })
-        .unwrap_or_default();
+        .collect();
     // An answer refusing without ERR segments: its MSA-3 says why, if anything does.
-    let mut issues: Vec<Issue> = issues;
     if issues.is_empty()
-        && let Some(text) = decoded["msa"]["text"].as_str().filter(|t| !t.is_empty())
-        && decoded["msa"]["code"]
-            .as_str()
-            .is_some_and(|c| c != "AA" && c != "CA")
+        && let Some(msa) = &decoded.msa
+        && !msa.text.is_empty()
+        && msa.code != "AA"
+        && msa.code != "CA"
     {
-        issues.push(Issue::error("207").text(text));
+        issues.push(Issue::error("207").text(msa.text.clone()));
     }
     let outcome = match full.meta.status.as_str() {
         "rejected_by_izhub" | "rejected_by_iis" | "errored" => {

@@ -166,7 +166,8 @@ enum Op {
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEntry {
     pub id: i64,
-    /// ms since the epoch.
+    /// ms since the epoch (the console writes it as RFC 3339 itself).
+    #[serde(skip_serializing)]
     pub time: i64,
     pub user: String,
     pub action: String,
@@ -319,17 +320,21 @@ pub struct Search {
     pub destinations_allowed: Option<Vec<String>>,
 }
 
-/// One message's metadata.
+/// One message's metadata. What it serializes leaves out the time and the
+/// patient id: the console writes the time as RFC 3339 and the patient id
+/// masked unless an operator unmasks it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Meta {
     pub id: i64,
     /// ms since the epoch.
+    #[serde(skip_serializing)]
     pub time: i64,
     pub listener: String,
     pub sender: String,
     #[serde(rename = "type")]
     pub message_type: String,
     pub control_id: String,
+    #[serde(skip_serializing)]
     pub patient_id: String,
     pub route: String,
     pub destination: String,
