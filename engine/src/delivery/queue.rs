@@ -21,10 +21,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use std::sync::atomic::Ordering;
 
 /// The breaker's state as the console shows it.
-fn breaker_state(open_until: Option<i64>) -> &'static str {
+fn breaker_state(open_until: Option<i64>, now: i64) -> &'static str {
     match open_until {
         None => "closed",
-        Some(until) if now_ms() < until => "open",
+        Some(until) if now < until => "open",
         Some(_) => "half-open",
     }
 }
@@ -158,14 +158,7 @@ pub async fn run(queue: Queue) {
         if let Err(e) = journal.flush().await {
             tracing::error!(destination = %name, error = %e, "journal flush failed");
         }
-        breaker.after_round(
-            ok,
-            failed,
-            spec.delivery.breaker_failures,
-            spec.delivery.breaker_open,
-            &metrics,
-            &name,
-        );
+        breaker.after_round((ok, failed), &spec.delivery, &metrics, &name, now_ms());
     }
 }
 
@@ -216,7 +209,7 @@ impl Breaker {
         QueueState {
             queued,
             oldest_ms,
-            breaker: breaker_state(self.open_until),
+            breaker: breaker_state(self.open_until, now_ms()),
             paused,
         }
     }
@@ -232,17 +225,18 @@ impl Breaker {
         was_open
     }
 
-    /// Counts a round's outcome: a delivery closes it, enough failures in
-    /// a row open it (again).
+    /// Counts a round's outcome at `now` (ms since the epoch): a delivery
+    /// closes it, enough failures in a row open it (again) until `open_for`
+    /// from now.
     fn after_round(
         &mut self,
-        ok: u32,
-        failed: u32,
-        max_failures: u32,
-        open_for: Duration,
+        (ok, failed): (u32, u32),
+        settings: &crate::config::DeliverySettings,
         metrics: &Metrics,
         name: &str,
+        now: i64,
     ) {
+        let (max_failures, open_for) = (settings.breaker_failures, settings.breaker_open);
         let transition = |state: &str| {
             metrics
                 .breaker_transitions
@@ -263,7 +257,7 @@ impl Breaker {
                     transition("open");
                 }
                 self.gauge.set(1);
-                self.open_until = Some(now_ms() + open_for.as_millis() as i64);
+                self.open_until = Some(now + open_for.as_millis() as i64);
             }
         }
     }
@@ -498,6 +492,48 @@ fn report(
 mod tests {
     use super::*;
 
+    /// The breaker opens after enough failures in a row, stays open for
+    /// `breaker_open`, is half-open after, and closes on a delivery: on
+    /// given times, with no waiting.
+    #[test]
+    fn the_breaker_opens_half_opens_and_closes_in_time() {
+        let metrics = Metrics::new();
+        let settings = crate::config::DeliverySettings {
+            breaker_failures: 3,
+            breaker_open: Duration::from_secs(30),
+            ..settings()
+        };
+        let mut b = Breaker::new(&metrics, "mi");
+        let t0 = 1_000_000;
+        b.after_round((0, 2), &settings, &metrics, "mi", t0);
+        assert_eq!(b.state(None, None, false).breaker, "closed");
+        b.after_round((0, 1), &settings, &metrics, "mi", t0 + 10);
+        assert_eq!(b.open_until, Some(t0 + 10 + 30_000));
+        assert_eq!(breaker_state(b.open_until, t0 + 10 + 29_999), "open");
+        assert_eq!(breaker_state(b.open_until, t0 + 10 + 30_000), "half-open");
+        // The one try while half-open fails: open again from then.
+        b.after_round((0, 1), &settings, &metrics, "mi", t0 + 40_000);
+        assert_eq!(b.open_until, Some(t0 + 40_000 + 30_000));
+        b.after_round((1, 0), &settings, &metrics, "mi", t0 + 70_000);
+        assert_eq!(b.open_until, None);
+        assert_eq!(b.failures, 0);
+    }
+
+    fn settings() -> crate::config::DeliverySettings {
+        crate::config::DeliverySettings {
+            connect_timeout: Duration::from_secs(1),
+            answer_timeout: Duration::from_secs(1),
+            connections: 1,
+            max_frame: 1024,
+            max_attempts: 10,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_millis(1000),
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(1),
+            answer_match: crate::hl7::AnswerMatch::Strict,
+        }
+    }
+
     #[test]
     fn backoff_doubles_caps_and_jitters() {
         let spec = crate::delivery::Target {
@@ -505,18 +541,7 @@ mod tests {
             addr: "h:1".into(),
             soap: None,
             tls: None,
-            delivery: crate::config::DeliverySettings {
-                connect_timeout: Duration::from_secs(1),
-                answer_timeout: Duration::from_secs(1),
-                connections: 1,
-                max_frame: 1024,
-                max_attempts: 10,
-                retry_initial: Duration::from_millis(100),
-                retry_max: Duration::from_millis(1000),
-                breaker_failures: 5,
-                breaker_open: Duration::from_secs(1),
-                answer_match: crate::hl7::AnswerMatch::Strict,
-            },
+            delivery: settings(),
         };
         let b1 = backoff(&spec, 1, 7);
         let b2 = backoff(&spec, 2, 7);
