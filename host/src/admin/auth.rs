@@ -16,8 +16,12 @@
 
 mod limit;
 mod password;
+mod routes;
 mod sessions;
 mod user;
+
+pub(crate) use routes::ErrorBody;
+pub use routes::{probe_guard, router};
 
 use password::{decoy_hash, hex, sha256};
 pub use password::{hash_password, new_token, verify_password};
@@ -505,132 +509,6 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
         .map(|(_, value)| value)
-}
-
-/// `/api/login`, `/api/logout` and `/api/me`, for any state `Auth` can be
-/// taken from. Merge it into the admin router.
-pub fn router<S>() -> Router<S>
-where
-    Auth: FromRef<S>,
-    S: Clone + Send + Sync + 'static,
-{
-    Router::new()
-        .route(
-            "/api/login",
-            post(login).layer(DefaultBodyLimit::max(MAX_LOGIN_BODY)),
-        )
-        .route("/api/logout", post(logout))
-        .route("/api/me", get(me))
-}
-
-#[derive(Deserialize)]
-struct LoginBody {
-    user: String,
-    password: String,
-}
-
-fn no_store() -> [(header::HeaderName, &'static str); 1] {
-    [(header::CACHE_CONTROL, "no-store")]
-}
-
-async fn login(
-    State(auth): State<Auth>,
-    ClientIp(client): ClientIp,
-    body: Result<Json<LoginBody>, JsonRejection>,
-) -> Result<Response, Refusal> {
-    let Json(body) = body.map_err(|e| {
-        Refusal::new(
-            e.status(),
-            "send {\"user\": \"...\", \"password\": \"...\"} as application/json",
-        )
-    })?;
-    let login = auth.login(&body.user, &body.password, client).await?;
-    Ok((
-        [
-            (header::SET_COOKIE, login.cookie),
-            (header::CACHE_CONTROL, "no-store".to_string()),
-        ],
-        Json(Signed {
-            user: &login.user,
-            role: login.role.as_str(),
-            csrf: Some(&login.csrf),
-        }),
-    )
-        .into_response())
-}
-
-/// Every refusal's body: `{"error": "..."}`.
-#[derive(Debug, serde::Serialize)]
-pub(crate) struct ErrorBody {
-    pub(crate) error: String,
-}
-
-/// Who is signed in: the answer to a login.
-#[derive(Debug, serde::Serialize)]
-struct Signed<'a> {
-    user: &'a str,
-    role: &'static str,
-    /// The session's CSRF token (none for a bearer token).
-    csrf: Option<&'a str>,
-}
-
-/// `GET /api/me`: who is signed in and what they may see (`null`: all).
-#[derive(Debug, serde::Serialize)]
-struct Me<'a> {
-    #[serde(flatten)]
-    signed: Signed<'a>,
-    routes: Option<&'a [String]>,
-    destinations: Option<&'a [String]>,
-}
-
-/// An action's plain success.
-#[derive(Debug, serde::Serialize)]
-struct Done {
-    ok: bool,
-}
-
-async fn logout(State(auth): State<Auth>, user: CurrentUser) -> Response {
-    auth.logout(&user);
-    let expired = auth.cookie("", Duration::ZERO);
-    (
-        [
-            (header::SET_COOKIE, expired),
-            (header::CACHE_CONTROL, "no-store".to_string()),
-        ],
-        Json(Done { ok: true }),
-    )
-        .into_response()
-}
-
-async fn me(user: CurrentUser) -> Response {
-    (
-        no_store(),
-        Json(Me {
-            signed: Signed {
-                user: &user.name,
-                role: user.role.as_str(),
-                csrf: user.csrf(),
-            },
-            routes: user.routes.as_deref(),
-            destinations: user.destinations.as_deref(),
-        }),
-    )
-        .into_response()
-}
-
-/// Middleware for `/metrics` and `/healthz`: with `metrics_token_sha256`
-/// configured, requests need `Authorization: Bearer <token>`.
-pub async fn probe_guard(State(auth): State<Auth>, request: Request, next: Next) -> Response {
-    if auth.probe_allowed(request.headers()) {
-        return next.run(request).await;
-    }
-    let mut refused =
-        Refusal::unauthorized("this endpoint needs Authorization: Bearer <metrics token>")
-            .into_response();
-    refused
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    refused
 }
 
 #[cfg(test)]

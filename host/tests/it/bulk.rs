@@ -144,8 +144,37 @@ async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
     ))
     .await;
     let admin = running.admin.unwrap();
+    let id = a_group_from_a_cohort(admin).await;
+    let export = format!("/fhir/Group/{id}/$export");
+    export_refusals(admin, &export).await;
+    let (status_path, manifest) = kick_off_and_poll(admin, &export).await;
+    files_are_valid_fhir(admin, &manifest).await;
+    // A path that is not one of the job's files.
+    let probe = call(
+        admin,
+        "GET",
+        &format!("{}/job.db", status_path.replace("bulkstatus", "bulkfiles")),
+        TOKEN,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(probe.status, 404);
 
-    // A Group from a cohort: one unreadable row is counted, not fatal.
+    // DELETE cancels and removes the job.
+    let del = call(admin, "DELETE", &status_path, TOKEN, &[], None).await;
+    assert_eq!(del.status, 202);
+    assert_eq!(
+        call(admin, "GET", &status_path, TOKEN, &[], None)
+            .await
+            .status,
+        404
+    );
+    running.stop().await;
+}
+
+/// A Group from a cohort: one unreadable row is counted, not fatal. Its id.
+async fn a_group_from_a_cohort(admin: SocketAddr) -> String {
     let mut csv = cohort(30);
     csv.push_str("M31,Ambig,Amy,2015-01-01,F,Springfield,MA,01101\n");
     csv.push_str("M32,,NoFamily,2015-01-01,F,Springfield,MA,01101\n");
@@ -171,14 +200,17 @@ async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
             .status,
         200
     );
+    id
+}
 
-    // Viewers may not export PHI.
-    let export = format!("/fhir/Group/{id}/$export");
+/// Viewers may not export PHI; what the spec says to refuse, with 400 and
+/// an OperationOutcome.
+async fn export_refusals(admin: SocketAddr, export: &str) {
     let async_ = [("Prefer", "respond-async")];
-    let viewer = call(admin, "GET", &export, VIEWER_TOKEN, &async_, None).await;
+    let viewer = call(admin, "GET", export, VIEWER_TOKEN, &async_, None).await;
     assert_eq!(viewer.status, 403, "{}", viewer.body);
     // What the spec says to refuse with 400 and an OperationOutcome.
-    let no_prefer = call(admin, "GET", &export, TOKEN, &[], None).await;
+    let no_prefer = call(admin, "GET", export, TOKEN, &[], None).await;
     assert_eq!(no_prefer.status, 400);
     assert_eq!(issue_code(&no_prefer), "invalid");
     for bad in [
@@ -199,8 +231,12 @@ async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
         assert_eq!(a.status, 400, "{bad}: {}", a.body);
         issue_code(&a);
     }
+}
 
-    // Kick-off, then poll: 202 with X-Progress until the manifest.
+/// Kick-off, then poll: 202 with X-Progress until the manifest, checked.
+/// The status path and the manifest.
+async fn kick_off_and_poll(admin: SocketAddr, export: &str) -> (String, Value) {
+    let async_ = [("Prefer", "respond-async")];
     let kick = call(
         admin,
         "GET",
@@ -240,7 +276,7 @@ async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
     );
     let m = manifest.json();
     assert!(m["transactionTime"].as_str().unwrap().ends_with('Z'), "{m}");
-    assert!(m["request"].as_str().unwrap().contains(&export), "{m}");
+    assert!(m["request"].as_str().unwrap().contains(export), "{m}");
     assert_eq!(m["requiresAccessToken"], true);
     let output = m["output"].as_array().unwrap();
     let types: HashSet<&str> = output.iter().map(|o| o["type"].as_str().unwrap()).collect();
@@ -258,9 +294,14 @@ async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
     );
     let errors = m["error"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{m}");
+    (status_path, m)
+}
 
-    // Files: fhir+ndjson, every line a resource of its type, ids unique,
-    // and every line valid FHIR R4 (checked by a FHIR model library).
+/// Files: fhir+ndjson, every line a resource of its type, ids unique, and
+/// every line valid FHIR R4 (checked by a FHIR model library).
+async fn files_are_valid_fhir(admin: SocketAddr, m: &Value) {
+    let output = m["output"].as_array().unwrap();
+    let errors = m["error"].as_array().unwrap();
     let downloads = tempfile::tempdir().unwrap();
     let mut saved = Vec::new();
     for o in output {
@@ -317,28 +358,6 @@ async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
     std::fs::write(&errors_path, &e.body).unwrap();
     saved.push(errors_path);
     crate::common::assert_valid_fhir(&saved);
-    // A path that is not one of the job's files.
-    let probe = call(
-        admin,
-        "GET",
-        &format!("{}/job.db", status_path.replace("bulkstatus", "bulkfiles")),
-        TOKEN,
-        &[],
-        None,
-    )
-    .await;
-    assert_eq!(probe.status, 404);
-
-    // DELETE cancels and removes the job.
-    let del = call(admin, "DELETE", &status_path, TOKEN, &[], None).await;
-    assert_eq!(del.status, 202);
-    assert_eq!(
-        call(admin, "GET", &status_path, TOKEN, &[], None)
-            .await
-            .status,
-        404
-    );
-    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -427,9 +427,14 @@ fn validate_reports_a_batch_per_detection_and_lists_what_would_be_blocked() {
         assert!(text.contains(why), "{why}: {text}");
     }
 
-    // strict-ig blocks the MCIR sample; CSV and HTML carry the same report.
-    let strict = validate_config(dir.path(), "strict-ig");
-    let csv_path = dir.path().join("report.csv");
+    strict_ig_and_other_formats(dir.path(), &config);
+    refusals_exit_2(dir.path(), &config);
+}
+
+/// strict-ig blocks the MCIR sample; CSV and HTML carry the same report.
+fn strict_ig_and_other_formats(dir: &std::path::Path, config: &std::path::Path) {
+    let strict = validate_config(dir, "strict-ig");
+    let csv_path = dir.join("report.csv");
     let out = izhub()
         .arg("validate")
         .arg(root().join("samples/messages/vxu/vxu-mcir-dtap-hepb-ipv.hl7"))
@@ -451,7 +456,7 @@ fn validate_reports_a_batch_per_detection_and_lists_what_would_be_blocked() {
         .arg("validate")
         .arg(root().join("samples/messages/rejected"))
         .args(["--format", "html", "--config"])
-        .arg(&config)
+        .arg(config)
         .output()
         .unwrap();
     let page = String::from_utf8_lossy(&out.stdout);
@@ -464,22 +469,24 @@ fn validate_reports_a_batch_per_detection_and_lists_what_would_be_blocked() {
         "the engine's own refusal, escaped: {page}"
     );
     assert!(!page.contains("<script"), "{page}");
+}
 
-    // A route that does not exist, or nothing to read: exit 2, saying why.
+/// A route that does not exist, or nothing to read: exit 2, saying why.
+fn refusals_exit_2(dir: &std::path::Path, config: &std::path::Path) {
     let out = izhub()
         .arg("validate")
         .arg(root().join("samples/messages/vxu"))
         .args(["--route", "nope", "--config"])
-        .arg(&config)
+        .arg(config)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no route named 'nope' (routes: vxu)"));
     let out = izhub()
         .arg("validate")
-        .arg(dir.path().join("missing.hl7"))
+        .arg(dir.join("missing.hl7"))
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -148,8 +148,23 @@ async fn login_sessions_csrf_and_bearer_tokens() {
     assert_eq!(vic_me.json()["role"], "viewer");
     assert_eq!(vic_me.json()["routes"], serde_json::json!(["vxu"]));
 
-    // Logging out changes state: it needs the session's CSRF token.
-    let no_csrf = http(admin, "POST", "/api/logout", &[("Cookie", &cookie)], None).await;
+    let other_csrf = vic.json()["csrf"].as_str().unwrap().to_string();
+    logging_out_needs_the_sessions_csrf_token(admin, &cookie, &csrf, &other_csrf).await;
+    bearer_tokens_and_json_logins(admin).await;
+    // Probes stay open without a metrics token.
+    assert_eq!(http(admin, "GET", "/metrics", &[], None).await.status, 200);
+    running.stop().await;
+}
+
+/// Logging out changes state: it needs the session's CSRF token, not
+/// another session's; a made-up session is no session.
+async fn logging_out_needs_the_sessions_csrf_token(
+    admin: SocketAddr,
+    cookie: &str,
+    csrf: &str,
+    other_csrf: &str,
+) {
+    let no_csrf = http(admin, "POST", "/api/logout", &[("Cookie", cookie)], None).await;
     assert_eq!(no_csrf.status, 403, "{no_csrf:?}");
     assert!(
         no_csrf.json()["error"]
@@ -157,12 +172,11 @@ async fn login_sessions_csrf_and_bearer_tokens() {
             .unwrap()
             .contains("X-CSRF-Token")
     );
-    let other_csrf = vic.json()["csrf"].as_str().unwrap().to_string();
     let wrong_csrf = http(
         admin,
         "POST",
         "/api/logout",
-        &[("Cookie", &cookie), ("X-CSRF-Token", &other_csrf)],
+        &[("Cookie", cookie), ("X-CSRF-Token", other_csrf)],
         None,
     )
     .await;
@@ -171,13 +185,13 @@ async fn login_sessions_csrf_and_bearer_tokens() {
         admin,
         "POST",
         "/api/logout",
-        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        &[("Cookie", cookie), ("X-CSRF-Token", csrf)],
         None,
     )
     .await;
     assert_eq!(out.status, 200, "{out:?}");
     assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
-    let after = http(admin, "GET", "/api/me", &[("Cookie", &cookie)], None).await;
+    let after = http(admin, "GET", "/api/me", &[("Cookie", cookie)], None).await;
     assert_eq!(after.status, 401);
     // A made-up session is no session.
     let forged = format!("izhub_session={}", "ab".repeat(32));
@@ -187,8 +201,11 @@ async fn login_sessions_csrf_and_bearer_tokens() {
             .status,
         401
     );
+}
 
-    // A bearer token needs no CSRF token, and has none.
+/// A bearer token needs no CSRF token, and has none; a login must be JSON
+/// (a cross-site form cannot send it).
+async fn bearer_tokens_and_json_logins(admin: SocketAddr) {
     let bearer = [("Authorization", "Bearer bot-token-0123456789")];
     let bot = http(admin, "GET", "/api/me", &bearer, None).await;
     assert_eq!(bot.status, 200, "{bot:?}");
@@ -217,10 +234,6 @@ async fn login_sessions_csrf_and_bearer_tokens() {
     .await;
     assert_eq!(form.status, 415, "{form:?}");
     assert!(form.json()["error"].is_string());
-
-    // Probes stay open without a metrics token.
-    assert_eq!(http(admin, "GET", "/metrics", &[], None).await.status, 200);
-    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,7 +583,59 @@ async fn console_api_over_a_delivering_engine() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
+    let text = delivering_config(good.addr, refusing.addr);
+    let running = engine(dir.path(), &text, false).await;
+    let admin = running.admin.unwrap();
+    let mut client = crate::common::connect(&running, "ehr").await;
+    for (sender, id) in [
+        ("CLINIC-A", "A-1"),
+        ("CLINIC-A", "A-2"),
+        ("CLINIC-B", "B-1"),
+    ] {
+        let answer = client
+            .exchange(sent(sender, id).as_bytes(), crate::common::TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(crate::common::msa(&answer).0, "AA", "{id}");
+    }
+    let id = masked_until_unmasked(admin).await;
+    a_limited_viewer_sees_only_its_route(admin, id).await;
+    pause_holds_and_resume_delivers(admin, &mut client, &good.state, id).await;
+    resend_and_resolve(admin, &refusing.state).await;
+    bulk_reprocess_links_both_ways(admin, &good.state, id).await;
+    reports_quality_and_code_sets(admin).await;
+    running.stop().await;
+    // The audit entries are in the log for an admin to read.
+    let log = izhub::flow::log::MessageLog::open(
+        &dir.path().join("data/messages.db"),
+        Duration::from_secs(86_400),
+        1000,
+        None,
+    )
+    .unwrap();
+    let actions: Vec<String> = log
+        .audit_entries(None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|a| format!("{} {}", a.user, a.action))
+        .collect();
+    for want in [
+        "ana unmask",
+        "ana pause",
+        "ana resume",
+        "ana resend",
+        "ana resolve",
+        "ana reprocess-filtered",
+    ] {
+        assert!(actions.iter().any(|a| a == want), "{want}: {actions:?}");
+    }
+}
+
+/// Two routes in commit mode: `vxu` (CLINIC-A) to an IIS that accepts,
+/// `bad` (CLINIC-B) to one that refuses; an operator and a viewer limited
+/// to `bad`.
+fn delivering_config(good: SocketAddr, refusing: SocketAddr) -> String {
+    format!(
         r#"[admin]
 listen = "127.0.0.1:0"
 
@@ -613,29 +678,18 @@ ack_mode = "commit"
 "#,
         hash = hash(),
         token = sha256_hex(OPS_TOKEN),
-        good = good.addr,
-        refusing = refusing.addr,
-    );
-    let running = engine(dir.path(), &text, false).await;
-    let admin = running.admin.unwrap();
-    let base = crate::common::sample_text("messages/vxu/vxu-nist-iz-1.1-admin-child-max.hl7");
-    let mut client = crate::common::connect(&running, "ehr").await;
-    let send = |sender: &str, id: &str| {
-        crate::common::with_msh(&crate::common::with_msh(&base, 4, sender), 10, id)
-    };
-    for (sender, id) in [
-        ("CLINIC-A", "A-1"),
-        ("CLINIC-A", "A-2"),
-        ("CLINIC-B", "B-1"),
-    ] {
-        let answer = client
-            .exchange(send(sender, id).as_bytes(), crate::common::TIMEOUT)
-            .await
-            .unwrap();
-        assert_eq!(crate::common::msa(&answer).0, "AA", "{id}");
-    }
+    )
+}
 
-    // Logged, delivered, searchable by MSH-10; PHI masked until unmasked.
+/// The NIST sample from `sender` with MSH-10 `id`.
+fn sent(sender: &str, id: &str) -> String {
+    let base = crate::common::sample_text("messages/vxu/vxu-nist-iz-1.1-admin-child-max.hl7");
+    crate::common::with_msh(&crate::common::with_msh(&base, 4, sender), 10, id)
+}
+
+/// Logged, delivered, searchable by MSH-10; PHI masked until unmasked.
+/// A-1's log id.
+async fn masked_until_unmasked(admin: SocketAddr) -> i64 {
     let found = until(
         admin,
         "/api/messages?control_id=A-1",
@@ -685,8 +739,11 @@ ack_mode = "commit"
     let root = http(admin, "GET", "/", &[], None).await;
     assert_eq!(root.status, 303, "{root:?}");
     assert_eq!(root.header("Location"), Some("/console/"));
+    id
+}
 
-    // A viewer limited to route `bad` sees neither vxu's messages nor its row.
+/// A viewer limited to route `bad` sees neither vxu's messages nor its row.
+async fn a_limited_viewer_sees_only_its_route(admin: SocketAddr, id: i64) {
     let vic = login(admin, "vic", PASSWORD).await;
     let cookie = vic.session_cookie();
     let csrf = vic.json()["csrf"].as_str().unwrap().to_string();
@@ -732,8 +789,15 @@ ack_mode = "commit"
             .json()["items"][0]["id"]
             .is_i64()
     );
+}
 
-    // Pause: a new message waits, counted as queued; resume delivers it.
+/// Pause: a new message waits, counted as queued; resume delivers it.
+async fn pause_holds_and_resume_delivers(
+    admin: SocketAddr,
+    client: &mut izhub::mllp::MllpClient,
+    good: &izhub::sim::SimState,
+    id: i64,
+) {
     assert_eq!(
         call(admin, "POST", "/api/destinations/mi/pause", None)
             .await
@@ -742,7 +806,7 @@ ack_mode = "commit"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let answer = client
-        .exchange(send("CLINIC-A", "A-3").as_bytes(), crate::common::TIMEOUT)
+        .exchange(sent("CLINIC-A", "A-3").as_bytes(), crate::common::TIMEOUT)
         .await
         .unwrap();
     assert_eq!(crate::common::msa(&answer).0, "AA");
@@ -755,7 +819,7 @@ ack_mode = "commit"
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(good.state.count("A-3"), 0, "nothing goes out while paused");
+    assert_eq!(good.count("A-3"), 0, "nothing goes out while paused");
     assert_eq!(
         call(admin, "POST", "/api/destinations/mi/resume", None)
             .await
@@ -770,7 +834,7 @@ ack_mode = "commit"
             .any(|d| d["name"] == "mi" && d["queued"] == 0)
     })
     .await;
-    assert_eq!(good.state.count("A-3"), 1);
+    assert_eq!(good.count("A-3"), 1);
     // Retry now on a delivered message: nothing queued to retry.
     assert_eq!(
         call(admin, "POST", &format!("/api/messages/{id}/retry"), None)
@@ -778,18 +842,21 @@ ack_mode = "commit"
             .status,
         409
     );
+}
 
-    // The refusing IIS dead-letters B-1 (AR); resend queues it again.
+/// The refusing IIS dead-letters B-1 (AR); resend queues it again.
+/// Unresolved errors are counted apart and cleared by resolving.
+async fn resend_and_resolve(admin: SocketAddr, refusing: &izhub::sim::SimState) {
     let b = until(admin, "/api/messages?control_id=B-1", "B-1 rejected", |v| {
         v["items"][0]["status"] == "rejected_by_iis"
     })
     .await;
     let b_id = b["items"][0]["id"].as_i64().unwrap();
-    let before = refusing.state.count("B-1");
+    let before = refusing.count("B-1");
     let resent = call(admin, "POST", &format!("/api/messages/{b_id}/resend"), None).await;
     assert_eq!(resent.status, 200, "{}", resent.body);
     let started = Instant::now();
-    while refusing.state.count("B-1") == before {
+    while refusing.count("B-1") == before {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "resend never reached the IIS"
@@ -827,8 +894,11 @@ ack_mode = "commit"
         bad["rejected_by_iis"].as_u64() >= Some(1),
         "totals stay: {bad}"
     );
+}
 
-    // Bulk reprocess: a count first, then the real thing.
+/// Bulk reprocess: a count first, then the real thing; the original and
+/// its reprocessing link to each other.
+async fn bulk_reprocess_links_both_ways(admin: SocketAddr, good: &izhub::sim::SimState, id: i64) {
     let dry = call(
         admin,
         "POST",
@@ -838,7 +908,7 @@ ack_mode = "commit"
     .await
     .json();
     assert_eq!(dry["count"], 3, "{dry}");
-    let before = good.state.count("A-1");
+    let before = good.count("A-1");
     let done = call(
         admin,
         "POST",
@@ -849,7 +919,7 @@ ack_mode = "commit"
     .json();
     assert_eq!(done["reprocessed"], 3, "{done}");
     let started = Instant::now();
-    while good.state.count("A-1") == before {
+    while good.count("A-1") == before {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "reprocessed A-1 never reached the IIS"
@@ -875,8 +945,11 @@ ack_mode = "commit"
         .json();
     assert_eq!(copy["reprocess_of"], id, "{copy}");
     assert_eq!(copy["meta"]["control_id"], "A-1", "{copy}");
+}
 
-    // The per-sender report, data quality and the audit trail.
+/// The per-sender report, data quality, the audit trail refused to an
+/// operator, and the code sets.
+async fn reports_quality_and_code_sets(admin: SocketAddr) {
     let report = call(
         admin,
         "GET",
@@ -916,29 +989,4 @@ ack_mode = "commit"
         audit.as_array().unwrap().is_empty(),
         "no code sets configured"
     );
-    running.stop().await;
-    // The audit entries are in the log for an admin to read.
-    let log = izhub::flow::log::MessageLog::open(
-        &dir.path().join("data/messages.db"),
-        Duration::from_secs(86_400),
-        1000,
-        None,
-    )
-    .unwrap();
-    let actions: Vec<String> = log
-        .audit_entries(None, 100)
-        .unwrap()
-        .into_iter()
-        .map(|a| format!("{} {}", a.user, a.action))
-        .collect();
-    for want in [
-        "ana unmask",
-        "ana pause",
-        "ana resume",
-        "ana resend",
-        "ana resolve",
-        "ana reprocess-filtered",
-    ] {
-        assert!(actions.iter().any(|a| a == want), "{want}: {actions:?}");
-    }
 }

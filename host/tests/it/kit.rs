@@ -122,6 +122,36 @@ fn write_atomically(path: &Path, bytes: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
     let p = Partner::new();
+    let krate = a_new_crate_naming_nothing_outside_itself(&p);
+    its_tests_pass_offline(&p, &krate);
+    let wasm = built_with_its_manifest(&p, &krate);
+    let (key, deployed, signed) = keys_and_a_signed_copy(&p, &wasm);
+    let m = the_manifest_round_trips(&p, &key, &signed);
+    // The IIS simulator, started here: this test needs none of the plugins
+    // `./dev.sh` builds, which the common harness waits for.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_addr = listener.local_addr().unwrap().to_string();
+    let stop_sim = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(izhub::sim::run(
+        listener,
+        sim_named("MIIIS"),
+        Default::default(),
+        stop_sim.clone(),
+    ));
+    let config_path = check_accepts_it(&p, &deployed, &key, &sim_addr);
+    let tampered = check_refuses_what_it_must(&p, &deployed, &signed, &wasm, &m);
+    runs_and_keeps_running_through_a_tampered_reload(
+        &p,
+        &config_path,
+        &deployed,
+        &signed,
+        &tampered,
+    )
+    .await;
+    stop_sim.cancel();
+}
+
+fn a_new_crate_naming_nothing_outside_itself(p: &Partner) -> PathBuf {
     // 1. A new crate, naming nothing outside itself.
     p.ok(&["plugin", "new", "check-lots"]);
     let krate = p.work.join("check-lots");
@@ -136,17 +166,22 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
         "{cargo_toml}"
     );
     assert!(krate.join("wit/plugin.wit").is_file());
+    krate
+}
 
+fn its_tests_pass_offline(p: &Partner, krate: &Path) {
     // 2. Its tests pass, offline.
     let out = p
         .command("cargo")
         .args(["test", "--offline", "--quiet"])
-        .current_dir(&krate)
+        .current_dir(krate)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("2 passed"), "{}", text(&out));
+}
 
+fn built_with_its_manifest(p: &Partner, krate: &Path) -> PathBuf {
     // 3. The manifest's source: a publisher and the grants it asks for.
     let manifest_toml = krate.join("izhub-plugin.toml");
     let edited = std::fs::read_to_string(&manifest_toml)
@@ -154,14 +189,19 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
         .replace("\"Your organization\"", "\"Example HIE\"")
         .replace("config = []", "config = [\"organization\"]");
     std::fs::write(&manifest_toml, edited).unwrap();
-    let wasm = built(&p, "check-lots");
+    let wasm = built(p, "check-lots");
     assert!(wasm.is_file(), "{}", wasm.display());
+    wasm
+}
 
+/// The partner's keys, and a copy signed by its key where the engine will
+/// find it: the key, the copy's path and its bytes.
+fn keys_and_a_signed_copy(p: &Partner, wasm: &Path) -> (String, PathBuf, Vec<u8>) {
     // 4. Keys, and a signed copy where the engine will find it.
     p.ok(&["plugin", "keygen", "--out", "keys/example-hie"]);
     p.ok(&["plugin", "keygen", "--out", "keys/someone-else"]);
     let key = std::fs::read_to_string(p.work.join("keys/example-hie.pub")).unwrap();
-    let key = key.trim();
+    let key = key.trim().to_string();
     let secret = std::fs::read_to_string(p.work.join("keys/example-hie.key")).unwrap();
     #[cfg(unix)]
     {
@@ -183,11 +223,14 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
         "--out",
         "plugins/check_lots.wasm",
     ]);
-    assert!(out.contains(key), "{out}");
+    assert!(out.contains(&key), "{out}");
     assert!(!out.contains(secret.trim()), "the secret key was printed");
     let deployed = p.work.join("plugins/check_lots.wasm");
     let signed = std::fs::read(&deployed).unwrap();
+    (key, deployed, signed)
+}
 
+fn the_manifest_round_trips(p: &Partner, key: &str, signed: &[u8]) -> Manifest {
     // 5. The manifest round-trips: what build wrote is what inspect reads.
     let json = p.ok(&["plugin", "inspect", "--json", "plugins/check_lots.wasm"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -198,26 +241,18 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
     assert_eq!(v["manifest"]["grants"]["config"][0], "organization");
     assert_eq!(v["signature"], "valid", "{json}");
     assert_eq!(v["signer"], key, "{json}");
-    let m = Manifest::of(&signed).unwrap().unwrap();
+    let m = Manifest::of(signed).unwrap().unwrap();
     assert_eq!(m.label(), "check-lots@0.1.0");
+    m
+}
 
+fn check_accepts_it(p: &Partner, deployed: &Path, key: &str, sim_addr: &str) -> PathBuf {
     // 6. `izhub check` accepts it where its publisher is trusted and shows
     // what it asks for against what the route grants.
-    // The IIS simulator, started here: this test needs none of the plugins
-    // `./dev.sh` builds, which the common harness waits for.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim_addr = listener.local_addr().unwrap().to_string();
-    let stop_sim = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(izhub::sim::run(
-        listener,
-        sim_named("MIIIS"),
-        Default::default(),
-        stop_sim.clone(),
-    ));
     let trusted = format!("\"{key}\"");
     let pinned = "pin = \"check-lots@0.1.0\"\n[routes.plugins.config]\norganization = \"HIE\"\norgnization = \"typo\"";
     let config_path = p.work.join("izhub.toml");
-    std::fs::write(&config_path, config(&deployed, pinned, &trusted, &sim_addr)).unwrap();
+    std::fs::write(&config_path, config(deployed, pinned, &trusted, sim_addr)).unwrap();
     let out = p.ok(&["check", "--config", "izhub.toml"]);
     assert!(out.contains("check-lots@0.1.0 by \"Example HIE\""), "{out}");
     assert!(out.contains(&format!("signed by {key}")), "{out}");
@@ -227,21 +262,32 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
         "{out}"
     );
     assert!(out.contains("warning: the route grants log"), "{out}");
+    config_path
+}
 
+/// What `izhub check` refuses; the tampered copy.
+fn check_refuses_what_it_must(
+    p: &Partner,
+    deployed: &Path,
+    signed: &[u8],
+    wasm: &Path,
+    m: &Manifest,
+) -> Vec<u8> {
+    let wasm_arg = wasm.display().to_string();
     // 7. Refusals, each naming the file and the reason.
     let check_refuses = |bytes: &[u8], why: &str| {
-        write_atomically(&deployed, bytes);
+        write_atomically(deployed, bytes);
         let out = p.fails(&["check", "--config", "izhub.toml"]);
         assert!(out.contains("plugins/check_lots.wasm"), "{out}");
         assert!(out.contains(why), "expected '{why}':\n{out}");
     };
     // A changed byte in the code.
-    let mut tampered = signed.clone();
+    let mut tampered = signed.to_vec();
     let at = tampered.len() / 2;
     tampered[at] ^= 0x01;
     check_refuses(&tampered, "changed after it was signed");
     // Unsigned.
-    check_refuses(&std::fs::read(&wasm).unwrap(), "is not signed");
+    check_refuses(&std::fs::read(wasm).unwrap(), "is not signed");
     // Signed by a key that is not trusted.
     p.ok(&[
         "plugin",
@@ -259,7 +305,7 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
     // Another version than the route pins.
     let mut newer = m.clone();
     newer.version = "0.2.0".into();
-    let newer_bytes = newer.write_into(&std::fs::read(&wasm).unwrap()).unwrap();
+    let newer_bytes = newer.write_into(&std::fs::read(wasm).unwrap()).unwrap();
     std::fs::write(p.work.join("newer.wasm"), &newer_bytes).unwrap();
     p.ok(&[
         "plugin",
@@ -275,7 +321,7 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
     // A manifest for a WIT version this engine does not implement, signed.
     let mut future = m.clone();
     future.wit = "0.2.0".into();
-    let future_bytes = future.write_into(&std::fs::read(&wasm).unwrap()).unwrap();
+    let future_bytes = future.write_into(&std::fs::read(wasm).unwrap()).unwrap();
     std::fs::write(p.work.join("future.wasm"), &future_bytes).unwrap();
     p.ok(&[
         "plugin",
@@ -290,12 +336,21 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
         &std::fs::read(p.work.join("future.wasm")).unwrap(),
         "built for the izhub:plugin WIT 0.2.0",
     );
+    tampered
+}
 
+async fn runs_and_keeps_running_through_a_tampered_reload(
+    p: &Partner,
+    config_path: &Path,
+    deployed: &Path,
+    signed: &[u8],
+    tampered: &[u8],
+) {
     // 8. Running: the signed build handles a message; the journal and
     // /metrics say which version did; a tampered file on hot reload is
     // refused and the running one stays.
-    write_atomically(&deployed, &signed);
-    let cfg = izhub::config::load(&config_path).unwrap();
+    write_atomically(deployed, signed);
+    let cfg = izhub::config::load(config_path).unwrap();
     let opts = ServeOptions {
         watch: Some(Duration::from_millis(50)),
         ..ServeOptions::default()
@@ -315,7 +370,7 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
         ),
         "{metrics}"
     );
-    write_atomically(&deployed, &tampered);
+    write_atomically(deployed, tampered);
     let deadline = Instant::now() + Duration::from_secs(20);
     let health = loop {
         let h = http_get(admin, "/healthz").await;
@@ -340,7 +395,6 @@ async fn a_partner_builds_signs_and_deploys_a_plugin_with_only_the_binary() {
         .unwrap();
     assert_eq!(msa(&answer).0, "AA", "{:?}", segments(&answer));
     engine.stop().await;
-    stop_sim.cancel();
     let journal = izhub::store::open(&p.work.join("journal.db")).unwrap();
     let stages = journal.stages_of("K-2").await.unwrap().unwrap_or_default();
     assert!(stages.starts_with("check_lots@0.1.0\t"), "{stages:?}");

@@ -673,24 +673,10 @@ async fn a_bulk_export_resumes_on_another_node() {
     let admin_a: std::net::SocketAddr = format!("127.0.0.1:{}", a.admin).parse().unwrap();
     let admin_b: std::net::SocketAddr = format!("127.0.0.1:{}", b.admin).parse().unwrap();
     let n = 1500;
-    let mut csv = String::from("member_id,family,given,birth_date,sex,city,state,zip\n");
-    for i in 1..=n {
-        csv.push_str(&format!(
-            "M{i},Family{i},Given{i},2015-0{}-1{},F,Springfield,MA,01101\n",
-            1 + i % 9,
-            i % 9
-        ));
-    }
+    let csv = cohort_csv(n);
     let olga = ("authorization", "Bearer olga-token");
     for addr in [admin_a, admin_b] {
-        let up = Instant::now();
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(
-                up.elapsed() < Duration::from_secs(20),
-                "node never listened on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        listening(addr).await;
     }
     let made = http(
         admin_a,
@@ -737,24 +723,7 @@ async fn a_bulk_export_resumes_on_another_node() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let patients = manifest["output"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["type"] == "Patient")
-        .expect("a Patient file")["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let path = &patients[patients.find("/fhir/").unwrap()..];
-    let file = http(admin_b, "GET", path, &[olga], None).await;
-    assert_eq!(file.status, 200);
-    let ids: Vec<String> = file
-        .body
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|p| p["identifier"].to_string())
-        .collect();
+    let ids = patient_identifiers(admin_b, &manifest, &[olga]).await;
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(ids.len(), n, "one Patient line per cohort row");
     assert_eq!(unique.len(), n, "no patient twice");
@@ -766,6 +735,59 @@ async fn a_bulk_export_resumes_on_another_node() {
         "bulk job over two nodes: {n} patients, {at_kill} queried before the kill, {asked} queries in all"
     );
     drop(b);
+}
+
+/// The identifiers of every line of an export's Patient file, read from
+/// `admin`.
+async fn patient_identifiers(
+    admin: std::net::SocketAddr,
+    manifest: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> Vec<String> {
+    let patients = manifest["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["type"] == "Patient")
+        .expect("a Patient file")["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = &patients[patients.find("/fhir/").unwrap()..];
+    let file = http(admin, "GET", path, headers, None).await;
+    assert_eq!(file.status, 200);
+    let ids: Vec<String> = file
+        .body
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|p| p["identifier"].to_string())
+        .collect();
+    ids
+}
+
+/// A cohort of `n` distinct patients, as CSV.
+fn cohort_csv(n: usize) -> String {
+    let mut csv = String::from("member_id,family,given,birth_date,sex,city,state,zip\n");
+    for i in 1..=n {
+        csv.push_str(&format!(
+            "M{i},Family{i},Given{i},2015-0{}-1{},F,Springfield,MA,01101\n",
+            1 + i % 9,
+            i % 9
+        ));
+    }
+    csv
+}
+
+/// Waits (20 s at most) until something listens on `addr`.
+async fn listening(addr: std::net::SocketAddr) {
+    let up = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            up.elapsed() < Duration::from_secs(20),
+            "node never listened on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// An MLLP connection to a node's listener, once the node has started.
@@ -802,32 +824,56 @@ async fn any_nodes_console_shows_every_nodes_messages() {
     let admin = console_users();
     let a = Node::with_admin(dir.path(), "ca", &url, &iis, 10, &admin, "");
     let b = Node::with_admin(dir.path(), "cb", &url, &iis, 10, &admin, "");
-    async fn send(port: u16, id: &str, patient: &str) {
-        let mut client = connect_when_up(port).await;
-        let answer = client
-            .exchange(vxu(id, patient).as_bytes(), TIMEOUT)
-            .await
-            .unwrap();
-        assert_eq!(msa(&answer).0, "AA");
-    }
-    send(a.port, "ON-A-1", "PA").await;
-    send(b.port, "ON-B-1", "PB").await;
+    send_vxu_to(a.port, "ON-A-1", "PA").await;
+    send_vxu_to(b.port, "ON-B-1", "PB").await;
     wait_until("both delivered", 20, || {
         sim.state.count("ON-A-1") == 1 && sim.state.count("ON-B-1") == 1
     })
     .await;
     let admin_a: std::net::SocketAddr = format!("127.0.0.1:{}", a.admin).parse().unwrap();
-    let olga = [
-        ("authorization", "Bearer olga-token"),
-        ("content-type", "application/json"),
-    ];
-    // Search on a for b's message; the log is written off the answer path.
+    let admin_b: std::net::SocketAddr = format!("127.0.0.1:{}", b.admin).parse().unwrap();
+    let id = one_search_over_both_nodes(admin_a).await;
+    detail_and_reprocess_through_another_node(admin_a, admin_b, &sim.state, id).await;
+    a_filtered_reprocess_covers_both_logs(admin_a, &sim.state).await;
+    live_view_shows_another_nodes_message(admin_a, b.port).await;
+    dashboards_add_up(admin_a, admin_b).await;
+    pausing_through_one_node_pauses_every_node(admin_a, admin_b).await;
+    cluster_view_and_a_forged_peer(admin_a, admin_b, id).await;
+    drop((a, b));
+}
+
+/// The operator `olga`, by her token.
+const OLGA: [(&str, &str); 2] = [
+    ("authorization", "Bearer olga-token"),
+    ("content-type", "application/json"),
+];
+
+/// Another node asking for `olga`.
+const OWN: [(&str, &str); 2] = [
+    ("x-izhub-peer", PEER_TOKEN),
+    ("x-izhub-on-behalf-of", "olga"),
+];
+
+/// Sends a VXU to the node listening on `port`; it must be acknowledged.
+async fn send_vxu_to(port: u16, id: &str, patient: &str) {
+    let mut client = connect_when_up(port).await;
+    let answer = client
+        .exchange(vxu(id, patient).as_bytes(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(msa(&answer).0, "AA");
+}
+
+/// Search on a for b's message (the log is written off the answer path),
+/// then both nodes' messages in one search, newest first, paged by a
+/// cursor. ON-B-1's log id.
+async fn one_search_over_both_nodes(admin_a: std::net::SocketAddr) -> i64 {
     let search = || {
         http(
             admin_a,
             "POST",
             "/api/messages/search",
-            &olga,
+            &OLGA,
             Some(r#"{"control_id":"ON-B-1"}"#),
         )
     };
@@ -843,7 +889,7 @@ async fn any_nodes_console_shows_every_nodes_messages() {
         admin_a,
         "POST",
         "/api/messages/search",
-        &olga,
+        &OLGA,
         Some(r#"{"limit":1}"#),
     )
     .await;
@@ -854,7 +900,7 @@ async fn any_nodes_console_shows_every_nodes_messages() {
         .expect("a cluster cursor")
         .to_string();
     let body = serde_json::json!({ "limit": 10, "before": cursor }).to_string();
-    let answer = http(admin_a, "POST", "/api/messages/search", &olga, Some(&body)).await;
+    let answer = http(admin_a, "POST", "/api/messages/search", &OLGA, Some(&body)).await;
     let rest: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     let mut seen: Vec<String> = [&first, &rest]
         .iter()
@@ -864,12 +910,23 @@ async fn any_nodes_console_shows_every_nodes_messages() {
     seen.sort();
     assert_eq!(seen, ["ON-A-1", "ON-B-1"], "{first} {rest}");
     assert!(rest["next"].is_null(), "{rest}");
-    // The detail, read through node a, unmasked for the operator.
+    id
+}
+
+/// The detail read through node a, unmasked for the operator; a viewer may
+/// not reprocess; the operator's reprocess through node a reaches the IIS;
+/// node b audited the unmasking and the reprocess.
+async fn detail_and_reprocess_through_another_node(
+    admin_a: std::net::SocketAddr,
+    admin_b: std::net::SocketAddr,
+    sim: &izhub::sim::SimState,
+    id: i64,
+) {
     let answer = http(
         admin_a,
         "GET",
         &format!("/api/messages/{id}?unmask=true"),
-        &olga,
+        &OLGA,
         None,
     )
     .await;
@@ -895,17 +952,16 @@ async fn any_nodes_console_shows_every_nodes_messages() {
         admin_a,
         "POST",
         &format!("/api/messages/{id}/reprocess"),
-        &olga,
+        &OLGA,
         None,
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     wait_until("the reprocessed message delivered", 20, || {
-        sim.state.count("ON-B-1") == 2
+        sim.count("ON-B-1") == 2
     })
     .await;
     // Node b audited the unmasking and the reprocess for olga.
-    let admin_b: std::net::SocketAddr = format!("127.0.0.1:{}", b.admin).parse().unwrap();
     let mut audit = String::new();
     for _ in 0..50 {
         audit = http(
@@ -926,22 +982,33 @@ async fn any_nodes_console_shows_every_nodes_messages() {
         audit.contains("\"olga\"") && audit.contains("unmask") && audit.contains("reprocess"),
         "{audit}"
     );
-    // A filtered reprocess asked on node a covers both nodes' logs: counted
+}
+
+/// A filtered reprocess asked on node a covers both nodes' logs: counted
+/// first, then done.
+async fn a_filtered_reprocess_covers_both_logs(
+    admin_a: std::net::SocketAddr,
+    sim: &izhub::sim::SimState,
+) {
     // first, then done.
     let filter = r#"{"filter":{"control_id":"ON-A-1"},"confirm":false}"#;
-    let count = http(admin_a, "POST", "/api/reprocess", &olga, Some(filter)).await;
+    let count = http(admin_a, "POST", "/api/reprocess", &OLGA, Some(filter)).await;
     assert_eq!(count.status, 200, "{}", count.body);
     assert!(count.body.contains("\"count\":1"), "{}", count.body);
     let all = r#"{"filter":{"type":"VXU^V04"},"confirm":false}"#;
-    let count = http(admin_a, "POST", "/api/reprocess", &olga, Some(all)).await;
+    let count = http(admin_a, "POST", "/api/reprocess", &OLGA, Some(all)).await;
     let c: serde_json::Value = serde_json::from_str(&count.body).unwrap();
     // ON-A-1 on a; ON-B-1 and its reprocessed copy on b.
     assert_eq!(c["count"], 3, "{c}");
     let go = r#"{"filter":{"control_id":"ON-A-1"},"confirm":true}"#;
-    let done = http(admin_a, "POST", "/api/reprocess", &olga, Some(go)).await;
+    let done = http(admin_a, "POST", "/api/reprocess", &OLGA, Some(go)).await;
     assert_eq!(done.status, 200, "{}", done.body);
-    wait_until("ON-A-1 reprocessed", 20, || sim.state.count("ON-A-1") == 2).await;
-    // Node a's live view shows a message node b answers, within a second
+    wait_until("ON-A-1 reprocessed", 20, || sim.count("ON-A-1") == 2).await;
+}
+
+/// Node a's live view shows a message node b answers, within a second or
+/// so of its answer (metadata only).
+async fn live_view_shows_another_nodes_message(admin_a: std::net::SocketAddr, b_port: u16) {
     // or so of its answer (metadata only).
     let mut live = tokio::net::TcpStream::connect(admin_a).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(
@@ -961,7 +1028,7 @@ async fn any_nodes_console_shows_every_nodes_messages() {
         seen.extend_from_slice(&chunk[..n]);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    send(b.port, "ON-B-LIVE", "PL").await;
+    send_vxu_to(b_port, "ON-B-LIVE", "PL").await;
     let answered = Instant::now();
     let shown = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -990,12 +1057,12 @@ async fn any_nodes_console_shows_every_nodes_messages() {
         answered.elapsed()
     );
     drop(live);
-    // The dashboard on node a adds both nodes' counts up; each node's own
+}
+
+/// The dashboard on node a adds both nodes' counts up; each node's own is
+/// what it gives another node.
+async fn dashboards_add_up(admin_a: std::net::SocketAddr, admin_b: std::net::SocketAddr) {
     // is what it gives another node.
-    let own = [
-        ("x-izhub-peer", PEER_TOKEN),
-        ("x-izhub-on-behalf-of", "olga"),
-    ];
     let received = |d: &serde_json::Value| -> u64 {
         d["routes"]
             .as_array()
@@ -1008,9 +1075,9 @@ async fn any_nodes_console_shows_every_nodes_messages() {
     for _ in 0..50 {
         let mut read = Vec::new();
         for (addr, headers) in [
-            (admin_a, &own[..]),
-            (admin_b, &own[..]),
-            (admin_a, &olga[..]),
+            (admin_a, &OWN[..]),
+            (admin_b, &OWN[..]),
+            (admin_a, &OLGA[..]),
         ] {
             let answer = http(addr, "GET", "/api/dashboard", headers, None).await;
             assert_eq!(answer.status, 200, "{}", answer.body);
@@ -1041,15 +1108,21 @@ async fn any_nodes_console_shows_every_nodes_messages() {
         (&"mi".into(), &0.into()),
         "{cluster}"
     );
-    // Pausing a destination through node a pauses it on every node.
-    let paused = http(admin_a, "POST", "/api/destinations/mi/pause", &olga, None).await;
+}
+
+/// Pausing a destination through node a pauses it on every node; the
+/// board shows it once the destination's worker has seen it.
+async fn pausing_through_one_node_pauses_every_node(
+    admin_a: std::net::SocketAddr,
+    admin_b: std::net::SocketAddr,
+) {
+    let paused = http(admin_a, "POST", "/api/destinations/mi/pause", &OLGA, None).await;
     assert_eq!(paused.status, 200, "{}", paused.body);
     assert!(paused.body.contains("\"ok\":true"), "{}", paused.body);
-    // The board shows it once the destination's worker has seen it.
     let shows = |paused: &'static str| async move {
         let mut body = String::new();
         for _ in 0..50 {
-            body = http(admin_b, "GET", "/api/dashboard", &own, None)
+            body = http(admin_b, "GET", "/api/dashboard", &OWN, None)
                 .await
                 .body;
             if body.contains(paused) {
@@ -1060,11 +1133,20 @@ async fn any_nodes_console_shows_every_nodes_messages() {
         panic!("node b's board never showed {paused}: {body}");
     };
     shows("\"paused\":true").await;
-    let resumed = http(admin_a, "POST", "/api/destinations/mi/resume", &olga, None).await;
+    let resumed = http(admin_a, "POST", "/api/destinations/mi/resume", &OLGA, None).await;
     assert_eq!(resumed.status, 200, "{}", resumed.body);
     shows("\"paused\":false").await;
-    // The console's view of the cluster: both nodes, their heartbeats and leases.
-    let answer = http(admin_a, "GET", "/api/cluster", &olga, None).await;
+}
+
+/// The console's view of the cluster: both nodes, their heartbeats and
+/// leases; a request that says it comes from a node but has the wrong
+/// secret is refused.
+async fn cluster_view_and_a_forged_peer(
+    admin_a: std::net::SocketAddr,
+    admin_b: std::net::SocketAddr,
+    id: i64,
+) {
+    let answer = http(admin_a, "GET", "/api/cluster", &OLGA, None).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let c: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     let nodes = c["cluster"]["nodes"].as_array().unwrap();
@@ -1093,7 +1175,6 @@ async fn any_nodes_console_shows_every_nodes_messages() {
     )
     .await;
     assert_eq!(answer.status, 401, "{}", answer.body);
-    drop((a, b));
 }
 
 /// 4 (c) With HTTPS on the admin address, nodes reach each other over
@@ -1160,19 +1241,7 @@ async fn nodes_reach_each_other_over_https() {
         }
     };
     // A node's admin address listens once it has started.
-    async fn listening(port: u16) {
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("nothing listens on {port}");
-    }
-    listening(a.admin).await;
+    listening(([127, 0, 0, 1], a.admin).into()).await;
     let search = r#"{"control_id":"TLS-B-1"}"#;
     let item = first_found(
         || https(a.admin, "POST", "/api/messages/search".into(), Some(search)),
@@ -1193,7 +1262,7 @@ async fn nodes_reach_each_other_over_https() {
     assert!(detail.body.contains("PTLS"), "unmasked: {}", detail.body);
     // A node trusting another CA cannot reach the others.
     let c = node("hc", "other.pem");
-    listening(c.admin).await;
+    listening(([127, 0, 0, 1], c.admin).into()).await;
     let answer = https(c.admin, "POST", "/api/messages/search".into(), Some(search)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();

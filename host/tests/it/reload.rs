@@ -67,36 +67,10 @@ async fn reloads_under_load_lose_no_ack_and_drop_no_connection() {
     for c in 0..4 {
         let (stop, answered, base, addr) =
             (stop.clone(), answered.clone(), base.clone(), addr.clone());
-        senders.push(tokio::spawn(async move {
-            let mut client = izhub::mllp::MllpClient::connect(&addr, TIMEOUT, 1 << 20)
-                .await
-                .unwrap();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let id = format!("R{c}-{n}");
-                let answer = client
-                    .exchange(with_msh(&base, 10, &id).as_bytes(), TIMEOUT)
-                    .await;
-                let answer = answer.unwrap_or_else(|e| panic!("{id}: connection failed: {e}"));
-                assert_eq!(
-                    msa(&answer),
-                    ("AA".to_string(), id.clone()),
-                    "{:?}",
-                    segments(&answer)
-                );
-                answered.fetch_add(1, Ordering::Relaxed);
-                n += 1;
-            }
-            n
-        }));
+        senders.push(tokio::spawn(send_until_stopped(
+            c, addr, base, stop, answered,
+        )));
     }
-    let latest_org = |sim: &Sim| -> Option<String> {
-        // The newest message of sender 0 that the IIS has seen.
-        (0..100_000u64)
-            .rev()
-            .find_map(|n| sim.state.header(&format!("R0-{n}")))
-            .and_then(|h| h.split('|').nth(21).map(str::to_string))
-    };
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(latest_org(&sim).as_deref(), Some("ORG-A"));
 
@@ -221,4 +195,44 @@ async fn compiled_plugins_are_cached_across_restarts() {
         warm_time < cold_time,
         "warm start {warm_time:?} should beat cold start {cold_time:?}"
     );
+}
+
+/// Sender `c`: one connection for the whole test, each message answered AA
+/// with its own MSH-10, until `stop`; how many it sent.
+async fn send_until_stopped(
+    c: usize,
+    addr: String,
+    base: String,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+) -> u64 {
+    let mut client = izhub::mllp::MllpClient::connect(&addr, TIMEOUT, 1 << 20)
+        .await
+        .unwrap();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let id = format!("R{c}-{n}");
+        let answer = client
+            .exchange(with_msh(&base, 10, &id).as_bytes(), TIMEOUT)
+            .await;
+        let answer = answer.unwrap_or_else(|e| panic!("{id}: connection failed: {e}"));
+        assert_eq!(
+            msa(&answer),
+            ("AA".to_string(), id.clone()),
+            "{:?}",
+            segments(&answer)
+        );
+        answered.fetch_add(1, Ordering::Relaxed);
+        n += 1;
+    }
+    n
+}
+
+/// The organization (MSH-22) of the newest message of sender 0 that the
+/// IIS has seen.
+fn latest_org(sim: &Sim) -> Option<String> {
+    (0..100_000u64)
+        .rev()
+        .find_map(|n| sim.state.header(&format!("R0-{n}")))
+        .and_then(|h| h.split('|').nth(21).map(str::to_string))
 }

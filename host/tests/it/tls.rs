@@ -76,30 +76,7 @@ async fn mutual_tls_in_and_tls_out() {
     .await;
 
     let path = d.join("izhub.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[listeners.ehr]
-listen = "127.0.0.1:0"
-[listeners.ehr.tls]
-cert = "engine.pem"
-key = "engine.key"
-client_ca = "ca.pem"
-
-[destinations.ma]
-mllp = "{}"
-[destinations.ma.tls]
-ca = "ca.pem"
-server_name = "iis.test"
-
-[[routes]]
-name = "r"
-destinations = ["ma"]
-"#,
-            sim.addr
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, mutual_tls_config(sim.addr)).unwrap();
     let engine = start_engine(&path).await;
     let addr = engine.listeners["ehr"].to_string();
     let client_tls = |cert: Option<&str>| {
@@ -110,17 +87,6 @@ destinations = ["ma"]
             client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
         )
         .unwrap()
-    };
-    let nist = |id: &str, sender: &str| {
-        with_msh(
-            &with_msh(
-                &sample_text("messages/vxu/vxu-nist-iz-1.1-admin-child-max.hl7"),
-                10,
-                id,
-            ),
-            4,
-            sender,
-        )
     };
 
     // The clinic's certificate: accepted, delivered to the IIS over TLS.
@@ -525,4 +491,35 @@ async fn identities_map_a_certificate_to_the_facilities_it_sends_for() {
         "{segs:?}"
     );
     rig.stop().await;
+}
+
+/// Mutual TLS on the clinics' listener (certificates of the test CA) and
+/// TLS to the IIS, checked as `iis.test`.
+fn mutual_tls_config(iis: std::net::SocketAddr) -> String {
+    format!(
+        r#"[listeners.ehr]
+listen = "127.0.0.1:0"
+[listeners.ehr.tls]
+cert = "engine.pem"
+key = "engine.key"
+client_ca = "ca.pem"
+
+[destinations.ma]
+mllp = "{}"
+[destinations.ma.tls]
+ca = "ca.pem"
+server_name = "iis.test"
+
+[[routes]]
+name = "r"
+destinations = ["ma"]
+"#,
+        iis
+    )
+}
+
+/// The NIST sample with MSH-10 `id`, from `sender` (MSH-4).
+fn nist(id: &str, sender: &str) -> String {
+    let text = sample_text("messages/vxu/vxu-nist-iz-1.1-admin-child-max.hl7");
+    with_msh(&with_msh(&text, 10, id), 4, sender)
 }

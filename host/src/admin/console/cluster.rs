@@ -116,27 +116,7 @@ pub(super) async fn search_cluster(
             Err(r) => return r,
         }
     }
-    for call in calls {
-        let Ok((node, answer)) = call.await else {
-            continue;
-        };
-        match answer {
-            Ok((status, body)) if status.is_success() => {
-                match serde_json::from_slice::<Value>(&body) {
-                    Ok(v) => pages.push(node_page(node.number, &v)),
-                    Err(_) => unreachable.push(node.name.clone()),
-                }
-            }
-            Ok((status, _)) => {
-                tracing::warn!(node = %node.name, %status, "another node refused a console search");
-                unreachable.push(node.name.clone());
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "another node could not be searched");
-                unreachable.push(node.name.clone());
-            }
-        }
-    }
+    gather_pages(calls, &mut pages, &mut unreachable).await;
     let merged = merge_pages(&pages, limit, &mut cursors);
     let names: std::collections::HashMap<i32, String> =
         nodes.iter().map(|n| (n.number, n.name.clone())).collect();
@@ -164,6 +144,42 @@ pub(super) async fn search_cluster(
         unreachable,
     })
     .into_response()
+}
+
+/// Another node's answer to a search.
+type NodeAnswer = (
+    crate::store::Peer,
+    Result<(StatusCode, bytes::Bytes), String>,
+);
+
+/// The other nodes' pages as they answer; a node that does not (or not
+/// with a page) is named in `unreachable`.
+async fn gather_pages(
+    calls: Vec<tokio::task::JoinHandle<NodeAnswer>>,
+    pages: &mut Vec<NodePage>,
+    unreachable: &mut Vec<String>,
+) {
+    for call in calls {
+        let Ok((node, answer)) = call.await else {
+            continue;
+        };
+        match answer {
+            Ok((status, body)) if status.is_success() => {
+                match serde_json::from_slice::<Value>(&body) {
+                    Ok(v) => pages.push(node_page(node.number, &v)),
+                    Err(_) => unreachable.push(node.name.clone()),
+                }
+            }
+            Ok((status, _)) => {
+                tracing::warn!(node = %node.name, %status, "another node refused a console search");
+                unreachable.push(node.name.clone());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "another node could not be searched");
+                unreachable.push(node.name.clone());
+            }
+        }
+    }
 }
 
 /// A page of a search over every node. The items are the nodes' own

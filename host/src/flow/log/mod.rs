@@ -574,6 +574,69 @@ mod tests {
     use super::super::Outcome;
     use super::*;
 
+    /// The first page of `search` on `log`, never cancelled.
+    fn first_page(log: &MessageLog, search: Search) -> Page {
+        log.search(&search, &|| false).unwrap()
+    }
+
+    /// A search on the conditions `set` sets.
+    fn matching(limit: usize, set: impl FnOnce(&mut Matching)) -> Search {
+        let mut m = Matching::default();
+        set(&mut m);
+        Search {
+            matching: m,
+            limit,
+            ..Search::default()
+        }
+    }
+
+    /// Logs a relayed message of patient PX: its summary, the answer sent
+    /// back and its delivery attempt; its id.
+    fn relayed_record(
+        log: &MessageLog,
+        summary: Summary,
+        answer: Vec<u8>,
+        attempt: super::super::AttemptInfo,
+    ) -> i64 {
+        let id = log.next_id();
+        let mut r = Record::of(id, crate::store::now_ms(), summary, "PX".into());
+        r.message.took = Duration::from_micros(1);
+        r.message.received = b"MSH|^~\\&|EHR\r".to_vec();
+        r.message.answer = answer.into();
+        r.message.attempt = Some(attempt);
+        log.record(r);
+        id
+    }
+
+    /// Thirty messages from senders A and B (every tenth refused, every
+    /// fifth with a detection) and a delivery attempt of C5.
+    fn seed_thirty(log: &MessageLog) {
+        for n in 0..30 {
+            let outcome = if n % 10 == 0 {
+                Outcome::RejectedByIzhub
+            } else {
+                Outcome::Accepted
+            };
+            let det: &[&str] = if n % 5 == 0 {
+                &["vaccination-lot-missing"]
+            } else {
+                &[]
+            };
+            record(log, n, if n % 2 == 0 { "A" } else { "B" }, outcome, det);
+        }
+        log.attempt(Attempt {
+            journal_id: 1005,
+            at: 1,
+            destination: "mi".into(),
+            result: "delivered".into(),
+            class: "accepted".into(),
+            answer: None,
+            final_outcome: Some(Outcome::Accepted),
+            ack: "AA".into(),
+        });
+        log.sync();
+    }
+
     fn summary(sender: &str, control_id: &str, outcome: Outcome, ack: &str) -> Summary {
         Summary {
             listener: "ehr".into(),
@@ -622,45 +685,27 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            let id = log.next_id();
-            ids.push(id);
-            let mut r = Record::of(
-                id,
-                crate::store::now_ms(),
-                summary("CLINIC", &format!("C{n}"), Outcome::Accepted, "AA"),
-                "PX".into(),
-            );
-            r.message.took = Duration::from_micros(1);
-            r.message.received = b"MSH|^~\\&|EHR\r".to_vec();
-            r.message.answer = sent.into();
-            r.message.attempt = Some(super::super::AttemptInfo {
+            let attempt = super::super::AttemptInfo {
                 at: 1,
                 destination: "mi".into(),
                 result: "delivered".into(),
                 class: "accepted".into(),
                 answer: Some(relayed.clone().into()),
-            });
-            log.record(r);
+            };
+            let sent_back = summary("CLINIC", &format!("C{n}"), Outcome::Accepted, "AA");
+            ids.push(relayed_record(&log, sent_back, sent, attempt));
         }
         // A delivery that failed: no answer from the IIS.
-        let failed = log.next_id();
-        let mut r = Record::of(
-            failed,
-            crate::store::now_ms(),
-            summary("CLINIC", "C3", Outcome::Errored, "AE"),
-            "PX".into(),
-        );
-        r.message.took = Duration::from_micros(1);
-        r.message.received = b"MSH|^~\\&|EHR\r".to_vec();
-        r.message.answer = bytes::Bytes::from_static(b"MSH|^~\\&|IZHUB\rMSA|AE|C3\r");
-        r.message.attempt = Some(super::super::AttemptInfo {
+        let attempt = super::super::AttemptInfo {
             at: 2,
             destination: "mi".into(),
             result: "failed".into(),
             class: "timeout".into(),
             answer: None,
-        });
-        log.record(r);
+        };
+        let sent_back = summary("CLINIC", "C3", Outcome::Errored, "AE");
+        let answer = b"MSH|^~\\&|IZHUB\rMSA|AE|C3\r".to_vec();
+        let failed = relayed_record(&log, sent_back, answer, attempt);
         log.sync();
         for id in &ids {
             let full = log.get(*id).unwrap().unwrap();
@@ -728,160 +773,69 @@ mod tests {
             None,
         )
         .unwrap();
-        for n in 0..30 {
-            let outcome = if n % 10 == 0 {
-                Outcome::RejectedByIzhub
-            } else {
-                Outcome::Accepted
-            };
-            let det: &[&str] = if n % 5 == 0 {
-                &["vaccination-lot-missing"]
-            } else {
-                &[]
-            };
-            record(&log, n, if n % 2 == 0 { "A" } else { "B" }, outcome, det);
-        }
-        log.attempt(Attempt {
-            journal_id: 1005,
-            at: 1,
-            destination: "mi".into(),
-            result: "delivered".into(),
-            class: "accepted".into(),
-            answer: None,
-            final_outcome: Some(Outcome::Accepted),
-            ack: "AA".into(),
-        });
-        log.sync();
-        let never = || false;
-        let page = log
-            .search(
-                &Search {
-                    matching: Matching {
-                        sender: Some("A".into()),
-                        ..Matching::default()
-                    },
-                    limit: 10,
-                    ..Search::default()
-                },
-                &never,
-            )
-            .unwrap();
-        assert_eq!(page.items.len(), 10);
+        seed_thirty(&log);
+        let first = first_page(&log, matching(10, |m| m.sender = Some("A".into())));
+        assert_eq!(first.items.len(), 10);
         assert!(
-            page.items.windows(2).all(|w| w[0].id > w[1].id),
+            first.items.windows(2).all(|w| w[0].id > w[1].id),
             "newest first"
         );
-        let rest = log
-            .search(
-                &Search {
-                    matching: Matching {
-                        sender: Some("A".into()),
-                        ..Matching::default()
-                    },
-                    limit: 10,
-                    before: page.next,
-                    ..Search::default()
-                },
-                &never,
-            )
-            .unwrap();
+        let rest = first_page(
+            &log,
+            Search {
+                before: first.next,
+                ..matching(10, |m| m.sender = Some("A".into()))
+            },
+        );
         assert_eq!(rest.items.len(), 5);
         assert_eq!(rest.next, None);
-        let found = log
-            .search(
-                &Search {
-                    matching: Matching {
-                        control_id: Some("C7".into()),
-                        ..Matching::default()
-                    },
-                    limit: 5,
-                    ..Search::default()
-                },
-                &never,
-            )
-            .unwrap();
+        let found = first_page(&log, matching(5, |m| m.control_id = Some("C7".into())));
         assert_eq!(found.items.len(), 1);
-        let det = log
-            .search(
-                &Search {
-                    matching: Matching {
-                        detection: Some("vaccination-lot-missing".into()),
-                        ..Matching::default()
-                    },
-                    limit: 50,
-                    ..Search::default()
-                },
-                &never,
-            )
-            .unwrap();
+        let det = first_page(
+            &log,
+            matching(50, |m| m.detection = Some("vaccination-lot-missing".into())),
+        );
         assert_eq!(det.items.len(), 6);
-        let bad = log
-            .search(
-                &Search {
-                    unresolved: true,
-                    limit: 50,
-                    ..Search::default()
-                },
-                &never,
-            )
-            .unwrap();
+        let bad = first_page(
+            &log,
+            Search {
+                unresolved: true,
+                limit: 50,
+                ..Search::default()
+            },
+        );
         assert_eq!(bad.items.len(), 3);
         log.resolve(bad.items.iter().map(|m| m.id).collect());
         log.sync();
-        let bad = log
-            .search(
-                &Search {
-                    unresolved: true,
-                    limit: 50,
-                    ..Search::default()
-                },
-                &never,
-            )
-            .unwrap();
+        let bad = first_page(
+            &log,
+            Search {
+                unresolved: true,
+                limit: 50,
+                ..Search::default()
+            },
+        );
         assert!(bad.items.is_empty());
-        let limited = log
-            .search(
-                &Search {
-                    routes_allowed: Some(vec!["other".into()]),
-                    limit: 50,
-                    ..Search::default()
-                },
-                &never,
-            )
-            .unwrap();
+        let limited = first_page(
+            &log,
+            Search {
+                routes_allowed: Some(vec!["other".into()]),
+                limit: 50,
+                ..Search::default()
+            },
+        );
         assert!(
             limited.items.is_empty(),
             "a user limited to other routes sees nothing"
         );
-        let text = log
-            .search(
-                &Search {
-                    matching: Matching {
-                        contains: Some("PID|1||P2".into()),
-                        ..Matching::default()
-                    },
-                    limit: 50,
-                    ..Search::default()
-                },
-                &never,
-            )
-            .unwrap();
+        let text = first_page(
+            &log,
+            matching(50, |m| m.contains = Some("PID|1||P2".into())),
+        );
         assert_eq!(text.items.len(), 10);
         let full = log.get(found.items[0].id).unwrap().unwrap();
         assert!(full.received.starts_with(b"MSH|"));
-        let with_attempt = log
-            .search(
-                &Search {
-                    matching: Matching {
-                        control_id: Some("C5".into()),
-                        ..Matching::default()
-                    },
-                    limit: 5,
-                    ..Search::default()
-                },
-                &never,
-            )
-            .unwrap();
+        let with_attempt = first_page(&log, matching(5, |m| m.control_id = Some("C5".into())));
         let full = log.get(with_attempt.items[0].id).unwrap().unwrap();
         assert_eq!(full.attempts.len(), 1);
         assert_eq!(full.meta.status, "accepted");

@@ -192,6 +192,27 @@ pub async fn harness(extra_config: &str) -> Harness {
         })
         .await,
     );
+    let cfg = harness_config(&sims, extra_config);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("izhub.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{cfg}"));
+    let engine = serve::start(&config).await.unwrap();
+    let addr = engine.listeners["ehr"];
+    let admin = engine.admin.unwrap();
+    Harness {
+        engine: Some(engine),
+        addr,
+        admin,
+        sims,
+        _dir: dir,
+    }
+}
+
+/// The harness's configuration: a destination per simulator (and one that
+/// is down), a misbehaving route per sender, `extra_config`, then the demo
+/// route and a QBP route.
+fn harness_config(sims: &BTreeMap<String, Sim>, extra_config: &str) -> String {
     let mut cfg = String::from(
         r#"
 [admin]
@@ -202,7 +223,7 @@ listen = "127.0.0.1:0"
 max_frame_bytes = 65536
 "#,
     );
-    for (name, sim) in &sims {
+    for (name, sim) in sims {
         cfg += &format!(
             "\n[destinations.{}-iis]\nmllp = \"{}\"\nanswer_timeout_ms = 1000\nconnect_timeout_ms = 1000\n",
             name.to_lowercase(),
@@ -285,20 +306,7 @@ wasm = "{route}"
         require = plugin("require_core_fields"),
         route = plugin("route_by_jurisdiction"),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("izhub.toml");
-    std::fs::write(&path, &cfg).unwrap();
-    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{cfg}"));
-    let engine = serve::start(&config).await.unwrap();
-    let addr = engine.listeners["ehr"];
-    let admin = engine.admin.unwrap();
-    Harness {
-        engine: Some(engine),
-        addr,
-        admin,
-        sims,
-        _dir: dir,
-    }
+    cfg
 }
 
 /// Splits an answer into segments.
