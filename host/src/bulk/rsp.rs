@@ -22,6 +22,32 @@ pub fn parse(text: &str) -> Result<Message<'_>, String> {
         .map_err(|e| format!("the answer is not well-formed HL7 v2: {e}"))
 }
 
+/// The first message of an answer wrapped in a batch (FHS/BHS … BTS/FTS),
+/// as some registries send even one answer; any other text as it is.
+pub fn unwrap_batch(text: &str) -> std::borrow::Cow<'_, str> {
+    let is = |seg: &str, name: &str| seg.get(..3) == Some(name);
+    let first = text
+        .split('\r')
+        .find(|s| !s.trim().is_empty())
+        .unwrap_or("");
+    if !is(first, "FHS") && !is(first, "BHS") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = Vec::new();
+    for seg in text.split('\r') {
+        if is(seg, "MSH") && !out.is_empty() {
+            break;
+        }
+        if is(seg, "MSH") || !out.is_empty() {
+            if ["FHS", "BHS", "BTS", "FTS"].iter().any(|n| is(seg, n)) {
+                break;
+            }
+            out.push(seg);
+        }
+    }
+    std::borrow::Cow::Owned(out.join("\r"))
+}
+
 /// One segment and the separators to decode its values with.
 #[derive(Clone, Copy)]
 pub struct Seg<'a> {

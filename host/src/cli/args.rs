@@ -470,6 +470,10 @@ pub struct SimArgs {
     /// Answer queries for this family name with a candidate list (Z31) (repeatable).
     #[arg(long = "ambiguous")]
     pub ambiguous: Vec<String>,
+    /// Family names whose queries are refused AE with a data error (ERR-3
+    /// 102), as an IIS refuses a query it will not run; may be repeated.
+    #[arg(long = "invalid")]
+    pub invalid: Vec<String>,
     /// Messages handled at once at most; more are answered AE, as a busy IIS does (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub max_in_flight: usize,

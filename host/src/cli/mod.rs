@@ -189,6 +189,7 @@ async fn sim_iis(args: args::SimArgs) -> anyhow::Result<ExitCode> {
         synthetic,
         not_found_percent,
         ambiguous,
+        invalid,
         max_in_flight,
         max_per_second,
     } = args;
@@ -211,6 +212,7 @@ async fn sim_iis(args: args::SimArgs) -> anyhow::Result<ExitCode> {
             synthetic,
             not_found_percent,
             ambiguous,
+            invalid,
             max_in_flight,
             max_per_second,
         },

@@ -225,9 +225,22 @@ pub(super) fn qbp(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimS
     }
     let ids = field(msg, "QPD", 3);
     let name = field(msg, "QPD", 4);
+    let family = component(name, 1);
+    if !family.is_empty()
+        && opts
+            .query
+            .invalid
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(family))
+    {
+        let issue = Issue::error("102")
+            .text("The patient name is not valid for a query")
+            .at("QPD-4");
+        return iis_ack(msh, AckCode::AE, &[issue], &opts.name);
+    }
     let dob = field(msg, "QPD", 6);
     let sex = field(msg, "QPD", 7);
-    let (family, given) = (component(name, 1), component(name, 2));
+    let given = component(name, 2);
     let key = format!(
         "{}|{}|{}",
         family.to_ascii_uppercase(),

@@ -21,6 +21,10 @@ pub struct QueryOptions {
     pub not_found_percent: u8,
     /// Family names (QPD-4.1, any case) answered with a candidate list (Z31).
     pub ambiguous: Vec<String>,
+    /// Family names (QPD-4.1, any case) whose query is refused AE with a
+    /// data error (ERR-3 102), as an IIS answers a query it will not run:
+    /// asking again gets the same answer.
+    pub invalid: Vec<String>,
     /// Messages handled at once at most; more are answered AE (0: no limit).
     pub max_in_flight: usize,
     /// Messages a second at most; more are answered AE (0: no limit).

@@ -662,3 +662,32 @@ async fn stray_answers_never_put_another_patient_into_an_export() {
         .unwrap();
     assert!(String::from_utf8_lossy(&status.stdout).contains("Completed"));
 }
+
+/// An IIS's considered refusal of a query (AE with a data error) is not
+/// asked again: each patient is queried once, and the refusal is in the
+/// errors file with the IIS's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_the_iis_refuses_is_not_asked_again() {
+    let mut ma = synthetic("MAIIS");
+    ma.query.invalid = vec!["Family1".into()];
+    let ma = crate::common::start_sim(ma).await;
+    let pa = crate::common::start_sim(synthetic("PAIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("izhub.toml");
+    std::fs::write(&cfg, routes(ma.addr, pa.addr, "")).unwrap();
+    let cohort_path = dir.path().join("cohort.csv");
+    std::fs::write(&cohort_path, cohort(3)).unwrap();
+    let out = dir.path().join("out");
+    bulk_run(&cfg, &cohort_path, &out, &[]);
+    assert_eq!(
+        ma.state.received() + pa.state.received(),
+        3,
+        "one query per patient"
+    );
+    let errors = lines(&out.join("OperationOutcome.ndjson")).join("\n");
+    assert!(
+        errors.contains("The patient name is not valid for a query"),
+        "{errors}"
+    );
+    assert_eq!(lines(&out.join("Patient.ndjson")).len(), 2);
+}

@@ -85,6 +85,7 @@ fn every_sample_gives_its_profiles_outcome() {
             n if n.contains("-z33-tm-") => Outcome::Refused {
                 code: "TM".into(),
                 text: String::new(),
+                retry: false,
             },
             _ => Outcome::Found,
         };

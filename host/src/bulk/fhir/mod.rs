@@ -31,8 +31,16 @@ pub enum Outcome {
     Ambiguous,
     /// The IIS would not answer: QAK-2 (`TM`, `PD`, `AE`, `AR` or another
     /// code), or `unreadable` when the answer is not a readable RSP, and the
-    /// IIS's own words.
-    Refused { code: String, text: String },
+    /// IIS's own words. `retry` when asking again may bring another answer:
+    /// the answer could not be read, or an AE names no error or an
+    /// application internal error (ERR-3 207: the IIS's own trouble, such as
+    /// being busy, or the engine's "IIS did not answer"). Any other refusal
+    /// is the IIS's considered answer and would only be sent again.
+    Refused {
+        code: String,
+        text: String,
+        retry: bool,
+    },
 }
 
 /// The resources made from one answer.
@@ -235,7 +243,8 @@ struct Header {
     qak_status: String,
     msa_code: String,
     msa_text: String,
-    errors: Vec<(String, String)>,
+    /// ERR: severity (ERR-4), code (ERR-3.1) and words.
+    errors: Vec<(String, String, String)>,
 }
 
 fn header(segs: &[Seg<'_>]) -> Header {
@@ -261,7 +270,7 @@ fn header(segs: &[Seg<'_>]) -> Header {
             .into_iter()
             .find(|t| !t.is_empty())
             .unwrap_or_default();
-            (e.text(4, 1).to_uppercase(), words)
+            (e.text(4, 1).to_uppercase(), e.text(3, 1), words)
         })
         .collect();
     Header {
@@ -273,12 +282,21 @@ fn header(segs: &[Seg<'_>]) -> Header {
     }
 }
 
+/// Whether every ERR of the answer is a warning or a note (ERR-4 `W` or
+/// `I`), and there is at least one.
+fn warnings_only(h: &Header) -> bool {
+    !h.errors.is_empty()
+        && h.errors
+            .iter()
+            .all(|(severity, _, _)| matches!(severity.as_str(), "W" | "I"))
+}
+
 /// The IIS's own words for a refusal: ERR-8 (or the ERR codes' text), MSA-3.
 fn iis_words(h: &Header) -> String {
     let mut words: Vec<String> = h
         .errors
         .iter()
-        .map(|(_, w)| w.clone())
+        .map(|(_, _, w)| w.clone())
         .filter(|w| !w.is_empty())
         .collect();
     if !h.msa_text.is_empty() {
@@ -315,9 +333,10 @@ pub fn convert(rsp_text: &str, ctx: &Context) -> Converted {
         list: Vec::new(),
     };
     let text = normalize_segments(rsp_text);
+    let text = rsp::unwrap_batch(&text);
     let msg = match rsp::parse(&text) {
         Ok(m) => m,
-        Err(e) => return refused(&mut notes, "unreadable", &e),
+        Err(e) => return refused(&mut notes, "unreadable", &e, true),
     };
     let segs: Vec<Seg<'_>> = rsp::segments(&msg).collect();
     let h = header(&segs);
@@ -326,10 +345,15 @@ pub fn convert(rsp_text: &str, ctx: &Context) -> Converted {
     match status.as_str() {
         "NF" => return not_found(&mut notes, &h),
         "" | "OK" => {}
+        // An AE whose errors are all warnings, with the patient: the IIS
+        // answered, and said what it thought of the query.
+        "AE" if !pids.is_empty() && warnings_only(&h) => {}
         // TM, PD, AE, AR and anything else an IIS may say.
         other => {
             let words = iis_words(&h);
-            return refused(&mut notes, other, &words);
+            let retry = other == "AE"
+                && (h.errors.is_empty() || h.errors.iter().any(|(_, code, _)| code == "207"));
+            return refused(&mut notes, other, &words, retry);
         }
     }
     if h.profile == "Z31" || pids.len() > 1 {
@@ -344,9 +368,10 @@ pub fn convert(rsp_text: &str, ctx: &Context) -> Converted {
             &mut notes,
             "AE",
             non_empty(&words, "no PID segment in the answer"),
+            false,
         );
     };
-    for (severity, words) in &h.errors {
+    for (severity, _, words) in &h.errors {
         if matches!(severity.as_str(), "E" | "W") && !words.is_empty() {
             notes.add(
                 "warning",
@@ -428,7 +453,7 @@ fn not_found(notes: &mut Notes, h: &Header) -> Converted {
     }
 }
 
-fn refused(notes: &mut Notes, code: &str, words: &str) -> Converted {
+fn refused(notes: &mut Notes, code: &str, words: &str, retry: bool) -> Converted {
     let what = refusal_text(code);
     let text = if words.is_empty() {
         format!("{what} ({code})")
@@ -440,6 +465,7 @@ fn refused(notes: &mut Notes, code: &str, words: &str) -> Converted {
         outcome: Outcome::Refused {
             code: code.to_string(),
             text: words.to_string(),
+            retry,
         },
         resources: Vec::new(),
         errors: std::mem::take(&mut notes.list),

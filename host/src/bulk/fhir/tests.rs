@@ -30,6 +30,64 @@ fn diagnostics(c: &Converted) -> String {
         .join("\n")
 }
 
+/// Only an answer that may change is worth asking for again: an unreadable
+/// one, or an AE for the IIS's own trouble (ERR-3 207) or naming no error.
+#[test]
+fn only_what_can_change_is_retried() {
+    let retry = |text: &str| match run(text).outcome {
+        Outcome::Refused { retry, .. } => retry,
+        other => panic!("{other:?}"),
+    };
+    assert!(retry(&format!(
+        "{HEAD}QAK|Q1|AE|Z34\rERR||QPD^1|207^Application internal error^HL70357|E||||The IIS is busy"
+    )));
+    assert!(retry("MSH|^~\\&|I\rMSA|AE|Q1"));
+    assert!(retry("hello"));
+    assert!(!retry(&format!(
+        "{HEAD}QAK|Q1|AE|Z34\rERR||QPD^1^3|101^Required field missing^HL70357|E||||Patient id is required"
+    )));
+    assert!(!retry(&format!("{HEAD}QAK|Q1|AR|Z34")));
+    assert!(!retry(&format!("{HEAD}QAK|Q1|TM|Z34")));
+}
+
+/// An AE whose errors are only warnings still carries the patient and the
+/// doses: they are exported, the warnings with them.
+#[test]
+fn an_ae_with_only_warnings_keeps_its_data() {
+    let c = run(&format!(
+        "{HEAD}QAK|Q1|AE|Z34\rERR||PID^1^11|103^Table value not found^HL70357|W||||County code not recognized\r\
+         PID|1||9^^^IIS^SR||Doe^Jo||20200101|F\r\
+         ORC|RE\rRXA|0|1|20200301||08^HepB^CVX|0.5|mL"
+    ));
+    assert_eq!(c.outcome, Outcome::Found);
+    let kinds: Vec<&str> = c.resources.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["Patient", "Immunization"]);
+    assert!(diagnostics(&c).contains("County code not recognized"));
+    assert!(
+        c.errors
+            .iter()
+            .all(|e| e["issue"][0]["severity"] == "warning")
+    );
+    // One error among the warnings: refused as before.
+    let refused = run(&format!(
+        "{HEAD}QAK|Q1|AE|Z34\rERR||PID^1^7|101^Required field missing^HL70357|E||||Birth date required\r\
+         PID|1||9^^^IIS^SR||Doe^Jo||20200101|F"
+    ));
+    assert!(matches!(refused.outcome, Outcome::Refused { ref code, .. } if code == "AE"));
+}
+
+/// An answer wrapped in a batch (FHS/BHS … BTS/FTS) is read as the message
+/// inside it.
+#[test]
+fn a_batch_wrapped_answer_is_unwrapped() {
+    let c = run(&format!(
+        "FHS|^~\\&|IIS\rBHS|^~\\&|IIS\r{HEAD}QAK|Q1|OK|Z34\rPID|1||9^^^IIS^SR||Doe^Jo||20200101|F\r\
+         ORC|RE\rRXA|0|1|20200301||08^HepB^CVX|0.5|mL\rBTS|1\rFTS|1"
+    ));
+    assert_eq!(c.outcome, Outcome::Found, "{:?}", c.errors);
+    assert_eq!(c.resources.len(), 2);
+}
+
 #[test]
 fn qak_decides_not_msa() {
     let ae = run(&format!(
@@ -39,7 +97,8 @@ fn qak_decides_not_msa() {
         ae.outcome,
         Outcome::Refused {
             code: "AE".into(),
-            text: "Patient id is required".into()
+            text: "Patient id is required".into(),
+            retry: false,
         }
     );
     assert!(diagnostics(&ae).contains("Patient id is required"));
@@ -57,7 +116,8 @@ fn qak_decides_not_msa() {
         ar.outcome,
         Outcome::Refused {
             code: "AR".into(),
-            text: "facility unknown".into()
+            text: "facility unknown".into(),
+            retry: false,
         }
     );
     let nf = run(&format!("{HEAD}QAK|Q1|NF|Z34"));

@@ -165,7 +165,9 @@ impl Job {
                             iis: &iis,
                         },
                     );
-                    let transient = matches!(&converted.outcome, Outcome::Refused { code, .. } if code == "AE" || code == "unreadable");
+                    // Ask again only what can change (see `Outcome::Refused`).
+                    let transient =
+                        matches!(&converted.outcome, Outcome::Refused { retry: true, .. });
                     if !transient || attempt >= env.bulk.max_attempts {
                         return Some(self.done(idx, patient, converted, ehr));
                     }
