@@ -162,8 +162,11 @@ pub struct Cohort {
     name: String,
     format: Format,
     limits: Limits,
-    /// The row number of the last record read (header = 1 in CSV).
+    /// The row number of the last record read (header = 1 in CSV): the
+    /// line it starts on.
     row: u64,
+    /// Lines the last record took beyond its first (a quoted line break).
+    continued: u64,
     rows_read: u64,
     bytes: u64,
     done: bool,
@@ -251,8 +254,32 @@ fn csv_fields(bytes: &[u8]) -> Result<Vec<String>, String> {
     }
 }
 
-fn quotes_balanced(bytes: &[u8]) -> bool {
-    bytes.iter().filter(|&&b| b == b'"').count() % 2 == 0
+/// Whether a CSV line ends inside a quoted value, so the record goes on
+/// on the next line (RFC 4180). A quote is special only at the start of a
+/// value; one inside an unquoted value (`O"Brien`) is a character like any.
+fn ends_in_quoted_field(bytes: &[u8]) -> bool {
+    let (mut quoted, mut at_start) = (false, true);
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if quoted {
+            if b == b'"' {
+                if bytes.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    quoted = false;
+                }
+            }
+        } else if b == b',' {
+            at_start = true;
+            i += 1;
+            continue;
+        } else if b == b'"' && at_start {
+            quoted = true;
+        }
+        at_start = false;
+        i += 1;
+    }
+    quoted
 }
 
 impl Cohort {
@@ -300,6 +327,7 @@ impl Cohort {
             format: Format::Ndjson,
             limits: Limits::default(),
             row: skipped_lines,
+            continued: 0,
             rows_read: 0,
             bytes: 0,
             done: false,
@@ -405,13 +433,15 @@ impl Cohort {
                     return Some(Err(self.row_error("", format!("read failed: {e}"))));
                 }
             };
-            self.row += 1;
+            self.row += 1 + std::mem::take(&mut self.continued);
             self.bytes += line.read;
             let mut line = line;
-            while csv && !line.too_long && !quotes_balanced(&line.bytes) {
+            let mut unclosed = false;
+            while csv && !line.too_long && ends_in_quoted_field(&line.bytes) {
                 match read_line(&mut self.reader, MAX_LINE_BYTES) {
                     Ok(Some(more)) => {
                         self.bytes += more.read;
+                        self.continued += 1;
                         if line.bytes.len() + more.bytes.len() + 1 > MAX_LINE_BYTES || more.too_long
                         {
                             line.too_long = true;
@@ -420,8 +450,21 @@ impl Cohort {
                             line.bytes.extend_from_slice(&more.bytes);
                         }
                     }
-                    Ok(None) | Err(_) => break,
+                    Ok(None) | Err(_) => {
+                        unclosed = true;
+                        break;
+                    }
                 }
+            }
+            if unclosed {
+                // Never silently: the lines taken into it are named.
+                return Some(Err(self.row_error(
+                    "",
+                    format!(
+                        "a quoted value opened on this row is never closed; the {} rows after it were read into it",
+                        self.continued
+                    ),
+                )));
             }
             if self.bytes > self.limits.max_bytes {
                 self.done = true;
@@ -513,6 +556,51 @@ mod tests {
     fn read(text: &str) -> Result<Vec<Result<Patient, RowError>>, CohortError> {
         let reader = Box::new(std::io::Cursor::new(text.as_bytes().to_vec()));
         Ok(Cohort::from_reader(reader, "t.csv")?.collect())
+    }
+
+    /// A lone quote inside an unquoted value is a character: no row after
+    /// it is lost. A quoted value never closed is reported, naming its row.
+    #[test]
+    fn a_lone_quote_loses_no_row() {
+        let rows = read(
+            "family,given,birth_date,member_id,sex\n\
+             O\"Brien,Pat,2001-01-01,1,F\n\
+             Doe,Jane,2001-01-02,2,F\n\
+             \"Multi\nLine\",Ann,2001-01-03,3,F\n\
+             Roe,Rick,2001-01-04,4,M\n",
+        )
+        .unwrap();
+        let seen: Vec<(u64, String)> = rows
+            .iter()
+            .map(|r| match r {
+                Ok(p) => (p.row, p.family.clone()),
+                Err(e) => (e.row, format!("error: {}", e.reason)),
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (2, "O\"Brien".to_string()),
+                (3, "Doe".to_string()),
+                // A line break inside a quoted name: read as one value, and
+                // refused for it.
+                (4, "error: holds a control character".to_string()),
+                (6, "Roe".to_string())
+            ]
+        );
+        let rows = read(
+            "family,given,birth_date,member_id,sex\n\
+             \"Open,Pat,2001-01-01,1,F\n\
+             Doe,Jane,2001-01-02,2,F\n",
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 1);
+        let e = rows[0].as_ref().unwrap_err();
+        assert_eq!(e.row, 2);
+        assert!(
+            e.reason.contains("never closed; the 1 rows after it"),
+            "{e:?}"
+        );
     }
 
     #[test]
