@@ -137,7 +137,7 @@ fn issue_code(a: &Answer) -> String {
 async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
     let ma = crate::common::start_sim(synthetic("MAIIS")).await;
     let pa = crate::common::start_sim(synthetic("PAIIS")).await;
-    let (running, _dir) = crate::common::engine_from(&config(
+    let (running, dir) = crate::common::engine_from(&config(
         ma.addr,
         pa.addr,
         "connections = 4\nbulk_max_in_flight = 3",
@@ -145,6 +145,16 @@ async fn bulk_data_api_kick_off_status_manifest_files_cancel() {
     .await;
     let admin = running.admin.unwrap();
     let id = a_group_from_a_cohort(admin).await;
+    // The cohort is PHI: its directory is the engine user's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let groups = dir.path().join("data/bulk/groups");
+        for d in [groups.clone(), groups.join(&id)] {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", d.display());
+        }
+    }
     let export = format!("/fhir/Group/{id}/$export");
     export_refusals(admin, &export).await;
     let (status_path, manifest) = kick_off_and_poll(admin, &export).await;
@@ -294,6 +304,9 @@ async fn kick_off_and_poll(admin: SocketAddr, export: &str) -> (String, Value) {
     );
     let errors = m["error"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{m}");
+    // Every query sent is counted, also once the job is read back finished.
+    let queries = m["extension"]["izhub"]["queries"].as_u64().unwrap_or(0);
+    assert!(queries >= 31, "{m}");
     (status_path, m)
 }
 

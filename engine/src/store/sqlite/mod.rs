@@ -445,11 +445,12 @@ impl Cluster for SqliteStore {
     }
 }
 
-/// The journal holds PHI: its directory is created 0700 and the file 0600
-/// before SQLite opens it (SQLite gives the -wal and -shm files the
-/// database's mode). A journal left readable by others by an earlier version
-/// is made private; a directory that others can enter is reported, not
-/// changed (it may be shared, like /tmp).
+/// A file holding PHI (the journal, the message log, a bulk cohort or
+/// job): its directory is created 0700 and the file 0600 before it is
+/// written (SQLite gives the -wal and -shm files the database's mode). A
+/// file left readable by others by an earlier version is made private; a
+/// directory that others can enter is reported, not changed (it may be
+/// shared, like /tmp).
 #[cfg(unix)]
 pub fn private_files(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -460,7 +461,7 @@ pub fn private_files(path: &Path) -> std::io::Result<()> {
         if dir.is_dir() {
             let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "the directory of the journal (or message log) is open to other users; keep it 0700");
+                tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "a directory holding PHI (a journal, a message log, a bulk cohort or job) is open to other users; keep it 0700");
             }
         } else {
             std::fs::DirBuilder::new()

@@ -367,7 +367,7 @@ async fn create_group(
     let id = new_id();
     let dir = ex.groups().join(&id);
     let counted = tokio::task::spawn_blocking(move || -> Result<(u64, u64, PathBuf), String> {
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        // The cohort is PHI: its directories are made 0700 with it.
         let path = dir.join(format!("cohort.{ext}"));
         crate::store::private_files(&path).map_err(|e| e.to_string())?;
         std::fs::write(&path, &body).map_err(|e| e.to_string())?;

@@ -337,6 +337,8 @@ impl Job {
             }
         }
         progress.bad_rows.store(bad, Ordering::Relaxed);
+        let queries: u64 = value("queries")?.parse().unwrap_or(0);
+        progress.queries.store(queries, Ordering::Relaxed);
         Ok(Job {
             dir: dir.to_path_buf(),
             db: std::sync::Mutex::new(conn),

@@ -314,6 +314,13 @@ impl Job {
                     for (key, (_, length, lines)) in &files {
                         len.execute(params![key, *length as i64, *lines as i64])?;
                     }
+                    // Queries sent so far, for the manifest of a job read
+                    // back from disk (finished, or resumed elsewhere).
+                    let queries = self.progress.queries.load(Ordering::Relaxed);
+                    tx.execute(
+                        "INSERT OR REPLACE INTO job (key, value) VALUES ('queries', ?1)",
+                        params![queries.to_string()],
+                    )?;
                 }
                 tx.commit()
             })?;
