@@ -19,6 +19,10 @@
 //!   date, 12 SSN, 16 employer name, 17 employer address, 18 employer
 //!   phone, 19 employee id.
 //! - NTE: 3 comment (free text may name anyone).
+//! - ERR: 7 diagnostic information and 8 user message, and MSA: 3 text
+//!   message (an answer's sentences, which may quote what was sent): each
+//!   quoted value and each run of three or more digits is masked, the rest
+//!   of the sentence and a detection id at its end (`[patient-…]`) kept.
 //!
 //! The separators are read from each MSH (or FHS, BHS) header, never
 //! assumed; text before any header is masked whole but for its segment names.
@@ -37,6 +41,8 @@ enum Kind {
     Address,
     /// A phone (XTN): all but the use and equipment type codes.
     Phone,
+    /// A sentence: its quoted values and digit runs.
+    Text,
 }
 
 use Kind::*;
@@ -99,6 +105,8 @@ fn rules(name: &str) -> &'static [(usize, Kind)] {
             (19, Id),
         ],
         "NTE" => &[(3, All)],
+        "ERR" => &[(7, Text), (8, Text)],
+        "MSA" => &[(3, Text)],
         _ => &[],
     }
 }
@@ -195,6 +203,7 @@ fn mask_repetition(rep: &str, kind: Kind, d: &Delimiters) -> String {
     // Components kept, by 0-based index; every other one is masked.
     let kept: &[usize] = match kind {
         Date => return d.masked_date(),
+        Text => return mask_sentence(rep, d),
         All => &[],
         Id => &[2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
         Address => &[3, 5, 6],
@@ -212,6 +221,50 @@ fn mask_repetition(rep: &str, kind: Kind, d: &Delimiters) -> String {
         })
         .collect();
     join(components, d.component)
+}
+
+/// A sentence with what may identify a patient masked: every quoted value
+/// (`'…'` or `"…"`) and every run of three or more digits. A detection id
+/// in brackets at the end is kept as it is.
+fn mask_sentence(text: &str, d: &Delimiters) -> String {
+    let (body, id) = match text.rfind(" [") {
+        Some(at) if text.ends_with(']') => text.split_at(at),
+        _ => (text, ""),
+    };
+    let chars: Vec<char> = body.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(&c) = chars.get(i) {
+        if (c == '\'' || c == '"')
+            && let Some(len) = chars
+                .get(i + 1..)
+                .and_then(|r| r.iter().position(|x| *x == c))
+        {
+            out.push(c);
+            if len > 0 {
+                out.push_str(&d.masked());
+            }
+            out.push(c);
+            i += len + 2;
+            continue;
+        }
+        if c.is_ascii_digit() {
+            let run = chars
+                .get(i..)
+                .map_or(0, |r| r.iter().take_while(|x| x.is_ascii_digit()).count());
+            if run >= 3 {
+                out.push_str(&d.masked());
+            } else {
+                out.extend(chars.get(i..i + run).unwrap_or_default());
+            }
+            i += run;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out.push_str(id);
+    out
 }
 
 fn mask_field(field: &str, kind: Kind, d: &Delimiters) -> String {
@@ -382,6 +435,38 @@ NTE|1||Mother Jane called 555-1234\r";
         assert_eq!(
             mask_hl7("MSH|^~\\&\rPID|1||\"\"||\"\"\r"),
             "MSH|^~\\&\rPID|1||\"\"||\"\"\r"
+        );
+    }
+
+    /// An answer's sentences keep their words and detection id; the values
+    /// they quote and their digits are masked.
+    #[test]
+    fn masks_the_values_an_answer_quotes() {
+        let ack = "MSH|^~\\&|IIS\rMSA|AE|C1|Zip 02458 is wrong\r\
+                   ERR||PID^1^11^5|102^Data type error^HL70357|W||||The ZIP code is not valid. Value sent: '0245877'. [patient-address-zip-invalid]\r\
+                   ERR||PID^1^7|101|E|||Born \"20150304\", id 987654321|The birth date is missing. [patient-birth-date-missing]\r";
+        let masked = mask_hl7(ack);
+        for phi in ["0245877", "02458", "20150304", "987654321"] {
+            assert!(!masked.contains(phi), "{phi} in {masked}");
+        }
+        assert!(
+            masked.contains(
+                "The ZIP code is not valid. Value sent: '***'. [patient-address-zip-invalid]"
+            ),
+            "{masked}"
+        );
+        assert!(
+            masked.contains(
+                "Born \"***\", id ***|The birth date is missing. [patient-birth-date-missing]"
+            ),
+            "{masked}"
+        );
+        assert!(masked.contains("MSA|AE|C1|Zip *** is wrong"), "{masked}");
+        // Two digits stay (a dose number, a day); an unclosed quote is kept.
+        let d = Delimiters::of_header("MSH|^~\\&").unwrap();
+        assert_eq!(
+            mask_sentence("dose 2 of 3, it's 12 days early", &d),
+            "dose 2 of 3, it's 12 days early"
         );
     }
 

@@ -505,6 +505,9 @@ pub(super) async fn message(
                 .map(|b| shown(&String::from_utf8_lossy(b))),
         })
         .collect();
+    // Read from the answer as shown: masked, its sentences' quoted values
+    // are too.
+    let answer = shown(&answer);
     let decoded = decode_answer(&answer);
     // PHI shown in full must not be kept by a browser or a proxy.
     let cache = unmask.then_some([(axum::http::header::CACHE_CONTROL, "no-store")]);
@@ -513,7 +516,7 @@ pub(super) async fn message(
         received: shown(&received),
         stages,
         issues: decoded.err.clone(),
-        answer: shown(&answer),
+        answer,
         answer_decoded: decoded,
         attempts,
         masked: !unmask,
