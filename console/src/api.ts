@@ -146,6 +146,8 @@ export interface MessageDetail {
   } | null;
   attempts: Attempt[];
   masked: boolean;
+  /** Delivered through the queue (commit mode): Retry now and Resend apply. */
+  journaled: boolean;
   /** The logged message this one reprocessed. */
   reprocess_of?: number | null;
   /** Messages made by reprocessing this one. */

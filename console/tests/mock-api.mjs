@@ -92,6 +92,7 @@ export function createMock({ users = USERS } = {}) {
       answer_decoded: { msa: { code: 'AA', control_id: 'NIST-IZ-001.00', text: 'Accepted with warnings' }, err: [{ location: 'OBX^1^5', code: '0', severity: 'W', text: 'Funding source' }] },
       attempts: state.attempts,
       masked: !unmasked,
+      journaled: true,
     };
   }
 

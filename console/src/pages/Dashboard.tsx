@@ -167,7 +167,9 @@ export function Dashboard({ me }: { me: Me }) {
             cols={DEST_COLS}
             actions={
               operator
-                ? (d) => (
+                ? // Only a queued destination (commit mode) can be paused.
+                  (d) =>
+                    d.queued !== undefined && (
                     <>
                       <ActionButton
                         label={d.paused ? 'Resume' : 'Pause'}
@@ -184,7 +186,7 @@ export function Dashboard({ me }: { me: Me }) {
                         />
                       )}
                     </>
-                  )
+                    )
                 : undefined
             }
           />

@@ -191,8 +191,12 @@ export function Detail({ id, me }: { id: string; me: Me }) {
         <div class="toolbar" data-testid="actions">
           <ActionButton label={unmask ? 'Mask' : 'Unmask'} testid="unmask" title="Unmasking is audited" onError={setError} run={() => load(!unmask)} />
           <ActionButton label="Reprocess" testid="reprocess" onError={setError} run={() => action('Reprocess', `${base}/reprocess`)} />
-          <ActionButton label="Retry now" testid="retry" onError={setError} run={() => action('Retry now', `${base}/retry`)} />
-          <ActionButton label="Resend" testid="resend" onError={setError} run={() => action('Resend', `${base}/resend`)} />
+          {detail?.journaled && (
+            <>
+              <ActionButton label="Retry now" testid="retry" onError={setError} run={() => action('Retry now', `${base}/retry`)} />
+              <ActionButton label="Resend" testid="resend" onError={setError} run={() => action('Resend', `${base}/resend`)} />
+            </>
+          )}
           {m && m.status === 'errored' && !m.resolved && (
             <ActionButton label="Mark resolved" testid="resolve" onError={setError} run={() => action('Resolve', '/api/errors/resolve', { ids: [m.id] })} />
           )}

@@ -191,6 +191,20 @@ impl Pipeline {
         (routes, dests)
     }
 
+    /// Whether messages for `destination` go through the delivery queue: a
+    /// commit-mode route delivers (or may route) to it. Only such a
+    /// destination can be paused, or have a breaker an operator resets.
+    pub fn queued(&self, destination: &str) -> bool {
+        self.routes.iter().any(|r| {
+            r.spec.ack_mode == crate::config::AckMode::Commit
+                && r.spec
+                    .destinations
+                    .iter()
+                    .chain(r.spec.route_to.iter())
+                    .any(|d| d == destination)
+        })
+    }
+
     /// The destinations this pipeline delivers to, by name.
     pub fn destinations(&self) -> &HashMap<String, Arc<Destination>> {
         &self.destinations

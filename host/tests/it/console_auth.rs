@@ -601,6 +601,7 @@ async fn console_api_over_a_delivering_engine() {
     let id = masked_until_unmasked(admin).await;
     a_limited_viewer_sees_only_its_route(admin, id).await;
     pause_holds_and_resume_delivers(admin, &mut client, &good.state, id).await;
+    relay_mode_offers_no_pause_or_retry(admin, &mut client).await;
     resend_and_resolve(admin, &refusing.state).await;
     bulk_reprocess_links_both_ways(admin, &good.state, id).await;
     reports_quality_and_code_sets(admin).await;
@@ -675,6 +676,14 @@ name = "bad"
 senders = ["CLINIC-B"]
 destinations = ["ar"]
 ack_mode = "commit"
+
+[destinations.live]
+mllp = "{good}"
+
+[[routes]]
+name = "direct"
+senders = ["CLINIC-C"]
+destinations = ["live"]
 "#,
         hash = hash(),
         token = sha256_hex(OPS_TOKEN),
@@ -710,6 +719,7 @@ async fn masked_until_unmasked(admin: SocketAddr) -> i64 {
         .await
         .json();
     assert_eq!(detail["masked"], true);
+    assert_eq!(detail["journaled"], true, "commit mode: {detail}");
     assert!(
         !detail["received"].as_str().unwrap().contains("20070706"),
         "birth date masked"
@@ -842,6 +852,42 @@ async fn pause_holds_and_resume_delivers(
             .status,
         409
     );
+}
+
+/// A relay-mode destination has no queue: pausing it, or retrying one of
+/// its messages, is refused with 409 and the reason, never answered "ok";
+/// its message's detail says it was not journaled.
+async fn relay_mode_offers_no_pause_or_retry(
+    admin: SocketAddr,
+    client: &mut izhub::mllp::MllpClient,
+) {
+    let answer = client
+        .exchange(sent("CLINIC-C", "C-1").as_bytes(), crate::common::TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(crate::common::msa(&answer).0, "AA");
+    for action in ["pause", "resume", "reset-breaker"] {
+        let refused = call(
+            admin,
+            "POST",
+            &format!("/api/destinations/live/{action}"),
+            None,
+        )
+        .await;
+        assert_eq!(refused.status, 409, "{action}: {}", refused.body);
+        assert!(refused.body.contains("relay-mode"), "{}", refused.body);
+    }
+    let c = until(admin, "/api/messages?control_id=C-1", "C-1 logged", |v| {
+        v["items"][0]["id"].is_i64()
+    })
+    .await;
+    let c_id = c["items"][0]["id"].as_i64().unwrap();
+    let detail = call(admin, "GET", &format!("/api/messages/{c_id}"), None)
+        .await
+        .json();
+    assert_eq!(detail["journaled"], false, "{detail}");
+    let retry = call(admin, "POST", &format!("/api/messages/{c_id}/retry"), None).await;
+    assert_eq!(retry.status, 409, "{}", retry.body);
 }
 
 /// The refusing IIS dead-letters B-1 (AR); resend queues it again.

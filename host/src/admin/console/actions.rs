@@ -368,6 +368,16 @@ pub(super) async fn destination_action(
     let Some(dest) = pipeline.destinations().get(&name) else {
         return error(StatusCode::NOT_FOUND, "no such destination");
     };
+    // Relay mode sends each message while its sender waits: there is no
+    // queue to hold, so pausing would change nothing and is not offered.
+    if !pipeline.queued(&name) {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "destination {name} takes relay-mode messages only: they are sent while the sender waits, with no queue to pause, resume or hold behind a breaker"
+            ),
+        );
+    }
     let control = state.deliveries.control(&name);
     match action.as_str() {
         "pause" => control.paused.store(true, Ordering::Relaxed),

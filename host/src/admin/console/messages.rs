@@ -303,6 +303,9 @@ pub(super) struct MessageDetail<'a> {
     answer_decoded: DecodedAnswer,
     attempts: Vec<AttemptView>,
     masked: bool,
+    /// Delivered through the queue (commit mode): Retry now and Resend
+    /// apply. A relay-mode message was sent while its sender waited.
+    journaled: bool,
     reprocess_of: Option<i64>,
     reprocessed_as: &'a [i64],
 }
@@ -509,6 +512,10 @@ pub(super) async fn message(
     // are too.
     let answer = shown(&answer);
     let decoded = decode_answer(&answer);
+    let journaled = match journal_ids(&state, id).await {
+        Ok(ids) => !ids.is_empty(),
+        Err(r) => return r,
+    };
     // PHI shown in full must not be kept by a browser or a proxy.
     let cache = unmask.then_some([(axum::http::header::CACHE_CONTROL, "no-store")]);
     let body = Json(MessageDetail {
@@ -520,6 +527,7 @@ pub(super) async fn message(
         answer_decoded: decoded,
         attempts,
         masked: !unmask,
+        journaled,
         reprocess_of: full.reprocess_of,
         reprocessed_as: &full.reprocessed_as,
     });
