@@ -145,42 +145,85 @@ pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: Cancel
 
 async fn healthz(
     axum::extract::State(state): axum::extract::State<Arc<AdminState>>,
-) -> impl IntoResponse {
-    let listeners: Vec<String> = state
-        .listeners
-        .iter()
-        .map(|(name, addr)| format!("{{\"name\":\"{}\",\"addr\":\"{addr}\"}}", json_escape(name)))
-        .collect();
+) -> axum::response::Response {
     let reload = state.reload.lock().map(|r| r.clone()).unwrap_or_default();
-    let opt = |v: &Option<String>| {
-        v.as_ref()
-            .map_or("null".to_string(), |s| format!("\"{}\"", json_escape(s)))
-    };
-    // A shared journal: the nodes over it, their heartbeats and leases.
-    let cluster = match &state.journal {
-        Some(j) => match j.cluster().await {
-            Ok(Some(c)) => serde_json::to_string(&c).unwrap_or_else(|_| "null".into()),
-            Ok(None) => "null".into(),
-            Err(e) => format!("{{\"error\":\"{}\"}}", json_escape(&e.to_string())),
+    // A shared journal: the nodes over it, their heartbeats and leases. A
+    // store that does not answer in time makes the node unhealthy: every
+    // message would be answered AE.
+    let (cluster, store_error) = match &state.journal {
+        Some(j) => match tokio::time::timeout(STORE_CHECK, j.cluster()).await {
+            Ok(Ok(c)) => (c, None),
+            Ok(Err(e)) => (None, Some(e.to_string())),
+            Err(_) => (
+                None,
+                Some(format!(
+                    "the journal did not answer within {} s",
+                    STORE_CHECK.as_secs()
+                )),
+            ),
         },
-        None => "null".into(),
+        None => (None, None),
     };
-    let body = format!(
-        "{{\"status\":\"{}\",\"version\":\"{}\",\"routes\":{},\"listeners\":[{}],\"reload\":{{\"generation\":{},\"last_attempt\":{},\"last_error\":{}}},\"cluster\":{}}}",
-        if reload.last_error.is_some() {
-            "degraded"
-        } else {
-            "ok"
+    let status = match (&store_error, &reload.last_error) {
+        (Some(_), _) => "unavailable",
+        (None, Some(_)) => "degraded",
+        (None, None) => "ok",
+    };
+    let health = Health {
+        status,
+        version: env!("CARGO_PKG_VERSION"),
+        routes: state.slot.current().route_count(),
+        listeners: state
+            .listeners
+            .iter()
+            .map(|(name, addr)| ListenerHealth { name, addr: *addr })
+            .collect(),
+        reload: ReloadHealth {
+            generation: reload.generation,
+            last_attempt: reload.last_attempt,
+            last_error: reload.last_error,
         },
-        env!("CARGO_PKG_VERSION"),
-        state.slot.current().route_count(),
-        listeners.join(","),
-        reload.generation,
-        opt(&reload.last_attempt),
-        opt(&reload.last_error),
+        store_error,
         cluster,
-    );
-    ([(header::CONTENT_TYPE, "application/json")], body)
+    };
+    let code = match health.store_error {
+        Some(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        None => axum::http::StatusCode::OK,
+    };
+    (code, axum::Json(health)).into_response()
+}
+
+/// How long `/healthz` waits for the journal.
+const STORE_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /healthz`: `ok`, `degraded` (the last reload was refused) or
+/// `unavailable` (503: the journal does not answer, so messages would be
+/// answered AE).
+#[derive(Debug, serde::Serialize)]
+struct Health<'a> {
+    status: &'static str,
+    version: &'static str,
+    routes: usize,
+    listeners: Vec<ListenerHealth<'a>>,
+    reload: ReloadHealth,
+    /// Why the journal is unavailable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_error: Option<String>,
+    /// A shared journal's nodes, their heartbeats and leases.
+    cluster: Option<crate::store::ClusterState>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ListenerHealth<'a> {
+    name: &'a str,
+    addr: std::net::SocketAddr,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ReloadHealth {
+    generation: u64,
+    last_attempt: Option<String>,
+    last_error: Option<String>,
 }
 
 async fn metrics(
@@ -197,15 +240,4 @@ async fn metrics(
         )],
         state.metrics.render(),
     )
-}
-
-fn json_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| match c {
-            '"' => vec!['\\', '"'],
-            '\\' => vec!['\\', '\\'],
-            c if c.is_control() => vec![' '],
-            c => vec![c],
-        })
-        .collect()
 }

@@ -1508,7 +1508,19 @@ async fn a_database_restart_under_load_loses_nothing_acknowledged() {
     let traffic = load(vec![a.port, b.port], 6);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     pg.stop_server("fast");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // While the database is away the node says so, at once: a load
+    // balancer takes it out of rotation.
+    let admin_a: std::net::SocketAddr = ([127, 0, 0, 1], a.admin).into();
+    let asked = Instant::now();
+    let down = http(admin_a, "GET", "/healthz", &[], None).await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert!(down.body.contains("\"unavailable\""), "{}", down.body);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
     pg.start_server();
     // The nodes must take messages again by themselves.
     let resumed_from = traffic.acked.lock().unwrap().len();
@@ -1524,6 +1536,8 @@ async fn a_database_restart_under_load_loses_nothing_acknowledged() {
     })
     .await;
     assert_order_per_patient(&sim.state.arrivals());
+    let up = http(admin_a, "GET", "/healthz", &[], None).await;
+    assert_eq!(up.status, 200, "healthy again: {}", up.body);
     println!("database restart: {} acknowledged, 0 lost", acked.len());
     drop((a, b));
 }
