@@ -1587,3 +1587,82 @@ async fn claim_latency() {
         times[times.len() - 1]
     );
 }
+
+/// A node frozen between its journal INSERT and COMMIT keeps the lock on
+/// that message's key. Resends of the message to another node do not wait
+/// on it for ever, nor use up that node's connections: each is answered
+/// (AE, not journaled) within seconds, the node goes on taking other
+/// messages, and once the lock is gone the resend is journaled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_left_open_stalls_no_other_node() {
+    let Some(pg) = shared() else { return };
+    let url = pg.database("held_lock").await;
+    let sim = start_sim(sim_named("MIIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Node::new(dir.path(), "la", &url, &sim.addr.to_string(), 10);
+    // From a named facility: a resend is known by sender and MSH-10.
+    let from_clinic = |id: &str| with_msh(&vxu(id, "PL"), 4, "CLINIC-L");
+    let a_port = a.port;
+    let send = |id: String| async move {
+        let mut c = connect_when_up(a_port).await;
+        let answer = c.exchange(id.as_bytes(), TIMEOUT).await.unwrap();
+        msa(&answer).0
+    };
+    assert_eq!(send(from_clinic("LOCK-0")).await, "AA");
+    // The key a resend of LOCK-1 takes, held by an open transaction, as a
+    // frozen node's would be.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let key: String = client
+        .query_one(
+            "SELECT dedupe_key FROM deliveries WHERE control_id = 'LOCK-0'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let held = key.replace("LOCK-0", "LOCK-1");
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "INSERT INTO deliveries (received_at, listener, route, sender, control_id, message_type,
+             order_key, destination, status, updated_at, dedupe_key)
+             VALUES (0, 'x', 'x', 'x', 'LOCK-1', 'x', 'x', 'x', 'queued', 0, $1)",
+            &[&held],
+        )
+        .await
+        .unwrap();
+    // More resends at once than the node has pooled connections.
+    let started = Instant::now();
+    let sends: Vec<_> = (0..18)
+        .map(|_| {
+            let (port, message) = (a.port, from_clinic("LOCK-1"));
+            tokio::spawn(async move {
+                let mut c = connect_when_up(port).await;
+                c.exchange(message.as_bytes(), Duration::from_secs(40))
+                    .await
+                    .map(|answer| msa(&answer).0)
+            })
+        })
+        .collect();
+    for send in sends {
+        let code = send.await.unwrap().expect("every resend is answered");
+        assert_eq!(code, "AE", "not journaled while the key is held");
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(25), "{waited:?}");
+    let other = Instant::now();
+    assert_eq!(send(from_clinic("LOCK-2")).await, "AA");
+    assert!(
+        other.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        other.elapsed()
+    );
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(send(from_clinic("LOCK-1")).await, "AA");
+    wait_until("LOCK-1 delivered", 20, || sim.state.count("LOCK-1") == 1).await;
+    println!("18 resends behind a held key answered in {waited:?}");
+    drop(a);
+}

@@ -278,6 +278,7 @@ impl PgStore {
         }
         config.application_name("izhub");
         config.connect_timeout(Duration::from_secs(5));
+        limit_waits(&mut config);
         let where_ = describe(&config);
         let tls = tls(spec).map_err(open_err)?;
         let manager = Manager::from_config(
@@ -334,10 +335,43 @@ impl PgStore {
     }
 }
 
+/// How long a statement waits for a lock another session holds, and how
+/// long this node's own session may sit in an open transaction.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(30);
+
+/// No wait on another session is unbounded. A node that freezes or is cut
+/// off between its INSERT and COMMIT keeps its locks until the server
+/// notices: a resend of that message to any other node would wait on the
+/// duplicate key, holding a pooled connection, for as long as that.
+/// - `lock_timeout`: such a wait fails after 5 s (the sender gets AE and
+///   sends again), so the pool is never used up by it;
+/// - `idle_in_transaction_session_timeout`: the server ends a session of
+///   ours left in an open transaction for 30 s, releasing what it held;
+/// - TCP keepalives every 10 s, so a lost peer is noticed in seconds, not
+///   after the kernel's two hours.
+fn limit_waits(config: &mut tokio_postgres::Config) {
+    let ms = |d: Duration| d.as_millis();
+    let ours = format!(
+        "-c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+        ms(LOCK_TIMEOUT),
+        ms(IDLE_IN_TRANSACTION)
+    );
+    let options = match config.get_options() {
+        Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
+        _ => ours,
+    };
+    config.options(&options);
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(10));
+}
+
 /// Applies the missing migrations, one transaction each, under the
-/// advisory lock: a node that waits for it finds them applied.
+/// advisory lock: a node that waits for it finds them applied (without the
+/// lock timeout: another node's migration may take longer).
 async fn migrate(pool: &Pool, node: &str) -> Result<(), PgError> {
     let mut client = pool.get().await?;
+    client.batch_execute("SET lock_timeout = 0").await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -377,8 +411,11 @@ async fn migrate(pool: &Pool, node: &str) -> Result<(), PgError> {
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await;
+    // The pooled connection goes back with the node's lock timeout.
+    let reset = client.batch_execute("RESET lock_timeout").await;
     result?;
     unlocked?;
+    reset?;
     Ok(())
 }
 
