@@ -212,6 +212,30 @@ export interface Quality {
   senders: SenderQuality[];
 }
 
+/** `POST /api/reprocess` unconfirmed: how many messages match (at most `limit`). */
+export interface ReprocessCount {
+  count: number;
+  limit: number;
+  /** In a cluster: nodes that could not be asked. */
+  unreachable?: string[];
+}
+
+/** `POST /api/reprocess` confirmed: how it went. */
+export interface ReprocessDone {
+  ok: boolean;
+  reprocessed: number;
+  failed: number;
+  /** In a cluster: nodes that could not be asked. */
+  unreachable?: string[];
+}
+
+/** `POST /api/messages/{id}/reprocess`: the answer it got and the new message. */
+export interface Reprocessed {
+  ok: boolean;
+  ack: string;
+  message: number | null;
+}
+
 export class ApiError extends Error {
   constructor(readonly status: number, message: string) {
     super(message);

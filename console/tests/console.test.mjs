@@ -391,12 +391,24 @@ step('(e) the server refuses a viewer\'s Reprocess with 403', async () => {
 step('(h) the engine\'s answers have the fields console/src/api.ts declares', async () => {
   assert.ok(messageId, 'step (c) found no message');
   const declared = apiInterfaces(readFileSync(join(repoRoot, 'console/src/api.ts'), 'utf8'));
-  for (const name of ['Me', 'Dashboard', 'RouteStats', 'DestinationStats', 'MessagePage', 'MessageMeta', 'MessageDetail', 'Stage', 'Attempt', 'Codeset', 'Quality', 'SenderQuality', 'Day', 'Completeness', 'Detection', 'Example']) {
+  for (const name of ['Me', 'Dashboard', 'RouteStats', 'DestinationStats', 'MessagePage', 'MessageMeta', 'MessageDetail', 'Stage', 'Attempt', 'Codeset', 'Quality', 'SenderQuality', 'Day', 'Completeness', 'Detection', 'Example', 'ReprocessCount', 'ReprocessDone', 'Reprocessed']) {
     assert.ok(declared[name] && Object.keys(declared[name]).length > 0, `api.ts declares ${name}`);
   }
   const got = await page.evaluate(async (id) => {
     const get = async (path) => (await fetch(path, { credentials: 'same-origin' })).json();
+    const { csrf } = await get('/api/me');
+    const post = async (path, body) => (await fetch(path, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+      body: JSON.stringify(body),
+    })).json();
+    const detail = await get(`/api/messages/${encodeURIComponent(id)}`);
+    const filter = { control_id: detail.meta.control_id };
     return {
+      count: await post('/api/reprocess', { filter, confirm: false }),
+      done: await post('/api/reprocess', { filter, confirm: true }),
+      one: await post(`/api/messages/${encodeURIComponent(id)}/reprocess`, {}),
       me: await get('/api/me'),
       dashboard: await get('/api/dashboard'),
       page: await get('/api/messages?limit=5'),
@@ -418,6 +430,9 @@ step('(h) the engine\'s answers have the fields console/src/api.ts declares', as
     ...got.detail.attempts.flatMap((a) => drift('Attempt', a, declared.Attempt)),
     ...got.codesets.flatMap((c) => drift('Codeset', c, declared.Codeset)),
     ...drift('Quality', got.quality, declared.Quality),
+    ...drift('ReprocessCount', got.count, declared.ReprocessCount),
+    ...drift('ReprocessDone', got.done, declared.ReprocessDone),
+    ...drift('Reprocessed', got.one, declared.Reprocessed),
     ...got.quality.senders.flatMap((q) => [
       ...drift('SenderQuality', q, declared.SenderQuality),
       ...q.by_day.flatMap((d) => [...drift('Day', d, declared.Day), ...drift('Completeness', d.completeness, declared.Completeness)]),

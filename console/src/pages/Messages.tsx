@@ -1,5 +1,5 @@
 import { useEffect, useState } from 'preact/hooks';
-import { api, canAct, errorMessage, type Me, type MessageMeta, type MessagePage } from '../api';
+import { api, canAct, errorMessage, type Me, type MessageMeta, type MessagePage, type ReprocessCount, type ReprocessDone } from '../api';
 import { ErrorBox } from '../components';
 import { fmtTime, go, labelOf, localInputToRfc3339 } from '../util';
 
@@ -135,7 +135,7 @@ export function Messages({ me }: { me: Me }) {
     setDone(null);
     try {
       const filter = filterOf(form);
-      const r = await api<{ count: number }>('POST', '/api/reprocess', { filter, confirm: false });
+      const r = await api<ReprocessCount>('POST', '/api/reprocess', { filter, confirm: false });
       setBulk({ count: r.count, filter });
     } catch (e) {
       setError(errorMessage(e));
@@ -145,7 +145,7 @@ export function Messages({ me }: { me: Me }) {
   async function bulkConfirm() {
     if (!bulk) return;
     try {
-      const r = await api<{ reprocessed: number }>('POST', '/api/reprocess', { filter: bulk.filter, confirm: true });
+      const r = await api<ReprocessDone>('POST', '/api/reprocess', { filter: bulk.filter, confirm: true });
       setDone(`Reprocessed ${r.reprocessed} message(s).`);
     } catch (e) {
       setError(errorMessage(e));
