@@ -448,6 +448,20 @@ step('(h) the engine\'s answers have the fields console/src/api.ts declares', as
   assert.deepEqual(problems, []);
 });
 
+step('(i) data quality and code sets fit a 1,440 px window', async () => {
+  await page.setViewportSize({ width: 1440, height: 900 });
+  try {
+    for (const hash of ['#/quality', '#/codesets']) {
+      await page.goto(`${base}/console/${hash}`);
+      await page.locator('main table.grid').first().waitFor({ timeout: 10000 });
+      const width = await page.evaluate(() => document.documentElement.scrollWidth);
+      assert.ok(width <= 1440, `${hash} is ${width} px wide`);
+    }
+  } finally {
+    await page.setViewportSize({ width: 1280, height: 800 });
+  }
+});
+
 step('(g) no script errors in the pages', async () => {
   assert.deepEqual(problems, []);
 });

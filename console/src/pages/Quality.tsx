@@ -79,7 +79,7 @@ function SenderSection({ q }: { q: SenderQuality }) {
                       {d.example.location && <> at {d.example.location}</>}
                       {d.example.text && <div>{d.example.text}</div>}
                       {d.example.segment && (
-                        <pre class="raw" data-testid="quality-example">
+                        <pre class="raw wrap" data-testid="quality-example">
                           {d.example.segment}
                         </pre>
                       )}

@@ -406,45 +406,65 @@ pub(super) struct DetailParams {
     unmask: Option<bool>,
 }
 
-/// MSA and ERR of an answer, decoded.
+/// MSA and ERR of an answer, read with the HL7 parser: values decoded
+/// (`\\S\\` is `^` again), ERR-2 written as the validator writes locations
+/// (`PID-11.5`, `RXA[2]-5.1`). An answer that does not parse has neither.
 pub(super) fn decode_answer(text: &str) -> DecodedAnswer {
-    let sep = text
-        .strip_prefix("MSH")
-        .and_then(|r| r.chars().next())
-        .unwrap_or('|');
-    let comp = text.get(4..5).and_then(|c| c.chars().next()).unwrap_or('^');
     let mut decoded = DecodedAnswer {
         msa: None,
         err: Vec::new(),
     };
-    for seg in text.split(['\r', '\n']) {
-        let fields: Vec<&str> = seg.split(sep).collect();
-        let f = |i: usize| fields.get(i).copied().unwrap_or("");
-        let part = |i: usize, n: usize| f(i).split(comp).nth(n).unwrap_or("").to_string();
-        match f(0) {
+    let text = crate::hl7::normalize_segments(text);
+    let Ok(msg) = crate::bulk::rsp::parse(&text) else {
+        return decoded;
+    };
+    for seg in crate::bulk::rsp::segments(&msg) {
+        match seg.name() {
             "MSA" if decoded.msa.is_none() => {
                 decoded.msa = Some(MsaView {
-                    code: f(1).into(),
-                    control_id: f(2).into(),
-                    text: f(3).into(),
+                    code: seg.text(1, 1),
+                    control_id: seg.text(2, 1),
+                    text: seg.text(3, 1),
                 });
             }
             "ERR" if decoded.err.len() < 100 => decoded.err.push(ErrView {
-                location: f(2)
-                    .split(comp)
-                    .filter(|c| !c.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("-"),
-                code: part(3, 0),
-                code_text: part(3, 1),
-                severity: f(4).into(),
-                app_code: part(5, 0),
-                text: f(8).into(),
+                location: location_of(&seg),
+                code: seg.text(3, 1),
+                code_text: seg.text(3, 2),
+                severity: seg.text(4, 1),
+                app_code: seg.text(5, 1),
+                text: seg.text(8, 1),
             }),
             _ => {}
         }
     }
     decoded
+}
+
+/// ERR-2 (segment, its sequence, field, repetition, component,
+/// subcomponent) as a location: `PID-11.5`, `RXA[2]-5.1`, `OBX[3]-5[2]`.
+fn location_of(err: &crate::bulk::rsp::Seg<'_>) -> String {
+    let part = |c: usize| err.text(2, c);
+    let (segment, field) = (part(1), part(3));
+    if segment.is_empty() {
+        return String::new();
+    }
+    let nth = |n: String| match n.parse::<u32>() {
+        Ok(k) if k > 1 => format!("[{k}]"),
+        _ => String::new(),
+    };
+    let mut out = format!("{segment}{}", nth(part(2)));
+    if field.is_empty() {
+        return out;
+    }
+    out.push_str(&format!("-{field}{}", nth(part(4))));
+    for c in [5, 6] {
+        match part(c) {
+            v if v.is_empty() => break,
+            v => out.push_str(&format!(".{v}")),
+        }
+    }
+    out
 }
 
 pub(super) async fn message(

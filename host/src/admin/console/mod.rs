@@ -264,7 +264,7 @@ mod tests {
             reprocessed_as: Vec::new(),
         };
         let ex = serde_json::to_value(example_of(&full, "patient-birth-date-invalid")).unwrap();
-        assert_eq!(ex["location"], "PID-1-7");
+        assert_eq!(ex["location"], "PID-7");
         assert_eq!(
             ex["text"],
             "The birth date is not a valid date. [patient-birth-date-invalid]"
@@ -279,6 +279,20 @@ mod tests {
         assert_eq!(other["segment"], "");
     }
 
+    /// Locations in one notation, the validator's; escapes decoded.
+    #[test]
+    fn answer_locations_and_escapes_read_as_people_write_them() {
+        let d = serde_json::to_value(decode_answer(
+            "MSH|^~\\&|A\rMSA|AE|C1\rERR||RXA^2^5^1^1|103^Table value not found^HL70357|E||||Z22\\S\\CDCPHINVS is not known\rERR||PID^1^11^1^5|102|W\rERR||OBX^3^5^2|102|W\r",
+        ))
+        .unwrap();
+        assert_eq!(d["err"][0]["location"], "RXA[2]-5.1");
+        assert_eq!(d["err"][0]["text"], "Z22^CDCPHINVS is not known");
+        assert_eq!(d["err"][1]["location"], "PID-11.5");
+        assert_eq!(d["err"][2]["location"], "OBX[3]-5[2]");
+        assert!(decode_answer("not HL7").err.is_empty());
+    }
+
     #[test]
     fn answers_decoded() {
         let d = serde_json::to_value(decode_answer(
@@ -286,7 +300,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(d["msa"]["code"], "AE");
-        assert_eq!(d["err"][0]["location"], "PID-1-7");
+        assert_eq!(d["err"][0]["location"], "PID-7");
         assert_eq!(d["err"][0]["code"], "101");
         assert_eq!(d["err"][0]["severity"], "E");
         assert!(

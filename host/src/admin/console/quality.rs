@@ -154,9 +154,14 @@ pub(super) fn example_of(full: &Full, detection: &str) -> Example {
     let text = err
         .map(|e| crate::report::without_value(&e.text))
         .unwrap_or_default();
-    let mut parts = location.split('-');
-    let name = parts.next().unwrap_or("");
-    let nth: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+    // `PID-11.5`, `RXA[2]-5.1`: the segment's name and which of them.
+    let name = location.get(..3).unwrap_or("");
+    let nth: usize = location
+        .get(3..)
+        .and_then(|r| r.strip_prefix('['))
+        .and_then(|r| r.split(']').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
     let segment = (name.len() == 3)
         .then(|| {
             let masked = crate::admin::mask::mask_hl7(&String::from_utf8_lossy(&full.received));
