@@ -84,7 +84,8 @@ test('Resolve posts the route with the CSRF token', async () => {
   assert.deepEqual(mock.state.resolved.at(-1), { route: 'vxu' });
   const req = mock.requests.findLast((r) => r.path === '/api/errors/resolve');
   assert.ok(req.csrf, 'X-CSRF-Token was sent');
-  assert.equal(await page.getByTestId('route-vxu-unresolved_errors').count(), 0);
+  // The dashboard reloads after the action: wait for it, not for a moment.
+  await page.getByTestId('route-vxu-unresolved_errors').waitFor({ state: 'detached', timeout: 5000 });
 });
 
 test('the live flow shows new rows at once, newest first; pause and filters work', async () => {
