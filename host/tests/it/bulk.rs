@@ -214,8 +214,25 @@ async fn a_group_from_a_cohort(admin: SocketAddr) -> String {
 }
 
 /// Viewers may not export PHI; what the spec says to refuse, with 400 and
-/// an OperationOutcome.
+/// an OperationOutcome. A cohort that cannot be read is refused naming
+/// what is wrong, but no path of the server's.
 async fn export_refusals(admin: SocketAddr, export: &str) {
+    let bad = call(
+        admin,
+        "POST",
+        "/fhir/Group",
+        TOKEN,
+        &[("Content-Type", "text/csv")],
+        Some("no,columns,we,know\n1,2,3,4\n"),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("cohort.csv"), "{}", bad.body);
+    assert!(
+        !bad.body.contains("/data/bulk"),
+        "a server path: {}",
+        bad.body
+    );
     let async_ = [("Prefer", "respond-async")];
     let viewer = call(admin, "GET", export, VIEWER_TOKEN, &async_, None).await;
     assert_eq!(viewer.status, 403, "{}", viewer.body);

@@ -63,7 +63,10 @@ pub(super) async fn kick_off(
     let made = tokio::task::spawn_blocking(move || Job::create(&dir, &cohort, None, spec)).await;
     let job = match made {
         Ok(Ok(j)) => Arc::new(j),
-        Ok(Err(e)) => return outcome(StatusCode::BAD_REQUEST, "invalid", &e.to_string()),
+        Ok(Err(e)) => {
+            let text = ex.for_client(&e.to_string());
+            return outcome(StatusCode::BAD_REQUEST, "invalid", &text);
+        }
         Err(e) => {
             return outcome(
                 StatusCode::INTERNAL_SERVER_ERROR,

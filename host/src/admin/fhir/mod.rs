@@ -73,6 +73,13 @@ impl Exports {
         self.journal.as_ref()?.lease()
     }
 
+    /// An error's text as a client may read it: the server's bulk directory
+    /// left out of the paths it names (`groups/…/cohort.csv row 3: …`).
+    fn for_client(&self, text: &str) -> String {
+        let dir = format!("{}/", self.dir.display());
+        text.replace(&dir, "")
+    }
+
     fn groups(&self) -> PathBuf {
         self.dir.join("groups")
     }
@@ -386,7 +393,7 @@ async fn create_group(
         Ok(Ok((ok, bad, _))) => (ok, bad),
         Ok(Err(e)) => {
             let _ = std::fs::remove_dir_all(ex.groups().join(&id));
-            return outcome(StatusCode::BAD_REQUEST, "invalid", &e);
+            return outcome(StatusCode::BAD_REQUEST, "invalid", &ex.for_client(&e));
         }
         Err(e) => {
             return outcome(
