@@ -796,25 +796,21 @@ mod tests {
             matching(50, |m| m.detection = Some("vaccination-lot-missing".into())),
         );
         assert_eq!(det.items.len(), 6);
-        let bad = first_page(
-            &log,
-            Search {
-                unresolved: true,
-                limit: 50,
-                ..Search::default()
-            },
-        );
+        let unresolved = || {
+            first_page(
+                &log,
+                Search {
+                    unresolved: true,
+                    limit: 50,
+                    ..Search::default()
+                },
+            )
+        };
+        let bad = unresolved();
         assert_eq!(bad.items.len(), 3);
         log.resolve(bad.items.iter().map(|m| m.id).collect());
         log.sync();
-        let bad = first_page(
-            &log,
-            Search {
-                unresolved: true,
-                limit: 50,
-                ..Search::default()
-            },
-        );
+        let bad = unresolved();
         assert!(bad.items.is_empty());
         let limited = first_page(
             &log,
