@@ -101,6 +101,23 @@ pub enum Answer {
     Close(String),
 }
 
+/// What a bulk query came back with.
+#[derive(Debug)]
+pub struct BulkAnswer {
+    pub answer: Answer,
+    /// The destination's gate turned it back (outside its window, over its
+    /// daily cap), and why: not a failed attempt.
+    pub not_now: Option<gate::NotNow>,
+    /// The destination it was routed to: identifier systems are named for it.
+    pub destination: Option<String>,
+}
+
+/// What [`Pipeline::handle_traced`] learned beyond the answer (bulk only).
+struct BulkDone {
+    not_now: Option<gate::NotNow>,
+    destination: Option<String>,
+}
+
 impl Pipeline {
     /// Compiles (or takes from the cache) every plugin of `plan` and puts
     /// the routes together with `destinations` (started by the topology) and
@@ -279,9 +296,15 @@ impl Pipeline {
         listener: &ListenerSpec,
         raw: &[u8],
         gates: &gate::Gates,
-    ) -> (Answer, Option<gate::NotNow>) {
-        self.handle_traced(listener, raw, None, None, Some(gates.clone()))
-            .await
+    ) -> BulkAnswer {
+        let (answer, done) = self
+            .handle_traced(listener, raw, None, None, Some(gates.clone()))
+            .await;
+        BulkAnswer {
+            answer,
+            not_now: done.not_now,
+            destination: done.destination,
+        }
     }
 
     async fn handle_traced(
@@ -291,7 +314,7 @@ impl Pipeline {
         identity: Option<&Identity>,
         reprocess_of: Option<i64>,
         bulk: Option<gate::Gates>,
-    ) -> (Answer, Option<gate::NotNow>) {
+    ) -> (Answer, BulkDone) {
         let started = Instant::now();
         self.metrics
             .messages_in
@@ -323,13 +346,19 @@ impl Pipeline {
             .message_seconds
             .get_or_create(&vec![l("route", route_name)])
             .observe(started.elapsed().as_secs_f64());
-        let bulk_wait = trace.bulk_wait.take();
+        let done = BulkDone {
+            not_now: trace.bulk_wait.take(),
+            destination: trace
+                .bulk
+                .as_ref()
+                .and_then(|_| trace.destinations.first().cloned()),
+        };
         if let Some(observer) = &self.observer {
             let ack = msa_code.unwrap_or_default();
             trace.took = started.elapsed();
             self.record(observer.as_ref(), listener, raw, &answer, ack, trace);
         }
-        (answer, bulk_wait)
+        (answer, done)
     }
 
     async fn process<'s>(

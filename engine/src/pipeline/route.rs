@@ -112,6 +112,19 @@ enum Step {
     Stop(Chain<'static>),
 }
 
+/// The code of a refusal: AR (not processable at all) when an error says
+/// the message type, event, processing id or version is not supported (a
+/// warning with such a code does not), else AE.
+fn refusal_code(issues: &[Issue]) -> AckCode {
+    if issues.iter().any(|i| {
+        i.severity == Severity::Error && matches!(i.code.as_str(), "200" | "201" | "202" | "203")
+    }) {
+        AckCode::AR
+    } else {
+        AckCode::AE
+    }
+}
+
 /// The verdict's name, as metrics and the trace spell it.
 fn verdict_name(verdict: &Verdict) -> &'static str {
     match verdict {
@@ -173,6 +186,10 @@ impl Pipeline {
         let mut route_to: Option<Vec<String>> = None;
         // What each plugin did, kept with the message in the journal.
         let mut stages = String::new();
+        // Once a plugin refuses the message, the later plugins still look at
+        // it so that the answer names every problem at once; what they would
+        // change or route is not kept.
+        let mut refused = false;
         for (plugin, series) in route.plugins.iter().zip(&route.series) {
             let env = Envelope {
                 id,
@@ -201,6 +218,9 @@ impl Pipeline {
                             text: None,
                         });
                     }
+                    if refused {
+                        break;
+                    }
                     return Chain::Stopped {
                         code: AckCode::AE,
                         issues,
@@ -211,7 +231,6 @@ impl Pipeline {
             if let Some(stages) = trace.as_deref_mut() {
                 stages.push(stage_of(plugin, &outcome, &text));
             }
-            merge_attributes(&mut attributes, outcome.attributes);
             issues.extend(outcome.issues);
             match &outcome.verdict {
                 Verdict::Continue(_) => &series.continued,
@@ -219,6 +238,13 @@ impl Pipeline {
                 Verdict::RouteTo(_) => &series.routed,
             }
             .inc();
+            if refused {
+                if let Verdict::Reject(found) = outcome.verdict {
+                    issues.extend(found);
+                }
+                continue;
+            }
+            merge_attributes(&mut attributes, outcome.attributes);
             if route.spec.ack_mode == AckMode::Commit {
                 journal_stage(&mut stages, plugin, &outcome.verdict, &text, issues.len());
             }
@@ -231,9 +257,25 @@ impl Pipeline {
                 &mut issues,
                 &mut route_to,
             );
-            if let Step::Stop(stopped) = step {
-                return stopped;
+            match step {
+                Step::Next => {}
+                Step::Stop(Chain::Stopped {
+                    issues: found,
+                    errored: false,
+                    ..
+                }) => {
+                    refused = true;
+                    issues = found;
+                }
+                Step::Stop(stopped) => return stopped,
             }
+        }
+        if refused {
+            return Chain::Stopped {
+                code: refusal_code(&issues),
+                issues,
+                errored: false,
+            };
         }
         Chain::Passed(Passed {
             text,
@@ -289,24 +331,13 @@ impl Pipeline {
             }
             Verdict::Reject(found) => {
                 issues.extend(found);
-                // AR (not processable at all) when an error says the
-                // message type, event, processing id or version is not
-                // supported; a warning with such a code does not.
-                let code = if issues.iter().any(|i| {
-                    i.severity == Severity::Error
-                        && matches!(i.code.as_str(), "200" | "201" | "202" | "203")
-                }) {
-                    AckCode::AR
-                } else {
-                    AckCode::AE
-                };
                 if !issues.iter().any(|i| i.severity == Severity::Error) {
                     issues.push(
                         Issue::error("207").text(format!("rejected by plugin '{}'", plugin.name())),
                     );
                 }
                 Step::Stop(Chain::Stopped {
-                    code,
+                    code: refusal_code(issues),
                     issues: std::mem::take(issues),
                     errored: false,
                 })

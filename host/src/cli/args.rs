@@ -474,6 +474,10 @@ pub struct SimArgs {
     /// 102), as an IIS refuses a query it will not run; may be repeated.
     #[arg(long = "invalid")]
     pub invalid: Vec<String>,
+    /// Answer forecasts as some state registries do: vaccine groups in OBX
+    /// 30979-9 and 38890-0, and a status-only row for each complete series.
+    #[arg(long)]
+    pub registry_codes: bool,
     /// Messages handled at once at most; more are answered AE, as a busy IIS does (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub max_in_flight: usize,

@@ -165,10 +165,28 @@ async fn run(job: Arc<Job>, cfg: &config::Config) -> anyhow::Result<ExitCode> {
         done as f64 / secs.max(1e-9)
     );
     summary(&job)?;
+    if state == State::Completed {
+        let path = write_manifest(&job)?;
+        println!("manifest   {}", path.display());
+    }
     Ok(match state {
         State::Completed => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     })
+}
+
+/// Writes the job's FHIR Bulk Data manifest beside its files, as
+/// `manifest.json`; each `url` is a file's name in the same directory.
+fn write_manifest(job: &Job) -> anyhow::Result<std::path::PathBuf> {
+    let mut manifest = job.manifest(crate::bulk::job::file_name)?;
+    manifest["requiresAccessToken"] = serde_json::Value::Bool(false);
+    let path = job.dir().join("manifest.json");
+    let part = job.dir().join("manifest.json.part");
+    let text = serde_json::to_string_pretty(&manifest)?;
+    std::fs::write(&part, text + "\n")
+        .and_then(|()| std::fs::rename(&part, &path))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
 }
 
 /// One progress line: done/total, rate, time left, errors.

@@ -190,6 +190,7 @@ async fn sim_iis(args: args::SimArgs) -> anyhow::Result<ExitCode> {
         not_found_percent,
         ambiguous,
         invalid,
+        registry_codes,
         max_in_flight,
         max_per_second,
     } = args;
@@ -213,6 +214,7 @@ async fn sim_iis(args: args::SimArgs) -> anyhow::Result<ExitCode> {
             not_found_percent,
             ambiguous,
             invalid,
+            registry_codes,
             max_in_flight,
             max_per_second,
         },

@@ -293,7 +293,7 @@ pub(super) fn qbp(msh: &Msh, msg: &Segments<'_>, opts: &SimOptions, state: &SimS
         ));
         if forecast {
             let history: Vec<Vec<String>> = p.history.iter().map(|d| d.segments.clone()).collect();
-            for seg in query::evaluated(&history, &p.dob) {
+            for seg in query::evaluated(&history, &p.dob, opts.query.registry_codes) {
                 out.push_str(&seg);
                 out.push('\r');
             }

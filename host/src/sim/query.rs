@@ -25,6 +25,10 @@ pub struct QueryOptions {
     /// data error (ERR-3 102), as an IIS answers a query it will not run:
     /// asking again gets the same answer.
     pub invalid: Vec<String>,
+    /// Answer forecasts as some state registries do: the vaccine group in
+    /// OBX 30979-9 (forecast) and 38890-0 (evaluation) rather than 30956-7,
+    /// and a status-only row for each series already complete.
+    pub registry_codes: bool,
     /// Messages handled at once at most; more are answered AE (0: no limit).
     pub max_in_flight: usize,
     /// Messages a second at most; more are answered AE (0: no limit).
@@ -250,7 +254,7 @@ pub fn synthetic_history(key: &str, birth: &str) -> Vec<Vec<String>> {
 /// The evaluation and forecast segments of a Z42 answer, after the
 /// patient's history: each dose's evaluation (OBX after its RXA), then one
 /// forecast group (RXA 998) per series not complete.
-pub fn evaluated(history: &[Vec<String>], birth: &str) -> Vec<String> {
+pub fn evaluated(history: &[Vec<String>], birth: &str, registry_codes: bool) -> Vec<String> {
     let mut out = Vec::new();
     let mut given: Vec<(usize, String)> = Vec::new();
     let mut obx = 0;
@@ -275,7 +279,8 @@ pub fn evaluated(history: &[Vec<String>], birth: &str) -> Vec<String> {
             .unwrap_or(0);
         given.push((index, date.get(..8).unwrap_or(date).to_string()));
         let number = given.iter().filter(|(i, _)| *i == index).count();
-        let [vaccine, schedule] = series_rows(series);
+        let code = if registry_codes { "38890-0" } else { "30956-7" };
+        let [vaccine, schedule] = series_rows(series, code);
         let rows = [
             vaccine,
             schedule,
@@ -284,7 +289,7 @@ pub fn evaluated(history: &[Vec<String>], birth: &str) -> Vec<String> {
         ];
         push_obx(&mut out, &mut obx, given.len(), rows);
     }
-    forecast(&mut out, &given, birth, obx);
+    forecast(&mut out, &given, birth, obx, registry_codes);
     out
 }
 
@@ -293,11 +298,11 @@ pub fn evaluated(history: &[Vec<String>], birth: &str) -> Vec<String> {
 type Obx = (&'static str, &'static str, &'static str, String);
 
 /// The OBX rows every evaluation and forecast group starts with: the
-/// vaccine group and the schedule used.
-fn series_rows(series: &Series) -> [Obx; 2] {
+/// vaccine group (under LOINC `code`) and the schedule used.
+fn series_rows(series: &Series, code: &'static str) -> [Obx; 2] {
     [
         (
-            "30956-7",
+            code,
             "vaccine type",
             "CE",
             format!("{}^{}^CVX", series.group, series.group_name),
@@ -328,11 +333,34 @@ fn push_obx<const N: usize>(out: &mut Vec<String>, obx: &mut usize, sub: usize, 
 /// The forecast after the evaluated history: for each series, the next
 /// dose with its dates, as Z42 carries them (OBX numbering goes on from
 /// `obx`).
-fn forecast(out: &mut Vec<String>, given: &[(usize, String)], birth: &str, mut obx: usize) {
+fn forecast(
+    out: &mut Vec<String>,
+    given: &[(usize, String)],
+    birth: &str,
+    mut obx: usize,
+    registry_codes: bool,
+) {
     let now = today();
+    let code = if registry_codes { "30979-9" } else { "30956-7" };
     for (index, series) in SCHEDULE.iter().enumerate() {
         let done = given.iter().filter(|(i, _)| *i == index).count();
+        let sub = given.len() + 1 + index;
         let Some(months) = series.months.get(done) else {
+            if registry_codes && done > 0 {
+                // A series complete: a row with its status and nothing else.
+                out.push(format!("ORC|RE||9999.{index}^SIMIIS"));
+                out.push(format!(
+                    "RXA|0|1|{now}|{now}|998^No vaccine administered^CVX|999||||||||||||||NA"
+                ));
+                let [vaccine, _] = series_rows(series, code);
+                let status = (
+                    "59783-1",
+                    "Status in immunization series",
+                    "CE",
+                    "C^Complete^L".to_string(),
+                );
+                push_obx(out, &mut obx, sub, [vaccine, status]);
+            }
             continue;
         };
         let Some(due) = plus_months(birth, *months) else {
@@ -348,12 +376,11 @@ fn forecast(out: &mut Vec<String>, given: &[(usize, String)], birth: &str, mut o
         } else {
             "Due"
         };
-        let sub = given.len() + 1 + index;
         out.push(format!("ORC|RE||9999.{index}^SIMIIS"));
         out.push(format!(
             "RXA|0|1|{now}|{now}|998^No vaccine administered^CVX|999||||||||||||||NA"
         ));
-        let [vaccine, schedule] = series_rows(series);
+        let [vaccine, schedule] = series_rows(series, code);
         let rows = [
             vaccine,
             schedule,
@@ -395,7 +422,7 @@ mod tests {
         let birth = "20250101";
         let history = synthetic_history("DOE|JANE|20250101", birth);
         assert!(!history.is_empty());
-        let segs = evaluated(&history, birth);
+        let segs = evaluated(&history, birth, false);
         let forecast: Vec<&String> = segs.iter().filter(|s| s.contains("|998^")).collect();
         assert!(!forecast.is_empty(), "{segs:#?}");
         assert!(segs.iter().any(|s| s.contains("|30980-7^")), "{segs:#?}");

@@ -721,3 +721,103 @@ async fn a_query_the_iis_refuses_is_not_asked_again() {
     );
     assert_eq!(lines(&out.join("Patient.ndjson")).len(), 2);
 }
+
+/// `izhub bulk run` leaves a Bulk Data manifest beside its files, and an
+/// identifier the IIS assigned is named for the destination that answered
+/// (`ma-iis`), not for whatever the answer's MSH-4 says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_run_writes_a_manifest_and_names_identifiers_for_the_destination() {
+    let ma = crate::common::start_sim(synthetic("MAIIS")).await;
+    let pa = crate::common::start_sim(synthetic("PAIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("izhub.toml");
+    std::fs::write(&cfg, routes(ma.addr, pa.addr, "")).unwrap();
+    let cohort_path = dir.path().join("cohort.csv");
+    std::fs::write(&cohort_path, cohort(3)).unwrap();
+    let out = dir.path().join("out");
+    bulk_run(&cfg, &cohort_path, &out, &[]);
+    let mut systems: Vec<String> = lines(&out.join("Patient.ndjson"))
+        .iter()
+        .flat_map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            v["identifier"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|i| i["system"].as_str())
+                .filter(|s| s.starts_with("urn:izhub:iis:"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    systems.sort();
+    assert_eq!(
+        systems,
+        [
+            "urn:izhub:iis:ma-iis:MAIIS",
+            "urn:izhub:iis:ma-iis:MAIIS",
+            "urn:izhub:iis:pa-iis:PAIIS"
+        ]
+    );
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let output = manifest["output"].as_array().unwrap();
+    let patients = output.iter().find(|o| o["type"] == "Patient").unwrap();
+    assert_eq!(patients["count"], 3);
+    assert_eq!(patients["url"], "Patient.ndjson");
+    assert!(manifest["transactionTime"].as_str().is_some());
+    assert_eq!(manifest["extension"]["izhub"]["queries"], 3);
+}
+
+/// A registry that names the forecast's vaccine in OBX 30979-9, the
+/// evaluation's in 38890-0, and answers a complete series with a status
+/// alone: every recommendation and evaluation names its vaccine group, and
+/// the complete series are exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forecasts_in_registry_codes_keep_their_vaccines_and_complete_series() {
+    let registry = |name: &str| {
+        let mut o = synthetic(name);
+        o.query.registry_codes = true;
+        o
+    };
+    let ma = crate::common::start_sim(registry("MAIIS")).await;
+    let pa = crate::common::start_sim(registry("PAIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("izhub.toml");
+    std::fs::write(&cfg, routes(ma.addr, pa.addr, "")).unwrap();
+    let cohort_path = dir.path().join("cohort.csv");
+    std::fs::write(&cohort_path, cohort(6)).unwrap();
+    let out = dir.path().join("out");
+    bulk_run(&cfg, &cohort_path, &out, &["--forecast"]);
+    let read = |kind: &str| -> Vec<Value> {
+        lines(&out.join(format!("{kind}.ndjson")))
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let recs: Vec<Value> = read("ImmunizationRecommendation")
+        .iter()
+        .flat_map(|r| r["recommendation"].as_array().unwrap().clone())
+        .collect();
+    assert!(!recs.is_empty());
+    for rec in &recs {
+        assert_eq!(
+            rec["vaccineCode"][0]["coding"][0]["system"], "http://hl7.org/fhir/sid/cvx",
+            "{rec}"
+        );
+    }
+    assert!(
+        recs.iter()
+            .any(|r| r["forecastStatus"]["coding"][0]["code"] == "C"
+                && r.get("dateCriterion").is_none()),
+        "no complete series among {recs:#?}"
+    );
+    let evals = read("ImmunizationEvaluation");
+    assert!(!evals.is_empty());
+    for e in &evals {
+        assert_eq!(
+            e["targetDisease"]["coding"][0]["system"], "http://hl7.org/fhir/sid/cvx",
+            "{e}"
+        );
+    }
+}

@@ -282,3 +282,80 @@ async fn the_mcir_sample_reaches_its_iis_with_a_warning_unless_that_iis_is_stric
         engine.stop().await;
     }
 }
+
+/// A dose dated before birth: by default the message reaches the IIS with a
+/// warning naming the dose (the registry rejects that dose and keeps the
+/// rest); under strict-ig it is refused. And a message from a state with no
+/// IIS that also lacks a birth date is answered with both problems at once:
+/// the router's and the validator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_dose_is_delivered_with_a_warning_and_every_problem_is_answered_at_once() {
+    let mcir = sample_text("messages/vxu/vxu-mcir-dtap-hepb-ipv.hl7");
+    let before_birth = mcir.replace("|20140317|20140317|110^", "|19990101|19990101|110^");
+    assert_ne!(before_birth, mcir);
+    let sim = start_sim(sim_named("MIIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let codesets = root().join("samples/codesets");
+    let path = dir.path().join("izhub.toml");
+    for (profile, delivered) in [(None, true), (Some("strict-ig"), false)] {
+        std::fs::write(
+            &path,
+            validating_config(&codesets, &sim.addr.to_string(), profile),
+        )
+        .unwrap();
+        let engine = start_engine(&path).await;
+        let mut client = connect(&engine, "ehr").await;
+        let before = sim.state.received();
+        let answer = client
+            .exchange(before_birth.as_bytes(), TIMEOUT)
+            .await
+            .unwrap();
+        let segs = segments(&answer);
+        let dose = segs
+            .iter()
+            .find(|s| s.contains("[vaccination-date-before-birth]"))
+            .unwrap_or_else(|| panic!("{profile:?}: the dose is not named: {segs:?}"));
+        assert!(dose.starts_with("ERR||RXA^1^3|"), "{dose}");
+        if delivered {
+            assert_eq!(msa(&answer).0, "AA", "{segs:?}");
+            assert_eq!(sim.state.received(), before + 1, "the IIS got it");
+            assert!(
+                dose.contains("|W|") && dose.contains("expected to reject this dose"),
+                "{dose}"
+            );
+        } else {
+            assert_eq!(msa(&answer).0, "AE", "{segs:?}");
+            assert_eq!(sim.state.received(), before, "strict-ig blocks it");
+            assert!(dose.contains("|E|"), "{dose}");
+        }
+        engine.stop().await;
+    }
+
+    // No IIS for the state, and no birth date either.
+    let nowhere = mcir
+        .replace("^DETROIT^MI^", "^DETROIT^ZZ^")
+        .replace("|20000201|M|", "||M|");
+    std::fs::write(
+        &path,
+        validating_config(&codesets, &sim.addr.to_string(), None),
+    )
+    .unwrap();
+    let engine = start_engine(&path).await;
+    let mut client = connect(&engine, "ehr").await;
+    let before = sim.state.received();
+    let answer = client.exchange(nowhere.as_bytes(), TIMEOUT).await.unwrap();
+    let segs = segments(&answer);
+    assert_eq!(msa(&answer).0, "AE", "{segs:?}");
+    assert_eq!(sim.state.received(), before, "nothing delivered");
+    assert!(
+        segs.iter()
+            .any(|s| s.starts_with("ERR||PID^1^11") && s.contains("|E|")),
+        "the router's error: {segs:?}"
+    );
+    assert!(
+        segs.iter()
+            .any(|s| s.starts_with("ERR||PID^1^7|") && s.contains("[patient-birth-date-missing]")),
+        "the validator's error: {segs:?}"
+    );
+    engine.stop().await;
+}

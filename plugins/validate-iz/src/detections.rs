@@ -113,11 +113,27 @@ impl Profile {
 }
 
 impl Detection {
+    /// A detection about one vaccination's own fields (RXA-n): a registry
+    /// rejects that dose and keeps the patient and the other doses.
+    pub fn dose_level(&self) -> bool {
+        self.field.starts_with("RXA-")
+    }
+
+    /// Under `profile`, a registry is expected to reject the one dose this
+    /// detection concerns: `iis-practice` then delivers the message with a
+    /// warning, and the IIS answers for that dose.
+    pub fn rejects_dose(&self, profile: Profile) -> bool {
+        profile == Profile::IisPractice
+            && self.dose_level()
+            && iis_practice_reason(self.id).is_some()
+    }
+
     /// This detection's default level under `profile`.
     pub fn level(&self, profile: Profile) -> Level {
         match profile {
             Profile::StrictIg => self.strict,
             Profile::Cvrs => self.cvrs,
+            Profile::IisPractice if self.rejects_dose(profile) => Level::Warning,
             Profile::IisPractice if iis_practice_reason(self.id).is_some() => Level::Error,
             Profile::IisPractice => match self.strict {
                 Level::Error => Level::Warning,
@@ -136,9 +152,12 @@ pub fn iis_practice_reason(id: &str) -> Option<&'static str> {
         .map(|(_, why)| *why)
 }
 
-/// The detections the default `iis-practice` profile blocks on, with the
-/// reason: AIRA MQE's active Error detections (MQE codes given), which
-/// registries run, and what leaves a message impossible to process.
+/// The detections registries reject for, with the reason: AIRA MQE's
+/// active Error detections (MQE codes given), which registries run, and
+/// what leaves a message impossible to process. The default `iis-practice`
+/// profile blocks on each, except those about one dose (see
+/// [`Detection::rejects_dose`]): the registry rejects that dose and keeps
+/// the rest, so the message is delivered with a warning.
 #[rustfmt::skip]
 pub static IIS_PRACTICE_ERRORS: &[(&str, &str)] = &[
     ("message-type-missing", "Unprocessable: without MSH-9 nobody can tell what the message is."),
@@ -193,6 +212,13 @@ pub fn markdown() -> String {
         Level::Warning => "Warning",
         Level::Ignore => "—",
     };
+    let default_level = |d: &Detection| {
+        if d.rejects_dose(Profile::IisPractice) {
+            "Warning (dose rejected)"
+        } else {
+            level(d.level(Profile::IisPractice))
+        }
+    };
     let blocked = |p: Profile| {
         DETECTIONS
             .iter()
@@ -220,15 +246,27 @@ pub fn markdown() -> String {
     for (id, why) in IIS_PRACTICE_DEPARTURES {
         out.push_str(&format!("- `{id}` warns: {why}\n"));
     }
+    out.push_str(&format!(
+        "\nDose-level detections concern one vaccination's own fields (RXA-n). A registry rejects \
+         that dose and keeps the patient and the other doses, answering AE for its RXA. Under \
+         `iis-practice` the {} dose-level detections registries reject for are therefore warnings \
+         (\"Warning (dose rejected)\" below): the message is delivered, the sender reads that the \
+         registry is expected to reject the dose, and the IIS's answer names it. `strict-ig` and \
+         `cvrs` block on them.\n",
+        DETECTIONS
+            .iter()
+            .filter(|d| d.rejects_dose(Profile::IisPractice))
+            .count()
+    ));
     out.push_str("\nMQE0257 and MQE0259 (a dose outside the vaccine's licensed dates or the patient's valid ages) have no detection here: the code sets izhub ships carry no licensed age or date ranges.\n");
-    out.push_str("\n| detection | field | iis-practice (default) | strict-ig | cvrs | ERR-3 / ERR-5 | why iis-practice blocks | what the sender reads |\n");
+    out.push_str("\n| detection | field | iis-practice (default) | strict-ig | cvrs | ERR-3 / ERR-5 | why registries reject it | what the sender reads |\n");
     out.push_str("|---|---|---|---|---|---|---|---|\n");
     for d in DETECTIONS {
         out.push_str(&format!(
             "| `{}` | {} | {} | {} | {} | {} / {} | {} | {} |\n",
             d.id,
             d.field,
-            level(d.level(Profile::IisPractice)),
+            default_level(d),
             level(d.strict),
             level(d.cvrs),
             d.hl7_code,

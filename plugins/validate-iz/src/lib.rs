@@ -23,8 +23,11 @@
 //! - `profile` chooses the default levels (see `docs/detections.md`):
 //!   - `iis-practice` (the default) blocks only where registries block: AIRA
 //!     MQE's active Error detections and what makes a message unprocessable
-//!     (no MSH-9, MSH-10 or MSH-12, no PID, no RXA). Everything else warns
-//!     and the message is delivered.
+//!     (no MSH-9, MSH-10 or MSH-12, no PID, no RXA). An error about one dose
+//!     (RXA-n, such as a dose dated before birth) is a warning: registries
+//!     reject that dose and keep the rest, so the message is delivered and
+//!     the IIS answers for the dose. Everything else warns and the message
+//!     is delivered.
 //!   - `strict-ig` (also `cdc`) blocks on every SHALL of the CDC IG.
 //!   - `cvrs` switches on the checks of the CDC COVID-19 Vaccination
 //!     Reporting Specification (extract type in MSH-8, redacted names and
@@ -142,11 +145,17 @@ fn issue_for(
     finding: checks::Finding,
     det: &detections::Detection,
     level: Level,
-    report_only: bool,
+    settings: Settings,
 ) -> Option<Issue> {
     let (issue, prefix) = match level {
-        Level::Error if report_only => (Issue::warning(det.hl7_code), "Would be rejected: "),
+        Level::Error if settings.report_only => {
+            (Issue::warning(det.hl7_code), "Would be rejected: ")
+        }
         Level::Error => (Issue::error(det.hl7_code), ""),
+        Level::Warning if det.rejects_dose(settings.profile) => (
+            Issue::warning(det.hl7_code),
+            "The registry is expected to reject this dose: ",
+        ),
         Level::Warning => (Issue::warning(det.hl7_code), ""),
         Level::Ignore => return None,
     };
@@ -170,8 +179,7 @@ impl Plugin for ValidateIz {
         for f in findings {
             let det = detections::find(f.id);
             let level = level_of_detection(f.id, det, settings.profile, ctx);
-            if let Some(issue) = det.and_then(|det| issue_for(f, det, level, settings.report_only))
-            {
+            if let Some(issue) = det.and_then(|det| issue_for(f, det, level, settings)) {
                 issues.push(issue);
             }
         }

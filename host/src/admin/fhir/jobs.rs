@@ -130,31 +130,22 @@ pub(super) async fn status(
         ),
         Ok(JobState::Completed) => {
             let base = base_url(&state, &headers);
-            let files = job.files().unwrap_or_default();
             let url = |name: &str| {
                 format!(
                     "{base}/fhir/bulkfiles/{job_id}/{}",
                     crate::bulk::job::file_name(name)
                 )
             };
-            let output: Vec<Value> = files
-                .iter()
-                .filter(|(name, lines)| TYPES.contains(&name.as_str()) && *lines > 0)
-                .map(|(name, lines)| json!({"type": name, "url": url(name), "count": lines}))
-                .collect();
-            let error: Vec<Value> = files
-                .iter()
-                .filter(|(name, lines)| name == crate::bulk::job::ERRORS && *lines > 0)
-                .map(|(name, lines)| json!({"type": "OperationOutcome", "url": url(name), "count": lines}))
-                .collect();
-            let manifest = json!({
-                "transactionTime": job.transaction_time,
-                "request": job.spec.request,
-                "requiresAccessToken": true,
-                "output": output,
-                "error": error,
-                "extension": {"izhub": progress.to_json()},
-            });
+            let manifest = match job.manifest(url) {
+                Ok(m) => m,
+                Err(e) => {
+                    return outcome(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "exception",
+                        &e.to_string(),
+                    );
+                }
+            };
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],

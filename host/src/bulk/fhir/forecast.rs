@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::immunization::{Group, dose_number, loinc, subgroups};
+use super::immunization::{Group, dose_number, loinc, subgroups, vaccine_type};
 use super::{Context, Notes, concept, res_id};
 use crate::bulk::rsp;
 
@@ -21,10 +21,7 @@ fn one(
     schedule: &mut Option<String>,
 ) -> Option<Value> {
     let mut rec = Map::new();
-    let vaccine = sub
-        .iter()
-        .find(|o| loinc(o) == "30956-7")
-        .and_then(|o| concept(o.rep(5)));
+    let vaccine = vaccine_type(sub).and_then(|o| concept(o.rep(5)));
     let mut criteria = Vec::new();
     for obx in sub {
         let code = loinc(obx);
@@ -38,19 +35,22 @@ fn one(
             }));
         }
     }
-    if vaccine.is_none() && criteria.is_empty() {
+    let status = sub
+        .iter()
+        .find(|o| loinc(o) == "59783-1")
+        .and_then(|o| concept(o.rep(5)));
+    // A row with only a status ("series complete") is still a forecast.
+    if vaccine.is_none() && criteria.is_empty() && status.is_none() {
         return None;
     }
     rec.insert(
         "vaccineCode".into(),
         json!([vaccine.unwrap_or_else(|| json!({"text": "vaccine not stated"}))]),
     );
-    let status = sub
-        .iter()
-        .find(|o| loinc(o) == "59783-1")
-        .and_then(|o| concept(o.rep(5)))
-        .unwrap_or_else(|| json!({"text": "not stated by the IIS"}));
-    rec.insert("forecastStatus".into(), status);
+    rec.insert(
+        "forecastStatus".into(),
+        status.unwrap_or_else(|| json!({"text": "not stated by the IIS"})),
+    );
     if !criteria.is_empty() {
         rec.insert("dateCriterion".into(), Value::Array(criteria));
     }

@@ -72,8 +72,20 @@ pub(super) fn loinc(obx: &Seg<'_>) -> String {
     obx.text(3, 1)
 }
 
+/// The OBX codes that name a vaccine type or group: 30956-7 (vaccine type),
+/// 30979-9 (vaccines due next, which some registries use in forecasts) and
+/// 38890-0 (component vaccine type, in evaluations).
+const VACCINE_TYPE: [&str; 3] = ["30956-7", "30979-9", "38890-0"];
+
+/// The first OBX of a sub-group that names its vaccine type.
+pub(super) fn vaccine_type<'a, 'b>(group: &'b [Seg<'a>]) -> Option<&'b Seg<'a>> {
+    group
+        .iter()
+        .find(|o| VACCINE_TYPE.contains(&loinc(o).as_str()))
+}
+
 /// OBX split by sub-id (OBX-4); without sub-ids, a new sub-group starts at
-/// each vaccine type (30956-7) or VIS document type (69764-9).
+/// each vaccine type (see [`VACCINE_TYPE`]) or VIS document type (69764-9).
 pub(super) fn subgroups<'a>(obx: &[Seg<'a>]) -> Vec<Vec<Seg<'a>>> {
     let mut keys: Vec<String> = Vec::new();
     let mut out: Vec<Vec<Seg<'a>>> = Vec::new();
@@ -81,7 +93,8 @@ pub(super) fn subgroups<'a>(obx: &[Seg<'a>]) -> Vec<Vec<Seg<'a>>> {
     for seg in obx {
         let mut key = seg.text(4, 1);
         if key.is_empty() {
-            if matches!(loinc(seg).as_str(), "30956-7" | "69764-9") || counter == 0 {
+            let code = loinc(seg);
+            if VACCINE_TYPE.contains(&code.as_str()) || code == "69764-9" || counter == 0 {
                 counter += 1;
             }
             key = format!("#{counter}");
@@ -186,7 +199,7 @@ fn education(group: &Group<'_>, notes: &mut Notes) -> Vec<Value> {
                     .find(|t| !t.is_empty())
                     .unwrap_or_default()
             })
-            .or_else(|| first_with(&sub, "30956-7").map(|o| o.text(5, 2)))
+            .or_else(|| vaccine_type(&sub).map(|o| o.text(5, 2)))
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| "Vaccine Information Statement".to_string());
         put(&mut e, "documentType", doc_type);
@@ -369,7 +382,7 @@ pub(super) fn evaluations(group: &Group<'_>, ctx: &Context, n: usize) -> Vec<Val
             "patient".into(),
             json!({"reference": format!("Patient/{}", res_id(ctx.tag, "patient"))}),
         );
-        let target = first_with(&sub, "30956-7")
+        let target = vaccine_type(&sub)
             .and_then(|o| concept(o.rep(5)))
             .unwrap_or_else(|| json!({"text": "vaccine group not stated"}));
         e.insert("targetDisease".into(), target);

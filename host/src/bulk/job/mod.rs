@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -395,6 +395,38 @@ impl Job {
                 })?
                 .collect()
         })
+    }
+
+    /// The FHIR Bulk Data completion manifest; `url` gives each output
+    /// file's address (the API's download URL, or the file's name beside
+    /// the manifest for `izhub bulk run`).
+    pub fn manifest(&self, url: impl Fn(&str) -> String) -> Result<Value, JobError> {
+        let files = self.files()?;
+        let listed = |errors: bool| -> Vec<Value> {
+            files
+                .iter()
+                .filter(|(name, lines)| {
+                    *lines > 0
+                        && if errors {
+                            name == ERRORS
+                        } else {
+                            TYPES.contains(&name.as_str())
+                        }
+                })
+                .map(|(name, lines)| {
+                    let kind = if errors { ERRORS } else { name.as_str() };
+                    json!({"type": kind, "url": url(name), "count": lines})
+                })
+                .collect()
+        };
+        Ok(json!({
+            "transactionTime": self.transaction_time,
+            "request": self.spec.request,
+            "requiresAccessToken": true,
+            "output": listed(false),
+            "error": listed(true),
+            "extension": {"izhub": self.progress.to_json()},
+        }))
     }
 
     /// Cuts each output file back to its committed length (a run that was

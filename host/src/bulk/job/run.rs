@@ -131,10 +131,11 @@ impl Job {
             );
             let pipeline = (env.pipeline)();
             self.progress.queries.fetch_add(1, Ordering::Relaxed);
-            let (answer, not_now) = pipeline
+            let asked = pipeline
                 .bulk_query(&env.listener, query.as_bytes(), &env.gates)
                 .await;
-            if let Some(wait) = not_now {
+            let answer = asked.answer;
+            if let Some(wait) = asked.not_now {
                 // Not a failed attempt: the IIS's hours or cap.
                 tokio::select! {
                     _ = cancel.cancelled() => return None,
@@ -153,16 +154,14 @@ impl Job {
                         Ok((t, _)) => t,
                         Err(_) => String::from_utf8_lossy(bytes).into_owned(),
                     };
-                    let iis = env
-                        .destination_of(&text)
-                        .unwrap_or_else(|| "iis".to_string());
+                    let iis = asked.destination.as_deref().unwrap_or("iis");
                     let converted = fhir::convert(
                         &text,
                         &Context {
                             patient,
                             tag: &tag,
                             since: self.spec.since.as_deref(),
-                            iis: &iis,
+                            iis,
                         },
                     );
                     // Ask again only what can change (see `Outcome::Refused`).
@@ -400,16 +399,6 @@ pub struct RunEnv {
     pub listener: ListenerSpec,
     pub gates: Gates,
     pub bulk: BulkSpec,
-}
-
-impl RunEnv {
-    /// The IIS that answered (MSH-4 of its answer), for identifier systems.
-    pub(super) fn destination_of(&self, answer: &str) -> Option<String> {
-        crate::hl7::Msh::read(answer)
-            .ok()
-            .map(|m| m.component(4, 1).to_string())
-            .filter(|s| !s.is_empty() && s.len() <= 64)
-    }
 }
 
 /// A patient the IIS did not answer for after every attempt: an

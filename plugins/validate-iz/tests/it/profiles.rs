@@ -73,19 +73,6 @@ fn what_registries_reject_still_blocks_by_default() {
         ("patient-birth-date-missing", &[Set("PID-7", "")][..]),
         ("patient-name-family-missing", &[Set("PID-5.1", "")][..]),
         ("patient-id-missing", &[Set("PID-3", "")][..]),
-        (
-            "vaccination-date-before-birth",
-            &[Set("RXA-3", "20070705")][..],
-        ),
-        ("vaccination-code-missing", &[Set("RXA-5", "")][..]),
-        (
-            "vaccination-cvx-unrecognized",
-            &[Set("RXA-5", "777^Nothing^CVX")][..],
-        ),
-        (
-            "vaccination-action-code-unrecognized",
-            &[Set("RXA-21", "X")][..],
-        ),
         ("message-date-missing", &[Set("MSH-7", "")][..]),
         (
             "vaccination-missing",
@@ -99,6 +86,55 @@ fn what_registries_reject_still_blocks_by_default() {
                 .any(|s| s.id == id && s.severity == Severity::Error),
             "{id}: {seen:?}"
         );
+    }
+}
+
+/// A registry rejects one bad dose and keeps the patient and the other
+/// doses: by default such an error is a warning that says so and the
+/// message is delivered; `strict-ig` still blocks it.
+#[test]
+fn a_dose_level_error_is_delivered_with_a_warning_by_default_and_blocks_under_strict_ig() {
+    let nist = read(NIST);
+    for (id, mutations) in [
+        (
+            "vaccination-date-before-birth",
+            &[Set("RXA-3", "20070705")][..],
+        ),
+        ("vaccination-code-missing", &[Set("RXA-5", "")][..]),
+        (
+            "vaccination-cvx-unrecognized",
+            &[Set("RXA-5", "777^Nothing^CVX")][..],
+        ),
+        (
+            "vaccination-action-code-unrecognized",
+            &[Set("RXA-21", "X")][..],
+        ),
+    ] {
+        let msg = mutate(&nist, mutations);
+        let (rejected, seen, texts) = run_texts(&host(&[]), &msg, NOW_NIST, &[]);
+        assert!(!rejected, "{id}: blocked by default: {:?}", errors(&seen));
+        let at = seen
+            .iter()
+            .position(|s| s.id == id)
+            .unwrap_or_else(|| panic!("{id}: not reported: {seen:?}"));
+        assert_eq!(seen[at].severity, Severity::Warning, "{id}");
+        assert!(seen[at].location.starts_with("RXA[1]-"), "{id}: {seen:?}");
+        assert!(
+            texts[at].starts_with("The registry is expected to reject this dose: "),
+            "{id}: {}",
+            texts[at]
+        );
+        assert!(find(id).unwrap().rejects_dose(Profile::IisPractice));
+        let (rejected, seen) = run(&host(&[("profile", "strict-ig")]), &msg, NOW_NIST);
+        assert!(rejected, "{id}: delivered under strict-ig");
+        assert!(errors(&seen).iter().any(|e| e.starts_with(id)), "{seen:?}");
+        // A configured level still wins.
+        let (rejected, _) = run(
+            &host(&[(&format!("severity.{id}"), "error")]),
+            &msg,
+            NOW_NIST,
+        );
+        assert!(rejected, "{id}: severity.{id} = error");
     }
 }
 
@@ -185,7 +221,7 @@ fn a_birth_time_and_a_dose_that_day_are_the_same_day() {
     }
     // The day before birth is still before birth.
     let before = mutate(&msg, &[Set("RXA-3", "20131031")]);
-    let (rejected, seen) = run(&host(&[]), &before, NOW_NIST);
+    let (rejected, seen) = run(&host(&[("profile", "strict-ig")]), &before, NOW_NIST);
     assert!(rejected && seen.iter().any(|s| s.id == "vaccination-date-before-birth"));
     // A lot expiring in a month is good through that month.
     let month = mutate(&msg, &[Set("RXA-16", "201311")]);
@@ -308,7 +344,12 @@ fn the_default_profile_blocks_only_on_its_listed_detections() {
         .filter(|d| d.level(Profile::IisPractice) == Level::Error)
         .map(|d| d.id)
         .collect();
-    assert_eq!(blocking.len(), IIS_PRACTICE_ERRORS.len());
+    let dose_level = IIS_PRACTICE_ERRORS
+        .iter()
+        .filter(|(id, _)| find(id).is_some_and(|d| d.rejects_dose(Profile::IisPractice)))
+        .count();
+    assert!(dose_level >= 10, "{dose_level}");
+    assert_eq!(blocking.len() + dose_level, IIS_PRACTICE_ERRORS.len());
     assert!(blocking.iter().all(|id| iis_practice_reason(id).is_some()));
     // Everything strict-ig reports, the default reports too.
     for d in DETECTIONS {
