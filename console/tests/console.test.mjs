@@ -448,7 +448,7 @@ step('(h) the engine\'s answers have the fields console/src/api.ts declares', as
   assert.deepEqual(problems, []);
 });
 
-step('(i) data quality and code sets fit a 1,440 px window', async () => {
+step('(i) data quality and code sets fit a 1,440 px window, and each set shows its own date', async () => {
   await page.setViewportSize({ width: 1440, height: 900 });
   try {
     for (const hash of ['#/quality', '#/codesets']) {
@@ -457,6 +457,15 @@ step('(i) data quality and code sets fit a 1,440 px window', async () => {
       const width = await page.evaluate(() => document.documentElement.scrollWidth);
       assert.ok(width <= 1440, `${hash} is ${width} px wide`);
     }
+    // Each set shows its own date, not when its file was copied (a fresh
+    // clone's files are all modified today).
+    for (const name of ['hl7-0001', 'cvx', 'ndc']) {
+      const cells = await page.locator(`[data-testid="codeset-${name}"] td`).allInnerTexts();
+      assert.match(cells[2], /^\d{4}-\d{2}-\d{2}$/, `${name}: ${cells.join(' | ')}`);
+      assert.ok(Number(cells[4]) > 0, `${name} is ${cells[4]} days old: ${cells.join(' | ')}`);
+    }
+    const aira = await page.locator('[data-testid="codeset-hl7-0001"] td').allInnerTexts();
+    assert.equal(aira[2], '2025-12-09');
   } finally {
     await page.setViewportSize({ width: 1280, height: 800 });
   }

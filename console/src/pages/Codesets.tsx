@@ -40,7 +40,7 @@ export function Codesets() {
               <tr key={s.name} class={s.stale ? 'stale' : ''} data-testid={`codeset-${s.name}`}>
                 <td>{s.name}</td>
                 <td>{s.source}</td>
-                <td class="date">{s.date ?? ''}</td>
+                <td class="date">{s.date || <span class="muted">not stated</span>}</td>
                 <td class="n">{s.count}</td>
                 <td class="n">{s.age_days ?? ''}</td>
                 <td>{s.stale ? <span class="badge bad">stale</span> : 'current'}</td>

@@ -10,6 +10,12 @@
 //!
 //! A set that fails to load is an error naming its file and why: callers keep
 //! the code sets they had.
+//!
+//! Each set has the date of its data: the newest "last updated" of CVX, MVX
+//! and the NDC crosswalks, else the date `released.txt` in the code-set
+//! directory gives for the file (or its directory), else none. A file's
+//! modification time is never taken for it: a fresh copy would make an old
+//! set look new.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,7 +25,8 @@ use std::path::{Path, PathBuf};
 pub struct Table {
     /// Files it was read from, relative to the code-set directory.
     pub sources: Vec<String>,
-    /// The newest date found in the data (or the file), `YYYY-MM-DD`.
+    /// The set's own date, `YYYY-MM-DD`: the newest found in its data, else
+    /// the one `released.txt` gives; empty when neither says.
     pub date: String,
     pub entries: HashMap<String, String>,
 }
@@ -229,6 +236,12 @@ pub fn load_ndc_txt(path: &Path, into: &mut Table) -> Result<usize, String> {
             f.get(7).copied().unwrap_or(""),
             f.get(8).copied().unwrap_or(""),
         );
+        // Field 12 is when CDC last updated the row: `2025-07-16 00:00:00`.
+        if let Some(updated) = f.get(11).and_then(|v| iso_date(v))
+            && updated.as_str() > into.date.as_str()
+        {
+            into.date = updated;
+        }
         let product = unescape(f.get(4).copied().unwrap_or(""));
         let value = format!("{cvx}||Active|{start}|{end}|{product}");
         into.entries.insert(ndc.replace('-', ""), value.clone());
@@ -336,16 +349,71 @@ fn rel(path: &Path) -> String {
     }
 }
 
-fn file_date(path: &Path) -> String {
-    let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else {
-        return String::new();
-    };
-    let secs = modified
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let (y, m, d) = izhub_hl7::ymd_from_unix_secs(secs);
-    format!("{y:04}-{m:02}-{d:02}")
+/// `YYYY-MM-DD` at the start of `text` (a date or a date and time), if it
+/// is one.
+fn iso_date(text: &str) -> Option<String> {
+    let d = text.get(..10)?;
+    let b = d.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
+    (digits(0..4)
+        && b.get(4) == Some(&b'-')
+        && digits(5..7)
+        && b.get(7) == Some(&b'-')
+        && digits(8..10))
+    .then(|| d.to_string())
+}
+
+/// The file that dates sets whose data carry no date: lines of `PATH DATE`,
+/// `PATH` relative to the code-set directory (a directory ending in `/`
+/// dates every file in it), `#` comments.
+pub const RELEASED: &str = "released.txt";
+
+/// The dates `released.txt` gives, by path; an absent file gives none, an
+/// unreadable line is an error naming it.
+fn released(dir: &Path) -> Result<HashMap<String, String>, String> {
+    let path = dir.join(RELEASED);
+    if !path.is_file() {
+        return Ok(HashMap::new());
+    }
+    let text = read_text(&path)?;
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(file), Some(date), None) = (words.next(), words.next(), words.next()) else {
+            return Err(format!(
+                "{}:{}: expected `PATH YYYY-MM-DD`",
+                path.display(),
+                i + 1
+            ));
+        };
+        let Some(date) = iso_date(date).filter(|d| d.len() == date.len()) else {
+            return Err(format!(
+                "{}:{}: {date:?} is not a date (YYYY-MM-DD)",
+                path.display(),
+                i + 1
+            ));
+        };
+        out.insert(file.to_string(), date);
+    }
+    Ok(out)
+}
+
+/// The date `released` gives a file (`aira/Patient_Sex.xml`): its own line,
+/// else its directory's (`aira/`), else none.
+fn released_date(released: &HashMap<String, String>, file: &str) -> String {
+    released
+        .get(file)
+        .or_else(|| {
+            let (parent, _) = file.rsplit_once('/')?;
+            released.get(&format!("{parent}/"))
+        })
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The name of every table a code-set directory can provide.
@@ -363,6 +431,7 @@ pub fn load_dir(dir: &Path) -> Result<CodeSets, String> {
         return Err(format!("{}: no such code-set directory", dir.display()));
     }
     let mut sets = CodeSets::default();
+    let released = released(dir)?;
     let cdc = dir.join("cdc");
     let cvx = cdc.join("cvx.xml");
     if cvx.is_file() {
@@ -377,10 +446,6 @@ pub fn load_dir(dir: &Path) -> Result<CodeSets, String> {
         let p = cdc.join(f);
         if p.is_file() {
             load_ndc_txt(&p, &mut ndc)?;
-            let d = file_date(&p);
-            if d > ndc.date {
-                ndc.date = d;
-            }
         }
     }
     let aira = dir.join("aira");
@@ -393,6 +458,14 @@ pub fn load_dir(dir: &Path) -> Result<CodeSets, String> {
             merge_aira_ndc(&p, &mut ndc)?;
         }
     }
+    if ndc.date.is_empty() {
+        ndc.date = ndc
+            .sources
+            .iter()
+            .map(|f| released_date(&released, f))
+            .max()
+            .unwrap_or_default();
+    }
     if !ndc.entries.is_empty() {
         sets.tables.insert("ndc".into(), ndc);
     }
@@ -400,7 +473,7 @@ pub fn load_dir(dir: &Path) -> Result<CodeSets, String> {
         let p = aira.join(format!("{file}.xml"));
         if p.is_file() {
             let mut t = load_aira(&p)?;
-            t.date = file_date(&p);
+            t.date = released_date(&released, &format!("aira/{file}.xml"));
             sets.tables.insert(table.to_string(), t);
         }
     }
@@ -460,6 +533,51 @@ mod tests {
         assert!(sets.tables["cdcrec-race"].entries["2106-3"].starts_with("Valid|"));
         assert!(sets.tables["cdcrec-race"].entries["W"].starts_with("Deprecated|"));
         assert!(sets.tables["hl7-0162"].entries.contains_key("C28161"));
+    }
+
+    /// A fresh copy (every file modified now) keeps each set's own date:
+    /// from its data, or from `released.txt`; never the copy's time.
+    #[test]
+    fn a_fresh_copy_keeps_each_sets_own_date() {
+        let dir = std::env::temp_dir().join(format!("izhub-codesets-copy-{}", std::process::id()));
+        let from = default_dir();
+        for sub in ["", "cdc", "aira"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+            for entry in std::fs::read_dir(from.join(sub)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    std::fs::copy(&path, dir.join(sub).join(path.file_name().unwrap())).unwrap();
+                }
+            }
+        }
+        let sets = load_dir(&dir).unwrap();
+        let today = {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let (y, m, d) = izhub_hl7::ymd_from_unix_secs(secs);
+            format!("{y:04}-{m:02}-{d:02}")
+        };
+        for (name, table) in &sets.tables {
+            assert!(iso_date(&table.date).is_some(), "{name}: {:?}", table.date);
+            assert!(table.date < today, "{name}: {}", table.date);
+        }
+        assert!(sets.tables["ndc"].date.starts_with("2025-"));
+        assert_eq!(sets.tables["hl7-0001"].date, "2025-12-09");
+        // Without released.txt the AIRA sets have no date rather than today's.
+        std::fs::remove_file(dir.join(RELEASED)).unwrap();
+        let sets = load_dir(&dir).unwrap();
+        assert_eq!(sets.tables["hl7-0001"].date, "");
+        assert!(!sets.tables["cvx"].date.is_empty());
+        // A line that is not `PATH DATE` is named.
+        std::fs::write(dir.join(RELEASED), "# dates\naira/ 2025-13\n").unwrap();
+        let err = load_dir(&dir).unwrap_err();
+        assert!(
+            err.contains("released.txt:2: \"2025-13\" is not a date"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
