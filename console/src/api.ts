@@ -53,6 +53,28 @@ export interface Dashboard {
   unreachable?: string[];
 }
 
+/** One route's or destination's counts per bucket, oldest first. */
+export interface Series {
+  name: string;
+  received: number[];
+  rejected: number[];
+}
+
+export interface Period {
+  /** Seconds each bucket covers. */
+  step_secs: number;
+  /** Start of the first bucket, ms since the epoch. */
+  start_ms: number;
+  routes: Series[];
+  destinations: Series[];
+}
+
+/** `GET /api/dashboard/history`: the last hour by minute, the last seven days by hour. */
+export interface Traffic {
+  last_hour: Period;
+  last_days: Period;
+}
+
 export interface ClusterNode {
   id: string;
   started_at: number;

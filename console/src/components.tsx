@@ -124,3 +124,39 @@ export function JsonView({ value, depth = 0 }: { value: unknown; depth?: number 
     </dl>
   );
 }
+
+/** One bar of a chart: all messages, the rejected part, and what hovering it says. */
+export interface Bar {
+  key: string;
+  all: number;
+  bad: number;
+  title: string;
+}
+
+/**
+ * Messages as bars, the rejected part drawn in red over each, so a trend shows at a glance; each
+ * bar's title gives its numbers. Drawn as SVG by the console itself.
+ */
+export function Bars({ bars, testid, label, width = 14, height = 60 }: { bars: Bar[]; testid: string; label: string; width?: number; height?: number }) {
+  if (bars.length === 0) return null;
+  const max = Math.max(1, ...bars.map((b) => b.all));
+  const w = width;
+  const h = height;
+  return (
+    <svg class="trend" data-testid={testid} width={bars.length * w} height={h + 2} viewBox={`0 0 ${bars.length * w} ${h + 2}`} role="img" aria-label={label}>
+      <line x1={0} y1={h + 1.5} x2={bars.length * w} y2={h + 1.5} class="base" />
+      {bars.map((b, i) => {
+        const all = b.all > 0 ? Math.max(1, Math.round((h * b.all) / max)) : 0;
+        const bad = b.bad > 0 ? Math.max(1, Math.round((h * b.bad) / max)) : 0;
+        return (
+          <g key={b.key}>
+            <title>{b.title}</title>
+            <rect x={i * w} y={0} width={w} height={h + 2} class="bar-slot" />
+            {all > 0 && <rect x={i * w + (w > 3 ? 1 : 0)} y={h - all + 1} width={Math.max(1, w - 2)} height={all} class="bar-all" />}
+            {bad > 0 && <rect x={i * w + (w > 3 ? 1 : 0)} y={h - bad + 1} width={Math.max(1, w - 2)} height={bad} class="bar-bad" />}
+          </g>
+        );
+      })}
+    </svg>
+  );
+}

@@ -330,6 +330,26 @@ step('(f) the dashboard counts for route vxu what /metrics counts', async () => 
   } while (Date.now() < deadline);
   assert.ok(expected >= 1, `/metrics counts ${expected} answers for route vxu after one message`);
   assert.equal(shown, expected, `dashboard route-vxu-received shows ${shown}, /metrics izhub_answers_out_total{route="vxu"} sums to ${expected}`);
+  // The traffic charts: the route's messages drawn as bars over the last
+  // hour and the last seven days, with the same total as the table.
+  for (const period of ['traffic-hour', 'traffic-days']) {
+    await page.getByTestId(period).click();
+    const chart = page.getByTestId('chart-route-vxu');
+    await chart.waitFor({ timeout: 10000 });
+    const total = page.getByTestId('chart-route-vxu-total');
+    const until = Date.now() + 20000; // the charts are read every 15 s
+    let text = '';
+    do {
+      text = (await total.textContent()).trim();
+      if (text.startsWith(`${shown} received`)) break;
+      await sleep(500);
+    } while (Date.now() < until);
+    assert.ok(text.startsWith(`${shown} received`), `${period}: the chart says "${text}", the table ${shown}`);
+    assert.ok(await chart.locator('rect.bar-all').count() >= 1, `${period}: no bar drawn`);
+    const box = await chart.boundingBox();
+    assert.ok(box && box.width > 100 && box.height > 20, `${period}: the chart is ${JSON.stringify(box)}`);
+  }
+  await page.getByTestId('traffic-hour').click();
   await shot(page, 'console-dashboard.png');
 });
 
@@ -391,7 +411,7 @@ step('(e) the server refuses a viewer\'s Reprocess with 403', async () => {
 step('(h) the engine\'s answers have the fields console/src/api.ts declares', async () => {
   assert.ok(messageId, 'step (c) found no message');
   const declared = apiInterfaces(readFileSync(join(repoRoot, 'console/src/api.ts'), 'utf8'));
-  for (const name of ['Me', 'Dashboard', 'RouteStats', 'DestinationStats', 'MessagePage', 'MessageMeta', 'MessageDetail', 'Stage', 'Attempt', 'Codeset', 'Quality', 'SenderQuality', 'Day', 'Completeness', 'Detection', 'Example', 'ReprocessCount', 'ReprocessDone', 'Reprocessed']) {
+  for (const name of ['Me', 'Dashboard', 'RouteStats', 'DestinationStats', 'MessagePage', 'MessageMeta', 'MessageDetail', 'Stage', 'Attempt', 'Codeset', 'Quality', 'SenderQuality', 'Day', 'Completeness', 'Detection', 'Example', 'ReprocessCount', 'ReprocessDone', 'Reprocessed', 'Traffic', 'Period', 'Series']) {
     assert.ok(declared[name] && Object.keys(declared[name]).length > 0, `api.ts declares ${name}`);
   }
   const got = await page.evaluate(async (id) => {
@@ -415,6 +435,7 @@ step('(h) the engine\'s answers have the fields console/src/api.ts declares', as
       detail: await get(`/api/messages/${encodeURIComponent(id)}`),
       codesets: await get('/api/codesets'),
       quality: await get('/api/quality?days=1'),
+      traffic: await get('/api/dashboard/history'),
     };
   }, String(messageId));
   const problems = [
@@ -429,6 +450,11 @@ step('(h) the engine\'s answers have the fields console/src/api.ts declares', as
     ...got.detail.stages.flatMap((s) => drift('Stage', s, declared.Stage)),
     ...got.detail.attempts.flatMap((a) => drift('Attempt', a, declared.Attempt)),
     ...got.codesets.flatMap((c) => drift('Codeset', c, declared.Codeset)),
+    ...drift('Traffic', got.traffic, declared.Traffic),
+    ...[got.traffic.last_hour, got.traffic.last_days].flatMap((p) => [
+      ...drift('Period', p, declared.Period),
+      ...[...p.routes, ...p.destinations].flatMap((x) => drift('Series', x, declared.Series)),
+    ]),
     ...drift('Quality', got.quality, declared.Quality),
     ...drift('ReprocessCount', got.count, declared.ReprocessCount),
     ...drift('ReprocessDone', got.done, declared.ReprocessDone),
@@ -442,7 +468,7 @@ step('(h) the engine\'s answers have the fields console/src/api.ts declares', as
       ]),
     ]),
   ];
-  assert.ok(got.dashboard.routes.length > 0 && got.page.items.length > 0 && got.detail.stages.length > 0 && got.codesets.length > 0
+  assert.ok(got.traffic.last_hour.routes.length > 0 && got.dashboard.routes.length > 0 && got.page.items.length > 0 && got.detail.stages.length > 0 && got.codesets.length > 0
     && got.quality.senders.length > 0,
     'every list checked has something in it');
   assert.deepEqual(problems, []);

@@ -1,7 +1,7 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { api, canAct, errorMessage, type Cluster, type Dashboard as DashboardData, type Me } from '../api';
-import { ActionButton, ErrorBox } from '../components';
+import { api, canAct, errorMessage, type Cluster, type Dashboard as DashboardData, type Me, type Period, type Series, type Traffic } from '../api';
+import { ActionButton, Bars, ErrorBox } from '../components';
 import { onDashboard } from '../events';
 import { fmtAge, fmtNum, fmtTime } from '../util';
 
@@ -72,6 +72,93 @@ function StatsTable<T extends { name: string }>(props: {
             ))}
           </tbody>
         </table>
+      )}
+    </section>
+  );
+}
+
+/** A bucket's start as the chart's hover text shows it: the time for minutes, day and hour for hours. */
+function bucketLabel(ms: number, stepSecs: number): string {
+  const d = new Date(ms);
+  const hm = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  return stepSecs >= 3600 ? `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${hm}` : hm;
+}
+
+function Chart({ kind, series, period }: { kind: 'route' | 'dest'; series: Series; period: Period }) {
+  const received = series.received.reduce((a, b) => a + b, 0);
+  const rejected = series.rejected.reduce((a, b) => a + b, 0);
+  const step = period.step_secs * 1000;
+  const bars = series.received.map((all, i) => {
+    const bad = series.rejected[i] ?? 0;
+    const at = period.start_ms + i * step;
+    return { key: String(at), all, bad, title: `${bucketLabel(at, period.step_secs)}: ${all} received, ${bad} rejected` };
+  });
+  const end = period.start_ms + series.received.length * step;
+  return (
+    <div class="chart">
+      <h3>
+        {kind === 'route' ? 'Route' : 'Destination'} {series.name}
+      </h3>
+      <p class="muted small" data-testid={`chart-${kind}-${series.name}-total`}>
+        {fmtNum(received)} received, {fmtNum(rejected)} rejected
+      </p>
+      <Bars testid={`chart-${kind}-${series.name}`} label={`Messages and rejections of ${series.name}`} bars={bars} width={period.step_secs >= 3600 ? 2 : 5} height={48} />
+      <div class="axis muted small">
+        <span>{bucketLabel(period.start_ms, period.step_secs)}</span>
+        <span>{bucketLabel(end, period.step_secs)}</span>
+      </div>
+    </div>
+  );
+}
+
+/** Message rate and rejections over time, per route and destination. */
+function TrafficCharts() {
+  const [traffic, setTraffic] = useState<Traffic | null>(null);
+  const [days, setDays] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => {
+    let live = true;
+    async function read() {
+      try {
+        const t = await api<Traffic>('GET', '/api/dashboard/history');
+        if (live) {
+          setTraffic(t);
+          setError(null);
+        }
+      } catch (e) {
+        if (live) setError(errorMessage(e));
+      }
+    }
+    read();
+    const t = setInterval(read, 15000);
+    return () => {
+      live = false;
+      clearInterval(t);
+    };
+  }, []);
+  const period = traffic ? (days ? traffic.last_days : traffic.last_hour) : null;
+  return (
+    <section data-testid="traffic">
+      <h2>Traffic</h2>
+      <p class="toolbar">
+        <button type="button" class={days ? '' : 'on'} aria-pressed={!days} data-testid="traffic-hour" onClick={() => setDays(false)}>
+          Last hour, by minute
+        </button>{' '}
+        <button type="button" class={days ? 'on' : ''} aria-pressed={days} data-testid="traffic-days" onClick={() => setDays(true)}>
+          Last 7 days, by hour
+        </button>
+        <span class="muted small"> Bars: messages received; red: rejected by izhub or the IIS.</span>
+      </p>
+      <ErrorBox error={error} />
+      {period && (
+        <div class="charts">
+          {period.routes.map((s) => (
+            <Chart key={`r-${s.name}`} kind="route" series={s} period={period} />
+          ))}
+          {period.destinations.map((s) => (
+            <Chart key={`d-${s.name}`} kind="dest" series={s} period={period} />
+          ))}
+        </div>
       )}
     </section>
   );
@@ -190,6 +277,7 @@ export function Dashboard({ me }: { me: Me }) {
                 : undefined
             }
           />
+          <TrafficCharts />
           <section>
             <h2>Unresolved errors</h2>
             <p class="muted">Errors stay here, apart from the totals above, until someone resolves them.</p>

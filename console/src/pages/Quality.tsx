@@ -1,41 +1,23 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, errorMessage, query } from '../api';
 import type { Day, Quality, SenderQuality } from '../api';
-import { ErrorBox } from '../components';
+import { Bars, ErrorBox } from '../components';
 
 const pct = (n: number, of: number) => (of > 0 ? `${Math.round((100 * n) / of)}%` : '–');
 
-/**
- * Messages and rejections per day as bars (rejections in red over the day's messages), so a
- * sender's trend shows at a glance; each bar's title gives the numbers.
- */
+/** Messages and rejections per day, as bars. */
 function Trend({ days }: { days: Day[] }) {
-  if (days.length === 0) return null;
-  const max = Math.max(1, ...days.map((d) => d.messages));
-  const w = 14;
-  const h = 60;
   return (
-    <svg
-      class="trend"
-      data-testid="quality-trend"
-      width={days.length * w}
-      height={h + 2}
-      viewBox={`0 0 ${days.length * w} ${h + 2}`}
-      role="img"
-      aria-label="Messages and rejections by day"
-    >
-      {days.map((d, i) => {
-        const all = Math.max(1, Math.round((h * d.messages) / max));
-        const bad = Math.round((h * d.rejected) / max);
-        return (
-          <g key={d.day}>
-            <title>{`${d.day}: ${d.messages} messages, ${d.rejected} rejected (${pct(d.rejected, d.messages)})`}</title>
-            <rect x={i * w + 1} y={h - all + 1} width={w - 2} height={all} class="bar-all" />
-            {bad > 0 && <rect x={i * w + 1} y={h - bad + 1} width={w - 2} height={bad} class="bar-bad" />}
-          </g>
-        );
-      })}
-    </svg>
+    <Bars
+      testid="quality-trend"
+      label="Messages and rejections by day"
+      bars={days.map((d) => ({
+        key: d.day,
+        all: d.messages,
+        bad: d.rejected,
+        title: `${d.day}: ${d.messages} messages, ${d.rejected} rejected (${pct(d.rejected, d.messages)})`,
+      }))}
+    />
   );
 }
 

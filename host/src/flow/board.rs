@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::Outcome;
+use super::history::{History, Traffic, is_rejection};
 
 /// Seconds the rate and p95 look back over.
 const WINDOW_SECS: usize = 300;
@@ -103,6 +104,7 @@ struct Tally {
     errored: u64,
     unresolved_errors: u64,
     window: Window,
+    history: History,
 }
 
 impl Tally {
@@ -144,7 +146,7 @@ struct Inner {
 
 /// Most routes or destinations the board keeps apart (names come from the
 /// configuration, so this only bounds a misconfiguration).
-const MAX_NAMES: usize = 10_000;
+pub(super) const MAX_NAMES: usize = 10_000;
 
 /// The live numbers.
 #[derive(Debug, Default)]
@@ -324,10 +326,12 @@ impl Board {
         self.with(|i| {
             let known = i.routes.len() < MAX_NAMES;
             let route = route.unwrap_or("none");
+            let rejected = u32::from(is_rejection(outcome));
             if let Some(t) = i.routes.get_mut(route) {
                 t.received += 1;
                 t.count(outcome);
                 t.window.add(now_sec, latency_ms);
+                t.history.add(now_sec, 1, rejected);
             } else if known {
                 let mut t = Tally {
                     received: 1,
@@ -335,6 +339,7 @@ impl Board {
                 };
                 t.count(outcome);
                 t.window.add(now_sec, latency_ms);
+                t.history.add(now_sec, 1, rejected);
                 i.routes.insert(route.to_string(), t);
             }
             // A message for several destinations counts for each.
@@ -343,6 +348,7 @@ impl Board {
                     t.received += 1;
                     t.count(outcome);
                     t.window.add(now_sec, latency_ms);
+                    t.history.add(now_sec, 1, rejected);
                     if queued > 0 {
                         q.queued += 1;
                     }
@@ -353,15 +359,66 @@ impl Board {
 
     /// A queued delivery finished (delivered, rejected or dead).
     pub fn delivered(&self, destination: &str, outcome: Outcome, route: Option<&str>) {
+        let now_sec = (crate::store::now_ms() / 1000).max(0) as u64;
+        let rejected = u32::from(is_rejection(outcome));
         self.with(|i| {
             if let Some((t, q)) = i.destinations.get_mut(destination) {
                 q.queued = (q.queued - 1).max(0);
                 t.count(outcome);
+                t.history.add(now_sec, 0, rejected);
             }
             if let Some(t) = route.and_then(|r| i.routes.get_mut(r)) {
                 t.count(outcome);
+                t.history.add(now_sec, 0, rejected);
             }
         });
+    }
+
+    /// Fills the charts from the message log at start: `received` messages
+    /// and `rejected` rejections of a route and its destinations at `sec`
+    /// (oldest first, so newer buckets win).
+    pub fn seed_history(
+        &self,
+        route: &str,
+        destinations: &str,
+        sec: u64,
+        received: u32,
+        rejected: u32,
+    ) {
+        self.with(|i| {
+            if let Some(t) = i.routes.get_mut(route) {
+                t.history.add(sec, received, rejected);
+            }
+            for d in destinations.split(',') {
+                if let Some((t, _)) = i.destinations.get_mut(d) {
+                    t.history.add(sec, received, rejected);
+                }
+            }
+        });
+    }
+
+    /// The charts' counts now; routes and destinations limited to what
+    /// `visible` lets through.
+    pub fn traffic(
+        &self,
+        now_ms: i64,
+        route_visible: &dyn Fn(&str) -> bool,
+        destination_visible: &dyn Fn(&str) -> bool,
+    ) -> Traffic {
+        let now_sec = (now_ms / 1000).max(0) as u64;
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Traffic::empty(now_sec);
+        for (name, t) in inner.routes.iter().filter(|(n, _)| route_visible(n)) {
+            out.push(true, name, &t.history, now_sec);
+        }
+        for (name, (t, _)) in inner
+            .destinations
+            .iter()
+            .filter(|(n, _)| destination_visible(n))
+        {
+            out.push(false, name, &t.history, now_sec);
+        }
+        out
     }
 
     /// What is waiting for a destination, read from its queue.

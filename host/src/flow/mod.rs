@@ -5,6 +5,7 @@
 
 pub mod board;
 pub mod bodies;
+pub mod history;
 pub mod log;
 
 use std::sync::Arc;

@@ -261,7 +261,7 @@ fn log_started(config: &Config, runtime: &crate::plugin::Runtime, startup: Durat
 /// (it keeps them from then on) and the names of the routes and
 /// destinations.
 async fn seed_board(
-    flow: &crate::flow::Flow,
+    flow: &Arc<crate::flow::Flow>,
     journal: Option<&crate::store::Journal>,
     pipeline: &crate::pipeline::Pipeline,
 ) {
@@ -278,6 +278,29 @@ async fn seed_board(
     }
     let (routes, dests) = pipeline.names();
     flow.board.know(&routes, &dests);
+    // The charts' last seven days, from the log, off the start path: only
+    // what was logged before now, so nothing counted live is counted twice.
+    if let Some(log) = flow.log.clone() {
+        let flow = flow.clone();
+        let until = crate::store::now_ms();
+        tokio::task::spawn_blocking(move || match log.traffic(until - 7 * 86_400_000, until) {
+            Ok(rows) => {
+                for (route, dest, minute, n, rejected) in rows {
+                    let clamp = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+                    flow.board.seed_history(
+                        &route,
+                        &dest,
+                        (minute.max(0) as u64) * 60,
+                        clamp(n),
+                        clamp(rejected),
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the log's traffic for the dashboard's charts")
+            }
+        });
+    }
 }
 
 /// Runs until `signal` completes, then shuts down gracefully.

@@ -64,3 +64,38 @@ pub(super) async fn board_for(state: &AdminState, flow: &Flow, user: &CurrentUse
     board.unreachable = Some(unreachable);
     board
 }
+
+/// `GET /api/dashboard/history`: the charts' counts, the last hour by
+/// minute and the last seven days by hour; in a cluster (asked by a browser)
+/// every live node's are added up.
+pub(super) async fn history(
+    State(state): State<Shared>,
+    Viewer(user): Viewer,
+    Console(flow): Console,
+) -> Response {
+    let mut traffic = flow
+        .board
+        .traffic(now_ms(), &|r| user.may_see_route(r), &|d| {
+            user.may_see_destination(d)
+        });
+    if let Some(peers) = state.peers.clone().filter(|_| !user.by_peer()) {
+        for (_, answer) in peers
+            .call_all(
+                DASHBOARD_WAIT,
+                axum::http::Method::GET,
+                "/api/dashboard/history",
+                &user.name,
+                None,
+            )
+            .await
+        {
+            if let Ok((status, body)) = answer
+                && status.is_success()
+                && let Ok(other) = serde_json::from_slice(&body)
+            {
+                traffic.add(other);
+            }
+        }
+    }
+    Json(traffic).into_response()
+}

@@ -77,6 +77,7 @@ pub fn router() -> Router<Shared> {
         .route("/console/", get(index))
         .route("/console/{*path}", get(asset))
         .route("/api/dashboard", get(dashboard))
+        .route("/api/dashboard/history", get(history))
         .route("/api/cluster", get(cluster))
         .route("/api/events", get(events))
         .route("/api/messages", get(messages))

@@ -280,6 +280,35 @@ impl MessageLog {
         })
     }
 
+    /// Per route, destination and minute from `since_ms` up to `until_ms`,
+    /// oldest first: messages and rejections (by izhub or the IIS). What the
+    /// dashboard's charts start from after a restart.
+    #[allow(clippy::type_complexity)]
+    pub fn traffic(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<(String, String, i64, i64, i64)>, LogError> {
+        self.read(|c| {
+            c.prepare(
+                "SELECT route, destination, received_at / 60000 AS minute, COUNT(*),
+                        SUM(status IN ('rejected_by_izhub', 'rejected_by_iis'))
+                 FROM messages WHERE received_at >= ?1 AND received_at < ?2
+                 GROUP BY minute, route, destination ORDER BY minute",
+            )?
+            .query_map(params![since_ms, until_ms], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                ))
+            })?
+            .collect()
+        })
+    }
+
     /// The journal rows of a logged message (commit mode).
     pub fn journal_ids(&self, id: i64) -> Result<Vec<i64>, LogError> {
         self.read(|c| {
