@@ -9,8 +9,36 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+/// The commit `izhub --version` names: `IZHUB_COMMIT` when the build sets
+/// it (an image build from an exported tree), else git's, else `unknown`.
+fn commit(manifest: &Path) -> String {
+    println!("cargo:rerun-if-env-changed=IZHUB_COMMIT");
+    if let Some(c) = std::env::var("IZHUB_COMMIT").ok().filter(|c| !c.is_empty()) {
+        return c;
+    }
+    let git = manifest.join("../.git");
+    for watched in ["HEAD", "packed-refs"] {
+        println!("cargo:rerun-if-changed={}", git.join(watched).display());
+    }
+    if let Ok(head) = std::fs::read_to_string(git.join("HEAD"))
+        && let Some(reference) = head.trim().strip_prefix("ref: ")
+    {
+        println!("cargo:rerun-if-changed={}", git.join(reference).display());
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(manifest)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    println!("cargo:rustc-env=IZHUB_COMMIT={}", commit(&manifest));
     let dist = manifest.join("../console/dist");
     println!("cargo:rerun-if-changed={}", dist.display());
     let mut files: Vec<(String, PathBuf)> = Vec::new();

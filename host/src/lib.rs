@@ -21,3 +21,4 @@ pub mod flow;
 pub mod serve;
 pub mod sim;
 pub mod tools;
+pub mod version;

@@ -8,7 +8,7 @@ use crate::plugin::RuntimeOptions;
 
 /// izhub: an immunization interface engine (HL7 v2 over MLLP, sandboxed WebAssembly plugins).
 #[derive(Debug, Parser)]
-#[command(name = "izhub", version, about, long_about = None)]
+#[command(name = "izhub", version = crate::version::LONG, about, long_about = None)]
 pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -152,6 +152,10 @@ pub enum Command {
     /// Code sets (CVX, MVX, NDC, HL7 tables): status and update.
     #[command(subcommand)]
     Codes(CodesCommand),
+    /// Copy the SQLite journal and message log while the engine runs.
+    Backup(super::backup::BackupArgs),
+    /// Put back what `izhub backup` copied (the engine stopped).
+    Restore(super::backup::RestoreArgs),
     /// Plugin author tools: new, build, test, bench.
     #[command(subcommand)]
     Plugin(PluginCommand),

@@ -3,6 +3,7 @@
 //! each accepts; each larger command has its own file.
 
 mod args;
+mod backup;
 mod bench;
 mod bulk;
 mod check;
@@ -140,6 +141,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             dry_run,
         } => reprocess(config, ids, sender, status, since_minutes, dry_run).await,
         Command::Bulk(cmd) => bulk::bulk_command(cmd).await,
+        Command::Backup(args) => backup::backup(&args),
+        Command::Restore(args) => backup::restore(&args),
         Command::Console(ConsoleCommand::Seed {
             config,
             messages,

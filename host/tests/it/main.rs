@@ -13,6 +13,7 @@ mod bulk_fhir;
 mod cli;
 mod commit;
 mod console_auth;
+mod deploy;
 mod engine;
 mod framing;
 mod guests;

@@ -1,0 +1,272 @@
+//! What an operations team relies on: `izhub --version` names its commit,
+//! and a backup taken under load restores every acknowledged message, each
+//! delivered once.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn izhub(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_izhub"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn said(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn version_names_the_release_and_its_commit() {
+    let out = izhub(&["--version"]);
+    let text = said(&out);
+    assert!(out.status.success(), "{text}");
+    let rest = text
+        .trim()
+        .strip_prefix(&format!("izhub {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{text}"));
+    let commit = rest.strip_suffix(')').unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{text}"
+    );
+    let changelog = std::fs::read_to_string(root().join("CHANGELOG.md")).unwrap();
+    assert!(
+        changelog.contains(&format!("## {}", env!("CARGO_PKG_VERSION"))),
+        "CHANGELOG.md has no section for {}",
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+/// An engine process, killed (SIGKILL) when dropped, also when a test fails.
+struct Engine(Child);
+
+impl Engine {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn serve(config: &Path) -> Engine {
+    Engine(
+        Command::new(env!("CARGO_BIN_EXE_izhub"))
+            .args(["serve", "--no-reload", "--log", "error", "--config"])
+            .arg(config)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn vxu(id: &str) -> String {
+    with_msh(
+        &sample_text("messages/vxu/vxu-valid-testgood-01.hl7"),
+        10,
+        id,
+    )
+}
+
+type Acked = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Sends messages until told to stop, noting each control id answered AA.
+async fn send_until(
+    port: u16,
+    prefix: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: Acked,
+) {
+    let addr = format!("127.0.0.1:{port}");
+    let mut client = None;
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if client.is_none() {
+            client = izhub::mllp::MllpClient::connect(&addr, Duration::from_millis(200), 1 << 20)
+                .await
+                .ok();
+            if client.is_none() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        }
+        let id = format!("{prefix}-{n}");
+        let Some(c) = client.as_mut() else { continue };
+        match c
+            .exchange(vxu(&id).as_bytes(), Duration::from_secs(5))
+            .await
+        {
+            Ok(a) if msa(&a) == ("AA".to_string(), id.clone()) => {
+                acked.lock().unwrap().push(id);
+                n += 1;
+            }
+            _ => client = None,
+        }
+    }
+}
+
+/// Commit mode with the IIS down: every message is acknowledged and
+/// queued. A backup is taken while two clinics keep sending; the engine is
+/// killed (SIGKILL) and its databases lost; `izhub restore` puts the backup
+/// back, the IIS comes up, and the engine delivers every message
+/// acknowledged before the backup, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_load_restores_every_acknowledged_message_once() {
+    plugin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, iis) = (closed_port(), closed_port());
+    let config = dir.path().join("izhub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listeners.ehr]\nlisten = \"127.0.0.1:{port}\"\n\n[store]\npath = \"data/journal.db\"\n\n\
+             [console]\nlog = \"data/messages.db\"\n\n\
+             [destinations.mi]\nmllp = \"127.0.0.1:{iis}\"\nconnect_timeout_ms = 200\nretry_initial_ms = 50\nretry_max_ms = 200\nmax_attempts = 1000\n\n\
+             [[routes]]\nname = \"vxu\"\nack_mode = \"commit\"\ndestinations = [\"mi\"]\n\n\
+             [[routes.plugins]]\nwasm = \"{}\"\n",
+            plugin("require_core_fields")
+        ),
+    )
+    .unwrap();
+    let mut engine = serve(&config);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = Acked::default();
+    let clinics: Vec<_> = ["A", "B"]
+        .into_iter()
+        .map(|p| tokio::spawn(send_until(port, p, stop.clone(), acked.clone())))
+        .collect();
+    // Let a few hundred in, then back up while the clinics go on.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let n = rusqlite::Connection::open(dir.path().join("data/journal.db"))
+            .and_then(|c| {
+                c.query_row("SELECT COUNT(*) FROM deliveries", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .unwrap_or(0);
+        if n >= 200 {
+            break;
+        }
+    }
+    let backup_dir = dir.path().join("backup");
+    // What was acknowledged before the backup began is what it must hold.
+    let before: Vec<String> = acked.lock().unwrap().clone();
+    let backup = {
+        let (config, to) = (config.clone(), backup_dir.clone());
+        tokio::task::spawn_blocking(move || {
+            izhub(&[
+                "backup",
+                "--config",
+                config.to_str().unwrap(),
+                "--to",
+                to.to_str().unwrap(),
+            ])
+        })
+    };
+    let started_backup = Instant::now();
+    let backup = backup.await.unwrap();
+    assert!(backup.status.success(), "{}", said(&backup));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clinics {
+        c.await.unwrap();
+    }
+    let acked: Vec<String> = acked.lock().unwrap().clone();
+    println!(
+        "backup took {:?}; {} acknowledged before it began, {} in all",
+        started_backup.elapsed(),
+        before.len(),
+        acked.len()
+    );
+    engine.kill();
+
+    // Restoring over a database that exists needs --force; one in use is refused.
+    let cfg = config.to_str().unwrap().to_string();
+    let from = backup_dir.to_str().unwrap().to_string();
+    let refused = izhub(&["restore", "--config", &cfg, "--from", &from]);
+    assert_eq!(refused.status.code(), Some(2), "{}", said(&refused));
+    assert!(said(&refused).contains("--force"), "{}", said(&refused));
+    let running = serve(&config);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let busy = izhub(&["restore", "--config", &cfg, "--from", &from, "--force"]);
+    drop(running);
+    assert_eq!(busy.status.code(), Some(2), "{}", said(&busy));
+    assert!(said(&busy).contains("in use"), "{}", said(&busy));
+
+    // The machine's disk is lost: only the backup is left.
+    std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+    let restored = izhub(&["restore", "--config", &cfg, "--from", &from]);
+    assert!(restored.status.success(), "{}", said(&restored));
+    let in_backup: HashSet<String> = {
+        let c = rusqlite::Connection::open(dir.path().join("data/journal.db")).unwrap();
+        let mut stmt = c.prepare("SELECT control_id FROM deliveries").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert!(
+        before.len() >= 200,
+        "only {} acknowledged before the backup",
+        before.len()
+    );
+    let missing: Vec<&String> = before
+        .iter()
+        .filter(|id| !in_backup.contains(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged before the backup, not in it: {missing:?}"
+    );
+    // Each clinic's messages are acknowledged in order: those in the backup
+    // are a prefix of each clinic's, with no gap.
+    for prefix in ["A", "B"] {
+        let mine: Vec<&String> = acked
+            .iter()
+            .filter(|id| id.starts_with(&format!("{prefix}-")))
+            .collect();
+        let kept = mine
+            .iter()
+            .take_while(|id| in_backup.contains(**id))
+            .count();
+        assert!(
+            mine.iter().skip(kept).all(|id| !in_backup.contains(*id)),
+            "clinic {prefix}: the backup has a gap"
+        );
+    }
+    let sim = start_sim_at(iis, sim_named("MIIIS")).await;
+    let _engine = serve(&config);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !in_backup.iter().all(|id| sim.state.count(id) >= 1) {
+        assert!(
+            Instant::now() < deadline,
+            "not every restored message was delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let twice: Vec<&String> = in_backup
+        .iter()
+        .filter(|id| sim.state.count(id) > 1)
+        .collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    assert_eq!(
+        sim.state.received(),
+        in_backup.len() as u64,
+        "nothing else delivered"
+    );
+}
