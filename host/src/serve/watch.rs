@@ -39,6 +39,7 @@ pub(super) fn fingerprint(config: &Config) -> Fingerprint {
         paths.extend(tls.client.iter().flat_map(|(c, k)| [c.clone(), k.clone()]));
     }
     if let Some(dir) = config.codesets.as_ref().map(|c| &c.dir) {
+        paths.push(dir.join(izhub_codesets::RELEASED));
         for sub in ["cdc", "aira"] {
             if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
                 let mut files: Vec<PathBuf> =
@@ -68,10 +69,27 @@ pub(super) fn fingerprint(config: &Config) -> Fingerprint {
 impl Watcher {
     pub(super) async fn run(mut self, shutdown: CancellationToken) {
         let mut last = fingerprint(&self.config);
+        // SIGHUP reloads at once (`systemctl reload`), whatever the poll.
+        #[cfg(unix)]
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
+            let hup = async {
+                #[cfg(unix)]
+                if let Some(signal) = hangup.as_mut() {
+                    signal.recv().await;
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.every) => {}
+                _ = hup => {
+                    tracing::info!("SIGHUP: reading the configuration again");
+                    last = self.reload(fingerprint(&self.config)).await;
+                    continue;
+                }
             }
             let mut seen = fingerprint(&self.config);
             if seen == last {

@@ -270,3 +270,155 @@ async fn a_backup_under_load_restores_every_acknowledged_message_once() {
         "nothing else delivered"
     );
 }
+
+/// A tool the test needs is missing: say so loudly, and fail under CI.
+fn missing(tool: &str) {
+    eprintln!("\n!!! {tool} is not installed: this part did NOT run\n");
+    assert!(
+        std::env::var_os("CI").is_none_or(|v| v != "true"),
+        "{tool} is required under CI=true"
+    );
+}
+
+/// The systemd unit is what `systemd-analyze verify` accepts without a word,
+/// and it asks for what an operations team expects of a service.
+#[test]
+fn the_systemd_unit_verifies_and_locks_the_service_down() {
+    let unit = std::fs::read_to_string(root().join("deploy/systemd/izhub.service")).unwrap();
+    for wanted in [
+        "User=izhub",
+        "StateDirectory=izhub",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "LimitNOFILE=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "KillSignal=SIGTERM",
+        "ExecStart=/usr/bin/izhub serve --config /etc/izhub/izhub.toml",
+    ] {
+        assert!(unit.contains(wanted), "the unit lacks {wanted}");
+    }
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return missing("systemd-analyze");
+    }
+    // Verified with this build's binary where the unit names /usr/bin/izhub.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("izhub.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/izhub", env!("CARGO_BIN_EXE_izhub")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(said(&out).trim(), "", "systemd-analyze verify complained");
+}
+
+/// The Kubernetes example's configuration passes `izhub check` once its
+/// paths point at this checkout, and its probes ask /healthz.
+#[test]
+fn the_kubernetes_example_holds_a_configuration_that_checks() {
+    let yaml = std::fs::read_to_string(root().join("deploy/kubernetes/izhub.yaml")).unwrap();
+    assert_eq!(
+        yaml.matches("path: /healthz").count(),
+        2,
+        "readiness and liveness"
+    );
+    assert!(yaml.contains("runAsNonRoot: true"));
+    let start = yaml.find("izhub.toml: |\n").unwrap() + "izhub.toml: |\n".len();
+    let toml: String = yaml[start..]
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = toml
+        .replace(
+            "/var/lib/izhub/plugins",
+            &plugin_dir().display().to_string(),
+        )
+        .replace(
+            "/var/lib/izhub/codesets",
+            &root().join("samples/codesets").display().to_string(),
+        )
+        .replace("/var/lib/izhub/data", &dir.path().display().to_string());
+    let path = dir.path().join("izhub.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = izhub(&["check", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", said(&out));
+}
+
+/// SIGHUP (`systemctl reload`) reads the configuration again at once, with
+/// the file poll an hour away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_configuration() {
+    let sim = start_sim(sim_named("MIIIS")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let config = dir.path().join("izhub.toml");
+    let text = |senders: &str| {
+        format!(
+            "[listeners.ehr]\nlisten = \"127.0.0.1:{port}\"\n{senders}\n\n[destinations.mi]\nmllp = \"{}\"\n\n\
+             [[routes]]\nname = \"vxu\"\ndestinations = [\"mi\"]\n\n[[routes.plugins]]\nwasm = \"{}\"\n",
+            sim.addr,
+            plugin("require_core_fields")
+        )
+    };
+    std::fs::write(&config, text("")).unwrap();
+    let engine = Engine(
+        Command::new(env!("CARGO_BIN_EXE_izhub"))
+            .args([
+                "serve",
+                "--reload-poll-ms",
+                "3600000",
+                "--log",
+                "error",
+                "--config",
+            ])
+            .arg(&config)
+            .spawn()
+            .unwrap(),
+    );
+    let send = |id: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut c) = izhub::mllp::MllpClient::connect(
+                &format!("127.0.0.1:{port}"),
+                Duration::from_millis(200),
+                1 << 20,
+            )
+            .await
+                && let Ok(a) = c.exchange(vxu(id).as_bytes(), Duration::from_secs(5)).await
+            {
+                return msa(&a).0;
+            }
+            assert!(Instant::now() < deadline, "the engine did not answer");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(send("HUP-1").await, "AA");
+    std::fs::write(&config, text("allowed_senders = [\"SOMEONE-ELSE\"]")).unwrap();
+    let pid = engine.0.id().to_string();
+    let hup = Command::new("kill").args(["-HUP", &pid]).output().unwrap();
+    assert!(hup.status.success(), "{}", said(&hup));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let code = send("HUP-2").await;
+        if code == "AR" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload: still {code}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(engine);
+}
