@@ -176,9 +176,23 @@ ensure_postgres() {
     fi
 }
 
+# The deployment tests (host/tests/it/deploy.rs) check the alert rules with
+# Debian's promtool and the systemd unit with systemd-analyze; a missing tool
+# is reported loudly by the test, which fails under CI=true.
+ensure_deploy_tools() {
+    if ! command -v promtool >/dev/null 2>&1; then
+        log "installing Debian's prometheus (promtool) for the alert rule tests"
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -q >/dev/null || true
+        $sudo apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || true
+    fi
+}
+
 run_tests() {
     setup
     ensure_postgres
+    ensure_deploy_tools
     if ! command -v mllp_send >/dev/null 2>&1; then
         log "installing the third-party MLLP client (PyPI hl7) for the interop test"
         python3 -m pip install --quiet hl7==0.4.5

@@ -422,3 +422,60 @@ async fn sighup_reloads_the_configuration() {
     }
     drop(engine);
 }
+
+/// The alert rules load, and each alert fires on the series its test case
+/// makes (and no other), with `promtool` from Debian's prometheus. The
+/// metric names they use are the engine's: each appears in its /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_rules_check_and_fire_on_their_test_series() {
+    let dir = root().join("deploy/prometheus");
+    let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
+    // Every izhub metric a rule names is one the engine registers (an
+    // empty family is not in /metrics until its first series, so the
+    // registrations are read).
+    let source = std::fs::read_to_string(root().join("engine/src/metrics.rs")).unwrap();
+    let registered: Vec<String> = source
+        .split("registry.register(")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').nth(1))
+        .map(|name| format!("izhub_{name}"))
+        .collect();
+    assert!(registered.len() > 15, "{registered:?}");
+    let mut names: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("izhub_"))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 6, "{names:?}");
+    for name in names {
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            registered.iter().any(|r| r == family),
+            "alerts.yml names {name}, which the engine does not register"
+        );
+    }
+    // And a running engine's /metrics names its families so (`izhub_` and
+    // the registered name).
+    let h = harness("").await;
+    let metrics = http_get(h.admin, "/metrics").await;
+    assert!(
+        metrics.contains("# TYPE izhub_process_cpu_seconds gauge"),
+        "{metrics}"
+    );
+    h.stop().await;
+    if Command::new("promtool").arg("--version").output().is_err() {
+        return missing("promtool");
+    }
+    for args in [
+        vec!["check", "rules", "alerts.yml"],
+        vec!["test", "rules", "alerts.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "promtool {args:?}: {}", said(&out));
+    }
+}
