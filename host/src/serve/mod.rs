@@ -228,6 +228,8 @@ pub async fn start_with(config: &Config, opts: ServeOptions) -> anyhow::Result<R
             flow: flow.clone(),
         };
         tracker.spawn(watcher.run(shutdown.clone()));
+    } else {
+        tracker.spawn(ignore_hangups(shutdown.clone()));
     }
     let startup = started.elapsed();
     log_started(config, &runtime, startup);
@@ -255,6 +257,21 @@ fn log_started(config: &Config, runtime: &crate::plugin::Runtime, startup: Durat
         from_disk,
         "engine started"
     );
+}
+
+/// With reloading off (`--no-reload`), SIGHUP is said to be ignored rather
+/// than left to end the process.
+async fn ignore_hangups(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = hangup.recv() => tracing::warn!("SIGHUP ignored: the engine runs with --no-reload"),
+            }
+        }
+    }
+    shutdown.cancelled().await;
 }
 
 /// What the console's board starts from: the queued counts in the journal

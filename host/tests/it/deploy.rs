@@ -201,7 +201,15 @@ async fn a_backup_under_load_restores_every_acknowledged_message_once() {
     assert_eq!(refused.status.code(), Some(2), "{}", said(&refused));
     assert!(said(&refused).contains("--force"), "{}", said(&refused));
     let running = serve(&config);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once it listens, it has its databases open.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the engine did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let busy = izhub(&["restore", "--config", &cfg, "--from", &from, "--force"]);
     drop(running);
     assert_eq!(busy.status.code(), Some(2), "{}", said(&busy));
