@@ -114,6 +114,16 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             |r| r.get(0),
         )
         .map_err(err)?;
+    // A journal written by a newer release is never altered by an older one.
+    if current > MIGRATIONS.len() as i64 {
+        return Err(StoreError::Open {
+            path: path.to_path_buf(),
+            source: Cause::text(format!(
+                "its schema is version {current}, newer than this izhub knows ({}): it was written by a newer release; run that release, or restore a backup made by this one",
+                MIGRATIONS.len()
+            )),
+        });
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate() {
         let version = i as i64 + 1;
         if version > current {
@@ -674,6 +684,40 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].control_id, pending[2].control_id);
         assert_eq!(rows[0].raw, b"MSH|raw");
+    }
+
+    /// A journal whose schema is newer than this binary knows is refused,
+    /// not altered.
+    #[tokio::test]
+    async fn a_newer_schema_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("newer.db");
+        drop(crate::store::open(&path).unwrap());
+        let newer = MIGRATIONS.len() as i64 + 1;
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                params![newer],
+            )
+            .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let Err(e) = crate::store::open(&path) else {
+            panic!("a newer journal was opened");
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!(
+                "schema is version {newer}, newer than this izhub knows"
+            )),
+            "{text}"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file was changed"
+        );
     }
 
     /// A journal written by an engine before the message texts had their own
