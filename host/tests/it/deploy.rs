@@ -438,31 +438,7 @@ async fn sighup_reloads_the_configuration() {
 async fn the_alert_rules_check_and_fire_on_their_test_series() {
     let dir = root().join("deploy/prometheus");
     let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
-    // Every izhub metric a rule names is one the engine registers (an
-    // empty family is not in /metrics until its first series, so the
-    // registrations are read).
-    let source = std::fs::read_to_string(root().join("engine/src/metrics.rs")).unwrap();
-    let registered: Vec<String> = source
-        .split("registry.register(")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').nth(1))
-        .map(|name| format!("izhub_{name}"))
-        .collect();
-    assert!(registered.len() > 15, "{registered:?}");
-    let mut names: Vec<&str> = rules
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("izhub_"))
-        .collect();
-    names.sort();
-    names.dedup();
-    assert!(names.len() >= 6, "{names:?}");
-    for name in names {
-        let family = name.strip_suffix("_total").unwrap_or(name);
-        assert!(
-            registered.iter().any(|r| r == family),
-            "alerts.yml names {name}, which the engine does not register"
-        );
-    }
+    assert_names_are_registered("alerts.yml", &rules);
     // And a running engine's /metrics names its families so (`izhub_` and
     // the registered name).
     let h = harness("").await;
@@ -486,4 +462,75 @@ async fn the_alert_rules_check_and_fire_on_their_test_series() {
             .unwrap();
         assert!(out.status.success(), "promtool {args:?}: {}", said(&out));
     }
+}
+
+/// The izhub metric families the engine registers (an empty family is not
+/// in /metrics until its first series, so the registrations are read).
+fn registered_metrics() -> Vec<String> {
+    let source = std::fs::read_to_string(root().join("engine/src/metrics.rs")).unwrap();
+    let registered: Vec<String> = source
+        .split("registry.register(")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').nth(1))
+        .map(|name| format!("izhub_{name}"))
+        .collect();
+    assert!(registered.len() > 15, "{registered:?}");
+    registered
+}
+
+/// Every `izhub_…` metric `text` names is one the engine registers.
+fn assert_names_are_registered(what: &str, text: &str) {
+    let registered = registered_metrics();
+    let mut names: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("izhub_"))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 6, "{what}: {names:?}");
+    for name in names {
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        assert!(
+            registered.iter().any(|r| r == family),
+            "{what} names {name}, which the engine does not register"
+        );
+    }
+}
+
+/// The Grafana dashboard is JSON Grafana reads, each panel's query is
+/// PromQL `promtool` accepts, and each metric it names is the engine's.
+#[test]
+fn the_grafana_dashboard_queries_the_engines_metrics() {
+    let text = std::fs::read_to_string(root().join("deploy/grafana/izhub.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8, "{} panels", panels.len());
+    let exprs: Vec<&str> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    assert_eq!(exprs.len(), panels.len(), "one query per panel");
+    assert_names_are_registered("izhub.json", &exprs.join("\n"));
+    if Command::new("promtool").arg("--version").output().is_err() {
+        return missing("promtool");
+    }
+    // promtool parses PromQL in rule files: each query as a recording rule.
+    let rules = serde_json::json!({"groups": [{"name": "dashboard", "rules": exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| serde_json::json!({"record": format!("izhub_dashboard_panel_{i}"), "expr": e}))
+        .collect::<Vec<_>>()}]});
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dashboard-rules.yml");
+    std::fs::write(&path, rules.to_string()).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", said(&out));
 }
