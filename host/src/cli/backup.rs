@@ -78,19 +78,9 @@ fn databases(cfg: &config::Config) -> Vec<(&'static str, PathBuf)> {
     out
 }
 
-fn load(path: &Path) -> Option<config::Config> {
-    match config::load(path) {
-        Ok(c) => Some(c),
-        Err(errs) => {
-            eprint!("{errs}");
-            None
-        }
-    }
-}
-
 /// Copies every database of the configuration into `args.to`.
 pub fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
-    let Some(cfg) = load(&args.config) else {
+    let Some(cfg) = super::load_config(&args.config) else {
         return Ok(ExitCode::from(2));
     };
     if cfg.postgres.is_some() {
@@ -205,7 +195,7 @@ fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Puts a backup's databases where the configuration keeps them.
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
-    let Some(cfg) = load(&args.config) else {
+    let Some(cfg) = super::load_config(&args.config) else {
         return Ok(ExitCode::from(2));
     };
     let manifest: Manifest = match std::fs::read_to_string(args.from.join(MANIFEST)) {

@@ -2,7 +2,6 @@
 //! command line, with a progress line and a summary.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -44,7 +43,7 @@ pub(super) async fn bulk_command(cmd: BulkCommand) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(2));
             }
-            let Some(cfg) = load(&config) else {
+            let Some(cfg) = super::load_config(&config) else {
                 return Ok(ExitCode::from(2));
             };
             let spec = JobSpec {
@@ -65,7 +64,7 @@ pub(super) async fn bulk_command(cmd: BulkCommand) -> anyhow::Result<ExitCode> {
             run(job, &cfg).await
         }
         BulkCommand::Resume { config, out } => {
-            let Some(cfg) = load(&config) else {
+            let Some(cfg) = super::load_config(&config) else {
                 return Ok(ExitCode::from(2));
             };
             let job = Arc::new(Job::open(&out)?);
@@ -89,16 +88,6 @@ pub(super) async fn bulk_command(cmd: BulkCommand) -> anyhow::Result<ExitCode> {
             job.cancel()?;
             println!("{}: cancelled", out.display());
             Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-fn load(path: &Path) -> Option<config::Config> {
-    match config::load(path) {
-        Ok(c) => Some(c),
-        Err(errs) => {
-            eprint!("{errs}");
-            None
         }
     }
 }

@@ -105,6 +105,18 @@ async fn shutdown_signal() {
     }
 }
 
+/// The configuration at `path`, or `None` after printing every error in it
+/// (the caller exits 2).
+fn load_config(path: &std::path::Path) -> Option<config::Config> {
+    match config::load(path) {
+        Ok(c) => Some(c),
+        Err(errs) => {
+            eprint!("{errs}");
+            None
+        }
+    }
+}
+
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve {
@@ -113,12 +125,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             reload_poll_ms,
             cache,
         } => {
-            let cfg = match config::load(&config) {
-                Ok(c) => c,
-                Err(errs) => {
-                    eprint!("{errs}");
-                    return Ok(ExitCode::from(2));
-                }
+            let Some(cfg) = load_config(&config) else {
+                return Ok(ExitCode::from(2));
             };
             let opts = crate::serve::ServeOptions {
                 runtime: cache.runtime_options(),
@@ -294,12 +302,8 @@ fn seed(
     messages: u64,
     sample: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
-    let cfg = match config::load(config) {
-        Ok(c) => c,
-        Err(errs) => {
-            eprint!("{errs}");
-            return Ok(ExitCode::from(2));
-        }
+    let Some(cfg) = load_config(config) else {
+        return Ok(ExitCode::from(2));
     };
     let Some(console) = &cfg.console else {
         eprintln!(

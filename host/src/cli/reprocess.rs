@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config;
 use izhub_engine::engine::{Engine, EngineOptions, Mode, Wings};
 
 pub(super) async fn reprocess(
@@ -14,12 +13,8 @@ pub(super) async fn reprocess(
     since_minutes: Option<i64>,
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
-    let cfg = match config::load(&config) {
-        Ok(c) => c,
-        Err(errs) => {
-            eprint!("{errs}");
-            return Ok(ExitCode::from(2));
-        }
+    let Some(cfg) = super::load_config(&config) else {
+        return Ok(ExitCode::from(2));
     };
     let plan = crate::topology::plan(&cfg)?;
     let (engine, pipeline) =

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::args::{ReportFormat, ValidateArgs as Options};
-use crate::config;
 use crate::report::Report;
 use crate::tools::batch;
 use izhub_engine::engine::{Engine, EngineOptions, Mode, Wings};
@@ -15,12 +14,8 @@ use izhub_engine::engine::{Engine, EngineOptions, Mode, Wings};
 /// would be blocked, 1 when some would, 2 when the configuration or an
 /// input cannot be read.
 pub(super) async fn run(opts: Options) -> anyhow::Result<ExitCode> {
-    let cfg = match config::load(&opts.config) {
-        Ok(c) => c,
-        Err(errs) => {
-            eprint!("{errs}");
-            return Ok(ExitCode::from(2));
-        }
+    let Some(cfg) = super::load_config(&opts.config) else {
+        return Ok(ExitCode::from(2));
     };
     let plan = match crate::topology::plan(&cfg) {
         Ok(p) => p,

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::{Answer, http};
@@ -504,6 +504,24 @@ fn bulk_run(cfg: &Path, cohort: &Path, out: &Path, extra: &[&str]) {
     );
 }
 
+/// `izhub bulk run` of a cohort of `n` through the query route to these
+/// two IIS; its output directory lives as long as the returned directory.
+fn run_cohort(
+    ma: SocketAddr,
+    pa: SocketAddr,
+    n: usize,
+    extra: &[&str],
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("izhub.toml");
+    std::fs::write(&cfg, routes(ma, pa, "")).unwrap();
+    let cohort_path = dir.path().join("cohort.csv");
+    std::fs::write(&cohort_path, cohort(n)).unwrap();
+    let out = dir.path().join("out");
+    bulk_run(&cfg, &cohort_path, &out, extra);
+    (dir, out)
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -702,13 +720,7 @@ async fn a_query_the_iis_refuses_is_not_asked_again() {
     ma.query.invalid = vec!["Family1".into()];
     let ma = crate::common::start_sim(ma).await;
     let pa = crate::common::start_sim(synthetic("PAIIS")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("izhub.toml");
-    std::fs::write(&cfg, routes(ma.addr, pa.addr, "")).unwrap();
-    let cohort_path = dir.path().join("cohort.csv");
-    std::fs::write(&cohort_path, cohort(3)).unwrap();
-    let out = dir.path().join("out");
-    bulk_run(&cfg, &cohort_path, &out, &[]);
+    let (_dir, out) = run_cohort(ma.addr, pa.addr, 3, &[]);
     assert_eq!(
         ma.state.received() + pa.state.received(),
         3,
@@ -729,13 +741,7 @@ async fn a_query_the_iis_refuses_is_not_asked_again() {
 async fn bulk_run_writes_a_manifest_and_names_identifiers_for_the_destination() {
     let ma = crate::common::start_sim(synthetic("MAIIS")).await;
     let pa = crate::common::start_sim(synthetic("PAIIS")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("izhub.toml");
-    std::fs::write(&cfg, routes(ma.addr, pa.addr, "")).unwrap();
-    let cohort_path = dir.path().join("cohort.csv");
-    std::fs::write(&cohort_path, cohort(3)).unwrap();
-    let out = dir.path().join("out");
-    bulk_run(&cfg, &cohort_path, &out, &[]);
+    let (_dir, out) = run_cohort(ma.addr, pa.addr, 3, &[]);
     let mut systems: Vec<String> = lines(&out.join("Patient.ndjson"))
         .iter()
         .flat_map(|line| {
@@ -782,13 +788,7 @@ async fn forecasts_in_registry_codes_keep_their_vaccines_and_complete_series() {
     };
     let ma = crate::common::start_sim(registry("MAIIS")).await;
     let pa = crate::common::start_sim(registry("PAIIS")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("izhub.toml");
-    std::fs::write(&cfg, routes(ma.addr, pa.addr, "")).unwrap();
-    let cohort_path = dir.path().join("cohort.csv");
-    std::fs::write(&cohort_path, cohort(6)).unwrap();
-    let out = dir.path().join("out");
-    bulk_run(&cfg, &cohort_path, &out, &["--forecast"]);
+    let (_dir, out) = run_cohort(ma.addr, pa.addr, 6, &["--forecast"]);
     let read = |kind: &str| -> Vec<Value> {
         lines(&out.join(format!("{kind}.ndjson")))
             .iter()
