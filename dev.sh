@@ -228,9 +228,18 @@ bench() {
     "$BIN" serve --config samples/bench/izhub-relay-nolog.toml --log warn & PIDS+=($!)
     "$BIN" serve --config samples/bench/izhub-commit.toml --log warn & PIDS+=($!)
     wait_port 2575 && wait_port 2576 && wait_port 2585
+    log "an ACK-only server to compare with: simple-hl7 on Node.js (npm ci from bench/simple-hl7's lockfile)"
+    (cd bench/simple-hl7 && npm ci --no-audit --no-fund --silent)
+    node bench/simple-hl7/server.js 2590 2591 & PIDS+=($!)
+    wait_port 2590 && wait_port 2591
     local file="${BENCH_FILE:-samples/bench/vxu-nist-3kb.hl7}"
-    log "relay mode: engine (validate-iz, ndc-to-cvx, race-ethnicity, route-by-jurisdiction) vs the IIS simulator alone"
     local patients="${BENCH_PATIENTS:-1000}"
+    log "relay mode: engine (demo route: four plugins, message log on) vs simple-hl7 answering ACKs only, alternating rounds
+   goals: msgs/s ratio >= 1.5 at 8 and 32 connections; engine CPU <= 0.15 ms per message; engine p99 at 8 connections <= 2.5 ms"
+    "$BIN" bench --to 127.0.0.1:2575 --baseline 127.0.0.1:2590 --patients "$patients" \
+        --cpu-from 127.0.0.1:9480 --baseline-cpu-from 127.0.0.1:2591 --rounds "${BENCH_ROUNDS_SIMPLE:-3}" \
+        --connections "${BENCH_LOG_CONNECTIONS:-8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
+    log "relay mode: engine (validate-iz, ndc-to-cvx, race-ethnicity, route-by-jurisdiction) vs the IIS simulator alone"
     "$BIN" bench --to 127.0.0.1:2575 --baseline 127.0.0.1:2601 --patients "$patients" \
         --cpu-from 127.0.0.1:9480 \
         --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"
@@ -242,7 +251,8 @@ bench() {
     "$BIN" bench --to 127.0.0.1:2575 --baseline 127.0.0.1:2585 --patients "$patients" \
         --cpu-from 127.0.0.1:9480 --baseline-cpu-from 127.0.0.1:9490 --rounds "${BENCH_ROUNDS:-9}" \
         --rate "${BENCH_LOG_RATE:-1000}" --connections 8 --messages 10000 --file "$file"
-    log "commit mode (AA once journaled, then delivered from the journal), same plugins, vs the IIS simulator alone"
+    log "commit mode (AA once journaled, then delivered from the journal), same plugins, vs the IIS simulator alone
+   goals: engine CPU <= 0.25 ms per message until delivered; msgs/s ratio >= 0.3 at 32 connections"
     "$BIN" bench --to 127.0.0.1:2576 --baseline 127.0.0.1:2601 --patients "$patients" \
         --delivered-from 127.0.0.1:2577 \
         --connections "${BENCH_CONNECTIONS:-1,8,32}" --messages "${BENCH_MESSAGES:-20000}" --file "$file"

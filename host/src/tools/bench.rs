@@ -211,12 +211,19 @@ pub async fn answered_deliveries(admin: &str) -> anyhow::Result<u64> {
         .sum::<f64>() as u64)
 }
 
-/// The CPU seconds the engine at `admin` has used so far (its
-/// `izhub_process_cpu_seconds` metric).
+/// The CPU seconds the server at `admin` has used so far: the engine's
+/// `izhub_process_cpu_seconds`, or Prometheus's usual
+/// `process_cpu_seconds_total` (the ACK-only baseline server reports that).
 pub async fn engine_cpu_seconds(admin: &str) -> anyhow::Result<f64> {
     let text = super::http_get(admin, "/metrics").await?;
     text.lines()
-        .find(|l| l.starts_with("izhub_process_cpu_seconds "))
+        .find(|l| {
+            l.starts_with("izhub_process_cpu_seconds ") || l.starts_with("process_cpu_seconds_total ")
+        })
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .ok_or_else(|| anyhow::anyhow!("{admin}/metrics has no izhub_process_cpu_seconds"))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{admin}/metrics has neither izhub_process_cpu_seconds nor process_cpu_seconds_total"
+            )
+        })
 }
