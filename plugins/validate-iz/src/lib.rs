@@ -176,9 +176,19 @@ impl Plugin for ValidateIz {
             checks::run(msg, &lookup, today)
         };
         let mut issues = Vec::new();
+        // Doses repeat their findings; each detection's override is asked
+        // of the host once.
+        let mut levels: Vec<(&'static str, Level)> = Vec::new();
         for f in findings {
             let det = detections::find(f.id);
-            let level = level_of_detection(f.id, det, settings.profile, ctx);
+            let level = match levels.iter().find(|(id, _)| *id == f.id) {
+                Some(&(_, level)) => level,
+                None => {
+                    let level = level_of_detection(f.id, det, settings.profile, ctx);
+                    levels.push((f.id, level));
+                    level
+                }
+            };
             if let Some(issue) = det.and_then(|det| issue_for(f, det, level, settings)) {
                 issues.push(issue);
             }

@@ -7,6 +7,7 @@ mod obx;
 mod pid;
 mod rxa;
 
+use std::cell::RefCell;
 use std::fmt;
 
 use izhub_plugin::{LookupError, Message, Path, SegmentName};
@@ -70,6 +71,10 @@ pub struct Group {
 pub struct Checker<'a> {
     msg: &'a Message,
     lookup: &'a Lookup<'a>,
+    /// Every code looked up so far for this message. Doses repeat their
+    /// codes (the same CVX, the same observation LOINCs in every dose's
+    /// OBX group), and each lookup is a call out of the sandbox.
+    looked_up: RefCell<Vec<(String, String, Code)>>,
     /// Today's date, when the engine gave one.
     pub today: Option<Date>,
     /// What fired so far.
@@ -82,6 +87,7 @@ impl<'a> Checker<'a> {
         Checker {
             msg,
             lookup,
+            looked_up: RefCell::new(Vec::new()),
             today,
             findings: Vec::new(),
         }
@@ -180,11 +186,23 @@ impl<'a> Checker<'a> {
 
     /// Looks a code up.
     pub fn code(&self, table: &str, key: &str) -> Code {
-        match (self.lookup)(table, key) {
+        if let Some((_, _, code)) = self
+            .looked_up
+            .borrow()
+            .iter()
+            .find(|(t, k, _)| t == table && k == key)
+        {
+            return code.clone();
+        }
+        let code = match (self.lookup)(table, key) {
             Err(_) => Code::NoTable,
             Ok(None) => Code::Unknown,
             Ok(Some(v)) => Code::Known(v),
-        }
+        };
+        self.looked_up
+            .borrow_mut()
+            .push((table.to_string(), key.to_string(), code.clone()));
+        code
     }
 
     /// Checks a coded value against a `STATUS|label` table: unknown codes
