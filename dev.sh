@@ -519,9 +519,9 @@ image_export() {
     tar -xOf "$archive" "blobs/${layers/://}" | tar -x --numeric-owner --same-owner --same-permissions -C "$out"
 }
 
-# image_verify DIR: the exported image run as its user, with its environment.
+# image_verify DIR EPOCH: the exported image run as its user, with its environment.
 image_verify() {
-    local root=$1 chroot_bin want got
+    local root=$1 epoch=$2 chroot_bin want got
     chroot_bin=$(command -v chroot)
     in_image() { env -i "${IMAGE_ENV[@]}" "$chroot_bin" --userspec="$IMAGE_UID:$IMAGE_UID" "$root" /usr/local/bin/izhub "$@"; }
     want=$("$BIN" --version)
@@ -539,6 +539,8 @@ image_verify() {
         return 1
     fi
     rm -rf "$root/var/lib/izhub/data/plugin-cache" "$root/var/lib/izhub/data/plugin-cache.key"
+    chmod 0755 "$root"
+    touch -d "@$epoch" "$root" "$root/var/lib/izhub/data"
 }
 
 image_cleanup() {
@@ -631,7 +633,7 @@ image_assemble() {
 
     log "the image's root filesystem, exported to $IMAGE_DIR/rootfs and run as uid $IMAGE_UID (chroot)"
     image_export "$IMAGE_DIR/izhub.oci.tar" "$IMAGE_DIR/rootfs"
-    image_verify "$IMAGE_DIR/rootfs"
+    image_verify "$IMAGE_DIR/rootfs" "$epoch"
 
     echo "$digest" > "$IMAGE_DIR/digest"
     log "$IMAGE_NAME:$version (and :latest)"
