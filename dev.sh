@@ -10,6 +10,9 @@
 #   ./dev.sh bench-bulk      bulk queries: 10,000 and 100,000 patients
 #   ./dev.sh build   build the engine and the plugins only
 #   ./dev.sh fuzz [SECONDS]  run every fuzz target (default 600 s each, two at a time)
+#   ./dev.sh image   build the engine and its OCI image (buildah, reproducible): local
+#                    localhost/izhub:VERSION, build/image/izhub.oci.tar, build/image/rootfs
+#   ./dev.sh image-only      the same image from the engine and plugins already built
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -416,6 +419,240 @@ bench_cluster() {
         | grep -E "^claim of|test result"
 }
 
+# The OCI image (docs/deploy.md, "As a container image"): the engine on an
+# empty base, built with Debian's buildah and saved with its podman, nothing
+# pulled from a registry. Its root filesystem is made here: the stripped
+# binary, exactly the shared libraries it links (with the dynamic loader), an
+# izhub user, the sample configuration deploy/image/izhub.toml as
+# /etc/izhub/izhub.toml, the plugins and code sets under /var/lib/izhub
+# (root's, read-only to the engine) and /var/lib/izhub/data, the one directory
+# the engine writes. Every file has the commit's time and a fixed owner, the
+# layer's tar is sorted and the image keeps no history, so the same sources
+# give the same digest. The image is then exported to build/image/rootfs and
+# run there under chroot as its user: `izhub --version`, and `izhub check` on
+# its configuration.
+IMAGE_NAME=localhost/izhub
+IMAGE_UID=10001
+IMAGE_DIR=build/image
+IMAGE_PLUGINS=(validate-iz ndc-to-cvx race-ethnicity route-by-jurisdiction stamp-hie require-core-fields)
+IMAGE_ENV=(PATH=/usr/local/bin HOME=/var/lib/izhub IZHUB_CACHE_DIR=/var/lib/izhub/data/plugin-cache)
+IMAGE_CTR=""
+
+# Each tool the image needs, from the Debian package that has it; missing
+# ones are installed, and what still is missing is named.
+ensure_image_tools() {
+    case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin:/sbin" ;; esac
+    local -A pkg=([buildah]=buildah [podman]=podman [objcopy]=binutils [ldd]=libc-bin [jq]=jq [tar]=tar [chroot]=coreutils)
+    local t missing=()
+    for t in "${!pkg[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("${pkg[$t]}"); done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian's ${missing[*]} for the container image"
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -q >/dev/null || true
+        $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || true
+    fi
+    for t in "${!pkg[@]}"; do
+        if ! command -v "$t" >/dev/null 2>&1; then
+            echo "dev.sh image: $t is missing and could not be installed (Debian package ${pkg[$t]})" >&2
+            return 1
+        fi
+    done
+}
+
+# image_rootfs DIR EPOCH: the image's root filesystem, from $BIN, build/plugins,
+# samples/codesets and deploy/image.
+image_rootfs() {
+    local root=$1 epoch=$2 linked libs=() lib p
+    rm -rf "$root"
+    mkdir -p "$root"/{etc/izhub,tmp,usr/local/bin,var/lib/izhub/plugins,var/lib/izhub/data}
+    # A copy without debug information (symbols stay, for backtraces); $BIN is left as it is.
+    objcopy --strip-debug "$BIN" "$root/usr/local/bin/izhub"
+    # Exactly the shared libraries it links and the dynamic loader, each at
+    # the path ldd resolves it to, which is where the loader looks.
+    linked=$(ldd "$BIN") || { echo "dev.sh image: ldd cannot read $BIN" >&2; return 1; }
+    if grep -q 'not found' <<<"$linked"; then
+        echo "$linked" >&2
+        echo "dev.sh image: a library $BIN links is missing" >&2
+        return 1
+    fi
+    mapfile -t libs < <(awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' <<<"$linked")
+    for lib in "${libs[@]}"; do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+    printf '%s\n' "root:x:0:0:root:/root:/sbin/nologin" \
+        "izhub:x:$IMAGE_UID:$IMAGE_UID:izhub:/var/lib/izhub:/sbin/nologin" > "$root/etc/passwd"
+    printf '%s\n' "root:x:0:" "izhub:x:$IMAGE_UID:" > "$root/etc/group"
+    printf '%s\n' "passwd: files" "group: files" "hosts: files dns" > "$root/etc/nsswitch.conf"
+    # A PostgreSQL journal over TLS without a `ca` of its own trusts the
+    # system's roots: Debian's ca-certificates bundle, when the machine has it.
+    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+        mkdir -p "$root/etc/ssl/certs"
+        cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+    fi
+    cp deploy/image/izhub.toml "$root/etc/izhub/izhub.toml"
+    for p in "${IMAGE_PLUGINS[@]}"; do
+        if [ ! -f "build/plugins/${p//-/_}.wasm" ]; then
+            echo "dev.sh image: build/plugins/${p//-/_}.wasm is missing (./dev.sh build makes it)" >&2
+            return 1
+        fi
+        cp "build/plugins/${p//-/_}.wasm" "$root/var/lib/izhub/plugins/"
+    done
+    cp -R samples/codesets "$root/var/lib/izhub/codesets"
+    # Owners and modes set here, whatever the umask and the checkout: root
+    # owns everything but the data directory (0700, the engine's user).
+    chown -R 0:0 "$root"
+    find "$root" -type d -exec chmod 0755 {} +
+    find "$root" -type f -exec chmod 0644 {} +
+    chmod 0755 "$root/usr/local/bin/izhub"
+    for lib in "${libs[@]}"; do
+        chmod 0755 "$root$lib"
+    done
+    chmod 1777 "$root/tmp"
+    chown "$IMAGE_UID:$IMAGE_UID" "$root/var/lib/izhub/data"
+    chmod 0700 "$root/var/lib/izhub/data"
+    find "$root" -exec touch -h -d "@$epoch" {} +
+}
+
+# image_export ARCHIVE DIR: the root filesystem of the image an OCI archive
+# holds (one layer on an empty base: nothing to delete), owners and modes kept.
+image_export() {
+    local archive=$1 out=$2 manifest layers
+    manifest=$(tar -xOf "$archive" index.json | jq -r '.manifests[0].digest')
+    layers=$(tar -xOf "$archive" "blobs/${manifest/://}" | jq -r '.layers[].digest')
+    if [ "$(wc -w <<<"$layers")" != 1 ]; then
+        echo "dev.sh image: $archive has $(wc -w <<<"$layers") layers, not one" >&2
+        return 1
+    fi
+    rm -rf "$out" && mkdir -p "$out"
+    tar -xOf "$archive" "blobs/${layers/://}" | tar -x --numeric-owner --same-owner --same-permissions -C "$out"
+}
+
+# image_verify DIR EPOCH: the exported image run as its user, with its environment.
+image_verify() {
+    local root=$1 epoch=$2 chroot_bin want got
+    chroot_bin=$(command -v chroot)
+    in_image() { env -i "${IMAGE_ENV[@]}" "$chroot_bin" --userspec="$IMAGE_UID:$IMAGE_UID" "$root" /usr/local/bin/izhub "$@"; }
+    want=$("$BIN" --version)
+    got=$(in_image --version)
+    if [ "$got" != "$want" ]; then
+        echo "dev.sh image: the image's izhub says '$got', the build's '$want'" >&2
+        return 1
+    fi
+    echo "$got"
+    in_image check --config /etc/izhub/izhub.toml
+    # The check kept the compiled plugins in the data directory (so the
+    # engine's user can write there); the exported tree is left as the image has it.
+    if [ ! -f "$root/var/lib/izhub/data/plugin-cache.key" ]; then
+        echo "dev.sh image: izhub could not write its plugin cache in /var/lib/izhub/data" >&2
+        return 1
+    fi
+    rm -rf "$root/var/lib/izhub/data/plugin-cache" "$root/var/lib/izhub/data/plugin-cache.key"
+    chmod 0755 "$root"
+    touch -d "@$epoch" "$root" "$root/var/lib/izhub/data"
+}
+
+image_cleanup() {
+    if [ -n "$IMAGE_CTR" ]; then buildah rm "$IMAGE_CTR" >/dev/null 2>&1 || true; fi
+}
+
+# The image from the binary and plugins already built (./dev.sh image builds
+# them first). Root is needed for the owners and for chroot; anyone else gets
+# a user namespace from buildah (its rootless storage, /etc/subuid).
+image_assemble() {
+    ensure_image_tools
+    if [ "$(id -u)" != 0 ]; then
+        log "not root: going on in buildah's user namespace"
+        exec buildah unshare "$ROOT/dev.sh" image-only
+    fi
+    [ -x "$BIN" ] || { echo "dev.sh image: $BIN is missing (./dev.sh build makes it)" >&2; return 1; }
+    local version revision epoch created digest id old archive_digest
+    version=$("$BIN" --version | awk '{ print $2 }')
+    if ! [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+ ]]; then
+        echo "dev.sh image: no version in '$("$BIN" --version)'" >&2
+        return 1
+    fi
+    revision=$(git rev-parse HEAD)
+    epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct HEAD)}
+    created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
+    if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+        echo "WARNING: the work tree has uncommitted changes; the image is labelled with $revision all the same" >&2
+    fi
+    mkdir -p "$IMAGE_DIR"
+
+    log "the image's root filesystem (izhub $version, files dated $created)"
+    image_rootfs "$IMAGE_DIR/staging" "$epoch"
+    tar --sort=name --format=gnu --numeric-owner --mtime="@$epoch" \
+        -cf "$IMAGE_DIR/rootfs.tar" -C "$IMAGE_DIR/staging" .
+    rm -rf "$IMAGE_DIR/staging"
+
+    log "buildah: $IMAGE_NAME:$version from scratch"
+    old=$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE_NAME:$version" 2>/dev/null || true)
+    trap image_cleanup EXIT
+    IMAGE_CTR=$(buildah from --quiet scratch)
+    # `add` unpacks the tar with its owners (`copy` would make them root's).
+    buildah add --quiet "$IMAGE_CTR" "$IMAGE_DIR/rootfs.tar" / >/dev/null
+    local env_args=() e
+    for e in "${IMAGE_ENV[@]}"; do env_args+=(--env "$e"); done
+    # No HEALTHCHECK: an OCI image has no field for it, and buildah's Docker
+    # format writes the container's random id into the image, which would
+    # make every build's digest differ. docs/deploy.md gives the probe.
+    buildah config \
+        --user "$IMAGE_UID:$IMAGE_UID" \
+        --entrypoint '["/usr/local/bin/izhub"]' \
+        --cmd '["serve", "--config", "/etc/izhub/izhub.toml"]' \
+        "${env_args[@]}" \
+        --workingdir /var/lib/izhub \
+        --port 2575/tcp --port 9400/tcp \
+        --volume /var/lib/izhub/data \
+        --stop-signal SIGTERM \
+        --label org.opencontainers.image.title=izhub \
+        --label "org.opencontainers.image.description=Immunization interface engine: MLLP in, sandboxed WebAssembly plugins, IIS out" \
+        --label org.opencontainers.image.licenses=Apache-2.0 \
+        --label "org.opencontainers.image.version=$version" \
+        --label "org.opencontainers.image.revision=$revision" \
+        --label "org.opencontainers.image.created=$created" \
+        "$IMAGE_CTR"
+    buildah commit --quiet --rm --format oci --timestamp "$epoch" --omit-history --identity-label=false \
+        "$IMAGE_CTR" "$IMAGE_NAME:$version" >/dev/null
+    IMAGE_CTR=""
+    trap - EXIT
+    rm -f "$IMAGE_DIR/rootfs.tar"
+    buildah tag "$IMAGE_NAME:$version" "$IMAGE_NAME:latest"
+    digest=$(buildah inspect --type image --format '{{.FromImageDigest}}' "$IMAGE_NAME:$version")
+    id=$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE_NAME:$version")
+    # The image this one replaces, unless another name or a container still uses it.
+    if [ -n "$old" ] && [ "$old" != "$id" ]; then buildah rmi "$old" >/dev/null 2>&1 || true; fi
+
+    # The OCI archive: its layer left uncompressed, so that the archive holds
+    # the very manifest of local storage, with the same digest (buildah 1.28's
+    # `push --disable-compression` still compresses into an OCI layout, so
+    # podman saves it); the archive's tar is sorted and dated like the layer's.
+    log "OCI archive: $IMAGE_DIR/izhub.oci.tar"
+    rm -rf "$IMAGE_DIR/oci" "$IMAGE_DIR/izhub.oci.tar"
+    podman save --quiet --format oci-dir --uncompressed -o "$IMAGE_DIR/oci" "$IMAGE_NAME:$version"
+    tar --sort=name --format=gnu --numeric-owner --owner=0 --group=0 --mode=u=rwX,go=rX --mtime="@$epoch" \
+        -cf "$IMAGE_DIR/izhub.oci.tar" -C "$IMAGE_DIR/oci" oci-layout index.json blobs
+    rm -rf "$IMAGE_DIR/oci"
+    archive_digest=$(tar -xOf "$IMAGE_DIR/izhub.oci.tar" index.json | jq -r '.manifests[0].digest')
+    if [ "$archive_digest" != "$digest" ]; then
+        echo "dev.sh image: the archive holds $archive_digest, local storage $digest" >&2
+        return 1
+    fi
+
+    log "the image's root filesystem, exported to $IMAGE_DIR/rootfs and run as uid $IMAGE_UID (chroot)"
+    image_export "$IMAGE_DIR/izhub.oci.tar" "$IMAGE_DIR/rootfs"
+    image_verify "$IMAGE_DIR/rootfs" "$epoch"
+
+    echo "$digest" > "$IMAGE_DIR/digest"
+    log "$IMAGE_NAME:$version (and :latest)"
+    echo "digest    $digest"
+    echo "image id  sha256:$id"
+    echo "archive   $IMAGE_DIR/izhub.oci.tar  sha256:$(sha256sum "$IMAGE_DIR/izhub.oci.tar" | cut -d' ' -f1)"
+    echo "rootfs    $IMAGE_DIR/rootfs"
+}
+
 case "${1:-}" in
     demo) demo ;;
     bench-bulk) setup; build_plugins; build_host; trap stop_all EXIT INT TERM; bench_bulk ;;
@@ -425,5 +662,7 @@ case "${1:-}" in
     bench-console) setup; build_console; build_host; trap stop_all EXIT INT TERM; bench_console ;;
     build) setup; build_plugins; build_guest_plugins; build_console; build_host ;;
     fuzz) fuzz "${2:-600}" ;;
-    *) sed -n '2,12p' "$0"; exit 2 ;;
+    image) setup; build_plugins; build_console; build_host; image_assemble ;;
+    image-only) image_assemble ;;
+    *) sed -n '2,15p' "$0"; exit 2 ;;
 esac
