@@ -208,6 +208,15 @@ run_tests() {
     log "cargo clippy -D warnings"
     cargo clippy --workspace --all-targets --release -- -D warnings
     audit
+    log "cargo test (build)"
+    cargo test --workspace --release --no-run
+    # The image of the binary the tests run: its root filesystem is run
+    # under chroot by the deploy tests. A subshell, since a non-root
+    # assembly re-executes itself in buildah's namespace.
+    rm -rf "$IMAGE_DIR/rootfs"
+    if ! (image_assemble); then
+        echo "!!! the container image could not be built: its test will say so" >&2
+    fi
     log "cargo test"
     cargo test --workspace --release
     # cargo test built the engine's binary ($BIN) for the integration tests;

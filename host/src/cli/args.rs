@@ -152,6 +152,8 @@ pub enum Command {
     /// Code sets (CVX, MVX, NDC, HL7 tables): status and update.
     #[command(subcommand)]
     Codes(CodesCommand),
+    /// Ask a running engine's /healthz: exit 0 when it answers 200, 1 otherwise (for container health checks).
+    Health(super::health::HealthArgs),
     /// Copy the SQLite journal and message log while the engine runs.
     Backup(super::backup::BackupArgs),
     /// Put back what `izhub backup` copied (the engine stopped).

@@ -7,6 +7,7 @@ mod backup;
 mod bench;
 mod bulk;
 mod check;
+mod health;
 mod plugin;
 mod reprocess;
 mod user;
@@ -136,6 +137,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, cache } => check::run(&config, &cache).await,
+        Command::Health(args) => health::run(args).await,
         Command::Validate(args) => validate::run(args).await,
         Command::SimIis(args) => sim_iis(args).await,
         Command::Plugin(cmd) => plugin_command(cmd).await,

@@ -534,3 +534,140 @@ fn the_grafana_dashboard_queries_the_engines_metrics() {
         .unwrap();
     assert!(out.status.success(), "{}", said(&out));
 }
+
+/// The image's user (`./dev.sh image`).
+const IMAGE_USER: &str = "10001:10001";
+
+/// Runs the image's `izhub` under chroot as the image's user, with the
+/// environment the image sets.
+fn in_image(rootfs: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("chroot");
+    c.env_clear()
+        .env("PATH", "/usr/local/bin")
+        .env("HOME", "/var/lib/izhub")
+        .env("IZHUB_CACHE_DIR", "/var/lib/izhub/data/plugin-cache")
+        .arg(format!("--userspec={IMAGE_USER}"))
+        .arg(rootfs)
+        .arg("/usr/local/bin/izhub")
+        .args(args);
+    c
+}
+
+/// The root filesystem of the image `./dev.sh image` built (`dev.sh test`
+/// builds it first): the engine in it runs as the image's unprivileged
+/// user, is this build, passes `izhub check` on the image's configuration,
+/// serves, and answers the image's health check; nothing outside its data
+/// directory is the user's to write.
+#[test]
+fn the_image_runs_as_its_user_checks_its_configuration_and_answers_its_health_check() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let built = std::env::var_os("IZHUB_IMAGE_ROOTFS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("build/image/rootfs"));
+    if !built.join("usr/local/bin/izhub").exists() {
+        return missing("the image's root filesystem (./dev.sh image)");
+    }
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return missing("root, for chroot");
+    }
+
+    // What the image holds, and whose it is.
+    let passwd = std::fs::read_to_string(built.join("etc/passwd")).unwrap();
+    assert!(
+        passwd.contains("izhub:x:10001:10001:"),
+        "no izhub user: {passwd}"
+    );
+    let data = std::fs::metadata(built.join("var/lib/izhub/data")).unwrap();
+    assert_eq!((data.uid(), data.gid()), (10001, 10001));
+    assert_eq!(data.permissions().mode() & 0o777, 0o700);
+    for owned_by_root in [
+        "etc/izhub",
+        "etc/izhub/izhub.toml",
+        "usr/local/bin/izhub",
+        "var/lib/izhub/plugins",
+        "var/lib/izhub/codesets",
+    ] {
+        let m = std::fs::metadata(built.join(owned_by_root)).unwrap();
+        assert_eq!(m.uid(), 0, "{owned_by_root} is not root's");
+        assert_eq!(
+            m.permissions().mode() & 0o022,
+            0,
+            "{owned_by_root} is writable by others"
+        );
+    }
+
+    // A copy: checking and serving write into the data directory.
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&built)
+        .arg(&rootfs)
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{}", said(&copied));
+
+    let version = in_image(&rootfs, &["--version"]).output().unwrap();
+    assert!(version.status.success(), "{}", said(&version));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        String::from_utf8_lossy(&izhub(&["--version"]).stdout),
+        "the image holds another build"
+    );
+    let check = in_image(&rootfs, &["check", "--config", "/etc/izhub/izhub.toml"])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", said(&check));
+    assert!(
+        String::from_utf8_lossy(&check.stdout).starts_with("/etc/izhub/izhub.toml: OK"),
+        "{}",
+        said(&check)
+    );
+
+    // Serve on free loopback ports (the image's 2575 and 9400 may be taken
+    // here), then ask /healthz the way the image's HEALTHCHECK does.
+    let (mllp, admin) = (closed_port(), closed_port());
+    let config_path = rootfs.join("etc/izhub/izhub.toml");
+    let config = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .replace("0.0.0.0:2575", &format!("127.0.0.1:{mllp}"))
+        .replace("0.0.0.0:9400", &format!("127.0.0.1:{admin}"));
+    std::fs::write(&config_path, config).unwrap();
+    let url = format!("http://127.0.0.1:{admin}/healthz");
+    let down = in_image(&rootfs, &["health", "--url", &url, "--timeout-ms", "500"])
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(1), "{}", said(&down));
+    let mut engine = Engine(
+        in_image(
+            &rootfs,
+            &["serve", "--config", "/etc/izhub/izhub.toml", "--log", "warn"],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let healthy = loop {
+        let probe = in_image(&rootfs, &["health", "--url", &url]).output().unwrap();
+        if probe.status.success() {
+            break said(&probe);
+        }
+        assert!(
+            engine.0.try_wait().unwrap().is_none(),
+            "the engine in the image exited: {}",
+            said(&probe)
+        );
+        assert!(Instant::now() < deadline, "never healthy: {}", said(&probe));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(healthy.contains(": 200 ok"), "{healthy}");
+    engine.kill();
+    // What it wrote is in its data directory and is the image user's.
+    let journal = std::fs::metadata(rootfs.join("var/lib/izhub/data/izhub.db")).unwrap();
+    assert_eq!(journal.uid(), 10001);
+    let bad = in_image(&rootfs, &["health", "--url", "https://127.0.0.1:1/"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", said(&bad));
+}
