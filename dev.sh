@@ -10,8 +10,8 @@
 #   ./dev.sh bench-bulk      bulk queries: 10,000 and 100,000 patients
 #   ./dev.sh build   build the engine and the plugins only
 #   ./dev.sh fuzz [SECONDS]  run every fuzz target (default 600 s each, two at a time)
-#   ./dev.sh image   build the engine and its OCI image (buildah, reproducible): local
-#                    localhost/izhub:VERSION, build/image/izhub.oci.tar, build/image/rootfs
+#   ./dev.sh image   build the engine and its image (podman, reproducible, HEALTHCHECK): local
+#                    localhost/izhub:VERSION, build/image/izhub.docker.tar, build/image/rootfs
 #   ./dev.sh image-only      the same image from the engine and plugins already built
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -428,33 +428,44 @@ bench_cluster() {
         | grep -E "^claim of|test result"
 }
 
-# The OCI image (docs/deploy.md, "As a container image"): the engine on an
-# empty base, built with Debian's buildah and saved with its podman, nothing
-# pulled from a registry. Its root filesystem is made here: the stripped
-# binary, exactly the shared libraries it links (with the dynamic loader), an
-# izhub user, the sample configuration deploy/image/izhub.toml as
-# /etc/izhub/izhub.toml, the plugins and code sets under /var/lib/izhub
-# (root's, read-only to the engine) and /var/lib/izhub/data, the one directory
-# the engine writes. Every file has the commit's time and a fixed owner, the
-# layer's tar is sorted and the image keeps no history, so the same sources
-# give the same digest. The image is then exported to build/image/rootfs and
-# run there under chroot as its user: `izhub --version`, and `izhub check` on
-# its configuration.
+# The container image (docs/deploy.md, "As a container image"): the engine on
+# an empty base, nothing pulled from a registry. The image is written here as
+# a Docker archive (`docker save`'s format) and loaded into local storage with
+# Debian's podman; no builder runs. Docker's format, because the image has a
+# HEALTHCHECK and an OCI image has no field for one; and not buildah's Docker
+# format, which writes its build container's random id into the image.
+# Its root filesystem is made here: the stripped binary, exactly the shared
+# libraries it links (with the dynamic loader), an izhub user, the sample
+# configuration deploy/image/izhub.toml as /etc/izhub/izhub.toml, the plugins
+# and code sets under /var/lib/izhub (root's, read-only to the engine) and
+# /var/lib/izhub/data, the one directory the engine writes. Every file has the
+# commit's time and a fixed owner, the layer's tar and the archive's are
+# sorted, and the configuration is written with jq with the same date and no
+# history, so the same sources give the same archive, image id and digest.
+# The loaded image is then saved back from local storage, checked against the
+# archive, exported to build/image/rootfs and run there under chroot as its
+# user: `izhub --version`, and `izhub check` on its configuration.
 IMAGE_NAME=localhost/izhub
 IMAGE_UID=10001
 IMAGE_DIR=build/image
 IMAGE_PLUGINS=(validate-iz ndc-to-cvx race-ethnicity route-by-jurisdiction stamp-hie require-core-fields)
 IMAGE_ENV=(PATH=/usr/local/bin HOME=/var/lib/izhub IZHUB_CACHE_DIR=/var/lib/izhub/data/plugin-cache)
-IMAGE_CTR=""
+# The HEALTHCHECK: exec form (the image has no shell), times in seconds.
+IMAGE_HEALTH_TEST='["CMD", "/usr/local/bin/izhub", "health", "--url", "http://127.0.0.1:9400/healthz"]'
+IMAGE_HEALTH_INTERVAL=30
+IMAGE_HEALTH_TIMEOUT=5
+IMAGE_HEALTH_START_PERIOD=10
+IMAGE_HEALTH_RETRIES=3
 
 # Each tool the image needs, from the Debian package that has it; missing
 # ones are installed, and what still is missing is named.
 ensure_image_tools() {
     case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin:/sbin" ;; esac
-    local -A pkg=([buildah]=buildah [podman]=podman [objcopy]=binutils [ldd]=libc-bin [jq]=jq [tar]=tar [chroot]=coreutils)
+    local -A pkg=([podman]=podman [objcopy]=binutils [ldd]=libc-bin [jq]=jq [tar]=tar [chroot]=coreutils [sha256sum]=coreutils)
     local t missing=()
     for t in "${!pkg[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("${pkg[$t]}"); done
     if [ ${#missing[@]} -gt 0 ]; then
+        mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
         log "installing Debian's ${missing[*]} for the container image"
         local sudo=""
         [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -524,18 +535,77 @@ image_rootfs() {
     find "$root" -exec touch -h -d "@$epoch" {} +
 }
 
-# image_export ARCHIVE DIR: the root filesystem of the image an OCI archive
-# holds (one layer on an empty base: nothing to delete), owners and modes kept.
+# image_config VERSION REVISION CREATED DIFF_ID: the image's configuration in
+# Docker's format, compact and in a fixed order (no history, no container).
+image_config() {
+    local version=$1 revision=$2 created=$3 diff_id=$4 platform
+    platform=$(podman version --format '{{.Client.OsArch}}')
+    jq -cjn \
+        --arg created "$created" --arg os "${platform%%/*}" --arg arch "${platform#*/}" \
+        --arg user "$IMAGE_UID:$IMAGE_UID" --arg version "$version" --arg revision "$revision" \
+        --arg diff_id "$diff_id" --argjson test "$IMAGE_HEALTH_TEST" \
+        --argjson interval $((IMAGE_HEALTH_INTERVAL * 1000000000)) \
+        --argjson timeout $((IMAGE_HEALTH_TIMEOUT * 1000000000)) \
+        --argjson start_period $((IMAGE_HEALTH_START_PERIOD * 1000000000)) \
+        --argjson retries "$IMAGE_HEALTH_RETRIES" '{
+            created: $created,
+            architecture: $arch,
+            os: $os,
+            config: {
+                User: $user,
+                ExposedPorts: {"2575/tcp": {}, "9400/tcp": {}},
+                Env: $ARGS.positional,
+                Entrypoint: ["/usr/local/bin/izhub"],
+                Cmd: ["serve", "--config", "/etc/izhub/izhub.toml"],
+                Volumes: {"/var/lib/izhub/data": {}},
+                WorkingDir: "/var/lib/izhub",
+                Labels: {
+                    "org.opencontainers.image.created": $created,
+                    "org.opencontainers.image.description": "Immunization interface engine: MLLP in, sandboxed WebAssembly plugins, IIS out",
+                    "org.opencontainers.image.licenses": "Apache-2.0",
+                    "org.opencontainers.image.revision": $revision,
+                    "org.opencontainers.image.title": "izhub",
+                    "org.opencontainers.image.version": $version
+                },
+                StopSignal: "SIGTERM",
+                Healthcheck: {Test: $test, Interval: $interval, Timeout: $timeout, StartPeriod: $start_period, Retries: $retries}
+            },
+            rootfs: {type: "layers", diff_ids: [$diff_id]}
+        }' --args "${IMAGE_ENV[@]}"
+}
+
+# image_export IMAGE DIGEST ID DIR: IMAGE saved back from local storage (its
+# layer uncompressed), checked to be the manifest DIGEST with the
+# configuration ID, and its one layer (on an empty base: nothing to delete)
+# unpacked into DIR, owners and modes kept.
 image_export() {
-    local archive=$1 out=$2 manifest layers
-    manifest=$(tar -xOf "$archive" index.json | jq -r '.manifests[0].digest')
-    layers=$(tar -xOf "$archive" "blobs/${manifest/://}" | jq -r '.layers[].digest')
+    local image=$1 digest=$2 id=$3 out=$4 saved="$IMAGE_DIR/saved" got layers diff_id
+    rm -rf "$saved"
+    podman save --quiet --format docker-dir --uncompressed -o "$saved" "$image"
+    got="sha256:$(sha256sum <"$saved/manifest.json" | cut -d' ' -f1)"
+    if [ "$got" != "$digest" ]; then
+        echo "dev.sh image: podman saves $image with the manifest $got, not $digest" >&2
+        return 1
+    fi
+    got=$(jq -r '.config.digest' "$saved/manifest.json")
+    if [ "$got" != "sha256:$id" ]; then
+        echo "dev.sh image: podman saves $image with the configuration $got, not sha256:$id" >&2
+        return 1
+    fi
+    layers=$(jq -r '.layers[].digest' "$saved/manifest.json")
     if [ "$(wc -w <<<"$layers")" != 1 ]; then
-        echo "dev.sh image: $archive has $(wc -w <<<"$layers") layers, not one" >&2
+        echo "dev.sh image: $image has $(wc -w <<<"$layers") layers, not one" >&2
+        return 1
+    fi
+    diff_id=$(jq -r '.rootfs.diff_ids[0]' "$saved/$id")
+    got="sha256:$(sha256sum <"$saved/${layers#sha256:}" | cut -d' ' -f1)"
+    if [ "$layers" != "$diff_id" ] || [ "$got" != "$diff_id" ]; then
+        echo "dev.sh image: podman saves $image with the layer $got, its configuration names $diff_id" >&2
         return 1
     fi
     rm -rf "$out" && mkdir -p "$out"
-    tar -xOf "$archive" "blobs/${layers/://}" | tar -x --numeric-owner --same-owner --same-permissions -C "$out"
+    tar -x --numeric-owner --same-owner --same-permissions -C "$out" -f "$saved/${layers#sha256:}"
+    rm -rf "$saved"
 }
 
 # image_verify DIR EPOCH: the exported image run as its user, with its environment.
@@ -562,21 +632,17 @@ image_verify() {
     touch -d "@$epoch" "$root" "$root/var/lib/izhub/data"
 }
 
-image_cleanup() {
-    if [ -n "$IMAGE_CTR" ]; then buildah rm "$IMAGE_CTR" >/dev/null 2>&1 || true; fi
-}
-
 # The image from the binary and plugins already built (./dev.sh image builds
 # them first). Root is needed for the owners and for chroot; anyone else gets
-# a user namespace from buildah (its rootless storage, /etc/subuid).
+# a user namespace from podman (its rootless storage, /etc/subuid).
 image_assemble() {
     ensure_image_tools
     if [ "$(id -u)" != 0 ]; then
-        log "not root: going on in buildah's user namespace"
-        exec buildah unshare "$ROOT/dev.sh" image-only
+        log "not root: going on in podman's user namespace"
+        exec podman unshare "$ROOT/dev.sh" image-only
     fi
     [ -x "$BIN" ] || { echo "dev.sh image: $BIN is missing (./dev.sh build makes it)" >&2; return 1; }
-    local version revision epoch created digest id old archive_digest
+    local version revision epoch created layer id digest old loaded health archive="$IMAGE_DIR/izhub.docker.tar"
     version=$("$BIN" --version | awk '{ print $2 }')
     if ! [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+ ]]; then
         echo "dev.sh image: no version in '$("$BIN" --version)'" >&2
@@ -596,69 +662,49 @@ image_assemble() {
         -cf "$IMAGE_DIR/rootfs.tar" -C "$IMAGE_DIR/staging" .
     rm -rf "$IMAGE_DIR/staging"
 
-    log "buildah: $IMAGE_NAME:$version from scratch"
-    old=$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE_NAME:$version" 2>/dev/null || true)
-    trap image_cleanup EXIT
-    IMAGE_CTR=$(buildah from --quiet scratch)
-    # `add` unpacks the tar with its owners (`copy` would make them root's).
-    buildah add --quiet "$IMAGE_CTR" "$IMAGE_DIR/rootfs.tar" / >/dev/null
-    local env_args=() e
-    for e in "${IMAGE_ENV[@]}"; do env_args+=(--env "$e"); done
-    # No HEALTHCHECK: an OCI image has no field for it, and buildah's Docker
-    # format writes the container's random id into the image, which would
-    # make every build's digest differ. docs/deploy.md gives the probe.
-    buildah config \
-        --user "$IMAGE_UID:$IMAGE_UID" \
-        --entrypoint '["/usr/local/bin/izhub"]' \
-        --cmd '["serve", "--config", "/etc/izhub/izhub.toml"]' \
-        "${env_args[@]}" \
-        --workingdir /var/lib/izhub \
-        --port 2575/tcp --port 9400/tcp \
-        --volume /var/lib/izhub/data \
-        --stop-signal SIGTERM \
-        --label org.opencontainers.image.title=izhub \
-        --label "org.opencontainers.image.description=Immunization interface engine: MLLP in, sandboxed WebAssembly plugins, IIS out" \
-        --label org.opencontainers.image.licenses=Apache-2.0 \
-        --label "org.opencontainers.image.version=$version" \
-        --label "org.opencontainers.image.revision=$revision" \
-        --label "org.opencontainers.image.created=$created" \
-        "$IMAGE_CTR"
-    buildah commit --quiet --rm --format oci --timestamp "$epoch" --omit-history --identity-label=false \
-        "$IMAGE_CTR" "$IMAGE_NAME:$version" >/dev/null
-    IMAGE_CTR=""
-    trap - EXIT
-    rm -f "$IMAGE_DIR/rootfs.tar"
-    buildah tag "$IMAGE_NAME:$version" "$IMAGE_NAME:latest"
-    digest=$(buildah inspect --type image --format '{{.FromImageDigest}}' "$IMAGE_NAME:$version")
-    id=$(buildah inspect --type image --format '{{.FromImageID}}' "$IMAGE_NAME:$version")
-    # The image this one replaces, unless another name or a container still uses it.
-    if [ -n "$old" ] && [ "$old" != "$id" ]; then buildah rmi "$old" >/dev/null 2>&1 || true; fi
+    # The archive as `docker save` writes it: manifest.json, the configuration
+    # named by its SHA-256 (the image id) and the layer by its own (the diff id).
+    log "Docker archive: $archive"
+    rm -rf "$IMAGE_DIR/archive" "$IMAGE_DIR/izhub.oci.tar" && mkdir -p "$IMAGE_DIR/archive"
+    layer=$(sha256sum <"$IMAGE_DIR/rootfs.tar" | cut -d' ' -f1)
+    mv "$IMAGE_DIR/rootfs.tar" "$IMAGE_DIR/archive/$layer.tar"
+    image_config "$version" "$revision" "$created" "sha256:$layer" > "$IMAGE_DIR/archive/config.json"
+    id=$(sha256sum <"$IMAGE_DIR/archive/config.json" | cut -d' ' -f1)
+    mv "$IMAGE_DIR/archive/config.json" "$IMAGE_DIR/archive/$id.json"
+    jq -cjn --arg config "$id.json" --arg tag "$IMAGE_NAME:$version" --arg layer "$layer.tar" \
+        '[{Config: $config, RepoTags: [$tag], Layers: [$layer]}]' > "$IMAGE_DIR/archive/manifest.json"
+    tar --sort=name --format=gnu --numeric-owner --owner=0 --group=0 --mode=u=rw,go=r --mtime="@$epoch" \
+        -cf "$archive" -C "$IMAGE_DIR/archive" manifest.json "$id.json" "$layer.tar"
+    rm -rf "$IMAGE_DIR/archive"
 
-    # The OCI archive: its layer left uncompressed, so that the archive holds
-    # the very manifest of local storage, with the same digest (buildah 1.28's
-    # `push --disable-compression` still compresses into an OCI layout, so
-    # podman saves it); the archive's tar is sorted and dated like the layer's.
-    log "OCI archive: $IMAGE_DIR/izhub.oci.tar"
-    rm -rf "$IMAGE_DIR/oci" "$IMAGE_DIR/izhub.oci.tar"
-    podman save --quiet --format oci-dir --uncompressed -o "$IMAGE_DIR/oci" "$IMAGE_NAME:$version"
-    tar --sort=name --format=gnu --numeric-owner --owner=0 --group=0 --mode=u=rwX,go=rX --mtime="@$epoch" \
-        -cf "$IMAGE_DIR/izhub.oci.tar" -C "$IMAGE_DIR/oci" oci-layout index.json blobs
-    rm -rf "$IMAGE_DIR/oci"
-    archive_digest=$(tar -xOf "$IMAGE_DIR/izhub.oci.tar" index.json | jq -r '.manifests[0].digest')
-    if [ "$archive_digest" != "$digest" ]; then
-        echo "dev.sh image: the archive holds $archive_digest, local storage $digest" >&2
+    log "podman: $IMAGE_NAME:$version loaded from the archive"
+    old=$(podman image inspect --format '{{.Id}}' "$IMAGE_NAME:$version" 2>/dev/null || true)
+    podman load --quiet -i "$archive" >/dev/null
+    podman tag "$IMAGE_NAME:$version" "$IMAGE_NAME:latest"
+    loaded=$(podman image inspect --format '{{.Id}}' "$IMAGE_NAME:$version")
+    if [ "$loaded" != "$id" ]; then
+        echo "dev.sh image: podman loaded $archive as the image $loaded, not $id" >&2
         return 1
     fi
+    health=$(podman image inspect --format '{{json .HealthCheck}}' "$IMAGE_NAME:$version")
+    if [ "$(jq -cS . <<<"$health")" != "$(tar -xOf "$archive" "$id.json" | jq -cS .config.Healthcheck)" ]; then
+        echo "dev.sh image: podman reads the health check $health from $IMAGE_NAME:$version" >&2
+        return 1
+    fi
+    digest=$(podman image inspect --format '{{.Digest}}' "$IMAGE_NAME:$version")
+    # The image this one replaces, unless another name or a container still uses it.
+    if [ -n "$old" ] && [ "$old" != "$id" ]; then podman rmi "$old" >/dev/null 2>&1 || true; fi
 
     log "the image's root filesystem, exported to $IMAGE_DIR/rootfs and run as uid $IMAGE_UID (chroot)"
-    image_export "$IMAGE_DIR/izhub.oci.tar" "$IMAGE_DIR/rootfs"
+    image_export "$IMAGE_NAME:$version" "$digest" "$id" "$IMAGE_DIR/rootfs"
     image_verify "$IMAGE_DIR/rootfs" "$epoch"
 
     echo "$digest" > "$IMAGE_DIR/digest"
     log "$IMAGE_NAME:$version (and :latest)"
     echo "digest    $digest"
     echo "image id  sha256:$id"
-    echo "archive   $IMAGE_DIR/izhub.oci.tar  sha256:$(sha256sum "$IMAGE_DIR/izhub.oci.tar" | cut -d' ' -f1)"
+    echo "health    $health"
+    echo "archive   $archive  sha256:$(sha256sum <"$archive" | cut -d' ' -f1)"
     echo "rootfs    $IMAGE_DIR/rootfs"
 }
 
