@@ -541,7 +541,15 @@ const IMAGE_USER: &str = "10001:10001";
 /// Runs the image's `izhub` under chroot as the image's user, with the
 /// environment the image sets.
 fn in_image(rootfs: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new("chroot");
+    // Found on this process's PATH: the child's is the image's.
+    let chroot = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join("chroot"))
+        .find(|c| c.exists())
+        .unwrap_or_else(|| "chroot".into());
+    let mut c = Command::new(chroot);
     c.env_clear()
         .env("PATH", "/usr/local/bin")
         .env("HOME", "/var/lib/izhub")
@@ -642,14 +650,22 @@ fn the_image_runs_as_its_user_checks_its_configuration_and_answers_its_health_ch
     let mut engine = Engine(
         in_image(
             &rootfs,
-            &["serve", "--config", "/etc/izhub/izhub.toml", "--log", "warn"],
+            &[
+                "serve",
+                "--config",
+                "/etc/izhub/izhub.toml",
+                "--log",
+                "warn",
+            ],
         )
         .spawn()
         .unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     let healthy = loop {
-        let probe = in_image(&rootfs, &["health", "--url", &url]).output().unwrap();
+        let probe = in_image(&rootfs, &["health", "--url", &url])
+            .output()
+            .unwrap();
         if probe.status.success() {
             break said(&probe);
         }
