@@ -38,14 +38,6 @@ async fn commit_engine() -> (Sim, tempfile::TempDir, izhub::serve::Running) {
     (sim, dir, engine)
 }
 
-async fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aa_after_journal_then_delivery_from_the_queue() {
     let (sim, dir, engine) = commit_engine().await;

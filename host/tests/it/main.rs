@@ -26,3 +26,4 @@ mod sandbox;
 mod soap;
 mod tls;
 mod untrusted;
+mod upgrade;

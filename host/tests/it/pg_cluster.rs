@@ -1351,14 +1351,6 @@ impl Load {
     }
 }
 
-async fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Per patient, the messages reached the IIS in the order they were sent
 /// (a message delivered twice may repeat, never come after a later one).
 fn assert_order_per_patient(arrivals: &[String]) {

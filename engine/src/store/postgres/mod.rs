@@ -391,6 +391,11 @@ async fn migrate(pool: &Pool, node: &str) -> Result<(), PgError> {
             )
             .await?
             .get(0);
+        // A journal written by a newer release is never altered by an
+        // older one.
+        if i64::from(current) > MIGRATIONS.len() as i64 {
+            return Ok(Some(current));
+        }
         for (i, sql) in MIGRATIONS.iter().enumerate() {
             let version = i as i32 + 1;
             if version > current {
@@ -405,7 +410,7 @@ async fn migrate(pool: &Pool, node: &str) -> Result<(), PgError> {
                 tracing::info!(version, "journal schema migrated");
             }
         }
-        Ok::<(), tokio_postgres::Error>(())
+        Ok::<Option<i32>, tokio_postgres::Error>(None)
     }
     .await;
     let unlocked = client
@@ -413,10 +418,16 @@ async fn migrate(pool: &Pool, node: &str) -> Result<(), PgError> {
         .await;
     // The pooled connection goes back with the node's lock timeout.
     let reset = client.batch_execute("RESET lock_timeout").await;
-    result?;
+    let newer = result?;
     unlocked?;
     reset?;
-    Ok(())
+    match newer {
+        Some(found) => Err(PgError::Other(format!(
+            "the journal's schema is version {found}, newer than this izhub knows ({}): it was written by a newer release; run that release, or restore a backup made by this one",
+            MIGRATIONS.len()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Heartbeat and lease renewal, a third of a lease apart, for as long as

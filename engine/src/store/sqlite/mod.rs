@@ -18,6 +18,7 @@ use super::{
 };
 
 /// Schema migrations, applied in order; the journal records which ran.
+pub mod schema;
 mod writer;
 
 use writer::*;
@@ -101,43 +102,10 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let err = |e: rusqlite::Error| StoreError::Open {
+    schema::migrate(conn, schema::VersionIn::Table, &MIGRATIONS).map_err(|e| StoreError::Open {
         path: path.to_path_buf(),
         source: Cause::new(e),
-    };
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        .map_err(err)?;
-    let current: i64 = conn
-        .query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(err)?;
-    // A journal written by a newer release is never altered by an older one.
-    if current > MIGRATIONS.len() as i64 {
-        return Err(StoreError::Open {
-            path: path.to_path_buf(),
-            source: Cause::text(format!(
-                "its schema is version {current}, newer than this izhub knows ({}): it was written by a newer release; run that release, or restore a backup made by this one",
-                MIGRATIONS.len()
-            )),
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate() {
-        let version = i as i64 + 1;
-        if version > current {
-            let tx = conn.transaction().map_err(err)?;
-            tx.execute_batch(sql).map_err(err)?;
-            tx.execute(
-                "INSERT INTO schema_version (version) VALUES (?1)",
-                params![version],
-            )
-            .map_err(err)?;
-            tx.commit().map_err(err)?;
-        }
-    }
-    Ok(())
+    })
 }
 
 impl SqliteStore {

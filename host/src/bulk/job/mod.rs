@@ -159,7 +159,9 @@ pub struct Job {
     pub transaction_time: String,
 }
 
-const SCHEMA: &str = "
+/// The job state's schema versions (`PRAGMA user_version`); version 1
+/// adopts a job made before the schema was versioned.
+const MIGRATIONS: [&str; 1] = ["
 CREATE TABLE IF NOT EXISTS job (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS patients (
     idx INTEGER PRIMARY KEY,
@@ -169,7 +171,24 @@ CREATE TABLE IF NOT EXISTS patients (
 );
 CREATE INDEX IF NOT EXISTS patients_pending ON patients(done, idx);
 CREATE TABLE IF NOT EXISTS files (name TEXT PRIMARY KEY, length INTEGER NOT NULL, lines INTEGER NOT NULL);
-";
+"];
+
+/// Opens a job's state, brought to this release's schema (a newer one is
+/// refused untouched).
+fn open_state(dir: &Path) -> Result<Connection, JobError> {
+    let mut conn = Connection::open(dir.join("job.db")).map_err(|e| state_err(dir, e))?;
+    // Before the switch to WAL, which rewrites the file's header: a newer
+    // release's job is left exactly as it was.
+    crate::store::sqlite::schema::migrate(
+        &mut conn,
+        crate::store::sqlite::schema::VersionIn::Header,
+        &MIGRATIONS,
+    )
+    .map_err(|e| state_err(dir, e))?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
+        .map_err(|e| state_err(dir, e))?;
+    Ok(conn)
+}
 
 fn state_err(dir: &Path, e: impl std::fmt::Display) -> JobError {
     JobError::State {
@@ -222,10 +241,7 @@ impl Job {
         if let Some(ehr) = ehr_history {
             std::fs::copy(ehr, dir.join("ehr-history.ndjson")).map_err(|e| file_err(ehr, e))?;
         }
-        let mut conn = Connection::open(dir.join("job.db")).map_err(|e| state_err(dir, e))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
-            .and_then(|_| conn.execute_batch(SCHEMA))
-            .map_err(|e| state_err(dir, e))?;
+        let mut conn = open_state(dir)?;
         let transaction_time = crate::hl7::rfc3339_now();
         let errors_path = dir.join(file_name(ERRORS));
         let mut errors = std::io::BufWriter::new(
@@ -305,10 +321,7 @@ impl Job {
                 dir.display()
             )));
         }
-        let conn = Connection::open(&path).map_err(|e| state_err(dir, e))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
-            .and_then(|_| conn.execute_batch(SCHEMA))
-            .map_err(|e| state_err(dir, e))?;
+        let conn = open_state(dir)?;
         let value = |k: &str| -> Result<String, JobError> {
             conn.query_row("SELECT value FROM job WHERE key = ?1", params![k], |r| {
                 r.get::<_, String>(0)

@@ -2,6 +2,7 @@
 //! pruning, the schema's migrations, and the writer's scheduling.
 
 use super::*;
+use crate::store::sqlite::schema;
 
 impl MessageLog {
     /// Writes `n` synthetic messages (for benchmarks): realistic metadata
@@ -91,28 +92,49 @@ pub(super) fn open_bodies(conn: &Connection, dir: &Path) -> Result<bodies::Write
     Ok(bodies::Writer::new(dir.to_path_buf(), last))
 }
 
-/// Brings a log written by an earlier version up to this schema.
-pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let has_reprocess_of: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'reprocess_of'")?
+/// The message log's schema versions (`PRAGMA user_version`). Version 1
+/// adopts a log written before the schema was versioned: the tables as
+/// `schema.sql` makes them, and the columns earlier releases added one by one.
+const MIGRATIONS: [&str; 1] = [concat!(
+    include_str!("schema.sql"),
+    "
+CREATE INDEX IF NOT EXISTS messages_reprocess_of ON messages(reprocess_of) WHERE reprocess_of IS NOT NULL;
+"
+)];
+
+/// Brings a log up to this release's schema; a log of a newer release is
+/// refused untouched.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), schema::SchemaError> {
+    if schema::version(conn, schema::VersionIn::Header)? == 0 {
+        add_missing_columns(conn)?;
+    }
+    schema::migrate(conn, schema::VersionIn::Header, &MIGRATIONS)
+}
+
+/// Columns that logs of releases before versioning may lack (their
+/// `CREATE TABLE IF NOT EXISTS` kept their older table).
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let has_messages: bool = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'")?
         .exists([])?;
-    if !has_reprocess_of {
+    if !has_messages {
+        return Ok(());
+    }
+    let has = |column: &str| -> rusqlite::Result<bool> {
+        conn.prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = ?1")?
+            .exists([column])
+    };
+    if !has("reprocess_of")? {
         conn.execute_batch("ALTER TABLE messages ADD COLUMN reprocess_of INTEGER")?;
     }
     // Bodies moved to segment files; rows written before keep theirs in
     // message_bodies (body_ref NULL).
-    let has_body_ref: bool = conn
-        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'body_ref'")?
-        .exists([])?;
-    if !has_body_ref {
+    if !has("body_ref")? {
         conn.execute_batch(
             "ALTER TABLE messages ADD COLUMN body_ref INTEGER; ALTER TABLE messages ADD COLUMN body_len INTEGER;",
         )?;
     }
-    // Only reprocessed messages are in this index.
-    conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS messages_reprocess_of ON messages(reprocess_of) WHERE reprocess_of IS NOT NULL",
-    )
+    Ok(())
 }
 
 /// Sets the writer's priority. Idle is SCHED_IDLE where the engine may

@@ -563,3 +563,16 @@ pub fn assert_valid_fhir(paths: &[PathBuf]) {
     assert!(out.status.success(), "invalid FHIR:\n{report}");
     assert!(report.contains("valid FHIR R4 (4.0.1)"), "{report}");
 }
+
+/// Waits (polling a real process or socket) until `done`, failing the
+/// test after `secs` seconds.
+pub async fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
