@@ -66,6 +66,23 @@ pub struct Metrics {
     /// Records the console's message log dropped since start because its
     /// writer could not keep up (set at render).
     pub message_log_dropped: Gauge,
+    /// Journal operations that failed, by operation (insert: a message
+    /// answered AE; claim: the queue could not be read; record: an outcome
+    /// was not written).
+    pub journal_errors: Family<Labels, Counter>,
+    /// When the oldest message waiting for a destination was received
+    /// (Unix seconds; 0 when none waits), by destination.
+    pub queue_oldest: Family<Labels, Gauge>,
+    /// The date of each code set's own data (Unix seconds; 0 when its files
+    /// state none), by set (set at render).
+    pub codeset_updated: Family<Labels, Gauge>,
+    /// Seconds since each cluster node's last heartbeat, by the database's
+    /// clock, by node (set at render; absent without a shared journal).
+    pub cluster_heartbeat_age: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The sending facilities that may be a `sender` label, as the pipeline
+    /// in force names them; any other is `other`, so senders cannot grow
+    /// the series without bound.
+    senders: std::sync::RwLock<std::sync::Arc<std::collections::HashSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -101,8 +118,21 @@ impl Metrics {
             refused_connections: Family::default(),
             process_cpu_seconds: Gauge::default(),
             message_log_dropped: Gauge::default(),
+            journal_errors: Family::default(),
+            queue_oldest: Family::default(),
+            codeset_updated: Family::default(),
+            cluster_heartbeat_age: Family::default(),
+            senders: std::sync::RwLock::default(),
             registry: Registry::default(),
         };
+        // Series an alert divides or takes the rate of exist from the
+        // start, at zero, so that a first failure is an increase.
+        for op in ["insert", "claim", "record"] {
+            let _ = m.journal_errors.get_or_create(&vec![l("op", op)]);
+        }
+        for result in ["applied", "refused"] {
+            let _ = m.reloads.get_or_create(&vec![l("result", result)]);
+        }
         m.register_messages(&mut registry);
         m.register_deliveries(&mut registry);
         Metrics { registry, ..m }
@@ -221,6 +251,44 @@ impl Metrics {
             "Records the message log dropped since start because its writer could not keep up",
             self.message_log_dropped.clone(),
         );
+        registry.register(
+            "journal_errors",
+            "Journal operations that failed, by operation",
+            self.journal_errors.clone(),
+        );
+        registry.register(
+            "queue_oldest_received_timestamp_seconds",
+            "When the oldest message waiting for a destination was received (0: none waits)",
+            self.queue_oldest.clone(),
+        );
+        registry.register(
+            "codeset_updated_timestamp_seconds",
+            "The date of each code set's own data (0: its files state none)",
+            self.codeset_updated.clone(),
+        );
+        registry.register(
+            "cluster_node_heartbeat_age_seconds",
+            "Seconds since each cluster node's last heartbeat, by the database's clock",
+            self.cluster_heartbeat_age.clone(),
+        );
+    }
+
+    /// Names the senders that may be a `sender` label (the pipeline put in
+    /// force does).
+    pub fn set_senders(&self, senders: std::sync::Arc<std::collections::HashSet<String>>) {
+        match self.senders.write() {
+            Ok(mut s) => *s = senders,
+            Err(poisoned) => *poisoned.into_inner() = senders,
+        }
+    }
+
+    /// `sender` as a label value: itself when named, else `other`.
+    pub fn sender_label(&self, sender: &str) -> String {
+        let named = match self.senders.read() {
+            Ok(s) => s.contains(sender),
+            Err(poisoned) => poisoned.into_inner().contains(sender),
+        };
+        if named { sender } else { "other" }.to_string()
     }
 
     /// The Prometheus text exposition of every metric.

@@ -86,6 +86,10 @@ pub async fn run(queue: Queue) {
         watch,
     } = queue;
     let mut breaker = Breaker::new(&metrics, &name);
+    let oldest_gauge = metrics
+        .queue_oldest
+        .get_or_create(&vec![l("destination", &name)])
+        .clone();
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -119,6 +123,10 @@ pub async fn run(queue: Queue) {
         let rows = match journal.claim(&name, BATCH).await {
             Ok(r) => r,
             Err(e) => {
+                metrics
+                    .journal_errors
+                    .get_or_create(&vec![l("op", "claim")])
+                    .inc();
                 tracing::error!(destination = %name, error = %e, "cannot read the delivery queue");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
@@ -128,6 +136,7 @@ pub async fn run(queue: Queue) {
             rows.is_empty().then_some(0),
             rows.first().map(|r| r.received_at),
         );
+        oldest_gauge.set(oldest.map_or(0, |ms| ms.div_euclid(1000)));
         tell(
             watch.as_deref(),
             &name,
@@ -368,7 +377,13 @@ async fn record(
                 .get_or_create(&vec![l("destination", destination), l("result", "fenced")])
                 .inc();
         }
-        Err(e) => tracing::error!(error = %e, "cannot record a delivery"),
+        Err(e) => {
+            metrics
+                .journal_errors
+                .get_or_create(&vec![l("op", "record")])
+                .inc();
+            tracing::error!(error = %e, "cannot record a delivery");
+        }
     }
 }
 
@@ -398,6 +413,10 @@ async fn attempt(
     }
     // The answer must name the message as it was journaled for delivery.
     let question = hl7::Question::of_bytes(&row.payload);
+    let first = row.payload.split(|&b| b == b'\r').next().unwrap_or(&[]);
+    let sender = hl7::Msh::read(&String::from_utf8_lossy(first))
+        .map(|m| metrics.sender_label(m.component(4, 1)))
+        .unwrap_or_else(|_| "other".to_string());
     let result = dest
         .deliver_by(bytes::Bytes::from(row.payload), &question, send_by)
         .await;
@@ -412,6 +431,15 @@ async fn attempt(
             return Attempt::Lost;
         }
         Ok(answer) => {
+            // As relay mode counts the answers it passes on.
+            metrics
+                .iis_answers
+                .get_or_create(&vec![
+                    l("destination", &spec.name),
+                    ("sender", sender),
+                    l("class", answer.class().as_str()),
+                ])
+                .inc();
             let permanent = answer.refused_for_good();
             let (status, counted) = match permanent {
                 true => (Status::Dead, "dead"),

@@ -70,6 +70,10 @@ impl Pipeline {
             }
             Err(e) => {
                 trace.errored = true;
+                self.metrics
+                    .journal_errors
+                    .get_or_create(&vec![l("op", "insert")])
+                    .inc();
                 tracing::error!(route = %route.spec.name, error = %e, "could not journal a message; it was not acknowledged");
                 issues.push(
                     Issue::error("207").text("the message could not be stored; send it again"),

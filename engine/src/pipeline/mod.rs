@@ -41,7 +41,7 @@ pub struct Pipeline {
     journal: Option<Journal>,
     /// Sending facilities that may appear as metric labels: those named in
     /// the configuration, up to its cap; every other counts as `other`.
-    sender_labels: std::collections::HashSet<String>,
+    sender_labels: Arc<std::collections::HashSet<String>>,
     /// Who is told of every answered message, if anyone.
     observer: Option<Arc<dyn Observer>>,
     /// The configured listeners, by name (reprocessing needs them).
@@ -63,6 +63,7 @@ impl PipelineSlot {
     /// A slot holding `pipeline`.
     pub fn new(pipeline: Pipeline) -> Self {
         let metrics = pipeline.metrics.clone();
+        metrics.set_senders(pipeline.sender_labels.clone());
         PipelineSlot {
             current: std::sync::RwLock::new(Arc::new(pipeline)),
             metrics,
@@ -79,6 +80,7 @@ impl PipelineSlot {
 
     /// Puts a new pipeline in force.
     pub fn replace(&self, pipeline: Pipeline) {
+        self.metrics.set_senders(pipeline.sender_labels.clone());
         let new = Arc::new(pipeline);
         match self.current.write() {
             Ok(mut p) => *p = new,
@@ -164,7 +166,7 @@ impl Pipeline {
             destinations,
             metrics: metrics.clone(),
             journal,
-            sender_labels: plan.config.sender_labels(),
+            sender_labels: Arc::new(plan.config.sender_labels()),
             observer: None,
             listeners: plan
                 .config

@@ -233,6 +233,28 @@ async fn metrics(
         let dropped = i64::try_from(log.dropped()).unwrap_or(i64::MAX);
         state.metrics.message_log_dropped.set(dropped);
     }
+    let pipeline = state.slot.current();
+    for set in pipeline.codesets().0 {
+        let at = console::parse_time(&set.date).map_or(0, |ms| ms.div_euclid(1000));
+        state
+            .metrics
+            .codeset_updated
+            .get_or_create(&vec![crate::metrics::l("set", &set.name)])
+            .set(at);
+    }
+    // A shared journal's nodes; a journal that does not answer in time
+    // leaves the last values (/healthz reports it).
+    if let Some(journal) = &state.journal
+        && let Ok(Ok(Some(cluster))) = tokio::time::timeout(STORE_CHECK, journal.cluster()).await
+    {
+        for node in &cluster.nodes {
+            state
+                .metrics
+                .cluster_heartbeat_age
+                .get_or_create(&vec![crate::metrics::l("node", &node.id)])
+                .set(node.heartbeat_age_ms.max(0) as f64 / 1000.0);
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -687,3 +687,287 @@ fn the_image_runs_as_its_user_checks_its_configuration_and_answers_its_health_ch
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "{}", said(&bad));
 }
+
+/// A message from `sender` for a patient living in `state`.
+fn vxu_for(id: &str, sender: &str, state: &str) -> String {
+    let mut msg = izhub_plugin::Message::parse(&vxu(id)).unwrap();
+    msg.set("MSH-4", sender).unwrap();
+    msg.set("PID-11.4", state).unwrap();
+    msg.to_string()
+}
+
+/// The metric selectors an expression uses (`up{…}`, `izhub_…{…}`), each
+/// as it is written, without range or offset.
+fn selectors(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &expr[i..];
+        let word_start = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        let named = ["izhub_", "up{"].iter().any(|p| rest.starts_with(p));
+        if !(word_start && named) {
+            i += 1;
+            continue;
+        }
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let mut end = i + name_len;
+        if expr[end..].starts_with('{') {
+            end += expr[end..].find('}').map_or(0, |j| j + 1);
+        }
+        out.push(expr[i..end].to_string());
+        i = end;
+    }
+    out
+}
+
+/// The `expr:` of every rule in a rules file: on its line, or the block
+/// (`expr: |`) of the lines indented deeper than the key.
+fn rule_exprs(rules: &str) -> Vec<String> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut out = Vec::new();
+    let mut lines = rules.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(value) = line.trim_start().strip_prefix("expr:") else {
+            continue;
+        };
+        let value = value.trim();
+        if value != "|" {
+            out.push(value.to_string());
+            continue;
+        }
+        let mut block = Vec::new();
+        while let Some(next) = lines.peek() {
+            if !next.trim().is_empty() && indent(next) <= indent(line) {
+                break;
+            }
+            block.push(next.trim());
+            lines.next();
+        }
+        out.push(block.join(" ").trim().to_string());
+    }
+    out
+}
+
+/// Percent-encodes a PromQL query for a URL.
+fn query_param(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// What Prometheus answers for an instant query: its result vector.
+async fn prometheus_query(addr: std::net::SocketAddr, q: &str) -> Vec<serde_json::Value> {
+    let body = http_get(addr, &format!("/api/v1/query?query={}", query_param(q))).await;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v["status"], "success", "{q}: {body}");
+    v["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+/// Debian's Prometheus scrapes a running engine (a PostgreSQL journal, so
+/// that the cluster's metrics are there too) with the alert rules loaded,
+/// after traffic that is accepted, refused by an IIS and failed by a
+/// plugin. Every selector the alert rules use and every dashboard query
+/// returns data: no metric or label name can drift from what the engine
+/// exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_finds_data_for_every_alert_and_dashboard_query() {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return missing("prometheus");
+    }
+    let Some(pg) = crate::pg_cluster::shared() else {
+        return;
+    };
+    let url = pg.database("prometheus_scrape").await;
+    let ma = start_sim(sim_named("MAIIS")).await;
+    let pa = start_sim(izhub::sim::SimOptions {
+        refuse: true,
+        ..sim_named("PAIIS")
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[store]
+url = "{url}"
+node = "prom-a"
+
+[console]
+log = "{log}"
+
+[codesets]
+dir = "{codesets}"
+
+[listeners.clinics]
+listen = "127.0.0.1:0"
+
+[destinations.ma-iis]
+mllp = "{ma}"
+
+[destinations.pa-iis]
+mllp = "{pa}"
+
+[[routes]]
+name = "broken"
+senders = ["TRAP"]
+ack_mode = "commit"
+destinations = ["ma-iis"]
+[[routes.plugins]]
+wasm = "{misbehave}"
+config = {{ mode = "trap" }}
+
+[[routes]]
+name = "vxu"
+message_types = ["VXU^V04"]
+ack_mode = "commit"
+[[routes.plugins]]
+wasm = "{router}"
+[routes.plugins.config.states]
+MA = "ma-iis"
+PA = "pa-iis"
+"#,
+        log = dir.path().join("messages.db").display(),
+        codesets = root().join("samples/codesets").display(),
+        ma = ma.addr,
+        pa = pa.addr,
+        misbehave = plugin("test_misbehave"),
+        router = plugin("route_by_jurisdiction"),
+    );
+    let (engine, _cfg_dir) = engine_from(&config).await;
+    let admin = engine.admin.unwrap();
+
+    let mut client = connect(&engine, "clinics").await;
+    for (i, (sender, state)) in [("CLINIC-A", "MA"), ("CLINIC-B", "PA"), ("TRAP", "MA")]
+        .iter()
+        .cycle()
+        .take(9)
+        .enumerate()
+    {
+        let msg = vxu_for(&format!("PROM-{i}"), sender, state);
+        client.exchange(msg.as_bytes(), TIMEOUT).await.unwrap();
+    }
+    wait_until("the MA messages delivered", 20, || ma.state.received() >= 3).await;
+    wait_until("the PA messages refused", 20, || pa.state.received() >= 3).await;
+
+    let rules = root().join("deploy/prometheus/alerts.yml");
+    let prom_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let prom_config = prom_dir.join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: izhub\n    static_configs:\n      - targets: ['{admin}']\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let port = closed_port();
+    let prom_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut prometheus = Engine(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", prom_config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                prom_dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={prom_addr}"))
+            .arg("--log.level=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Up, and enough scrapes for every rate over them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let scraped = match izhub::tools::http_get(
+            &prom_addr.to_string(),
+            &format!(
+                "/api/v1/query?query={}",
+                query_param("count_over_time(up{job=\"izhub\"}[1m])")
+            ),
+        )
+        .await
+        {
+            Ok(body) => serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v["data"]["result"][0]["value"][1]
+                        .as_str()?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or(0.0),
+            Err(_) => 0.0,
+        };
+        if scraped >= 4.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped the engine 4 times"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let up = prometheus_query(prom_addr, "up{job=\"izhub\"}").await;
+    assert_eq!(
+        up.first().map(|r| r["value"][1].clone()),
+        Some("1".into()),
+        "{up:?}"
+    );
+
+    // Every selector of every alert rule.
+    let rules_text = std::fs::read_to_string(&rules).unwrap();
+    let exprs = rule_exprs(&rules_text);
+    assert_eq!(exprs.len(), 12, "{exprs:#?}");
+    let mut checked = 0;
+    for expr in &exprs {
+        let found = selectors(expr);
+        assert!(!found.is_empty(), "no selector in {expr}");
+        for s in found {
+            let result = prometheus_query(prom_addr, &s).await;
+            assert!(
+                !result.is_empty(),
+                "the alert selector {s} (in {expr}) has no data"
+            );
+            checked += 1;
+        }
+    }
+    // Every dashboard query, whole.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/izhub.json")).unwrap(),
+    )
+    .unwrap();
+    let mut panels = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let result = prometheus_query(prom_addr, expr).await;
+            assert!(!result.is_empty(), "the dashboard query {expr} has no data");
+            panels += 1;
+        }
+    }
+    assert_eq!(panels, 12);
+    assert!(checked >= 14, "{checked} selectors");
+    // The rules loaded and evaluate.
+    let rules_api = http_get(prom_addr, "/api/v1/rules").await;
+    assert!(rules_api.contains("IzhubQueueStale"), "{rules_api}");
+    assert!(!rules_api.contains("\"health\":\"err\""), "{rules_api}");
+    prometheus.kill();
+    engine.stop().await;
+}

@@ -50,6 +50,7 @@ use cluster::*;
 use codesets::*;
 use dashboard::*;
 use live::*;
+pub use messages::parse_time;
 use messages::*;
 use quality::*;
 
