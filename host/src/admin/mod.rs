@@ -233,7 +233,9 @@ async fn metrics(
         let dropped = i64::try_from(log.dropped()).unwrap_or(i64::MAX);
         state.metrics.message_log_dropped.set(dropped);
     }
+    // Rebuilt at every scrape: a set or node that is gone is dropped.
     let pipeline = state.slot.current();
+    state.metrics.codeset_updated.clear();
     for set in pipeline.codesets().0 {
         let at = console::parse_time(&set.date).map_or(0, |ms| ms.div_euclid(1000));
         state
@@ -247,6 +249,7 @@ async fn metrics(
     if let Some(journal) = &state.journal
         && let Ok(Ok(Some(cluster))) = tokio::time::timeout(STORE_CHECK, journal.cluster()).await
     {
+        state.metrics.cluster_heartbeat_age.clear();
         for node in &cluster.nodes {
             state
                 .metrics
