@@ -340,13 +340,43 @@ export async function login(user: string, password: string): Promise<Me> {
   return getMe();
 }
 
-export async function logout(): Promise<void> {
+/** `GET /api/login/options`: the single sign-on button, when a provider is configured. */
+export interface LoginOptions {
+  sso: { label: string; url: string } | null;
+}
+
+export async function loginOptions(): Promise<LoginOptions> {
+  const res = await fetch('/api/login/options', { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+  if (!res.ok) return { sso: null };
+  return (await res.json()) as LoginOptions;
+}
+
+/** `POST /api/logout`'s answer: for a single sign-on session, where to end it at the provider. */
+export interface LoggedOut {
+  ok: boolean;
+  sso_logout?: string;
+}
+
+/** Ends the session; the provider's logout URL for a single sign-on session. */
+export async function logout(): Promise<string | null> {
   try {
-    await api('POST', '/api/logout');
+    const out = await api<LoggedOut>('POST', '/api/logout');
+    return out.sso_logout ?? null;
   } finally {
     setCsrf(null);
   }
 }
+
+/** What the login page says when the provider's sign-in was refused (`?sso_error=` from the engine). */
+export const SSO_ERRORS: Record<string, string> = {
+  state: 'Single sign-on was refused: the sign-in did not start in this browser, or was already used. Try again.',
+  login_expired: 'Single sign-on took too long. Try again.',
+  denied: 'The identity provider did not sign you in.',
+  nonce: 'Single sign-on was refused: the identity provider answered for another sign-in.',
+  token_expired: "Single sign-on was refused: the identity provider's token has expired (check both clocks).",
+  no_role: 'You are signed in at the identity provider, but none of your groups may use this console.',
+  provider: 'The identity provider could not be reached or answered wrongly; the engine log says why.',
+};
 
 export function canAct(me: Me | null): boolean {
   return !!me && (me.role === 'operator' || me.role === 'admin');

@@ -154,10 +154,12 @@ function App() {
             type="button"
             data-testid="logout"
             onClick={async () => {
-              await logout().catch(() => {});
+              const provider = await logout().catch(() => null);
               disconnect();
               setMe(null);
-              setPhase('login');
+              // A single sign-on session ends at the identity provider too.
+              if (provider) location.assign(provider);
+              else setPhase('login');
             }}
           >
             Log out

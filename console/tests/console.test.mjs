@@ -14,7 +14,9 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { randomBytes } from 'node:crypto';
 import { apiInterfaces, drift, freePort, launchChromium, repoRoot, sleep, watchPage } from './lib.mjs';
+import { oidcToml, startProvider } from './sso.mjs';
 
 const IZHUB_BIN = process.env.IZHUB_BIN;
 const PLUGINS = process.env.IZHUB_PLUGINS ?? join(repoRoot, 'build/plugins');
@@ -27,6 +29,16 @@ const BIRTH_DATE = '20070706'; // PID-7 in that file
 
 const OPERATOR = { name: 'olivia', role: 'operator', password: 'olivia-console-test-1' };
 const VIEWER = { name: 'victor', role: 'viewer', password: 'victor-console-test-1' };
+
+// Single sign-on: a real OpenID provider with three accounts; two of their groups map to roles.
+const SSO_CLIENT = 'izhub-console';
+const SSO_SECRET_ENV = 'IZHUB_TEST_OIDC_SECRET';
+const SSO_ACCOUNTS = { olga: ['izhub-operators', 'staff'], vera: ['izhub-vxu-viewers'], nina: ['staff'] };
+const SSO_ROLES = [
+  { group: 'izhub-operators', role: 'operator' },
+  { group: 'izhub-vxu-viewers', role: 'viewer', routes: ['vxu'] },
+];
+let provider;
 
 const children = [];
 const problems = [];
@@ -48,13 +60,13 @@ function adminUsersToml(users) {
 }
 
 /** samples/demo/izhub.toml with this run's ports, absolute plugin and code set paths, and the users. */
-function writeConfig(dir, users) {
+function writeConfig(dir, users, extraAdmin = '') {
   let text = readFileSync(DEMO_CONFIG, 'utf8');
   const replace = (from, to) => {
     assert.ok(text.includes(from), `samples/demo/izhub.toml no longer contains ${from}: update writeConfig() in ${import.meta.url}`);
     text = text.split(from).join(to);
   };
-  replace('listen = "127.0.0.1:9480"', `listen = "127.0.0.1:${ports.admin}"${adminUsersToml(users)}`);
+  replace('listen = "127.0.0.1:9480"', `listen = "127.0.0.1:${ports.admin}"${adminUsersToml(users)}${extraAdmin}`);
   replace('listen = "127.0.0.1:2575"', `listen = "127.0.0.1:${ports.mllp}"`);
   replace('mllp = "127.0.0.1:2601"', `mllp = "127.0.0.1:${ports.ma}"`);
   replace('mllp = "127.0.0.1:2602"', `mllp = "127.0.0.1:${ports.pa}"`);
@@ -251,8 +263,13 @@ async function setUp() {
   }
   tmp = mkdtempSync(join(tmpdir(), 'izhub-console-'));
   console.log(`# temp dir ${tmp}`);
-  ports = { ma: await freePort(), pa: await freePort(), mllp: await freePort(), admin: await freePort() };
+  ports = { ma: await freePort(), pa: await freePort(), mllp: await freePort(), admin: await freePort(), idp: await freePort() };
   base = `http://127.0.0.1:${ports.admin}`;
+  const redirect = `${base}/api/oidc/callback`;
+  const secret = randomBytes(24).toString('hex');
+  provider = await startProvider({ port: ports.idp, clientId: SSO_CLIENT, clientSecret: secret, redirect, consoleUrl: `${base}/console/`, accounts: SSO_ACCOUNTS });
+  process.env[SSO_SECRET_ENV] = secret; // the engine inherits it
+  const sso = oidcToml({ issuer: provider.issuer, clientId: SSO_CLIENT, secretEnv: SSO_SECRET_ENV, redirect, roles: SSO_ROLES });
 
   const ma = start('sim-ma', ['sim-iis', '--listen', `127.0.0.1:${ports.ma}`, '--name', 'MAIIS']);
   const pa = start('sim-pa', ['sim-iis', '--listen', `127.0.0.1:${ports.pa}`, '--name', 'PAIIS']);
@@ -261,7 +278,7 @@ async function setUp() {
 
   const users = [];
   for (const u of [OPERATOR, VIEWER]) users.push({ ...u, hash: await hashPassword(u.password) });
-  const config = writeConfig(tmp, users);
+  const config = writeConfig(tmp, users, sso);
 
   const engine = start('engine', ['serve', '--config', config]);
   // Plugins are compiled at start: allow time for a cold cache on a slow machine.
@@ -276,6 +293,7 @@ async function setUp() {
 
 after(async () => {
   await browser?.close().catch(() => {});
+  await provider?.close().catch(() => {});
   await stopAll();
   if (failed || process.env.IZHUB_KEEP_TMP) {
     console.log(`# kept ${tmp} (config, logs, failure screenshots)`);
@@ -499,4 +517,172 @@ step('(i) data quality and code sets fit a 1,440 px window, and each set shows i
 
 step('(g) no script errors in the pages', async () => {
   assert.deepEqual(problems, []);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Single sign-on through the OpenID provider started in setUp.
+
+/** From wherever `p` is, through the provider's login and consent pages until it is back on the console. */
+async function throughProvider(p, account) {
+  const deadline = Date.now() + 20000;
+  while (Date.now() < deadline) {
+    await p.waitForLoadState('load').catch(() => {});
+    if (p.url().startsWith(`${base}/console/`)) return;
+    if (p.url().startsWith(provider.issuer)) {
+      const login = p.locator('input[name="login"]');
+      const consent = p.locator('input[name="prompt"][value="consent"]');
+      if (await login.count()) {
+        await login.fill(account);
+        await p.locator('input[name="password"]').fill('any password: the test provider takes it');
+        await p.locator('button[type="submit"]').first().click();
+        await login.waitFor({ state: 'detached', timeout: 10000 });
+        continue;
+      }
+      if (await consent.count()) {
+        await p.locator('button[type="submit"]').first().click();
+        await consent.waitFor({ state: 'detached', timeout: 10000 });
+        continue;
+      }
+    }
+    await sleep(100);
+  }
+  assert.fail(`single sign-on as ${account} did not come back to the console; the page is at ${p.url()}`);
+}
+
+/** Clicks the login page's single sign-on button in `p` and signs in at the provider as `account`. */
+async function ssoLogin(p, account) {
+  await p.goto(`${base}/console/`);
+  await p.getByTestId('login-sso').click();
+  await throughProvider(p, account);
+}
+
+async function meOf(p) {
+  return p.evaluate(async () => {
+    const res = await fetch('/api/me', { credentials: 'same-origin' });
+    return { status: res.status, body: await res.json().catch(() => null) };
+  });
+}
+
+/** What the login page says after a refused sign-in; the page has no session. */
+async function assertRefused(p, pattern) {
+  const error = p.getByTestId('error');
+  await error.waitFor({ timeout: 10000 });
+  assert.match(await error.textContent(), pattern);
+  assert.ok(!p.url().includes('sso_error'), `the error word is dropped from the address: ${p.url()}`);
+  assert.equal((await meOf(p)).status, 401, 'a refused sign-in opens no session');
+}
+
+/** Runs `fn` with a page of a fresh browser context (its own cookies). */
+async function inNewContext(fn) {
+  const context = await browser.newContext();
+  try {
+    await fn(await context.newPage(), context);
+  } finally {
+    await context.close();
+  }
+}
+
+step('(j) single sign-on: the role comes from the groups claim; logging out ends the provider session too', async () => {
+  await inNewContext(async (p) => {
+    await ssoLogin(p, 'olga');
+    await p.getByTestId('who').waitFor({ timeout: 10000 });
+    assert.match(await p.getByTestId('who').textContent(), /olga \(operator\)/);
+    const me = await meOf(p);
+    assert.equal(me.status, 200);
+    assert.equal(me.body.role, 'operator');
+    assert.equal(me.body.routes, null);
+    assert.ok(me.body.csrf, 'the SSO session has a CSRF token');
+    const audit = await p.evaluate(async () => (await fetch('/api/audit', { credentials: 'same-origin' })).status);
+    assert.equal(audit, 403, 'an operator is not an administrator');
+    // Logging out goes through the provider's sign-out page and back to the console.
+    await p.getByTestId('logout').click();
+    await p.waitForURL((u) => u.toString().startsWith(provider.issuer), { timeout: 10000 });
+    await p.getByRole('button', { name: 'Yes, sign me out' }).click();
+    await p.waitForURL((u) => u.toString().startsWith(`${base}/console/`), { timeout: 10000 });
+    await p.getByTestId('login-form').waitFor({ timeout: 10000 });
+    assert.equal((await meOf(p)).status, 401, 'the console session has ended');
+    // The provider's session ended too: signing in again asks for the login.
+    await p.getByTestId('login-sso').click();
+    await p.locator('input[name="login"]').waitFor({ timeout: 10000 });
+  });
+});
+
+step('(k) single sign-on: a group maps to a role and routes; a user in no mapped group is refused', async () => {
+  await inNewContext(async (p) => {
+    await ssoLogin(p, 'vera');
+    await p.getByTestId('who').waitFor({ timeout: 10000 });
+    assert.match(await p.getByTestId('who').textContent(), /vera \(viewer\) · routes: vxu/);
+    const me = await meOf(p);
+    assert.deepEqual([me.body.role, me.body.routes, me.body.destinations], ['viewer', ['vxu'], null]);
+  });
+  await inNewContext(async (p) => {
+    await ssoLogin(p, 'nina');
+    await assertRefused(p, /none of your groups may use this console/);
+  });
+});
+
+/** Begins a sign-in in `context` (its cookie binds the sign-in to that browser): the provider's authorization URL. */
+async function beginSignIn(context) {
+  const r = await context.request.get(`${base}/api/oidc/login`, { maxRedirects: 0 });
+  assert.equal(r.status(), 303, `GET /api/oidc/login: ${r.status()}`);
+  const location = r.headers().location;
+  assert.ok(location?.startsWith(`${provider.issuer}/auth?`), location);
+  const url = new URL(location);
+  for (const p of ['state', 'nonce', 'code_challenge']) assert.ok(url.searchParams.get(p), `${p} in ${location}`);
+  assert.equal(url.searchParams.get('code_challenge_method'), 'S256');
+  return url;
+}
+
+step('(l) single sign-on: a changed state, a callback in another browser and a replayed callback are refused', async () => {
+  // (Playwright does not route requests reached by a redirect: the sign-in is begun by hand and its
+  // authorization URL changed before the browser goes there.)
+  await inNewContext(async (p, context) => {
+    const auth = await beginSignIn(context);
+    auth.searchParams.set('state', `${auth.searchParams.get('state')}x`);
+    await p.goto(auth.toString());
+    await throughProvider(p, 'olga');
+    await assertRefused(p, /did not start in this browser, or was already used/);
+  });
+  // Begun in one browser, finished in another (a sign-in planted on someone else): refused.
+  await inNewContext(async (_p, attacker) => {
+    const auth = await beginSignIn(attacker);
+    await inNewContext(async (victim) => {
+      await victim.goto(auth.toString());
+      await throughProvider(victim, 'olga');
+      await assertRefused(victim, /did not start in this browser, or was already used/);
+    });
+  });
+  // A fresh sign-in, then its callback once more: the first opens a session, the replay is refused.
+  await inNewContext(async (p, context) => {
+    const seen = [];
+    p.on('request', (r) => {
+      if (r.url().startsWith(`${base}/api/oidc/callback`)) seen.push(r.url());
+    });
+    await ssoLogin(p, 'olga');
+    await p.getByTestId('who').waitFor({ timeout: 10000 });
+    assert.equal(seen.length, 1, `one callback: ${seen.length}`);
+    const replay = await context.request.get(seen[0], { maxRedirects: 0 });
+    assert.match(replay.headers().location, /sso_error=state$/);
+  });
+});
+
+step('(m) single sign-on: a nonce changed on the way and an expired ID token are refused', async () => {
+  await inNewContext(async (p, context) => {
+    // The provider is asked with another nonce than the one the engine sent: its ID token carries that one.
+    const auth = await beginSignIn(context);
+    auth.searchParams.set('nonce', 'a-nonce-the-engine-never-sent');
+    await p.goto(auth.toString());
+    await throughProvider(p, 'olga');
+    await assertRefused(p, /answered for another sign-in/);
+  });
+  await inNewContext(async (p) => {
+    // A provider whose clock is two hours behind issues an ID token that expired an hour ago.
+    provider.setTokenClockSkew(2 * 3600);
+    try {
+      await ssoLogin(p, 'olga');
+      await assertRefused(p, /token has expired/);
+    } finally {
+      provider.setTokenClockSkew(0);
+    }
+  });
 });

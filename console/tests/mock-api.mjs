@@ -125,6 +125,7 @@ export function createMock({ users = USERS } = {}) {
     requests.push({ method: req.method, path, query: url.search, csrf: req.headers['x-csrf-token'] ?? null });
     if (!path.startsWith('/api/')) return json(res, 404, { error: 'not found' });
 
+    if (req.method === 'GET' && path === '/api/login/options') return json(res, 200, { sso: null });
     if (req.method === 'POST' && path === '/api/login') {
       const b = await body(req);
       const u = b && users[b.user];

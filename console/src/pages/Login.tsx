@@ -1,5 +1,5 @@
-import { useState } from 'preact/hooks';
-import { errorMessage, login, type Me } from '../api';
+import { useEffect, useState } from 'preact/hooks';
+import { errorMessage, login, loginOptions, SSO_ERRORS, type LoginOptions, type Me } from '../api';
 import { ErrorBox } from '../components';
 
 export function Login({ onLogin }: { onLogin: (me: Me) => void }) {
@@ -7,6 +7,20 @@ export function Login({ onLogin }: { onLogin: (me: Me) => void }) {
   const [password, setPassword] = useState('');
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const [options, setOptions] = useState<LoginOptions>({ sso: null });
+
+  useEffect(() => {
+    // A refused single sign-on comes back as ?sso_error=<word>: say why, then drop it from the URL.
+    const params = new URLSearchParams(location.search);
+    const sso = params.get('sso_error');
+    if (sso) {
+      setError(SSO_ERRORS[sso] ?? 'Single sign-on was refused.');
+      history.replaceState(null, '', location.pathname + location.hash);
+    }
+    loginOptions()
+      .then(setOptions)
+      .catch(() => setOptions({ sso: null }));
+  }, []);
 
   async function submit(e: Event) {
     e.preventDefault();
@@ -53,6 +67,11 @@ export function Login({ onLogin }: { onLogin: (me: Me) => void }) {
         <button type="submit" disabled={busy} data-testid="login-submit">
           {busy ? 'Logging in…' : 'Log in'}
         </button>
+        {options.sso && (
+          <a class="button sso" href={options.sso.url} data-testid="login-sso">
+            {options.sso.label}
+          </a>
+        )}
         <ErrorBox error={error} />
       </form>
     </main>

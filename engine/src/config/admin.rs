@@ -88,8 +88,13 @@ pub(super) fn compile(errs: &mut Errors<'_>, base: &Path, file: &FileConfig) -> 
             at: errs.origin(span, "admin.tls"),
         }
     });
+    let oidc = admin
+        .oidc
+        .as_ref()
+        .map(|o| super::oidc::compile(errs, base, o, &routes, &destinations));
     AdminAccessSpec {
         users,
+        oidc,
         metrics_token_sha256,
         session,
         tls,
@@ -199,7 +204,7 @@ pub fn check_password_hash(phc: &str) -> Result<(), String> {
 }
 
 /// A list of route or destination names, each defined and the list not empty.
-fn names_in(
+pub(super) fn names_in(
     errs: &mut Errors<'_>,
     key: &str,
     written: &Spanned<Vec<Spanned<String>>>,

@@ -86,6 +86,8 @@ pub struct AdminFile {
     /// Console users: who may log in, with which role, seeing what.
     #[serde(default)]
     pub users: Vec<Spanned<AdminUserFile>>,
+    /// Console sign-in through an OpenID Connect provider.
+    pub oidc: Option<Spanned<super::oidc::OidcFile>>,
     /// Hex SHA-256 of the bearer token `/metrics` and `/healthz` require
     /// (unset: they stay open).
     pub metrics_token_sha256: Option<Spanned<String>>,

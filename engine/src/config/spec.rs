@@ -2,6 +2,7 @@
 //! runtime objects (files are named, not read; secrets say where they come
 //! from). The topology's plan step turns them into running parts.
 
+use super::oidc::OidcSpec;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
@@ -134,6 +135,8 @@ impl Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminAccessSpec {
     pub users: Vec<AdminUserSpec>,
+    /// Sign-in through an OpenID Connect provider.
+    pub oidc: Option<OidcSpec>,
     /// SHA-256 of the bearer token `/metrics` and `/healthz` require.
     pub metrics_token_sha256: Option<[u8; 32]>,
     /// How long a console session lasts after login.
@@ -148,6 +151,7 @@ impl Default for AdminAccessSpec {
     fn default() -> Self {
         AdminAccessSpec {
             users: Vec::new(),
+            oidc: None,
             metrics_token_sha256: None,
             session: Duration::from_secs(480 * 60),
             tls: None,

@@ -91,6 +91,24 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// A client that trusts `ca`, or the system's roots without one (a
+/// PostgreSQL server, an OpenID provider).
+pub fn client_config_or_system(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    if let Some(ca) = ca {
+        return client_config(ca, None);
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The server name a destination's certificate must carry.
 pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(name.to_string())

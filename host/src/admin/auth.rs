@@ -14,10 +14,13 @@
 //! (an engine restart logs everyone out); a reload that removes a user or
 //! changes its password ends its sessions.
 
+mod jwt;
 mod limit;
+mod oidc;
 mod password;
 mod routes;
 mod sessions;
+mod sso;
 mod user;
 
 pub(crate) use routes::ErrorBody;
@@ -193,16 +196,62 @@ struct Settings {
     session: Duration,
     /// SHA-256 of the secret other nodes of the cluster present.
     peer: Option<[u8; 32]>,
+    /// Sign-in through an OpenID provider, when configured and usable.
+    oidc: Option<Arc<oidc::Oidc>>,
 }
 
 impl Settings {
-    fn from_spec(access: &AdminAccessSpec) -> Settings {
+    /// The settings `access` gives; the provider (and its sign-ins in
+    /// progress) is kept from `before` when its configuration is the same.
+    fn from_spec(access: &AdminAccessSpec, before: Option<&Settings>) -> Settings {
+        let kept = before
+            .and_then(|b| b.oidc.clone())
+            .filter(|o| access.oidc.as_ref() == Some(&o.spec));
+        let oidc = kept.or_else(|| {
+            let spec = access.oidc.as_ref()?;
+            match oidc::Oidc::new(spec) {
+                Ok(o) => Some(Arc::new(o)),
+                Err(e) => {
+                    tracing::error!(error = %e, "single sign-on is off: its configuration cannot be used");
+                    None
+                }
+            }
+        });
         Settings {
+            oidc,
             users: Users::from_spec(&access.users),
             metrics_token: access.metrics_token_sha256,
             session: access.session,
             peer: peer_token(access).map(|t| sha256(t.as_bytes())),
         }
+    }
+}
+
+impl Settings {
+    /// Who a session is for under these settings: a configured user whose
+    /// password is unchanged, or a single sign-on user of the same provider
+    /// whose groups still map to a role. `None`: the session has ended. (The
+    /// caller sets how the request proved itself.)
+    fn account(&self, session: &Session) -> Option<CurrentUser> {
+        let Some(groups) = &session.sso else {
+            return self
+                .users
+                .get(&session.user)
+                .filter(|u| sha256(u.password_hash.as_bytes()) == session.credential)
+                .map(|u| CurrentUser::new(u, Via::Token));
+        };
+        let oidc = self.oidc.as_ref()?;
+        if oidc::fingerprint(&oidc.spec) != session.credential {
+            return None;
+        }
+        let grant = oidc.spec.grant(groups)?;
+        Some(CurrentUser {
+            name: session.user.clone(),
+            role: grant.role,
+            routes: grant.routes,
+            destinations: grant.destinations,
+            via: Via::Token,
+        })
     }
 }
 
@@ -246,6 +295,8 @@ enum Via {
     Session {
         key: [u8; 32],
         csrf: String,
+        /// Opened through the OpenID provider.
+        sso: bool,
     },
     Token,
     /// Another node of the cluster, for a user of its console.
@@ -268,7 +319,7 @@ impl Auth {
     /// `https` marks session cookies Secure.
     pub fn new(access: &AdminAccessSpec, https: bool) -> Auth {
         Auth(Arc::new(Inner {
-            settings: RwLock::new(Arc::new(Settings::from_spec(access))),
+            settings: RwLock::new(Arc::new(Settings::from_spec(access, None))),
             sessions: Mutex::new(Sessions::new(MAX_SESSIONS)),
             limiter: Mutex::new(LoginLimiter::new()),
             https,
@@ -280,13 +331,8 @@ impl Auth {
     /// Puts a reloaded configuration's users, tokens and session length in
     /// force. Sessions of users removed, or whose password changed, end.
     pub fn reload(&self, access: &AdminAccessSpec) {
-        let settings = Arc::new(Settings::from_spec(access));
-        let users = &settings.users;
-        self.sessions().retain(|s| {
-            users
-                .get(&s.user)
-                .is_some_and(|u| sha256(u.password_hash.as_bytes()) == s.credential)
-        });
+        let settings = Arc::new(Settings::from_spec(access, Some(&self.settings())));
+        self.sessions().retain(|s| settings.account(s).is_some());
         *self.0.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
     }
 
@@ -371,26 +417,46 @@ impl Auth {
             tracing::debug!(%client, user, "console login failed for this user name");
             return Err(Refusal::unauthorized("wrong user name or password"));
         };
+        let login = self.open_session(
+            &account.name,
+            account.role,
+            sha256(account.password_hash.as_bytes()),
+            None,
+        )?;
+        tracing::info!(user = %account.name, role = %account.role, %client, "console login");
+        Ok(login)
+    }
+
+    /// Opens a session for `user`: its id goes in the cookie, only its
+    /// SHA-256 is kept.
+    fn open_session(
+        &self,
+        user: &str,
+        role: Role,
+        credential: [u8; 32],
+        sso: Option<Vec<String>>,
+    ) -> Result<Login, Refusal> {
+        let session = self.settings().session;
         let id = self.random_hex()?;
         let csrf = self.random_hex()?;
         let now = Instant::now();
         self.sessions().insert(
             sha256(id.as_bytes()),
             Session {
-                user: account.name.clone(),
-                credential: sha256(account.password_hash.as_bytes()),
+                user: user.to_string(),
+                credential,
                 csrf: csrf.clone(),
+                sso,
                 created: now,
-                expires: now + settings.session,
+                expires: now + session,
             },
             now,
         );
-        tracing::info!(user = %account.name, role = %account.role, %client, "console login");
         Ok(Login {
-            user: account.name.clone(),
-            role: account.role,
+            user: user.to_string(),
+            role,
             csrf,
-            cookie: self.cookie(&id, settings.session),
+            cookie: self.cookie(&id, session),
         })
     }
 
@@ -441,11 +507,7 @@ impl Auth {
             .sessions()
             .get(&key, Instant::now())
             .ok_or_else(|| Refusal::unauthorized("the session has ended; log in again"))?;
-        let Some(user) = settings
-            .users
-            .get(&session.user)
-            .filter(|u| sha256(u.password_hash.as_bytes()) == session.credential)
-        else {
+        let Some(user) = settings.account(&session) else {
             self.sessions().remove(&key);
             return Err(Refusal::unauthorized("the session has ended; log in again"));
         };
@@ -461,13 +523,14 @@ impl Auth {
                 ));
             }
         }
-        Ok(CurrentUser::new(
-            user,
-            Via::Session {
+        Ok(CurrentUser {
+            via: Via::Session {
                 key,
                 csrf: session.csrf,
+                sso: session.sso.is_some(),
             },
-        ))
+            ..user
+        })
     }
 
     /// Ends the user's session (nothing to end for a bearer token).
@@ -501,13 +564,18 @@ fn bearer(value: &HeaderValue) -> Option<&str> {
 
 /// The `izhub_session` cookie's value, from any `Cookie` header.
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// A cookie's value, from any `Cookie` header.
+fn cookie<'h>(headers: &'h HeaderMap, wanted: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .find(|(name, value)| *name == wanted && !value.is_empty())
         .map(|(_, value)| value)
 }
 

@@ -211,23 +211,10 @@ fn describe(config: &tokio_postgres::Config) -> String {
 }
 
 fn tls(spec: &PostgresSpec) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
-    let config = match &spec.ca {
-        Some(ca) => (*crate::tls::client_config(ca, None)?).clone(),
-        None => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth()
-        }
-    };
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    let config = crate::tls::client_config_or_system(spec.ca.as_deref())?;
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(
+        (*config).clone(),
+    ))
 }
 
 /// The node's name: the configured one, or the host's.

@@ -17,6 +17,7 @@ where
         )
         .route("/api/logout", post(logout))
         .route("/api/me", get(me))
+        .merge(super::sso::router())
 }
 
 #[derive(Deserialize)]
@@ -25,7 +26,7 @@ struct LoginBody {
     password: String,
 }
 
-fn no_store() -> [(header::HeaderName, &'static str); 1] {
+pub(super) fn no_store() -> [(header::HeaderName, &'static str); 1] {
     [(header::CACHE_CONTROL, "no-store")]
 }
 
@@ -79,21 +80,29 @@ struct Me<'a> {
     destinations: Option<&'a [String]>,
 }
 
-/// An action's plain success.
+/// A logout's answer.
 #[derive(Debug, serde::Serialize)]
-struct Done {
+struct LoggedOut {
     ok: bool,
+    /// For a single sign-on session: where the browser ends its session at
+    /// the provider too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sso_logout: Option<String>,
 }
 
 async fn logout(State(auth): State<Auth>, user: CurrentUser) -> Response {
     auth.logout(&user);
+    let sso_logout = auth.sso_logout_url(&user).await;
     let expired = auth.cookie("", Duration::ZERO);
     (
         [
             (header::SET_COOKIE, expired),
             (header::CACHE_CONTROL, "no-store".to_string()),
         ],
-        Json(Done { ok: true }),
+        Json(LoggedOut {
+            ok: true,
+            sso_logout,
+        }),
     )
         .into_response()
 }

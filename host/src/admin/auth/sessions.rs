@@ -15,6 +15,9 @@ pub(super) struct Session {
     pub credential: [u8; 32],
     /// The token state-changing requests must carry in `X-CSRF-Token`.
     pub csrf: String,
+    /// Signed in through the OpenID provider: the user's groups, mapped to
+    /// a role by the configuration in force at each request.
+    pub sso: Option<Vec<String>>,
     pub created: Instant,
     pub expires: Instant,
 }
@@ -92,6 +95,7 @@ mod tests {
             user: user.into(),
             credential: [0; 32],
             csrf: "c".into(),
+            sso: None,
             created,
             expires: created + ttl,
         }
