@@ -28,7 +28,7 @@ pub use routes::{probe_guard, router};
 
 use password::{decoy_hash, hex, sha256};
 pub use password::{hash_password, new_token, verify_password};
-pub use user::{Admin, ClientAddr, ClientIp, CurrentUser, Operator, Viewer};
+pub use user::{Admin, ClientAddr, ClientIp, CurrentUser, OnBehalf, Operator, Viewer};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -272,6 +272,11 @@ pub fn peer_token(access: &AdminAccessSpec) -> Option<String> {
 pub const PEER_HEADER: &str = "x-izhub-peer";
 /// The header naming the user another node asks for.
 pub const ON_BEHALF_HEADER: &str = "x-izhub-on-behalf-of";
+/// For a single sign-on user: the header with their groups (a JSON list),
+/// which the asked node maps to a role with its own configuration.
+pub const ON_BEHALF_GROUPS_HEADER: &str = "x-izhub-on-behalf-groups";
+/// Longest groups header taken from another node.
+const MAX_GROUPS_HEADER: usize = 64 << 10;
 
 /// Console authentication: users, sessions and the login rate limit. A
 /// cheap handle (clones share everything); put one in the admin state and
@@ -295,8 +300,8 @@ enum Via {
     Session {
         key: [u8; 32],
         csrf: String,
-        /// Opened through the OpenID provider.
-        sso: bool,
+        /// Opened through the OpenID provider: the user's groups.
+        sso: Option<Vec<String>>,
     },
     Token,
     /// Another node of the cluster, for a user of its console.
@@ -484,12 +489,49 @@ impl Auth {
             if !bool::from(sha256(given.as_bytes()).ct_eq(&expected)) {
                 return Err(Refusal::unauthorized("wrong node secret"));
             }
-            let user = headers
+            let name = headers
                 .get(ON_BEHALF_HEADER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|name| settings.users.get(name))
                 .ok_or_else(|| Refusal::unauthorized("no such user on this node"))?;
-            return Ok(CurrentUser::new(user, Via::Peer));
+            return match headers.get(ON_BEHALF_GROUPS_HEADER) {
+                None => settings
+                    .users
+                    .get(name)
+                    .map(|user| CurrentUser::new(user, Via::Peer))
+                    .ok_or_else(|| Refusal::unauthorized("no such user on this node")),
+                Some(groups) => {
+                    let groups: Vec<String> = Some(groups.as_bytes())
+                        .filter(|g| g.len() <= MAX_GROUPS_HEADER)
+                        .and_then(|g| serde_json::from_slice(g).ok())
+                        .ok_or_else(|| {
+                            Refusal::bad_request("the groups header is not a JSON list")
+                        })?;
+                    let session = Session {
+                        user: name.to_string(),
+                        credential: settings
+                            .oidc
+                            .as_ref()
+                            .map(|o| oidc::fingerprint(&o.spec))
+                            .unwrap_or_default(),
+                        csrf: String::new(),
+                        sso: Some(groups),
+                        created: Instant::now(),
+                        expires: Instant::now(),
+                    };
+                    let user = settings
+                        .account(&session)
+                        .filter(|_| crate::config::check_user_name(name).is_ok())
+                        .ok_or_else(|| {
+                            Refusal::unauthorized(
+                                "this node maps none of the user's groups to a role",
+                            )
+                        })?;
+                    Ok(CurrentUser {
+                        via: Via::Peer,
+                        ..user
+                    })
+                }
+            };
         }
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let token = bearer(value).ok_or_else(|| {
@@ -527,7 +569,7 @@ impl Auth {
             via: Via::Session {
                 key,
                 csrf: session.csrf,
-                sso: session.sso.is_some(),
+                sso: session.sso,
             },
             ..user
         })
@@ -704,6 +746,78 @@ mod tests {
         let headers = with_cookie(&login.cookie, Some(&login.csrf));
         let me = auth.authenticate(&Method::POST, &headers).unwrap();
         auth.logout(&me);
+        assert!(auth.authenticate(&Method::GET, &headers).is_err());
+    }
+
+    fn oidc(roles: &[(&str, Role)]) -> crate::config::OidcSpec {
+        crate::config::OidcSpec {
+            issuer: "https://idp.example.org".into(),
+            client_id: "izhub".into(),
+            client_secret_env: None,
+            redirect_url: "https://izhub.example.org/api/oidc/callback".into(),
+            scopes: vec!["openid".into()],
+            groups_claim: "groups".into(),
+            name_claim: "preferred_username".into(),
+            label: "SSO".into(),
+            ca: None,
+            roles: roles
+                .iter()
+                .map(|(group, role)| crate::config::OidcRoleSpec {
+                    group: group.to_string(),
+                    role: *role,
+                    routes: None,
+                    destinations: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn single_sign_on_sessions_follow_the_group_mapping_in_force() {
+        let mut access = spec(&[]);
+        access.oidc = Some(oidc(&[("ops", Role::Operator)]));
+        let auth = Auth::new(&access, false);
+        let fingerprint = oidc::fingerprint(access.oidc.as_ref().unwrap());
+        let login = auth
+            .open_session(
+                "olga",
+                Role::Operator,
+                fingerprint,
+                Some(vec!["ops".into(), "staff".into()]),
+            )
+            .unwrap();
+        let headers = with_cookie(&login.cookie, Some(&login.csrf));
+        let me = auth.authenticate(&Method::POST, &headers).unwrap();
+        assert_eq!((me.name.as_str(), me.role), ("olga", Role::Operator));
+        let behalf = me.on_behalf();
+        assert_eq!(
+            behalf.groups,
+            Some(vec!["ops".to_string(), "staff".to_string()])
+        );
+        // The mapping is read at each request: a reload that makes the group admin applies.
+        access.oidc = Some(oidc(&[("ops", Role::Admin)]));
+        auth.reload(&access);
+        assert_eq!(
+            auth.authenticate(&Method::GET, &headers).unwrap().role,
+            Role::Admin
+        );
+        // A reload that maps none of her groups ends the session.
+        access.oidc = Some(oidc(&[("admins", Role::Admin)]));
+        auth.reload(&access);
+        assert_eq!(auth.session_count(), 0);
+        assert!(auth.authenticate(&Method::GET, &headers).is_err());
+        // So does a change of provider.
+        access.oidc = Some(oidc(&[("ops", Role::Viewer)]));
+        auth.reload(&access);
+        let login = auth
+            .open_session("olga", Role::Viewer, fingerprint, Some(vec!["ops".into()]))
+            .unwrap();
+        let headers = with_cookie(&login.cookie, None);
+        assert!(auth.authenticate(&Method::GET, &headers).is_ok());
+        let mut other = oidc(&[("ops", Role::Viewer)]);
+        other.issuer = "https://other-idp.example.org".into();
+        access.oidc = Some(other);
+        auth.reload(&access);
         assert!(auth.authenticate(&Method::GET, &headers).is_err());
     }
 

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::auth::{ON_BEHALF_HEADER, PEER_HEADER};
+use super::auth::{ON_BEHALF_GROUPS_HEADER, ON_BEHALF_HEADER, OnBehalf, PEER_HEADER};
 use crate::mllp::Io;
 use crate::store::{Journal, Peer};
 
@@ -131,7 +131,7 @@ impl Peers {
         peer: &Peer,
         method: Method,
         path_and_query: &str,
-        user: &str,
+        user: &OnBehalf,
         body: Option<&serde_json::Value>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
         let (authority, stream) = self.connect(&peer.name, &peer.console_url).await?;
@@ -146,7 +146,11 @@ impl Peers {
             .uri(path_and_query)
             .header("host", authority.as_str())
             .header(PEER_HEADER, self.token.as_str())
-            .header(ON_BEHALF_HEADER, user);
+            .header(ON_BEHALF_HEADER, user.name.as_str());
+        if let Some(groups) = &user.groups {
+            let list = serde_json::to_string(groups).map_err(|e| e.to_string())?;
+            request = request.header(ON_BEHALF_GROUPS_HEADER, list);
+        }
         let payload = match body {
             Some(v) => {
                 request = request.header("content-type", "application/json");
@@ -169,7 +173,7 @@ impl Peers {
     pub async fn follow(
         &self,
         peer: &Peer,
-        user: &str,
+        user: &OnBehalf,
         tx: tokio::sync::mpsc::Sender<String>,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<(), String> {
@@ -217,7 +221,7 @@ impl Peers {
         peer: &Peer,
         method: Method,
         path_and_query: &str,
-        user: &str,
+        user: &OnBehalf,
         body: Option<&serde_json::Value>,
     ) -> Result<(StatusCode, Bytes), String> {
         self.call_within(TIMEOUT, peer, method, path_and_query, user, body)
@@ -231,7 +235,7 @@ impl Peers {
         peer: &Peer,
         method: Method,
         path_and_query: &str,
-        user: &str,
+        user: &OnBehalf,
         body: Option<&serde_json::Value>,
     ) -> Result<(StatusCode, Bytes), String> {
         let exchange = async {
@@ -256,7 +260,7 @@ impl Peers {
         timeout: Duration,
         method: Method,
         path_and_query: &str,
-        user: &str,
+        user: &OnBehalf,
         body: Option<&serde_json::Value>,
     ) -> Vec<(Peer, Result<(StatusCode, Bytes), String>)> {
         let nodes = self.list().await;

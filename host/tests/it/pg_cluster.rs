@@ -611,7 +611,10 @@ fn console_users() -> String {
         "peer_token_env = \"IZHUB_TEST_PEER_TOKEN\"\n\n\
          [[admin.users]]\nname = \"olga\"\nrole = \"operator\"\npassword_hash = \"{hash}\"\ntoken_sha256 = \"{}\"\n\n\
          [[admin.users]]\nname = \"vic\"\nrole = \"viewer\"\npassword_hash = \"{hash}\"\ntoken_sha256 = \"{}\"\n\n\
-         [[admin.users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\ntoken_sha256 = \"{}\"\n",
+         [[admin.users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\ntoken_sha256 = \"{}\"\n\n\
+         [admin.oidc]\nissuer = \"https://idp.example.org\"\nclient_id = \"izhub\"\n\
+         redirect_url = \"https://izhub.example.org/api/oidc/callback\"\n\n\
+         [[admin.oidc.roles]]\ngroup = \"iis-ops\"\nrole = \"operator\"\n",
         digest("olga-token"),
         digest("vic-token"),
         digest("ada-token")
@@ -1175,6 +1178,17 @@ async fn cluster_view_and_a_forged_peer(
     )
     .await;
     assert_eq!(answer.status, 401, "{}", answer.body);
+    // A single sign-on user of node a: node b maps their groups with its own
+    // [admin.oidc]; groups it does not map are refused.
+    for (groups, status) in [(r#"["staff","iis-ops"]"#, 200), (r#"["staff"]"#, 401)] {
+        let sso = [
+            ("x-izhub-peer", PEER_TOKEN),
+            ("x-izhub-on-behalf-of", "sso.user@hie.example.org"),
+            ("x-izhub-on-behalf-groups", groups),
+        ];
+        let answer = http(admin_b, "GET", &format!("/api/messages/{id}"), &sso, None).await;
+        assert_eq!(answer.status, status, "{groups}: {}", answer.body);
+    }
 }
 
 /// 4 (c) With HTTPS on the admin address, nodes reach each other over

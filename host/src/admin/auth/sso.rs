@@ -65,7 +65,7 @@ impl Auth {
 
     /// Whether the user's session was opened through the provider.
     fn sso_logout_pending(user: &CurrentUser) -> bool {
-        matches!(user.via, Via::Session { sso: true, .. })
+        matches!(user.via, Via::Session { sso: Some(_), .. })
     }
 
     /// After a single sign-on user logs out: where the browser ends its

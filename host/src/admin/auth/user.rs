@@ -90,6 +90,18 @@ impl CurrentUser {
         }
     }
 
+    /// Who another node of the cluster is asked for: the name, and for a
+    /// single sign-on user the groups the other node maps to a role.
+    pub fn on_behalf(&self) -> OnBehalf {
+        OnBehalf {
+            name: self.name.clone(),
+            groups: match &self.via {
+                Via::Session { sso, .. } => sso.clone(),
+                Via::Token | Via::Peer => None,
+            },
+        }
+    }
+
     /// Whether the request came with a bearer token rather than a session.
     pub fn by_token(&self) -> bool {
         matches!(self.via, Via::Token)
@@ -111,6 +123,14 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Auth::from_ref(state).authenticate(&parts.method, &parts.headers)
     }
+}
+
+/// The user a request to another node is made for.
+#[derive(Debug, Clone)]
+pub struct OnBehalf {
+    pub name: String,
+    /// A single sign-on user's groups; `None` for a configured user.
+    pub groups: Option<Vec<String>>,
 }
 
 /// A handler argument for a user who holds at least a role: the role is

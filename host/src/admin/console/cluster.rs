@@ -91,7 +91,7 @@ pub(super) async fn search_cluster(
     for node in &nodes {
         if let Some(q) = ask(node.number) {
             let body = serde_json::to_value(&q).unwrap_or(Value::Null);
-            let (peers, user_name, node) = (peers.clone(), user.name.clone(), node.clone());
+            let (peers, user_name, node) = (peers.clone(), user.on_behalf(), node.clone());
             calls.push(tokio::spawn(async move {
                 let answer = peers
                     .call(
@@ -248,7 +248,7 @@ pub(super) async fn on_owner(
     };
     Some(
         match peers
-            .call(&node, method, path_and_query, &user.name, body)
+            .call(&node, method, path_and_query, &user.on_behalf(), body)
             .await
         {
             Ok((status, bytes)) => {
@@ -279,7 +279,7 @@ pub(super) async fn on_every_node(
             crate::admin::peers::TIMEOUT,
             axum::http::Method::POST,
             path,
-            &user.name,
+            &user.on_behalf(),
             body,
         )
         .await

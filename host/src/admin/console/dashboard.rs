@@ -34,7 +34,7 @@ pub(super) async fn board_for(state: &AdminState, flow: &Flow, user: &CurrentUse
             DASHBOARD_WAIT,
             axum::http::Method::GET,
             "/api/dashboard",
-            &user.name,
+            &user.on_behalf(),
             None,
         )
         .await
@@ -84,7 +84,7 @@ pub(super) async fn history(
                 DASHBOARD_WAIT,
                 axum::http::Method::GET,
                 "/api/dashboard/history",
-                &user.name,
+                &user.on_behalf(),
                 None,
             )
             .await

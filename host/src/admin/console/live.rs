@@ -37,7 +37,7 @@ pub(super) async fn events(
                 peers.clone(),
                 peer_tx.clone(),
                 followers.clone(),
-                user.name.clone(),
+                user.on_behalf(),
             );
             tokio::spawn(async move {
                 if let Err(e) = peers.follow(&node, &name, tx, stop).await {
