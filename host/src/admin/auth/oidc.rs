@@ -130,6 +130,8 @@ pub struct Oidc {
     tls: Arc<rustls::ClientConfig>,
     provider: tokio::sync::Mutex<Option<Provider>>,
     pending: Mutex<HashMap<[u8; 32], Pending>>,
+    /// The provider's end-session endpoint, once discovered.
+    end_session: Mutex<Option<String>>,
     rng: SystemRandom,
 }
 
@@ -188,6 +190,7 @@ impl Oidc {
             tls,
             provider: tokio::sync::Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
+            end_session: Mutex::new(None),
             rng: SystemRandom::new(),
         })
     }
@@ -331,8 +334,14 @@ impl Oidc {
 
     /// Where the browser ends its session at the provider, returning to the
     /// console; `None` when the provider has no end-session endpoint.
-    pub async fn logout_url(&self) -> Option<String> {
-        let end = self.discovery().await.ok()?.end_session_endpoint?;
+    /// (Only what is known already is used: a provider that is down does
+    /// not hold up a logout.)
+    pub fn logout_url(&self) -> Option<String> {
+        let end = self
+            .end_session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
         let back = self.console_url();
         Some(with_query(
             &end,
@@ -386,6 +395,8 @@ impl Oidc {
             )));
         }
         let jwks = Arc::new(self.fetch_jwks(&discovery.jwks_uri).await?);
+        *self.end_session.lock().unwrap_or_else(|p| p.into_inner()) =
+            discovery.end_session_endpoint.clone();
         let now = Instant::now();
         *cached = Some(Provider {
             discovery: discovery.clone(),

@@ -92,7 +92,7 @@ struct LoggedOut {
 
 async fn logout(State(auth): State<Auth>, user: CurrentUser) -> Response {
     auth.logout(&user);
-    let sso_logout = auth.sso_logout_url(&user).await;
+    let sso_logout = auth.sso_logout_url(&user);
     let expired = auth.cookie("", Duration::ZERO);
     (
         [

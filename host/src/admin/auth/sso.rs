@@ -70,11 +70,11 @@ impl Auth {
 
     /// After a single sign-on user logs out: where the browser ends its
     /// session at the provider too.
-    pub(super) async fn sso_logout_url(&self, user: &CurrentUser) -> Option<String> {
+    pub(super) fn sso_logout_url(&self, user: &CurrentUser) -> Option<String> {
         if !Self::sso_logout_pending(user) {
             return None;
         }
-        self.settings().oidc.clone()?.logout_url().await
+        self.settings().oidc.clone()?.logout_url()
     }
 }
 
