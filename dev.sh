@@ -486,8 +486,12 @@ image_rootfs() {
     local root=$1 epoch=$2 linked libs=() lib p
     rm -rf "$root"
     mkdir -p "$root"/{etc/izhub,tmp,usr/local/bin,var/lib/izhub/plugins,var/lib/izhub/data}
-    # A copy without debug information (symbols stay, for backtraces); $BIN is left as it is.
-    objcopy --strip-debug "$BIN" "$root/usr/local/bin/izhub"
+    # A copy without debug information, local symbols or build ID: the
+    # compiler's local symbol names and the linker's build ID depend on the
+    # checkout's path, the rest does not (global symbols stay, for
+    # backtraces). $BIN is left as it is.
+    objcopy --strip-debug --discard-all --remove-section=.note.gnu.build-id \
+        "$BIN" "$root/usr/local/bin/izhub"
     # Exactly the shared libraries it links and the dynamic loader, each at
     # the path ldd resolves it to, which is where the loader looks.
     linked=$(ldd "$BIN") || { echo "dev.sh image: ldd cannot read $BIN" >&2; return 1; }
