@@ -2,8 +2,9 @@
 //
 //   IZHUB_BIN=/path/to/izhub node console/tests/console.test.mjs
 //
-// Starts two simulated IIS and `izhub serve` in a temp dir (config from samples/demo/izhub.toml
-// with an [admin] address and two users), drives headless system Chromium through the console,
+// Starts two simulated IIS, an OpenID provider (npm oidc-provider, in this process; ./sso.mjs) and
+// `izhub serve` in a temp dir (config from samples/demo/izhub.toml with an [admin] address, two
+// users and [admin.oidc]), drives headless system Chromium through the console,
 // and kills every child process at the end, also on failure. Optional: IZHUB_PLUGINS (default
 // <repo>/build/plugins), CHROMIUM (default /usr/bin/chromium), IZHUB_SCREENSHOT_DIR (default
 // <repo>/docs), IZHUB_KEEP_TMP=1 to keep the temp dir.

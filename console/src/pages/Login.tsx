@@ -14,7 +14,7 @@ export function Login({ onLogin }: { onLogin: (me: Me) => void }) {
     const params = new URLSearchParams(location.search);
     const sso = params.get('sso_error');
     if (sso) {
-      setError(SSO_ERRORS[sso] ?? 'Single sign-on was refused.');
+      setError(Object.prototype.hasOwnProperty.call(SSO_ERRORS, sso) ? SSO_ERRORS[sso] : 'Single sign-on was refused.');
       history.replaceState(null, '', location.pathname + location.hash);
     }
     loginOptions()
