@@ -18,6 +18,7 @@ pub mod admin;
 pub mod bulk;
 pub mod cli;
 pub mod flow;
+pub mod http;
 pub mod serve;
 pub mod sim;
 pub mod tools;

@@ -15,13 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::net::TcpStream;
 
 use super::jwt::{self, ClaimError, Jwks, TokenError};
 use super::password::sha256;
@@ -506,78 +502,18 @@ impl Oidc {
         url: &str,
         post: Option<(String, Option<String>)>,
     ) -> Result<(u16, Bytes), SsoError> {
-        let fail = |why: String| SsoError::Provider(format!("{url}: {why}"));
-        let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
-            (Some(rest), _) => (true, rest),
-            (None, Some(rest)) => (false, rest),
-            _ => return Err(fail("not an http(s) URL".into())),
+        let (form, authorization) = match post {
+            Some((form, auth)) => (Some(form), auth),
+            None => (None, None),
         };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (rest.get(..i).unwrap_or(""), rest.get(i..).unwrap_or("/")),
-            None => (rest, "/"),
+        let call = crate::http::Call {
+            url,
+            authorization: authorization.as_deref(),
+            form,
         };
-        let exchange = async {
-            let host = match authority.rsplit_once(':') {
-                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-                _ => authority,
-            };
-            let address = if authority.contains(':') && !authority.ends_with(']') {
-                authority.to_string()
-            } else {
-                format!("{authority}:{}", if https { 443 } else { 80 })
-            };
-            let tcp = TcpStream::connect(&address)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            let stream: Box<dyn izhub_engine::mllp::Io> = if https {
-                let name =
-                    izhub_engine::tls::server_name(host.trim_matches(['[', ']'])).map_err(fail)?;
-                let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| fail(format!("TLS: {e}")))?;
-                Box::new(tls)
-            } else {
-                Box::new(tcp)
-            };
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let builder = Request::builder()
-                .uri(path)
-                .header("host", authority)
-                .header("accept", "application/json");
-            let request = match post {
-                Some((body, auth)) => {
-                    let mut b = builder
-                        .method("POST")
-                        .header("content-type", "application/x-www-form-urlencoded");
-                    if let Some(a) = auth {
-                        b = b.header("authorization", a);
-                    }
-                    b.body(Full::new(Bytes::from(body)))
-                }
-                None => builder.method("GET").body(Full::new(Bytes::new())),
-            }
-            .map_err(|e| fail(e.to_string()))?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            let status = response.status().as_u16();
-            let body = Limited::new(response.into_body(), MAX_PROVIDER_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| fail(e.to_string()))?
-                .to_bytes();
-            Ok((status, body))
-        };
-        tokio::time::timeout(PROVIDER_TIMEOUT, exchange)
+        crate::http::call(Some(&self.tls), call, MAX_PROVIDER_ANSWER, PROVIDER_TIMEOUT)
             .await
-            .map_err(|_| fail(format!("no answer within {} s", PROVIDER_TIMEOUT.as_secs())))?
+            .map_err(SsoError::Provider)
     }
 }
 
