@@ -413,10 +413,8 @@ async fn attempt(
     }
     // The answer must name the message as it was journaled for delivery.
     let question = hl7::Question::of_bytes(&row.payload);
-    let first = row.payload.split(|&b| b == b'\r').next().unwrap_or(&[]);
-    let sender = hl7::Msh::read(&String::from_utf8_lossy(first))
-        .map(|m| metrics.sender_label(m.component(4, 1)))
-        .unwrap_or_else(|_| "other".to_string());
+    // The sender as journaled (MSH-4.1 as received), as relay mode labels it.
+    let sender = metrics.sender_label(&row.sender);
     let result = dest
         .deliver_by(bytes::Bytes::from(row.payload), &question, send_by)
         .await;

@@ -74,6 +74,8 @@ pub struct Pending {
     pub received_at: i64,
     /// The route that took it.
     pub route: String,
+    /// The sending facility (MSH-4.1) as received.
+    pub sender: String,
 }
 
 /// A journaled message as received, for reprocessing.

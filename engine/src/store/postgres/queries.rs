@@ -152,7 +152,7 @@ impl Inner {
             WHERE d.id = picked.id AND b.id = d.id
             RETURNING d.id, d.order_key, d.control_id,
                 CASE WHEN length(b.payload) = 0 THEN b.raw ELSE b.payload END,
-                d.attempts, d.next_attempt_at, d.received_at, d.route, d.lease_token"
+                d.attempts, d.next_attempt_at, d.received_at, d.route, d.lease_token, d.sender"
         );
         let rows = client
             .query(
@@ -181,6 +181,7 @@ impl Inner {
                 next_attempt_at: r.get(5),
                 received_at: r.get(6),
                 route: r.get(7),
+                sender: r.get(9),
             });
         }
         pending.sort_by_key(|p| p.id);

@@ -187,7 +187,7 @@ impl SqliteStore {
             .prepare_cached(
                 "SELECT d.id, d.order_key, d.control_id,
                  CASE WHEN length(b.payload) = 0 THEN b.raw ELSE b.payload END,
-                 d.attempts, d.next_attempt_at, d.received_at, d.route FROM deliveries d JOIN bodies b ON b.id = d.id
+                 d.attempts, d.next_attempt_at, d.received_at, d.route, d.sender FROM deliveries d JOIN bodies b ON b.id = d.id
                  WHERE d.destination = ?1 AND d.status = 'queued' ORDER BY d.id LIMIT ?2",
             )
             .map_err(|e| StoreError::Read(Cause::new(e)))?;
@@ -202,6 +202,7 @@ impl SqliteStore {
                     next_attempt_at: r.get(5)?,
                     received_at: r.get(6)?,
                     route: r.get(7)?,
+                    sender: r.get(8)?,
                 })
             })
             .map_err(|e| StoreError::Read(Cause::new(e)))?;
