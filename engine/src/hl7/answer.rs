@@ -179,14 +179,30 @@ impl Question {
             .and_then(|r| r.chars().next())
             .unwrap_or('|');
         let mut question = Question::default();
-        for seg in text.split(['\r', '\n']) {
-            if let Some(rest) = seg
-                .strip_prefix("MSH")
-                .filter(|_| question.control_id.is_empty())
-            {
-                // MSH-1 is the separator itself: MSH-10 is the 9th piece after it.
-                question.control_id = rest.split(sep).nth(9).unwrap_or("").trim().to_string();
-            } else if let Some(rest) = seg.strip_prefix("QPD").and_then(|r| r.strip_prefix(sep)) {
+        // MSH-1 is the separator itself: MSH-10 is the 9th piece after it.
+        let msh = text.find(['\r', '\n']).map_or(text, |end| &text[..end]);
+        if let Some(rest) = msh.strip_prefix("MSH") {
+            question.control_id = rest.split(sep).nth(9).unwrap_or("").trim().to_string();
+        }
+        // The first QPD segment, found without walking every segment (a VXU
+        // has none, and is searched once, vectorised).
+        let mut from = 0;
+        while let Some(at) = text
+            .get(from..)
+            .and_then(|rest| memchr::memmem::find(rest.as_bytes(), b"QPD"))
+        {
+            let start = from + at;
+            from = start + 3;
+            let at_line_start = start
+                .checked_sub(1)
+                .and_then(|i| text.as_bytes().get(i))
+                .is_some_and(|&b| b == b'\r' || b == b'\n');
+            if !at_line_start {
+                continue;
+            }
+            let line = &text[start..];
+            let line = line.find(['\r', '\n']).map_or(line, |end| &line[..end]);
+            if let Some(rest) = line.strip_prefix("QPD").and_then(|r| r.strip_prefix(sep)) {
                 question.query_tag = first_component(rest.split(sep).nth(1).unwrap_or(""));
                 break;
             }
@@ -626,6 +642,10 @@ mod tests {
             "MSH|^~\\&|A|B|C|D|20250101||QBP^Q11|Q-1|P|2.5.1\nQPD|Z34^Request^CDCPHINVS|tag-7|MRN1",
         );
         assert_eq!((qbp.control_id(), qbp.query_tag()), ("Q-1", "tag-7"));
+        let inside = Question::of(
+            "MSH|^~\\&|A|B|C|D|20250101||QBP^Q11|Q-2|P|2.5.1\rNTE|QPD|x|QPD\rQPDX|a|b\rQPD|Z34|tag-9",
+        );
+        assert_eq!(inside.query_tag(), "tag-9", "QPD only at a segment's start");
         let answer = |msa: &str, qak: &str| {
             IisAnswer::from_text(&format!("MSH|^~\\&|IIS\rMSA|AA|{msa}\rQAK|{qak}|OK\r"))
         };
