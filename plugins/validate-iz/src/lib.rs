@@ -176,17 +176,21 @@ impl Plugin for ValidateIz {
             checks::run(msg, &lookup, today)
         };
         let mut issues = Vec::new();
-        // Doses repeat their findings; each detection's override is asked
-        // of the host once.
-        let mut levels: Vec<(&'static str, Level)> = Vec::new();
+        // Doses repeat their findings: each detection is looked up, and its
+        // override asked of the host, once per message. Findings of one
+        // check share the id's text, so the pointer usually decides.
+        let mut levels: Vec<(&'static str, Option<&detections::Detection>, Level)> = Vec::new();
         for f in findings {
-            let det = detections::find(f.id);
-            let level = match levels.iter().find(|(id, _)| *id == f.id) {
-                Some(&(_, level)) => level,
+            let known = levels
+                .iter()
+                .find(|(id, _, _)| std::ptr::eq(*id, f.id) || *id == f.id);
+            let (det, level) = match known {
+                Some(&(_, det, level)) => (det, level),
                 None => {
+                    let det = detections::find(f.id);
                     let level = level_of_detection(f.id, det, settings.profile, ctx);
-                    levels.push((f.id, level));
-                    level
+                    levels.push((f.id, det, level));
+                    (det, level)
                 }
             };
             if let Some(issue) = det.and_then(|det| issue_for(f, det, level, settings)) {

@@ -7,6 +7,7 @@
 //! (`msg.get("RXA[2]-9.1")`) or built without allocating
 //! (`Path::new(name, 2, 9).comp(1)` with [`Message::get_path`]).
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -14,6 +15,7 @@ mod path;
 mod scan;
 
 pub use path::{Path, SegmentName};
+use path::MSH;
 use scan::*;
 
 /// The delimiters of one message (MSH-1 and MSH-2).
@@ -24,6 +26,17 @@ pub struct Delimiters {
     pub repetition: char,
     pub escape: char,
     pub subcomponent: char,
+}
+
+impl Delimiters {
+    /// `|^~\&`: what nearly every message uses.
+    pub const STANDARD: Delimiters = Delimiters {
+        field: '|',
+        component: '^',
+        repetition: '~',
+        escape: '\\',
+        subcomponent: '&',
+    };
 }
 
 /// One segment, read-only.
@@ -51,7 +64,7 @@ impl<'a> Segment<'a> {
     /// In an MSH segment field 1 is the field separator itself and field 2
     /// the encoding characters, as HL7 numbers them.
     pub fn field(&self, n: usize) -> &'a str {
-        let is_msh = self.text.starts_with("MSH");
+        let is_msh = matches!(self.text.as_bytes(), [b'M', b'S', b'H', ..]);
         match (is_msh, n) {
             (_, 0) => "",
             (true, 1) => self
@@ -117,6 +130,9 @@ pub struct Message {
     delimiters: Delimiters,
     trailing_separator: bool,
     modified: bool,
+    /// The segment read last, as (name, occurrence, position): checks read
+    /// one segment's fields in a row. Positions never change once parsed.
+    last: Cell<Option<(SegmentName, usize, usize)>>,
 }
 
 impl Message {
@@ -134,16 +150,22 @@ impl Message {
         // only (the fields after them always parse). So only they are
         // parsed; the whole segment is parsed again only to report an error
         // about it.
-        let head = msh.get(..8).unwrap_or(msh);
-        let (seps, _) = hl7_parser::parser::parse_msh(head)
-            .or_else(|_| hl7_parser::parser::parse_msh(msh))
-            .map_err(|e| format!("the MSH segment could not be parsed: {e}"))?;
-        let delimiters = Delimiters {
-            field: seps.field,
-            component: seps.component,
-            repetition: seps.repetition,
-            escape: seps.escape,
-            subcomponent: seps.subcomponent,
+        // Nearly every message uses the standard delimiters, which
+        // `hl7-parser` reads as such: those are taken without parsing.
+        let delimiters = if msh.as_bytes().starts_with(b"MSH|^~\\&|") {
+            Delimiters::STANDARD
+        } else {
+            let head = msh.get(..8).unwrap_or(msh);
+            let (seps, _) = hl7_parser::parser::parse_msh(head)
+                .or_else(|_| hl7_parser::parser::parse_msh(msh))
+                .map_err(|e| format!("the MSH segment could not be parsed: {e}"))?;
+            Delimiters {
+                field: seps.field,
+                component: seps.component,
+                repetition: seps.repetition,
+                escape: seps.escape,
+                subcomponent: seps.subcomponent,
+            }
         };
         let mut message = Message {
             text: String::with_capacity(body.len()),
@@ -154,6 +176,7 @@ impl Message {
             delimiters,
             trailing_separator: text.ends_with(['\r', '\n']),
             modified: false,
+            last: Cell::new(None),
         };
         message.push_segment(msh);
         for (i, seg) in lines.enumerate() {
@@ -272,10 +295,17 @@ impl Message {
 
     /// The `occurrence`-th (1-based) segment named `name`.
     pub fn segment(&self, name: SegmentName, occurrence: usize) -> Option<Segment<'_>> {
-        let position = self
-            .positions(name)
-            .get(occurrence.checked_sub(1)?)
-            .copied()?;
+        let position = match self.last.get() {
+            Some((n, o, position)) if n == name && o == occurrence => position,
+            _ => {
+                let position = self
+                    .positions(name)
+                    .get(occurrence.checked_sub(1)?)
+                    .copied()?;
+                self.last.set(Some((name, occurrence, position)));
+                position
+            }
+        };
         self.segment_at(position)
     }
 
@@ -305,7 +335,7 @@ impl Message {
             return "";
         };
         let field = seg.field(p.field);
-        if p.segment == "MSH" && p.field <= 2 {
+        if p.segment == MSH && p.field <= 2 {
             return field;
         }
         let Some(rep) = p.repetition.checked_sub(1) else {
@@ -351,7 +381,7 @@ impl Message {
     /// [`Path::rep`] or [`Path::comp`] narrows it.
     pub fn set_path(&mut self, p: &Path, value: &str) -> Result<(), String> {
         let d = self.delimiters;
-        if p.segment == "MSH" && p.field <= 2 {
+        if p.segment == MSH && p.field <= 2 {
             return Err("MSH-1 and MSH-2 (the delimiters) cannot be changed".to_string());
         }
         if p.field == 0 {
@@ -361,7 +391,7 @@ impl Message {
             .find(p)
             .ok_or_else(|| format!("the message has no {} segment", p.segment))?;
         let seg = self.segment_at(position).ok_or("segment vanished")?.raw();
-        let offset = usize::from(p.segment == "MSH");
+        let offset = usize::from(p.segment == MSH);
         let mut fields: Vec<String> = seg.split(d.field).map(str::to_string).collect();
         let fi = p.field - offset;
         if fields.len() <= fi {

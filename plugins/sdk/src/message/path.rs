@@ -34,8 +34,20 @@ pub(super) fn bracketed(s: &str) -> Result<(&str, usize), String> {
 /// A three-character segment name (`PID`), stored without allocating.
 ///
 /// Names order as their text does (`MSH` < `PID`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Eq, Hash)]
 pub struct SegmentName(pub(super) [u8; 3]);
+
+/// `MSH`, whose first two fields are the delimiters themselves.
+pub(super) const MSH: SegmentName = SegmentName(*b"MSH");
+
+impl PartialEq for SegmentName {
+    /// Compared as one number: a name comparison happens on every field
+    /// read, and a three-byte slice comparison is a library call in
+    /// WebAssembly.
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
 
 impl SegmentName {
     /// The name, when `s` is three ASCII letters or digits.
@@ -86,7 +98,7 @@ impl PartialOrd for SegmentName {
 impl PartialEq<str> for SegmentName {
     fn eq(&self, other: &str) -> bool {
         match other.as_bytes() {
-            [a, b, c] => self.0 == [*a, *b, *c],
+            &[a, b, c] => *self == SegmentName([a, b, c]),
             _ => false,
         }
     }

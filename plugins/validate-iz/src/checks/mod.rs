@@ -9,6 +9,7 @@ mod rxa;
 
 use std::cell::RefCell;
 use std::fmt;
+use std::rc::Rc;
 
 use izhub_plugin::{LookupError, Message, Path, SegmentName};
 
@@ -37,7 +38,8 @@ pub enum Code {
     Unknown,
     /// The code's value as the table holds it: `|`-separated fields
     /// (`STATUS|label|…`), read with [`Code::status`] and [`Code::field`].
-    Known(String),
+    /// Shared, since a code looked up once is asked for again.
+    Known(Rc<str>),
 }
 
 impl Code {
@@ -74,7 +76,7 @@ pub struct Checker<'a> {
     /// Every code looked up so far for this message. Doses repeat their
     /// codes (the same CVX, the same observation LOINCs in every dose's
     /// OBX group), and each lookup is a call out of the sandbox.
-    looked_up: RefCell<Vec<(String, String, Code)>>,
+    looked_up: RefCell<Vec<(Box<str>, Box<str>, Code)>>,
     /// Today's date, when the engine gave one.
     pub today: Option<Date>,
     /// What fired so far.
@@ -190,18 +192,18 @@ impl<'a> Checker<'a> {
             .looked_up
             .borrow()
             .iter()
-            .find(|(t, k, _)| t == table && k == key)
+            .find(|(t, k, _)| **k == *key && **t == *table)
         {
             return code.clone();
         }
         let code = match (self.lookup)(table, key) {
             Err(_) => Code::NoTable,
             Ok(None) => Code::Unknown,
-            Ok(Some(v)) => Code::Known(v),
+            Ok(Some(v)) => Code::Known(v.into()),
         };
         self.looked_up
             .borrow_mut()
-            .push((table.to_string(), key.to_string(), code.clone()));
+            .push((table.into(), key.into(), code.clone()));
         code
     }
 
