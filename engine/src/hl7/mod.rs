@@ -16,7 +16,7 @@ pub use answer::{
 };
 pub use charset::{Charset, CharsetError, decode, encode};
 pub use inbound::{Inbound, InboundError};
-pub use msh::{Msh, MshError, check_structure, first_value, normalize_segments};
+pub use msh::{Msh, MshError, check_structure, first_value, layout, normalize_segments};
 pub use text::{
     civil_from_days, days_from_civil, escape, has_control, hl7_timestamp, new_control_id,
     printable, rfc3339_now,

@@ -36,6 +36,28 @@ pub fn normalize_segments(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Where a message's fields and segments are, for plugins that take it
+/// instead of scanning the text themselves: the byte offset of every field
+/// separator (MSH-1) and every carriage return, in order. `None` when the
+/// text has no MSH, its field separator is not one ASCII byte, it has line
+/// feeds, or it is too long for 32-bit offsets.
+pub fn layout(text: &str) -> Option<Vec<u32>> {
+    let bytes = text.as_bytes();
+    let sep = *bytes.get(3)?;
+    if !bytes.starts_with(b"MSH")
+        || !sep.is_ascii()
+        || sep == b'\r'
+        || sep == b'\n'
+        || u32::try_from(bytes.len()).is_err()
+        || memchr::memchr(b'\n', bytes).is_some()
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 8);
+    out.extend(memchr::memchr2_iter(sep, b'\r', bytes).filter_map(|at| u32::try_from(at).ok()));
+    Some(out)
+}
+
 /// The first component of the first repetition of `SEG-n` in the first such
 /// segment (standard delimiters), e.g. PID-3.1; empty when absent.
 pub fn first_value<'a>(text: &'a str, seg: &str, n: usize) -> &'a str {

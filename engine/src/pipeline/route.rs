@@ -190,7 +190,18 @@ impl Pipeline {
         // it so that the answer names every problem at once; what they would
         // change or route is not kept.
         let mut refused = false;
+        // Where the fields and segments are, found once for the chain (and
+        // again only after a plugin changes the text), for the plugins that
+        // take it instead of scanning the text themselves.
+        let mut found_layout: Option<Vec<u32>> = None;
         for (plugin, series) in route.plugins.iter().zip(&route.series) {
+            let layout = match &mut found_layout {
+                Some(found) => found.as_slice(),
+                found @ None if plugin.takes_layout() => {
+                    found.insert(hl7::layout(&text).unwrap_or_default())
+                }
+                None => &[],
+            };
             let env = Envelope {
                 id,
                 route: &route.spec.name,
@@ -198,6 +209,7 @@ impl Pipeline {
                 received_at,
                 hl7: &text,
                 attributes: &attributes,
+                layout,
             };
             let started = Instant::now();
             let result = self.runtime.call(plugin, &env).await;
@@ -247,6 +259,10 @@ impl Pipeline {
             merge_attributes(&mut attributes, outcome.attributes);
             if route.spec.ack_mode == AckMode::Commit {
                 journal_stage(&mut stages, plugin, &outcome.verdict, &text, issues.len());
+            }
+            // A new text (when `apply` takes it) has a layout of its own.
+            if matches!(outcome.verdict, Verdict::Continue(Some(_))) {
+                found_layout = None;
             }
             let step = self.apply(
                 route,

@@ -81,8 +81,9 @@ impl Runtime {
             attributes: env.attributes.to_vec(),
         };
         let result = async {
-            let instance = plugin
+            let instantiated = plugin
                 .pre
+                .instance_pre()
                 .instantiate_async(&mut store)
                 .await
                 .map_err(|e| match classify(plugin, e) {
@@ -91,10 +92,27 @@ impl Runtime {
                     }
                     other => other,
                 })?;
-            let result = instance
-                .call_process(&mut store, &input)
-                .await
-                .map_err(|e| classify(plugin, e))?;
+            let split = match plugin.split.filter(|_| !env.layout.is_empty()) {
+                Some(index) => instantiated
+                    .get_typed_func::<(&wit::Envelope, &[u32]), (Result<wit::Outcome, String>,)>(
+                        &mut store, index,
+                    )
+                    .ok(),
+                None => None,
+            };
+            let result = match split {
+                Some(func) => func
+                    .call_async(&mut store, (&input, env.layout))
+                    .await
+                    .map(|(result,)| result),
+                // A component without `process-split` (or with another
+                // signature for it) is called the plain way.
+                None => match plugin.indices.load(&mut store, &instantiated) {
+                    Ok(bound) => bound.call_process(&mut store, &input).await,
+                    Err(e) => Err(e),
+                },
+            }
+            .map_err(|e| classify(plugin, e))?;
             let outcome = result.map_err(|message| PluginError::Returned {
                 plugin: plugin.name.clone(),
                 message: truncate(message, 500),

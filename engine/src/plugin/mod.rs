@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
     UpdateDeadline,
@@ -38,7 +38,7 @@ mod bindings {
 }
 
 use bindings::izhub::plugin::types as wit;
-use bindings::{Plugin, PluginPre};
+use bindings::{Plugin, PluginIndices, PluginPre};
 
 /// How often the epoch advances while plugin calls run; a runaway plugin is
 /// stopped within one tick of its deadline, and a long call yields to other
@@ -83,6 +83,9 @@ pub struct Envelope<'a> {
     pub received_at: &'a str,
     pub hl7: &'a str,
     pub attributes: &'a [(String, String)],
+    /// [`crate::hl7::layout`] of `hl7`, for plugins that export
+    /// `process-split`; empty when there is none.
+    pub layout: &'a [u32],
 }
 
 /// Why a call failed. Each names the plugin and what it broke.
@@ -350,6 +353,11 @@ pub struct LoadedPlugin {
     label: String,
     provenance: Provenance,
     pre: PluginPre<CallState>,
+    /// Its `process-split` export (the SDK's plugins have one): called with
+    /// the message's layout instead of `process`.
+    split: Option<ComponentExportIndex>,
+    /// Where `process` is, found once.
+    indices: PluginIndices,
     grants: Arc<Grants>,
     time_limit: Duration,
     memory_limit: usize,
@@ -372,6 +380,11 @@ impl LoadedPlugin {
     /// Its manifest and signer.
     pub fn provenance(&self) -> &Provenance {
         &self.provenance
+    }
+
+    /// Whether it takes the message's layout (exports `process-split`).
+    pub fn takes_layout(&self) -> bool {
+        self.split.is_some()
     }
 }
 
@@ -529,6 +542,8 @@ impl Runtime {
                 "it does not export the izhub:plugin world's `process` function: {e:#}"
             ))
         })?;
+        let indices = PluginIndices::new(pre.instance_pre())
+            .map_err(|e| err(format!("its `process` export cannot be found: {e:#}")))?;
         let grants = Grants {
             plugin: spec.name.clone(),
             log: spec.grants.contains(&Grant::Log),
@@ -555,6 +570,8 @@ impl Runtime {
             label,
             provenance,
             pre,
+            split: component.get_export_index(None, "process-split"),
+            indices,
             grants: Arc::new(grants),
             time_limit: spec.time_limit,
             memory_limit: spec.memory_limit,

@@ -83,7 +83,11 @@ pub fn load_for_test(
     Ok(runtime.load(&spec, &component, provenance, &Arc::new(tables))?)
 }
 
-fn envelope<'a>(hl7: &'a str, attributes: &'a [(String, String)]) -> Envelope<'a> {
+fn envelope<'a>(
+    hl7: &'a str,
+    layout: &'a [u32],
+    attributes: &'a [(String, String)],
+) -> Envelope<'a> {
     Envelope {
         id: "test-1",
         route: "test",
@@ -91,6 +95,7 @@ fn envelope<'a>(hl7: &'a str, attributes: &'a [(String, String)]) -> Envelope<'a
         received_at: "2026-01-01T00:00:00.000Z",
         hl7,
         attributes,
+        layout,
     }
 }
 
@@ -167,8 +172,9 @@ pub async fn test_plugin(
         let raw = super::read_message_file(file)?;
         let (text, _) =
             crate::hl7::decode(&raw).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let layout = crate::hl7::layout(&text).unwrap_or_default();
         let (result, stats): (_, CallStats) = runtime
-            .call_with_stats(&plugin, &envelope(&text, &[]))
+            .call_with_stats(&plugin, &envelope(&text, &layout, &[]))
             .await;
         let rendered = render(&text, &result);
         println!("== {}", file.display());
@@ -226,6 +232,7 @@ pub async fn bench_plugin(
     let raw = super::read_message_file(message)?;
     let (text, _) =
         crate::hl7::decode(&raw).map_err(|e| anyhow::anyhow!("{}: {e}", message.display()))?;
+    let layout = crate::hl7::layout(&text).unwrap_or_default();
     println!(
         "plugin {} on {} ({} bytes), {iterations} calls each",
         wasm.display(),
@@ -243,7 +250,7 @@ pub async fn bench_plugin(
             unlimited,
         })?;
         let plugin = load_for_test(&runtime, wasm, setup)?;
-        let env = envelope(&text, &[]);
+        let env = envelope(&text, &layout, &[]);
         for _ in 0..iterations.min(200) {
             let _ = runtime.call(&plugin, &env).await;
         }

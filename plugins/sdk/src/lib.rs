@@ -35,7 +35,7 @@ pub use message::{Delimiters, Message, Path, Segment, SegmentName};
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "plugin",
+        world: "plugin-split",
         pub_export_macro: true,
         export_macro_name: "export_plugin",
         default_bindings_module: "izhub_plugin::bindings",
@@ -159,6 +159,9 @@ pub struct Input {
     pub received_at: String,
     pub hl7: String,
     pub attributes: Vec<(String, String)>,
+    /// Where the fields and segments of `hl7` are, when the engine sent it
+    /// (see [`Message::with_layout`]); empty: the text is parsed.
+    pub layout: Vec<u32>,
 }
 
 /// What a plugin call produced.
@@ -173,7 +176,14 @@ pub struct Outcome {
 
 /// Runs a plugin on one input with a host: what the engine does, natively.
 pub fn run<P: Plugin>(input: Input, host: &dyn Host) -> Result<Outcome, String> {
-    let mut msg = Message::parse(&input.hl7)?;
+    let mut msg = if input.layout.is_empty() {
+        Message::parse(&input.hl7)?
+    } else {
+        match Message::with_layout(input.hl7, &input.layout) {
+            Ok(msg) => msg,
+            Err(text) => Message::parse(&text)?,
+        }
+    };
     let mut ctx = Context {
         id: input.id,
         route: input.route,
@@ -246,6 +256,15 @@ pub mod glue {
 
     /// Runs plugin `P` for one call from the engine.
     pub fn process<P: Plugin>(env: types::Envelope) -> Result<types::Outcome, String> {
+        process_split::<P>(env, Vec::new())
+    }
+
+    /// Runs plugin `P` for one call from the engine that came with the
+    /// message's layout.
+    pub fn process_split<P: Plugin>(
+        env: types::Envelope,
+        layout: Vec<u32>,
+    ) -> Result<types::Outcome, String> {
         let input = Input {
             id: env.id,
             route: env.route,
@@ -253,6 +272,7 @@ pub mod glue {
             received_at: env.received_at,
             hl7: env.hl7,
             attributes: env.attributes,
+            layout,
         };
         let out = run::<P>(input, &WasmHost)?;
         let verdict = match out.verdict {
@@ -281,6 +301,13 @@ macro_rules! plugin {
                 msg: $crate::bindings::Envelope,
             ) -> ::core::result::Result<$crate::bindings::Outcome, ::std::string::String> {
                 $crate::glue::process::<$plugin>(msg)
+            }
+
+            fn process_split(
+                msg: $crate::bindings::Envelope,
+                layout: ::std::vec::Vec<u32>,
+            ) -> ::core::result::Result<$crate::bindings::Outcome, ::std::string::String> {
+                $crate::glue::process_split::<$plugin>(msg, layout)
             }
         }
 

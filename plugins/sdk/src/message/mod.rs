@@ -145,28 +145,7 @@ impl Message {
         let body = text.trim_end_matches(['\r', '\n']);
         let mut lines = split_lines(body).filter(|s| !s.is_empty());
         let msh = lines.next().unwrap_or("");
-        // The delimiters are the five characters after `MSH`, and whether
-        // `hl7-parser` accepts an MSH segment depends on those eight bytes
-        // only (the fields after them always parse). So only they are
-        // parsed; the whole segment is parsed again only to report an error
-        // about it.
-        // Nearly every message uses the standard delimiters, which
-        // `hl7-parser` reads as such: those are taken without parsing.
-        let delimiters = if msh.as_bytes().starts_with(b"MSH|^~\\&|") {
-            Delimiters::STANDARD
-        } else {
-            let head = msh.get(..8).unwrap_or(msh);
-            let (seps, _) = hl7_parser::parser::parse_msh(head)
-                .or_else(|_| hl7_parser::parser::parse_msh(msh))
-                .map_err(|e| format!("the MSH segment could not be parsed: {e}"))?;
-            Delimiters {
-                field: seps.field,
-                component: seps.component,
-                repetition: seps.repetition,
-                escape: seps.escape,
-                subcomponent: seps.subcomponent,
-            }
-        };
+        let delimiters = read_delimiters(msh)?;
         let mut message = Message {
             text: String::with_capacity(body.len()),
             lines: Vec::with_capacity(body.len() / 64 + 1),
@@ -192,6 +171,93 @@ impl Message {
             }
             message.push_segment(seg);
         }
+        message.build_index();
+        Ok(message)
+    }
+
+    /// A message whose layout the engine found already: `layout` holds the
+    /// byte offset in `text` of every field separator and every carriage
+    /// return, in order. Nothing is scanned or copied; each offset is
+    /// checked to be a separator, in order and in the text. When the layout
+    /// does not fit the text (or the text has line feeds or empty
+    /// segments), or is empty, the text is given back, to be parsed.
+    pub fn with_layout(mut text: String, layout: &[u32]) -> Result<Message, String> {
+        if layout.is_empty() {
+            return Err(text);
+        }
+        let msh_end = layout
+            .iter()
+            .map(|&at| at as usize)
+            .find(|&at| text.as_bytes().get(at) == Some(&b'\r'))
+            .unwrap_or(text.len());
+        let Some(delimiters) = text.get(..msh_end).and_then(|m| read_delimiters(m).ok()) else {
+            return Err(text);
+        };
+        let Some(sep) = scan::ascii_byte(delimiters.field).filter(|&b| b != b'\r' && b != b'\n')
+        else {
+            return Err(text);
+        };
+        let bytes = text.as_bytes();
+        let body_len = bytes
+            .iter()
+            .rposition(|&b| b != b'\r' && b != b'\n')
+            .map_or(0, |last| last + 1);
+        if bytes.len() > u32::MAX as usize || memchr::memchr(b'\n', bytes).is_some() {
+            return Err(text);
+        }
+        let mut lines: Vec<Line> = Vec::with_capacity(layout.len() / 8 + 1);
+        let mut separators = Vec::with_capacity(layout.len());
+        let mut start = 0;
+        let mut previous = None;
+        let end_segment = |start: usize, end: usize, seps: &mut Vec<usize>, lines: &mut Vec<Line>| {
+            let first = lines.last().map_or(0, |l: &Line| l.separators_end);
+            let name = bytes.get(start..start + 3);
+            let well_formed = end > start
+                && name.is_some_and(|n| n.iter().all(u8::is_ascii_alphanumeric))
+                && (end == start + 3 || bytes.get(start + 3) == Some(&sep));
+            lines.push(Line {
+                name: name.and_then(|n| std::str::from_utf8(n).ok()).and_then(SegmentName::new),
+                start,
+                end,
+                separators_start: first,
+                separators_end: seps.len(),
+            });
+            well_formed
+        };
+        for &at in layout {
+            let at = at as usize;
+            if previous.is_some_and(|p| at <= p) || at >= bytes.len() {
+                return Err(text);
+            }
+            previous = Some(at);
+            match bytes.get(at) {
+                Some(&b) if b == sep && at < body_len => separators.push(at - start),
+                Some(b'\r') if at >= body_len => break,
+                Some(b'\r') => {
+                    if !end_segment(start, at, &mut separators, &mut lines) {
+                        return Err(text);
+                    }
+                    start = at + 1;
+                }
+                _ => return Err(text),
+            }
+        }
+        if !end_segment(start, body_len, &mut separators, &mut lines) {
+            return Err(text);
+        }
+        let trailing_separator = body_len < text.len();
+        text.truncate(body_len);
+        let mut message = Message {
+            text,
+            lines,
+            separators,
+            index: Vec::new(),
+            by_name: Vec::new(),
+            delimiters,
+            trailing_separator,
+            modified: false,
+            last: Cell::new(None),
+        };
         message.build_index();
         Ok(message)
     }
@@ -503,6 +569,29 @@ fn replace_nested(current: &str, levels: &[(char, usize)], value: &str) -> Strin
         };
     }
     parts.join(&sep.to_string())
+}
+
+/// The delimiters of an MSH segment. The delimiters are the five characters
+/// after `MSH`, and whether `hl7-parser` accepts an MSH segment depends on
+/// those eight bytes only (the fields after them always parse). So only they
+/// are parsed; the whole segment is parsed again only to report an error
+/// about it. Nearly every message uses the standard delimiters, which
+/// `hl7-parser` reads as such: those are taken without parsing.
+fn read_delimiters(msh: &str) -> Result<Delimiters, String> {
+    if msh.as_bytes().starts_with(b"MSH|^~\\&|") {
+        return Ok(Delimiters::STANDARD);
+    }
+    let head = msh.get(..8).unwrap_or(msh);
+    let (seps, _) = hl7_parser::parser::parse_msh(head)
+        .or_else(|_| hl7_parser::parser::parse_msh(msh))
+        .map_err(|e| format!("the MSH segment could not be parsed: {e}"))?;
+    Ok(Delimiters {
+        field: seps.field,
+        component: seps.component,
+        repetition: seps.repetition,
+        escape: seps.escape,
+        subcomponent: seps.subcomponent,
+    })
 }
 
 impl fmt::Display for Message {
@@ -846,6 +935,86 @@ mod tests {
                 let again = Message::parse(&m.to_string());
                 prop_assert!(again.is_ok());
             }
+
+            /// A message built from the engine's layout reads and writes
+            /// exactly as the same text parsed; a layout that does not fit
+            /// the text (shifted, cut short, out of order) never panics and
+            /// gives the text back, or still reads the text it has.
+            #[test]
+            fn a_layout_gives_the_message_parsing_gives(
+                text in messageish(),
+                paths in prop::collection::vec(any_path(), 1..8),
+                value in "[a-z0-9]{0,6}",
+                shift in 0u32..3,
+                cut in 0usize..40,
+            ) {
+                let Ok(parsed) = Message::parse(&text) else { return Ok(()) };
+                let layout = layout_of(&text);
+                match Message::with_layout(text.clone(), &layout) {
+                    Ok(mut m) => {
+                        prop_assert!(!text.contains('\n'));
+                        prop_assert_eq!(m.to_string(), parsed.to_string());
+                        for p in &paths {
+                            prop_assert_eq!(m.get_path(p), parsed.get_path(p), "{}", p);
+                        }
+                        let mut parsed = parsed;
+                        for p in &paths {
+                            let path = p.to_string();
+                            prop_assert_eq!(m.set(&path, &value).is_ok(), parsed.set(&path, &value).is_ok());
+                        }
+                        prop_assert_eq!(m.to_string(), parsed.to_string());
+                    }
+                    Err(back) => {
+                        prop_assert_eq!(&back, &text);
+                        prop_assert!(text.contains('\n') || text.contains("\r\r"), "{:?}", text);
+                    }
+                }
+                let shifted: Vec<u32> = layout.iter().map(|at| at + shift).collect();
+                let _ = Message::with_layout(text.clone(), &shifted).map(|m| m.to_string());
+                let short = &layout[..layout.len().min(cut)];
+                let _ = Message::with_layout(text.clone(), short).map(|m| m.to_string());
+                let mut reversed = layout.clone();
+                reversed.reverse();
+                prop_assert!(reversed.len() < 2 || Message::with_layout(text.clone(), &reversed).is_err());
+            }
         }
+    }
+
+    /// The engine's layout, as the engine computes it: every field
+    /// separator and carriage return.
+    fn layout_of(text: &str) -> Vec<u32> {
+        let sep = text.as_bytes().get(3).copied().unwrap_or(b'|');
+        text.bytes()
+            .enumerate()
+            .filter(|&(_, b)| b == sep || b == b'\r')
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    #[test]
+    fn a_layout_is_taken_as_given_and_refused_when_it_does_not_fit() {
+        let m = Message::with_layout(VXU.to_string(), &layout_of(VXU)).unwrap();
+        assert_eq!(m.to_string(), Message::parse(VXU).unwrap().to_string());
+        assert_eq!(m.get("PID-3[2].1"), "456");
+        assert_eq!(m.get("RXA[2]-3"), "20240101");
+        assert_eq!(m.count("RXA"), 2);
+        for broken in [
+            "MSH|^~\\&|A\rPID|1\r\rRXA|0\r",
+            "MSH|^~\\&|A\nPID|1",
+            "\rMSH|^~\\&|A",
+            "MSH|^~\\&|A\rP|1",
+            "MSH|^~\\&|A\rPIDX|1",
+            "XSH|^~\\&|A",
+        ] {
+            assert!(
+                Message::with_layout(broken.to_string(), &layout_of(broken)).is_err(),
+                "{broken:?}"
+            );
+        }
+        // An offset that is not a separator, or past the end.
+        assert!(Message::with_layout(VXU.to_string(), &[1]).is_err());
+        assert!(Message::with_layout(VXU.to_string(), &[u32::MAX]).is_err());
+        // No layout at all: the text is parsed instead.
+        assert!(Message::with_layout(VXU.to_string(), &[]).is_err());
     }
 }
