@@ -20,6 +20,7 @@ mod guests;
 mod immunization;
 mod journal_contract;
 mod kit;
+mod layout;
 mod pg_cluster;
 mod reload;
 mod sandbox;

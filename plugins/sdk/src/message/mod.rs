@@ -14,8 +14,8 @@ use std::fmt;
 mod path;
 mod scan;
 
-pub use path::{Path, SegmentName};
 use path::MSH;
+pub use path::{Path, SegmentName};
 use scan::*;
 
 /// The delimiters of one message (MSH-1 and MSH-2).
@@ -209,21 +209,24 @@ impl Message {
         let mut separators = Vec::with_capacity(layout.len());
         let mut start = 0;
         let mut previous = None;
-        let end_segment = |start: usize, end: usize, seps: &mut Vec<usize>, lines: &mut Vec<Line>| {
-            let first = lines.last().map_or(0, |l: &Line| l.separators_end);
-            let name = bytes.get(start..start + 3);
-            let well_formed = end > start
-                && name.is_some_and(|n| n.iter().all(u8::is_ascii_alphanumeric))
-                && (end == start + 3 || bytes.get(start + 3) == Some(&sep));
-            lines.push(Line {
-                name: name.and_then(|n| std::str::from_utf8(n).ok()).and_then(SegmentName::new),
-                start,
-                end,
-                separators_start: first,
-                separators_end: seps.len(),
-            });
-            well_formed
-        };
+        let end_segment =
+            |start: usize, end: usize, seps: &mut Vec<usize>, lines: &mut Vec<Line>| {
+                let first = lines.last().map_or(0, |l: &Line| l.separators_end);
+                let name = bytes.get(start..start + 3);
+                let well_formed = end > start
+                    && name.is_some_and(|n| n.iter().all(u8::is_ascii_alphanumeric))
+                    && (end == start + 3 || bytes.get(start + 3) == Some(&sep));
+                lines.push(Line {
+                    name: name
+                        .and_then(|n| std::str::from_utf8(n).ok())
+                        .and_then(SegmentName::new),
+                    start,
+                    end,
+                    separators_start: first,
+                    separators_end: seps.len(),
+                });
+                well_formed
+            };
         for &at in layout {
             let at = at as usize;
             if previous.is_some_and(|p| at <= p) || at >= bytes.len() {

@@ -34,7 +34,7 @@ pub(super) fn bracketed(s: &str) -> Result<(&str, usize), String> {
 /// A three-character segment name (`PID`), stored without allocating.
 ///
 /// Names order as their text does (`MSH` < `PID`).
-#[derive(Debug, Clone, Copy, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Eq)]
 pub struct SegmentName(pub(super) [u8; 3]);
 
 /// `MSH`, whose first two fields are the delimiters themselves.
@@ -46,6 +46,12 @@ impl PartialEq for SegmentName {
     /// WebAssembly.
     fn eq(&self, other: &Self) -> bool {
         self.key() == other.key()
+    }
+}
+
+impl std::hash::Hash for SegmentName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
     }
 }
 

@@ -69,6 +69,9 @@ pub struct Group {
     pub obx: Vec<usize>,
 }
 
+/// A code looked up for a message: table, key and what was found.
+type LookedUp = (Box<str>, Box<str>, Code);
+
 /// State shared by the checks of one message.
 pub struct Checker<'a> {
     msg: &'a Message,
@@ -76,7 +79,7 @@ pub struct Checker<'a> {
     /// Every code looked up so far for this message. Doses repeat their
     /// codes (the same CVX, the same observation LOINCs in every dose's
     /// OBX group), and each lookup is a call out of the sandbox.
-    looked_up: RefCell<Vec<(Box<str>, Box<str>, Code)>>,
+    looked_up: RefCell<Vec<LookedUp>>,
     /// Today's date, when the engine gave one.
     pub today: Option<Date>,
     /// What fired so far.
