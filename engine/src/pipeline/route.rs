@@ -10,7 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use super::observe::{AttemptInfo, Stage};
 use super::reply::{ack, relay};
-use super::trace::Trace;
+use super::trace::{Trace, count_completeness, note_completeness};
 use super::untrusted::checked_replacement;
 use super::{Answer, Pipeline};
 use crate::config::{AckMode, ListenerSpec, RouteSpec};
@@ -552,55 +552,11 @@ fn journal_stage(
     }
 }
 
-/// Notes the plugins' `completeness.<field>` attributes on the trace.
-fn note_completeness(trace: &mut Trace, attributes: &[(String, String)]) {
-    for (field, v) in attributes.iter().filter_map(completeness) {
-        if trace.completeness.len() >= 256 {
-            break;
-        }
-        if !trace.completeness.is_empty() {
-            trace.completeness.push(' ');
-        }
-        trace.completeness.push_str(&format!("{field}={v}"));
-    }
-}
-
 fn merge_attributes(into: &mut Vec<(String, String)>, new: Vec<(String, String)>) {
     for (k, v) in new {
         match into.iter_mut().find(|(ek, _)| *ek == k) {
             Some(slot) => slot.1 = v,
             None => into.push((k, v)),
         }
-    }
-}
-
-/// Values a plugin may report for `completeness.<field>` attributes; anything
-/// else is ignored, so a plugin cannot flood the metrics or put data in them.
-const COMPLETENESS: [&str; 6] = [
-    "present", "mapped", "enriched", "missing", "unknown", "invalid",
-];
-
-/// A `completeness.<field>` attribute a plugin may report: a short field
-/// name and one of the known values; anything else is ignored, so a plugin
-/// cannot flood the metrics or put data in them.
-fn completeness((key, value): &(String, String)) -> Option<(&str, &str)> {
-    let field = key.strip_prefix("completeness.")?;
-    (field.len() <= 32
-        && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && COMPLETENESS.contains(&value.as_str()))
-    .then_some((field, value.as_str()))
-}
-
-/// Counts `completeness.race`-style attributes per sending facility.
-fn count_completeness(metrics: &Metrics, sender: &str, attributes: &[(String, String)]) {
-    for (field, value) in attributes.iter().filter_map(completeness) {
-        metrics
-            .completeness
-            .get_or_create(&vec![
-                l("sender", sender),
-                l("field", field),
-                l("status", value),
-            ])
-            .inc();
     }
 }

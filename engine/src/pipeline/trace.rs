@@ -9,6 +9,7 @@ use super::{Answer, Pipeline};
 use crate::config::ListenerSpec;
 use crate::delivery::gate;
 use crate::hl7;
+use crate::metrics::{Metrics, l};
 
 /// Collected along the way.
 #[derive(Debug, Default)]
@@ -135,5 +136,49 @@ impl Pipeline {
             completeness: trace.completeness,
             reprocess_of: trace.reprocess_of,
         });
+    }
+}
+
+/// Notes the plugins' `completeness.<field>` attributes on the trace.
+pub(super) fn note_completeness(trace: &mut Trace, attributes: &[(String, String)]) {
+    for (field, v) in attributes.iter().filter_map(completeness) {
+        if trace.completeness.len() >= 256 {
+            break;
+        }
+        if !trace.completeness.is_empty() {
+            trace.completeness.push(' ');
+        }
+        trace.completeness.push_str(&format!("{field}={v}"));
+    }
+}
+
+/// Values a plugin may report for `completeness.<field>` attributes; anything
+/// else is ignored, so a plugin cannot flood the metrics or put data in them.
+const COMPLETENESS: [&str; 6] = [
+    "present", "mapped", "enriched", "missing", "unknown", "invalid",
+];
+
+/// A `completeness.<field>` attribute a plugin may report: a short field
+/// name and one of the known values; anything else is ignored, so a plugin
+/// cannot flood the metrics or put data in them.
+fn completeness((key, value): &(String, String)) -> Option<(&str, &str)> {
+    let field = key.strip_prefix("completeness.")?;
+    (field.len() <= 32
+        && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && COMPLETENESS.contains(&value.as_str()))
+    .then_some((field, value.as_str()))
+}
+
+/// Counts `completeness.race`-style attributes per sending facility.
+pub(super) fn count_completeness(metrics: &Metrics, sender: &str, attributes: &[(String, String)]) {
+    for (field, value) in attributes.iter().filter_map(completeness) {
+        metrics
+            .completeness
+            .get_or_create(&vec![
+                l("sender", sender),
+                l("field", field),
+                l("status", value),
+            ])
+            .inc();
     }
 }

@@ -47,7 +47,7 @@ pub fn root() -> PathBuf {
 }
 
 /// The components `./dev.sh test` builds before the tests run.
-const BUILT: [&str; 11] = [
+pub const BUILT: [&str; 11] = [
     "validate_iz",
     "ndc_to_cvx",
     "race_ethnicity",
