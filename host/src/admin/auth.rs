@@ -402,20 +402,8 @@ impl Auth {
                         .ok_or_else(|| {
                             Refusal::bad_request("the groups header is not a JSON list")
                         })?;
-                    let session = Session {
-                        user: name.to_string(),
-                        credential: settings
-                            .oidc
-                            .as_ref()
-                            .map(|o| oidc::fingerprint(&o.spec))
-                            .unwrap_or_default(),
-                        csrf: String::new(),
-                        sso: Some(groups),
-                        created: Instant::now(),
-                        expires: Instant::now(),
-                    };
                     let user = settings
-                        .account(&session)
+                        .sso_user(name, &groups)
                         .filter(|_| crate::config::check_user_name(name).is_ok())
                         .ok_or_else(|| {
                             Refusal::unauthorized(

@@ -76,7 +76,9 @@ impl SsoError {
 impl std::fmt::Display for SsoError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SsoError::Provider(why) => write!(f, "provider: {why}"),
+            // The provider's own words (an issuer, an error) go into logs:
+            // bounded, without control characters.
+            SsoError::Provider(why) => write!(f, "provider: {}", crate::hl7::printable(why, 500)),
             other => f.write_str(other.code()),
         }
     }

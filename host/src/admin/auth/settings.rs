@@ -98,9 +98,16 @@ impl Settings {
         if oidc::fingerprint(&oidc.spec) != session.credential {
             return None;
         }
-        let grant = oidc.spec.grant(groups)?;
+        self.sso_user(&session.user, groups)
+    }
+
+    /// A single sign-on user with these groups, when this node's provider
+    /// settings map one of them to a role. (The caller sets how the request
+    /// proved itself.)
+    pub(super) fn sso_user(&self, name: &str, groups: &[String]) -> Option<CurrentUser> {
+        let grant = self.oidc.as_ref()?.spec.grant(groups)?;
         Some(CurrentUser {
-            name: session.user.clone(),
+            name: name.to_string(),
             role: grant.role,
             routes: grant.routes,
             destinations: grant.destinations,
