@@ -184,10 +184,20 @@ struct Inner {
     /// Where other nodes reach this node's admin API ('' when unknown).
     console_url: String,
     lease_ms: i64,
-    /// Deliveries this node claimed: id → fencing token, and whether it is
-    /// being sent now (renewed until recorded).
-    claims: Mutex<HashMap<i64, (i64, bool)>>,
+    /// Deliveries this node claimed, by id.
+    claims: Mutex<HashMap<i64, Claim>>,
     fenced: AtomicU64,
+}
+
+/// A delivery this node claimed.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    /// The fencing token the claim wrote.
+    token: i64,
+    /// Being sent now: renewed until recorded.
+    sending: bool,
+    /// When the claim was asked for: its lease runs from no earlier.
+    asked: tokio::time::Instant,
 }
 
 /// The PostgreSQL store.

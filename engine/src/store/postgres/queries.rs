@@ -34,8 +34,8 @@ impl Inner {
             .lock()
             .map_err(|_| StoreError::Closed)?
             .iter()
-            .filter(|(_, (_, sending))| *sending)
-            .map(|(id, (token, _))| (*id, *token))
+            .filter(|(_, c)| c.sending)
+            .map(|(id, c)| (*id, c.token))
             .unzip();
         if ids.is_empty() {
             return Ok(());
@@ -46,81 +46,46 @@ impl Inner {
              FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token)
              WHERE d.id = h.id AND d.lease_token = h.token AND d.status = 'queued'"
         );
+        let renew = client.prepare_cached(&sql).await.map_err(write_err)?;
         client
-            .execute(sql.as_str(), &[&ids, &tokens, &self.lease_ms])
+            .execute(&renew, &[&ids, &tokens, &self.lease_ms])
             .await
             .map_err(write_err)?;
         Ok(())
     }
 
-    pub(super) fn token(&self, id: i64) -> Option<i64> {
-        self.claims
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&id).map(|(t, _)| *t))
-    }
-
     pub(super) async fn insert(&self, batch: Vec<NewDelivery>) -> Result<Vec<i64>, StoreError> {
         let mut client = self.pool.get().await.map_err(write_err)?;
-        let tx = client.transaction().await.map_err(write_err)?;
-        let insert = tx
+        // A delivery and its body in one statement: one round trip.
+        let insert = client
             .prepare_cached(
-                "INSERT INTO deliveries (received_at, listener, route, sender, control_id, message_type,
-                 order_key, destination, status, updated_at, dedupe_key)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $1, $9)
-                 ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id",
+                "WITH d AS (
+                    INSERT INTO deliveries (received_at, listener, route, sender, control_id,
+                        message_type, order_key, destination, status, updated_at, dedupe_key)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $1, $9)
+                    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id
+                 ), b AS (
+                    INSERT INTO bodies (id, raw, payload, stages) SELECT id, $10, $11, $12 FROM d
+                 )
+                 SELECT id FROM d",
             )
             .await
             .map_err(write_err)?;
-        let body = tx
-            .prepare_cached("INSERT INTO bodies (id, raw, payload, stages) VALUES ($1, $2, $3, $4)")
-            .await
-            .map_err(write_err)?;
-        let now = now_ms();
-        let mut ids = Vec::with_capacity(batch.len());
-        for d in &batch {
-            // Sender, MSH-10 and destination: a resend finds its first copy.
-            let key = (d.dedupe && !d.sender.is_empty() && !d.control_id.is_empty())
-                .then(|| format!("{}\u{1f}{}\u{1f}{}", d.sender, d.control_id, d.destination));
-            let row = tx
-                .query_opt(
-                    &insert,
-                    &[
-                        &now,
-                        &d.listener,
-                        &d.route,
-                        &d.sender,
-                        &d.control_id,
-                        &d.message_type,
-                        &d.order_key,
-                        &d.destination,
-                        &key,
-                    ],
-                )
-                .await
-                .map_err(write_err)?;
-            match row {
-                Some(row) => {
-                    let id: i64 = row.get(0);
-                    let payload: &[u8] = if d.payload == d.raw { &[] } else { &d.payload };
-                    tx.execute(&body, &[&id, &d.raw, &payload, &d.stages])
-                        .await
-                        .map_err(write_err)?;
-                    ids.push(id);
-                }
-                None => {
-                    let first = tx
-                        .query_one("SELECT id FROM deliveries WHERE dedupe_key = $1", &[&key])
-                        .await
-                        .map_err(write_err)?;
-                    tracing::info!(
-                        id = first.get::<_, i64>(0),
-                        "a message sent again was already journaled; answered without a second delivery"
-                    );
-                    ids.push(first.get(0));
-                }
-            }
+        // Sender, MSH-10 and destination: a resend finds its first copy.
+        let keys: Vec<Option<String>> = batch
+            .iter()
+            .map(|d| {
+                (d.dedupe && !d.sender.is_empty() && !d.control_id.is_empty())
+                    .then(|| format!("{}\u{1f}{}\u{1f}{}", d.sender, d.control_id, d.destination))
+            })
+            .collect();
+        // One delivery (one destination) is one statement, atomic by itself.
+        // Several go in one transaction.
+        if batch.len() == 1 {
+            return insert_all(&client, &insert, &batch, &keys).await;
         }
+        let tx = client.transaction().await.map_err(write_err)?;
+        let ids = insert_all(tx.client(), &insert, &batch, &keys).await?;
         tx.commit().await.map_err(write_err)?;
         Ok(ids)
     }
@@ -131,6 +96,7 @@ impl Inner {
         limit: usize,
     ) -> Result<Vec<Pending>, StoreError> {
         let client = self.pool.get().await.map_err(read_err)?;
+        let asked = tokio::time::Instant::now();
         // Heads only: the oldest queued delivery of each order key. The lock
         // re-checks status and lease on the current row, so a head recorded
         // meanwhile by another node is passed over.
@@ -154,9 +120,10 @@ impl Inner {
                 CASE WHEN length(b.payload) = 0 THEN b.raw ELSE b.payload END,
                 d.attempts, d.next_attempt_at, d.received_at, d.route, d.lease_token, d.sender"
         );
+        let claim = client.prepare_cached(&sql).await.map_err(read_err)?;
         let rows = client
             .query(
-                sql.as_str(),
+                &claim,
                 &[
                     &destination,
                     &(limit as i64),
@@ -171,7 +138,12 @@ impl Inner {
         let mut claims = self.claims.lock().map_err(|_| StoreError::Closed)?;
         for r in rows {
             let id: i64 = r.get(0);
-            claims.insert(id, (r.get(8), false));
+            let claim = Claim {
+                token: r.get(8),
+                sending: false,
+                asked,
+            };
+            claims.insert(id, claim);
             pending.push(Pending {
                 id,
                 order_key: r.get(1),
@@ -189,22 +161,48 @@ impl Inner {
     }
 
     pub(super) async fn hold(&self, id: i64) -> Result<bool, StoreError> {
-        let Some(token) = self.token(id) else {
+        let asked = tokio::time::Instant::now();
+        let claim = self.claims.lock().ok().and_then(|c| c.get(&id).copied());
+        let Some(claim) = claim else {
             return Ok(false);
         };
+        // A claim asked for less than an eighth of the lease ago holds by
+        // itself: its lease runs past the send window of a hold asked now
+        // (`send_window`, three quarters of the lease), and no other node
+        // can have taken it meanwhile. One round trip less per delivery;
+        // from here on it is renewed with the others being sent.
+        let lease = Duration::from_millis(self.lease_ms.max(0) as u64);
+        if asked.saturating_duration_since(claim.asked) < lease / 8 {
+            if let Ok(mut claims) = self.claims.lock()
+                && let Some(c) = claims.get_mut(&id)
+                && c.token == claim.token
+            {
+                c.sending = true;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        let token = claim.token;
         let client = self.pool.get().await.map_err(write_err)?;
         let sql = format!(
             "UPDATE deliveries SET lease_until = {DB_NOW} + $3
              WHERE id = $1 AND lease_token = $2 AND status = 'queued'"
         );
+        let hold = client.prepare_cached(&sql).await.map_err(write_err)?;
         let held = client
-            .execute(sql.as_str(), &[&id, &token, &self.lease_ms])
+            .execute(&hold, &[&id, &token, &self.lease_ms])
             .await
             .map_err(write_err)?
             == 1;
         if let Ok(mut claims) = self.claims.lock() {
             if held {
-                claims.insert(id, (token, true));
+                claims.insert(
+                    id,
+                    Claim {
+                        sending: true,
+                        ..claim
+                    },
+                );
             } else {
                 claims.remove(&id);
             }
@@ -214,16 +212,19 @@ impl Inner {
 
     pub(super) async fn release(&self, id: i64) -> Result<(), StoreError> {
         let token = self.claims.lock().ok().and_then(|mut c| c.remove(&id));
-        let Some((token, _)) = token else {
+        let Some(Claim { token, .. }) = token else {
             return Ok(());
         };
         let client = self.pool.get().await.map_err(write_err)?;
-        client
-            .execute(
+        let release = client
+            .prepare_cached(
                 "UPDATE deliveries SET lease_node = NULL, lease_until = 0
                  WHERE id = $1 AND lease_token = $2",
-                &[&id, &token],
             )
+            .await
+            .map_err(write_err)?;
+        client
+            .execute(&release, &[&id, &token])
             .await
             .map_err(write_err)?;
         Ok(())
@@ -231,7 +232,7 @@ impl Inner {
 
     pub(super) async fn record(&self, id: i64, outcome: &Attempted) -> Result<(), StoreError> {
         let token = self.claims.lock().ok().and_then(|mut c| c.remove(&id));
-        let Some((token, _)) = token else {
+        let Some(Claim { token, .. }) = token else {
             self.fenced.fetch_add(1, Ordering::Relaxed);
             return Err(StoreError::Fenced(id));
         };
@@ -246,13 +247,19 @@ impl Inner {
         loop {
             let result = async {
                 let client = self.pool.get().await.map_err(write_err)?;
-                client
-                    .execute(
+                let record = client
+                    .prepare_cached(
                         "UPDATE deliveries SET status = $3, attempts = $4, next_attempt_at = $5,
                          last_error = $6, answer = COALESCE($7, answer),
                          answer_class = COALESCE($8, answer_class), updated_at = $9,
                          lease_node = NULL, lease_until = 0
                          WHERE id = $1 AND lease_token = $2",
+                    )
+                    .await
+                    .map_err(write_err)?;
+                client
+                    .execute(
+                        &record,
                         &[
                             &id,
                             &token,
@@ -465,4 +472,59 @@ impl Inner {
             .map_err(write_err)?;
         Ok(row.map(|r| r.get(0)))
     }
+}
+
+/// Runs `insert` for each delivery, the statements sent together (pipelined
+/// on the one connection): the server runs them in order, as if one by one.
+/// A delivery whose dedupe key is already journaled gets its first copy's id.
+async fn insert_all(
+    conn: &tokio_postgres::Client,
+    insert: &tokio_postgres::Statement,
+    batch: &[NewDelivery],
+    keys: &[Option<String>],
+) -> Result<Vec<i64>, StoreError> {
+    let now = &now_ms();
+    let rows = futures::future::try_join_all(batch.iter().zip(keys).map(|(d, key)| async move {
+        let payload: &[u8] = if d.payload == d.raw { &[] } else { &d.payload };
+        conn.query_opt(
+            insert,
+            &[
+                now,
+                &d.listener,
+                &d.route,
+                &d.sender,
+                &d.control_id,
+                &d.message_type,
+                &d.order_key,
+                &d.destination,
+                key,
+                &d.raw,
+                &payload,
+                &d.stages,
+            ],
+        )
+        .await
+    }))
+    .await
+    .map_err(write_err)?;
+    let mut ids = Vec::with_capacity(batch.len());
+    for (row, key) in rows.into_iter().zip(keys) {
+        let id = match row {
+            Some(row) => row.get(0),
+            None => {
+                let first: i64 = conn
+                    .query_one("SELECT id FROM deliveries WHERE dedupe_key = $1", &[key])
+                    .await
+                    .map_err(write_err)?
+                    .get(0);
+                tracing::info!(
+                    id = first,
+                    "a message sent again was already journaled; answered without a second delivery"
+                );
+                first
+            }
+        };
+        ids.push(id);
+    }
+    Ok(ids)
 }
