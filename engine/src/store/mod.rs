@@ -247,9 +247,10 @@ pub trait Store: Cluster + Send + Sync + 'static {
 /// answers as the only node.
 pub trait Cluster {
     /// Called just before delivery `id` is sent: whether this caller still
-    /// holds its claim (a shared store also extends the lease and keeps it
-    /// renewed until [`Store::record`]). A store with one engine always
-    /// holds its claims.
+    /// holds its claim (a shared store also extends the lease, unless the
+    /// claim is so recent that its lease outlasts [`Cluster::send_window`],
+    /// and keeps it renewed until [`Store::record`]). A store with one
+    /// engine always holds its claims.
     fn hold(&self, id: i64) -> StoreFuture<'_, bool>;
     /// How long after a successful [`Cluster::hold`] (timed from before it
     /// was asked) the delivery may still be written to the IIS: past it
