@@ -162,26 +162,25 @@ impl Inner {
 
     pub(super) async fn hold(&self, id: i64) -> Result<bool, StoreError> {
         let asked = tokio::time::Instant::now();
-        let claim = self.claims.lock().ok().and_then(|c| c.get(&id).copied());
-        let Some(claim) = claim else {
-            return Ok(false);
-        };
         // A claim asked for less than an eighth of the lease ago holds by
         // itself: its lease runs past the send window of a hold asked now
         // (`send_window`, three quarters of the lease), and no other node
         // can have taken it meanwhile. One round trip less per delivery;
         // from here on it is renewed with the others being sent.
         let lease = Duration::from_millis(self.lease_ms.max(0) as u64);
-        if asked.saturating_duration_since(claim.asked) < lease / 8 {
-            if let Ok(mut claims) = self.claims.lock()
-                && let Some(c) = claims.get_mut(&id)
-                && c.token == claim.token
-            {
-                c.sending = true;
+        let claim = {
+            let Ok(mut claims) = self.claims.lock() else {
+                return Ok(false);
+            };
+            let Some(claim) = claims.get_mut(&id) else {
+                return Ok(false);
+            };
+            if asked.saturating_duration_since(claim.asked) < lease / 8 {
+                claim.sending = true;
                 return Ok(true);
             }
-            return Ok(false);
-        }
+            *claim
+        };
         let token = claim.token;
         let client = self.pool.get().await.map_err(write_err)?;
         let sql = format!(
