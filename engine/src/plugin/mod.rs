@@ -8,11 +8,11 @@ mod call;
 mod host;
 pub mod manifest;
 pub mod signature;
+mod ticker;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -24,6 +24,7 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use cache::ComponentCache;
+use ticker::{Ticker, Ticking};
 
 use crate::config::{Grant, PluginSpec};
 use crate::hl7::{Issue, Severity};
@@ -40,10 +41,6 @@ mod bindings {
 use bindings::izhub::plugin::types as wit;
 use bindings::{Plugin, PluginIndices, PluginPre};
 
-/// How often the epoch advances while plugin calls run; a runaway plugin is
-/// stopped within one tick of its deadline, and a long call yields to other
-/// tasks at every tick. With no call running the ticker sleeps.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Plugin instances alive at once; calls beyond this wait for a slot.
 const MAX_INSTANCES: u32 = 128;
 /// Resources (streams, handles) one call may hold in the host's table.
@@ -226,6 +223,10 @@ pub struct RuntimeOptions {
     /// Turn the time, memory, input and output limits off (for measuring
     /// their cost only; never in production).
     pub unlimited: bool,
+    /// Write `/tmp/perf-PID.map` naming the compiled plugin functions, so
+    /// that `perf` shows where a plugin spends its time (for profiling; a
+    /// plugin built without its name section shows as numbered functions).
+    pub perf_map: bool,
 }
 
 /// The wasmtime engine, linker and epoch ticker shared by all plugins, for
@@ -234,7 +235,6 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     slots: Arc<Semaphore>,
-    stop_ticker: Arc<AtomicBool>,
     ticker: Ticker,
     cache: ComponentCache,
     unlimited: bool,
@@ -242,33 +242,7 @@ pub struct Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
-        self.ticker.thread.unpark();
-    }
-}
-
-/// The epoch ticker thread and the count of calls it ticks for: it parks
-/// while the count is zero, so an idle engine uses no CPU.
-struct Ticker {
-    thread: std::thread::Thread,
-    active: Arc<AtomicUsize>,
-}
-
-/// Counts one running call for the ticker while it lives.
-struct Ticking<'a>(&'a Ticker);
-
-impl<'a> Ticking<'a> {
-    fn start(ticker: &'a Ticker) -> Self {
-        if ticker.active.fetch_add(1, Ordering::SeqCst) == 0 {
-            ticker.thread.unpark();
-        }
-        Ticking(ticker)
-    }
-}
-
-impl Drop for Ticking<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.ticker.stop();
     }
 }
 
@@ -426,40 +400,21 @@ impl Runtime {
             .epoch_interruption(!opts.unlimited)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .max_wasm_stack(512 << 10);
+        if opts.perf_map {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(err_text)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err_text)?;
         Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s).map_err(err_text)?;
 
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        let active = Arc::new(AtomicUsize::new(0));
-        let (weak, stop, calls) = (engine.weak(), stop_ticker.clone(), active.clone());
-        let thread = std::thread::Builder::new()
-            .name("izhub-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if calls.load(Ordering::SeqCst) == 0 {
-                        // A call starting unparks this thread; the timeout
-                        // only re-checks `stop`.
-                        std::thread::park_timeout(Duration::from_secs(1));
-                        continue;
-                    }
-                    std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })?
-            .thread()
-            .clone();
+        let ticker = Ticker::start(&engine)?;
         let cache = ComponentCache::new(&engine, opts.cache_dir);
         Ok(Runtime {
             engine,
             linker,
             slots: Arc::new(Semaphore::new(MAX_INSTANCES as usize)),
-            stop_ticker,
-            ticker: Ticker { thread, active },
+            ticker,
             cache,
             unlimited: opts.unlimited,
         })
@@ -561,6 +516,7 @@ impl Runtime {
                 .collect(),
             all_tables: tables.clone(),
         };
+        self.ticker.fit(spec.time_limit);
         let label = match &provenance.manifest {
             Some(m) => format!("{}@{}", spec.name, m.version),
             None => spec.name.clone(),

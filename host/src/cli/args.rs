@@ -47,7 +47,7 @@ impl CacheArgs {
         };
         RuntimeOptions {
             cache_dir: dir,
-            unlimited: false,
+            ..RuntimeOptions::default()
         }
     }
 }
@@ -415,6 +415,10 @@ pub enum PluginCommand {
         /// A config value for the plugin, `key=value` (repeatable).
         #[arg(long = "config", short, value_parser = parse_key_value)]
         config: Vec<(String, String)>,
+        /// Write /tmp/perf-PID.map naming the plugin's functions, for
+        /// `perf record`/`perf report` (build the plugin unstripped to see names).
+        #[arg(long)]
+        perf_map: bool,
     },
 }
 

@@ -81,6 +81,7 @@ pub(super) async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<ExitCod
             config,
             grants,
             codesets,
+            perf_map,
         } => {
             let setup = TestSetup {
                 config,
@@ -88,7 +89,7 @@ pub(super) async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<ExitCod
                 grants,
                 codesets,
             };
-            plugin_dev::bench_plugin(&wasm, &message, &setup, iterations.max(1)).await?;
+            plugin_dev::bench_plugin(&wasm, &message, &setup, iterations.max(1), perf_map).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

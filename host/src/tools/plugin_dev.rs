@@ -228,6 +228,7 @@ pub async fn bench_plugin(
     message: &Path,
     setup: &TestSetup,
     iterations: usize,
+    perf_map: bool,
 ) -> anyhow::Result<()> {
     let raw = super::read_message_file(message)?;
     let (text, _) =
@@ -248,6 +249,7 @@ pub async fn bench_plugin(
         let runtime = Runtime::new(RuntimeOptions {
             cache_dir: None,
             unlimited,
+            perf_map,
         })?;
         let plugin = load_for_test(&runtime, wasm, setup)?;
         let env = envelope(&text, &layout, &[]);
