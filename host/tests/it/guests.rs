@@ -37,7 +37,7 @@ async fn python_and_javascript_plugins_run_in_a_route() {
     let opts = ServeOptions {
         runtime: izhub::plugin::RuntimeOptions {
             cache_dir: cache,
-            unlimited: false,
+            ..Default::default()
         },
         watch: None,
     };

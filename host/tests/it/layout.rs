@@ -16,7 +16,7 @@ async fn plugins_given_the_layout_answer_as_plugins_that_parse() {
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: std::env::var_os("HOME")
             .map(|h| std::path::PathBuf::from(h).join(".cache/izhub/test-components")),
-        unlimited: false,
+        ..Default::default()
     })
     .unwrap();
     let setup = TestSetup {

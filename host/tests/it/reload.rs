@@ -166,7 +166,7 @@ async fn compiled_plugins_are_cached_across_restarts() {
     let opts = ServeOptions {
         runtime: izhub::plugin::RuntimeOptions {
             cache_dir: Some(cache.clone()),
-            unlimited: false,
+            ..Default::default()
         },
         watch: None,
     };
