@@ -80,6 +80,8 @@ impl Runtime {
             hl7: env.hl7.to_string(),
             attributes: env.attributes.to_vec(),
         };
+        stats.setup = started.elapsed();
+        let mut instantiated_at = None;
         let result = async {
             let instantiated = plugin
                 .pre
@@ -92,6 +94,7 @@ impl Runtime {
                     }
                     other => other,
                 })?;
+            instantiated_at = Some(Instant::now());
             let split = match plugin.split.filter(|_| !env.layout.is_empty()) {
                 Some(index) => instantiated
                     .get_typed_func::<(&wit::Envelope, &[u32]), (Result<wit::Outcome, String>,)>(
@@ -120,8 +123,19 @@ impl Runtime {
             convert(plugin, outcome, self.unlimited)
         }
         .await;
+        let ran_at = Instant::now();
         stats.peak_memory = store.data().limiter.peak;
+        drop(store);
         stats.elapsed = started.elapsed();
+        stats.teardown = ran_at.elapsed();
+        let began = started + stats.setup;
+        match instantiated_at {
+            Some(at) => {
+                stats.instantiate = at.saturating_duration_since(began);
+                stats.run = ran_at.saturating_duration_since(at);
+            }
+            None => stats.instantiate = ran_at.saturating_duration_since(began),
+        }
         (result, stats)
     }
 }

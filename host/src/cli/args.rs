@@ -396,7 +396,7 @@ pub enum PluginCommand {
         #[arg(long, requires = "expect")]
         bless: bool,
     },
-    /// Measure a plugin's per-call cost (fresh instance per call), limits on vs off.
+    /// Measure a plugin's per-call cost (fresh instance per call) and its phases, limits on vs off.
     Bench {
         /// The plugin component (.wasm).
         wasm: PathBuf,

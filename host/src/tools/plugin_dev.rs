@@ -257,12 +257,21 @@ pub async fn bench_plugin(
             let _ = runtime.call(&plugin, &env).await;
         }
         let mut times = Vec::with_capacity(iterations);
+        // Where the time went: setup, instantiation, the run, teardown.
+        let mut phases = [Duration::ZERO; 4];
         for _ in 0..iterations {
             let (result, stats) = runtime.call_with_stats(&plugin, &env).await;
             if let Err(e) = result {
                 bail!("{e}");
             }
             times.push(stats.elapsed);
+            for (total, phase) in
+                phases
+                    .iter_mut()
+                    .zip([stats.setup, stats.instantiate, stats.run, stats.teardown])
+            {
+                *total += phase;
+            }
         }
         times.sort_unstable();
         let mean = times.iter().sum::<Duration>() / times.len().max(1) as u32;
@@ -277,6 +286,12 @@ pub async fn bench_plugin(
             mean.as_secs_f64() * 1e6,
             pct(0.5).as_secs_f64() * 1e6,
             pct(0.99).as_secs_f64() * 1e6
+        );
+        let [setup, instantiate, run, teardown] =
+            phases.map(|total| total.as_secs_f64() * 1e6 / times.len().max(1) as f64);
+        println!(
+            "{:<11} setup {setup:.1} µs, instantiate {instantiate:.1} µs, run {run:.1} µs, teardown {teardown:.1} µs (means)",
+            ""
         );
         means.push((label, mean));
     }
