@@ -526,7 +526,6 @@ impl Runtime {
                 .collect(),
             all_tables: tables.clone(),
         };
-        self.ticker.fit(spec.time_limit);
         let label = match &provenance.manifest {
             Some(m) => format!("{}@{}", spec.name, m.version),
             None => spec.name.clone(),

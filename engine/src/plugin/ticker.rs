@@ -2,18 +2,18 @@
 //! calls run, so that each call's deadline is checked and long calls yield.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::Engine;
 
-/// How often the epoch advances while plugin calls run: a twentieth of the
-/// shortest time limit loaded, between these bounds. A runaway plugin is
+/// How often the epoch advances while plugin calls run. A runaway plugin is
 /// stopped within one tick of its deadline, and a long call yields to other
-/// tasks at every tick; at the default 200 ms limit the ticker wakes 100
-/// times a second under load, not 1,000. With no call running it sleeps.
-const TICK_MIN: Duration = Duration::from_millis(1);
-const TICK_MAX: Duration = Duration::from_millis(10);
+/// tasks at every tick: the tick is the slice a CPU-bound plugin holds a
+/// worker thread for, so it stays short (a 10 ms tick let eight spinning
+/// plugins hold a good message back for over a second on two workers).
+/// With no call running the ticker sleeps.
+const TICK: Duration = Duration::from_millis(1);
 
 /// The epoch ticker thread and the count of calls it ticks for: it parks
 /// while the count is zero, so an idle engine uses no CPU.
@@ -21,9 +21,6 @@ pub(super) struct Ticker {
     thread: std::thread::Thread,
     active: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
-    /// The tick in microseconds: lowered as plugins with shorter time
-    /// limits are loaded, never raised.
-    tick_us: Arc<AtomicU64>,
 }
 
 impl Ticker {
@@ -32,9 +29,7 @@ impl Ticker {
     pub(super) fn start(engine: &Engine) -> std::io::Result<Ticker> {
         let stop = Arc::new(AtomicBool::new(false));
         let active = Arc::new(AtomicUsize::new(0));
-        let tick_us = Arc::new(AtomicU64::new(TICK_MAX.as_micros() as u64));
-        let (weak, stopped, calls, tick) =
-            (engine.weak(), stop.clone(), active.clone(), tick_us.clone());
+        let (weak, stopped, calls) = (engine.weak(), stop.clone(), active.clone());
         let thread = std::thread::Builder::new()
             .name("izhub-epoch".into())
             .spawn(move || {
@@ -45,7 +40,7 @@ impl Ticker {
                         std::thread::park_timeout(Duration::from_secs(1));
                         continue;
                     }
-                    std::thread::sleep(Duration::from_micros(tick.load(Ordering::Relaxed)));
+                    std::thread::sleep(TICK);
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
@@ -58,21 +53,7 @@ impl Ticker {
             thread,
             active,
             stop,
-            tick_us,
         })
-    }
-
-    /// Makes the tick short enough for a plugin limited to `time_limit`.
-    pub(super) fn fit(&self, time_limit: Duration) {
-        let tick = (time_limit / 20).clamp(TICK_MIN, TICK_MAX);
-        self.tick_us
-            .fetch_min(tick.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    /// The tick in force.
-    #[cfg(test)]
-    pub(super) fn tick(&self) -> Duration {
-        Duration::from_micros(self.tick_us.load(Ordering::Relaxed))
     }
 
     /// Ends the thread.
@@ -97,28 +78,5 @@ impl<'a> Ticking<'a> {
 impl Drop for Ticking<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The tick follows the shortest time limit loaded, within its bounds,
-    /// and never grows back.
-    #[test]
-    fn the_tick_fits_the_shortest_time_limit() {
-        let engine = Engine::default();
-        let ticker = Ticker::start(&engine).unwrap();
-        assert_eq!(ticker.tick(), TICK_MAX);
-        ticker.fit(Duration::from_millis(200));
-        assert_eq!(ticker.tick(), Duration::from_millis(10));
-        ticker.fit(Duration::from_millis(100));
-        assert_eq!(ticker.tick(), Duration::from_millis(5));
-        ticker.fit(Duration::from_millis(2000));
-        assert_eq!(ticker.tick(), Duration::from_millis(5));
-        ticker.fit(Duration::from_millis(3));
-        assert_eq!(ticker.tick(), TICK_MIN);
-        ticker.stop();
     }
 }
