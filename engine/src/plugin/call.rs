@@ -80,7 +80,8 @@ impl Runtime {
             hl7: env.hl7.to_string(),
             attributes: env.attributes.to_vec(),
         };
-        stats.setup = started.elapsed();
+        let began = Instant::now();
+        stats.setup = began.saturating_duration_since(started);
         let mut instantiated_at = None;
         let result = async {
             let instantiated = plugin
@@ -128,7 +129,6 @@ impl Runtime {
         drop(store);
         stats.elapsed = started.elapsed();
         stats.teardown = ran_at.elapsed();
-        let began = started + stats.setup;
         match instantiated_at {
             Some(at) => {
                 stats.instantiate = at.saturating_duration_since(began);

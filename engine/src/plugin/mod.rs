@@ -240,12 +240,6 @@ pub struct Runtime {
     unlimited: bool,
 }
 
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticker.stop();
-    }
-}
-
 /// What a component says about itself and who signed it, checked before it
 /// is compiled.
 #[derive(Debug, Clone, Default)]

@@ -24,8 +24,8 @@ pub(super) struct Ticker {
 }
 
 impl Ticker {
-    /// Starts the thread for `engine`; it ends with the engine or at
-    /// [`Ticker::stop`].
+    /// Starts the thread for `engine`; it ends with the engine or when the
+    /// ticker is dropped.
     pub(super) fn start(engine: &Engine) -> std::io::Result<Ticker> {
         let stop = Arc::new(AtomicBool::new(false));
         let active = Arc::new(AtomicUsize::new(0));
@@ -55,9 +55,11 @@ impl Ticker {
             stop,
         })
     }
+}
 
-    /// Ends the thread.
-    pub(super) fn stop(&self) {
+/// The thread ends with its ticker (with the runtime that owns it).
+impl Drop for Ticker {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.unpark();
     }
