@@ -169,3 +169,64 @@ async fn a_postgresql_failure_names_its_sqlstate_and_keeps_its_cause() {
     assert!(text.contains("no_such_database"), "{text}");
     assert!(std::error::Error::source(&e).is_some(), "{e:?}");
 }
+
+/// Messages journaled from many connections at once share transactions on
+/// PostgreSQL, and so do delivery outcomes; what each caller is answered
+/// stays its own: a message the database refuses (a NUL byte in a text
+/// column) fails alone, the others around it are journaled once each and
+/// recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_writes_from_many_callers_answer_each_alone() {
+    let Some(pg) = crate::pg_cluster::shared() else {
+        return;
+    };
+    let url = pg.database("contract_groups").await;
+    let store = izhub::store::postgres::PgStore::open(&crate::pg_cluster::spec(
+        &url,
+        "groups",
+        Duration::from_secs(10),
+    ))
+    .await
+    .unwrap();
+    let j: Journal = std::sync::Arc::new(store);
+    let inserts: Vec<_> = (0..60)
+        .map(|i| {
+            let j = j.clone();
+            let id = if i == 30 {
+                "BAD\0ID".to_string()
+            } else {
+                format!("G{i}")
+            };
+            tokio::spawn(async move { j.insert(vec![delivery(&id, "mi", &format!("k{i}"))]).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for (i, insert) in inserts.into_iter().enumerate() {
+        match insert.await.unwrap() {
+            Ok(got) if i != 30 => {
+                assert_eq!(got.len(), 1);
+                ids.extend(got);
+            }
+            Err(e) if i == 30 => assert!(e.to_string().contains("22021"), "{e}"),
+            other => panic!("message {i}: {other:?}"),
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 59, "one id per message");
+    assert_eq!(count(&j, Status::Queued).await, 59);
+    let claimed = j.claim("mi", 100).await.unwrap();
+    assert_eq!(claimed.len(), 59);
+    let records: Vec<_> = claimed
+        .into_iter()
+        .map(|p| {
+            let j = j.clone();
+            tokio::spawn(async move { j.record(p.id, outcome(Status::Delivered)).await })
+        })
+        .collect();
+    for record in records {
+        record.await.unwrap().unwrap();
+    }
+    assert_eq!(count(&j, Status::Delivered).await, 59);
+    assert_eq!(count(&j, Status::Queued).await, 0);
+}

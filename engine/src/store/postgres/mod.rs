@@ -13,8 +13,10 @@
 //!
 //! Nodes write a heartbeat to `nodes`; `/healthz` shows them. The schema is
 //! versioned in `schema_migrations` and migrated at start under an advisory
-//! lock, so nodes starting together never race. Inserts are one transaction
-//! each and return once committed: the AA depends on it.
+//! lock, so nodes starting together never race. An insert returns once
+//! committed (the AA depends on it); the inserts that arrive together, from
+//! many connections, share one transaction, as do delivery outcomes
+//! (`group`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +32,7 @@ use super::{
 };
 use crate::config::PostgresSpec;
 
+mod group;
 mod queries;
 
 /// The database's clock in milliseconds since the epoch: leases are timed
@@ -187,6 +190,10 @@ struct Inner {
     /// Deliveries this node claimed, by id.
     claims: Mutex<HashMap<i64, Claim>>,
     fenced: AtomicU64,
+    /// Messages to journal, gathered from every connection.
+    inserts: group::Group<Vec<NewDelivery>, group::Inserted>,
+    /// Delivery outcomes, gathered from every delivery worker.
+    records: group::Group<group::Outcome, group::Recorded>,
 }
 
 /// A delivery this node claimed.
@@ -308,7 +315,6 @@ impl PgStore {
             )));
         }
         let inner = Arc::new(Inner {
-            pool,
             node,
             name,
             number,
@@ -316,12 +322,15 @@ impl PgStore {
             lease_ms: spec.lease.as_millis() as i64,
             claims: Mutex::new(HashMap::new()),
             fenced: AtomicU64::new(0),
+            inserts: group::inserts(&pool),
+            records: group::records(&pool),
+            pool,
         });
         inner
             .heartbeat(true)
             .await
             .map_err(|e| open_err(e.to_string()))?;
-        tokio::spawn(keep_alive(Arc::downgrade(&inner)));
+        tokio::spawn(queries::keep_alive(Arc::downgrade(&inner)));
         tracing::info!(database = %where_, node = %inner.node, lease_ms = inner.lease_ms, "shared journal open (PostgreSQL)");
         Ok(PgStore { inner })
     }
@@ -427,37 +436,6 @@ async fn migrate(pool: &Pool, node: &str) -> Result<(), PgError> {
     }
 }
 
-/// Heartbeat and lease renewal, a third of a lease apart, for as long as
-/// the store lives.
-async fn keep_alive(inner: Weak<Inner>) {
-    let mut failing = false;
-    loop {
-        let every = match inner.upgrade() {
-            Some(i) => Duration::from_millis((i.lease_ms / 3).max(200) as u64),
-            None => return,
-        };
-        tokio::time::sleep(every).await;
-        let Some(inner) = inner.upgrade() else { return };
-        let result = async {
-            inner.heartbeat(false).await?;
-            inner.renew().await
-        }
-        .await;
-        match result {
-            Err(e) if !failing => {
-                tracing::warn!(error = %e, "cluster heartbeat failed; deliveries in flight may be taken over by another node");
-                failing = true;
-            }
-            Err(_) => {}
-            Ok(()) if failing => {
-                tracing::info!("cluster heartbeat works again");
-                failing = false;
-            }
-            Ok(()) => {}
-        }
-    }
-}
-
 impl Store for PgStore {
     fn insert(&self, batch: Vec<NewDelivery>) -> StoreFuture<'_, Vec<i64>> {
         Box::pin(self.inner.insert(batch))
@@ -468,7 +446,7 @@ impl Store for PgStore {
     }
 
     fn record(&self, id: i64, outcome: Attempted) -> StoreFuture<'_, ()> {
-        Box::pin(async move { self.inner.record(id, &outcome).await })
+        Box::pin(self.inner.record(id, outcome))
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {

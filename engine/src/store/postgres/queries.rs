@@ -54,40 +54,11 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) async fn insert(&self, batch: Vec<NewDelivery>) -> Result<Vec<i64>, StoreError> {
-        let mut client = self.pool.get().await.map_err(write_err)?;
-        // A delivery and its body in one statement: one round trip.
-        let insert = client
-            .prepare_cached(
-                "WITH d AS (
-                    INSERT INTO deliveries (received_at, listener, route, sender, control_id,
-                        message_type, order_key, destination, status, updated_at, dedupe_key)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $1, $9)
-                    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id
-                 ), b AS (
-                    INSERT INTO bodies (id, raw, payload, stages) SELECT id, $10, $11, $12 FROM d
-                 )
-                 SELECT id FROM d",
-            )
+    pub(super) async fn insert(&self, message: Vec<NewDelivery>) -> Result<Vec<i64>, StoreError> {
+        self.inserts
+            .ask(message)
             .await
-            .map_err(write_err)?;
-        // Sender, MSH-10 and destination: a resend finds its first copy.
-        let keys: Vec<Option<String>> = batch
-            .iter()
-            .map(|d| {
-                (d.dedupe && !d.sender.is_empty() && !d.control_id.is_empty())
-                    .then(|| format!("{}\u{1f}{}\u{1f}{}", d.sender, d.control_id, d.destination))
-            })
-            .collect();
-        // One delivery (one destination) is one statement, atomic by itself.
-        // Several go in one transaction.
-        if batch.len() == 1 {
-            return insert_all(&client, &insert, &batch, &keys).await;
-        }
-        let tx = client.transaction().await.map_err(write_err)?;
-        let ids = insert_all(tx.client(), &insert, &batch, &keys).await?;
-        tx.commit().await.map_err(write_err)?;
-        Ok(ids)
+            .unwrap_or(Err(StoreError::Closed))
     }
 
     pub(super) async fn claim(
@@ -229,52 +200,27 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) async fn record(&self, id: i64, outcome: &Attempted) -> Result<(), StoreError> {
+    pub(super) async fn record(&self, id: i64, outcome: Attempted) -> Result<(), StoreError> {
         let token = self.claims.lock().ok().and_then(|mut c| c.remove(&id));
         let Some(Claim { token, .. }) = token else {
             self.fenced.fetch_add(1, Ordering::Relaxed);
             return Err(StoreError::Fenced(id));
         };
-        let (answer, class) = match &outcome.answer {
-            Some((a, c)) => (Some(a.as_slice()), Some(c.as_str())),
-            None => (None, None),
-        };
-        let attempts = outcome.attempts.min(i32::MAX as u32) as i32;
+        let attempted = Arc::new(outcome);
         // A database restarting is waited for, within the lease: past it the
         // delivery is another node's anyway.
         let give_up = tokio::time::Instant::now() + Duration::from_millis(self.lease_ms as u64);
         loop {
-            let result = async {
-                let client = self.pool.get().await.map_err(write_err)?;
-                let record = client
-                    .prepare_cached(
-                        "UPDATE deliveries SET status = $3, attempts = $4, next_attempt_at = $5,
-                         last_error = $6, answer = COALESCE($7, answer),
-                         answer_class = COALESCE($8, answer_class), updated_at = $9,
-                         lease_node = NULL, lease_until = 0
-                         WHERE id = $1 AND lease_token = $2",
-                    )
-                    .await
-                    .map_err(write_err)?;
-                client
-                    .execute(
-                        &record,
-                        &[
-                            &id,
-                            &token,
-                            &outcome.status.as_str(),
-                            &attempts,
-                            &outcome.next_attempt_at,
-                            &outcome.error,
-                            &answer,
-                            &class,
-                            &now_ms(),
-                        ],
-                    )
-                    .await
-                    .map_err(write_err)
-            }
-            .await;
+            let outcome = group::Outcome {
+                id,
+                token,
+                attempted: attempted.clone(),
+            };
+            let result = self
+                .records
+                .ask(outcome)
+                .await
+                .unwrap_or(Err(StoreError::Closed));
             match result {
                 Ok(1) => return Ok(()),
                 Ok(_) => {
@@ -282,6 +228,7 @@ impl Inner {
                     return Err(StoreError::Fenced(id));
                 }
                 Err(e) if tokio::time::Instant::now() >= give_up => return Err(e),
+                Err(StoreError::Closed) => return Err(StoreError::Closed),
                 Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
@@ -473,57 +420,33 @@ impl Inner {
     }
 }
 
-/// Runs `insert` for each delivery, the statements sent together (pipelined
-/// on the one connection): the server runs them in order, as if one by one.
-/// A delivery whose dedupe key is already journaled gets its first copy's id.
-async fn insert_all(
-    conn: &tokio_postgres::Client,
-    insert: &tokio_postgres::Statement,
-    batch: &[NewDelivery],
-    keys: &[Option<String>],
-) -> Result<Vec<i64>, StoreError> {
-    let now = &now_ms();
-    let rows = futures::future::try_join_all(batch.iter().zip(keys).map(|(d, key)| async move {
-        let payload: &[u8] = if d.payload == d.raw { &[] } else { &d.payload };
-        conn.query_opt(
-            insert,
-            &[
-                now,
-                &d.listener,
-                &d.route,
-                &d.sender,
-                &d.control_id,
-                &d.message_type,
-                &d.order_key,
-                &d.destination,
-                key,
-                &d.raw,
-                &payload,
-                &d.stages,
-            ],
-        )
-        .await
-    }))
-    .await
-    .map_err(write_err)?;
-    let mut ids = Vec::with_capacity(batch.len());
-    for (row, key) in rows.into_iter().zip(keys) {
-        let id = match row {
-            Some(row) => row.get(0),
-            None => {
-                let first: i64 = conn
-                    .query_one("SELECT id FROM deliveries WHERE dedupe_key = $1", &[key])
-                    .await
-                    .map_err(write_err)?
-                    .get(0);
-                tracing::info!(
-                    id = first,
-                    "a message sent again was already journaled; answered without a second delivery"
-                );
-                first
-            }
+/// Heartbeat and lease renewal, a third of a lease apart, for as long as
+/// the store lives.
+pub(super) async fn keep_alive(inner: Weak<Inner>) {
+    let mut failing = false;
+    loop {
+        let every = match inner.upgrade() {
+            Some(i) => Duration::from_millis((i.lease_ms / 3).max(200) as u64),
+            None => return,
         };
-        ids.push(id);
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let result = async {
+            inner.heartbeat(false).await?;
+            inner.renew().await
+        }
+        .await;
+        match result {
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "cluster heartbeat failed; deliveries in flight may be taken over by another node");
+                failing = true;
+            }
+            Err(_) => {}
+            Ok(()) if failing => {
+                tracing::info!("cluster heartbeat works again");
+                failing = false;
+            }
+            Ok(()) => {}
+        }
     }
-    Ok(ids)
 }
