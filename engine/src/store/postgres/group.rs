@@ -10,9 +10,10 @@
 //! answered is what it would have been answered alone: when the database
 //! refuses the transaction (an error of its own, so nothing of it was
 //! written; or a lock held elsewhere for longer than a group waits) the
-//! requests are written again each in its own transaction, side by side, so
-//! one bad or stalled request fails or waits alone; when the connection fails, the outcome is unknown and every
-//! request of the group fails, as a lone write would have.
+//! requests are written again each in its own transaction, side by side,
+//! so one bad or stalled request fails or waits alone; when the connection
+//! fails, the outcome is unknown and every request of the group fails, as
+//! a lone write would have.
 
 use std::future::Future;
 use std::sync::Arc;
