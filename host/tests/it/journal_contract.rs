@@ -129,20 +129,21 @@ async fn sqlite_keeps_the_journal_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_keeps_the_journal_contract() {
-    let Some(pg) = crate::pg_cluster::shared() else {
+    let Some(j) = pg_journal("contract", "contract").await else {
         return;
     };
-    let url = pg.database("contract").await;
-    let store = izhub::store::postgres::PgStore::open(&crate::pg_cluster::spec(
-        &url,
-        "contract",
-        Duration::from_secs(10),
-    ))
-    .await
-    .unwrap();
-    let j: Journal = std::sync::Arc::new(store);
     assert!(j.node_number().is_some());
     contract(j).await.unwrap();
+}
+
+/// A PostgreSQL journal on a new database `db` of the shared test server,
+/// as node `node`; `None` when the tests run without PostgreSQL.
+async fn pg_journal(db: &str, node: &str) -> Option<Journal> {
+    let pg = crate::pg_cluster::shared()?;
+    let url = pg.database(db).await;
+    let spec = crate::pg_cluster::spec(&url, node, Duration::from_secs(10));
+    let store = izhub::store::postgres::PgStore::open(&spec).await.unwrap();
+    Some(std::sync::Arc::new(store))
 }
 
 /// A PostgreSQL failure keeps the server's reason: its message and SQLSTATE
@@ -177,18 +178,9 @@ async fn a_postgresql_failure_names_its_sqlstate_and_keeps_its_cause() {
 /// recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_writes_from_many_callers_answer_each_alone() {
-    let Some(pg) = crate::pg_cluster::shared() else {
+    let Some(j) = pg_journal("contract_groups", "groups").await else {
         return;
     };
-    let url = pg.database("contract_groups").await;
-    let store = izhub::store::postgres::PgStore::open(&crate::pg_cluster::spec(
-        &url,
-        "groups",
-        Duration::from_secs(10),
-    ))
-    .await
-    .unwrap();
-    let j: Journal = std::sync::Arc::new(store);
     let inserts: Vec<_> = (0..60)
         .map(|i| {
             let j = j.clone();

@@ -158,7 +158,7 @@ const INSERT: &str = "WITH d AS (
 pub(super) fn inserts(pool: &Pool) -> Group<Vec<NewDelivery>, Inserted> {
     let pool = pool.clone();
     Group::start(INSERT_WORKERS, GROUP_MAX, move |messages| {
-        insert(pool.clone(), messages)
+        write(pool.clone(), messages)
     })
 }
 
@@ -166,52 +166,78 @@ pub(super) fn inserts(pool: &Pool) -> Group<Vec<NewDelivery>, Inserted> {
 pub(super) fn records(pool: &Pool) -> Group<Outcome, Recorded> {
     let pool = pool.clone();
     Group::start(RECORD_WORKERS, GROUP_MAX, move |outcomes| {
-        record(pool.clone(), outcomes)
+        write(pool.clone(), outcomes)
     })
 }
 
-/// Journals messages: all in one transaction, or each in its own.
-async fn insert(pool: Pool, messages: Vec<Vec<NewDelivery>>) -> Vec<Inserted> {
-    if let Some(answers) = together(messages.len(), insert_together(&pool, &messages)).await {
+/// A kind of request the workers gather: its statement and how one
+/// request is written with it.
+trait Write: Send + Sync {
+    type Answer: Send;
+    /// The statement, prepared once per connection.
+    const SQL: &'static str;
+    /// Writes the request with the statement on `conn`.
+    fn write<'a>(
+        &'a self,
+        conn: &'a tokio_postgres::Client,
+        statement: &'a tokio_postgres::Statement,
+    ) -> impl Future<Output = Result<Self::Answer, PgError>> + Send + 'a;
+    /// Statements the request takes: more than one need a transaction when
+    /// it is written alone.
+    fn statements(&self) -> usize;
+}
+
+/// Writes requests: all in one transaction, or each in its own.
+async fn write<W: Write>(pool: Pool, requests: Vec<W>) -> Vec<Result<W::Answer, StoreError>> {
+    if let Some(answers) = together(requests.len(), all_in_one(&pool, &requests)).await {
         return answers;
     }
-    futures::future::join_all(messages.iter().map(|m| insert_alone(&pool, m))).await
+    futures::future::join_all(requests.iter().map(|r| alone(&pool, r))).await
 }
 
-async fn insert_together(
-    pool: &Pool,
-    messages: &[Vec<NewDelivery>],
-) -> Result<Vec<Vec<i64>>, PgError> {
+async fn all_in_one<W: Write>(pool: &Pool, requests: &[W]) -> Result<Vec<W::Answer>, PgError> {
     let mut client = pool.get().await?;
-    let statement = client.prepare_cached(INSERT).await?;
+    let statement = client.prepare_cached(W::SQL).await?;
     let tx = client.transaction().await?;
     tx.batch_execute(GROUP_LOCK_TIMEOUT).await?;
-    let ids = futures::future::try_join_all(
-        messages
-            .iter()
-            .map(|m| insert_all(tx.client(), &statement, m)),
-    )
-    .await?;
+    let answers =
+        futures::future::try_join_all(requests.iter().map(|r| r.write(tx.client(), &statement)))
+            .await?;
     tx.commit().await?;
-    Ok(ids)
+    Ok(answers)
 }
 
-/// One message: one statement for one destination, a transaction for
-/// several.
-async fn insert_alone(pool: &Pool, message: &[NewDelivery]) -> Inserted {
+async fn alone<W: Write>(pool: &Pool, request: &W) -> Result<W::Answer, StoreError> {
     let mut client = pool.get().await.map_err(write_err)?;
-    let statement = client.prepare_cached(INSERT).await.map_err(write_err)?;
-    if message.len() == 1 {
-        return insert_all(&client, &statement, message)
-            .await
-            .map_err(write_err);
+    let statement = client.prepare_cached(W::SQL).await.map_err(write_err)?;
+    if request.statements() < 2 {
+        return request.write(&client, &statement).await.map_err(write_err);
     }
     let tx = client.transaction().await.map_err(write_err)?;
-    let ids = insert_all(tx.client(), &statement, message)
+    let answer = request
+        .write(tx.client(), &statement)
         .await
         .map_err(write_err)?;
     tx.commit().await.map_err(write_err)?;
-    Ok(ids)
+    Ok(answer)
+}
+
+/// One message: a statement per destination, pipelined.
+impl Write for Vec<NewDelivery> {
+    type Answer = Vec<i64>;
+    const SQL: &'static str = INSERT;
+
+    fn write<'a>(
+        &'a self,
+        conn: &'a tokio_postgres::Client,
+        statement: &'a tokio_postgres::Statement,
+    ) -> impl Future<Output = Result<Vec<i64>, PgError>> + Send + 'a {
+        insert_all(conn, statement, self)
+    }
+
+    fn statements(&self) -> usize {
+        self.len()
+    }
 }
 
 /// Inserts one message's deliveries, the statements sent together (pipelined
@@ -291,35 +317,21 @@ const RECORD: &str = "UPDATE deliveries SET status = $3, attempts = $4, next_att
      lease_node = NULL, lease_until = 0
      WHERE id = $1 AND lease_token = $2";
 
-/// Records outcomes: all in one transaction, or each by itself.
-async fn record(pool: Pool, outcomes: Vec<Outcome>) -> Vec<Recorded> {
-    if let Some(answers) = together(outcomes.len(), record_together(&pool, &outcomes)).await {
-        return answers;
+impl Write for Outcome {
+    type Answer = u64;
+    const SQL: &'static str = RECORD;
+
+    fn write<'a>(
+        &'a self,
+        conn: &'a tokio_postgres::Client,
+        statement: &'a tokio_postgres::Statement,
+    ) -> impl Future<Output = Result<u64, PgError>> + Send + 'a {
+        record_one(conn, statement, self)
     }
-    futures::future::join_all(outcomes.iter().map(|o| record_alone(&pool, o))).await
-}
 
-async fn record_alone(pool: &Pool, outcome: &Outcome) -> Recorded {
-    let client = pool.get().await.map_err(write_err)?;
-    let statement = client.prepare_cached(RECORD).await.map_err(write_err)?;
-    record_one(&client, &statement, outcome)
-        .await
-        .map_err(write_err)
-}
-
-async fn record_together(pool: &Pool, outcomes: &[Outcome]) -> Result<Vec<u64>, PgError> {
-    let mut client = pool.get().await?;
-    let statement = client.prepare_cached(RECORD).await?;
-    let tx = client.transaction().await?;
-    tx.batch_execute(GROUP_LOCK_TIMEOUT).await?;
-    let changed = futures::future::try_join_all(
-        outcomes
-            .iter()
-            .map(|o| record_one(tx.client(), &statement, o)),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(changed)
+    fn statements(&self) -> usize {
+        1
+    }
 }
 
 async fn record_one(
